@@ -1,0 +1,84 @@
+//! Learning a backend's generation: probe with `server/discover` (stateless 2026-07-28),
+//! fall back to the `initialize` handshake for session-based servers, as the spec's
+//! backward-compatibility rules describe.
+
+use serde_json::Value;
+
+use super::{BackendError, CallOpts, Conn, Reply};
+use crate::config::BackendConfig;
+use crate::jsonrpc::code;
+use crate::protocol::{self, Generation};
+
+pub struct Handshake {
+    pub generation: Generation,
+    pub capabilities: Value,
+}
+
+fn modern_meta() -> Value {
+    serde_json::json!({
+        protocol::META_PROTOCOL_VERSION: protocol::MODERN,
+        protocol::META_CLIENT_CAPABILITIES: {},
+        protocol::META_CLIENT_INFO: protocol::server_info(),
+    })
+}
+
+pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Result<Handshake> {
+    let params = serde_json::json!({ "_meta": modern_meta() }).to_string();
+    let probe =
+        tokio::time::timeout(config.probe_timeout, conn.request("server/discover", params, &CallOpts::default())).await;
+    match probe {
+        Ok(Ok(Reply::Result(r))) => {
+            let v: Value = serde_json::from_str(r.get()).unwrap_or_default();
+            let speaks_modern =
+                v["supportedVersions"].as_array().is_some_and(|a| a.iter().any(|x| x == protocol::MODERN));
+            if speaks_modern {
+                return Ok(Handshake { generation: Generation::Modern, capabilities: v["capabilities"].clone() });
+            }
+            tracing::info!(backend = %config.name, "server/discover lists no version Sentinel speaks statelessly; trying initialize");
+        }
+        Ok(Ok(Reply::Error(e))) => {
+            let v: Value = serde_json::from_str(e.get()).unwrap_or_default();
+            if v["code"] == code::UNSUPPORTED_PROTOCOL_VERSION {
+                tracing::info!(backend = %config.name, supported = %v["data"]["supported"], "backend is stateless but not 2026-07-28; trying initialize");
+            }
+        }
+        Ok(Err(BackendError::Unavailable(why))) => {
+            // An HTTP server that answers the probe with a bare 4xx is a session-based one;
+            // a connection failure is not, so report it rather than fall back.
+            if why.contains("error sending request") || why.contains("exited") || why.contains("not running") {
+                anyhow::bail!("backend `{}` did not answer the probe: {why}", config.name);
+            }
+        }
+        Ok(Err(BackendError::Timeout)) | Err(_) => {
+            tracing::info!(backend = %config.name, "no answer to server/discover in {:?}; trying initialize", config.probe_timeout);
+        }
+    }
+
+    let params = serde_json::json!({
+        "protocolVersion": protocol::LEGACY[0],
+        "capabilities": super::gateway_client_capabilities(),
+        "clientInfo": protocol::server_info(),
+    })
+    .to_string();
+    let init = tokio::time::timeout(super::HANDSHAKE_TIMEOUT, conn.request("initialize", params, &CallOpts::default()))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("backend `{}` did not answer initialize within {:?}", config.name, super::HANDSHAKE_TIMEOUT)
+        })?
+        .map_err(|e| anyhow::anyhow!("backend `{}`: initialize failed: {e}", config.name))?;
+    let result = match init {
+        Reply::Result(r) => r,
+        Reply::Error(e) => anyhow::bail!("backend `{}` refused initialize: {}", config.name, e.get()),
+    };
+    let v: Value = serde_json::from_str(result.get())?;
+    let version = v["protocolVersion"].as_str().unwrap_or_default();
+    let Some(version) = protocol::known_legacy(version) else {
+        anyhow::bail!(
+            "backend `{}` answered initialize with protocol version `{version}`, which Sentinel does not speak (it speaks {})",
+            config.name,
+            protocol::SUPPORTED.join(", ")
+        );
+    };
+    conn.notify("notifications/initialized", "{}".into()).await;
+    Ok(Handshake { generation: Generation::Legacy(version), capabilities: v["capabilities"].clone() })
+}

@@ -1,0 +1,374 @@
+//! A backend reached over Streamable HTTP: one shared `reqwest` client (connection reuse),
+//! JSON or SSE answers, the backend's session header kept for session-based servers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BackendError, CallOpts, Event, Notice, Reply};
+use crate::config::{BackendConfig, TransportConfig};
+use crate::jsonrpc::{self, Kind, Message};
+use crate::protocol::{self, Generation};
+
+pub struct HttpConn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    index: usize,
+    url: String,
+    headers: HeaderMap,
+    client: reqwest::Client,
+    max_bytes: usize,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+    notices: mpsc::UnboundedSender<(usize, Notice)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `None` while probing; then the backend's generation.
+    generation: Option<Generation>,
+    session: Option<String>,
+}
+
+impl HttpConn {
+    pub fn new(
+        index: usize,
+        config: &BackendConfig,
+        client: reqwest::Client,
+        notices: mpsc::UnboundedSender<(usize, Notice)>,
+    ) -> anyhow::Result<HttpConn> {
+        let TransportConfig::Http { url, headers } = &config.transport else {
+            unreachable!("http backend without http transport")
+        };
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            let mut value = HeaderValue::from_str(v)?;
+            value.set_sensitive(true);
+            map.insert(HeaderName::from_bytes(k.as_bytes())?, value);
+        }
+        Ok(HttpConn {
+            inner: Arc::new(Inner {
+                name: config.name.clone(),
+                index,
+                url: url.clone(),
+                headers: map,
+                client,
+                max_bytes: config.max_message_bytes,
+                next_id: AtomicU64::new(1),
+                state: Mutex::new(State::default()),
+                notices,
+            }),
+        })
+    }
+
+    pub fn set_generation(&self, g: Generation) {
+        self.inner.state.lock().expect("state lock").generation = Some(g);
+        if matches!(g, Generation::Legacy(_)) {
+            // The GET stream carries list_changed and other session-wide notifications.
+            tokio::spawn(listen(self.inner.clone()));
+        }
+    }
+
+    /// Remembers the session id an `initialize` answer carried.
+    fn generation(&self) -> Option<Generation> {
+        self.inner.state.lock().expect("state lock").generation
+    }
+
+    pub async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = jsonrpc::request(&id.to_string(), method, &params);
+        let legacy = matches!(self.generation(), Some(Generation::Legacy(_)));
+        let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: legacy && method != "initialize" };
+        let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
+        guard.armed = false;
+        if method == "initialize" {
+            if let Ok((session, Reply::Result(r))) = &out {
+                // Later handshake messages (notifications/initialized) need the session and
+                // the negotiated version before the generation is formally set.
+                let version = serde_json::from_str::<serde_json::Value>(r.get())
+                    .ok()
+                    .and_then(|v| v["protocolVersion"].as_str().and_then(protocol::known_legacy));
+                let mut st = self.inner.state.lock().expect("state lock");
+                st.session = session.clone();
+                st.generation = version.map(Generation::Legacy);
+            }
+        }
+        out.map(|(_, r)| r)
+    }
+
+    pub async fn notify(&self, method: &str, params: String) {
+        let body = jsonrpc::notification(method, &params);
+        let _ = self.inner.post(method, None, body, None, &CallOpts::default()).await;
+    }
+}
+
+/// Sends `notifications/cancelled` when a session-based call is dropped before its answer
+/// (for stateless backends, closing the response stream is the cancellation).
+struct CancelOnDrop {
+    inner: Arc<Inner>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let inner = self.inner.clone();
+            let params = format!(
+                r#"{{"requestId":{},"reason":"cancelled by the client or timed out at the gateway"}}"#,
+                self.id
+            );
+            tokio::spawn(async move {
+                let body = jsonrpc::notification("notifications/cancelled", &params);
+                let _ = inner.post("notifications/cancelled", None, body, None, &CallOpts::default()).await;
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn request_headers(&self, method: &str, name: Option<&str>) -> HeaderMap {
+        let mut h = self.headers.clone();
+        h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let st = self.state.lock().expect("state lock");
+        let version = match st.generation {
+            Some(g) => g.version(),
+            // Probing: `server/discover` goes out modern, `initialize` carries no version header.
+            None if method == "initialize" => "",
+            None => protocol::MODERN,
+        };
+        if !version.is_empty() {
+            h.insert("mcp-protocol-version", HeaderValue::from_static(version));
+        }
+        if let Some(s) = &st.session {
+            if let Ok(v) = HeaderValue::from_str(s) {
+                h.insert("mcp-session-id", v);
+            }
+        }
+        if version == protocol::MODERN {
+            if let Ok(v) = HeaderValue::from_str(method) {
+                h.insert("mcp-method", v);
+            }
+            if let Some(n) = name {
+                h.insert("mcp-name", header_safe(n));
+            }
+        }
+        h
+    }
+
+    /// POSTs one message; returns the session id header (if any) and the reply.
+    async fn post(
+        &self,
+        method: &str,
+        name: Option<&str>,
+        body: String,
+        id: Option<u64>,
+        opts: &CallOpts,
+    ) -> Result<(Option<String>, Reply), BackendError> {
+        let headers = self.request_headers(method, name);
+        let resp = self
+            .client
+            .post(&self.url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
+        let status = resp.status();
+        let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        if id.is_none() {
+            return Ok((session, Reply::Result(super::raw("{}".into()))));
+        }
+        if status == StatusCode::NOT_FOUND && self.state.lock().expect("state lock").session.is_some() {
+            return Err(BackendError::Unavailable(format!("backend `{}` ended its session (HTTP 404)", self.name)));
+        }
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if is_sse {
+            return self.read_sse(resp, id.expect("request id"), opts).await.map(|r| (session, r));
+        }
+        let bytes = read_limited(resp, self.max_bytes)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
+        match Message::parse(&bytes) {
+            Ok(m) if matches!(m.kind(), Some(Kind::Response)) => Ok((session, into_reply(m))),
+            _ => Err(BackendError::Unavailable(format!(
+                "backend `{}` answered HTTP {status} without a JSON-RPC response: {}",
+                self.name,
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))),
+        }
+    }
+
+    async fn read_sse(&self, resp: reqwest::Response, id: u64, opts: &CallOpts) -> Result<Reply, BackendError> {
+        let mut events = resp.bytes_stream().eventsource();
+        while let Some(ev) = events.next().await {
+            let ev = ev
+                .map_err(|e| BackendError::Unavailable(format!("backend `{}`: broken event stream: {e}", self.name)))?;
+            if ev.data.len() > self.max_bytes {
+                return Err(BackendError::Unavailable(format!(
+                    "backend `{}`: message larger than max_message_bytes",
+                    self.name
+                )));
+            }
+            if ev.data.trim().is_empty() {
+                continue;
+            }
+            let Ok(msg) = Message::parse(ev.data.as_bytes()) else {
+                tracing::warn!(backend = %self.name, "ignoring a non-JSON event");
+                continue;
+            };
+            match msg.kind() {
+                Some(Kind::Response) if msg.id.as_ref().is_some_and(|i| i.get() == id.to_string()) => {
+                    return Ok(into_reply(msg));
+                }
+                Some(Kind::Notification) => self.on_notification(msg, opts.events.as_ref()),
+                Some(Kind::Request) => self.on_request(msg, opts.events.as_ref()).await,
+                _ => {}
+            }
+        }
+        Err(BackendError::Unavailable(format!("backend `{}` closed the stream before answering", self.name)))
+    }
+
+    fn on_notification(&self, msg: Message, events: Option<&mpsc::UnboundedSender<Event>>) {
+        let method = msg.method.unwrap_or_default();
+        let notice = match method.as_str() {
+            "notifications/tools/list_changed" => Some(Notice::ListChanged("tools")),
+            "notifications/prompts/list_changed" => Some(Notice::ListChanged("prompts")),
+            "notifications/resources/list_changed" => Some(Notice::ListChanged("resources")),
+            "notifications/resources/updated" => msg.params.clone().map(Notice::ResourceUpdated),
+            _ => None,
+        };
+        if let Some(n) = notice {
+            let _ = self.notices.send((self.index, n));
+            return;
+        }
+        if let Some(ev) = events {
+            let _ = ev.send(Event::Notification { method, params: msg.params });
+        }
+    }
+
+    /// A server-to-client request on a call's stream: relayed to that call's client; the
+    /// client's answer is POSTed back.
+    async fn on_request(&self, msg: Message, events: Option<&mpsc::UnboundedSender<Event>>) {
+        let id = msg.id.expect("request has id");
+        let method = msg.method.unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        let relayed = events.is_some_and(|ev| {
+            ev.send(Event::Request { method: method.clone(), params: msg.params, reply: tx }).is_ok()
+        });
+        let inner_id = id.clone();
+        let answer = async move {
+            if !relayed {
+                return jsonrpc::error(
+                    Some(&inner_id),
+                    jsonrpc::code::INTERNAL_ERROR,
+                    "Sentinel has no client to relay this request to",
+                    None,
+                );
+            }
+            match rx.await {
+                Ok(Reply::Result(r)) => jsonrpc::result(&inner_id, r.get()),
+                Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&inner_id), e.get()),
+                Err(_) => {
+                    jsonrpc::error(Some(&inner_id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None)
+                }
+            }
+        };
+        // Answer in the background: the backend may keep streaming while it waits.
+        let inner = Inner::clone_handle(self);
+        tokio::spawn(async move {
+            let body = answer.await;
+            let _ = inner.post_raw(body).await;
+        });
+    }
+
+    fn clone_handle(&self) -> PostHandle {
+        PostHandle { client: self.client.clone(), url: self.url.clone(), headers: self.request_headers("", None) }
+    }
+}
+
+/// Enough to POST a response back to the backend from a background task.
+struct PostHandle {
+    client: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+}
+
+impl PostHandle {
+    async fn post_raw(&self, body: String) -> Result<(), reqwest::Error> {
+        let mut h = self.headers.clone();
+        h.remove("mcp-method");
+        self.client.post(&self.url).headers(h).body(body).send().await.map(|_| ())
+    }
+}
+
+/// The session's GET stream: list changes and other session-wide notifications.
+async fn listen(inner: Arc<Inner>) {
+    let mut headers = inner.request_headers("", None);
+    headers.remove(http::header::CONTENT_TYPE);
+    headers.remove("mcp-method");
+    headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+    let Ok(resp) = inner.client.get(&inner.url).headers(headers).send().await else { return };
+    if !resp.status().is_success() {
+        tracing::debug!(backend = %inner.name, status = %resp.status(), "backend offers no GET stream");
+        return;
+    }
+    let mut events = resp.bytes_stream().eventsource();
+    while let Some(Ok(ev)) = events.next().await {
+        let Ok(msg) = Message::parse(ev.data.as_bytes()) else { continue };
+        match msg.kind() {
+            Some(Kind::Notification) => inner.on_notification(msg, None),
+            Some(Kind::Request) => inner.on_request(msg, None).await,
+            _ => {}
+        }
+    }
+}
+
+fn into_reply(m: Message) -> Reply {
+    match (m.result, m.error) {
+        (Some(r), _) => Reply::Result(r),
+        (_, Some(e)) => Reply::Error(e),
+        _ => Reply::Error(super::raw(r#"{"code":-32603,"message":"empty response"}"#.into())),
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > max {
+            return Err("response larger than max_message_bytes".into());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A header value as MCP's value encoding asks: plain when safe ASCII, else `=?base64?...?=`.
+pub fn header_safe(v: &str) -> HeaderValue {
+    use base64::Engine;
+    let plain = !v.is_empty()
+        && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && (!v.starts_with("=?base64?") || !v.ends_with("?="));
+    let s = if plain {
+        v.to_string()
+    } else {
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(v))
+    };
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

@@ -1,0 +1,253 @@
+//! Backends: the MCP servers behind the gateway, over a stdio child process or Streamable
+//! HTTP, each spoken to in its own protocol generation.
+
+mod handshake;
+mod http;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog::Listing;
+use crate::config::{BackendConfig, TransportConfig};
+use crate::protocol::{self, Generation, Params};
+
+pub use handshake::Handshake;
+
+/// What a backend answered to one request: its `result` or its `error`, as raw bytes.
+#[derive(Debug)]
+pub enum Reply {
+    Result(Box<RawValue>),
+    Error(Box<RawValue>),
+}
+
+/// Why a request got no answer from a backend.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("backend timed out")]
+    Timeout,
+}
+
+/// A message from a backend that belongs to one call in flight.
+#[derive(Debug)]
+pub enum Event {
+    /// `notifications/progress` or `notifications/message` for this call.
+    Notification { method: String, params: Option<Box<RawValue>> },
+    /// A server-to-client request (sampling, elicitation, roots) made while serving this call.
+    Request { method: String, params: Option<Box<RawValue>>, reply: oneshot::Sender<Reply> },
+}
+
+/// Backend-wide news, not tied to a call.
+#[derive(Debug)]
+pub enum Notice {
+    /// `notifications/{tools,prompts,resources}/list_changed`: which list.
+    ListChanged(&'static str),
+    /// `notifications/resources/updated` params, raw.
+    ResourceUpdated(Box<RawValue>),
+    /// The connection ended (process exit, broken pipe).
+    Closed(String),
+}
+
+/// How one call is routed back: where its events go, and the progress token the gateway
+/// minted for it (already written into the params).
+#[derive(Default)]
+pub struct CallOpts {
+    pub events: Option<mpsc::UnboundedSender<Event>>,
+    pub progress_token: Option<String>,
+    /// The `Mcp-Name` value (tool or prompt name, resource URI) for HTTP backends.
+    pub name: Option<String>,
+    /// Client capabilities declared to a stateless backend for this call.
+    pub client_capabilities: Option<serde_json::Value>,
+    /// Per-request log level for a stateless backend.
+    pub log_level: Option<String>,
+}
+
+pub(crate) enum Conn {
+    Stdio(stdio::StdioConn),
+    Http(http::HttpConn),
+}
+
+impl Conn {
+    async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
+        match self {
+            Conn::Stdio(c) => c.request(method, params, opts).await,
+            Conn::Http(c) => c.request(method, params, opts).await,
+        }
+    }
+
+    async fn notify(&self, method: &str, params: String) {
+        match self {
+            Conn::Stdio(c) => c.notify(method, params),
+            Conn::Http(c) => c.notify(method, params).await,
+        }
+    }
+}
+
+/// One started backend.
+pub struct Backend {
+    pub index: usize,
+    pub config: BackendConfig,
+    pub generation: Generation,
+    pub capabilities: serde_json::Value,
+    conn: Conn,
+}
+
+/// Whether the backend advertises a capability (`tools`, `prompts`, `resources`, `completions`).
+fn has(caps: &serde_json::Value, key: &str) -> bool {
+    caps.get(key).is_some_and(|v| !v.is_null())
+}
+
+impl Backend {
+    /// Starts the transport, probes the generation and completes the handshake.
+    pub async fn start(
+        index: usize,
+        config: BackendConfig,
+        client: reqwest::Client,
+        notices: mpsc::UnboundedSender<(usize, Notice)>,
+    ) -> anyhow::Result<Backend> {
+        let conn = match &config.transport {
+            TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices)?),
+            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices)?),
+        };
+        let hs = handshake::handshake(&conn, &config).await?;
+        if let Conn::Http(h) = &conn {
+            h.set_generation(hs.generation);
+        }
+        tracing::info!(backend = %config.name, generation = %hs.generation, "backend ready");
+        Ok(Backend { index, generation: hs.generation, capabilities: hs.capabilities, config, conn })
+    }
+
+    /// Sends one request, adapting `_meta` to the backend's generation, bounded by the
+    /// backend's timeout.
+    pub async fn call(&self, method: &str, mut params: Params, opts: &CallOpts) -> Result<Reply, BackendError> {
+        let mut meta = params.meta().unwrap_or_default();
+        match self.generation {
+            Generation::Modern => {
+                meta.insert(protocol::META_PROTOCOL_VERSION.into(), protocol::MODERN.into());
+                meta.insert(
+                    protocol::META_CLIENT_CAPABILITIES.into(),
+                    opts.client_capabilities.clone().unwrap_or_else(|| serde_json::json!({})),
+                );
+                meta.insert(protocol::META_CLIENT_INFO.into(), protocol::server_info());
+                match &opts.log_level {
+                    Some(l) => meta.insert(protocol::META_LOG_LEVEL.into(), l.clone().into()),
+                    None => meta.remove(protocol::META_LOG_LEVEL),
+                };
+            }
+            Generation::Legacy(_) => meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/")),
+        }
+        params.set_meta(&meta);
+        match tokio::time::timeout(self.config.timeout, self.conn.request(method, params.to_json(), opts)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout),
+        }
+    }
+
+    /// Sends a notification (e.g. `notifications/cancelled`) to the backend.
+    pub async fn notify(&self, method: &str, params: String) {
+        self.conn.notify(method, params).await;
+    }
+
+    /// Lists everything the backend offers, following pagination cursors.
+    pub async fn listing(&self) -> Listing {
+        let mut l = Listing {
+            has_resources: has(&self.capabilities, "resources"),
+            has_completions: has(&self.capabilities, "completions"),
+            ..Default::default()
+        };
+        if has(&self.capabilities, "tools") {
+            l.tools = self
+                .list_all("tools/list", "tools")
+                .await
+                .iter()
+                .filter_map(|r| crate::catalog::Listed::parse(r))
+                .collect();
+        }
+        if has(&self.capabilities, "prompts") {
+            l.prompts = self
+                .list_all("prompts/list", "prompts")
+                .await
+                .iter()
+                .filter_map(|r| crate::catalog::Listed::parse(r))
+                .collect();
+        }
+        if l.has_resources {
+            l.resources = keyed(self.list_all("resources/list", "resources").await, "uri");
+            l.templates = keyed(self.list_all("resources/templates/list", "resourceTemplates").await, "uriTemplate");
+        }
+        l
+    }
+
+    async fn list_all(&self, method: &str, key: &str) -> Vec<Box<RawValue>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(rename = "nextCursor")]
+            next_cursor: Option<String>,
+        }
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A bound on pages so a backend that always returns a cursor cannot hang startup.
+        for _ in 0..1000 {
+            let mut params = Params::default();
+            if let Some(c) = &cursor {
+                params.set_str("cursor", c);
+            }
+            let page = match self.call(method, params, &CallOpts::default()).await {
+                Ok(Reply::Result(r)) => r,
+                Ok(Reply::Error(e)) => {
+                    tracing::warn!(backend = %self.config.name, method, error = %e.get(), "listing failed");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %self.config.name, method, error = %e, "listing failed");
+                    break;
+                }
+            };
+            let fields: indexmap::IndexMap<String, Box<RawValue>> =
+                serde_json::from_str(page.get()).unwrap_or_default();
+            if let Some(items) = fields.get(key) {
+                out.extend(serde_json::from_str::<Vec<Box<RawValue>>>(items.get()).unwrap_or_default());
+            }
+            cursor = serde_json::from_str::<Page>(page.get()).ok().and_then(|p| p.next_cursor);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+fn keyed(items: Vec<Box<RawValue>>, key: &str) -> Vec<(String, Box<RawValue>)> {
+    items
+        .into_iter()
+        .filter_map(|raw| {
+            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get()).ok()?;
+            let k = v.get(key)?.as_str()?.to_string();
+            Some((k, raw))
+        })
+        .collect()
+}
+
+/// Shared plumbing for a call's id, in flight on one connection.
+pub(crate) fn raw(s: String) -> Box<RawValue> {
+    RawValue::from_string(s).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is json"))
+}
+
+/// Default capabilities the gateway declares to session-based backends: it can relay
+/// sampling, elicitation and roots requests to the client whose call caused them.
+pub(crate) fn gateway_client_capabilities() -> serde_json::Value {
+    serde_json::json!({ "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } })
+}
+
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub type Backends = Vec<Arc<Backend>>;

@@ -1,0 +1,326 @@
+//! A backend run as a child process speaking newline-delimited JSON-RPC on stdin/stdout.
+//!
+//! One process serves every client: the gateway rewrites JSON-RPC ids to its own counter so
+//! any number of concurrent calls multiplex safely, and routes each response, progress
+//! notification and server-to-client request back to the call it belongs to.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+use super::{BackendError, CallOpts, Event, Notice, Reply};
+use crate::config::{BackendConfig, TransportConfig};
+use crate::jsonrpc::{self, Kind, Message};
+
+struct PendingCall {
+    reply: oneshot::Sender<Result<Reply, BackendError>>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+#[derive(Default)]
+struct Routes {
+    calls: HashMap<u64, PendingCall>,
+    /// Gateway-minted progress token -> the call's event channel.
+    progress: HashMap<String, mpsc::UnboundedSender<Event>>,
+    /// Set once the process is gone: later calls fail at once with this reason.
+    closed: Option<String>,
+}
+
+pub struct StdioConn {
+    name: String,
+    lines: mpsc::UnboundedSender<String>,
+    routes: Arc<Mutex<Routes>>,
+    next_id: AtomicU64,
+}
+
+impl StdioConn {
+    pub fn spawn(
+        index: usize,
+        config: &BackendConfig,
+        notices: mpsc::UnboundedSender<(usize, Notice)>,
+    ) -> anyhow::Result<StdioConn> {
+        let TransportConfig::Stdio { command, args, env, cwd } = &config.transport else {
+            unreachable!("stdio backend without stdio transport")
+        };
+        let mut cmd = Command::new(command);
+        cmd.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        // Own process group, so the whole tree can be signalled together on shutdown.
+        cmd.process_group(0);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!("backend `{}`: cannot start `{command}`: {e} (is it installed and on PATH?)", config.name)
+        })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let name = config.name.clone();
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (lines_tx, lines_rx) = mpsc::unbounded_channel();
+
+        tokio::spawn(write_lines(stdin, lines_rx));
+        let n = name.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(backend = %n, "stderr: {line}");
+            }
+        });
+        let reader = Reader { name: name.clone(), routes: routes.clone(), lines: lines_tx.clone(), notices, index };
+        let max = config.max_message_bytes;
+        tokio::spawn(async move {
+            let why = reader.run(FramedRead::new(stdout, LinesCodec::new_with_max_length(max))).await;
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            reader.close(format!("{why}; process {status}"));
+        });
+        Ok(StdioConn { name, lines: lines_tx, routes, next_id: AtomicU64::new(1) })
+    }
+
+    pub async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut r = self.routes.lock().expect("routes lock");
+            if let Some(why) = &r.closed {
+                return Err(BackendError::Unavailable(why.clone()));
+            }
+            r.calls.insert(id, PendingCall { reply: tx, events: opts.events.clone() });
+            if let (Some(tok), Some(ev)) = (&opts.progress_token, &opts.events) {
+                r.progress.insert(tok.clone(), ev.clone());
+            }
+        }
+        let guard = InFlight { conn: self, id, token: opts.progress_token.clone(), done: false };
+        if self.lines.send(jsonrpc::request(&id.to_string(), method, &params)).is_err() {
+            return Err(BackendError::Unavailable(format!("backend `{}` is not running", self.name)));
+        }
+        let out =
+            rx.await.unwrap_or_else(|_| Err(BackendError::Unavailable(format!("backend `{}` went away", self.name))));
+        let mut guard = guard;
+        guard.done = true;
+        out
+    }
+
+    pub fn notify(&self, method: &str, params: String) {
+        let _ = self.lines.send(jsonrpc::notification(method, &params));
+    }
+}
+
+/// Removes a call's routes when it ends; a call dropped before its answer (client cancelled,
+/// timed out) is cancelled at the backend too.
+struct InFlight<'a> {
+    conn: &'a StdioConn,
+    id: u64,
+    token: Option<String>,
+    done: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut r = self.conn.routes.lock().expect("routes lock");
+        r.calls.remove(&self.id);
+        if let Some(t) = &self.token {
+            r.progress.remove(t);
+        }
+        drop(r);
+        if !self.done {
+            let params = format!(
+                r#"{{"requestId":{},"reason":"cancelled by the client or timed out at the gateway"}}"#,
+                self.id
+            );
+            self.conn.notify("notifications/cancelled", params);
+        }
+    }
+}
+
+async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<String>) {
+    while let Some(mut line) = rx.recv().await {
+        line.push('\n');
+        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+struct Reader {
+    name: String,
+    index: usize,
+    routes: Arc<Mutex<Routes>>,
+    lines: mpsc::UnboundedSender<String>,
+    notices: mpsc::UnboundedSender<(usize, Notice)>,
+}
+
+impl Reader {
+    async fn run(&self, mut frames: FramedRead<tokio::process::ChildStdout, LinesCodec>) -> String {
+        loop {
+            match frames.next().await {
+                None => return "stdout closed".into(),
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    tracing::error!(backend = %self.name, "a message exceeded max_message_bytes and was dropped");
+                }
+                Some(Err(LinesCodecError::Io(e))) => return format!("read error: {e}"),
+                Some(Ok(line)) => self.dispatch(&line),
+            }
+        }
+    }
+
+    fn dispatch(&self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        let msg = match Message::parse(line.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(backend = %self.name, error = %e, "ignoring a line that is not JSON-RPC");
+                return;
+            }
+        };
+        match msg.kind() {
+            Some(Kind::Response) => {
+                let Some(id) = msg.id.as_ref().and_then(|i| i.get().parse::<u64>().ok()) else {
+                    return;
+                };
+                let call = self.routes.lock().expect("routes lock").calls.remove(&id);
+                if let Some(call) = call {
+                    let reply = match (msg.result, msg.error) {
+                        (Some(r), _) => Reply::Result(r),
+                        (_, Some(e)) => Reply::Error(e),
+                        _ => unreachable!("response has result or error"),
+                    };
+                    let _ = call.reply.send(Ok(reply));
+                }
+            }
+            Some(Kind::Notification) => self.notification(msg),
+            Some(Kind::Request) => self.server_request(msg),
+            None => tracing::warn!(backend = %self.name, "ignoring a malformed JSON-RPC message"),
+        }
+    }
+
+    fn notification(&self, msg: Message) {
+        let method = msg.method.unwrap_or_default();
+        match method.as_str() {
+            "notifications/progress" => {
+                let token = msg.params.as_deref().and_then(progress_token);
+                let target = token.and_then(|t| self.routes.lock().expect("routes lock").progress.get(&t).cloned());
+                if let Some(ev) = target {
+                    let _ = ev.send(Event::Notification { method, params: msg.params });
+                }
+            }
+            "notifications/message" => {
+                // Session-based servers do not say which request a log line belongs to on
+                // stdio; it can only be attributed when exactly one call is in flight.
+                match self.sole_caller() {
+                    Some(ev) => {
+                        let _ = ev.send(Event::Notification { method, params: msg.params });
+                    }
+                    None => {
+                        tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log")
+                    }
+                }
+            }
+            "notifications/tools/list_changed" => self.notice(Notice::ListChanged("tools")),
+            "notifications/prompts/list_changed" => self.notice(Notice::ListChanged("prompts")),
+            "notifications/resources/list_changed" => self.notice(Notice::ListChanged("resources")),
+            "notifications/resources/updated" => {
+                if let Some(p) = msg.params {
+                    self.notice(Notice::ResourceUpdated(p));
+                }
+            }
+            _ => tracing::debug!(backend = %self.name, method, "ignoring notification"),
+        }
+    }
+
+    fn notice(&self, n: Notice) {
+        let _ = self.notices.send((self.index, n));
+    }
+
+    fn sole_caller(&self) -> Option<mpsc::UnboundedSender<Event>> {
+        let r = self.routes.lock().expect("routes lock");
+        let mut with_events = r.calls.values().filter_map(|c| c.events.as_ref());
+        match (with_events.next(), with_events.next()) {
+            (Some(ev), None) if r.calls.len() == 1 => Some(ev.clone()),
+            _ => None,
+        }
+    }
+
+    /// A server-to-client request: relayed to the caller it can be attributed to, else
+    /// answered with an error at once so the backend never hangs.
+    fn server_request(&self, msg: Message) {
+        let id = msg.id.expect("request has id");
+        let method = msg.method.unwrap_or_default();
+        if method == "ping" {
+            let _ = self.lines.send(jsonrpc::result(&id, "{}"));
+            return;
+        }
+        let Some(ev) = self.sole_caller() else {
+            let line = jsonrpc::error(
+                Some(&id),
+                jsonrpc::code::INTERNAL_ERROR,
+                &format!(
+                    "Sentinel cannot tell which client call this `{method}` belongs to (several calls are in flight on this stdio backend)"
+                ),
+                None,
+            );
+            let _ = self.lines.send(line);
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if ev.send(Event::Request { method: method.clone(), params: msg.params, reply: tx }).is_err() {
+            let _ = self.lines.send(jsonrpc::error(
+                Some(&id),
+                jsonrpc::code::INTERNAL_ERROR,
+                "the call this request belongs to has ended",
+                None,
+            ));
+            return;
+        }
+        let lines = self.lines.clone();
+        tokio::spawn(async move {
+            let line = match rx.await {
+                Ok(Reply::Result(r)) => jsonrpc::result(&id, r.get()),
+                Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&id), e.get()),
+                Err(_) => jsonrpc::error(Some(&id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None),
+            };
+            let _ = lines.send(line);
+        });
+    }
+
+    fn close(&self, why: String) {
+        tracing::warn!(backend = %self.name, "backend connection closed: {why}");
+        let calls: Vec<PendingCall> = {
+            let mut r = self.routes.lock().expect("routes lock");
+            r.closed = Some(format!("backend `{}` exited ({why})", self.name));
+            r.progress.clear();
+            r.calls.drain().map(|(_, c)| c).collect()
+        };
+        for c in calls {
+            let _ = c.reply.send(Err(BackendError::Unavailable(format!(
+                "backend `{}` exited during the call ({why})",
+                self.name
+            ))));
+        }
+        self.notice(Notice::Closed(why));
+    }
+}
+
+/// The `progressToken` of a progress notification, as the string key the gateway minted.
+pub(crate) fn progress_token(params: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        #[serde(rename = "progressToken")]
+        token: serde_json::Value,
+    }
+    let p: P = serde_json::from_str(params.get()).ok()?;
+    match p.token {
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}

@@ -1,0 +1,65 @@
+//! `mcp-mock`: Sentinel's own scriptable MCP test backend.
+//!
+//! Speaks the session-based protocol (2025-03-26 .. 2025-11-25) and the stateless
+//! 2026-07-28 protocol, over stdio or Streamable HTTP. It is deliberately
+//! self-contained (no `use sentinel::..`): an independent peer does not share the
+//! gateway's bugs. See `tools.rs` for the tools tests can script.
+
+mod catalog;
+mod content;
+mod context;
+mod dispatch;
+mod headers;
+mod http;
+mod mrtr_tools;
+mod rpc;
+mod server;
+mod stdio;
+mod tools;
+
+use clap::Parser;
+use server::{Generation, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "mcp-mock", about = "Scriptable MCP test backend (stdio or Streamable HTTP)")]
+struct Cli {
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Which protocol generation(s) to speak.
+    #[arg(long, value_enum, default_value = "both")]
+    generation: Generation,
+    /// serverInfo name.
+    #[arg(long, default_value = "mcp-mock")]
+    name: String,
+    /// Append every received message (exact text, one per line) to this file.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Write a non-JSON line to stdout before anything else (stdio only).
+    #[arg(long)]
+    garbage_at_start: bool,
+    /// Exit abruptly (code 4) on receiving the Nth request, without answering it.
+    #[arg(long, value_name = "N")]
+    exit_after: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_MOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+
+    let cli = Cli::parse();
+    let log = match &cli.log {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    let server = Arc::new(Server::new(cli.name, cli.generation, log, cli.exit_after));
+    match cli.http {
+        Some(addr) => http::run(server, addr).await,
+        None => stdio::run(server, cli.garbage_at_start).await,
+    }
+}

@@ -1,0 +1,312 @@
+//! The aggregated catalog: every backend's tools, prompts, resources and resource templates
+//! under their exposed names, in a deterministic order, with the routing tables built once
+//! per catalog version (never per call).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+
+use crate::config::Naming;
+use crate::naming;
+
+/// One tool or prompt as a backend listed it: its own name and the raw object.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub fields: IndexMap<String, Box<RawValue>>,
+}
+
+impl Listed {
+    /// Parses one listed object; it must have a string `name`.
+    pub fn parse(raw: &RawValue) -> Option<Listed> {
+        let fields: IndexMap<String, Box<RawValue>> = serde_json::from_str(raw.get()).ok()?;
+        let name = serde_json::from_str::<String>(fields.get("name")?.get()).ok()?;
+        Some(Listed { name, fields })
+    }
+}
+
+/// What one backend offers, as it listed it.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub tools: Vec<Listed>,
+    pub prompts: Vec<Listed>,
+    /// (uri, raw resource object)
+    pub resources: Vec<(String, Box<RawValue>)>,
+    /// (uriTemplate, raw template object)
+    pub templates: Vec<(String, Box<RawValue>)>,
+    pub has_resources: bool,
+    pub has_completions: bool,
+}
+
+/// A tool or prompt in the catalog.
+#[derive(Debug)]
+pub struct Entry {
+    pub exposed: String,
+    pub backend: usize,
+    pub original: String,
+    /// The exposed object: the backend's bytes with only `name` rewritten.
+    pub json: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub tools: Vec<Entry>,
+    pub prompts: Vec<Entry>,
+    tool_index: HashMap<String, usize>,
+    prompt_index: HashMap<String, usize>,
+    resources: HashMap<String, usize>,
+    templates: Vec<(Template, usize)>,
+    resource_backends: Vec<usize>,
+    completion_backends: Vec<usize>,
+    pub resources_json: String,
+    pub templates_json: String,
+    /// Name clashes found while building; the later backend's entry was left out.
+    pub clashes: Vec<String>,
+}
+
+/// A backend as the catalog needs to know it.
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub prefix: &'a str,
+    pub listing: &'a Listing,
+}
+
+impl Catalog {
+    /// Builds the catalog; backends are indexed by their position in `sources`.
+    pub fn build(naming: &Naming, sources: &[Source]) -> Arc<Catalog> {
+        let mut c = Catalog::default();
+        let mut tools = Vec::new();
+        let mut prompts = Vec::new();
+        let mut resources = Vec::new();
+        let mut templates = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            for t in &s.listing.tools {
+                tools.push(entry(naming, s, i, t));
+            }
+            for p in &s.listing.prompts {
+                prompts.push(entry(naming, s, i, p));
+            }
+            if s.listing.has_resources {
+                c.resource_backends.push(i);
+            }
+            if s.listing.has_completions {
+                c.completion_backends.push(i);
+            }
+            for (uri, raw) in &s.listing.resources {
+                if c.resources.contains_key(uri) {
+                    c.clashes
+                        .push(format!("resource `{uri}` is offered by two backends; `{}`'s copy is hidden", s.name));
+                    continue;
+                }
+                c.resources.insert(uri.clone(), i);
+                resources.push(raw.get());
+            }
+            for (tpl, raw) in &s.listing.templates {
+                c.templates.push((Template::parse(tpl), i));
+                templates.push(raw.get());
+            }
+        }
+        let (tools, tool_index, mut clashes) = index(tools, sources, "tool");
+        let (prompts, prompt_index, more) = index(prompts, sources, "prompt");
+        clashes.extend(more);
+        c.clashes.extend(clashes);
+        c.tools = tools;
+        c.tool_index = tool_index;
+        c.prompts = prompts;
+        c.prompt_index = prompt_index;
+        c.resources_json = format!("[{}]", resources.join(","));
+        c.templates_json = format!("[{}]", templates.join(","));
+        Arc::new(c)
+    }
+
+    pub fn tool(&self, exposed: &str) -> Option<&Entry> {
+        self.tool_index.get(exposed).map(|i| &self.tools[*i])
+    }
+
+    pub fn prompt(&self, exposed: &str) -> Option<&Entry> {
+        self.prompt_index.get(exposed).map(|i| &self.prompts[*i])
+    }
+
+    /// The backend that serves a resource URI: a listed resource, else a matching template,
+    /// else the only backend offering resources at all.
+    pub fn resource_backend(&self, uri: &str) -> Option<usize> {
+        if let Some(b) = self.resources.get(uri) {
+            return Some(*b);
+        }
+        if let Some((_, b)) = self.templates.iter().find(|(t, _)| t.matches(uri)) {
+            return Some(*b);
+        }
+        match self.resource_backends.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        }
+    }
+
+    pub fn completion_backends(&self) -> &[usize] {
+        &self.completion_backends
+    }
+
+    pub fn tools_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
+        join(&self.tools, filter)
+    }
+
+    pub fn prompts_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
+        join(&self.prompts, filter)
+    }
+}
+
+fn join(entries: &[Entry], filter: impl Fn(&Entry) -> bool) -> String {
+    let mut s = String::from("[");
+    for e in entries.iter().filter(|e| filter(e)) {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        s.push_str(&e.json);
+    }
+    s.push(']');
+    s
+}
+
+fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {
+    let exposed = naming::exposed(naming, s.name, s.prefix, &item.name);
+    let mut fields = item.fields.clone();
+    let name = serde_json::value::to_raw_value(&exposed).expect("string serializes");
+    fields.insert("name".into(), name);
+    let json = serde_json::to_string(&fields).expect("raw map serializes");
+    Entry { exposed, backend, original: item.name.clone(), json }
+}
+
+/// Sorts by exposed name (so order does not depend on backend start order) and drops
+/// clashes, keeping the entry of the backend configured first.
+fn index(mut entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, HashMap<String, usize>, Vec<String>) {
+    entries.sort_by(|a, b| a.exposed.cmp(&b.exposed).then(a.backend.cmp(&b.backend)));
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut clashes = Vec::new();
+    for e in entries {
+        if let Some(prev) = out.last() {
+            if prev.exposed == e.exposed {
+                clashes.push(format!(
+                    "{what} name `{}` is exposed by both `{}` and `{}`; `{}`'s is hidden — give one backend a distinct `prefix`",
+                    e.exposed, sources[prev.backend].name, sources[e.backend].name, sources[e.backend].name
+                ));
+                continue;
+            }
+        }
+        out.push(e);
+    }
+    let index = out.iter().enumerate().map(|(i, e)| (e.exposed.clone(), i)).collect();
+    (out, index, clashes)
+}
+
+/// An RFC 6570 URI template reduced to what routing needs: literal pieces and variables.
+/// Hand-written because routing only asks "could this URI come from this template", which
+/// needs no expansion and no regex engine.
+#[derive(Debug)]
+struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug)]
+enum Part {
+    Literal(String),
+    /// A variable; `multi` ones (`{+x}`, `{/x*}`...) may span `/`.
+    Var {
+        multi: bool,
+    },
+}
+
+impl Template {
+    fn parse(t: &str) -> Template {
+        let mut parts = Vec::new();
+        let mut rest = t;
+        while let Some(start) = rest.find('{') {
+            if start > 0 {
+                parts.push(Part::Literal(rest[..start].to_string()));
+            }
+            let Some(end) = rest[start..].find('}') else {
+                parts.push(Part::Literal(rest[start..].to_string()));
+                rest = "";
+                break;
+            };
+            let expr = &rest[start + 1..start + end];
+            let multi = expr.starts_with(['+', '#', '/', '.', ';', '?', '&']) || expr.ends_with('*');
+            parts.push(Part::Var { multi });
+            rest = &rest[start + end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Template { parts }
+    }
+
+    fn matches(&self, uri: &str) -> bool {
+        fn go(parts: &[Part], s: &str) -> bool {
+            match parts.split_first() {
+                None => s.is_empty(),
+                Some((Part::Literal(l), rest)) => s.strip_prefix(l.as_str()).is_some_and(|t| go(rest, t)),
+                Some((Part::Var { multi }, rest)) => {
+                    // Try every split point; templates are short, so this stays cheap.
+                    for (i, c) in s.char_indices() {
+                        if !multi && c == '/' {
+                            return go(rest, &s[i..]) && i > 0;
+                        }
+                        if i > 0 && go(rest, &s[i..]) {
+                            return true;
+                        }
+                    }
+                    !s.is_empty() && go(rest, "")
+                }
+            }
+        }
+        go(&self.parts, uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NamingStyle;
+
+    fn listed(json: &str) -> Listed {
+        Listed::parse(&RawValue::from_string(json.into()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn templates_match() {
+        let t = Template::parse("test://template/{id}/data");
+        assert!(t.matches("test://template/123/data"));
+        assert!(!t.matches("test://template/1/2/data"));
+        assert!(!t.matches("test://template//data"));
+        assert!(Template::parse("file:///{+path}").matches("file:///a/b/c"));
+    }
+
+    #[test]
+    fn names_are_rewritten_bytes_kept_and_clashes_reported() {
+        let naming = Naming { style: NamingStyle::Prefixed, separator: "__".into() };
+        let a = Listing {
+            tools: vec![
+                listed(r#"{"name":"echo","inputSchema":{"type":"object","x":1.0}}"#),
+                listed(r#"{"name":"b"}"#),
+            ],
+            ..Default::default()
+        };
+        let b = Listing { tools: vec![listed(r#"{"name":"echo"}"#)], ..Default::default() };
+        let c = Catalog::build(
+            &naming,
+            &[Source { name: "one", prefix: "", listing: &a }, Source { name: "two", prefix: "", listing: &b }],
+        );
+        assert_eq!(c.tools.len(), 2);
+        assert_eq!(c.tool("echo").unwrap().json, r#"{"name":"echo","inputSchema":{"type":"object","x":1.0}}"#);
+        assert_eq!(c.tool("echo").unwrap().backend, 0);
+        assert_eq!(c.clashes.len(), 1, "{:?}", c.clashes);
+        let c = Catalog::build(
+            &naming,
+            &[Source { name: "one", prefix: "one", listing: &a }, Source { name: "two", prefix: "two", listing: &b }],
+        );
+        let names: Vec<_> = c.tools.iter().map(|e| e.exposed.as_str()).collect();
+        assert_eq!(names, ["one__b", "one__echo", "two__echo"]);
+        assert_eq!(c.tool("two__echo").unwrap().original, "echo");
+    }
+}

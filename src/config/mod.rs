@@ -1,0 +1,401 @@
+//! Configuration: the TOML file (or the embedded default) turned into a typed, validated
+//! `Config`. Validation collects every problem so `sentinel check` can list them all.
+
+mod raw;
+mod source;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use source::{Problem, expand};
+
+use raw::{RawBackend, RawConfig};
+use source::Source;
+
+/// The embedded default used when no config file exists: loopback, no backends.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Default file name looked up in the working directory.
+pub const DEFAULT_FILE: &str = "sentinel.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this config came from: a file, or `None` for the embedded default.
+    pub path: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub naming: Naming,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub allow_public: bool,
+    /// Origins (scheme://host[:port]) allowed besides loopback ones.
+    pub allowed_origins: Vec<String>,
+    /// Host names allowed in the `Host` header besides loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body (HTTP) or line (stdio) accepted from a client.
+    pub max_body_bytes: usize,
+    /// A session-based client session unused this long is ended.
+    pub session_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamingStyle {
+    /// `<prefix><separator><tool>`, prefix defaulting to the backend name.
+    Prefixed,
+    /// ContextForge's `<backend-slug>-<tool-slug>`, so migrating users keep every name.
+    ContextForge,
+}
+
+#[derive(Debug, Clone)]
+pub struct Naming {
+    pub style: NamingStyle,
+    pub separator: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    /// Effective prefix; empty keeps the backend's own names.
+    pub prefix: String,
+    pub transport: TransportConfig,
+    /// Longest a call may take before the client gets -32015.
+    pub timeout: Duration,
+    /// How long the `server/discover` probe waits before assuming a session-based server.
+    pub probe_timeout: Duration,
+    pub required: bool,
+    /// Largest single message accepted from the backend.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Clone)]
+pub enum TransportConfig {
+    Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String>, cwd: Option<PathBuf> },
+    Http { url: String, headers: Vec<(String, String)> },
+}
+
+impl fmt::Debug for TransportConfig {
+    // Hand-written so that secrets in env values and headers never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportConfig::Stdio { command, args, env, cwd } => f
+                .debug_struct("Stdio")
+                .field("command", command)
+                .field("args", args)
+                .field("env", &env.keys().collect::<Vec<_>>())
+                .field("cwd", cwd)
+                .finish(),
+            TransportConfig::Http { url, headers } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("headers", &headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// Why a config could not be loaded: the list of every problem found.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which file to read: an explicit `-c FILE`, else `sentinel.toml` if present, else the
+/// embedded default (`None`).
+pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = PathBuf::from(DEFAULT_FILE);
+            p.exists().then_some(p)
+        }
+    }
+}
+
+impl Config {
+    /// Loads a config file, or the embedded default for `None`, reading `${ENV}` from the
+    /// process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        match path {
+            None => Config::parse("<embedded default>", EMBEDDED_DEFAULT, None, &env),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigError(vec![Problem {
+                        location: p.display().to_string(),
+                        key: String::new(),
+                        message: format!("cannot read config file: {e}"),
+                    }])
+                })?;
+                let name = p.display().to_string();
+                Config::parse(&name, &text, Some(p), &env)
+            }
+        }
+    }
+
+    /// Parses and validates config text; `env` resolves `${NAME}`.
+    pub fn parse(
+        name: &str,
+        text: &str,
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let src = Source::new(name, text);
+        let mut problems = Vec::new();
+        let raw: RawConfig = src.deserialize(env, &mut problems);
+        let config = validate(&src, raw, path, &mut problems);
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError(problems)) }
+    }
+}
+
+fn key(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn duration(
+    src: &Source,
+    path: &[String],
+    v: Option<&str>,
+    default: Duration,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                problems.push(src.problem(path, "must be longer than zero"));
+                default
+            }
+            Err(e) => {
+                problems.push(
+                    src.problem(path, format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"500ms\", \"5m\"")),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Vec<Problem>) -> Config {
+    for (section, present) in [
+        ("auth", raw.auth.is_some()),
+        ("audit", raw.audit.is_some()),
+        ("roles", raw.roles.is_some()),
+        ("rate_limit", raw.rate_limit.is_some()),
+        ("kill_switch", raw.kill_switch.is_some()),
+        ("alerts", raw.alerts.is_some()),
+    ] {
+        if present {
+            problems.push(src.problem(
+                &key(&[section]),
+                format!("`[{section}]` is part of the contract but not enforced by this build yet; remove the section (refusing it is safer than appearing to govern calls while not doing so)"),
+            ));
+        }
+    }
+
+    let s = raw.server;
+    let listen_str = s.listen.unwrap_or_else(|| "127.0.0.1:8800".into());
+    let allow_public = s.allow_public.unwrap_or(false);
+    let listen = match listen_str.parse::<SocketAddr>() {
+        Ok(a) => {
+            if !a.ip().is_loopback() && !allow_public {
+                problems.push(src.problem(
+                    &key(&["server", "listen"]),
+                    format!("`{a}` is not a loopback address; set `allow_public = true` in [server] if exposing the gateway beyond this machine is intended"),
+                ));
+            }
+            a
+        }
+        Err(_) => {
+            problems.push(src.problem(
+                &key(&["server", "listen"]),
+                format!("`{listen_str}` is not an address:port (e.g. \"127.0.0.1:8800\")"),
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8800))
+        }
+    };
+    let allowed_origins = s.allowed_origins.unwrap_or_default();
+    for (i, o) in allowed_origins.iter().enumerate() {
+        if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+            problems.push(src.problem(
+                &key(&["server", "allowed_origins", &i.to_string()]),
+                format!("`{o}` is not an origin; write scheme://host[:port] without a path, e.g. \"https://app.example.com\""),
+            ));
+        }
+    }
+    let max_body_bytes = match s.max_body_bytes {
+        None => 4 * 1024 * 1024,
+        Some(0) => {
+            problems.push(src.problem(&key(&["server", "max_body_bytes"]), "must be greater than zero"));
+            1
+        }
+        Some(n) => n as usize,
+    };
+    let session_idle_timeout = duration(
+        src,
+        &key(&["server", "session_idle_timeout"]),
+        s.session_idle_timeout.as_deref(),
+        Duration::from_secs(30 * 60),
+        problems,
+    );
+    let server = ServerConfig {
+        listen,
+        allow_public,
+        allowed_origins,
+        allowed_hosts: s.allowed_hosts.unwrap_or_default(),
+        max_body_bytes,
+        session_idle_timeout,
+    };
+
+    let style = match raw.naming.style.as_deref() {
+        None | Some("prefixed") => NamingStyle::Prefixed,
+        Some("contextforge") => NamingStyle::ContextForge,
+        Some(other) => {
+            problems.push(src.problem(
+                &key(&["naming", "style"]),
+                format!("unknown naming style `{other}`; use \"prefixed\" or \"contextforge\""),
+            ));
+            NamingStyle::Prefixed
+        }
+    };
+    let separator = raw.naming.separator.unwrap_or_else(|| "__".into());
+    if separator.is_empty() {
+        problems.push(src.problem(
+            &key(&["naming", "separator"]),
+            "must not be empty (use `prefix = \"\"` on a backend to keep its names)",
+        ));
+    }
+    let naming = Naming { style, separator };
+
+    let mut names = HashSet::new();
+    let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
+    let mut backends = Vec::new();
+    for (i, b) in raw.backends.into_iter().enumerate() {
+        let at = |k: &str| key(&["backend", &i.to_string(), k]);
+        if let Some(bc) = validate_backend(src, i, b, &naming, problems) {
+            if !names.insert(bc.name.clone()) {
+                problems.push(
+                    src.problem(&at("name"), format!("backend name `{}` is used twice; names must be unique", bc.name)),
+                );
+            }
+            if !bc.prefix.is_empty() {
+                if let Some(other) = prefixes.insert(bc.prefix.clone(), bc.name.clone()) {
+                    problems.push(src.problem(
+                        &at("prefix"),
+                        format!("backends `{other}` and `{}` expose names with the same prefix `{}`; their tool names would clash — give one a different `prefix`", bc.name, bc.prefix),
+                    ));
+                }
+            }
+            backends.push(bc);
+        }
+    }
+
+    Config { path: path.map(Path::to_path_buf), server, naming, backends }
+}
+
+fn validate_backend(
+    src: &Source,
+    i: usize,
+    b: RawBackend,
+    naming: &Naming,
+    problems: &mut Vec<Problem>,
+) -> Option<BackendConfig> {
+    let at = |k: &str| key(&["backend", &i.to_string(), k]);
+    if b.name.is_empty() || !b.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        problems.push(src.problem(
+            &at("name"),
+            format!("`{}` is not a valid backend name; use letters, digits, `-`, `_` or `.`", b.name),
+        ));
+    }
+    if b.circuit.is_some() {
+        problems
+            .push(src.problem(&at("circuit"), "circuit breakers are not enforced by this build yet; remove the key"));
+    }
+    let transport = match (b.stdio, b.http) {
+        (Some(s), None) => {
+            if s.command.trim().is_empty() {
+                problems.push(src.problem(&key(&["backend", &i.to_string(), "stdio", "command"]), "must not be empty"));
+            }
+            TransportConfig::Stdio { command: s.command, args: s.args, env: s.env, cwd: s.cwd.map(PathBuf::from) }
+        }
+        (None, Some(h)) => {
+            match reqwest::Url::parse(&h.url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => problems.push(src.problem(
+                    &key(&["backend", &i.to_string(), "http", "url"]),
+                    format!("`{}` is not an http(s) URL", h.url),
+                )),
+            }
+            let mut headers = Vec::new();
+            for (k, v) in h.headers {
+                let bad_name = http::HeaderName::from_bytes(k.as_bytes()).is_err();
+                let bad_value = http::HeaderValue::from_str(&v).is_err();
+                if bad_name || bad_value {
+                    problems.push(src.problem(
+                        &key(&["backend", &i.to_string(), "http", "headers", &k]),
+                        "is not a valid HTTP header name and value",
+                    ));
+                }
+                headers.push((k, v));
+            }
+            TransportConfig::Http { url: h.url, headers }
+        }
+        (Some(_), Some(_)) => {
+            problems.push(src.problem(&at("stdio"), "a backend has either `stdio` or `http`, not both"));
+            return None;
+        }
+        (None, None) => {
+            problems.push(src.problem(
+                &at("name"),
+                format!("backend `{}` needs `stdio = {{ command = ... }}` or `http = {{ url = ... }}`", b.name),
+            ));
+            return None;
+        }
+    };
+    let prefix = b.prefix.unwrap_or_else(|| b.name.clone());
+    let _ = naming;
+    let max_message_bytes = match b.max_message_bytes {
+        None => 64 * 1024 * 1024,
+        Some(0) => {
+            problems.push(src.problem(&at("max_message_bytes"), "must be greater than zero"));
+            1
+        }
+        Some(n) => n as usize,
+    };
+    Some(BackendConfig {
+        timeout: duration(src, &at("timeout"), b.timeout.as_deref(), Duration::from_secs(60), problems),
+        probe_timeout: duration(
+            src,
+            &at("probe_timeout"),
+            b.probe_timeout.as_deref(),
+            Duration::from_secs(10),
+            problems,
+        ),
+        name: b.name,
+        prefix,
+        transport,
+        required: b.required.unwrap_or(false),
+        max_message_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+//! The configuration file exactly as written: serde structs that mirror the TOML.
+//!
+//! Nothing here is trusted or defaulted beyond what serde does; `super::validate` turns a
+//! `RawConfig` into the typed runtime `Config`. Unknown keys are collected by the loader
+//! (with `serde_ignored`) rather than by `deny_unknown_fields`, so that one run of
+//! `sentinel check` can list every unknown key with its line instead of stopping at the first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub naming: RawNaming,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<RawBackend>,
+    // Sections of the contract that later work fills in. They are parsed so that a file
+    // written for the full product is understood, and refused by validation with a clear
+    // message rather than silently ignored: a gateway must never look governed when it is not.
+    pub auth: Option<toml::Value>,
+    pub audit: Option<toml::Value>,
+    pub roles: Option<toml::Value>,
+    pub rate_limit: Option<toml::Value>,
+    pub kill_switch: Option<toml::Value>,
+    pub alerts: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub allow_public: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub max_body_bytes: Option<u64>,
+    pub session_idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNaming {
+    pub style: Option<String>,
+    pub separator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawBackend {
+    pub name: String,
+    pub prefix: Option<String>,
+    pub stdio: Option<RawStdio>,
+    pub http: Option<RawHttp>,
+    pub timeout: Option<String>,
+    pub probe_timeout: Option<String>,
+    pub required: Option<bool>,
+    pub max_message_bytes: Option<u64>,
+    pub circuit: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawStdio {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawHttp {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}

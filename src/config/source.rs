@@ -1,0 +1,224 @@
+//! Reading a config file's text: syntax, `${ENV}` interpolation, unknown keys, and the
+//! line each problem sits on.
+//!
+//! Locating a key path in the original text is hand-written over `toml_edit`'s spans:
+//! serde's error types carry a path but no position, and users need `file:line`.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use toml_edit::{Document, Item};
+
+/// One thing wrong with a config file, as `sentinel check` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `file:line` when the key could be located, else just the file name.
+    pub location: String,
+    /// Dotted key path (`backend.1.http.url`), empty for whole-file problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.location, self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.location, self.key, self.message)
+        }
+    }
+}
+
+/// The text of one config file plus what is needed to point at a line in it.
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+    doc: Option<Document<String>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(name: &'a str, text: &'a str) -> Self {
+        let doc = Document::parse(text.to_string()).ok();
+        Source { name, text, doc }
+    }
+
+    fn line_of_offset(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    /// `file:line` of a dotted key path, falling back to the nearest enclosing key found.
+    pub fn locate(&self, path: &[String]) -> String {
+        let Some(doc) = &self.doc else {
+            return self.name.to_string();
+        };
+        let mut node = Node::Item(doc.as_item());
+        let mut best = None;
+        for seg in path {
+            let index = seg.parse::<usize>().ok();
+            let (span, next) = match node {
+                Node::Item(Item::Table(t)) | Node::Table(t) => match t.get_key_value(seg) {
+                    Some((k, v)) => (k.span(), Node::Item(v)),
+                    None => break,
+                },
+                Node::Item(Item::Value(v)) | Node::Value(v) => match (v, index) {
+                    (toml_edit::Value::InlineTable(t), _) => match t.get_key_value(seg) {
+                        Some((k, v)) => (k.span(), Node::Item(v)),
+                        None => break,
+                    },
+                    (toml_edit::Value::Array(a), Some(i)) => match a.get(i) {
+                        Some(v) => (v.span(), Node::Value(v)),
+                        None => break,
+                    },
+                    _ => break,
+                },
+                Node::Item(Item::ArrayOfTables(a)) => match index.and_then(|i| a.get(i)) {
+                    Some(t) => (t.span(), Node::Table(t)),
+                    None => break,
+                },
+                Node::Item(Item::None) => break,
+            };
+            if let Some(span) = span {
+                best = Some(span.start);
+            }
+            node = next;
+        }
+        match best {
+            Some(offset) => format!("{}:{}", self.name, self.line_of_offset(offset)),
+            None => self.name.to_string(),
+        }
+    }
+
+    pub fn problem(&self, path: &[String], message: impl Into<String>) -> Problem {
+        Problem { location: self.locate(path), key: path.join("."), message: message.into() }
+    }
+
+    /// Parses, interpolates `${ENV}` and deserializes into `T`, collecting every problem
+    /// it can find rather than stopping at the first.
+    pub fn deserialize<T: DeserializeOwned + Default>(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<Problem>,
+    ) -> T {
+        let mut table: toml::Table = match self.text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                let location = match e.span() {
+                    Some(span) => format!("{}:{}", self.name, self.line_of_offset(span.start)),
+                    None => self.name.to_string(),
+                };
+                problems.push(Problem {
+                    location,
+                    key: String::new(),
+                    message: format!("invalid TOML: {}", e.message()),
+                });
+                return T::default();
+            }
+        };
+        let mut path = Vec::new();
+        for (k, v) in table.iter_mut() {
+            path.push(k.clone());
+            interpolate(v, &mut path, env, &mut |p, m| problems.push(self.problem(p, m)));
+            path.pop();
+        }
+
+        let mut unknown = Vec::new();
+        let mut on_unknown = |p: serde_ignored::Path| unknown.push(p.to_string());
+        let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut on_unknown);
+        let parsed = serde_path_to_error::deserialize::<_, T>(de);
+        for key in unknown {
+            // serde_ignored marks `Option` layers with `?`; they are not part of the key.
+            let path: Vec<String> = key.split('.').filter(|s| *s != "?").map(str::to_string).collect();
+            problems
+                .push(self.problem(&path, "unknown key (check its spelling and section; see docs/configuration.md)"));
+        }
+        match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                let path: Vec<String> = e
+                    .path()
+                    .to_string()
+                    .split('.')
+                    .filter(|s| !s.is_empty() && *s != "?")
+                    .map(str::to_string)
+                    .collect();
+                problems.push(self.problem(&path, e.into_inner().message().to_string()));
+                T::default()
+            }
+        }
+    }
+}
+
+/// A position in the parsed document: `toml_edit` hands out tables inside arrays of tables
+/// and values inside inline tables as different types, so the walk carries whichever it has.
+enum Node<'d> {
+    Item(&'d Item),
+    Table(&'d toml_edit::Table),
+    Value(&'d toml_edit::Value),
+}
+
+/// Replaces `${NAME}` in every string with the environment variable's value; `$${` is a
+/// literal `${`. Interpolation happens after parsing, so a value can never inject TOML.
+fn interpolate(
+    v: &mut toml::Value,
+    path: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut dyn FnMut(&[String], String),
+) {
+    match v {
+        toml::Value::String(s) if s.contains('$') => match expand(s, env) {
+            Ok(out) => *s = out,
+            Err(msg) => report(path, msg),
+        },
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate(x, path, env, report);
+                path.pop();
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                path.push(k.clone());
+                interpolate(x, path, env, report);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let Some(end) = tail.find('}') else {
+                return Err("unterminated `${` (write `$${` for a literal `${`)".into());
+            };
+            let name = &tail[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+            }
+            match env(name) {
+                Some(val) => out.push_str(&val),
+                None => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set (export it, or put the value in the file)"
+                    ));
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}

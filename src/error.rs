@@ -1,0 +1,74 @@
+//! Every way the gateway refuses or fails a request, each mapped in one table to its
+//! JSON-RPC code, HTTP status and `data`.
+
+use http::StatusCode;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::jsonrpc::{self, code};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("Unknown tool: {0}")]
+    UnknownTool(String),
+    #[error("Unknown prompt: {0}")]
+    UnknownPrompt(String),
+    #[error("Resource not found: {0}")]
+    UnknownResource(String),
+    #[error("Invalid params: {0}")]
+    InvalidParams(String),
+    #[error("Invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("Method not found: {0}")]
+    MethodNotFound(String),
+    #[error("Backend `{backend}` is unavailable: {reason}")]
+    BackendUnavailable { backend: String, reason: String },
+    #[error("Backend `{backend}` did not answer within {timeout_ms} ms")]
+    BackendTimeout { backend: String, timeout_ms: u64 },
+    #[error("Header mismatch: {0}")]
+    HeaderMismatch(String),
+    #[error("Unsupported protocol version `{0}`")]
+    UnsupportedVersion(String),
+    #[error("{0}")]
+    NotBridged(String),
+    /// A stateless request without the `_meta` the 2026-07-28 revision requires.
+    #[error("Invalid params: {0}")]
+    MalformedModern(String),
+}
+
+impl Refusal {
+    /// The one table: JSON-RPC code, HTTP status, and data a program can act on.
+    pub fn classify(&self) -> (i64, StatusCode, Option<Value>) {
+        match self {
+            Refusal::UnknownTool(t) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "tool": t }))),
+            Refusal::UnknownPrompt(p) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "prompt": p }))),
+            Refusal::UnknownResource(u) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "uri": u }))),
+            Refusal::InvalidParams(_) => (code::INVALID_PARAMS, StatusCode::OK, None),
+            Refusal::InvalidRequest(_) => (code::INVALID_REQUEST, StatusCode::BAD_REQUEST, None),
+            Refusal::MethodNotFound(m) => (code::METHOD_NOT_FOUND, StatusCode::OK, Some(json!({ "method": m }))),
+            Refusal::BackendUnavailable { backend, .. } => {
+                (code::BACKEND_UNAVAILABLE, StatusCode::OK, Some(json!({ "backend": backend, "retry_after_ms": 1000 })))
+            }
+            Refusal::BackendTimeout { backend, timeout_ms } => {
+                (code::BACKEND_TIMEOUT, StatusCode::OK, Some(json!({ "backend": backend, "timeout_ms": timeout_ms })))
+            }
+            Refusal::HeaderMismatch(_) => (code::HEADER_MISMATCH, StatusCode::BAD_REQUEST, None),
+            Refusal::UnsupportedVersion(v) => (
+                code::UNSUPPORTED_PROTOCOL_VERSION,
+                StatusCode::BAD_REQUEST,
+                Some(json!({ "supported": crate::protocol::SUPPORTED, "requested": v })),
+            ),
+            Refusal::NotBridged(_) => (code::INTERNAL_ERROR, StatusCode::OK, None),
+            Refusal::MalformedModern(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.classify().1
+    }
+
+    pub fn to_response(&self, id: Option<&RawValue>) -> String {
+        let (c, _, data) = self.classify();
+        jsonrpc::error(id, c, &self.to_string(), data.as_ref())
+    }
+}

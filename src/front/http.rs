@@ -1,0 +1,330 @@
+//! The Streamable HTTP front door at `/mcp`, speaking both generations: session-based
+//! (`initialize`, `Mcp-Session-Id`, GET stream, DELETE) and stateless 2026-07-28 (per-request
+//! `_meta`, `Mcp-Method`/`Mcp-Name` headers checked against the body). Also `/health`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::error::Refusal;
+use crate::gateway::{Ctx, Gateway};
+use crate::jsonrpc::{self, Kind, Message};
+use crate::protocol::{self, ModernMeta, Params};
+use crate::session::Session;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let limit = gw.config.server.max_body_bytes;
+    Router::new()
+        .route("/mcp", get(get_stream).post(post).delete(delete))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(gw)
+}
+
+async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "backends": { "configured": gw.config.backends.len(), "up": gw.backends_up() },
+        "tools": gw.catalog().tools.len(),
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
+    json_response(status, jsonrpc::error(None, code, message, None))
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// DNS-rebinding protection: the Host must be a loopback name (or one configured), and an
+/// Origin, when a browser sends one, must be loopback or explicitly allowed.
+fn host_origin_ok(gw: &Gateway, h: &HeaderMap) -> Result<(), &'static str> {
+    let s = &gw.config.server;
+    if let Some(host) = header(h, "host") {
+        let name = strip_port(host);
+        let listen_ip = s.listen.ip().to_string();
+        let ok = is_loopback_name(name)
+            || (s.allow_public && (name == listen_ip || s.listen.ip().is_unspecified()) && s.allowed_hosts.is_empty())
+            || s.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(name));
+        if !ok {
+            return Err("Host header is not allowed (DNS rebinding protection); add it to server.allowed_hosts");
+        }
+    }
+    if let Some(origin) = header(h, "origin") {
+        let host = origin.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let ok = is_loopback_name(strip_port(host)) || s.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
+        if !ok {
+            return Err("Origin is not allowed (DNS rebinding protection); add it to server.allowed_origins");
+        }
+    }
+    Ok(())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().map(|h| if h.is_empty() { host } else { h }).unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }).unwrap_or(host)
+}
+
+fn is_loopback_name(h: &str) -> bool {
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn accepts_sse(h: &HeaderMap) -> bool {
+    header(h, "accept").is_some_and(|a| a.contains("text/event-stream"))
+}
+
+async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers) {
+        return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
+    }
+    let msg = match Message::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, jsonrpc::code::PARSE_ERROR, &format!("Parse error: {e}")),
+    };
+    let id = msg.id.clone();
+    let fail = |r: Refusal| json_response(r.status(), r.to_response(id.as_deref()));
+
+    // Session-based: an existing session, or an `initialize` that opens one.
+    if let Some(sid) = header(&headers, "mcp-session-id") {
+        let Some(session) = gw.session(sid) else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                jsonrpc::code::INVALID_REQUEST,
+                "Session not found (it ended or never existed); send initialize again",
+            );
+        };
+        if let Some(v) = header(&headers, "mcp-protocol-version") {
+            if !protocol::SUPPORTED.contains(&v) {
+                return fail(Refusal::UnsupportedVersion(v.to_string()));
+            }
+        }
+        return dispatch(gw, session, msg, None, &headers).await;
+    }
+    if msg.method.as_deref() == Some("initialize") {
+        let session = gw.new_session("http");
+        let sid = session.id.clone();
+        let mut resp = dispatch(gw.clone(), session, msg, None, &headers).await;
+        if resp.status() == StatusCode::OK {
+            resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("uuid is a header value"));
+        } else {
+            gw.end_session(&sid);
+        }
+        return resp;
+    }
+
+    // Stateless 2026-07-28.
+    let modern = match super::modern_meta(&msg) {
+        Ok(Some(m)) => m,
+        Ok(None) if !matches!(msg.kind(), Some(Kind::Request)) => return StatusCode::ACCEPTED.into_response(),
+        Ok(None) => {
+            if header(&headers, "mcp-protocol-version") == Some(protocol::MODERN) {
+                return fail(Refusal::MalformedModern(format!(
+                    "a {} request must carry `_meta.{}` and `_meta.{}`",
+                    protocol::MODERN,
+                    protocol::META_PROTOCOL_VERSION,
+                    protocol::META_CLIENT_CAPABILITIES
+                )));
+            }
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::code::INVALID_REQUEST,
+                "Bad Request: no Mcp-Session-Id header; send initialize first (2025-11-25), or per-request _meta (2026-07-28)",
+            );
+        }
+        Err(r) => return fail(r),
+    };
+    if let Err(r) = check_headers(&headers, &msg, &modern) {
+        return fail(r);
+    }
+    let session = Arc::new(Session::new(String::new(), "http"));
+    if msg.method.as_deref() == Some("subscriptions/listen") {
+        let id = msg.id.clone().expect("request has an id");
+        let (ack, rx) = gw.listen(&id, msg.params.as_deref());
+        let first = futures::stream::once(async move { ack });
+        return sse(first.chain(UnboundedReceiverStream::new(rx)), None);
+    }
+    dispatch(gw, session, msg, Some(modern), &headers).await
+}
+
+/// The 2026-07-28 header checks: `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` must be
+/// present and match the body, so that nothing routing on headers sees a different request.
+fn check_headers(h: &HeaderMap, msg: &Message, m: &ModernMeta) -> Result<(), Refusal> {
+    match header(h, "mcp-protocol-version") {
+        None => return Err(Refusal::HeaderMismatch("the MCP-Protocol-Version header is required".into())),
+        Some(v) if v != m.version => {
+            return Err(Refusal::HeaderMismatch(format!(
+                "MCP-Protocol-Version header `{v}` does not match `_meta` version `{}`",
+                m.version
+            )));
+        }
+        _ => {}
+    }
+    if !matches!(msg.kind(), Some(Kind::Request)) {
+        return Ok(());
+    }
+    let method = msg.method.as_deref().unwrap_or_default();
+    match header(h, "mcp-method") {
+        None => return Err(Refusal::HeaderMismatch("the Mcp-Method header is required".into())),
+        Some(v) if v != method => {
+            return Err(Refusal::HeaderMismatch(format!(
+                "Mcp-Method header `{v}` does not match body method `{method}`"
+            )));
+        }
+        _ => {}
+    }
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return Ok(()),
+    };
+    let body_value =
+        Params::parse(msg.params.as_deref()).ok().and_then(|p| p.str(key).ok().flatten()).unwrap_or_default();
+    match h.get("mcp-name") {
+        None => Err(Refusal::HeaderMismatch("the Mcp-Name header is required for this method".into())),
+        Some(v) => match decode_header_value(v) {
+            Some(d) if d == body_value => Ok(()),
+            Some(d) => Err(Refusal::HeaderMismatch(format!(
+                "Mcp-Name header value '{d}' does not match body value '{body_value}'"
+            ))),
+            None => Err(Refusal::HeaderMismatch("the Mcp-Name header is malformed".into())),
+        },
+    }
+}
+
+/// Decodes MCP's header value encoding (`=?base64?...?=` for values that are not plain ASCII).
+pub fn decode_header_value(v: &HeaderValue) -> Option<String> {
+    use base64::Engine;
+    let s = v.to_str().ok()?;
+    match s.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        Some(b64) => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok(),
+        None => Some(s.to_string()),
+    }
+}
+
+/// Runs one message through the gateway and frames the answer as JSON, SSE or 202.
+async fn dispatch(
+    gw: Arc<Gateway>,
+    session: Arc<Session>,
+    msg: Message,
+    modern: Option<ModernMeta>,
+    headers: &HeaderMap,
+) -> Response {
+    if !matches!(msg.kind(), Some(Kind::Request)) {
+        return match gw.handle(&session, msg, Ctx { modern: modern.as_ref(), out: None }).await {
+            Some((status, body)) if status != StatusCode::OK => json_response(status, body),
+            _ => StatusCode::ACCEPTED.into_response(),
+        };
+    }
+    let streams =
+        matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
+    if !(streams && accepts_sse(headers)) {
+        return match gw.handle(&session, msg, Ctx { modern: modern.as_ref(), out: None }).await {
+            Some((status, body)) => json_response(status, body),
+            None => StatusCode::ACCEPTED.into_response(),
+        };
+    }
+    // SSE: the call's notifications and server-to-client requests, then its response. The
+    // call runs in a task that is aborted if the client goes away (closing the stream is
+    // cancellation), which drops the backend call and cancels it there too.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let ctx = Ctx { modern: modern.as_ref(), out: Some(&tx) };
+        if let Some((_, body)) = gw.handle(&session, msg, ctx).await {
+            let _ = tx.send(body);
+        }
+    });
+    sse(UnboundedReceiverStream::new(rx), Some(AbortOnDrop(task)))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn sse(messages: impl Stream<Item = String> + Send + 'static, guard: Option<AbortOnDrop>) -> Response {
+    let events = messages.map(move |m| {
+        let _keep = &guard;
+        Ok::<_, Infallible>(Event::default().data(m))
+    });
+    let mut resp = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// `GET /mcp`: a session-based client's stream for server-initiated messages.
+async fn get_stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers) {
+        return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
+    }
+    let Some(sid) = header(&headers, "mcp-session-id") else {
+        // Stateless clients use subscriptions/listen instead.
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    let Some(session) = gw.session(sid) else {
+        return refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found");
+    };
+    if !accepts_sse(&headers) {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            jsonrpc::code::INVALID_REQUEST,
+            "GET /mcp needs Accept: text/event-stream",
+        );
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    if !session.open_outbound(tx) {
+        return refuse(
+            StatusCode::CONFLICT,
+            jsonrpc::code::INVALID_REQUEST,
+            "this session already has a GET stream open",
+        );
+    }
+    sse(UnboundedReceiverStream::new(rx), None)
+}
+
+/// `DELETE /mcp`: ends a session.
+async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers) {
+        return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
+    }
+    match header(&headers, "mcp-session-id") {
+        None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        Some(sid) if gw.end_session(sid) => StatusCode::OK.into_response(),
+        Some(_) => refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(strip_port("localhost:8800"), "localhost");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
+        assert!(is_loopback_name("::1"));
+        assert!(!is_loopback_name("evil.example"));
+        assert_eq!(decode_header_value(&HeaderValue::from_static("=?base64?SGVsbG8=?=")).as_deref(), Some("Hello"));
+    }
+}

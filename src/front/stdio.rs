@@ -1,0 +1,101 @@
+//! The stdio front door: one client on stdin/stdout, newline-delimited JSON-RPC. Requests
+//! run concurrently; every line written to stdout is one whole message.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+use crate::gateway::{Ctx, Gateway};
+use crate::jsonrpc::{self, Kind, Message};
+
+/// Serves one client until stdin closes.
+pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(mut line) = rx.recv().await {
+            line.push('\n');
+            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let session = gw.new_session("stdio");
+    session.open_outbound(tx.clone());
+    let mut lines =
+        FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(gw.config.server.max_body_bytes));
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let line = match lines.next().await {
+            None => break,
+            Some(Ok(l)) => l,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                let _ = tx.send(jsonrpc::error(
+                    None,
+                    jsonrpc::code::INVALID_REQUEST,
+                    "message larger than server.max_body_bytes",
+                    None,
+                ));
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg = match Message::parse(line.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(jsonrpc::error(None, jsonrpc::code::PARSE_ERROR, &format!("Parse error: {e}"), None));
+                continue;
+            }
+        };
+        let (gw, session, tx) = (gw.clone(), session.clone(), tx.clone());
+        tasks.spawn(async move {
+            let modern = match super::modern_meta(&msg) {
+                Ok(m) => m,
+                Err(r) => {
+                    if matches!(msg.kind(), Some(Kind::Request)) {
+                        let _ = tx.send(r.to_response(msg.id.as_deref()));
+                    }
+                    return;
+                }
+            };
+            if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
+                return listen(&gw, &session, msg, tx).await;
+            }
+            let ctx = Ctx { modern: modern.as_ref(), out: Some(&tx) };
+            if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
+                let _ = tx.send(resp);
+            }
+        });
+    }
+    tasks.close();
+    // stdin closed: the client is gone; calls still running have nobody to answer to.
+    session.close();
+    gw.end_session(&session.id);
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    Ok(())
+}
+
+/// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client
+/// cancels the request.
+async fn listen(gw: &Gateway, session: &crate::session::Session, msg: Message, tx: mpsc::UnboundedSender<String>) {
+    let id = msg.id.expect("request has an id");
+    let (ack, mut rx) = gw.listen(&id, msg.params.as_deref());
+    let _ = tx.send(ack);
+    let cancelled = session.start_call(id.get());
+    loop {
+        tokio::select! {
+            n = rx.recv() => match n {
+                Some(n) => { let _ = tx.send(n); }
+                None => break,
+            },
+            _ = cancelled.cancelled() => break,
+        }
+    }
+}

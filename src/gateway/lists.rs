@@ -1,0 +1,89 @@
+//! Results the gateway builds itself: `initialize`, `server/discover`, lists, and the fields
+//! a stateless (2026-07-28) client needs on every result.
+
+use crate::jsonrpc;
+use crate::protocol::{self, META_SERVER_INFO};
+
+/// How long a stateless client may cache a list; list_changed notifications cover changes sooner.
+const LIST_TTL_MS: u64 = 60_000;
+
+fn capabilities() -> serde_json::Value {
+    serde_json::json!({
+        "tools": { "listChanged": true },
+        "prompts": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "completions": {},
+        "logging": {},
+    })
+}
+
+const INSTRUCTIONS: &str =
+    "Sentinel gateway: tools from several MCP servers, each named <server>__<tool> unless configured otherwise.";
+
+pub fn initialize_result(version: &str) -> String {
+    serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": capabilities(),
+        "serverInfo": protocol::server_info(),
+        "instructions": INSTRUCTIONS,
+    })
+    .to_string()
+}
+
+pub fn discover() -> String {
+    let mut caps = capabilities();
+    // Stateless clients get logging per request and subscriptions through subscriptions/listen.
+    caps.as_object_mut().expect("object").remove("logging");
+    serde_json::json!({
+        "resultType": "complete",
+        "supportedVersions": protocol::SUPPORTED,
+        "capabilities": caps,
+        "instructions": INSTRUCTIONS,
+        "ttlMs": LIST_TTL_MS,
+        "cacheScope": "public",
+        "_meta": { META_SERVER_INFO: protocol::server_info() },
+    })
+    .to_string()
+}
+
+/// `{"<key>":[...]}`, with the cache fields a stateless client expects.
+pub fn list(key: &str, items: &str, modern: bool) -> String {
+    if modern {
+        format!(
+            r#"{{"{key}":{items},"resultType":"complete","ttlMs":{LIST_TTL_MS},"cacheScope":"private","_meta":{{"{META_SERVER_INFO}":{}}}}}"#,
+            protocol::server_info()
+        )
+    } else {
+        format!(r#"{{"{key}":{items}}}"#)
+    }
+}
+
+/// Adds what the 2026-07-28 revision requires of a result and a session-based backend did
+/// not send (`resultType`; `ttlMs`/`cacheScope` on cacheable results), leaving every byte
+/// the backend sent in place.
+pub fn modern_result(method: &str, mut r: String) -> String {
+    if !r.trim_start().starts_with('{') {
+        return r;
+    }
+    if method == "resources/read" {
+        if !jsonrpc::has_top_level_key(&r, "cacheScope") {
+            r = jsonrpc::splice_field(&r, "cacheScope", "\"private\"");
+        }
+        if !jsonrpc::has_top_level_key(&r, "ttlMs") {
+            r = jsonrpc::splice_field(&r, "ttlMs", "0");
+        }
+    }
+    if !jsonrpc::has_top_level_key(&r, "resultType") {
+        r = jsonrpc::splice_field(&r, "resultType", "\"complete\"");
+    }
+    r
+}
+
+pub fn is_input_required(r: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct R {
+        #[serde(rename = "resultType")]
+        result_type: Option<String>,
+    }
+    serde_json::from_str::<R>(r).ok().and_then(|r| r.result_type).as_deref() == Some("input_required")
+}

@@ -1,0 +1,173 @@
+//! JSON-RPC 2.0 framing on raw bytes.
+//!
+//! Messages are parsed only as far as routing needs: `id`, `params`, `result` and `error`
+//! stay `RawValue`s, so a backend's result can be spliced into the client's response byte
+//! for byte (`_meta`, unknown fields, key order and number spelling all survive).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Standard JSON-RPC and MCP error codes the gateway emits itself.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    pub const BACKEND_UNAVAILABLE: i64 = -32014;
+    pub const BACKEND_TIMEOUT: i64 = -32015;
+    pub const HEADER_MISMATCH: i64 = -32020;
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+}
+
+/// One incoming JSON-RPC message, from a client or a backend. A duplicated envelope key
+/// is a parse error (serde rejects duplicate struct fields), so `method` cannot be smuggled.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    #[serde(default)]
+    pub jsonrpc: Option<String>,
+    #[serde(default, deserialize_with = "raw_id")]
+    pub id: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub params: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub error: Option<Box<RawValue>>,
+}
+
+/// Keeps an explicit `"id": null` distinguishable from an absent id (both are refused for
+/// requests, but a null id must not turn a request into a notification).
+fn raw_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+pub enum Kind {
+    Request,
+    Notification,
+    Response,
+}
+
+impl Message {
+    pub fn parse(bytes: &[u8]) -> Result<Message, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn kind(&self) -> Option<Kind> {
+        match (&self.method, &self.id, &self.result, &self.error) {
+            (Some(_), Some(_), None, None) => Some(Kind::Request),
+            (Some(_), None, None, None) => Some(Kind::Notification),
+            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => Some(Kind::Response),
+            _ => None,
+        }
+    }
+
+    /// Whether the id is a string or an integer, as MCP requires (never null, never fractional).
+    pub fn id_is_valid(&self) -> bool {
+        match &self.id {
+            None => false,
+            Some(id) => {
+                let s = id.get();
+                s.starts_with('"') || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+            }
+        }
+    }
+}
+
+/// `{"jsonrpc":"2.0","id":ID,"result":RESULT}` with both pieces copied verbatim.
+pub fn result(id: &RawValue, result: &str) -> String {
+    let mut s = String::with_capacity(36 + id.get().len() + result.len());
+    s.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    s.push_str(id.get());
+    s.push_str(r#","result":"#);
+    s.push_str(result);
+    s.push('}');
+    s
+}
+
+/// `{"jsonrpc":"2.0","id":ID,"error":ERROR}` with the error object copied verbatim.
+pub fn error_raw(id: Option<&RawValue>, error: &str) -> String {
+    let id = id.map(RawValue::get).unwrap_or("null");
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
+}
+
+/// An error response built by the gateway.
+pub fn error(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serde_json::Value>) -> String {
+    let mut obj = serde_json::json!({ "code": code, "message": message });
+    if let Some(d) = data {
+        obj["data"] = d.clone();
+    }
+    error_raw(id, &obj.to_string())
+}
+
+pub fn notification(method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params}}}"#, serde_json::to_string(method).unwrap_or_default())
+}
+
+pub fn request(id: &str, method: &str, params: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{params}}}"#,
+        serde_json::to_string(method).unwrap_or_default()
+    )
+}
+
+/// Inserts `"key":value,` right after the opening brace of a JSON object, leaving every other
+/// byte in place. Used to add `resultType` to a legacy backend's result for a modern client.
+pub fn splice_field(object: &str, key: &str, value: &str) -> String {
+    let trimmed = object.trim_start();
+    let Some(rest) = trimmed.strip_prefix('{') else {
+        return object.to_string();
+    };
+    let empty = rest.trim_start().starts_with('}');
+    let mut s = String::with_capacity(object.len() + key.len() + value.len() + 6);
+    s.push('{');
+    s.push('"');
+    s.push_str(key);
+    s.push_str("\":");
+    s.push_str(value);
+    if !empty {
+        s.push(',');
+    }
+    s.push_str(rest);
+    s
+}
+
+/// Whether a raw JSON object has a top-level key, without decoding its values.
+pub fn has_top_level_key(object: &str, key: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Keys(#[serde(deserialize_with = "keys")] Vec<String>);
+    fn keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let m: indexmap::IndexMap<String, serde::de::IgnoredAny> = indexmap::IndexMap::deserialize(d)?;
+        Ok(m.into_keys().collect())
+    }
+    serde_json::from_str::<Keys>(object).map(|k| k.0.iter().any(|k| k == key)).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_keeps_bytes() {
+        let r = r#"{"b":1.0,"a":"\u00e9"}"#;
+        assert_eq!(splice_field(r, "resultType", r#""complete""#), r#"{"resultType":"complete","b":1.0,"a":"\u00e9"}"#);
+        assert_eq!(splice_field("{ }", "k", "1"), r#"{"k":1 }"#);
+        assert!(has_top_level_key(r, "a"));
+        assert!(!has_top_level_key(r#"{"x":{"a":1}}"#, "a"));
+    }
+
+    #[test]
+    fn kinds_and_ids() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap();
+        assert!(matches!(m.kind(), Some(Kind::Request)));
+        assert!(!m.id_is_valid());
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#).unwrap();
+        assert!(m.id_is_valid());
+        assert!(Message::parse(br#"{"jsonrpc":"2.0","method":"a","method":"b"}"#).is_err());
+        let m = Message::parse(br#"{"jsonrpc":"2.0","method":"n"}"#).unwrap();
+        assert!(matches!(m.kind(), Some(Kind::Notification)));
+    }
+}

@@ -1,0 +1,18 @@
+//! Sentinel: a governed MCP gateway. One chokepoint between MCP clients and MCP servers.
+
+pub mod backend;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod front;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod naming;
+pub mod protocol;
+pub mod session;
+
+/// Raw JSON from a string the gateway built itself (always valid JSON).
+pub(crate) fn backend_raw(s: String) -> Box<serde_json::value::RawValue> {
+    backend::raw(s)
+}

@@ -1,0 +1,197 @@
+//! MCP protocol generations, versions, reserved `_meta` keys, and strict request params.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The stateless revision: per-request `_meta`, `server/discover`, no sessions.
+pub const MODERN: &str = "2026-07-28";
+/// Session-based revisions, newest first.
+pub const LEGACY: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+/// Every version the gateway speaks, newest first (what `UnsupportedProtocolVersion` lists).
+pub const SUPPORTED: [&str; 4] = [MODERN, LEGACY[0], LEGACY[1], LEGACY[2]];
+
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+/// Sentinel's own `_meta` key carrying the gateway's request id to backends.
+pub const META_REQUEST_ID: &str = "dev.sentinel/requestId";
+
+/// Which generation a peer (client or backend) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Session-based, with the negotiated version.
+    Legacy(&'static str),
+    /// Stateless 2026-07-28.
+    Modern,
+}
+
+impl Generation {
+    pub fn version(self) -> &'static str {
+        match self {
+            Generation::Legacy(v) => v,
+            Generation::Modern => MODERN,
+        }
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.version())
+    }
+}
+
+/// The legacy version to answer `initialize` with: the client's if we speak it, else our newest.
+pub fn negotiate_legacy(requested: Option<&str>) -> &'static str {
+    requested.and_then(|r| LEGACY.iter().find(|v| **v == r).copied()).unwrap_or(LEGACY[0])
+}
+
+pub fn known_legacy(v: &str) -> Option<&'static str> {
+    LEGACY.iter().find(|x| **x == v).copied()
+}
+
+pub fn server_info() -> serde_json::Value {
+    serde_json::json!({ "name": "sentinel", "version": env!("CARGO_PKG_VERSION") })
+}
+
+/// Request params as an ordered map of raw values. Duplicate keys are refused: a parser that
+/// reads the first duplicate where the backend reads the last would be a policy bypass.
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub IndexMap<String, Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a params object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: Box<RawValue> = map.next_value()?;
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom(format!("duplicate key `{k}` in params")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Params(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Serialize for Params {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Params {
+    /// Parses params; absent params are an empty object.
+    pub fn parse(raw: Option<&RawValue>) -> Result<Params, String> {
+        match raw {
+            None => Ok(Params::default()),
+            Some(r) => serde_json::from_str(r.get()).map_err(|e| format!("params must be an object: {e}")),
+        }
+    }
+
+    /// Refuses keys that differ from a known key only in case (`Name` beside `name`).
+    pub fn check_case_variants(&self, known: &[&str]) -> Result<(), String> {
+        for k in self.0.keys() {
+            if let Some(kn) = known.iter().find(|kn| kn.eq_ignore_ascii_case(k) && **kn != k.as_str()) {
+                return Err(format!("key `{k}` is a case variant of `{kn}`; use `{kn}`"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn str(&self, key: &str) -> Result<Option<String>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_str::<String>(v.get()).map(Some).map_err(|_| format!("`{key}` must be a string"))
+            }
+        }
+    }
+
+    pub fn set_str(&mut self, key: &str, value: &str) {
+        let raw = RawValue::from_string(serde_json::to_string(value).unwrap_or_default()).expect("valid json string");
+        self.0.insert(key.to_string(), raw);
+    }
+
+    /// The `_meta` object decoded (it is small), or empty.
+    pub fn meta(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        match self.0.get("_meta") {
+            None => Ok(Default::default()),
+            Some(v) => serde_json::from_str(v.get()).map_err(|_| "`_meta` must be an object".to_string()),
+        }
+    }
+
+    pub fn set_meta(&mut self, meta: &serde_json::Map<String, serde_json::Value>) {
+        if meta.is_empty() {
+            self.0.shift_remove("_meta");
+        } else {
+            let raw = serde_json::value::to_raw_value(meta).expect("map serializes");
+            self.0.insert("_meta".to_string(), raw);
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// What the modern `_meta` of a client request says.
+#[derive(Debug, Clone)]
+pub struct ModernMeta {
+    pub version: String,
+    pub capabilities: serde_json::Value,
+    pub log_level: Option<String>,
+}
+
+impl ModernMeta {
+    /// `Ok(None)` when the request carries no modern protocol version at all.
+    pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Result<Option<ModernMeta>, String> {
+        let Some(v) = meta.get(META_PROTOCOL_VERSION) else {
+            return Ok(None);
+        };
+        let version = v.as_str().ok_or("`_meta.io.modelcontextprotocol/protocolVersion` must be a string")?.to_string();
+        let capabilities = meta.get(META_CLIENT_CAPABILITIES).cloned().unwrap_or(serde_json::Value::Null);
+        let log_level = meta.get(META_LOG_LEVEL).and_then(|l| l.as_str()).map(str::to_string);
+        Ok(Some(ModernMeta { version, capabilities, log_level }))
+    }
+}
+
+/// Log levels in RFC 5424 order, for filtering `notifications/message`.
+pub fn log_level_rank(level: &str) -> Option<u8> {
+    ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+        .iter()
+        .position(|l| *l == level)
+        .map(|p| p as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_refuse_duplicates_and_case_variants() {
+        assert!(Params::parse(Some(&RawValue::from_string(r#"{"name":"a","name":"b"}"#.into()).unwrap())).is_err());
+        let p = Params::parse(Some(&RawValue::from_string(r#"{"Name":"a","arguments":{}}"#.into()).unwrap())).unwrap();
+        assert!(p.check_case_variants(&["name", "arguments", "_meta"]).is_err());
+        let mut p =
+            Params::parse(Some(&RawValue::from_string(r#"{"name":"a","arguments":{"x":1.0}}"#.into()).unwrap()))
+                .unwrap();
+        p.set_str("name", "b");
+        assert_eq!(p.to_json(), r#"{"name":"b","arguments":{"x":1.0}}"#);
+    }
+}
