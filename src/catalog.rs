@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::config::Naming;
 use crate::naming;
+use crate::param_headers::{self, ParamHeader};
 
 /// One tool or prompt as a backend listed it: its own name and the raw object.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct Entry {
     pub original: String,
     /// The exposed object: the backend's bytes with only `name` rewritten.
     pub json: String,
+    /// `x-mcp-header` annotations of a tool's `inputSchema`.
+    pub param_headers: Vec<ParamHeader>,
 }
 
 #[derive(Debug, Default)]
@@ -62,7 +65,8 @@ pub struct Catalog {
     completion_backends: Vec<usize>,
     pub resources_json: String,
     pub templates_json: String,
-    /// Name clashes found while building; the later backend's entry was left out.
+    /// Problems found while building (name clashes, invalid tool definitions); what they
+    /// name was left out.
     pub clashes: Vec<String>,
 }
 
@@ -83,7 +87,11 @@ impl Catalog {
         let mut templates = Vec::new();
         for (i, s) in sources.iter().enumerate() {
             for t in &s.listing.tools {
-                tools.push(entry(naming, s, i, t));
+                let schema = t.fields.get("inputSchema").and_then(|r| serde_json::from_str(r.get()).ok());
+                match schema.as_ref().map(param_headers::extract).unwrap_or(Ok(Vec::new())) {
+                    Ok(headers) => tools.push(Entry { param_headers: headers, ..entry(naming, s, i, t) }),
+                    Err(why) => c.clashes.push(format!("tool `{}` of `{}` is hidden: {why}", t.name, s.name)),
+                }
             }
             for p in &s.listing.prompts {
                 prompts.push(entry(naming, s, i, p));
@@ -175,7 +183,7 @@ fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {
     let name = serde_json::value::to_raw_value(&exposed).expect("string serializes");
     fields.insert("name".into(), name);
     let json = serde_json::to_string(&fields).expect("raw map serializes");
-    Entry { exposed, backend, original: item.name.clone(), json }
+    Entry { exposed, backend, original: item.name.clone(), json, param_headers: Vec::new() }
 }
 
 /// Sorts by exposed name (so order does not depend on backend start order) and drops

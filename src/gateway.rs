@@ -215,6 +215,10 @@ impl Gateway {
                     Ok(Answer::Result(r)) => Some((StatusCode::OK, jsonrpc::result(&id, &r))),
                     Ok(Answer::Error(e)) => Some((StatusCode::OK, jsonrpc::error_raw(Some(&id), &e))),
                     Ok(Answer::Cancelled) => None,
+                    // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
+                    Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {
+                        Some((StatusCode::NOT_FOUND, r.to_response(Some(&id))))
+                    }
                     Err(r) => Some((r.status(), r.to_response(Some(&id)))),
                 }
             }
@@ -247,6 +251,15 @@ impl Gateway {
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let modern = ctx.modern.is_some();
+        // Methods the stateless revision removed are unknown to a stateless request.
+        if modern
+            && matches!(
+                method,
+                "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
+            )
+        {
+            return Err(Refusal::MethodNotFound(method.to_string()));
+        }
         let answer = match method {
             "initialize" => Answer::Result(self.initialize(session, params.as_deref())?),
             "ping" => Answer::Result("{}".into()),

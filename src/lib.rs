@@ -9,6 +9,7 @@ pub mod front;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod naming;
+pub mod param_headers;
 pub mod protocol;
 pub mod session;
 

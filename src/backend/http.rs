@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{BackendError, CallOpts, Event, Notice, Reply};
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::param_headers;
 use crate::protocol::{self, Generation};
 
 pub struct HttpConn {
@@ -134,7 +135,7 @@ impl Drop for CancelOnDrop {
 }
 
 impl Inner {
-    fn request_headers(&self, method: &str, name: Option<&str>) -> HeaderMap {
+    fn request_headers(&self, method: &str, name: Option<&str>, params: &[(String, String)]) -> HeaderMap {
         let mut h = self.headers.clone();
         h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -158,7 +159,14 @@ impl Inner {
                 h.insert("mcp-method", v);
             }
             if let Some(n) = name {
-                h.insert("mcp-name", header_safe(n));
+                if let Ok(v) = HeaderValue::from_str(&param_headers::encode(n)) {
+                    h.insert("mcp-name", v);
+                }
+            }
+            for (k, v) in params {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                    h.insert(k, v);
+                }
             }
         }
         h
@@ -173,7 +181,7 @@ impl Inner {
         id: Option<u64>,
         opts: &CallOpts,
     ) -> Result<(Option<String>, Reply), BackendError> {
-        let headers = self.request_headers(method, name);
+        let headers = self.request_headers(method, name, &opts.param_headers);
         let resp = self
             .client
             .post(&self.url)
@@ -295,7 +303,7 @@ impl Inner {
     }
 
     fn clone_handle(&self) -> PostHandle {
-        PostHandle { client: self.client.clone(), url: self.url.clone(), headers: self.request_headers("", None) }
+        PostHandle { client: self.client.clone(), url: self.url.clone(), headers: self.request_headers("", None, &[]) }
     }
 }
 
@@ -316,7 +324,7 @@ impl PostHandle {
 
 /// The session's GET stream: list changes and other session-wide notifications.
 async fn listen(inner: Arc<Inner>) {
-    let mut headers = inner.request_headers("", None);
+    let mut headers = inner.request_headers("", None, &[]);
     headers.remove(http::header::CONTENT_TYPE);
     headers.remove("mcp-method");
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
@@ -355,20 +363,4 @@ async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, St
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// A header value as MCP's value encoding asks: plain when safe ASCII, else `=?base64?...?=`.
-pub fn header_safe(v: &str) -> HeaderValue {
-    use base64::Engine;
-    let plain = !v.is_empty()
-        && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
-        && !v.starts_with(' ')
-        && !v.ends_with(' ')
-        && (!v.starts_with("=?base64?") || !v.ends_with("?="));
-    let s = if plain {
-        v.to_string()
-    } else {
-        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(v))
-    };
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

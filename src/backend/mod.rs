@@ -65,6 +65,8 @@ pub struct CallOpts {
     pub client_capabilities: Option<serde_json::Value>,
     /// Per-request log level for a stateless backend.
     pub log_level: Option<String>,
+    /// `Mcp-Param-*` headers for a stateless HTTP backend (from `x-mcp-header` annotations).
+    pub param_headers: Vec<(String, String)>,
 }
 
 pub(crate) enum Conn {

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::error::Refusal;
 use crate::gateway::{Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::param_headers;
 use crate::protocol::{self, ModernMeta, Params};
 use crate::session::Session;
 
@@ -118,7 +119,9 @@ async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         }
         return dispatch(gw, session, msg, None, &headers).await;
     }
-    if msg.method.as_deref() == Some("initialize") {
+    // `initialize` opens a session unless it carries stateless `_meta` (then it is a
+    // 2026-07-28 request for a method that revision removed).
+    if msg.method.as_deref() == Some("initialize") && matches!(super::modern_meta_raw(&msg), Ok(None)) {
         let session = gw.new_session("http");
         let sid = session.id.clone();
         let mut resp = dispatch(gw.clone(), session, msg, None, &headers).await;
@@ -131,27 +134,31 @@ async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
     }
 
     // Stateless 2026-07-28.
-    let modern = match super::modern_meta(&msg) {
-        Ok(Some(m)) => m,
-        Ok(None) if !matches!(msg.kind(), Some(Kind::Request)) => return StatusCode::ACCEPTED.into_response(),
-        Ok(None) => {
-            if header(&headers, "mcp-protocol-version") == Some(protocol::MODERN) {
-                return fail(Refusal::MalformedModern(format!(
-                    "a {} request must carry `_meta.{}` and `_meta.{}`",
-                    protocol::MODERN,
-                    protocol::META_PROTOCOL_VERSION,
-                    protocol::META_CLIENT_CAPABILITIES
-                )));
-            }
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::code::INVALID_REQUEST,
-                "Bad Request: no Mcp-Session-Id header; send initialize first (2025-11-25), or per-request _meta (2026-07-28)",
-            );
-        }
+    let header_version = header(&headers, "mcp-protocol-version");
+    let modern = match super::modern_meta_raw(&msg) {
+        Ok(m) => m,
         Err(r) => return fail(r),
     };
-    if let Err(r) = check_headers(&headers, &msg, &modern) {
+    let is_request = matches!(msg.kind(), Some(Kind::Request));
+    let Some(modern) = modern.filter(|_| is_request).or_else(|| {
+        // A version header alone still marks the request as stateless: it then lacks `_meta`.
+        (is_request && header_version == Some(protocol::MODERN)).then(|| ModernMeta {
+            version: String::new(),
+            capabilities: serde_json::Value::Null,
+            log_level: None,
+        })
+    }) else {
+        if !is_request {
+            // 2026-07-28 defines no client notifications over HTTP; accept and ignore them.
+            return StatusCode::ACCEPTED.into_response();
+        }
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::code::INVALID_REQUEST,
+            "Bad Request: no Mcp-Session-Id header; send initialize first (2025-11-25), or per-request _meta (2026-07-28)",
+        );
+    };
+    if let Err(r) = check_headers(&gw, &headers, &msg, &modern) {
         return fail(r);
     }
     let session = Arc::new(Session::new(String::new(), "http"));
@@ -164,24 +171,34 @@ async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
     dispatch(gw, session, msg, Some(modern), &headers).await
 }
 
-/// The 2026-07-28 header checks: `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` must be
-/// present and match the body, so that nothing routing on headers sees a different request.
-fn check_headers(h: &HeaderMap, msg: &Message, m: &ModernMeta) -> Result<(), Refusal> {
-    match header(h, "mcp-protocol-version") {
-        None => return Err(Refusal::HeaderMismatch("the MCP-Protocol-Version header is required".into())),
-        Some(v) if v != m.version => {
-            return Err(Refusal::HeaderMismatch(format!(
-                "MCP-Protocol-Version header `{v}` does not match `_meta` version `{}`",
-                m.version
-            )));
-        }
-        _ => {}
+/// The 2026-07-28 checks, in the order the spec's conformance suite expects: the version
+/// header, the `_meta` fields, header against body, the version itself, then `Mcp-Method`,
+/// `Mcp-Name` and `Mcp-Param-*` against the body — so that nothing routing on headers sees
+/// a different request than the one the gateway authorizes.
+fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> Result<(), Refusal> {
+    let Some(v) = header(h, "mcp-protocol-version") else {
+        return Err(Refusal::HeaderMismatch("the MCP-Protocol-Version header is required".into()));
+    };
+    if m.version.is_empty() {
+        return Err(Refusal::MalformedModern(format!(
+            "a {} request must carry `_meta.{}` and `_meta.{}`",
+            protocol::MODERN,
+            protocol::META_PROTOCOL_VERSION,
+            protocol::META_CLIENT_CAPABILITIES
+        )));
     }
-    if !matches!(msg.kind(), Some(Kind::Request)) {
-        return Ok(());
+    if !m.capabilities.is_object() {
+        super::check_modern(m)?;
     }
+    if v != m.version {
+        return Err(Refusal::HeaderMismatch(format!(
+            "MCP-Protocol-Version header `{v}` does not match `_meta` version `{}`",
+            m.version
+        )));
+    }
+    super::check_modern(m)?;
     let method = msg.method.as_deref().unwrap_or_default();
-    match header(h, "mcp-method") {
+    match header(h, "mcp-method").map(str::trim) {
         None => return Err(Refusal::HeaderMismatch("the Mcp-Method header is required".into())),
         Some(v) if v != method => {
             return Err(Refusal::HeaderMismatch(format!(
@@ -195,28 +212,28 @@ fn check_headers(h: &HeaderMap, msg: &Message, m: &ModernMeta) -> Result<(), Ref
         "resources/read" => "uri",
         _ => return Ok(()),
     };
-    let body_value =
-        Params::parse(msg.params.as_deref()).ok().and_then(|p| p.str(key).ok().flatten()).unwrap_or_default();
-    match h.get("mcp-name") {
-        None => Err(Refusal::HeaderMismatch("the Mcp-Name header is required for this method".into())),
-        Some(v) => match decode_header_value(v) {
-            Some(d) if d == body_value => Ok(()),
-            Some(d) => Err(Refusal::HeaderMismatch(format!(
-                "Mcp-Name header value '{d}' does not match body value '{body_value}'"
-            ))),
-            None => Err(Refusal::HeaderMismatch("the Mcp-Name header is malformed".into())),
+    let params = Params::parse(msg.params.as_deref()).unwrap_or_default();
+    let body_value = params.str(key).ok().flatten().unwrap_or_default();
+    match h.get("mcp-name").and_then(|v| v.to_str().ok()) {
+        None => return Err(Refusal::HeaderMismatch("the Mcp-Name header is required for this method".into())),
+        Some(v) => match param_headers::decode(v.trim()) {
+            Some(d) if d == body_value => {}
+            Some(d) => {
+                return Err(Refusal::HeaderMismatch(format!(
+                    "Mcp-Name header value '{d}' does not match body value '{body_value}'"
+                )));
+            }
+            None => return Err(Refusal::HeaderMismatch("the Mcp-Name header is not validly encoded".into())),
         },
     }
-}
-
-/// Decodes MCP's header value encoding (`=?base64?...?=` for values that are not plain ASCII).
-pub fn decode_header_value(v: &HeaderValue) -> Option<String> {
-    use base64::Engine;
-    let s = v.to_str().ok()?;
-    match s.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
-        Some(b64) => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok(),
-        None => Some(s.to_string()),
+    if method == "tools/call" {
+        if let Some(tool) = gw.catalog().tool(&body_value).filter(|t| !t.param_headers.is_empty()) {
+            let args = params.0.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
+            param_headers::check(&tool.param_headers, &args, |name| header(h, name).map(str::to_string))
+                .map_err(Refusal::HeaderMismatch)?;
+        }
     }
+    Ok(())
 }
 
 /// Runs one message through the gateway and frames the answer as JSON, SSE or 202.
@@ -325,6 +342,5 @@ mod tests {
         assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
         assert!(is_loopback_name("::1"));
         assert!(!is_loopback_name("evil.example"));
-        assert_eq!(decode_header_value(&HeaderValue::from_static("=?base64?SGVsbG8=?=")).as_deref(), Some("Hello"));
     }
 }

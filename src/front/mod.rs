@@ -9,19 +9,18 @@ use crate::error::Refusal;
 use crate::jsonrpc::Message;
 use crate::protocol::{self, ModernMeta, Params};
 
-/// The stateless `_meta` of a request, validated: `Ok(None)` when the request carries no
-/// modern protocol version (a session-based request).
-pub fn modern_meta(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
+/// The stateless `_meta` of a request, as sent: `Ok(None)` when it carries no modern
+/// protocol version (a session-based request). Not yet validated: see `check_modern`.
+pub fn modern_meta_raw(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
     let Some(params) = msg.params.as_deref() else { return Ok(None) };
     let Ok(p) = Params::parse(Some(params)) else { return Ok(None) };
-    let meta = match p.meta() {
-        Ok(m) => m,
-        Err(e) => return Err(Refusal::MalformedModern(e)),
-    };
-    let Some(m) = ModernMeta::from_meta(&meta).map_err(Refusal::MalformedModern)? else { return Ok(None) };
-    if m.version != protocol::MODERN {
-        return Err(Refusal::UnsupportedVersion(m.version));
-    }
+    let meta = p.meta().map_err(Refusal::MalformedModern)?;
+    ModernMeta::from_meta(&meta).map_err(Refusal::MalformedModern)
+}
+
+/// The checks every stateless request passes, in the spec's order: required `_meta` fields
+/// (-32602), then a version the gateway speaks (-32022).
+pub fn check_modern(m: &ModernMeta) -> Result<(), Refusal> {
     if !m.capabilities.is_object() {
         return Err(Refusal::MalformedModern(format!(
             "a {} request must carry `_meta.{}` (an object)",
@@ -29,5 +28,17 @@ pub fn modern_meta(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
             protocol::META_CLIENT_CAPABILITIES
         )));
     }
-    Ok(Some(m))
+    if m.version != protocol::MODERN {
+        return Err(Refusal::UnsupportedVersion(m.version.clone()));
+    }
+    Ok(())
+}
+
+/// Both steps, for transports without headers (stdio).
+pub fn modern_meta(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
+    let m = modern_meta_raw(msg)?;
+    if let Some(m) = &m {
+        check_modern(m)?;
+    }
+    Ok(m)
 }

@@ -11,6 +11,7 @@ use super::{Answer, Ctx, Gateway};
 use crate::backend::{BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
+use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
 use crate::session::Session;
 
@@ -24,7 +25,7 @@ impl Gateway {
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
-        let (backend, name) = self.route(method, &mut params)?;
+        let (backend, name, param_headers) = self.route(method, &mut params)?;
         let backend = self.backend(backend).cloned().ok_or_else(|| Refusal::BackendUnavailable {
             backend: self.config.backends[backend].name.clone(),
             reason: "it did not start; see the gateway log".into(),
@@ -52,6 +53,7 @@ impl Gateway {
             name: Some(name),
             client_capabilities: ctx.modern.map(|m| m.capabilities.clone()),
             log_level: ctx.modern.and_then(|m| m.log_level.clone()),
+            param_headers,
         };
         let key = id.get().to_string();
         let cancelled = session.start_call(&key);
@@ -86,8 +88,9 @@ impl Gateway {
     }
 
     /// Finds the owning backend and rewrites the exposed name to the backend's own.
-    /// Returns the backend index and the name or URI the call is about.
-    fn route(&self, method: &str, params: &mut Params) -> Result<(usize, String), Refusal> {
+    /// Returns the backend index, the name or URI the call is about, and the `Mcp-Param-*`
+    /// headers its arguments call for.
+    fn route(&self, method: &str, params: &mut Params) -> Result<(usize, String, Vec<(String, String)>), Refusal> {
         let catalog = self.catalog();
         let required = |p: &Params, k: &str| -> Result<String, Refusal> {
             p.str(k)
@@ -100,20 +103,27 @@ impl Gateway {
                 let name = required(params, "name")?;
                 let e = catalog.tool(&name).ok_or(Refusal::UnknownTool(name))?;
                 params.set_str("name", &e.original);
-                Ok((e.backend, e.original.clone()))
+                let headers = if e.param_headers.is_empty() {
+                    Vec::new()
+                } else {
+                    let args =
+                        params.0.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
+                    param_headers::headers_for(&e.param_headers, &args)
+                };
+                Ok((e.backend, e.original.clone(), headers))
             }
             "prompts/get" => {
                 params.check_case_variants(&["name", "arguments", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let name = required(params, "name")?;
                 let e = catalog.prompt(&name).ok_or(Refusal::UnknownPrompt(name))?;
                 params.set_str("name", &e.original);
-                Ok((e.backend, e.original.clone()))
+                Ok((e.backend, e.original.clone(), Vec::new()))
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 params.check_case_variants(&["uri", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let uri = required(params, "uri")?;
                 let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                Ok((b, uri))
+                Ok((b, uri, Vec::new()))
             }
             "completion/complete" => {
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
@@ -138,7 +148,7 @@ impl Gateway {
                     }
                 };
                 params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
-                Ok((b, name))
+                Ok((b, name, Vec::new()))
             }
             _ => Err(Refusal::MethodNotFound(method.to_string())),
         }

@@ -141,3 +141,26 @@ pub fn to_json(headers: &HeaderMap) -> Value {
     }
     Value::Object(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_allowed_and_others_are_not() {
+        for ok in ["localhost", "127.0.0.1:8080", "[::1]:9", "LOCALHOST:1"] {
+            assert!(is_loopback(ok), "{ok}");
+        }
+        for bad in ["evil.example.com", "127.0.0.2", "localhost.evil.com:80"] {
+            assert!(!is_loopback(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64_sentinel_is_decoded_strictly() {
+        assert_eq!(decode("x", "=?base64?SGVsbG8=?=").unwrap(), "Hello");
+        assert!(decode("x", "=?base64?SGVsbG8?=").is_err(), "missing padding");
+        assert!(decode("x", "=?base64?SGVs!!!bG8=?=").is_err(), "bad alphabet");
+        assert_eq!(decode("x", "=?base64?SGVsbG8=").unwrap(), "=?base64?SGVsbG8=", "no suffix: literal");
+    }
+}

@@ -1,0 +1,144 @@
+//! Calls through one shared backend: multiplexing many clients, progress going only to its
+//! caller, cancellation reaching the backend, session and credentials kept per backend.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// 200 concurrent calls from 20 clients (both generations) to one stdio backend process:
+/// every answer reaches the caller that asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_from_twenty_clients() {
+    let gw = Gateway::start(&mock_stdio_backend("mock", None, &[]));
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(if i % 2 == 0 {
+            HttpClient::legacy(&gw.url, json!({})).await
+        } else {
+            HttpClient::modern(&gw.url)
+        });
+    }
+    let calls = clients.iter().enumerate().flat_map(|(i, c)| {
+        (0..10).map(move |j| async move {
+            let args = json!({"client": i, "call": j, "pad": "x".repeat(i * 37 + j)});
+            let r = c.call("mock__echo", args.clone()).await;
+            assert_eq!(r.json()["result"]["structuredContent"], args, "client {i} call {j} got someone else's answer");
+        })
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// Two callers use the same progress token at the same time; each sees only its own
+/// notifications, under its own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_only_its_caller() {
+    let gw = Gateway::start(&mock_stdio_backend("mock", None, &[]));
+    let a = HttpClient::modern(&gw.url);
+    let b = HttpClient::legacy(&gw.url, json!({})).await;
+    let call = |c: HttpClient, steps: u64| async move {
+        c.request("tools/call", json!({"name": "mock__progress", "arguments": {"steps": steps, "delay_ms": 20}, "_meta": {"progressToken": "same"}}))
+            .await
+    };
+    let (ra, rb) = tokio::join!(call(a, 3), call(b, 7));
+    for (r, steps) in [(ra, 3), (rb, 7)] {
+        let progress: Vec<Value> = r
+            .messages
+            .iter()
+            .map(|m| serde_json::from_str::<Value>(m).unwrap())
+            .filter(|v| v["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(progress.len(), steps, "{:?}", r.messages);
+        assert!(
+            progress.iter().all(|p| p["params"]["progressToken"] == "same" && p["params"]["total"] == steps as f64)
+        );
+    }
+}
+
+/// A cancelled call is cancelled at the backend: by `notifications/cancelled` (session-based
+/// client) or by closing the response stream (stateless client), for stdio and HTTP backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_reaches_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdio_log = dir.path().join("stdio.log");
+    let http_log = dir.path().join("http.log");
+    let http_legacy_log = dir.path().join("http-legacy.log");
+    let http = MockHttp::start(&["--log", http_log.to_str().unwrap()]);
+    let http_legacy = MockHttp::start(&["--generation", "legacy", "--log", http_legacy_log.to_str().unwrap()]);
+    let config = mock_stdio_backend("s", None, &["--log", stdio_log.to_str().unwrap()])
+        + &http_backend("h", None, &http.url)
+        + &http_backend("hl", None, &http_legacy.url);
+    let gw = Gateway::start(&config);
+
+    let cancelled_at = |log: std::path::PathBuf| async move {
+        eventually("the backend logs the cancellation", || {
+            let log = log.clone();
+            async move { mock_log(&log).iter().any(|m| m["mock-event"] == "cancelled") }
+        })
+        .await;
+    };
+    let slow_seen = |log: std::path::PathBuf| async move {
+        eventually("the slow call reaches the backend", || {
+            let log = log.clone();
+            async move { mock_log(&log).iter().any(|m| m["params"]["name"] == "slow") }
+        })
+        .await;
+    };
+
+    // Session-based client: notifications/cancelled, mapped to the backend's request id.
+    for (tool, log) in [("s__slow", &stdio_log), ("hl__slow", &http_legacy_log)] {
+        let c = HttpClient::legacy(&gw.url, json!({})).await;
+        let body =
+            json!({"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":tool,"arguments":{"ms":60000}}})
+                .to_string();
+        let mut stream = c.stream(&body, &[]).await;
+        slow_seen(log.clone()).await;
+        c.notify("notifications/cancelled", json!({"requestId": 77, "reason": "test"})).await;
+        cancelled_at(log.clone()).await;
+        let backend_cancel =
+            mock_log(log).into_iter().find(|m| m["method"] == "notifications/cancelled").expect("cancel forwarded");
+        let backend_id = mock_log(log).into_iter().find(|m| m["params"]["name"] == "slow").unwrap()["id"].clone();
+        assert_eq!(backend_cancel["params"]["requestId"], backend_id, "the backend's own id, not the client's");
+        assert_eq!(stream.next().await, None, "no response after a cancellation");
+    }
+
+    // Stateless client: closing the stream is the cancellation.
+    for (tool, log) in [("s__slow", &stdio_log), ("h__slow", &http_log)] {
+        std::fs::write(log, "").unwrap();
+        let c = HttpClient::modern(&gw.url);
+        let body = c.request_body(json!(5), "tools/call", json!({"name": tool, "arguments": {"ms": 60000}}));
+        let stream = c.stream(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await;
+        slow_seen(log.clone()).await;
+        drop(stream);
+        cancelled_at(log.clone()).await;
+    }
+}
+
+/// An HTTP backend's session is kept across calls; the client's credentials never reach it,
+/// the backend's configured ones do.
+#[tokio::test]
+async fn http_backend_session_and_credentials() {
+    let http = MockHttp::start(&["--generation", "legacy"]);
+    let config = format!(
+        "[[backend]]\nname = \"h\"\nhttp = {{ url = {}, headers = {{ X-Backend-Key = \"backend-secret\" }} }}\n",
+        lit(&http.url)
+    );
+    let gw = Gateway::start(&config);
+    let c = HttpClient::legacy(&gw.url, json!({})).await;
+    let whoami = |c: HttpClient| async move {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h__whoami","arguments":{}}})
+            .to_string();
+        c.post_raw(&body, &[("authorization", "Bearer client-secret"), ("cookie", "client-cookie")]).await.json()["result"]["structuredContent"].clone()
+    };
+    let first = whoami(c.clone()).await;
+    let second = whoami(c.clone()).await;
+    assert!(first["sessionId"].is_string(), "{first}");
+    assert_eq!(first["sessionId"], second["sessionId"], "one backend session, reused");
+    let headers = first["headers"].to_string();
+    assert!(
+        !headers.contains("client-secret") && !headers.contains("client-cookie"),
+        "client credentials leaked: {headers}"
+    );
+    assert!(headers.contains("backend-secret"), "the backend's own credentials are sent: {headers}");
+    assert!(!gw.log().contains("backend-secret"), "secrets stay out of the log");
+}

@@ -1,0 +1,464 @@
+//! Test harness: the real `sentinel` and `mcp-mock` binaries started on loopback, and a small
+//! MCP client that speaks both generations over HTTP and stdio. Every test builds from these.
+#![allow(dead_code)]
+
+pub mod peers;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+pub const MODERN: &str = "2026-07-28";
+pub const LEGACY: &str = "2025-11-25";
+
+pub fn sentinel_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sentinel"))
+}
+
+pub fn mock_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcp-mock"))
+}
+
+/// A TOML string literal for a path or argument.
+pub fn lit(s: impl AsRef<str>) -> String {
+    toml::Value::String(s.as_ref().to_string()).to_string()
+}
+
+/// A `[[backend]]` block running `mcp-mock` over stdio with extra arguments.
+pub fn mock_stdio_backend(name: &str, prefix: Option<&str>, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(lit).collect();
+    let prefix = prefix.map(|p| format!("prefix = {}\n", lit(p))).unwrap_or_default();
+    format!(
+        "[[backend]]\nname = {}\n{prefix}stdio = {{ command = {}, args = [{}] }}\n",
+        lit(name),
+        lit(mock_bin().to_string_lossy()),
+        args.join(", ")
+    )
+}
+
+pub fn http_backend(name: &str, prefix: Option<&str>, url: &str) -> String {
+    let prefix = prefix.map(|p| format!("prefix = {}\n", lit(p))).unwrap_or_default();
+    format!("[[backend]]\nname = {}\n{prefix}http = {{ url = {} }}\n", lit(name), lit(url))
+}
+
+/// Reads the first stdout line of a child that announces `... listening on http://ADDR/mcp`.
+fn wait_for_url(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut sent = false;
+        while let Some(Ok(line)) = lines.next() {
+            if !sent && line.contains("listening on ") {
+                let url = line.rsplit(' ').next().unwrap_or_default().to_string();
+                let _ = tx.send(url);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} did not announce its URL within 60s"))
+}
+
+/// `sentinel serve` on a port of its own, from a config string.
+pub struct Gateway {
+    pub url: String,
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(config_body: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config_body}");
+        let path = dir.path().join("sentinel.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(sentinel_bin())
+            .args(["serve", "-c"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("SENTINEL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).expect("log file")))
+            .spawn()
+            .expect("start sentinel");
+        let url = wait_for_url(&mut child, "sentinel serve");
+        Gateway { url, child, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn base(&self) -> String {
+        self.url.trim_end_matches("/mcp").to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mcp-mock --http 127.0.0.1:0 ...`.
+pub struct MockHttp {
+    pub url: String,
+    pub child: Child,
+}
+
+impl MockHttp {
+    pub fn start(args: &[&str]) -> MockHttp {
+        let mut child = Command::new(mock_bin())
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mcp-mock");
+        let url = wait_for_url(&mut child, "mcp-mock");
+        MockHttp { url, child }
+    }
+}
+
+impl Drop for MockHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP response from an MCP endpoint, with SSE bodies split into messages.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+    /// Every JSON-RPC message in the body (one for JSON, each `data:` event for SSE), raw.
+    pub messages: Vec<String>,
+}
+
+impl Reply {
+    /// The last message (the response), parsed.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.messages.last().unwrap_or_else(|| panic!("no message in {self:?}"))).expect("json")
+    }
+
+    /// The raw bytes of the response's `result` member, cut out of the message text.
+    pub fn raw_result(&self) -> String {
+        raw_member(self.messages.last().expect("a message"), "result")
+    }
+
+    pub fn error_code(&self) -> Option<i64> {
+        self.json()["error"]["code"].as_i64()
+    }
+}
+
+/// The raw text of a top-level member of a JSON object, without re-encoding it.
+pub fn raw_member(message: &str, key: &str) -> String {
+    let m: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(message).expect("object");
+    m.get(key).unwrap_or_else(|| panic!("no `{key}` in {message}")).get().to_string()
+}
+
+pub fn sse_messages(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in body.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            if !cur.is_empty() {
+                cur.push('\n');
+            }
+            cur.push_str(d.strip_prefix(' ').unwrap_or(d));
+        } else if line.is_empty() && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Request params with the `_meta` every stateless 2026-07-28 request carries.
+pub fn modern_params(mut params: Value) -> Value {
+    let meta = params.as_object_mut().expect("params object").entry("_meta").or_insert(json!({}));
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    meta["io.modelcontextprotocol/clientInfo"] = json!({"name":"sentinel-tests","version":"1"});
+    params
+}
+
+/// A minimal MCP client over Streamable HTTP, for either generation.
+#[derive(Clone)]
+pub struct HttpClient {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    pub version: String,
+    pub accept: &'static str,
+}
+
+impl HttpClient {
+    pub fn new(url: &str) -> HttpClient {
+        HttpClient {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            session: None,
+            version: LEGACY.into(),
+            accept: "application/json, text/event-stream",
+        }
+    }
+
+    /// A session-based client, initialized.
+    pub async fn legacy(url: &str, capabilities: Value) -> HttpClient {
+        let mut c = HttpClient::new(url);
+        let r = c
+            .post_raw(
+                &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion": LEGACY, "capabilities": capabilities, "clientInfo": {"name":"sentinel-tests","version":"1"}}})
+                .to_string(),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "initialize failed: {r:?}");
+        c.session = Some(r.headers["mcp-session-id"].to_str().unwrap().to_string());
+        c.notify("notifications/initialized", json!({})).await;
+        c
+    }
+
+    /// A stateless 2026-07-28 client.
+    pub fn modern(url: &str) -> HttpClient {
+        let mut c = HttpClient::new(url);
+        c.version = MODERN.into();
+        c
+    }
+
+    pub async fn post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", self.accept)
+            .header("mcp-protocol-version", &self.version)
+            .body(body.to_string());
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.expect("body");
+        let is_sse = headers.get("content-type").is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
+        let messages = if is_sse {
+            sse_messages(&body)
+        } else if body.is_empty() {
+            vec![]
+        } else {
+            vec![body.clone()]
+        };
+        Reply { status, headers, body, messages }
+    }
+
+    /// Adds the stateless `_meta` and headers when this client is modern.
+    pub fn request_body(&self, id: Value, method: &str, params: Value) -> String {
+        let params = if self.version == MODERN { modern_params(params) } else { params };
+        json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string()
+    }
+
+    pub async fn request(&self, method: &str, params: Value) -> Reply {
+        let body = self.request_body(json!(1), method, params.clone());
+        let name = params.get("name").or_else(|| params.get("uri")).and_then(|v| v.as_str()).map(str::to_string);
+        let mut extra = vec![("mcp-method", method)];
+        if let Some(n) = &name {
+            extra.push(("mcp-name", n));
+        }
+        self.post_raw(&body, if self.version == MODERN { &extra } else { &[] }).await
+    }
+
+    pub async fn call(&self, tool: &str, args: Value) -> Reply {
+        self.request("tools/call", json!({"name": tool, "arguments": args})).await
+    }
+
+    pub async fn notify(&self, method: &str, params: Value) -> Reply {
+        self.post_raw(&json!({"jsonrpc":"2.0","method":method,"params":params}).to_string(), &[]).await
+    }
+
+    pub async fn tool_names(&self) -> Vec<String> {
+        let r = self.request("tools/list", json!({})).await;
+        r.json()["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A client speaking newline-delimited JSON-RPC to a child process (`sentinel stdio`, or a
+/// backend driven directly).
+pub struct StdioClient {
+    pub child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl StdioClient {
+    pub fn spawn(program: &Path, args: &[&str], cwd: Option<&Path>) -> StdioClient {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().expect("spawn stdio peer");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        StdioClient { child, stdin, lines }
+    }
+
+    pub async fn send(&mut self, msg: &str) {
+        self.stdin.write_all(msg.as_bytes()).await.unwrap();
+        self.stdin.write_all(b"\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Next line, within 30 s.
+    pub async fn recv(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("no message within 30s")
+            .expect("read")
+            .expect("stdout closed")
+    }
+
+    /// Reads until the response with this id, returning it and everything before it.
+    pub async fn until_response(&mut self, id: &Value) -> (String, Vec<String>) {
+        let mut before = Vec::new();
+        loop {
+            let line = self.recv().await;
+            let v: Value = serde_json::from_str(&line).expect("json line");
+            if v.get("id") == Some(id) && (v.get("result").is_some() || v.get("error").is_some()) {
+                return (line, before);
+            }
+            before.push(line);
+        }
+    }
+
+    pub async fn request(&mut self, id: Value, method: &str, params: Value) -> String {
+        self.send(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string()).await;
+        self.until_response(&id).await.0
+    }
+
+    /// A stateless 2026-07-28 request (no `initialize` needed), returning the response line.
+    pub async fn request_modern(&mut self, id: Value, method: &str, params: Value) -> String {
+        self.request(id, method, modern_params(params)).await
+    }
+
+    pub async fn initialize(&mut self) -> String {
+        let r = self
+            .request(
+                json!("init"),
+                "initialize",
+                json!({"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name":"sentinel-tests","version":"1"}}),
+            )
+            .await;
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+        r
+    }
+}
+
+/// Waits for a condition with a deadline instead of sleeping a guessed time.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// An SSE response read message by message, as it arrives.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+    pending: std::collections::VecDeque<String>,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> SseReader {
+        SseReader { resp, buf: String::new(), pending: Default::default() }
+    }
+
+    /// The next JSON-RPC message, `None` when the stream ends; panics after 30 s of silence.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(m);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.resp.chunk())
+                .await
+                .expect("no SSE data within 30s")
+                .expect("read SSE");
+            let chunk = chunk?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                self.pending.extend(sse_messages(&event));
+            }
+        }
+    }
+}
+
+impl HttpClient {
+    /// Starts a request and returns its response stream without waiting for the end.
+    pub async fn stream(&self, body: &str, extra: &[(&str, &str)]) -> SseReader {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", &self.version)
+            .body(body.to_string());
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("POST");
+        assert_eq!(resp.status(), 200);
+        SseReader::new(resp)
+    }
+
+    /// Opens the session's GET stream.
+    pub async fn get_stream(&self) -> SseReader {
+        let resp = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", self.session.as_ref().expect("a session"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 200);
+        SseReader::new(resp)
+    }
+}
+
+/// Lines of a `mcp-mock --log FILE`, parsed.
+pub fn mock_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}

@@ -1,0 +1,66 @@
+"""Drives one MCP server with the official Python SDK client (`mcp` 2.3.0) and prints, as one
+JSON object on stdout, what it saw: the negotiated protocol version, tools/list and the results
+of the requested tools/call. The Rust tests in tests/third_party.rs run it against a server
+directly and through Sentinel and compare the two outputs.
+
+usage: sdk_client.py (--url URL | --stdio COMMAND [ARG...] --) [--mode MODE] [--call NAME JSON]...
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+
+
+# Sentinel declares sampling, elicitation and roots to every backend (it relays them to its
+# clients), and some servers (server-everything) offer tools only to clients that declare them.
+# Declaring the same here makes a direct connection comparable with one through Sentinel. The
+# callbacks only refuse: no test here triggers them.
+async def refuse(*_args):
+    return types.ErrorData(code=-32603, message="sdk_client.py does not answer server requests")
+
+
+def dump(model):
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def run(args, server):
+    out = {}
+    callbacks = dict(sampling_callback=refuse, elicitation_callback=refuse, list_roots_callback=refuse)
+    async with Client(server, mode=args.mode, cache=None, **callbacks) as client:
+        out["protocolVersion"] = client.protocol_version
+        out["tools"] = [dump(t) for t in (await client.list_tools()).tools]
+        out["calls"] = []
+        for name, arguments in args.call or []:
+            result = await client.call_tool(name, json.loads(arguments))
+            out["calls"].append({"name": name, "result": dump(result)})
+    return out
+
+
+def main():
+    argv = sys.argv[1:]
+    command = None
+    if "--stdio" in argv:
+        i = argv.index("--stdio")
+        end = argv.index("--", i)
+        command = argv[i + 1 : end]
+        argv = argv[:i] + argv[end + 1 :]
+    p = argparse.ArgumentParser()
+    p.add_argument("--url")
+    p.add_argument("--mode", default="auto", help="auto, legacy or a modern version such as 2026-07-28")
+    p.add_argument("--call", nargs=2, action="append", metavar=("NAME", "JSON"))
+    args = p.parse_args(argv)
+    if command:
+        server = StdioServerParameters(command=command[0], args=command[1:])
+    elif args.url:
+        server = args.url
+    else:
+        p.error("one of --url or --stdio is required")
+    print(json.dumps(asyncio.run(run(args, server))))
+
+
+if __name__ == "__main__":
+    main()
