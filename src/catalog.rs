@@ -186,25 +186,24 @@ fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {
     Entry { exposed, backend, original: item.name.clone(), json, param_headers: Vec::new() }
 }
 
-/// Sorts by exposed name (so order does not depend on backend start order) and drops
-/// clashes, keeping the entry of the backend configured first.
-fn index(mut entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, HashMap<String, usize>, Vec<String>) {
-    entries.sort_by(|a, b| a.exposed.cmp(&b.exposed).then(a.backend.cmp(&b.backend)));
+/// Keeps backends in config order and each backend's own order (servers list
+/// deterministically, so the catalog does too, and it reads like the backends' own lists),
+/// and drops clashes, keeping the entry of the backend configured first.
+fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, HashMap<String, usize>, Vec<String>) {
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(entries.len());
     let mut clashes = Vec::new();
     for e in entries {
-        if let Some(prev) = out.last() {
-            if prev.exposed == e.exposed {
-                clashes.push(format!(
-                    "{what} name `{}` is exposed by both `{}` and `{}`; `{}`'s is hidden — give one backend a distinct `prefix`",
-                    e.exposed, sources[prev.backend].name, sources[e.backend].name, sources[e.backend].name
-                ));
-                continue;
-            }
+        if let Some(&prev) = index.get(&e.exposed) {
+            clashes.push(format!(
+                "{what} name `{}` is exposed by both `{}` and `{}`; `{}`'s is hidden — give one backend a distinct `prefix`",
+                e.exposed, sources[out[prev].backend].name, sources[e.backend].name, sources[e.backend].name
+            ));
+            continue;
         }
+        index.insert(e.exposed.clone(), out.len());
         out.push(e);
     }
-    let index = out.iter().enumerate().map(|(i, e)| (e.exposed.clone(), i)).collect();
     (out, index, clashes)
 }
 
@@ -314,7 +313,7 @@ mod tests {
             &[Source { name: "one", prefix: "one", listing: &a }, Source { name: "two", prefix: "two", listing: &b }],
         );
         let names: Vec<_> = c.tools.iter().map(|e| e.exposed.as_str()).collect();
-        assert_eq!(names, ["one__b", "one__echo", "two__echo"]);
+        assert_eq!(names, ["one__echo", "one__b", "two__echo"], "config order, then each backend's own order");
         assert_eq!(c.tool("two__echo").unwrap().original, "echo");
     }
 }

@@ -85,6 +85,9 @@ impl Gateway {
             }
         });
         let backends: Vec<Option<Arc<Backend>>> = futures::future::join_all(starts).await;
+        for b in backends.iter().flatten() {
+            crate::backend::spawn_listener(b);
+        }
         let listings = futures::future::join_all(backends.iter().map(|b| async move {
             match b {
                 Some(b) => b.listing().await,
@@ -150,9 +153,16 @@ impl Gateway {
     }
 
     pub fn end_session(&self, id: &str) -> bool {
-        match self.sessions.lock().expect("sessions lock").remove(id) {
+        let removed = self.sessions.lock().expect("sessions lock").remove(id);
+        match removed {
             Some(s) => {
                 s.close();
+                let catalog = self.catalog();
+                for uri in s.take_subscriptions() {
+                    if let Some(b) = catalog.resource_backend(&uri).and_then(|i| self.backend(i)) {
+                        b.subscriptions.remove(&uri);
+                    }
+                }
                 true
             }
             None => false,
@@ -213,7 +223,11 @@ impl Gateway {
                 let method = msg.method.unwrap_or_default();
                 match self.request(session, &id, &method, msg.params, ctx).await {
                     Ok(Answer::Result(r)) => Some((StatusCode::OK, jsonrpc::result(&id, &r))),
-                    Ok(Answer::Error(e)) => Some((StatusCode::OK, jsonrpc::error_raw(Some(&id), &e))),
+                    Ok(Answer::Error(e)) => {
+                        let status =
+                            if ctx.modern.is_some() { lists::http_status_of_error(&e) } else { StatusCode::OK };
+                        Some((status, jsonrpc::error_raw(Some(&id), &e)))
+                    }
                     Ok(Answer::Cancelled) => None,
                     // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
                     Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {

@@ -123,12 +123,18 @@ impl Session {
         }
     }
 
-    pub fn subscribe(&self, uri: String) {
-        self.st().subscriptions.insert(uri);
+    /// Returns whether this is a new subscription for the session.
+    pub fn subscribe(&self, uri: String) -> bool {
+        self.st().subscriptions.insert(uri)
     }
 
-    pub fn unsubscribe(&self, uri: &str) {
-        self.st().subscriptions.remove(uri);
+    /// Returns whether the session was subscribed.
+    pub fn unsubscribe(&self, uri: &str) -> bool {
+        self.st().subscriptions.remove(uri)
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<String> {
+        self.st().subscriptions.drain().collect()
     }
 
     pub fn is_subscribed(&self, uri: &str) -> bool {

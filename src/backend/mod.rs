@@ -3,6 +3,7 @@
 
 mod handshake;
 mod http;
+mod listen;
 mod stdio;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
 
 pub use handshake::Handshake;
+pub use listen::spawn as spawn_listener;
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
 #[derive(Debug)]
@@ -96,6 +98,8 @@ pub struct Backend {
     pub config: BackendConfig,
     pub generation: Generation,
     pub capabilities: serde_json::Value,
+    /// Resource URIs clients subscribed to (stateless backends: carried on the listen stream).
+    pub subscriptions: listen::Subscriptions,
     conn: Conn,
 }
 
@@ -121,30 +125,30 @@ impl Backend {
             h.set_generation(hs.generation);
         }
         tracing::info!(backend = %config.name, generation = %hs.generation, "backend ready");
-        Ok(Backend { index, generation: hs.generation, capabilities: hs.capabilities, config, conn })
+        Ok(Backend {
+            index,
+            generation: hs.generation,
+            capabilities: hs.capabilities,
+            subscriptions: Default::default(),
+            config,
+            conn,
+        })
     }
 
     /// Sends one request, adapting `_meta` to the backend's generation, bounded by the
     /// backend's timeout.
-    pub async fn call(&self, method: &str, mut params: Params, opts: &CallOpts) -> Result<Reply, BackendError> {
-        let mut meta = params.meta().unwrap_or_default();
-        match self.generation {
-            Generation::Modern => {
-                meta.insert(protocol::META_PROTOCOL_VERSION.into(), protocol::MODERN.into());
-                meta.insert(
-                    protocol::META_CLIENT_CAPABILITIES.into(),
-                    opts.client_capabilities.clone().unwrap_or_else(|| serde_json::json!({})),
-                );
-                meta.insert(protocol::META_CLIENT_INFO.into(), protocol::server_info());
-                match &opts.log_level {
-                    Some(l) => meta.insert(protocol::META_LOG_LEVEL.into(), l.clone().into()),
-                    None => meta.remove(protocol::META_LOG_LEVEL),
-                };
+    pub async fn call(&self, method: &str, params: Params, opts: &CallOpts) -> Result<Reply, BackendError> {
+        let params = match self.generation {
+            Generation::Modern => modern_params_of(params, opts),
+            Generation::Legacy(_) => {
+                let mut params = params;
+                let mut meta = params.meta().unwrap_or_default();
+                meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+                params.set_meta(&meta);
+                params.to_json()
             }
-            Generation::Legacy(_) => meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/")),
-        }
-        params.set_meta(&meta);
-        match tokio::time::timeout(self.config.timeout, self.conn.request(method, params.to_json(), opts)).await {
+        };
+        match tokio::time::timeout(self.config.timeout, self.conn.request(method, params, opts)).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout),
         }
@@ -226,6 +230,28 @@ impl Backend {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+}
+
+/// Params for a stateless backend: the per-request `_meta` the 2026-07-28 revision requires.
+fn modern_params_of(mut params: Params, opts: &CallOpts) -> String {
+    let mut meta = params.meta().unwrap_or_default();
+    meta.insert(protocol::META_PROTOCOL_VERSION.into(), protocol::MODERN.into());
+    meta.insert(
+        protocol::META_CLIENT_CAPABILITIES.into(),
+        opts.client_capabilities.clone().unwrap_or_else(|| serde_json::json!({})),
+    );
+    meta.insert(protocol::META_CLIENT_INFO.into(), protocol::server_info());
+    match &opts.log_level {
+        Some(l) => meta.insert(protocol::META_LOG_LEVEL.into(), l.clone().into()),
+        None => meta.remove(protocol::META_LOG_LEVEL),
+    };
+    params.set_meta(&meta);
+    params.to_json()
+}
+
+pub(crate) fn modern_params(v: serde_json::Value, opts: &CallOpts) -> String {
+    let params: Params = serde_json::from_value(v).unwrap_or_default();
+    modern_params_of(params, opts)
 }
 
 fn keyed(items: Vec<Box<RawValue>>, key: &str) -> Vec<(String, Box<RawValue>)> {

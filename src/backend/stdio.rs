@@ -242,11 +242,13 @@ impl Reader {
         let _ = self.notices.send((self.index, n));
     }
 
+    /// The one client call in flight, if there is exactly one. The gateway's own requests
+    /// (the listen stream, listings) carry no event channel and do not count.
     fn sole_caller(&self) -> Option<mpsc::UnboundedSender<Event>> {
         let r = self.routes.lock().expect("routes lock");
         let mut with_events = r.calls.values().filter_map(|c| c.events.as_ref());
         match (with_events.next(), with_events.next()) {
-            (Some(ev), None) if r.calls.len() == 1 => Some(ev.clone()),
+            (Some(ev), None) => Some(ev.clone()),
             _ => None,
         }
     }

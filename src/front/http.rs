@@ -258,17 +258,30 @@ async fn dispatch(
             None => StatusCode::ACCEPTED.into_response(),
         };
     }
-    // SSE: the call's notifications and server-to-client requests, then its response. The
-    // call runs in a task that is aborted if the client goes away (closing the stream is
-    // cancellation), which drops the backend call and cancels it there too.
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
+    // The call's notifications and server-to-client requests, then its response. The call
+    // runs in a task that is aborted if the client goes away (closing the stream is
+    // cancellation), which drops the backend call and cancels it there too. A call that
+    // sends nothing before its answer is answered as plain JSON, so that an error keeps
+    // its HTTP status (400 for the protocol errors that require it).
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let guard = AbortOnDrop(tokio::spawn(async move {
         let ctx = Ctx { modern: modern.as_ref(), out: Some(&tx) };
-        if let Some((_, body)) = gw.handle(&session, msg, ctx).await {
-            let _ = tx.send(body);
+        let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
+    }));
+    tokio::select! {
+        biased;
+        Some(first) = rx.recv() => {
+            let last = futures::stream::once(async move { done_rx.await.ok().flatten().map(|(_, body)| body) })
+                .filter_map(futures::future::ready);
+            let stream = futures::stream::once(async move { first }).chain(UnboundedReceiverStream::new(rx)).chain(last);
+            sse(stream, Some(guard))
         }
-    });
-    sse(UnboundedReceiverStream::new(rx), Some(AbortOnDrop(task)))
+        done = &mut done_rx => match done.ok().flatten() {
+            Some((status, body)) => json_response(status, body),
+            None => StatusCode::ACCEPTED.into_response(),
+        },
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

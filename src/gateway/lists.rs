@@ -87,3 +87,20 @@ pub fn is_input_required(r: &str) -> bool {
     }
     serde_json::from_str::<R>(r).ok().and_then(|r| r.result_type).as_deref() == Some("input_required")
 }
+
+/// The HTTP status a stateless client must see for a backend's error: the protocol errors
+/// the 2026-07-28 revision ties to `400 Bad Request` keep it through the gateway.
+pub fn http_status_of_error(error: &str) -> http::StatusCode {
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: i64,
+    }
+    match serde_json::from_str::<E>(error).map(|e| e.code) {
+        Ok(
+            jsonrpc::code::HEADER_MISMATCH
+            | jsonrpc::code::MISSING_CLIENT_CAPABILITY
+            | jsonrpc::code::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => http::StatusCode::BAD_REQUEST,
+        _ => http::StatusCode::OK,
+    }
+}

@@ -1,0 +1,103 @@
+//! A stateless (2026-07-28) backend's `subscriptions/listen` stream: how the gateway hears
+//! its list changes and the resource updates clients subscribed to. Session-based backends
+//! use their GET stream (HTTP) or stdout (stdio) instead.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Backend, CallOpts};
+use crate::protocol::Generation;
+
+/// Which resource URIs clients subscribed to on this backend, with how many subscribers each.
+#[derive(Default)]
+pub struct Subscriptions {
+    uris: Mutex<BTreeMap<String, usize>>,
+    changed: Notify,
+}
+
+impl Subscriptions {
+    pub fn add(&self, uri: &str) {
+        let mut u = self.uris.lock().expect("subscriptions lock");
+        *u.entry(uri.to_string()).or_default() += 1;
+        if u[uri] == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn remove(&self, uri: &str) {
+        let mut u = self.uris.lock().expect("subscriptions lock");
+        if let Some(n) = u.get_mut(uri) {
+            *n -= 1;
+            if *n == 0 {
+                u.remove(uri);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn uris(&self) -> Vec<String> {
+        self.uris.lock().expect("subscriptions lock").keys().cloned().collect()
+    }
+}
+
+/// Keeps one listen stream open to a stateless backend for as long as the backend lives,
+/// reopening it when the subscribed URIs change or the stream ends. The task holds the
+/// backend only while a stream is open; it ends once the backend is dropped.
+pub fn spawn(backend: &Arc<Backend>) {
+    if backend.generation != Generation::Modern {
+        return;
+    }
+    let weak: Weak<Backend> = Arc::downgrade(backend);
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let Some(b) = weak.upgrade() else { return };
+            let caps = &b.capabilities;
+            let flag =
+                |k: &str| caps.get(k).and_then(|c| c.get("listChanged")).and_then(|v| v.as_bool()).unwrap_or(false);
+            let mut filter = serde_json::Map::new();
+            for (cap, key) in [
+                ("tools", "toolsListChanged"),
+                ("prompts", "promptsListChanged"),
+                ("resources", "resourcesListChanged"),
+            ] {
+                if flag(cap) {
+                    filter.insert(key.into(), true.into());
+                }
+            }
+            let uris = b.subscriptions.uris();
+            if !uris.is_empty() {
+                filter.insert("resourceSubscriptions".into(), uris.into());
+            }
+            if filter.is_empty() {
+                // Nothing to listen for until a client subscribes to a resource.
+                b.subscriptions.changed.notified().await;
+                continue;
+            }
+            let params = super::modern_params(serde_json::json!({ "notifications": filter }), &CallOpts::default());
+            let started = tokio::time::Instant::now();
+            let opts = CallOpts::default();
+            let outcome = {
+                let listen = b.conn.request("subscriptions/listen", params, &opts);
+                tokio::select! {
+                    r = listen => Some(r),
+                    _ = b.subscriptions.changed.notified() => None,
+                }
+            };
+            let name = b.config.name.clone();
+            drop(b);
+            if let Some(r) = outcome {
+                // The stream ended (backend restarted or refused it): back off, then reopen.
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures = (failures + 1).min(6);
+                tracing::debug!(backend = %name, outcome = ?r.map(|_| ()), "listen stream ended; reopening");
+                tokio::time::sleep(Duration::from_millis(250 << failures)).await;
+            }
+        }
+    });
+}
