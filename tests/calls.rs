@@ -153,3 +153,22 @@ async fn http_backend_session_and_credentials() {
     assert!(headers.contains("backend-secret"), "the backend's own credentials are sent: {headers}");
     assert!(!gw.log().contains("backend-secret"), "secrets stay out of the log");
 }
+
+/// A session-based HTTP backend that restarts forgets the gateway's session (HTTP 404): the
+/// gateway opens a new one and the call goes through.
+#[tokio::test]
+async fn http_backend_restart_gets_a_new_session() {
+    let mut first = MockHttp::start(&["--generation", "legacy"]);
+    let gw = Gateway::start(&http_backend("h", None, &first.url));
+    let c = HttpClient::modern(&gw.url);
+    let before = c.call("h__whoami", json!({})).await.json()["result"]["structuredContent"]["sessionId"].clone();
+    assert!(before.is_string());
+    let addr = first.url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let _second = MockHttp::start_at(&addr, &["--generation", "legacy"]);
+    let r = c.call("h__whoami", json!({})).await;
+    let after = r.json()["result"]["structuredContent"]["sessionId"].clone();
+    assert!(after.is_string(), "{r:?}");
+    assert_ne!(before, after, "a new backend session");
+}

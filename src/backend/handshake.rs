@@ -22,6 +22,16 @@ fn modern_meta() -> Value {
     })
 }
 
+/// What the gateway sends a session-based backend in `initialize`.
+pub(super) fn initialize_params() -> String {
+    serde_json::json!({
+        "protocolVersion": protocol::LEGACY[0],
+        "capabilities": super::gateway_client_capabilities(),
+        "clientInfo": protocol::server_info(),
+    })
+    .to_string()
+}
+
 pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Result<Handshake> {
     let params = serde_json::json!({ "_meta": modern_meta() }).to_string();
     let probe =
@@ -54,18 +64,15 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
         }
     }
 
-    let params = serde_json::json!({
-        "protocolVersion": protocol::LEGACY[0],
-        "capabilities": super::gateway_client_capabilities(),
-        "clientInfo": protocol::server_info(),
-    })
-    .to_string();
-    let init = tokio::time::timeout(super::HANDSHAKE_TIMEOUT, conn.request("initialize", params, &CallOpts::default()))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("backend `{}` did not answer initialize within {:?}", config.name, super::HANDSHAKE_TIMEOUT)
-        })?
-        .map_err(|e| anyhow::anyhow!("backend `{}`: initialize failed: {e}", config.name))?;
+    let init = tokio::time::timeout(
+        super::HANDSHAKE_TIMEOUT,
+        conn.request("initialize", initialize_params(), &CallOpts::default()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!("backend `{}` did not answer initialize within {:?}", config.name, super::HANDSHAKE_TIMEOUT)
+    })?
+    .map_err(|e| anyhow::anyhow!("backend `{}`: initialize failed: {e}", config.name))?;
     let result = match init {
         Reply::Result(r) => r,
         Reply::Error(e) => anyhow::bail!("backend `{}` refused initialize: {}", config.name, e.get()),

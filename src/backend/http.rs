@@ -28,7 +28,22 @@ struct Inner {
     max_bytes: usize,
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// Serializes re-initialization after the backend forgot our session (restart, expiry).
+    reinit: tokio::sync::Mutex<()>,
     notices: mpsc::UnboundedSender<(usize, Notice)>,
+}
+
+/// Why a POST got no usable answer.
+enum PostError {
+    Backend(BackendError),
+    /// HTTP 404 for the session the request carried: the backend no longer knows it.
+    SessionEnded(String),
+}
+
+impl From<BackendError> for PostError {
+    fn from(e: BackendError) -> Self {
+        PostError::Backend(e)
+    }
 }
 
 #[derive(Default)]
@@ -64,6 +79,7 @@ impl HttpConn {
                 max_bytes: config.max_message_bytes,
                 next_id: AtomicU64::new(1),
                 state: Mutex::new(State::default()),
+                reinit: tokio::sync::Mutex::new(()),
                 notices,
             }),
         })
@@ -83,8 +99,31 @@ impl HttpConn {
     }
 
     pub async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
+        match self.request_once(method, &params, opts).await {
+            Err(PostError::SessionEnded(old)) if method != "initialize" => {
+                // A session-based backend that restarted (or expired our session) answers 404:
+                // open a new session once and retry, instead of failing every later call.
+                self.reinitialize(&old).await?;
+                match self.request_once(method, &params, opts).await {
+                    Ok(r) => Ok(r),
+                    Err(PostError::Backend(e)) => Err(e),
+                    Err(PostError::SessionEnded(_)) => Err(BackendError::Unavailable(format!(
+                        "backend `{}` keeps ending its session",
+                        self.inner.name
+                    ))),
+                }
+            }
+            Err(PostError::SessionEnded(_)) => {
+                Err(BackendError::Unavailable(format!("backend `{}` ended its session (HTTP 404)", self.inner.name)))
+            }
+            Err(PostError::Backend(e)) => Err(e),
+            Ok(r) => Ok(r),
+        }
+    }
+
+    async fn request_once(&self, method: &str, params: &str, opts: &CallOpts) -> Result<Reply, PostError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = jsonrpc::request(&id.to_string(), method, &params);
+        let body = jsonrpc::request(&id.to_string(), method, params);
         let legacy = matches!(self.generation(), Some(Generation::Legacy(_)));
         let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: legacy && method != "initialize" };
         let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
@@ -102,6 +141,39 @@ impl HttpConn {
             }
         }
         out.map(|(_, r)| r)
+    }
+
+    /// Opens a new session unless another call already replaced `old`.
+    async fn reinitialize(&self, old: &str) -> Result<(), BackendError> {
+        let _one_at_a_time = self.inner.reinit.lock().await;
+        if self.inner.state.lock().expect("state lock").session.as_deref() != Some(old) {
+            return Ok(());
+        }
+        tracing::warn!(backend = %self.inner.name, "backend forgot our session; initializing a new one");
+        let generation = self.generation();
+        self.inner.state.lock().expect("state lock").session = None;
+        let init = self.request_once("initialize", &super::handshake::initialize_params(), &CallOpts::default()).await;
+        // Keep the generation the backend was probed with (initialize set the version it negotiated).
+        if self.generation().is_none() {
+            self.inner.state.lock().expect("state lock").generation = generation;
+        }
+        match init {
+            Ok(Reply::Result(_)) => {
+                self.notify("notifications/initialized", "{}".into()).await;
+                // The old session's GET stream died with it.
+                tokio::spawn(listen(self.inner.clone()));
+                Ok(())
+            }
+            Ok(Reply::Error(e)) => Err(BackendError::Unavailable(format!(
+                "backend `{}` refused a new session: {}",
+                self.inner.name,
+                e.get()
+            ))),
+            Err(PostError::Backend(e)) => Err(e),
+            Err(PostError::SessionEnded(_)) => {
+                Err(BackendError::Unavailable(format!("backend `{}` refused a new session", self.inner.name)))
+            }
+        }
     }
 
     pub async fn notify(&self, method: &str, params: String) {
@@ -180,8 +252,9 @@ impl Inner {
         body: String,
         id: Option<u64>,
         opts: &CallOpts,
-    ) -> Result<(Option<String>, Reply), BackendError> {
+    ) -> Result<(Option<String>, Reply), PostError> {
         let headers = self.request_headers(method, name, &opts.param_headers);
+        let sent_session = self.state.lock().expect("state lock").session.clone();
         let resp = self
             .client
             .post(&self.url)
@@ -195,8 +268,10 @@ impl Inner {
         if id.is_none() {
             return Ok((session, Reply::Result(super::raw("{}".into()))));
         }
-        if status == StatusCode::NOT_FOUND && self.state.lock().expect("state lock").session.is_some() {
-            return Err(BackendError::Unavailable(format!("backend `{}` ended its session (HTTP 404)", self.name)));
+        if status == StatusCode::NOT_FOUND {
+            if let Some(old) = sent_session {
+                return Err(PostError::SessionEnded(old));
+            }
         }
         let is_sse = resp
             .headers()
@@ -204,18 +279,18 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if is_sse {
-            return self.read_sse(resp, id.expect("request id"), opts).await.map(|r| (session, r));
+            return Ok((session, self.read_sse(resp, id.expect("request id"), opts).await?));
         }
         let bytes = read_limited(resp, self.max_bytes)
             .await
             .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
         match Message::parse(&bytes) {
             Ok(m) if matches!(m.kind(), Some(Kind::Response)) => Ok((session, into_reply(m))),
-            _ => Err(BackendError::Unavailable(format!(
+            _ => Err(PostError::Backend(BackendError::Unavailable(format!(
                 "backend `{}` answered HTTP {status} without a JSON-RPC response: {}",
                 self.name,
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ))),
+            )))),
         }
     }
 

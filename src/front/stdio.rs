@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, FramedRead};
 
 use crate::gateway::{Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
@@ -25,14 +26,13 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
     });
     let session = gw.new_session("stdio");
     session.open_outbound(tx.clone());
-    let mut lines =
-        FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(gw.config.server.max_body_bytes));
+    let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config.server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let line = match lines.next().await {
             None => break,
-            Some(Ok(l)) => l,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+            Some(Ok(Line::Message(l))) => l,
+            Some(Ok(Line::TooLong)) => {
                 let _ = tx.send(jsonrpc::error(
                     None,
                     jsonrpc::code::INVALID_REQUEST,
@@ -43,10 +43,10 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
             }
             Some(Err(e)) => return Err(e.into()),
         };
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let msg = match Message::parse(line.as_bytes()) {
+        let msg = match Message::parse(&line) {
             Ok(m) => m,
             Err(e) => {
                 let _ = tx.send(jsonrpc::error(None, jsonrpc::code::PARSE_ERROR, &format!("Parse error: {e}"), None));
@@ -80,6 +80,46 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
     drop(tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
+}
+
+/// One line from the client: a message's bytes (not yet known to be UTF-8 or JSON: both are
+/// the parser's to refuse, with -32700), or the notice that a line was over the limit.
+enum Line {
+    Message(Bytes),
+    TooLong,
+}
+
+/// Newline-delimited frames of at most `max` bytes. An over-long line is a frame, not a
+/// decoder error, because `FramedRead` ends the stream after any decoder error
+/// (tokio-rs/tokio#3976), which would end the client's session; its bytes are skipped up
+/// to the next newline.
+struct LineCodec(AnyDelimiterCodec);
+
+impl LineCodec {
+    fn new(max: usize) -> LineCodec {
+        LineCodec(AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max))
+    }
+
+    fn frame(r: Result<Option<Bytes>, AnyDelimiterCodecError>) -> std::io::Result<Option<Line>> {
+        match r {
+            Ok(line) => Ok(line.map(Line::Message)),
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => Ok(Some(Line::TooLong)),
+            Err(AnyDelimiterCodecError::Io(e)) => Err(e),
+        }
+    }
+}
+
+impl Decoder for LineCodec {
+    type Item = Line;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
+        LineCodec::frame(self.0.decode(buf))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
+        LineCodec::frame(self.0.decode_eof(buf))
+    }
 }
 
 /// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client

@@ -113,8 +113,13 @@ pub struct MockHttp {
 
 impl MockHttp {
     pub fn start(args: &[&str]) -> MockHttp {
+        MockHttp::start_at("127.0.0.1:0", args)
+    }
+
+    /// On a given address (to restart a backend where the gateway expects it).
+    pub fn start_at(addr: &str, args: &[&str]) -> MockHttp {
         let mut child = Command::new(mock_bin())
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -238,7 +243,8 @@ impl HttpClient {
         c
     }
 
-    pub async fn post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Reply {
+    /// A POST with this client's headers (accept, version, session) plus `extra`.
+    fn post(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .post(&self.url)
@@ -252,7 +258,11 @@ impl HttpClient {
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.expect("POST");
+        req
+    }
+
+    pub async fn post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Reply {
+        let resp = self.post(body, extra).send().await.expect("POST");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().await.expect("body");
@@ -423,22 +433,10 @@ impl SseReader {
 }
 
 impl HttpClient {
-    /// Starts a request and returns its response stream without waiting for the end.
+    /// Starts a request and returns its response stream without waiting for the end (the
+    /// headers come with the first message the call sends).
     pub async fn stream(&self, body: &str, extra: &[(&str, &str)]) -> SseReader {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", &self.version)
-            .body(body.to_string());
-        if let Some(s) = &self.session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.expect("POST");
+        let resp = self.post(body, extra).send().await.expect("POST");
         assert_eq!(resp.status(), 200);
         SseReader::new(resp)
     }
