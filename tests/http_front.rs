@@ -193,6 +193,17 @@ async fn sse_or_json_as_accepted_with_progress_mapped_back() {
             let r = c.request("tools/call", args).await;
             assert!(r.headers["content-type"].to_str().unwrap().starts_with("application/json"));
             assert!(r.json()["result"]["content"].is_array());
+            c.accept = "text/event-stream";
+            for (method, params) in
+                [("tools/list", json!({})), ("tools/call", json!({"name": "mock__echo", "arguments": {}}))]
+            {
+                let r = c.request(method, params).await;
+                assert!(
+                    r.headers["content-type"].to_str().unwrap().starts_with("text/event-stream"),
+                    "SSE-only client: {r:?}"
+                );
+                assert!(r.json()["result"].is_object());
+            }
             c.accept = "application/json, text/event-stream";
         }
     }

@@ -161,7 +161,12 @@ impl Config {
         let mut problems = Vec::new();
         let raw: RawConfig = src.deserialize(env, &mut problems);
         let config = validate(&src, raw, path, &mut problems);
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError(problems)) }
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        // In file order, so the list reads top to bottom like the file.
+        problems.sort_by_key(|p| p.location.rsplit_once(':').and_then(|(_, l)| l.parse::<usize>().ok()).unwrap_or(0));
+        Err(ConfigError(problems))
     }
 }
 

@@ -92,6 +92,12 @@ fn accepts_sse(h: &HeaderMap) -> bool {
     header(h, "accept").is_some_and(|a| a.contains("text/event-stream"))
 }
 
+/// A client that accepts only `text/event-stream` gets every answer as SSE.
+fn accepts_only_sse(h: &HeaderMap) -> bool {
+    header(h, "accept")
+        .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*"))
+}
+
 async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(why) = host_origin_ok(&gw, &headers) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
@@ -254,6 +260,9 @@ async fn dispatch(
         matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
     if !(streams && accepts_sse(headers)) {
         return match gw.handle(&session, msg, Ctx { modern: modern.as_ref(), out: None }).await {
+            Some((StatusCode::OK, body)) if accepts_only_sse(headers) => {
+                sse(futures::stream::once(async move { body }), None)
+            }
             Some((status, body)) => json_response(status, body),
             None => StatusCode::ACCEPTED.into_response(),
         };
@@ -278,6 +287,9 @@ async fn dispatch(
             sse(stream, Some(guard))
         }
         done = &mut done_rx => match done.ok().flatten() {
+            Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => {
+                sse(futures::stream::once(async move { body }), None)
+            }
             Some((status, body)) => json_response(status, body),
             None => StatusCode::ACCEPTED.into_response(),
         },

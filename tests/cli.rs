@@ -1,0 +1,244 @@
+//! The `sentinel` command line: `check` on good, bad and shipped configs, the first run with
+//! no config at all, `serve` refusing an invalid config, and `--help`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The listen address the README and the embedded default advertise for a first run.
+const DEFAULT_ADDR: &str = "127.0.0.1:8800";
+
+/// Runs `sentinel ARGS` in `cwd` to completion (at most 60 s).
+async fn sentinel(args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
+    let mut cmd = tokio::process::Command::new(sentinel_bin());
+    cmd.args(args).current_dir(cwd).env_remove("NOPE_NOT_SET").kill_on_drop(true);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("`sentinel {}` did not finish within 60s", args.join(" ")))
+        .expect("run sentinel")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sentinel.toml");
+    let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{}", mock_stdio_backend("mock", None, &[]));
+    std::fs::write(&path, config).unwrap();
+    let out = sentinel(&["check", "-c", path.to_str().unwrap()], dir.path(), &[]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+/// One run lists every problem, each as `FILE:LINE: `key`: message`.
+#[tokio::test]
+async fn check_lists_every_problem_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    let mock = lit(mock_bin().to_string_lossy());
+    // Four problems, on lines 3, 8, 11 and 13.
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+lisen = "typo"
+
+[[backend]]
+name = "a"
+stdio = {{ command = {mock} }}
+timeout = "soon"
+
+[[backend]]
+name = "a"
+prefix = "b"
+http = {{ url = "http://127.0.0.1:1/mcp", headers = {{ Authorization = "Bearer ${{NOPE_NOT_SET}}" }} }}
+"#
+    );
+    std::fs::write(&path, config).unwrap();
+    let file = path.to_str().unwrap();
+    let out = sentinel(&["check", "-c", file], dir.path(), &[]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (line, key, message) in [
+        (3, "server.lisen", "unknown key"),
+        (8, "backend.0.timeout", "`soon` is not a duration"),
+        (11, "backend.1.name", "backend name `a` is used twice"),
+        (13, "backend.1.http.headers.Authorization", "environment variable `NOPE_NOT_SET` is not set"),
+    ] {
+        let want = format!("{file}:{line}: `{key}`: {message}");
+        let found = lines.iter().filter(|l| l.starts_with(&want)).count();
+        assert_eq!(found, 1, "expected one line starting with {want:?} in:\n{stdout}");
+    }
+    let problems = lines
+        .iter()
+        .filter(|l| {
+            l.strip_prefix(&format!("{file}:")).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    assert_eq!(problems, 4, "exactly the four problems, each once:\n{stdout}");
+}
+
+/// Every config the repository ships passes `sentinel check`, given a placeholder for each
+/// `${VAR}` it mentions (users export their own secrets).
+#[tokio::test]
+async fn check_accepts_every_shipped_example() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    toml_files_under(&root.join("examples"), &mut files);
+    let root_example = root.join("sentinel.example.toml");
+    if root_example.exists() {
+        files.push(root_example);
+    }
+    assert!(!files.is_empty(), "no example configs found (examples/**/*.toml, sentinel.example.toml): nothing checked");
+    let mut failures = Vec::new();
+    for file in &files {
+        let text_of_file = std::fs::read_to_string(file).unwrap();
+        let env: Vec<(String, String)> =
+            env_references(&text_of_file).into_iter().map(|k| (k, "placeholder-for-check".to_string())).collect();
+        let out = sentinel(&["check", "-c", file.to_str().unwrap()], &root, &env).await;
+        if out.status.code() != Some(0) {
+            failures.push(format!("{}:\n{}{}", file.display(), text(&out.stdout), text(&out.stderr)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} example configs fail `sentinel check`:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+fn toml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            toml_files_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Names in `${NAME}` references, skipping the `$${` escape.
+fn env_references(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find("${") {
+        let escaped = pos > 0 && rest.as_bytes()[pos - 1] == b'$';
+        let after = &rest[pos + 2..];
+        if let Some(end) = after.find('}') {
+            let name = &after[..end];
+            if !escaped && !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                names.push(name.to_string());
+            }
+        }
+        rest = after;
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `sentinel serve` with no config in an empty directory starts on the embedded default,
+/// says where, and how to connect Claude Code; a real client then sees an empty catalog.
+#[tokio::test]
+async fn first_run_without_a_config_serves_the_embedded_default() {
+    if let Err(e) = std::net::TcpListener::bind(DEFAULT_ADDR) {
+        eprintln!("skipping: the default address {DEFAULT_ADDR} is taken by another process ({e})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let child = std::process::Command::new(sentinel_bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start sentinel serve");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut url = None;
+    let mut claude = None;
+    let mut printed = Vec::new();
+    while url.is_none() || claude.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!(
+                "sentinel serve did not print its URL and the claude command.\nstdout: {printed:?}\nstderr: {stderr}"
+            );
+        };
+        if let Some(rest) = line.strip_prefix("Sentinel listening on ") {
+            url = Some(rest.trim().to_string());
+        }
+        if line.contains("claude mcp add --transport http") {
+            claude = Some(line.clone());
+        }
+        printed.push(line);
+    }
+    let url = url.unwrap();
+    assert_eq!(url, format!("http://{DEFAULT_ADDR}/mcp"), "{printed:?}");
+    assert!(claude.unwrap().contains(&url), "the claude command names the URL: {printed:?}");
+
+    let client = HttpClient::legacy(&url, serde_json::json!({})).await;
+    assert_eq!(client.tool_names().await, Vec::<String>::new());
+    assert!(!dir.path().join("sentinel.toml").exists(), "a first run does not write a config");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n").unwrap();
+    let file = path.to_str().unwrap();
+    let out = sentinel(&["serve", "-c", file], dir.path(), &[]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "serve must not start on an invalid config; stderr: {stderr}");
+    assert!(stderr.contains(&format!("{file}:3: `server.lisen`: unknown key")), "{stderr}");
+    assert!(stderr.contains("sentinel check"), "a hint to run `sentinel check`: {stderr}");
+    assert!(!text(&out.stdout).contains("listening"), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sentinel(&["--help"], dir.path(), &[]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for command in ["serve", "stdio", "check"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "`{command}` missing from --help:\n{stdout}"
+        );
+    }
+}
