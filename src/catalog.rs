@@ -62,7 +62,6 @@ pub struct Catalog {
     resources: HashMap<String, usize>,
     templates: Vec<(Template, usize)>,
     resource_backends: Vec<usize>,
-    completion_backends: Vec<usize>,
     pub resources_json: String,
     pub templates_json: String,
     /// Problems found while building (name clashes, invalid tool definitions); what they
@@ -98,9 +97,6 @@ impl Catalog {
             }
             if s.listing.has_resources {
                 c.resource_backends.push(i);
-            }
-            if s.listing.has_completions {
-                c.completion_backends.push(i);
             }
             for (uri, raw) in &s.listing.resources {
                 if c.resources.contains_key(uri) {
@@ -150,10 +146,6 @@ impl Catalog {
             [only] => Some(*only),
             _ => None,
         }
-    }
-
-    pub fn completion_backends(&self) -> &[usize] {
-        &self.completion_backends
     }
 
     pub fn tools_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
@@ -249,6 +241,11 @@ impl Template {
     }
 
     fn matches(&self, uri: &str) -> bool {
+        // The split search below can backtrack; a client-chosen URI is kept short enough
+        // that it stays cheap.
+        if uri.len() > 2048 {
+            return false;
+        }
         fn go(parts: &[Part], s: &str) -> bool {
             match parts.split_first() {
                 None => s.is_empty(),

@@ -119,10 +119,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             reaper.reap_idle_sessions();
         }
     });
-    axum::serve(listener, front::http::router(gw)).with_graceful_shutdown(shutdown_signal()).await?;
+    let shutdown = gw.shutdown.clone();
+    let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    // Calls in flight get a grace period to finish once shutdown starts; then we stop anyway.
+    tokio::select! {
+        r = server => r?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("calls still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long calls in flight may run on after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn stdio(config: Config) -> anyhow::Result<()> {
     let gw: Arc<Gateway> = Gateway::start(config).await?;

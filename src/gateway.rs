@@ -21,17 +21,31 @@ use crate::jsonrpc::{self, Kind, Message};
 use crate::protocol::{self, Generation, ModernMeta, Params};
 use crate::session::Session;
 
+/// Most session-based client sessions kept at once: each costs memory until it ends or idles
+/// out, and anyone who can reach `/mcp` can open one.
+const MAX_SESSIONS: usize = 10_000;
+
 pub struct Gateway {
     pub config: Arc<Config>,
     backends: Vec<Option<Arc<Backend>>>,
     /// Each backend's latest listing, kept so one backend's change rebuilds without re-asking the others.
     listings: Mutex<Vec<Listing>>,
+    /// Per backend: a list refresh in progress, and the list kinds changed since it began.
+    refreshes: Vec<Refresh>,
     catalog: ArcSwap<Catalog>,
     /// Session-based clients (HTTP sessions and stdio), for server-initiated notifications.
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Stateless clients' `subscriptions/listen` streams.
     listeners: Mutex<Vec<Listener>>,
     seq: AtomicU64,
+    /// Cancelled when the gateway shuts down: long-lived client streams end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Default)]
+struct Refresh {
+    running: std::sync::atomic::AtomicBool,
+    kinds: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 struct Listener {
@@ -67,6 +81,7 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
@@ -98,11 +113,13 @@ impl Gateway {
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             backends,
+            refreshes: listings.iter().map(|_| Refresh::default()).collect(),
             listings: Mutex::new(listings),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             sessions: Mutex::new(HashMap::new()),
             listeners: Mutex::new(Vec::new()),
             seq: AtomicU64::new(1),
+            shutdown: Default::default(),
         });
         gw.rebuild_catalog();
         tokio::spawn(notice_loop(Arc::downgrade(&gw), notices_rx));
@@ -141,11 +158,15 @@ impl Gateway {
         self.catalog.store(c);
     }
 
-    /// Registers a new session-based client session.
-    pub fn new_session(&self, transport: &'static str) -> Arc<Session> {
+    /// Registers a new session-based client session; `None` at the session limit.
+    pub fn new_session(&self, transport: &'static str) -> Option<Arc<Session>> {
         let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport));
-        self.sessions.lock().expect("sessions lock").insert(s.id.clone(), s.clone());
-        s
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.len() >= MAX_SESSIONS {
+            return None;
+        }
+        sessions.insert(s.id.clone(), s.clone());
+        Some(s)
     }
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -157,11 +178,8 @@ impl Gateway {
         match removed {
             Some(s) => {
                 s.close();
-                let catalog = self.catalog();
                 for uri in s.take_subscriptions() {
-                    if let Some(b) = catalog.resource_backend(&uri).and_then(|i| self.backend(i)) {
-                        b.subscriptions.remove(&uri);
-                    }
+                    self.count_subscription(&uri, false);
                 }
                 true
             }
@@ -177,7 +195,7 @@ impl Gateway {
             .lock()
             .expect("sessions lock")
             .values()
-            .filter(|s| s.transport == "http" && s.idle_for() > limit)
+            .filter(|s| s.transport == "http" && s.idle_for() > limit && !s.is_busy())
             .map(|s| s.id.clone())
             .collect();
         for id in idle {
@@ -302,11 +320,6 @@ impl Gateway {
         };
         Ok(match answer {
             Answer::Result(r) if modern => Answer::Result(lists::modern_result(method, r)),
-            Answer::Result(r) if r.contains("\"input_required\"") && lists::is_input_required(&r) => {
-                return Err(Refusal::NotBridged(
-                    "the backend asked for client input the 2026-07-28 way (input_required); relaying that to a session-based client is not supported yet".into(),
-                ));
-            }
             other => other,
         })
     }
@@ -364,28 +377,67 @@ impl Gateway {
             id.get(),
             serde_json::Value::Object(honored)
         );
-        self.listeners.lock().expect("listeners lock").push(Listener {
+        let uris: HashSet<String> = f.resource_subscriptions.into_iter().collect();
+        for uri in &uris {
+            self.count_subscription(uri, true);
+        }
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        self.prune_listeners(&mut listeners);
+        listeners.push(Listener {
             id: id.to_owned(),
             tools: f.tools_list_changed,
             prompts: f.prompts_list_changed,
             resources: f.resources_list_changed,
-            uris: f.resource_subscriptions.into_iter().collect(),
+            uris,
             tx,
         });
         (ack, rx)
+    }
+
+    /// Drops listeners whose client went away, releasing their resource subscriptions.
+    fn prune_listeners(&self, listeners: &mut Vec<Listener>) {
+        listeners.retain(|l| {
+            if !l.tx.is_closed() {
+                return true;
+            }
+            for uri in &l.uris {
+                self.count_subscription(uri, false);
+            }
+            false
+        });
+    }
+
+    /// Counts a resource subscriber in or out at the owning backend. A session-based backend
+    /// is told of the first subscriber and the last one leaving; a stateless backend hears it
+    /// through its listen stream.
+    fn count_subscription(&self, uri: &str, add: bool) {
+        let Some(b) = self.catalog().resource_backend(uri).and_then(|i| self.backend(i)).cloned() else { return };
+        let changed = if add { b.subscriptions.add(uri) } else { b.subscriptions.remove(uri) };
+        if changed && b.generation != Generation::Modern {
+            let method = if add { "resources/subscribe" } else { "resources/unsubscribe" };
+            let params = serde_json::json!({ "uri": uri });
+            tokio::spawn(async move {
+                let params: Params = serde_json::from_value(params).unwrap_or_default();
+                if let Err(e) = b.call(method, params, &crate::backend::CallOpts::default()).await {
+                    tracing::warn!(backend = %b.name(), method, "subscription change failed: {e}");
+                }
+            });
+        }
     }
 
     /// Tells every client that asked that a list changed.
     fn broadcast_list_changed(&self, kind: &str) {
         let method = format!("notifications/{kind}/list_changed");
         let legacy = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
-        for s in self.sessions.lock().expect("sessions lock").values() {
+        // Only session-based clients (they initialized) get unsolicited list changes; a
+        // stateless client asks for them with subscriptions/listen.
+        for s in self.sessions.lock().expect("sessions lock").values().filter(|s| s.generation().is_some()) {
             if let Some(out) = s.outbound() {
                 let _ = out.send(legacy.clone());
             }
         }
         let mut listeners = self.listeners.lock().expect("listeners lock");
-        listeners.retain(|l| !l.tx.is_closed());
+        self.prune_listeners(&mut listeners);
         for l in listeners.iter() {
             let wanted = match kind {
                 "tools" => l.tools,
@@ -414,7 +466,7 @@ impl Gateway {
             }
         }
         let mut listeners = self.listeners.lock().expect("listeners lock");
-        listeners.retain(|l| !l.tx.is_closed());
+        self.prune_listeners(&mut listeners);
         for l in listeners.iter().filter(|l| l.uris.contains(&uri)) {
             let mut meta = p.meta().unwrap_or_default();
             meta.insert(protocol::META_SUBSCRIPTION_ID.into(), serde_json::from_str(l.id.get()).unwrap_or_default());
@@ -431,13 +483,40 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Re-lists a backend after it announced a change, then tells clients. Runs beside the
+    /// notice loop (a slow backend must not hold up the others' news), one refresh per
+    /// backend at a time; changes announced meanwhile are folded into one more refresh.
+    async fn on_list_changed(self: Arc<Self>, backend: usize, kind: &'static str) {
+        let r = &self.refreshes[backend];
+        r.kinds.lock().expect("refresh lock").insert(kind);
+        if r.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        loop {
+            let kinds = std::mem::take(&mut *r.kinds.lock().expect("refresh lock"));
+            if kinds.is_empty() {
+                r.running.store(false, Ordering::Release);
+                // A change may have arrived between the take and the store.
+                if r.kinds.lock().expect("refresh lock").is_empty() || r.running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            }
+            self.refresh(backend).await;
+            for k in kinds {
+                self.broadcast_list_changed(k);
+            }
+        }
+    }
+}
+
 async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, Notice)>) {
     while let Some((i, notice)) = rx.recv().await {
         let Some(gw) = gw.upgrade() else { break };
         match notice {
             Notice::ListChanged(kind) => {
-                gw.refresh(i).await;
-                gw.broadcast_list_changed(kind);
+                tokio::spawn(gw.on_list_changed(i, kind));
             }
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {

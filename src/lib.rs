@@ -12,8 +12,4 @@ pub mod naming;
 pub mod param_headers;
 pub mod protocol;
 pub mod session;
-
-/// Raw JSON from a string the gateway built itself (always valid JSON).
-pub(crate) fn backend_raw(s: String) -> Box<serde_json::value::RawValue> {
-    backend::raw(s)
-}
+pub mod strict_json;

@@ -1,7 +1,7 @@
 //! A client's session with the gateway: its generation, capabilities, log level, the
 //! channel for server-initiated messages, and the calls and relayed requests in flight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -29,7 +29,10 @@ struct State {
     /// Requests relayed to this client, awaiting its answer, by the id the gateway gave them.
     relayed: HashMap<String, oneshot::Sender<Reply>>,
     /// Calls in flight by the client's raw JSON-RPC id, so `notifications/cancelled` can stop them.
-    in_flight: HashMap<String, CancellationToken>,
+    in_flight: HashMap<String, (u64, CancellationToken)>,
+    /// Ids cancelled before their call was registered (the cancellation overtook the request).
+    cancelled_early: VecDeque<String>,
+    next_call: u64,
     subscriptions: HashSet<String>,
     last_used: Option<Instant>,
 }
@@ -103,24 +106,54 @@ impl Session {
         }
     }
 
-    pub fn start_call(&self, id: &str) -> CancellationToken {
-        let t = CancellationToken::new();
-        self.st().in_flight.insert(id.to_string(), t.clone());
-        t
+    /// Registers a call; `None` when a call with this id is already in flight (ids must be
+    /// unique among a client's outstanding requests).
+    pub fn start_call(&self, id: &str) -> Option<InFlight> {
+        let mut s = self.st();
+        if s.in_flight.contains_key(id) {
+            return None;
+        }
+        s.next_call += 1;
+        let token = CancellationToken::new();
+        if let Some(pos) = s.cancelled_early.iter().position(|c| c == id) {
+            s.cancelled_early.remove(pos);
+            token.cancel();
+        }
+        let seq = s.next_call;
+        s.in_flight.insert(id.to_string(), (seq, token.clone()));
+        Some(InFlight { seq, token })
     }
 
-    pub fn end_call(&self, id: &str) {
-        self.st().in_flight.remove(id);
+    /// Unregisters a call, unless its id was since reused by another call.
+    pub fn end_call(&self, id: &str, call: &InFlight) {
+        let mut s = self.st();
+        if s.in_flight.get(id).is_some_and(|(seq, _)| *seq == call.seq) {
+            s.in_flight.remove(id);
+        }
     }
 
     pub fn cancel_call(&self, id: &str) -> bool {
-        match self.st().in_flight.remove(id) {
-            Some(t) => {
+        let mut s = self.st();
+        match s.in_flight.remove(id) {
+            Some((_, t)) => {
                 t.cancel();
                 true
             }
-            None => false,
+            None => {
+                // Remember a few, bounded: a client cannot grow this without limit.
+                if s.cancelled_early.len() >= 64 {
+                    s.cancelled_early.pop_front();
+                }
+                s.cancelled_early.push_back(id.to_string());
+                false
+            }
         }
+    }
+
+    /// Whether any call or relayed request is outstanding (an idle session is not reaped then).
+    pub fn is_busy(&self) -> bool {
+        let s = self.st();
+        !s.in_flight.is_empty() || !s.relayed.is_empty() || s.outbound.as_ref().is_some_and(|o| !o.is_closed())
     }
 
     /// Returns whether this is a new subscription for the session.
@@ -144,10 +177,17 @@ impl Session {
     /// Cancels everything in flight (session ended).
     pub fn close(&self) {
         let mut s = self.st();
-        for (_, t) in s.in_flight.drain() {
+        for (_, (_, t)) in s.in_flight.drain() {
             t.cancel();
         }
         s.relayed.clear();
         s.outbound = None;
     }
+}
+
+/// A registered call: its cancellation token, and a sequence number that tells it apart from
+/// a later call reusing the same id.
+pub struct InFlight {
+    seq: u64,
+    pub token: CancellationToken,
 }

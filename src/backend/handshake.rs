@@ -52,12 +52,13 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
                 tracing::info!(backend = %config.name, supported = %v["data"]["supported"], "backend is stateless but not 2026-07-28; trying initialize");
             }
         }
+        // An HTTP server that answers the probe with a bare 4xx is a session-based one; one
+        // that cannot be reached is nothing yet, so report it rather than fall back.
+        Ok(Err(BackendError::Unreachable(why))) => {
+            anyhow::bail!("backend `{}` did not answer the probe: {why}", config.name)
+        }
         Ok(Err(BackendError::Unavailable(why))) => {
-            // An HTTP server that answers the probe with a bare 4xx is a session-based one;
-            // a connection failure is not, so report it rather than fall back.
-            if why.contains("error sending request") || why.contains("exited") || why.contains("not running") {
-                anyhow::bail!("backend `{}` did not answer the probe: {why}", config.name);
-            }
+            tracing::info!(backend = %config.name, "server/discover failed ({why}); trying initialize");
         }
         Ok(Err(BackendError::Timeout)) | Err(_) => {
             tracing::info!(backend = %config.name, "no answer to server/discover in {:?}; trying initialize", config.probe_timeout);

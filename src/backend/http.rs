@@ -9,6 +9,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sse_limit::LimitError;
 use super::{BackendError, CallOpts, Event, Notice, Reply};
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
@@ -178,9 +179,14 @@ impl HttpConn {
 
     pub async fn notify(&self, method: &str, params: String) {
         let body = jsonrpc::notification(method, &params);
-        let _ = self.inner.post(method, None, body, None, &CallOpts::default()).await;
+        // Bounded: a backend that accepts the connection but never answers must not hold us.
+        let opts = CallOpts::default();
+        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, self.inner.post(method, None, body, None, &opts)).await;
     }
 }
+
+/// How long a notification POST may take.
+const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends `notifications/cancelled` when a session-based call is dropped before its answer
 /// (for stateless backends, closing the response stream is the cancellation).
@@ -194,13 +200,12 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
             let inner = self.inner.clone();
-            let params = format!(
-                r#"{{"requestId":{},"reason":"cancelled by the client or timed out at the gateway"}}"#,
-                self.id
-            );
+            let params = super::cancelled_params(self.id);
             tokio::spawn(async move {
                 let body = jsonrpc::notification("notifications/cancelled", &params);
-                let _ = inner.post("notifications/cancelled", None, body, None, &CallOpts::default()).await;
+                let opts = CallOpts::default();
+                let post = inner.post("notifications/cancelled", None, body, None, &opts);
+                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, post).await;
             });
         }
     }
@@ -262,7 +267,7 @@ impl Inner {
             .body(body)
             .send()
             .await
-            .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
+            .map_err(|e| BackendError::Unreachable(format!("backend `{}`: {}", self.name, net_error(e))))?;
         let status = resp.status();
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         if id.is_none() {
@@ -295,10 +300,18 @@ impl Inner {
     }
 
     async fn read_sse(&self, resp: reqwest::Response, id: u64, opts: &CallOpts) -> Result<Reply, BackendError> {
-        let mut events = resp.bytes_stream().eventsource();
+        let mut events = super::sse_limit::limit_events(resp.bytes_stream(), self.max_bytes).eventsource();
         while let Some(ev) = events.next().await {
-            let ev = ev
-                .map_err(|e| BackendError::Unavailable(format!("backend `{}`: broken event stream: {e}", self.name)))?;
+            let ev = ev.map_err(|e| {
+                let why = match e {
+                    eventsource_stream::EventStreamError::Transport(LimitError::Inner(e)) => net_error(e),
+                    eventsource_stream::EventStreamError::Transport(LimitError::TooLarge) => {
+                        "an event larger than max_message_bytes".into()
+                    }
+                    other => other.to_string(),
+                };
+                BackendError::Unavailable(format!("backend `{}`: broken event stream: {why}", self.name))
+            })?;
             if ev.data.len() > self.max_bytes {
                 return Err(BackendError::Unavailable(format!(
                     "backend `{}`: message larger than max_message_bytes",
@@ -326,14 +339,7 @@ impl Inner {
 
     fn on_notification(&self, msg: Message, events: Option<&mpsc::UnboundedSender<Event>>) {
         let method = msg.method.unwrap_or_default();
-        let notice = match method.as_str() {
-            "notifications/tools/list_changed" => Some(Notice::ListChanged("tools")),
-            "notifications/prompts/list_changed" => Some(Notice::ListChanged("prompts")),
-            "notifications/resources/list_changed" => Some(Notice::ListChanged("resources")),
-            "notifications/resources/updated" => msg.params.clone().map(Notice::ResourceUpdated),
-            _ => None,
-        };
-        if let Some(n) = notice {
+        if let Some(n) = Notice::of(&method, msg.params.as_deref()) {
             let _ = self.notices.send((self.index, n));
             return;
         }
@@ -408,7 +414,7 @@ async fn listen(inner: Arc<Inner>) {
         tracing::debug!(backend = %inner.name, status = %resp.status(), "backend offers no GET stream");
         return;
     }
-    let mut events = resp.bytes_stream().eventsource();
+    let mut events = super::sse_limit::limit_events(resp.bytes_stream(), inner.max_bytes).eventsource();
     while let Some(Ok(ev)) = events.next().await {
         let Ok(msg) = Message::parse(ev.data.as_bytes()) else { continue };
         match msg.kind() {
@@ -427,11 +433,16 @@ fn into_reply(m: Message) -> Reply {
     }
 }
 
+/// A transport error's text without the URL: a backend URL may carry a key in its query.
+fn net_error(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
 async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk.map_err(net_error)?;
         if out.len() + chunk.len() > max {
             return Err("response larger than max_message_bytes".into());
         }

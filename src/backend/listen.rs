@@ -1,4 +1,5 @@
-//! A stateless (2026-07-28) backend's `subscriptions/listen` stream: how the gateway hears
+//! Resource subscriptions per backend, counted across clients, and a stateless (2026-07-28)
+//! backend's `subscriptions/listen` stream: how the gateway hears
 //! its list changes and the resource updates clients subscribed to. Session-based backends
 //! use their GET stream (HTTP) or stdout (stdio) instead.
 
@@ -19,23 +20,29 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn add(&self, uri: &str) {
+    /// Counts one more subscriber; true for the first (the backend must be told).
+    pub fn add(&self, uri: &str) -> bool {
         let mut u = self.uris.lock().expect("subscriptions lock");
-        *u.entry(uri.to_string()).or_default() += 1;
-        if u[uri] == 1 {
+        let n = u.entry(uri.to_string()).or_default();
+        *n += 1;
+        let first = *n == 1;
+        if first {
             self.changed.notify_one();
         }
+        first
     }
 
-    pub fn remove(&self, uri: &str) {
+    /// Counts one subscriber less; true for the last (the backend must be told).
+    pub fn remove(&self, uri: &str) -> bool {
         let mut u = self.uris.lock().expect("subscriptions lock");
-        if let Some(n) = u.get_mut(uri) {
-            *n -= 1;
-            if *n == 0 {
-                u.remove(uri);
-                self.changed.notify_one();
-            }
+        let Some(n) = u.get_mut(uri) else { return false };
+        *n -= 1;
+        if *n > 0 {
+            return false;
         }
+        u.remove(uri);
+        self.changed.notify_one();
+        true
     }
 
     fn uris(&self) -> Vec<String> {

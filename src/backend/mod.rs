@@ -4,9 +4,9 @@
 mod handshake;
 mod http;
 mod listen;
+mod sse_limit;
 mod stdio;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -16,7 +16,6 @@ use crate::catalog::Listing;
 use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
 
-pub use handshake::Handshake;
 pub use listen::spawn as spawn_listener;
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
@@ -29,8 +28,12 @@ pub enum Reply {
 /// Why a request got no answer from a backend.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
+    /// The backend answered, but not usably (bad status, no JSON-RPC response, too large).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend cannot be reached at all (connection refused, process gone).
+    #[error("backend unreachable: {0}")]
+    Unreachable(String),
     #[error("backend timed out")]
     Timeout,
 }
@@ -53,6 +56,24 @@ pub enum Notice {
     ResourceUpdated(Box<RawValue>),
     /// The connection ended (process exit, broken pipe).
     Closed(String),
+}
+
+impl Notice {
+    /// The backend-wide notice a notification carries, if it is one.
+    fn of(method: &str, params: Option<&RawValue>) -> Option<Notice> {
+        match method {
+            "notifications/tools/list_changed" => Some(Notice::ListChanged("tools")),
+            "notifications/prompts/list_changed" => Some(Notice::ListChanged("prompts")),
+            "notifications/resources/list_changed" => Some(Notice::ListChanged("resources")),
+            "notifications/resources/updated" => params.map(|p| Notice::ResourceUpdated(p.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// `notifications/cancelled` params for the gateway's own request id `id`.
+fn cancelled_params(id: u64) -> String {
+    format!(r#"{{"requestId":{id},"reason":"cancelled by the client or timed out at the gateway"}}"#)
 }
 
 /// How one call is routed back: where its events go, and the progress token the gateway
@@ -94,7 +115,6 @@ impl Conn {
 
 /// One started backend.
 pub struct Backend {
-    pub index: usize,
     pub config: BackendConfig,
     pub generation: Generation,
     pub capabilities: serde_json::Value,
@@ -126,7 +146,6 @@ impl Backend {
         }
         tracing::info!(backend = %config.name, generation = %hs.generation, "backend ready");
         Ok(Backend {
-            index,
             generation: hs.generation,
             capabilities: hs.capabilities,
             subscriptions: Default::default(),
@@ -265,9 +284,14 @@ fn keyed(items: Vec<Box<RawValue>>, key: &str) -> Vec<(String, Box<RawValue>)> {
         .collect()
 }
 
-/// Shared plumbing for a call's id, in flight on one connection.
+/// Raw JSON from a string the gateway built itself (always valid JSON).
 pub(crate) fn raw(s: String) -> Box<RawValue> {
     RawValue::from_string(s).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is json"))
+}
+
+/// The raw text, without copying it.
+pub(crate) fn raw_into_string(r: Box<RawValue>) -> String {
+    Box::<str>::from(r).into_string()
 }
 
 /// Default capabilities the gateway declares to session-based backends: it can relay
@@ -277,5 +301,3 @@ pub(crate) fn gateway_client_capabilities() -> serde_json::Value {
 }
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub type Backends = Vec<Arc<Backend>>;

@@ -20,6 +20,29 @@ use super::{BackendError, CallOpts, Event, Notice, Reply};
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
 
+/// What every stdio backend inherits from Sentinel's environment: enough to find programs,
+/// write caches and speak the user's locale and CA bundle, nothing secret.
+const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_RUNTIME_DIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+];
+
 struct PendingCall {
     reply: oneshot::Sender<Result<Reply, BackendError>>,
     events: Option<mpsc::UnboundedSender<Event>>,
@@ -47,10 +70,19 @@ impl StdioConn {
         config: &BackendConfig,
         notices: mpsc::UnboundedSender<(usize, Notice)>,
     ) -> anyhow::Result<StdioConn> {
-        let TransportConfig::Stdio { command, args, env, cwd } = &config.transport else {
+        let TransportConfig::Stdio { command, args, env, inherit_env, cwd } = &config.transport else {
             unreachable!("stdio backend without stdio transport")
         };
         let mut cmd = Command::new(command);
+        // A child sees only a few harmless variables of Sentinel's environment, those the
+        // config names, and its own `env`: never Sentinel's secrets, other backends' keys,
+        // or a client's token (SENTINEL_TOKEN in `sentinel stdio`).
+        cmd.env_clear();
+        for name in INHERITED_ENV.iter().copied().chain(inherit_env.iter().map(String::as_str)) {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
         cmd.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         // Own process group, so the whole tree can be signalled together on shutdown.
         cmd.process_group(0);
@@ -79,8 +111,12 @@ impl StdioConn {
         let max = config.max_message_bytes;
         tokio::spawn(async move {
             let why = reader.run(FramedRead::new(stdout, LinesCodec::new_with_max_length(max))).await;
+            // Calls in flight fail now, not when the process finally exits; a process whose
+            // output is gone is of no use, so it is stopped.
+            reader.close(why);
+            let _ = child.start_kill();
             let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            reader.close(format!("{why}; process {status}"));
+            tracing::warn!(backend = %reader.name, "backend process ended: {status}");
         });
         Ok(StdioConn { name, lines: lines_tx, routes, next_id: AtomicU64::new(1) })
     }
@@ -91,7 +127,7 @@ impl StdioConn {
         {
             let mut r = self.routes.lock().expect("routes lock");
             if let Some(why) = &r.closed {
-                return Err(BackendError::Unavailable(why.clone()));
+                return Err(BackendError::Unreachable(why.clone()));
             }
             r.calls.insert(id, PendingCall { reply: tx, events: opts.events.clone() });
             if let (Some(tok), Some(ev)) = (&opts.progress_token, &opts.events) {
@@ -100,10 +136,10 @@ impl StdioConn {
         }
         let guard = InFlight { conn: self, id, token: opts.progress_token.clone(), done: false };
         if self.lines.send(jsonrpc::request(&id.to_string(), method, &params)).is_err() {
-            return Err(BackendError::Unavailable(format!("backend `{}` is not running", self.name)));
+            return Err(BackendError::Unreachable(format!("backend `{}` is not running", self.name)));
         }
         let out =
-            rx.await.unwrap_or_else(|_| Err(BackendError::Unavailable(format!("backend `{}` went away", self.name))));
+            rx.await.unwrap_or_else(|_| Err(BackendError::Unreachable(format!("backend `{}` went away", self.name))));
         let mut guard = guard;
         guard.done = true;
         out
@@ -132,11 +168,7 @@ impl Drop for InFlight<'_> {
         }
         drop(r);
         if !self.done {
-            let params = format!(
-                r#"{{"requestId":{},"reason":"cancelled by the client or timed out at the gateway"}}"#,
-                self.id
-            );
-            self.conn.notify("notifications/cancelled", params);
+            self.conn.notify("notifications/cancelled", super::cancelled_params(self.id));
         }
     }
 }
@@ -226,15 +258,10 @@ impl Reader {
                     }
                 }
             }
-            "notifications/tools/list_changed" => self.notice(Notice::ListChanged("tools")),
-            "notifications/prompts/list_changed" => self.notice(Notice::ListChanged("prompts")),
-            "notifications/resources/list_changed" => self.notice(Notice::ListChanged("resources")),
-            "notifications/resources/updated" => {
-                if let Some(p) = msg.params {
-                    self.notice(Notice::ResourceUpdated(p));
-                }
-            }
-            _ => tracing::debug!(backend = %self.name, method, "ignoring notification"),
+            _ => match Notice::of(&method, msg.params.as_deref()) {
+                Some(n) => self.notice(n),
+                None => tracing::debug!(backend = %self.name, method, "ignoring notification"),
+            },
         }
     }
 
@@ -304,7 +331,7 @@ impl Reader {
             r.calls.drain().map(|(_, c)| c).collect()
         };
         for c in calls {
-            let _ = c.reply.send(Err(BackendError::Unavailable(format!(
+            let _ = c.reply.send(Err(BackendError::Unreachable(format!(
                 "backend `{}` exited during the call ({why})",
                 self.name
             ))));

@@ -75,24 +75,36 @@ pub struct BackendConfig {
 
 #[derive(Clone)]
 pub enum TransportConfig {
-    Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String>, cwd: Option<PathBuf> },
-    Http { url: String, headers: Vec<(String, String)> },
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        /// Variables passed on from Sentinel's environment besides the safe defaults.
+        inherit_env: Vec<String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl fmt::Debug for TransportConfig {
     // Hand-written so that secrets in env values and headers never reach a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransportConfig::Stdio { command, args, env, cwd } => f
+            TransportConfig::Stdio { command, args, env, inherit_env, cwd } => f
                 .debug_struct("Stdio")
                 .field("command", command)
                 .field("args", args)
                 .field("env", &env.keys().collect::<Vec<_>>())
+                .field("inherit_env", inherit_env)
                 .field("cwd", cwd)
                 .finish(),
             TransportConfig::Http { url, headers } => f
                 .debug_struct("Http")
-                .field("url", url)
+                // A query string may carry a key.
+                .field("url", &url.split('?').next().unwrap_or_default())
                 .field("headers", &headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
                 .finish(),
         }
@@ -295,7 +307,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
     let mut backends = Vec::new();
     for (i, b) in raw.backends.into_iter().enumerate() {
         let at = |k: &str| key(&["backend", &i.to_string(), k]);
-        if let Some(bc) = validate_backend(src, i, b, &naming, problems) {
+        if let Some(bc) = validate_backend(src, i, b, problems) {
             if !names.insert(bc.name.clone()) {
                 problems.push(
                     src.problem(&at("name"), format!("backend name `{}` is used twice; names must be unique", bc.name)),
@@ -316,13 +328,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
     Config { path: path.map(Path::to_path_buf), server, naming, backends }
 }
 
-fn validate_backend(
-    src: &Source,
-    i: usize,
-    b: RawBackend,
-    naming: &Naming,
-    problems: &mut Vec<Problem>,
-) -> Option<BackendConfig> {
+fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Problem>) -> Option<BackendConfig> {
     let at = |k: &str| key(&["backend", &i.to_string(), k]);
     if b.name.is_empty() || !b.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         problems.push(src.problem(
@@ -339,7 +345,13 @@ fn validate_backend(
             if s.command.trim().is_empty() {
                 problems.push(src.problem(&key(&["backend", &i.to_string(), "stdio", "command"]), "must not be empty"));
             }
-            TransportConfig::Stdio { command: s.command, args: s.args, env: s.env, cwd: s.cwd.map(PathBuf::from) }
+            TransportConfig::Stdio {
+                command: s.command,
+                args: s.args,
+                env: s.env,
+                inherit_env: s.inherit_env,
+                cwd: s.cwd.map(PathBuf::from),
+            }
         }
         (None, Some(h)) => {
             match reqwest::Url::parse(&h.url) {
@@ -376,7 +388,6 @@ fn validate_backend(
         }
     };
     let prefix = b.prefix.unwrap_or_else(|| b.name.clone());
-    let _ = naming;
     let max_message_bytes = match b.max_message_bytes {
         None => 64 * 1024 * 1024,
         Some(0) => {

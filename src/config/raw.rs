@@ -64,6 +64,9 @@ pub struct RawStdio {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of Sentinel's own environment variables the child may also see.
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub cwd: Option<String>,
 }
 

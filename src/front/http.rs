@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -55,9 +55,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// DNS-rebinding protection: the Host must be a loopback name (or one configured), and an
 /// Origin, when a browser sends one, must be loopback or explicitly allowed.
-fn host_origin_ok(gw: &Gateway, h: &HeaderMap) -> Result<(), &'static str> {
+fn host_origin_ok(gw: &Gateway, h: &HeaderMap, uri: &Uri) -> Result<(), &'static str> {
     let s = &gw.config.server;
-    if let Some(host) = header(h, "host") {
+    // HTTP/2 carries the host as the URI's authority rather than a Host header.
+    let Some(host) = header(h, "host").or_else(|| uri.authority().map(|a| a.as_str())) else {
+        return Err("a Host header is required");
+    };
+    {
         let name = strip_port(host);
         let listen_ip = s.listen.ip().to_string();
         let ok = is_loopback_name(name)
@@ -98,8 +102,8 @@ fn accepts_only_sse(h: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*"))
 }
 
-async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(why) = host_origin_ok(&gw, &headers) {
+async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     let msg = match Message::parse(&body) {
@@ -128,10 +132,22 @@ async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
     if msg.method.as_deref() == Some("initialize") && matches!(super::modern_meta_raw(&msg), Ok(None)) {
-        let session = gw.new_session("http");
+        let Some(session) = gw.new_session("http") else {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                jsonrpc::code::INTERNAL_ERROR,
+                "too many sessions; try again later",
+            );
+        };
         let sid = session.id.clone();
-        let mut resp = dispatch(gw.clone(), session, msg, None, &headers).await;
-        if resp.status() == StatusCode::OK {
+        let Some((status, body)) = gw.handle(&session, msg, Ctx::default()).await else {
+            gw.end_session(&sid);
+            return StatusCode::ACCEPTED.into_response();
+        };
+        // Only a successful initialize opens a session.
+        let ok = Message::parse(body.as_bytes()).is_ok_and(|m| m.result.is_some());
+        let mut resp = json_response(status, body);
+        if ok {
             resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("uuid is a header value"));
         } else {
             gw.end_session(&sid);
@@ -172,7 +188,7 @@ async fn post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
         let id = msg.id.clone().expect("request has an id");
         let (ack, rx) = gw.listen(&id, msg.params.as_deref());
         let first = futures::stream::once(async move { ack });
-        return sse(first.chain(UnboundedReceiverStream::new(rx)), None);
+        return sse(until_shutdown(&gw, first.chain(UnboundedReceiverStream::new(rx))), None);
     }
     dispatch(gw, session, msg, Some(modern), &headers).await
 }
@@ -264,7 +280,7 @@ async fn dispatch(
                 sse(futures::stream::once(async move { body }), None)
             }
             Some((status, body)) => json_response(status, body),
-            None => StatusCode::ACCEPTED.into_response(),
+            None => cancelled_request(),
         };
     }
     // The call's notifications and server-to-client requests, then its response. The call
@@ -291,9 +307,15 @@ async fn dispatch(
                 sse(futures::stream::once(async move { body }), None)
             }
             Some((status, body)) => json_response(status, body),
-            None => StatusCode::ACCEPTED.into_response(),
+            None => cancelled_request(),
         },
     }
+}
+
+/// A request the client cancelled gets no response message: an event stream that ends
+/// without one (a request must be answered with JSON or a stream, never an empty 202).
+fn cancelled_request() -> Response {
+    sse(futures::stream::empty(), None)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -302,6 +324,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Ends a long-lived stream (GET stream, listen stream) when the gateway shuts down, so that
+/// graceful shutdown does not wait on it forever.
+fn until_shutdown(
+    gw: &Gateway,
+    s: impl Stream<Item = String> + Send + 'static,
+) -> impl Stream<Item = String> + Send + 'static {
+    s.take_until(gw.shutdown.clone().cancelled_owned())
 }
 
 fn sse(messages: impl Stream<Item = String> + Send + 'static, guard: Option<AbortOnDrop>) -> Response {
@@ -315,8 +346,8 @@ fn sse(messages: impl Stream<Item = String> + Send + 'static, guard: Option<Abor
 }
 
 /// `GET /mcp`: a session-based client's stream for server-initiated messages.
-async fn get_stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(why) = host_origin_ok(&gw, &headers) {
+async fn get_stream(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     let Some(sid) = header(&headers, "mcp-session-id") else {
@@ -345,8 +376,8 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
 }
 
 /// `DELETE /mcp`: ends a session.
-async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(why) = host_origin_ok(&gw, &headers) {
+async fn delete(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     match header(&headers, "mcp-session-id") {

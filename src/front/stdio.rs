@@ -24,7 +24,7 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
             }
         }
     });
-    let session = gw.new_session("stdio");
+    let session = gw.new_session("stdio").ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     session.open_outbound(tx.clone());
     let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config.server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
@@ -127,15 +127,20 @@ impl Decoder for LineCodec {
 async fn listen(gw: &Gateway, session: &crate::session::Session, msg: Message, tx: mpsc::UnboundedSender<String>) {
     let id = msg.id.expect("request has an id");
     let (ack, mut rx) = gw.listen(&id, msg.params.as_deref());
+    let Some(call) = session.start_call(id.get()) else {
+        let r = crate::error::Refusal::InvalidRequest(format!("request id {} is already in flight", id.get()));
+        let _ = tx.send(r.to_response(Some(&id)));
+        return;
+    };
     let _ = tx.send(ack);
-    let cancelled = session.start_call(id.get());
     loop {
         tokio::select! {
             n = rx.recv() => match n {
                 Some(n) => { let _ = tx.send(n); }
                 None => break,
             },
-            _ = cancelled.cancelled() => break,
+            _ = call.token.cancelled() => break,
         }
     }
+    session.end_call(id.get(), &call);
 }

@@ -3,13 +3,15 @@
 //! its caller, and hand back the backend's answer as raw bytes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::{Answer, Ctx, Gateway};
-use crate::backend::{Backend, BackendError, CallOpts, Event, Reply};
+use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
 use crate::param_headers;
@@ -22,6 +24,17 @@ struct Route {
     backend: usize,
     name: String,
     param_headers: Vec<(String, String)>,
+}
+
+/// One call in flight, as the relay needs to know it.
+struct Call<'a> {
+    session: &'a Arc<Session>,
+    ctx: Ctx<'a>,
+    /// The client's own progress token, restored on the backend's progress notifications.
+    client_token: Option<Box<RawValue>>,
+    cancelled: CancellationToken,
+    /// How long a relayed request may wait for the client: the backend's call timeout.
+    timeout: Duration,
 }
 
 /// How many `input_required` rounds the gateway answers for a session-based client before
@@ -43,38 +56,15 @@ impl Gateway {
             backend: self.config.backends[route.backend].name.clone(),
             reason: "it did not start; see the gateway log".into(),
         })?;
-
-        if backend.generation == Generation::Modern {
-            // Stateless backends have no subscribe method: subscriptions ride on the
-            // gateway's listen stream to that backend.
-            match method {
-                "resources/subscribe" => {
-                    if session.subscribe(route.name.clone()) {
-                        backend.subscriptions.add(&route.name);
-                    }
-                    return Ok(Answer::Result("{}".into()));
-                }
-                "resources/unsubscribe" => {
-                    if session.unsubscribe(&route.name) {
-                        backend.subscriptions.remove(&route.name);
-                    }
-                    return Ok(Answer::Result("{}".into()));
-                }
-                _ => {}
-            }
-        }
-        match method {
-            "resources/subscribe" => {
-                session.subscribe(route.name.clone());
-            }
-            "resources/unsubscribe" => {
-                session.unsubscribe(&route.name);
-            }
-            _ => {}
+        if let Some(answer) = self.subscription(session, &backend, method, &route.name) {
+            return Ok(answer);
         }
 
         let mut meta = params.meta().map_err(Refusal::InvalidParams)?;
-        let client_token = meta.remove("progressToken");
+        let client_token = match meta.remove("progressToken") {
+            Some(t) => Some(serde_json::value::to_raw_value(&t).map_err(|e| Refusal::InvalidParams(e.to_string()))?),
+            None => None,
+        };
         let our_token = client_token.as_ref().map(|_| format!("sentinel-{}", self.next_seq()));
         if let Some(t) = &our_token {
             meta.insert("progressToken".into(), t.clone().into());
@@ -82,85 +72,95 @@ impl Gateway {
         meta.insert(protocol::META_REQUEST_ID.into(), uuid::Uuid::now_v7().to_string().into());
         params.set_meta(&meta);
 
-        let legacy_client = ctx.modern.is_none();
+        let key = id.get().to_string();
+        let in_flight = session
+            .start_call(&key)
+            .ok_or_else(|| Refusal::InvalidRequest(format!("request id {key} is already in flight in this session")))?;
+        let call =
+            Call { session, ctx, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
+        let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
+        session.end_call(&key, &in_flight);
+        match outcome? {
+            None => Ok(Answer::Cancelled),
+            Some(Ok(Reply::Result(r))) => Ok(Answer::Result(backend::raw_into_string(r))),
+            Some(Ok(Reply::Error(e))) => Ok(Answer::Error(backend::raw_into_string(e))),
+            Some(Err(BackendError::Timeout)) => Err(Refusal::BackendTimeout {
+                backend: backend.name().to_string(),
+                timeout_ms: backend.config.timeout.as_millis() as u64,
+            }),
+            Some(Err(BackendError::Unavailable(reason) | BackendError::Unreachable(reason))) => {
+                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason })
+            }
+        }
+    }
+
+    /// Resource subscriptions are counted per backend across clients: the backend hears of
+    /// the first subscriber and the last unsubscriber only (stateless backends through the
+    /// gateway's listen stream, session-based ones by the forwarded request). `None` when
+    /// the request must still be forwarded.
+    fn subscription(&self, session: &Session, backend: &Backend, method: &str, uri: &str) -> Option<Answer> {
+        let forward = match method {
+            "resources/subscribe" => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
+            "resources/unsubscribe" => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
+            _ => return None,
+        };
+        (!forward || backend.generation == Generation::Modern).then(|| Answer::Result("{}".into()))
+    }
+
+    /// Calls the backend; when a stateless backend answers a session-based client with
+    /// `input_required`, asks the client the old way (server-to-client requests) and retries
+    /// with its answers.
+    async fn call_with_input(
+        &self,
+        backend: &Backend,
+        method: &str,
+        mut params: Params,
+        route: Route,
+        progress_token: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<Option<Result<Reply, BackendError>>, Refusal> {
+        let bridges = call.ctx.modern.is_none() && backend.generation == Generation::Modern;
         let opts = |events| CallOpts {
             events: Some(events),
-            progress_token: our_token.clone(),
+            progress_token: progress_token.clone(),
             name: Some(route.name.clone()),
-            // A session-based client's capabilities come from its initialize; the gateway
-            // bridges a stateless backend's input requests to it (see below).
-            client_capabilities: Some(match ctx.modern {
-                Some(m) => m.capabilities.clone(),
-                None => session.capabilities(),
-            }),
-            log_level: match ctx.modern {
+            client_capabilities: match (call.ctx.modern, backend.generation) {
+                (Some(m), _) => Some(m.capabilities.clone()),
+                // The gateway answers a stateless backend's input requests for a session-based
+                // client, so the backend may ask for what that client declared.
+                (None, Generation::Modern) => Some(call.session.capabilities()),
+                (None, Generation::Legacy(_)) => None,
+            },
+            log_level: match call.ctx.modern {
                 Some(m) => m.log_level.clone(),
                 // Session-based clients filter by their own level at the gateway.
                 None => Some("debug".into()),
             },
             param_headers: route.param_headers.clone(),
         };
-
-        let key = id.get().to_string();
-        let cancelled = session.start_call(&key);
-        let mut rounds = 0;
-        let outcome = loop {
+        for _ in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::unbounded_channel();
-            let opts = opts(tx);
-            let call = self.call_once(
-                &backend,
-                method,
-                params.clone(),
-                &opts,
-                rx,
-                session,
-                client_token.as_ref(),
-                ctx,
-                &cancelled,
-            );
-            let outcome = call.await;
-            let input = match &outcome {
-                Some(Ok(Reply::Result(r))) if legacy_client && super::lists::is_input_required(r.get()) => {
-                    r.get().to_string()
+            // Only a call that may be retried keeps a copy of its params.
+            let sent = if bridges { params.clone() } else { std::mem::take(&mut params) };
+            let outcome = self.call_once(backend, method, sent, &opts(tx), rx, call).await;
+            match &outcome {
+                Some(Ok(Reply::Result(r))) if bridges && super::lists::is_input_required(r.get()) => {
+                    let r = r.get().to_string();
+                    if let Some(answer) = self.answer_input_required(&r, &mut params, call).await? {
+                        return Ok(Some(Ok(answer)));
+                    }
                 }
-                _ => break outcome,
-            };
-            rounds += 1;
-            if rounds > MAX_INPUT_ROUNDS {
-                session.end_call(&key);
-                return Err(Refusal::NotBridged(format!(
-                    "backend `{}` asked for client input more than {MAX_INPUT_ROUNDS} times; giving up",
-                    backend.name()
-                )));
-            }
-            // A stateless backend needs input (sampling, elicitation, roots): ask the
-            // session-based client the old way, then retry with its answers.
-            match self.answer_input_required(session, &input, &mut params, ctx).await {
-                Ok(()) => continue,
-                Err(e) => {
-                    session.end_call(&key);
-                    return e;
-                }
-            }
-        };
-        session.end_call(&key);
-        match outcome {
-            None => Ok(Answer::Cancelled),
-            Some(Ok(Reply::Result(r))) => Ok(Answer::Result(r.get().to_string())),
-            Some(Ok(Reply::Error(e))) => Ok(Answer::Error(e.get().to_string())),
-            Some(Err(BackendError::Timeout)) => Err(Refusal::BackendTimeout {
-                backend: backend.name().to_string(),
-                timeout_ms: backend.config.timeout.as_millis() as u64,
-            }),
-            Some(Err(BackendError::Unavailable(reason))) => {
-                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason })
+                _ => return Ok(outcome),
             }
         }
+        Err(Refusal::NotBridged(format!(
+            "backend `{}` asked for client input more than {MAX_INPUT_ROUNDS} times; giving up",
+            backend.name()
+        )))
     }
 
     /// One request to the backend, relaying its events to the caller until it answers or
     /// the client cancels (`None`). Dropping an unfinished call cancels it at the backend.
-    #[allow(clippy::too_many_arguments)]
     async fn call_once(
         &self,
         backend: &Backend,
@@ -168,36 +168,38 @@ impl Gateway {
         params: Params,
         opts: &CallOpts,
         mut events: mpsc::UnboundedReceiver<Event>,
-        session: &Arc<Session>,
-        client_token: Option<&serde_json::Value>,
-        ctx: Ctx<'_>,
-        cancelled: &tokio_util::sync::CancellationToken,
+        call: &Call<'_>,
     ) -> Option<Result<Reply, BackendError>> {
-        let mut call = Box::pin(backend.call(method, params, opts));
+        let mut pending = Box::pin(backend.call(method, params, opts));
         let outcome = loop {
             tokio::select! {
-                r = &mut call => break Some(r),
-                Some(ev) = events.recv() => self.relay(session, ev, client_token, ctx),
-                _ = cancelled.cancelled() => break None,
+                r = &mut pending => break Some(r),
+                Some(ev) = events.recv() => self.relay(ev, call),
+                _ = call.cancelled.cancelled() => break None,
             }
         };
-        drop(call);
-        // Notifications the backend sent before its answer must reach the client before it.
+        drop(pending);
+        // Notifications the backend sent before its answer must reach the client before it;
+        // requests it made can no longer be answered and are refused.
+        events.close();
         while let Ok(ev) = events.try_recv() {
-            self.relay(session, ev, client_token, ctx);
+            match ev {
+                Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
+                ev => self.relay(ev, call),
+            }
         }
         outcome
     }
 
     /// Asks a session-based client each of a stateless backend's `inputRequests` as a
     /// server-to-client request, and sets `inputResponses` and `requestState` for the retry.
+    /// Returns an answer instead when the client refused (its error ends the call).
     async fn answer_input_required(
         &self,
-        session: &Arc<Session>,
         result: &str,
         params: &mut Params,
-        ctx: Ctx<'_>,
-    ) -> Result<(), Result<Answer, Refusal>> {
+        call: &Call<'_>,
+    ) -> Result<Option<Reply>, Refusal> {
         #[derive(serde::Deserialize)]
         struct Request {
             method: String,
@@ -210,26 +212,20 @@ impl Gateway {
             #[serde(rename = "requestState")]
             request_state: Option<Box<RawValue>>,
         }
-        let ir: InputRequired = serde_json::from_str(result).map_err(|e| {
-            Err(Refusal::NotBridged(format!("the backend sent a malformed input_required result: {e}")))
-        })?;
+        let ir: InputRequired = serde_json::from_str(result)
+            .map_err(|e| Refusal::NotBridged(format!("the backend sent a malformed input_required result: {e}")))?;
         let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
+        let out = call.ctx.out.cloned().or_else(|| call.session.outbound());
         for (key, req) in ir.input_requests {
-            let rx = self.ask_client(
-                session,
-                &req.method,
-                req.params.as_deref(),
-                ctx.out.cloned().or_else(|| session.outbound()),
-            );
-            let reply = match rx {
-                Ok(rx) => rx.await.map_err(|_| Err(Refusal::NotBridged("the client did not answer".into())))?,
-                Err(why) => return Err(Err(Refusal::NotBridged(why))),
-            };
-            match reply {
-                Reply::Result(r) => {
+            let (rid, rx) = self
+                .ask_client(call.session, &req.method, req.params.as_deref(), out.clone())
+                .map_err(Refusal::NotBridged)?;
+            match wait_client(call, &rid, rx).await {
+                Some(Reply::Result(r)) => {
                     responses.insert(key, r);
                 }
-                Reply::Error(e) => return Err(Ok(Answer::Error(e.get().to_string()))),
+                Some(err @ Reply::Error(_)) => return Ok(Some(err)),
+                None => return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method))),
             }
         }
         params.0.insert("inputResponses".into(), serde_json::value::to_raw_value(&responses).expect("map serializes"));
@@ -237,7 +233,7 @@ impl Gateway {
             Some(s) => params.0.insert("requestState".into(), s),
             None => params.0.shift_remove("requestState"),
         };
-        Ok(())
+        Ok(None)
     }
 
     /// Finds the owning backend and rewrites the exposed name to the backend's own.
@@ -254,20 +250,28 @@ impl Gateway {
                 params.check_case_variants(&["name", "arguments", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let name = required(params, "name")?;
                 let e = catalog.tool(&name).ok_or(Refusal::UnknownTool(name))?;
-                params.set_str("name", &e.original);
+                let args = params.0.get("arguments");
+                if let Some(a) = args {
+                    // The raw arguments are forwarded: a duplicate key anywhere could make the
+                    // gateway and the backend read different values.
+                    crate::strict_json::check_unique_keys(a.get()).map_err(Refusal::InvalidParams)?;
+                }
                 let param_headers = if e.param_headers.is_empty() {
                     Vec::new()
                 } else {
-                    let args =
-                        params.0.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
+                    let args = args.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
                     param_headers::headers_for(&e.param_headers, &args)
                 };
+                params.set_str("name", &e.original);
                 Ok(Route { backend: e.backend, name: e.original.clone(), param_headers })
             }
             "prompts/get" => {
                 params.check_case_variants(&["name", "arguments", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let name = required(params, "name")?;
                 let e = catalog.prompt(&name).ok_or(Refusal::UnknownPrompt(name))?;
+                if let Some(a) = params.0.get("arguments") {
+                    crate::strict_json::check_unique_keys(a.get()).map_err(Refusal::InvalidParams)?;
+                }
                 params.set_str("name", &e.original);
                 Ok(simple(e.backend, e.original.clone()))
             }
@@ -278,7 +282,9 @@ impl Gateway {
                 Ok(simple(b, uri))
             }
             "completion/complete" => {
+                params.check_case_variants(&["ref", "argument", "context", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
+                crate::strict_json::check_unique_keys(r.get()).map_err(Refusal::InvalidParams)?;
                 let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
                     .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
                 let (b, name) = match r.get("type").and_then(|t| t.as_str()) {
@@ -307,7 +313,8 @@ impl Gateway {
     }
 
     /// Passes one backend event to the client whose call it belongs to.
-    fn relay(&self, session: &Arc<Session>, ev: Event, client_token: Option<&serde_json::Value>, ctx: Ctx<'_>) {
+    fn relay(&self, ev: Event, call: &Call<'_>) {
+        let (session, ctx) = (call.session, call.ctx);
         let out = ctx.out.cloned().or_else(|| if ctx.modern.is_none() { session.outbound() } else { None });
         match ev {
             Event::Notification { method, params } => {
@@ -315,8 +322,8 @@ impl Gateway {
                 let Some(params) = params else { return };
                 let Ok(mut p) = Params::parse(Some(&params)) else { return };
                 if method == "notifications/progress" {
-                    let Some(tok) = client_token else { return };
-                    p.0.insert("progressToken".into(), serde_json::value::to_raw_value(tok).expect("value serializes"));
+                    let Some(tok) = &call.client_token else { return };
+                    p.0.insert("progressToken".into(), tok.clone());
                 } else if method == "notifications/message" {
                     let level = p.str("level").ok().flatten().and_then(|l| protocol::log_level_rank(&l)).unwrap_or(0);
                     let min = match ctx.modern {
@@ -334,10 +341,6 @@ impl Gateway {
                 let _ = out.send(jsonrpc::notification(&method, &p.to_json()));
             }
             Event::Request { method, params, reply } => {
-                let refuse = |reply: oneshot::Sender<Reply>, msg: String| {
-                    let e = serde_json::json!({ "code": jsonrpc::code::METHOD_NOT_FOUND, "message": msg }).to_string();
-                    let _ = reply.send(Reply::Error(crate::backend_raw(e)));
-                };
                 if ctx.modern.is_some() {
                     return refuse(
                         reply,
@@ -348,10 +351,19 @@ impl Gateway {
                 }
                 match self.ask_client(session, &method, params.as_deref(), out) {
                     Err(why) => refuse(reply, why),
-                    Ok(rx) => {
+                    Ok((rid, rx)) => {
+                        let (session, timeout, cancelled) = (session.clone(), call.timeout, call.cancelled.clone());
                         tokio::spawn(async move {
-                            if let Ok(r) = rx.await {
-                                let _ = reply.send(r);
+                            let answer = tokio::select! {
+                                r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
+                                _ = cancelled.cancelled() => None,
+                            };
+                            session.forget_reply(&rid);
+                            match answer {
+                                Some(r) => {
+                                    let _ = reply.send(r);
+                                }
+                                None => refuse(reply, "the client did not answer in time, or the call ended".into()),
                             }
                         });
                     }
@@ -361,14 +373,15 @@ impl Gateway {
     }
 
     /// Sends a server-to-client request (sampling, elicitation, roots) to a session-based
-    /// client; the receiver gets its answer. Refused when the client cannot take it.
+    /// client; returns the id it was given and where its answer arrives. Refused when the
+    /// client cannot take it.
     fn ask_client(
         &self,
         session: &Arc<Session>,
         method: &str,
         params: Option<&RawValue>,
         out: Option<mpsc::UnboundedSender<String>>,
-    ) -> Result<oneshot::Receiver<Reply>, String> {
+    ) -> Result<(String, oneshot::Receiver<Reply>), String> {
         if !matches!(session.generation(), Some(Generation::Legacy(_))) {
             return Err(format!("the client has no session to receive `{method}`"));
         }
@@ -392,6 +405,23 @@ impl Gateway {
             session.forget_reply(&rid);
             return Err("the client's stream closed".into());
         }
-        Ok(rx)
+        Ok((rid, rx))
     }
+}
+
+/// Waits for a session-based client's answer to a request the gateway sent it, bounded by the
+/// call's timeout and its cancellation; the pending entry is removed either way.
+async fn wait_client(call: &Call<'_>, rid: &str, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
+    let answer = tokio::select! {
+        r = tokio::time::timeout(call.timeout, rx) => r.ok().and_then(Result::ok),
+        _ = call.cancelled.cancelled() => None,
+    };
+    call.session.forget_reply(rid);
+    answer
+}
+
+/// Answers a backend's server-to-client request with an error at once, so it never waits.
+fn refuse(reply: oneshot::Sender<Reply>, message: String) {
+    let e = serde_json::json!({ "code": jsonrpc::code::INTERNAL_ERROR, "message": message }).to_string();
+    let _ = reply.send(Reply::Error(backend::raw(e)));
 }

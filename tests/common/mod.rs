@@ -284,7 +284,10 @@ impl HttpClient {
     }
 
     pub async fn request(&self, method: &str, params: Value) -> Reply {
-        let body = self.request_body(json!(1), method, params.clone());
+        // Ids must be unique among a client's requests in flight.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = self.request_body(json!(id), method, params.clone());
         let name = params.get("name").or_else(|| params.get("uri")).and_then(|v| v.as_str()).map(str::to_string);
         let mut extra = vec![("mcp-method", method)];
         if let Some(n) = &name {
