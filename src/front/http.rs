@@ -372,7 +372,7 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap
             "this session already has a GET stream open",
         );
     }
-    sse(UnboundedReceiverStream::new(rx), None)
+    sse(until_shutdown(&gw, UnboundedReceiverStream::new(rx)), None)
 }
 
 /// `DELETE /mcp`: ends a session.

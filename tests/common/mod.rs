@@ -72,6 +72,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config_body: &str) -> Gateway {
+        Gateway::start_with_env(config_body, &[])
+    }
+
+    /// With extra environment variables for the gateway process.
+    pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config_body}");
         let path = dir.path().join("sentinel.toml");
@@ -81,6 +86,7 @@ impl Gateway {
             .arg(&path)
             .current_dir(dir.path())
             .env("SENTINEL_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).expect("log file")))
             .spawn()
