@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use crate::config::Naming;
 use crate::naming;
 use crate::param_headers::{self, ParamHeader};
+use crate::schema::Validators;
 
 /// One tool or prompt as a backend listed it: its own name and the raw object.
 #[derive(Debug, Clone)]
@@ -59,11 +60,15 @@ pub struct Catalog {
     pub prompts: Vec<Entry>,
     tool_index: HashMap<String, usize>,
     prompt_index: HashMap<String, usize>,
-    resources: HashMap<String, usize>,
-    templates: Vec<(Template, usize)>,
+    /// Listed resources; `exposed` and `original` are the URI.
+    pub resources: Vec<Entry>,
+    resource_index: HashMap<String, usize>,
+    /// Resource templates; `exposed` and `original` are the URI template.
+    pub templates: Vec<Entry>,
+    template_matchers: Vec<Template>,
     resource_backends: Vec<usize>,
-    pub resources_json: String,
-    pub templates_json: String,
+    /// Every tool's `inputSchema`, compiled once per catalog version.
+    pub validators: Validators,
     /// Problems found while building (name clashes, invalid tool definitions); what they
     /// name was left out.
     pub clashes: Vec<String>,
@@ -82,13 +87,21 @@ impl Catalog {
         let mut c = Catalog::default();
         let mut tools = Vec::new();
         let mut prompts = Vec::new();
-        let mut resources = Vec::new();
-        let mut templates = Vec::new();
+        let mut schemas: Vec<(String, serde_json::Value)> = Vec::new();
         for (i, s) in sources.iter().enumerate() {
             for t in &s.listing.tools {
-                let schema = t.fields.get("inputSchema").and_then(|r| serde_json::from_str(r.get()).ok());
-                match schema.as_ref().map(param_headers::extract).unwrap_or(Ok(Vec::new())) {
-                    Ok(headers) => tools.push(Entry { param_headers: headers, ..entry(naming, s, i, t) }),
+                // A tool without an inputSchema takes any object (MCP requires one; be lenient).
+                let schema: serde_json::Value = t
+                    .fields
+                    .get("inputSchema")
+                    .and_then(|r| serde_json::from_str(r.get()).ok())
+                    .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+                match param_headers::extract(&schema) {
+                    Ok(headers) => {
+                        let e = Entry { param_headers: headers, ..entry(naming, s, i, t) };
+                        schemas.push((e.exposed.clone(), schema));
+                        tools.push(e);
+                    }
                     Err(why) => c.clashes.push(format!("tool `{}` of `{}` is hidden: {why}", t.name, s.name)),
                 }
             }
@@ -99,17 +112,17 @@ impl Catalog {
                 c.resource_backends.push(i);
             }
             for (uri, raw) in &s.listing.resources {
-                if c.resources.contains_key(uri) {
+                if c.resource_index.contains_key(uri) {
                     c.clashes
                         .push(format!("resource `{uri}` is offered by two backends; `{}`'s copy is hidden", s.name));
                     continue;
                 }
-                c.resources.insert(uri.clone(), i);
-                resources.push(raw.get());
+                c.resource_index.insert(uri.clone(), c.resources.len());
+                c.resources.push(uri_entry(uri, i, raw));
             }
             for (tpl, raw) in &s.listing.templates {
-                c.templates.push((Template::parse(tpl), i));
-                templates.push(raw.get());
+                c.template_matchers.push(Template::parse(tpl));
+                c.templates.push(uri_entry(tpl, i, raw));
             }
         }
         let (tools, tool_index, mut clashes) = index(tools, sources, "tool");
@@ -120,8 +133,9 @@ impl Catalog {
         c.tool_index = tool_index;
         c.prompts = prompts;
         c.prompt_index = prompt_index;
-        c.resources_json = format!("[{}]", resources.join(","));
-        c.templates_json = format!("[{}]", templates.join(","));
+        let (validators, problems) = Validators::compile(schemas.iter().map(|(n, s)| (n.as_str(), s)));
+        c.validators = validators;
+        c.clashes.extend(problems);
         Arc::new(c)
     }
 
@@ -136,11 +150,11 @@ impl Catalog {
     /// The backend that serves a resource URI: a listed resource, else a matching template,
     /// else the only backend offering resources at all.
     pub fn resource_backend(&self, uri: &str) -> Option<usize> {
-        if let Some(b) = self.resources.get(uri) {
-            return Some(*b);
+        if let Some(i) = self.resource_index.get(uri) {
+            return Some(self.resources[*i].backend);
         }
-        if let Some((_, b)) = self.templates.iter().find(|(t, _)| t.matches(uri)) {
-            return Some(*b);
+        if let Some(i) = self.template_matchers.iter().position(|t| t.matches(uri)) {
+            return Some(self.templates[i].backend);
         }
         match self.resource_backends.as_slice() {
             [only] => Some(*only),
@@ -155,6 +169,14 @@ impl Catalog {
     pub fn prompts_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
         join(&self.prompts, filter)
     }
+
+    pub fn resources_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
+        join(&self.resources, filter)
+    }
+
+    pub fn templates_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
+        join(&self.templates, filter)
+    }
 }
 
 fn join(entries: &[Entry], filter: impl Fn(&Entry) -> bool) -> String {
@@ -167,6 +189,16 @@ fn join(entries: &[Entry], filter: impl Fn(&Entry) -> bool) -> String {
     }
     s.push(']');
     s
+}
+
+fn uri_entry(uri: &str, backend: usize, raw: &RawValue) -> Entry {
+    Entry {
+        exposed: uri.to_string(),
+        backend,
+        original: uri.to_string(),
+        json: raw.get().to_string(),
+        param_headers: Vec::new(),
+    }
 }
 
 fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {

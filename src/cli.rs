@@ -35,6 +35,20 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Mint an HS256 token with the configured secret (for operators and tests)
+    Token {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The token's subject (the client name the audit trail and rate limits use)
+        #[arg(long)]
+        sub: String,
+        /// A role; repeat for several
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// How long the token is valid, e.g. "12h", "30d"
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +64,49 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Serve { config } => run(config, serve),
         Command::Stdio { config } => run(config, stdio),
+        Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
+    }
+}
+
+fn token(path: Option<PathBuf>, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
+    let ttl = match humantime::parse_duration(ttl) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sentinel: `--ttl {ttl}` is not a duration ({e}); write e.g. \"12h\" or \"30d\"");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = config::resolve_path(path.as_deref());
+    if path.is_none() {
+        eprintln!(
+            "sentinel: no config file: the embedded default makes a new secret at each start, so a token minted now would not work; `sentinel serve` prints one instead"
+        );
+        return ExitCode::FAILURE;
+    }
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}\nsentinel: the config is invalid; `sentinel check` lists every problem");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config::AuthConfig::Jwt(j) = &config.auth else {
+        eprintln!("sentinel: authentication is disabled in this config; there is nothing to mint a token for");
+        return ExitCode::FAILURE;
+    };
+    let Some(secret) = &j.hs256_secret else {
+        eprintln!("sentinel: this config has no `hs256_secret`; tokens for JWKS keys come from your identity provider");
+        return ExitCode::FAILURE;
+    };
+    match crate::auth::mint_hs256(secret, sub, roles, ttl, j.issuer.as_deref(), j.audience.as_deref()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sentinel: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -58,6 +115,9 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     let name = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into());
     match Config::load(path.as_deref()) {
         Ok(c) => {
+            for w in &c.warnings {
+                println!("warning: {w}");
+            }
             println!("{name}: ok ({} backend{})", c.backends.len(), if c.backends.len() == 1 { "" } else { "s" });
             ExitCode::SUCCESS
         }
@@ -96,6 +156,21 @@ where
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let embedded = config.path.is_none();
+    let dev_token = match (&config.generated_secret, &config.auth) {
+        (Some(secret), config::AuthConfig::Jwt(j)) => Some(crate::auth::mint_hs256(
+            secret,
+            "dev",
+            &["admin".to_string()],
+            std::time::Duration::from_secs(30 * 24 * 3600),
+            j.issuer.as_deref(),
+            j.audience.as_deref(),
+        )?),
+        _ => None,
+    };
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let path = config.path.clone();
     let addr = config.server.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port? change server.listen)")
@@ -106,8 +181,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("Sentinel listening on {url}");
     if embedded {
         println!("No sentinel.toml found: running on the embedded default (loopback only, no backends).");
-        println!("Connect Claude Code:  claude mcp add --transport http sentinel {url}");
+        if let Some(t) = &dev_token {
+            println!("Development token (valid until this process stops; role admin): {t}");
+            println!(
+                "Connect Claude Code:  claude mcp add --transport http sentinel {url} --header \"Authorization: Bearer {t}\""
+            );
+        }
         println!("Add MCP servers in sentinel.toml (see sentinel.example.toml), then `sentinel check`.");
+    }
+    if let Some(path) = path {
+        tokio::spawn(reload_on_sighup(gw.clone(), path));
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -141,9 +224,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// How long calls in flight may run on after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// SIGHUP re-reads the config file; a valid one's roles, kill switch and validation mode
+/// take effect at once, an invalid one is refused and the running config stays.
+async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match Config::load(Some(&path)) {
+            Ok(c) => match gw.reload_policy(&c) {
+                Ok(()) => tracing::info!(
+                    "config reloaded: roles, kill switch and validation updated (other changes need a restart)"
+                ),
+                Err(e) => tracing::error!("config reload refused: {e}"),
+            },
+            Err(e) => tracing::error!("config reload refused; the running config stays:\n{e}"),
+        }
+    }
+}
+
 async fn stdio(config: Config) -> anyhow::Result<()> {
+    // The token is checked before anything else starts: a bad one ends here, with one line.
+    let caller = match &config.auth {
+        config::AuthConfig::Disabled => crate::gateway::Caller::Anonymous,
+        config::AuthConfig::Jwt(j) => {
+            let token = std::env::var("SENTINEL_TOKEN").map_err(|_| {
+                anyhow::anyhow!("SENTINEL_TOKEN is not set; mint one with `sentinel token --sub NAME --role ROLE`")
+            })?;
+            let client = reqwest::Client::new();
+            let auth = crate::auth::Authenticator::new(crate::gateway::auth_settings(j), client).await?;
+            match auth.authenticate(token.trim()).await {
+                Ok(identity) => crate::gateway::Caller::User(identity),
+                Err(e) => anyhow::bail!("SENTINEL_TOKEN was refused: {e}"),
+            }
+        }
+    };
     let gw: Arc<Gateway> = Gateway::start(config).await?;
-    front::stdio::serve(gw).await
+    front::stdio::serve(gw, caller).await
 }
 
 async fn shutdown_signal() {

@@ -5,10 +5,22 @@ use http::StatusCode;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::audit::Outcome;
 use crate::jsonrpc::{self, code};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
+    /// No valid credentials. HTTP answers 401 with `WWW-Authenticate: Bearer`.
+    #[error("Not authenticated: {message}")]
+    Unauthenticated { reason: &'static str, message: String },
+    #[error("Forbidden: your roles do not allow `{tool}`")]
+    Forbidden { tool: String, roles: Vec<String> },
+    #[error("`{tool}` is switched off by the operator")]
+    Killed { tool: String, backend: String },
+    #[error("Rate limited: {limit} for `{scope}`; retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64, limit: String, scope: String },
+    #[error("Invalid arguments for `{tool}`: {summary}")]
+    InvalidArguments { tool: String, summary: String, violations: Vec<(String, String)> },
     #[error("Unknown tool: {0}")]
     UnknownTool(String),
     #[error("Unknown prompt: {0}")]
@@ -40,6 +52,24 @@ impl Refusal {
     /// The one table: JSON-RPC code, HTTP status, and data a program can act on.
     pub fn classify(&self) -> (i64, StatusCode, Option<Value>) {
         match self {
+            Refusal::Unauthenticated { reason, .. } => {
+                (code::UNAUTHENTICATED, StatusCode::UNAUTHORIZED, Some(json!({ "reason": reason })))
+            }
+            Refusal::Forbidden { tool, roles } => {
+                (code::FORBIDDEN, StatusCode::OK, Some(json!({ "tool": tool, "roles": roles })))
+            }
+            Refusal::Killed { tool, backend } => {
+                (code::KILLED, StatusCode::OK, Some(json!({ "tool": tool, "backend": backend })))
+            }
+            Refusal::RateLimited { retry_after_ms, limit, scope } => (
+                code::RATE_LIMITED,
+                StatusCode::OK,
+                Some(json!({ "retry_after_ms": retry_after_ms, "limit": limit, "scope": scope })),
+            ),
+            Refusal::InvalidArguments { tool, violations, .. } => {
+                let v: Vec<Value> = violations.iter().map(|(p, m)| json!({ "path": p, "message": m })).collect();
+                (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "tool": tool, "violations": v })))
+            }
             Refusal::UnknownTool(t) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "tool": t }))),
             Refusal::UnknownPrompt(p) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "prompt": p }))),
             Refusal::UnknownResource(u) => (code::INVALID_PARAMS, StatusCode::OK, Some(json!({ "uri": u }))),
@@ -60,6 +90,29 @@ impl Refusal {
             ),
             Refusal::NotBridged(_) => (code::INTERNAL_ERROR, StatusCode::OK, None),
             Refusal::MalformedModern(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
+        }
+    }
+
+    /// How the audit trail names this refusal.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::Unauthenticated { .. } => Outcome::DeniedAuth,
+            Refusal::Forbidden { .. } => Outcome::DeniedRbac,
+            Refusal::Killed { .. } => Outcome::Killed,
+            Refusal::RateLimited { .. } => Outcome::RateLimited,
+            Refusal::BackendUnavailable { .. } => Outcome::Unavailable,
+            Refusal::BackendTimeout { .. } => Outcome::Timeout,
+            Refusal::NotBridged(_) => Outcome::BackendError,
+            Refusal::InvalidArguments { .. }
+            | Refusal::UnknownTool(_)
+            | Refusal::UnknownPrompt(_)
+            | Refusal::UnknownResource(_)
+            | Refusal::InvalidParams(_)
+            | Refusal::InvalidRequest(_)
+            | Refusal::MethodNotFound(_)
+            | Refusal::HeaderMismatch(_)
+            | Refusal::UnsupportedVersion(_)
+            | Refusal::MalformedModern(_) => Outcome::InvalidArgs,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod forward;
 mod lists;
+mod pipeline;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +14,17 @@ use http::StatusCode;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::audit::{AuditSink, LogSink};
+use crate::auth::{AuthSettings, Authenticator};
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
+use crate::config::AuthConfig;
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::jsonrpc::{self, Kind, Message};
+use crate::policy::{Access, Policy};
 use crate::protocol::{self, Generation, ModernMeta, Params};
+use crate::rate_limit::{Quota, RateLimitSettings, RateLimiter};
 use crate::session::Session;
 
 /// Most session-based client sessions kept at once: each costs memory until it ends or idles
@@ -37,6 +43,12 @@ pub struct Gateway {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Stateless clients' `subscriptions/listen` streams.
     listeners: Mutex<Vec<Listener>>,
+    /// Roles, kill switch and validation mode; swapped whole when the config is reloaded.
+    policy: ArcSwap<Policy>,
+    limiter: RateLimiter,
+    /// `None` when authentication is disabled.
+    auth: Option<Authenticator>,
+    audit: Box<dyn AuditSink>,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -57,9 +69,36 @@ struct Listener {
     tx: mpsc::UnboundedSender<String>,
 }
 
+/// Who is calling, as the front door established it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Authentication is disabled (loopback only).
+    Anonymous,
+    User(crate::auth::Identity),
+    /// The credentials were refused: every request is answered -32010 (HTTP 401).
+    Refused(crate::auth::AuthError),
+}
+
+impl Caller {
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Caller::User(i) => Some(&i.subject),
+            _ => None,
+        }
+    }
+
+    pub fn roles(&self) -> &[String] {
+        match self {
+            Caller::User(i) => &i.roles,
+            _ => &[],
+        }
+    }
+}
+
 /// What the front door knows about one request beyond the message itself.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
+    pub caller: &'a Caller,
     /// The validated stateless `_meta`, for 2026-07-28 requests.
     pub modern: Option<&'a ModernMeta>,
     /// This request's own stream (SSE response, or stdout) for its notifications and
@@ -84,6 +123,16 @@ impl Gateway {
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let limiter =
+            RateLimiter::new(&rate_limit_settings(&config)).map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
+        let auth = match &config.auth {
+            AuthConfig::Disabled => {
+                tracing::warn!("authentication is disabled: every local caller may use every tool");
+                None
+            }
+            AuthConfig::Jwt(j) => Some(Authenticator::new(auth_settings(j), client.clone()).await?),
+        };
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let starts = config.backends.iter().enumerate().map(|(i, b)| {
             let client = client.clone();
@@ -118,12 +167,47 @@ impl Gateway {
             catalog: ArcSwap::from_pointee(Catalog::default()),
             sessions: Mutex::new(HashMap::new()),
             listeners: Mutex::new(Vec::new()),
+            policy: ArcSwap::from_pointee(policy),
+            limiter,
+            auth,
+            audit: Box::new(LogSink),
             seq: AtomicU64::new(1),
             shutdown: Default::default(),
         });
         gw.rebuild_catalog();
         tokio::spawn(notice_loop(Arc::downgrade(&gw), notices_rx));
+        // Rate-limit state of clients that went quiet is dropped, so memory stays bounded.
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { break };
+                gw.limiter.shrink();
+            }
+        });
         Ok(gw)
+    }
+
+    /// Who is calling, from an HTTP `Authorization` header (or stdio's `SENTINEL_TOKEN`).
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Caller {
+        let Some(auth) = &self.auth else { return Caller::Anonymous };
+        let Some(token) = bearer else { return Caller::Refused(crate::auth::AuthError::Missing) };
+        match auth.authenticate(token).await {
+            Ok(identity) => Caller::User(identity),
+            Err(e) => Caller::Refused(e),
+        }
+    }
+
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Swaps in the roles, kill switch and validation mode of a new config; the rest of a
+    /// config change needs a restart for now.
+    pub fn reload_policy(&self, config: &Config) -> Result<(), String> {
+        self.policy.store(Arc::new(Policy::from_config(config)?));
+        Ok(())
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -159,8 +243,8 @@ impl Gateway {
     }
 
     /// Registers a new session-based client session; `None` at the session limit.
-    pub fn new_session(&self, transport: &'static str) -> Option<Arc<Session>> {
-        let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport));
+    pub fn new_session(&self, transport: &'static str, subject: Option<&str>) -> Option<Arc<Session>> {
+        let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport, subject));
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.len() >= MAX_SESSIONS {
             return None;
@@ -239,7 +323,11 @@ impl Gateway {
                     return Some((r.status(), r.to_response(Some(&id))));
                 }
                 let method = msg.method.unwrap_or_default();
-                match self.request(session, &id, &method, msg.params, ctx).await {
+                match self.govern(session, &id, &method, msg.params, ctx).await {
+                    // A stateless client gets the fields its revision requires on every result.
+                    Ok(Answer::Result(r)) if ctx.modern.is_some() => {
+                        Some((StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r))))
+                    }
                     Ok(Answer::Result(r)) => Some((StatusCode::OK, jsonrpc::result(&id, &r))),
                     Ok(Answer::Error(e)) => {
                         let status =
@@ -274,15 +362,20 @@ impl Gateway {
         }
     }
 
-    async fn request(
+    /// The protocol's own methods (handshake, lists, discovery); lists show a caller only
+    /// what it may use.
+    async fn protocol_method(
         &self,
         session: &Arc<Session>,
-        id: &RawValue,
         method: &str,
         params: Option<Box<RawValue>>,
+        access: &Access,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let modern = ctx.modern.is_some();
+        let policy = self.policy.load();
+        let catalog = self.catalog();
+        let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, &self.config.backends[e.backend].name);
         // Methods the stateless revision removed are unknown to a stateless request.
         if modern
             && matches!(
@@ -304,24 +397,20 @@ impl Gateway {
                 Answer::Result("{}".into())
             }
             "server/discover" => Answer::Result(lists::discover()),
-            "tools/list" => Answer::Result(lists::list("tools", &self.catalog().tools_json(|_| true), modern)),
-            "prompts/list" => Answer::Result(lists::list("prompts", &self.catalog().prompts_json(|_| true), modern)),
-            "resources/list" => Answer::Result(lists::list("resources", &self.catalog().resources_json, modern)),
+            "tools/list" => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
+            "prompts/list" => Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern)),
+            "resources/list" => Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern)),
             "resources/templates/list" => {
-                Answer::Result(lists::list("resourceTemplates", &self.catalog().templates_json, modern))
+                Answer::Result(lists::list("resourceTemplates", &catalog.templates_json(visible), modern))
             }
-            "tools/call"
-            | "prompts/get"
-            | "resources/read"
-            | "completion/complete"
-            | "resources/subscribe"
-            | "resources/unsubscribe" => self.forward(session, id, method, params, ctx).await?,
+            "subscriptions/listen" => {
+                return Err(Refusal::InvalidRequest(
+                    "subscriptions/listen is a stream; send it to /mcp directly".into(),
+                ));
+            }
             _ => return Err(Refusal::MethodNotFound(method.to_string())),
         };
-        Ok(match answer {
-            Answer::Result(r) if modern => Answer::Result(lists::modern_result(method, r)),
-            other => other,
-        })
+        Ok(answer)
     }
 
     fn initialize(&self, session: &Session, params: Option<&RawValue>) -> Result<String, Refusal> {
@@ -508,6 +597,29 @@ impl Gateway {
                 self.broadcast_list_changed(k);
             }
         }
+    }
+}
+
+/// The authenticator's settings from the `[auth]` section.
+pub fn auth_settings(j: &crate::config::JwtConfig) -> AuthSettings {
+    AuthSettings {
+        hs256_secret: j.hs256_secret.clone(),
+        jwks_url: j.jwks_url.clone(),
+        jwks_file: j.jwks_file.clone(),
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        role_claim: j.role_claim.clone(),
+        leeway: j.leeway,
+        max_token_bytes: j.max_token_bytes,
+    }
+}
+
+fn rate_limit_settings(c: &Config) -> RateLimitSettings {
+    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst };
+    RateLimitSettings {
+        default: c.rate_limit.default.as_ref().map(q),
+        tools: c.rate_limit.tools.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
+        clients: c.rate_limit.clients.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
     }
 }
 

@@ -14,6 +14,10 @@ pub mod code {
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    pub const UNAUTHENTICATED: i64 = -32010;
+    pub const FORBIDDEN: i64 = -32011;
+    pub const KILLED: i64 = -32012;
+    pub const RATE_LIMITED: i64 = -32013;
     pub const BACKEND_UNAVAILABLE: i64 = -32014;
     pub const BACKEND_TIMEOUT: i64 = -32015;
     pub const HEADER_MISMATCH: i64 = -32020;

@@ -1,5 +1,7 @@
 //! Sentinel: a governed MCP gateway. One chokepoint between MCP clients and MCP servers.
 
+pub mod audit;
+pub mod auth;
 pub mod backend;
 pub mod catalog;
 pub mod cli;
@@ -10,6 +12,9 @@ pub mod gateway;
 pub mod jsonrpc;
 pub mod naming;
 pub mod param_headers;
+pub mod policy;
 pub mod protocol;
+pub mod rate_limit;
+pub mod schema;
 pub mod session;
 pub mod strict_json;

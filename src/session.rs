@@ -15,6 +15,8 @@ pub struct Session {
     /// `Mcp-Session-Id` for HTTP sessions; a fixed label for stdio and stateless requests.
     pub id: String,
     pub transport: &'static str,
+    /// The authenticated subject that opened the session: only it may use the session's id.
+    pub subject: Option<String>,
     state: Mutex<State>,
 }
 
@@ -38,8 +40,13 @@ struct State {
 }
 
 impl Session {
-    pub fn new(id: String, transport: &'static str) -> Session {
-        Session { id, transport, state: Mutex::new(State { last_used: Some(Instant::now()), ..Default::default() }) }
+    pub fn new(id: String, transport: &'static str, subject: Option<&str>) -> Session {
+        Session {
+            id,
+            transport,
+            subject: subject.map(str::to_string),
+            state: Mutex::new(State { last_used: Some(Instant::now()), ..Default::default() }),
+        }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {

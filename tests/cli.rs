@@ -32,7 +32,10 @@ fn text(bytes: &[u8]) -> String {
 async fn check_accepts_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sentinel.toml");
-    let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{}", mock_stdio_backend("mock", None, &[]));
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\ndisabled = true\n\n{}",
+        mock_stdio_backend("mock", None, &[])
+    );
     std::fs::write(&path, config).unwrap();
     let out = sentinel(&["check", "-c", path.to_str().unwrap()], dir.path(), &[]).await;
     let stdout = text(&out.stdout);
@@ -61,6 +64,9 @@ timeout = "soon"
 name = "a"
 prefix = "b"
 http = {{ url = "http://127.0.0.1:1/mcp", headers = {{ Authorization = "Bearer ${{NOPE_NOT_SET}}" }} }}
+
+[auth]
+disabled = true
 "#
     );
     std::fs::write(&path, config).unwrap();
@@ -103,8 +109,10 @@ async fn check_accepts_every_shipped_example() {
     let mut failures = Vec::new();
     for file in &files {
         let text_of_file = std::fs::read_to_string(file).unwrap();
-        let env: Vec<(String, String)> =
-            env_references(&text_of_file).into_iter().map(|k| (k, "placeholder-for-check".to_string())).collect();
+        let env: Vec<(String, String)> = env_references(&text_of_file)
+            .into_iter()
+            .map(|k| (k, "placeholder-for-sentinel-check-0123456789".to_string()))
+            .collect();
         let out = sentinel(&["check", "-c", file.to_str().unwrap()], &root, &env).await;
         if out.status.code() != Some(0) {
             failures.push(format!("{}:\n{}{}", file.display(), text(&out.stdout), text(&out.stderr)));
@@ -199,9 +207,17 @@ async fn first_run_without_a_config_serves_the_embedded_default() {
     }
     let url = url.unwrap();
     assert_eq!(url, format!("http://{DEFAULT_ADDR}/mcp"), "{printed:?}");
-    assert!(claude.unwrap().contains(&url), "the claude command names the URL: {printed:?}");
+    assert!(claude.as_ref().unwrap().contains(&url), "the claude command names the URL: {printed:?}");
 
-    let client = HttpClient::legacy(&url, serde_json::json!({})).await;
+    // The printed command carries a working token: without it the gateway refuses (401).
+    let claude = claude.unwrap();
+    let token =
+        claude.split("Authorization: Bearer ").nth(1).expect("a token in the claude command").trim_end_matches('"');
+    let anonymous = HttpClient::new(&url);
+    let r = anonymous.request("tools/list", serde_json::json!({})).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let client = HttpClient::new(&url).with_token(token).initialized(serde_json::json!({})).await;
     assert_eq!(client.tool_names().await, Vec::<String>::new());
     assert!(!dir.path().join("sentinel.toml").exists(), "a first run does not write a config");
 }

@@ -34,7 +34,10 @@ impl Front {
 
 fn write_config(dir: &tempfile::TempDir, server: &str) -> PathBuf {
     let log = dir.path().join("mock.log");
-    let config = format!("{server}\n{}", mock_stdio_backend("mock", None, &["--log", log.to_str().unwrap()]));
+    let config = format!(
+        "{server}\n[auth]\ndisabled = true\n\n{}",
+        mock_stdio_backend("mock", None, &["--log", log.to_str().unwrap()])
+    );
     let path = dir.path().join("sentinel.toml");
     std::fs::write(&path, config).expect("write config");
     path

@@ -155,7 +155,8 @@ fn sdk_sees_mcp_server_time_unchanged_through_sentinel() {
 
     // `sentinel stdio` as the SDK's stdio server: a desktop client's view of the gateway.
     let config = gw.dir.path().join("stdio.toml");
-    std::fs::write(&config, time_backend(&p)).expect("write config");
+    // Authentication off: the SDK spawns the process itself, with no way to pass SENTINEL_TOKEN.
+    std::fs::write(&config, format!("[auth]\ndisabled = true\n{}", time_backend(&p))).expect("write config");
     let sentinel = common::sentinel_bin().to_string_lossy().to_string();
     let stdio = ["--stdio", &sentinel, "stdio", "-c", &config.to_string_lossy(), "--"];
     let through = sdk(&p, &stdio, &[], TIME_CALLS, "time__");

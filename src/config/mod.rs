@@ -1,6 +1,7 @@
 //! Configuration: the TOML file (or the embedded default) turned into a typed, validated
 //! `Config`. Validation collects every problem so `sentinel check` can list them all.
 
+mod governance;
 mod raw;
 mod source;
 
@@ -10,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use governance::{
+    AuthConfig, JwtConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
+};
 pub use source::{Problem, expand};
 
 use raw::{RawBackend, RawConfig};
@@ -28,6 +32,16 @@ pub struct Config {
     pub server: ServerConfig,
     pub naming: Naming,
     pub backends: Vec<BackendConfig>,
+    pub auth: AuthConfig,
+    pub roles: Vec<RoleConfig>,
+    pub rate_limit: RateLimitConfig,
+    pub kill_switch: KillSwitchConfig,
+    pub validation: ValidationConfig,
+    /// Things accepted but worth changing (e.g. a literal secret in the file).
+    pub warnings: Vec<Problem>,
+    /// The HS256 secret generated for the embedded default (a development setup): `serve`
+    /// prints a token made with it so a new user can connect at once.
+    pub generated_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +161,14 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let env = |k: &str| std::env::var(k).ok();
         match path {
-            None => Config::parse("<embedded default>", EMBEDDED_DEFAULT, None, &env),
+            None => {
+                // A fresh secret per start: the dev token printed at start is the only way in.
+                let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                let env = |k: &str| if k == "SENTINEL_DEV_SECRET" { Some(secret.clone()) } else { env(k) };
+                let mut c = Config::parse("<embedded default>", EMBEDDED_DEFAULT, None, &env)?;
+                c.generated_secret = Some(secret);
+                Ok(c)
+            }
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     ConfigError(vec![Problem {
@@ -171,9 +192,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let src = Source::new(name, text);
         let mut problems = Vec::new();
-        let raw: RawConfig = src.deserialize(env, &mut problems);
-        let config = validate(&src, raw, path, &mut problems);
+        let Some(raw) = src.deserialize::<RawConfig>(env, &mut problems) else {
+            return Err(ConfigError(problems));
+        };
+        let mut config = validate(&src, raw, path, &mut problems);
         if problems.is_empty() {
+            config.warnings.sort_by_key(|p| p.location.clone());
             return Ok(config);
         }
         // In file order, so the list reads top to bottom like the file.
@@ -182,7 +206,7 @@ impl Config {
     }
 }
 
-fn key(parts: &[&str]) -> Vec<String> {
+pub(super) fn key(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
@@ -212,14 +236,7 @@ fn duration(
 }
 
 fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Vec<Problem>) -> Config {
-    for (section, present) in [
-        ("auth", raw.auth.is_some()),
-        ("audit", raw.audit.is_some()),
-        ("roles", raw.roles.is_some()),
-        ("rate_limit", raw.rate_limit.is_some()),
-        ("kill_switch", raw.kill_switch.is_some()),
-        ("alerts", raw.alerts.is_some()),
-    ] {
+    for (section, present) in [("audit", raw.audit.is_some()), ("alerts", raw.alerts.is_some())] {
         if present {
             problems.push(src.problem(
                 &key(&[section]),
@@ -325,7 +342,26 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         }
     }
 
-    Config { path: path.map(Path::to_path_buf), server, naming, backends }
+    let mut warnings = Vec::new();
+    let auth = governance::auth(src, raw.auth, server.listen.ip().is_loopback(), problems, &mut warnings);
+    let roles = governance::roles(src, raw.roles, problems);
+    let rate_limit = governance::rate_limit(src, raw.rate_limit, problems);
+    let names: Vec<String> = backends.iter().map(|b: &BackendConfig| b.name.clone()).collect();
+    let kill_switch = governance::kill_switch(src, raw.kill_switch, &names, problems);
+    let validation = governance::validation(src, raw.validation, problems);
+    Config {
+        path: path.map(Path::to_path_buf),
+        server,
+        naming,
+        backends,
+        auth,
+        roles,
+        rate_limit,
+        kill_switch,
+        validation,
+        warnings,
+        generated_secret: None,
+    }
 }
 
 fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Problem>) -> Option<BackendConfig> {

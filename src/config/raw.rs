@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
+
+use super::governance::{RawAuth, RawKillSwitch, RawRateLimit, RawRole, RawValidation};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
@@ -17,14 +20,16 @@ pub struct RawConfig {
     pub naming: RawNaming,
     #[serde(default, rename = "backend")]
     pub backends: Vec<RawBackend>,
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub roles: IndexMap<String, RawRole>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub kill_switch: Option<RawKillSwitch>,
+    pub validation: Option<RawValidation>,
     // Sections of the contract that later work fills in. They are parsed so that a file
     // written for the full product is understood, and refused by validation with a clear
     // message rather than silently ignored: a gateway must never look governed when it is not.
-    pub auth: Option<toml::Value>,
     pub audit: Option<toml::Value>,
-    pub roles: Option<toml::Value>,
-    pub rate_limit: Option<toml::Value>,
-    pub kill_switch: Option<toml::Value>,
     pub alerts: Option<toml::Value>,
 }
 

@@ -88,17 +88,28 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// A string value exactly as written in the file (before `${ENV}` interpolation).
+    pub fn raw_string(&self, path: &[String]) -> Option<String> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        for seg in path {
+            item = item.get(seg.as_str())?;
+        }
+        item.as_str().map(str::to_string)
+    }
+
     pub fn problem(&self, path: &[String], message: impl Into<String>) -> Problem {
         Problem { location: self.locate(path), key: path.join("."), message: message.into() }
     }
 
     /// Parses, interpolates `${ENV}` and deserializes into `T`, collecting every problem
-    /// it can find rather than stopping at the first.
-    pub fn deserialize<T: DeserializeOwned + Default>(
+    /// it can find rather than stopping at the first. `None` when the file could not be read
+    /// as a `T` at all (syntax or type error): then there is nothing to validate further.
+    pub fn deserialize<T: DeserializeOwned>(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<Problem>,
-    ) -> T {
+    ) -> Option<T> {
         let mut table: toml::Table = match self.text.parse() {
             Ok(t) => t,
             Err(e) => {
@@ -112,7 +123,7 @@ impl<'a> Source<'a> {
                     key: String::new(),
                     message: format!("invalid TOML: {}", e.message()),
                 });
-                return T::default();
+                return None;
             }
         };
         let mut path = Vec::new();
@@ -133,7 +144,7 @@ impl<'a> Source<'a> {
                 .push(self.problem(&path, "unknown key (check its spelling and section; see docs/configuration.md)"));
         }
         match parsed {
-            Ok(v) => v,
+            Ok(v) => Some(v),
             Err(e) => {
                 let path: Vec<String> = e
                     .path()
@@ -143,7 +154,7 @@ impl<'a> Source<'a> {
                     .map(str::to_string)
                     .collect();
                 problems.push(self.problem(&path, e.into_inner().message().to_string()));
-                T::default()
+                None
             }
         }
     }

@@ -1,8 +1,14 @@
 use super::*;
 
+/// Parses with authentication disabled appended (at the end, so line numbers hold).
 fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_exact(&format!("{text}\n[auth]\ndisabled = true\n"))
+}
+
+fn parse_exact(text: &str) -> Result<Config, ConfigError> {
     let env = |k: &str| match k {
         "TOKEN" => Some("s3cret".to_string()),
+        "JWT_SECRET" => Some("0123456789abcdef0123456789abcdef".to_string()),
         _ => None,
     };
     Config::parse("t.toml", text, None, &env)
@@ -13,6 +19,46 @@ fn embedded_default_is_valid_and_loopback() {
     let c = Config::load(None).unwrap();
     assert!(c.server.listen.ip().is_loopback());
     assert!(c.backends.is_empty());
+    let secret = c.generated_secret.clone().expect("a generated dev secret");
+    assert!(secret.len() >= 32);
+    match &c.auth {
+        AuthConfig::Jwt(j) => assert_eq!(j.hs256_secret.as_deref(), Some(secret.as_str())),
+        AuthConfig::Disabled => panic!("the embedded default must authenticate"),
+    }
+    assert!(!format!("{:?}", c.auth).contains(&secret), "the secret stays out of debug output");
+    assert_ne!(Config::load(None).unwrap().generated_secret, Some(secret), "a new secret per start");
+}
+
+#[test]
+fn governance_sections() {
+    let c = parse_exact(
+        "[auth]\nhs256_secret = \"${JWT_SECRET}\"\nissuer = \"i\"\n[roles.admin]\nallow = [\"*\"]\n[roles.reader]\nallow = [\"a__*\"]\ndeny = [\"a__x\"]\n[rate_limit]\ndefault = { per_minute = 60, burst = 5 }\ntools = { \"b__*\" = { per_minute = 1, burst = 1 }, \"a__*\" = { per_minute = 2, burst = 1 } }\n[kill_switch]\ntools = [\"a__x\"]\n[validation]\nschema_errors = \"jsonrpc\"\n",
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.roles.len(), 2);
+    assert_eq!(c.rate_limit.tools.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(), ["b__*", "a__*"], "file order");
+    assert_eq!(c.validation.schema_errors, SchemaErrors::JsonRpc);
+    let err = parse_exact("[[backend]]\nname = \"n\"\nstdio = { command = \"x\" }\n").unwrap_err().to_string();
+    assert!(err.contains("no `[auth]` section"), "{err}");
+    let err = parse_exact("[auth]\nhs256_secret = \"short\"\n[kill_switch]\nbackends = [\"nope\"]\n[rate_limit]\ndefault = { per_minute = 0, burst = 1 }\nstore = \"redis://x\"\n[roles.r]\nallow = [\"a[\"]\n")
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "shorter than 32 bytes",
+        "no backend is named `nope`",
+        "must both be at least 1",
+        "shared rate-limit store",
+        "not a valid glob",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let c = parse_exact("[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+    assert!(c.warnings[0].to_string().contains("written in the file"), "{:?}", c.warnings);
+    let err = parse_exact("[server]\nlisten = \"0.0.0.0:1\"\nallow_public = true\n[auth]\ndisabled = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only be disabled on a loopback"), "{err}");
 }
 
 #[test]
@@ -45,7 +91,7 @@ fn env_interpolation_and_missing_variable() {
 #[test]
 fn all_semantic_problems_at_once() {
     let err = parse(
-        "[server]\nlisten = \"0.0.0.0:80\"\n[[backend]]\nname = \"a\"\nprefix = \"p\"\nstdio = { command = \"x\" }\ntimeout = \"soon\"\n[[backend]]\nname = \"a\"\nprefix = \"p\"\nhttp = { url = \"ftp://x\" }\n[roles.admin]\nallow = [\"*\"]\n",
+        "[server]\nlisten = \"0.0.0.0:80\"\n[[backend]]\nname = \"a\"\nprefix = \"p\"\nstdio = { command = \"x\" }\ntimeout = \"soon\"\n[[backend]]\nname = \"a\"\nprefix = \"p\"\nhttp = { url = \"ftp://x\" }\n[audit]\nurl = \"x\"\n",
     )
     .unwrap_err();
     let text = err.to_string();
@@ -55,7 +101,7 @@ fn all_semantic_problems_at_once() {
         "`backend.1.name`: backend name `a` is used twice",
         "`backend.1.prefix`: backends `a` and `a` expose names with the same prefix",
         "`backend.1.http.url`: `ftp://x` is not an http(s) URL",
-        "t.toml:12: `roles`: `[roles]` is part of the contract but not enforced",
+        "t.toml:12: `audit`: `[audit]` is part of the contract but not enforced",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

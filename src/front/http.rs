@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::error::Refusal;
-use crate::gateway::{Ctx, Gateway};
+use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
 use crate::protocol::{self, ModernMeta, Params};
@@ -28,6 +28,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/mcp", get(get_stream).post(post).delete(delete))
         .route("/health", get(health))
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gw)
 }
@@ -102,20 +103,63 @@ fn accepts_only_sse(h: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json") && !a.contains("*/*"))
 }
 
+/// The bearer token of an `Authorization` header (scheme case-insensitive).
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = header(h, "authorization")?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A 401 carries the challenge that tells a client where to learn how to authenticate
+/// (RFC 6750, and RFC 9728's protected-resource metadata).
+fn challenge(mut resp: Response, h: &HeaderMap, why: &str) -> Response {
+    let host = header(h, "host").unwrap_or("localhost");
+    let value = format!(
+        "Bearer realm=\"sentinel\", error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"http://{host}/.well-known/oauth-protected-resource\"",
+        why.replace(['"', '\\'], "")
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// RFC 9728 protected-resource metadata for `/mcp`.
+async fn resource_metadata(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let host = header(&headers, "host").unwrap_or("localhost");
+    let mut body = serde_json::json!({
+        "resource": format!("http://{host}/mcp"),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Sentinel MCP gateway",
+    });
+    if let crate::config::AuthConfig::Jwt(j) = &gw.config.auth {
+        if let Some(iss) = j.issuer.as_deref().filter(|i| i.starts_with("https://") || i.starts_with("http://")) {
+            body["authorization_servers"] = serde_json::json!([iss]);
+        }
+    }
+    json_response(StatusCode::OK, body.to_string())
+}
+
 async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
+    let caller = gw.authenticate(bearer(&headers)).await;
     let msg = match Message::parse(&body) {
         Ok(m) => m,
+        Err(_) if matches!(caller, Caller::Refused(_)) => return unauthenticated(&gw, &caller, None, &headers).await,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, jsonrpc::code::PARSE_ERROR, &format!("Parse error: {e}")),
     };
+    if let Caller::Refused(_) = caller {
+        return unauthenticated(&gw, &caller, Some(msg), &headers).await;
+    }
     let id = msg.id.clone();
     let fail = |r: Refusal| json_response(r.status(), r.to_response(id.as_deref()));
 
     // Session-based: an existing session, or an `initialize` that opens one.
     if let Some(sid) = header(&headers, "mcp-session-id") {
-        let Some(session) = gw.session(sid) else {
+        // A session belongs to the subject that opened it: another caller cannot use its id.
+        let Some(session) = gw.session(sid).filter(|s| s.subject.as_deref() == caller.subject()) else {
             return refuse(
                 StatusCode::NOT_FOUND,
                 jsonrpc::code::INVALID_REQUEST,
@@ -127,12 +171,12 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
                 return fail(Refusal::UnsupportedVersion(v.to_string()));
             }
         }
-        return dispatch(gw, session, msg, None, &headers).await;
+        return dispatch(gw, session, msg, None, caller, &headers).await;
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
     if msg.method.as_deref() == Some("initialize") && matches!(super::modern_meta_raw(&msg), Ok(None)) {
-        let Some(session) = gw.new_session("http") else {
+        let Some(session) = gw.new_session("http", caller.subject()) else {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 jsonrpc::code::INTERNAL_ERROR,
@@ -140,7 +184,8 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
             );
         };
         let sid = session.id.clone();
-        let Some((status, body)) = gw.handle(&session, msg, Ctx::default()).await else {
+        let ctx = Ctx { caller: &caller, modern: None, out: None };
+        let Some((status, body)) = gw.handle(&session, msg, ctx).await else {
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
         };
@@ -183,14 +228,35 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
     if let Err(r) = check_headers(&gw, &headers, &msg, &modern) {
         return fail(r);
     }
-    let session = Arc::new(Session::new(String::new(), "http"));
+    let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
     if msg.method.as_deref() == Some("subscriptions/listen") {
         let id = msg.id.clone().expect("request has an id");
         let (ack, rx) = gw.listen(&id, msg.params.as_deref());
         let first = futures::stream::once(async move { ack });
         return sse(until_shutdown(&gw, first.chain(UnboundedReceiverStream::new(rx))), None);
     }
-    dispatch(gw, session, msg, Some(modern), &headers).await
+    dispatch(gw, session, msg, Some(modern), caller, &headers).await
+}
+
+/// A request without valid credentials: answered 401 by the pipeline's first step (which
+/// audits it), with the challenge header.
+async fn unauthenticated(gw: &Gateway, caller: &Caller, msg: Option<Message>, headers: &HeaderMap) -> Response {
+    let why = match caller {
+        Caller::Refused(e) => e.to_string(),
+        _ => String::new(),
+    };
+    let answered = match msg {
+        Some(msg) if matches!(msg.kind(), Some(Kind::Request)) => {
+            let session = Arc::new(Session::new(String::new(), "http", None));
+            gw.handle(&session, msg, Ctx { caller, modern: None, out: None }).await
+        }
+        _ => None,
+    };
+    let resp = match answered {
+        Some((status, body)) => json_response(status, body),
+        None => refuse(StatusCode::UNAUTHORIZED, jsonrpc::code::UNAUTHENTICATED, &format!("Not authenticated: {why}")),
+    };
+    challenge(resp, headers, &why)
 }
 
 /// The 2026-07-28 checks, in the order the spec's conformance suite expects: the version
@@ -264,10 +330,11 @@ async fn dispatch(
     session: Arc<Session>,
     msg: Message,
     modern: Option<ModernMeta>,
+    caller: Caller,
     headers: &HeaderMap,
 ) -> Response {
     if !matches!(msg.kind(), Some(Kind::Request)) {
-        return match gw.handle(&session, msg, Ctx { modern: modern.as_ref(), out: None }).await {
+        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
             Some((status, body)) if status != StatusCode::OK => json_response(status, body),
             _ => StatusCode::ACCEPTED.into_response(),
         };
@@ -275,7 +342,7 @@ async fn dispatch(
     let streams =
         matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
     if !(streams && accepts_sse(headers)) {
-        return match gw.handle(&session, msg, Ctx { modern: modern.as_ref(), out: None }).await {
+        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
             Some((StatusCode::OK, body)) if accepts_only_sse(headers) => {
                 sse(futures::stream::once(async move { body }), None)
             }
@@ -291,7 +358,7 @@ async fn dispatch(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let guard = AbortOnDrop(tokio::spawn(async move {
-        let ctx = Ctx { modern: modern.as_ref(), out: Some(&tx) };
+        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
     }));
     tokio::select! {
@@ -350,11 +417,15 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
+    let caller = gw.authenticate(bearer(&headers)).await;
+    if let Caller::Refused(_) = caller {
+        return unauthenticated(&gw, &caller, None, &headers).await;
+    }
     let Some(sid) = header(&headers, "mcp-session-id") else {
         // Stateless clients use subscriptions/listen instead.
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     };
-    let Some(session) = gw.session(sid) else {
+    let Some(session) = gw.session(sid).filter(|s| s.subject.as_deref() == caller.subject()) else {
         return refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found");
     };
     if !accepts_sse(&headers) {
@@ -380,9 +451,17 @@ async fn delete(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) ->
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
+    let caller = gw.authenticate(bearer(&headers)).await;
+    if let Caller::Refused(_) = caller {
+        return unauthenticated(&gw, &caller, None, &headers).await;
+    }
     match header(&headers, "mcp-session-id") {
         None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-        Some(sid) if gw.end_session(sid) => StatusCode::OK.into_response(),
+        Some(sid)
+            if gw.session(sid).is_some_and(|s| s.subject.as_deref() == caller.subject()) && gw.end_session(sid) =>
+        {
+            StatusCode::OK.into_response()
+        }
         Some(_) => refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found"),
     }
 }

@@ -9,11 +9,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, FramedRead};
 
-use crate::gateway::{Ctx, Gateway};
+use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 
-/// Serves one client until stdin closes.
-pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
+/// Serves one client until stdin closes. `caller` was authenticated once at start.
+pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -24,7 +24,8 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
             }
         }
     });
-    let session = gw.new_session("stdio").ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
+    let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
+    let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
     let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config.server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
@@ -53,7 +54,7 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (gw, session, tx) = (gw.clone(), session.clone(), tx.clone());
+        let (gw, session, tx, caller) = (gw.clone(), session.clone(), tx.clone(), caller.clone());
         tasks.spawn(async move {
             let modern = match super::modern_meta(&msg) {
                 Ok(m) => m,
@@ -67,7 +68,7 @@ pub async fn serve(gw: Arc<Gateway>) -> anyhow::Result<()> {
             if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
                 return listen(&gw, &session, msg, tx).await;
             }
-            let ctx = Ctx { modern: modern.as_ref(), out: Some(&tx) };
+            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
             if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
                 let _ = tx.send(resp);
             }

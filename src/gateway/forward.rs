@@ -20,10 +20,13 @@ use crate::session::Session;
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
-struct Route {
-    backend: usize,
-    name: String,
-    param_headers: Vec<(String, String)>,
+pub(super) struct Route {
+    pub backend: usize,
+    /// The name policy is about: the exposed tool or prompt name, or the resource URI.
+    pub exposed: String,
+    /// The name or URI at the backend.
+    pub name: String,
+    pub param_headers: Vec<(String, String)>,
 }
 
 /// One call in flight, as the relay needs to know it.
@@ -42,16 +45,18 @@ struct Call<'a> {
 const MAX_INPUT_ROUNDS: usize = 16;
 
 impl Gateway {
+    /// Sends an authorized call to its backend and hands back the answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         session: &Arc<Session>,
         id: &RawValue,
         method: &str,
-        params: Option<Box<RawValue>>,
+        mut params: Params,
+        route: Route,
+        request_id: uuid::Uuid,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
-        let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
-        let route = self.route(method, &mut params)?;
         let backend = self.backend(route.backend).cloned().ok_or_else(|| Refusal::BackendUnavailable {
             backend: self.config.backends[route.backend].name.clone(),
             reason: "it did not start; see the gateway log".into(),
@@ -69,7 +74,7 @@ impl Gateway {
         if let Some(t) = &our_token {
             meta.insert("progressToken".into(), t.clone().into());
         }
-        meta.insert(protocol::META_REQUEST_ID.into(), uuid::Uuid::now_v7().to_string().into());
+        meta.insert(protocol::META_REQUEST_ID.into(), request_id.to_string().into());
         params.set_meta(&meta);
 
         let key = id.get().to_string();
@@ -236,68 +241,58 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Finds the owning backend and rewrites the exposed name to the backend's own.
-    fn route(&self, method: &str, params: &mut Params) -> Result<Route, Refusal> {
+    /// Finds the owning backend and rewrites the exposed name to the backend's own. `params`
+    /// were checked strictly already; `arguments` is the parsed form of a tool's arguments.
+    pub(super) fn route(
+        &self,
+        method: &str,
+        params: &mut Params,
+        arguments: Option<&serde_json::Value>,
+    ) -> Result<Route, Refusal> {
         let catalog = self.catalog();
         let required = |p: &Params, k: &str| -> Result<String, Refusal> {
             p.str(k)
                 .map_err(Refusal::InvalidParams)?
                 .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
         };
-        let simple = |backend, name| Route { backend, name, param_headers: Vec::new() };
+        let simple = |backend, exposed: String, name| Route { backend, exposed, name, param_headers: Vec::new() };
         match method {
             "tools/call" => {
-                params.check_case_variants(&["name", "arguments", "_meta"]).map_err(Refusal::InvalidParams)?;
-                let name = required(params, "name")?;
-                let e = catalog.tool(&name).ok_or(Refusal::UnknownTool(name))?;
-                let args = params.0.get("arguments");
-                if let Some(a) = args {
-                    // The raw arguments are forwarded: a duplicate key anywhere could make the
-                    // gateway and the backend read different values.
-                    crate::strict_json::check_unique_keys(a.get()).map_err(Refusal::InvalidParams)?;
-                }
-                let param_headers = if e.param_headers.is_empty() {
-                    Vec::new()
-                } else {
-                    let args = args.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
-                    param_headers::headers_for(&e.param_headers, &args)
+                let exposed = required(params, "name")?;
+                let e = catalog.tool(&exposed).ok_or_else(|| Refusal::UnknownTool(exposed.clone()))?;
+                let param_headers = match arguments {
+                    Some(args) if !e.param_headers.is_empty() => param_headers::headers_for(&e.param_headers, args),
+                    _ => Vec::new(),
                 };
                 params.set_str("name", &e.original);
-                Ok(Route { backend: e.backend, name: e.original.clone(), param_headers })
+                Ok(Route { backend: e.backend, exposed, name: e.original.clone(), param_headers })
             }
             "prompts/get" => {
-                params.check_case_variants(&["name", "arguments", "_meta"]).map_err(Refusal::InvalidParams)?;
-                let name = required(params, "name")?;
-                let e = catalog.prompt(&name).ok_or(Refusal::UnknownPrompt(name))?;
-                if let Some(a) = params.0.get("arguments") {
-                    crate::strict_json::check_unique_keys(a.get()).map_err(Refusal::InvalidParams)?;
-                }
+                let exposed = required(params, "name")?;
+                let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
                 params.set_str("name", &e.original);
-                Ok(simple(e.backend, e.original.clone()))
+                Ok(simple(e.backend, exposed, e.original.clone()))
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                params.check_case_variants(&["uri", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let uri = required(params, "uri")?;
                 let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                Ok(simple(b, uri))
+                Ok(simple(b, uri.clone(), uri))
             }
             "completion/complete" => {
-                params.check_case_variants(&["ref", "argument", "context", "_meta"]).map_err(Refusal::InvalidParams)?;
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
-                crate::strict_json::check_unique_keys(r.get()).map_err(Refusal::InvalidParams)?;
                 let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
                     .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
-                let (b, name) = match r.get("type").and_then(|t| t.as_str()) {
+                let route = match r.get("type").and_then(|t| t.as_str()) {
                     Some("ref/prompt") => {
-                        let name = r.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                        let e = catalog.prompt(&name).ok_or(Refusal::UnknownPrompt(name))?;
+                        let exposed = r.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+                        let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
                         r.insert("name".into(), e.original.clone().into());
-                        (e.backend, e.original.clone())
+                        simple(e.backend, exposed, e.original.clone())
                     }
                     Some("ref/resource") => {
                         let uri = r.get("uri").and_then(|n| n.as_str()).unwrap_or_default().to_string();
                         let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                        (b, uri)
+                        simple(b, uri.clone(), uri)
                     }
                     _ => {
                         return Err(Refusal::InvalidParams(
@@ -306,7 +301,7 @@ impl Gateway {
                     }
                 };
                 params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
-                Ok(simple(b, name))
+                Ok(route)
             }
             _ => Err(Refusal::MethodNotFound(method.to_string())),
         }

@@ -75,10 +75,12 @@ impl Gateway {
         Gateway::start_with_env(config_body, &[])
     }
 
-    /// With extra environment variables for the gateway process.
+    /// With extra environment variables for the gateway process. Authentication is disabled
+    /// (a loopback test gateway) unless the config has an `[auth]` section.
     pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{config_body}");
+        let auth = if config_body.contains("[auth]") { "" } else { "[auth]\ndisabled = true\n" };
+        let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n{auth}\n{config_body}");
         let path = dir.path().join("sentinel.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(sentinel_bin())
@@ -212,6 +214,8 @@ pub struct HttpClient {
     pub session: Option<String>,
     pub version: String,
     pub accept: &'static str,
+    /// A bearer token sent as `Authorization` on every request.
+    pub token: Option<String>,
 }
 
 impl HttpClient {
@@ -222,12 +226,23 @@ impl HttpClient {
             session: None,
             version: LEGACY.into(),
             accept: "application/json, text/event-stream",
+            token: None,
         }
+    }
+
+    pub fn with_token(mut self, token: &str) -> HttpClient {
+        self.token = Some(token.to_string());
+        self
     }
 
     /// A session-based client, initialized.
     pub async fn legacy(url: &str, capabilities: Value) -> HttpClient {
-        let mut c = HttpClient::new(url);
+        HttpClient::new(url).initialized(capabilities).await
+    }
+
+    /// Initializes this client (its token, if any, is used).
+    pub async fn initialized(self, capabilities: Value) -> HttpClient {
+        let mut c = self;
         let r = c
             .post_raw(
                 &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
@@ -260,6 +275,9 @@ impl HttpClient {
             .body(body.to_string());
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
         }
         for (k, v) in extra {
             req = req.header(*k, *v);
@@ -452,14 +470,15 @@ impl HttpClient {
 
     /// Opens the session's GET stream.
     pub async fn get_stream(&self) -> SseReader {
-        let resp = self
+        let mut req = self
             .http
             .get(&self.url)
             .header("accept", "text/event-stream")
-            .header("mcp-session-id", self.session.as_ref().expect("a session"))
-            .send()
-            .await
-            .expect("GET");
+            .header("mcp-session-id", self.session.as_ref().expect("a session"));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().await.expect("GET");
         assert_eq!(resp.status(), 200);
         SseReader::new(resp)
     }

@@ -1,0 +1,251 @@
+//! Who is calling: verifies a bearer JWT and turns it into an [`Identity`] (subject and roles).
+//!
+//! The accepted algorithm is decided by the key, never by the token: HS256 only with the configured shared secret,
+//! RS256 / ES256 only with a JWKS key whose own type (and `alg`, when it names one) says so. A header that asks for
+//! anything else — `none`, HS256 when only JWKS is configured, ES256 against an RSA key — is refused before any
+//! signature check, which is what defeats algorithm confusion. Claims are read only after the signature verifies.
+//!
+//! Error messages never contain the token; the few header values they echo (`alg`, `kid`) are length-capped and
+//! printable-only.
+
+mod claims;
+mod error;
+mod jwks;
+#[cfg(test)]
+mod jwks_tests;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::time::Instant;
+
+use claims::ClaimRules;
+pub use claims::mint_hs256;
+pub use error::AuthError;
+use jwks::{JwksSource, KeySet};
+pub use settings::AuthSettings;
+
+/// RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output (256 bits).
+const MIN_SECRET_BYTES: usize = 32;
+/// An unknown `kid` triggers at most one JWKS refetch per this interval, so random kids cannot make us hammer the
+/// issuer (or stall callers behind fetches).
+const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    pub roles: Vec<String>,
+    /// `exp`, in seconds since the Unix epoch (always present: tokens without `exp` are refused).
+    pub expires_at: Option<u64>,
+}
+
+/// Checks bearer tokens against the configured secret and JWKS. Cheap to share behind an `Arc`.
+pub struct Authenticator {
+    /// The HS256 shared secret, if configured; the only key HS256 tokens are ever checked with.
+    secret: Option<DecodingKey>,
+    rules: ClaimRules,
+    max_token_bytes: usize,
+    /// The JWKS keys, swapped whole after a refetch so that the hot path reads them without taking a lock.
+    keys: ArcSwap<KeySet>,
+    /// Where the JWKS comes from; `None` when only HS256 is configured.
+    source: Option<JwksSource>,
+    /// When the last refetch started. Held across the fetch on purpose: concurrent misses queue here, and the first
+    /// one fetches for all of them (the others find the new keys, or the rate limit, when their turn comes).
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    refetch_interval: Duration,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.secret.is_some())
+            .field("jwks_keys", &self.keys.load().len())
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Validates the settings and loads the JWKS (file or URL) once; a JWKS that cannot be loaded is an error here.
+    pub async fn new(settings: AuthSettings, http: reqwest::Client) -> anyhow::Result<Authenticator> {
+        let secret = match &settings.hs256_secret {
+            Some(secret) => {
+                check_secret(secret)?;
+                Some(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            None => None,
+        };
+        let source = match (settings.jwks_url, settings.jwks_file) {
+            (Some(_), Some(_)) => bail!("auth: set only one of jwks_url and jwks_file"),
+            (Some(url), None) => Some(JwksSource::url(&url, http)?),
+            (None, Some(path)) => Some(JwksSource::File(path)),
+            (None, None) => None,
+        };
+        if secret.is_none() && source.is_none() {
+            bail!("auth: no key to check tokens with; set hs256_secret, jwks_url or jwks_file");
+        }
+        if settings.max_token_bytes == 0 {
+            bail!("auth: max_token_bytes must be positive");
+        }
+        let rules = ClaimRules::new(settings.issuer, settings.audience, &settings.role_claim, settings.leeway)?;
+        let keys = match &source {
+            Some(source) => source.load().await.with_context(|| format!("auth: loading the JWKS from {source}"))?,
+            None => KeySet::default(),
+        };
+        Ok(Authenticator {
+            secret,
+            rules,
+            max_token_bytes: settings.max_token_bytes,
+            keys: ArcSwap::from_pointee(keys),
+            source,
+            last_refetch: tokio::sync::Mutex::new(None),
+            refetch_interval: DEFAULT_REFETCH_INTERVAL,
+        })
+    }
+
+    /// How often an unknown `kid` may trigger a JWKS refetch (30 s by default).
+    #[cfg(test)]
+    pub(crate) fn set_refetch_interval(&mut self, interval: Duration) {
+        self.refetch_interval = interval;
+    }
+
+    /// Checks a token (with or without its `Bearer ` prefix). A `kid` missing from the cached JWKS triggers one
+    /// rate-limited refetch; a known `kid` never waits on the network.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Identity, AuthError> {
+        match self.authenticate_cached(bearer) {
+            Err(AuthError::UnknownKey(_)) if self.source.is_some() => {}
+            done => return done,
+        }
+        let mut last_refetch = self.last_refetch.lock().await;
+        // Someone else may have refetched while we queued.
+        let miss = match self.authenticate_cached(bearer) {
+            Err(miss @ AuthError::UnknownKey(_)) => miss,
+            done => return done,
+        };
+        if last_refetch.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+            return Err(miss);
+        }
+        *last_refetch = Some(Instant::now());
+        self.reload_keys().await.map_err(AuthError::KeysUnavailable)?;
+        drop(last_refetch);
+        self.authenticate_cached(bearer)
+    }
+
+    /// Checks a token against the keys already cached, without any I/O: an unknown `kid` is refused as
+    /// [`AuthError::UnknownKey`] rather than refetched.
+    pub fn authenticate_cached(&self, bearer: &str) -> Result<Identity, AuthError> {
+        // Before any parsing, trimming included.
+        if bearer.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge);
+        }
+        let token = strip_bearer(bearer);
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed("not a signed JWT (header.payload.signature)".to_owned()));
+        };
+        let header = jwks::Header::parse(&decode_part(header_b64, "header")?)?;
+        let keys = self.keys.load();
+        let (key, alg) = match header.alg.as_str() {
+            "HS256" => match &self.secret {
+                Some(secret) => (secret, Algorithm::HS256),
+                None => return Err(AuthError::UnsupportedAlgorithm("HS256 (no shared secret configured)".to_owned())),
+            },
+            "RS256" | "ES256" if self.source.is_none() => {
+                return Err(AuthError::UnsupportedAlgorithm(format!("{} (no JWKS configured)", header.alg)));
+            }
+            "RS256" => keys.select(header.kid.as_deref(), Algorithm::RS256)?,
+            "ES256" => keys.select(header.kid.as_deref(), Algorithm::ES256)?,
+            other => return Err(AuthError::UnsupportedAlgorithm(printable(other))),
+        };
+        // The signature covers `header.payload` exactly as sent.
+        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+        match jsonwebtoken::crypto::verify(signature, signed.as_bytes(), key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::BadSignature),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::Base64(_)) => {
+                return Err(AuthError::Malformed("signature is not base64url".to_owned()));
+            }
+            Err(_) => return Err(AuthError::BadSignature),
+        }
+        self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())
+    }
+
+    /// Re-reads the JWKS now, regardless of the refetch rate limit: for an owner that refreshes on a timer or on
+    /// reload, so that keys the issuer removed stop being accepted. A failure keeps the old keys.
+    pub async fn refresh_keys(&self) -> Result<(), AuthError> {
+        if self.source.is_none() {
+            return Ok(());
+        }
+        let mut last_refetch = self.last_refetch.lock().await;
+        *last_refetch = Some(Instant::now());
+        self.reload_keys().await.map_err(AuthError::KeysUnavailable)
+    }
+
+    async fn reload_keys(&self) -> Result<(), String> {
+        let Some(source) = &self.source else { return Ok(()) };
+        match source.load().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), %source, "auth: JWKS reloaded");
+                self.keys.store(Arc::new(keys));
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::warn!(error = %e, %source, "auth: JWKS reload failed; keeping the previous keys");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn check_secret(secret: &str) -> anyhow::Result<()> {
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "auth: hs256_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); \
+             generate one with `openssl rand -base64 32`"
+        );
+    }
+    Ok(())
+}
+
+/// Accepts the bare token or a whole `Authorization` value, and forgives surrounding whitespace (a token read from
+/// a file or an environment variable often ends in a newline).
+fn strip_bearer(bearer: &str) -> &str {
+    let bearer = bearer.trim();
+    match bearer.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => bearer[7..].trim_start(),
+        _ => bearer,
+    }
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| AuthError::Malformed(format!("{what} is not base64url")))
+}
+
+/// Header values we echo in errors come from an unauthenticated token: cap them and keep them printable.
+fn printable(value: &str) -> String {
+    if value.len() <= 64 && value.chars().all(|c| c.is_ascii_graphic()) {
+        value.to_owned()
+    } else {
+        "(unprintable)".to_owned()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,335 @@
+//! The governance sections of the config — `[auth]`, `[roles]`, `[rate_limit]`,
+//! `[kill_switch]`, `[validation]` — from raw TOML to typed, validated settings.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::source::{Problem, Source};
+use super::{duration, key};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAuth {
+    pub disabled: Option<bool>,
+    pub hs256_secret: Option<String>,
+    pub hs256_secret_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub role_claim: Option<String>,
+    pub leeway: Option<String>,
+    pub max_token_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRole {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct RawQuota {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRateLimit {
+    pub default: Option<RawQuota>,
+    #[serde(default)]
+    pub tools: IndexMap<String, RawQuota>,
+    #[serde(default)]
+    pub clients: IndexMap<String, RawQuota>,
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKillSwitch {
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawValidation {
+    pub enabled: Option<bool>,
+    pub schema_errors: Option<String>,
+}
+
+/// How callers are authenticated.
+#[derive(Clone)]
+pub enum AuthConfig {
+    /// No authentication: every caller is trusted with every tool. Only on loopback.
+    Disabled,
+    Jwt(JwtConfig),
+}
+
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub hs256_secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub role_claim: String,
+    pub leeway: Duration,
+    pub max_token_bytes: usize,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Hand-written so the secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthConfig::Disabled => f.write_str("Disabled"),
+            AuthConfig::Jwt(j) => f
+                .debug_struct("Jwt")
+                .field("hs256_secret", &j.hs256_secret.as_ref().map(|_| "<redacted>"))
+                .field("jwks_url", &j.jwks_url)
+                .field("jwks_file", &j.jwks_file)
+                .field("issuer", &j.issuer)
+                .field("audience", &j.audience)
+                .field("role_claim", &j.role_claim)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleConfig {
+    pub name: String,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaConfig {
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitConfig {
+    pub default: Option<QuotaConfig>,
+    /// (glob over exposed tool names, quota), in file order: the first match applies.
+    pub tools: Vec<(String, QuotaConfig)>,
+    /// (client subject glob, quota): overrides the tool quotas for that client.
+    pub clients: Vec<(String, QuotaConfig)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KillSwitchConfig {
+    /// Globs over exposed tool (and prompt) names.
+    pub tools: Vec<String>,
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaErrors {
+    /// A tool result with `isError: true` listing every violation (the model can correct itself).
+    Result,
+    /// A JSON-RPC -32602 error with `data.violations`.
+    JsonRpc,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationConfig {
+    pub enabled: bool,
+    pub schema_errors: SchemaErrors,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { enabled: true, schema_errors: SchemaErrors::Result }
+    }
+}
+
+fn glob_ok(src: &Source, path: &[String], g: &str, problems: &mut Vec<Problem>) {
+    if let Err(e) = globset::Glob::new(g) {
+        problems.push(src.problem(path, format!("`{g}` is not a valid glob: {e}")));
+    }
+}
+
+pub fn auth(
+    src: &Source,
+    raw: Option<RawAuth>,
+    listen_is_loopback: bool,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> AuthConfig {
+    let Some(a) = raw else {
+        problems.push(src.problem(
+            &key(&["auth"]),
+            "no `[auth]` section: set `hs256_secret = \"${SENTINEL_JWT_SECRET}\"` (or `jwks_url`/`jwks_file`), or `disabled = true` to run a loopback-only gateway without authentication",
+        ));
+        return AuthConfig::Disabled;
+    };
+    if a.disabled == Some(true) {
+        if !listen_is_loopback {
+            problems.push(src.problem(
+                &key(&["auth", "disabled"]),
+                "authentication can only be disabled on a loopback `listen` address; anyone who can reach the gateway could call every tool",
+            ));
+        }
+        if a.hs256_secret.is_some() || a.jwks_url.is_some() || a.jwks_file.is_some() || a.hs256_secret_file.is_some() {
+            problems.push(src.problem(
+                &key(&["auth", "disabled"]),
+                "`disabled = true` with keys configured: remove one or the other",
+            ));
+        }
+        return AuthConfig::Disabled;
+    }
+    let secret =
+        match (a.hs256_secret, a.hs256_secret_file) {
+            (Some(_), Some(_)) => {
+                problems.push(src.problem(
+                    &key(&["auth", "hs256_secret_file"]),
+                    "set `hs256_secret` or `hs256_secret_file`, not both",
+                ));
+                None
+            }
+            (Some(s), None) => {
+                if !src.raw_string(&key(&["auth", "hs256_secret"])).is_some_and(|r| r.contains("${")) {
+                    warnings.push(src.problem(
+                        &key(&["auth", "hs256_secret"]),
+                        "the secret is written in the file; prefer \"${SENTINEL_JWT_SECRET}\" or `hs256_secret_file`",
+                    ));
+                }
+                Some(s)
+            }
+            (None, Some(f)) => match std::fs::read_to_string(&f) {
+                Ok(s) => Some(s.trim().to_string()),
+                Err(e) => {
+                    problems.push(src.problem(&key(&["auth", "hs256_secret_file"]), format!("cannot read `{f}`: {e}")));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+    if let Some(s) = &secret {
+        if s.len() < 32 {
+            problems.push(src.problem(
+                &key(&["auth", "hs256_secret"]),
+                "the HS256 secret is shorter than 32 bytes; generate one with `openssl rand -hex 32`",
+            ));
+        }
+    }
+    if let Some(u) = &a.jwks_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            problems.push(src.problem(&key(&["auth", "jwks_url"]), format!("`{u}` is not an http(s) URL")));
+        }
+    }
+    if secret.is_none() && a.jwks_url.is_none() && a.jwks_file.is_none() {
+        problems.push(src.problem(
+            &key(&["auth"]),
+            "`[auth]` needs a key: `hs256_secret` (or `hs256_secret_file`), `jwks_url` or `jwks_file` — or `disabled = true`",
+        ));
+    }
+    let max_token_bytes = match a.max_token_bytes {
+        None => 8192,
+        Some(0) => {
+            problems.push(src.problem(&key(&["auth", "max_token_bytes"]), "must be greater than zero"));
+            1
+        }
+        Some(n) => n as usize,
+    };
+    AuthConfig::Jwt(JwtConfig {
+        hs256_secret: secret,
+        jwks_url: a.jwks_url,
+        jwks_file: a.jwks_file.map(PathBuf::from),
+        issuer: a.issuer,
+        audience: a.audience,
+        role_claim: a.role_claim.unwrap_or_else(|| "roles".into()),
+        leeway: duration(src, &key(&["auth", "leeway"]), a.leeway.as_deref(), Duration::from_secs(30), problems),
+        max_token_bytes,
+    })
+}
+
+pub fn roles(src: &Source, raw: IndexMap<String, RawRole>, problems: &mut Vec<Problem>) -> Vec<RoleConfig> {
+    raw.into_iter()
+        .map(|(name, r)| {
+            for (list, globs) in [("allow", &r.allow), ("deny", &r.deny)] {
+                for (i, g) in globs.iter().enumerate() {
+                    glob_ok(src, &key(&["roles", &name, list, &i.to_string()]), g, problems);
+                }
+            }
+            RoleConfig { name, allow: r.allow, deny: r.deny }
+        })
+        .collect()
+}
+
+fn quota(src: &Source, path: &[String], q: RawQuota, problems: &mut Vec<Problem>) -> Option<QuotaConfig> {
+    match (NonZeroU32::new(q.per_minute), NonZeroU32::new(q.burst)) {
+        (Some(per_minute), Some(burst)) => Some(QuotaConfig { per_minute, burst }),
+        _ => {
+            problems.push(src.problem(path, "`per_minute` and `burst` must both be at least 1"));
+            None
+        }
+    }
+}
+
+pub fn rate_limit(src: &Source, raw: Option<RawRateLimit>, problems: &mut Vec<Problem>) -> RateLimitConfig {
+    let Some(r) = raw else { return RateLimitConfig::default() };
+    if r.store.is_some() {
+        problems.push(src.problem(
+            &key(&["rate_limit", "store"]),
+            "a shared rate-limit store is not supported by this build yet; remove `store` (limits are per process)",
+        ));
+    }
+    let default = r.default.and_then(|q| quota(src, &key(&["rate_limit", "default"]), q, problems));
+    let mut section = |name: &str, map: IndexMap<String, RawQuota>| -> Vec<(String, QuotaConfig)> {
+        map.into_iter()
+            .filter_map(|(g, q)| {
+                let path = key(&["rate_limit", name, &g]);
+                glob_ok(src, &path, &g, problems);
+                quota(src, &path, q, problems).map(|q| (g, q))
+            })
+            .collect()
+    };
+    let tools = section("tools", r.tools);
+    let clients = section("clients", r.clients);
+    RateLimitConfig { default, tools, clients }
+}
+
+pub fn kill_switch(
+    src: &Source,
+    raw: Option<RawKillSwitch>,
+    backends: &[String],
+    problems: &mut Vec<Problem>,
+) -> KillSwitchConfig {
+    let Some(k) = raw else { return KillSwitchConfig::default() };
+    for (i, g) in k.tools.iter().enumerate() {
+        glob_ok(src, &key(&["kill_switch", "tools", &i.to_string()]), g, problems);
+    }
+    for (i, b) in k.backends.iter().enumerate() {
+        if !backends.contains(b) {
+            problems.push(src.problem(
+                &key(&["kill_switch", "backends", &i.to_string()]),
+                format!("no backend is named `{b}` (configured: {})", backends.join(", ")),
+            ));
+        }
+    }
+    KillSwitchConfig { tools: k.tools, backends: k.backends }
+}
+
+pub fn validation(src: &Source, raw: Option<RawValidation>, problems: &mut Vec<Problem>) -> ValidationConfig {
+    let Some(v) = raw else { return ValidationConfig::default() };
+    let schema_errors = match v.schema_errors.as_deref() {
+        None | Some("result") => SchemaErrors::Result,
+        Some("jsonrpc") => SchemaErrors::JsonRpc,
+        Some(other) => {
+            problems.push(src.problem(
+                &key(&["validation", "schema_errors"]),
+                format!("`{other}` is not one of \"result\", \"jsonrpc\""),
+            ));
+            SchemaErrors::Result
+        }
+    };
+    ValidationConfig { enabled: v.enabled.unwrap_or(true), schema_errors }
+}

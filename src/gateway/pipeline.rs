@@ -1,0 +1,242 @@
+//! The governed path of every request, in one function that reads top to bottom:
+//! authenticate, parse strictly, resolve the target, kill switch, RBAC, rate limit, argument
+//! schema, route and forward — and the audit record, written whatever the outcome. Both front
+//! doors come through here.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::forward::Route;
+use super::{Answer, Caller, Ctx, Gateway};
+use crate::audit::{AuditRecord, Outcome};
+use crate::config::SchemaErrors;
+use crate::error::Refusal;
+use crate::protocol::Params;
+use crate::schema::{self, Violation};
+use crate::session::Session;
+
+/// The methods that reach a backend: each is a governed call, audited whatever happens.
+fn is_call(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "completion/complete"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+    )
+}
+
+impl Gateway {
+    /// Runs one request through the pipeline and audits it: every call, and every refusal.
+    pub(super) async fn govern(
+        &self,
+        session: &Arc<Session>,
+        id: &RawValue,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: Ctx<'_>,
+    ) -> Result<Answer, Refusal> {
+        let started = Instant::now();
+        let mut audit = AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            ts: SystemTime::now(),
+            client: ctx.caller.subject().map(str::to_string),
+            roles: ctx.caller.roles().to_vec(),
+            session: (!session.id.is_empty()).then(|| session.id.clone()),
+            transport: session.transport,
+            method: method.to_string(),
+            tool: None,
+            backend: None,
+            outcome: Outcome::Ok,
+            error_code: None,
+            latency: Default::default(),
+            response_bytes: 0,
+        };
+        let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        if is_call(method) || result.is_err() {
+            audit.latency = started.elapsed();
+            match &result {
+                Ok(Answer::Result(r)) => {
+                    audit.response_bytes = r.len();
+                    // A schema refusal answered as a tool result keeps its own outcome.
+                    if audit.outcome == Outcome::Ok && is_tool_error(r) {
+                        audit.outcome = Outcome::ToolError;
+                    }
+                }
+                Ok(Answer::Error(e)) => {
+                    audit.response_bytes = e.len();
+                    audit.outcome = Outcome::BackendError;
+                    audit.error_code = error_code(e);
+                }
+                Ok(Answer::Cancelled) => {}
+                Err(r) => {
+                    audit.outcome = r.outcome();
+                    audit.error_code = Some(r.classify().0);
+                }
+            }
+            self.audit.record(audit);
+        }
+        result
+    }
+
+    async fn pipeline(
+        &self,
+        session: &Arc<Session>,
+        id: &RawValue,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: Ctx<'_>,
+        audit: &mut AuditRecord,
+    ) -> Result<Answer, Refusal> {
+        // 1. Authenticate: the front door checked the token; a refused caller stops here.
+        let access = ctx.caller.access()?;
+        // Methods the stateless revision removed are unknown to a stateless request.
+        if ctx.modern.is_some()
+            && matches!(
+                method,
+                "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
+            )
+        {
+            return Err(Refusal::MethodNotFound(method.to_string()));
+        }
+        if !is_call(method) {
+            return self.protocol_method(session, method, params, &access, ctx).await;
+        }
+
+        // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
+        let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
+        let arguments = strict_arguments(method, &mut params)?;
+
+        // 3. Resolve: which backend serves the exposed name or URI, under what name there.
+        let route = self.route(method, &mut params, arguments.as_ref())?;
+        let backend_name = self.config.backends[route.backend].name.clone();
+        audit.tool = Some(route.exposed.clone());
+        audit.backend = Some(backend_name.clone());
+        let policy = self.policy.load();
+
+        // 4. Kill switch.
+        if policy.kill.is_killed(&route.exposed, &backend_name) {
+            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name });
+        }
+
+        // 5. RBAC: the same predicate that filters the lists.
+        if !policy.rbac.allows(&access, &route.exposed) {
+            return Err(Refusal::Forbidden { tool: route.exposed, roles: ctx.caller.roles().to_vec() });
+        }
+
+        if method == "tools/call" {
+            // 6. Rate limit, per client per tool.
+            if let Some(subject) = ctx.caller.subject() {
+                self.limiter.check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
+                    retry_after_ms: l.retry_after_ms(),
+                    limit: l.limit.clone(),
+                    scope: l.scope.clone(),
+                })?;
+            }
+
+            // 7. Arguments against the tool's inputSchema, before any backend sees them.
+            if policy.validation.enabled {
+                let catalog = self.catalog();
+                if let Err(violations) = catalog.validators.validate_call(&route.exposed, arguments.as_ref()) {
+                    audit.outcome = Outcome::InvalidArgs;
+                    return schema_refusal(&route, violations, policy.validation.schema_errors);
+                }
+            }
+        }
+
+        // 8. Route and forward to the owning backend.
+        self.forward(session, id, method, params, route, audit.id, ctx).await
+    }
+}
+
+/// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so
+/// the backend gets exactly what was checked, never the client's raw bytes.
+fn strict_arguments(method: &str, params: &mut Params) -> Result<Option<Value>, Refusal> {
+    let known: &[&str] = match method {
+        "tools/call" | "prompts/get" => &["name", "arguments", "_meta"],
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &["uri", "_meta"],
+        _ => &["ref", "argument", "context", "_meta"],
+    };
+    params.check_case_variants(known).map_err(Refusal::InvalidParams)?;
+    for raw in params.0.values() {
+        crate::strict_json::check_unique_keys(raw.get()).map_err(Refusal::InvalidParams)?;
+    }
+    if !matches!(method, "tools/call" | "prompts/get") {
+        return Ok(None);
+    }
+    let Some(raw) = params.0.get("arguments") else { return Ok(None) };
+    let value: Value =
+        serde_json::from_str(raw.get()).map_err(|e| Refusal::InvalidParams(format!("`arguments`: {e}")))?;
+    if !value.is_object() {
+        return Err(Refusal::InvalidParams("`arguments` must be an object".into()));
+    }
+    params.0.insert("arguments".into(), serde_json::value::to_raw_value(&value).expect("a value serializes"));
+    Ok(Some(value))
+}
+
+/// Arguments that fail the schema: by default a tool result with `isError: true` listing every
+/// violation (so a model can correct itself) and the violations in `_meta`; or -32602.
+fn schema_refusal(route: &Route, violations: Vec<Violation>, mode: SchemaErrors) -> Result<Answer, Refusal> {
+    match mode {
+        SchemaErrors::JsonRpc => Err(Refusal::InvalidArguments {
+            tool: route.exposed.clone(),
+            summary: format!("{} violation(s) of the tool's inputSchema", violations.len()),
+            violations: violations.into_iter().map(|v| (v.path, v.message)).collect(),
+        }),
+        SchemaErrors::Result => {
+            let text = format!(
+                "The arguments do not match the inputSchema of `{}`; nothing was run. Fix these and call again:\n{}",
+                route.exposed,
+                schema::violations_text(&violations)
+            );
+            let result = serde_json::json!({
+                "content": [{ "type": "text", "text": text }],
+                "isError": true,
+                "_meta": { "dev.sentinel/violations": violations },
+            });
+            Ok(Answer::Result(result.to_string()))
+        }
+    }
+}
+
+/// Whether a result says the tool ran and failed (`isError: true`), without a full parse
+/// when the key is not there at all.
+fn is_tool_error(result: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct R {
+        #[serde(rename = "isError", default)]
+        is_error: bool,
+    }
+    result.contains("\"isError\"") && serde_json::from_str::<R>(result).is_ok_and(|r| r.is_error)
+}
+
+fn error_code(error: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: i64,
+    }
+    serde_json::from_str::<E>(error).ok().map(|e| e.code)
+}
+
+/// The caller as the pipeline sees it.
+impl Caller {
+    pub(super) fn access(&self) -> Result<crate::policy::Access, Refusal> {
+        match self {
+            Caller::Anonymous => Ok(crate::policy::Access::Unrestricted),
+            Caller::User(i) => {
+                // A token that expires during a long session stops working when it does.
+                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                if i.expires_at.is_some_and(|exp| exp < now) {
+                    return Err(Refusal::Unauthenticated { reason: "expired", message: "token has expired".into() });
+                }
+                Ok(crate::policy::Access::Roles(i.roles.clone()))
+            }
+            Caller::Refused(e) => Err(Refusal::Unauthenticated { reason: e.reason(), message: e.to_string() }),
+        }
+    }
+}
