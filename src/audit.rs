@@ -55,6 +55,33 @@ pub struct AuditRecord {
     pub response_bytes: usize,
 }
 
+impl AuditRecord {
+    /// A record for a request just received; the pipeline fills in the rest as it goes.
+    pub fn start(
+        method: &str,
+        transport: &'static str,
+        client: Option<&str>,
+        roles: &[String],
+        session: Option<&str>,
+    ) -> Self {
+        AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            ts: SystemTime::now(),
+            client: client.map(str::to_string),
+            roles: roles.to_vec(),
+            session: session.map(str::to_string),
+            transport,
+            method: method.to_string(),
+            tool: None,
+            backend: None,
+            outcome: Outcome::Ok,
+            error_code: None,
+            latency: Duration::ZERO,
+            response_bytes: 0,
+        }
+    }
+}
+
 pub trait AuditSink: Send + Sync {
     fn record(&self, record: AuditRecord);
 }

@@ -5,6 +5,8 @@ mod forward;
 mod lists;
 mod pipeline;
 
+pub use pipeline::{Admission, Route};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -107,7 +109,7 @@ pub struct Ctx<'a> {
 }
 
 /// How a request ended, before it is framed as a response.
-pub(crate) enum Answer {
+pub enum Answer {
     Result(String),
     /// A backend's error object, passed on verbatim.
     Error(String),

@@ -20,7 +20,7 @@ use crate::session::Session;
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
-pub(super) struct Route {
+pub struct Route {
     pub backend: usize,
     /// The name policy is about: the exposed tool or prompt name, or the resource URI.
     pub exposed: String,

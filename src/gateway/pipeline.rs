@@ -9,11 +9,12 @@ use std::time::{Instant, SystemTime};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::forward::Route;
+pub use super::forward::Route;
 use super::{Answer, Caller, Ctx, Gateway};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::SchemaErrors;
 use crate::error::Refusal;
+use crate::policy::Access;
 use crate::protocol::Params;
 use crate::schema::{self, Violation};
 use crate::session::Session;
@@ -42,21 +43,9 @@ impl Gateway {
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
-        let mut audit = AuditRecord {
-            id: uuid::Uuid::now_v7(),
-            ts: SystemTime::now(),
-            client: ctx.caller.subject().map(str::to_string),
-            roles: ctx.caller.roles().to_vec(),
-            session: (!session.id.is_empty()).then(|| session.id.clone()),
-            transport: session.transport,
-            method: method.to_string(),
-            tool: None,
-            backend: None,
-            outcome: Outcome::Ok,
-            error_code: None,
-            latency: Default::default(),
-            response_bytes: 0,
-        };
+        let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
+        let mut audit =
+            AuditRecord::start(method, session.transport, ctx.caller.subject(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
         if is_call(method) || result.is_err() {
             audit.latency = started.elapsed();
@@ -108,30 +97,50 @@ impl Gateway {
             return self.protocol_method(session, method, params, &access, ctx).await;
         }
 
+        // 2–7. Parse, resolve, kill switch, RBAC, rate limit, schema.
+        let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
+            Admission::Forward(params, route) => (params, route),
+            Admission::Answered(answer) => return Ok(answer),
+        };
+
+        // 8. Route and forward to the owning backend.
+        self.forward(session, id, method, params, route, audit.id, ctx).await
+    }
+
+    /// The policy stages of a call, without I/O: what the pipeline checks before anything is
+    /// forwarded. Public so that the benchmark can measure the gateway's own cost per call.
+    pub fn admit(
+        &self,
+        caller: &Caller,
+        access: &Access,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        audit: &mut AuditRecord,
+    ) -> Result<Admission, Refusal> {
         // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
         let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
         let arguments = strict_arguments(method, &mut params)?;
 
         // 3. Resolve: which backend serves the exposed name or URI, under what name there.
         let route = self.route(method, &mut params, arguments.as_ref())?;
-        let backend_name = self.config.backends[route.backend].name.clone();
+        let backend_name = &self.config.backends[route.backend].name;
         audit.tool = Some(route.exposed.clone());
         audit.backend = Some(backend_name.clone());
         let policy = self.policy.load();
 
         // 4. Kill switch.
-        if policy.kill.is_killed(&route.exposed, &backend_name) {
-            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name });
+        if policy.kill.is_killed(&route.exposed, backend_name) {
+            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name.clone() });
         }
 
         // 5. RBAC: the same predicate that filters the lists.
-        if !policy.rbac.allows(&access, &route.exposed) {
-            return Err(Refusal::Forbidden { tool: route.exposed, roles: ctx.caller.roles().to_vec() });
+        if !policy.rbac.allows(access, &route.exposed) {
+            return Err(Refusal::Forbidden { tool: route.exposed, roles: caller.roles().to_vec() });
         }
 
         if method == "tools/call" {
             // 6. Rate limit, per client per tool.
-            if let Some(subject) = ctx.caller.subject() {
+            if let Some(subject) = caller.subject() {
                 self.limiter.check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                     retry_after_ms: l.retry_after_ms(),
                     limit: l.limit.clone(),
@@ -141,17 +150,22 @@ impl Gateway {
 
             // 7. Arguments against the tool's inputSchema, before any backend sees them.
             if policy.validation.enabled {
-                let catalog = self.catalog();
-                if let Err(violations) = catalog.validators.validate_call(&route.exposed, arguments.as_ref()) {
+                if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
                     audit.outcome = Outcome::InvalidArgs;
-                    return schema_refusal(&route, violations, policy.validation.schema_errors);
+                    return schema_refusal(&route, violations, policy.validation.schema_errors)
+                        .map(Admission::Answered);
                 }
             }
         }
-
-        // 8. Route and forward to the owning backend.
-        self.forward(session, id, method, params, route, audit.id, ctx).await
+        Ok(Admission::Forward(params, route))
     }
+}
+
+/// What the policy stages decided: forward the call, or it is already answered (arguments
+/// refused as a tool result).
+pub enum Admission {
+    Forward(Params, Route),
+    Answered(Answer),
 }
 
 /// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so
@@ -225,7 +239,7 @@ fn error_code(error: &str) -> Option<i64> {
 
 /// The caller as the pipeline sees it.
 impl Caller {
-    pub(super) fn access(&self) -> Result<crate::policy::Access, Refusal> {
+    pub fn access(&self) -> Result<crate::policy::Access, Refusal> {
         match self {
             Caller::Anonymous => Ok(crate::policy::Access::Unrestricted),
             Caller::User(i) => {
