@@ -429,7 +429,15 @@ impl Gateway {
 
     /// Opens a stateless client's `subscriptions/listen` stream: returns the acknowledgment
     /// and the receiver the stream's notifications arrive on.
-    pub fn listen(&self, id: &RawValue, params: Option<&RawValue>) -> (String, mpsc::UnboundedReceiver<String>) {
+    /// Resource subscriptions are honoured only for URIs the caller may read (the same
+    /// predicate as `resources/read`); the acknowledgment names what was honoured.
+    pub fn listen(
+        &self,
+        caller: &Caller,
+        id: &RawValue,
+        params: Option<&RawValue>,
+    ) -> Result<(String, mpsc::UnboundedReceiver<String>), Refusal> {
+        let access = caller.access()?;
         #[derive(serde::Deserialize, Default)]
         #[serde(rename_all = "camelCase")]
         struct Filter {
@@ -447,7 +455,11 @@ impl Gateway {
             #[serde(default)]
             notifications: Filter,
         }
-        let f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
+        let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
+        let (policy, catalog) = (self.policy.load(), self.catalog());
+        f.resource_subscriptions.retain(|uri| {
+            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, &self.config.backends[b].name))
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
         if f.tools_list_changed {
@@ -482,7 +494,7 @@ impl Gateway {
             uris,
             tx,
         });
-        (ack, rx)
+        Ok((ack, rx))
     }
 
     /// Drops listeners whose client went away, releasing their resource subscriptions.

@@ -231,7 +231,10 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
     let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
     if msg.method.as_deref() == Some("subscriptions/listen") {
         let id = msg.id.clone().expect("request has an id");
-        let (ack, rx) = gw.listen(&id, msg.params.as_deref());
+        let (ack, rx) = match gw.listen(&caller, &id, msg.params.as_deref()) {
+            Ok(l) => l,
+            Err(r) => return fail(r),
+        };
         let first = futures::stream::once(async move { ack });
         return sse(until_shutdown(&gw, first.chain(UnboundedReceiverStream::new(rx))), None);
     }

@@ -66,7 +66,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
                 }
             };
             if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
-                return listen(&gw, &session, msg, tx).await;
+                return listen(&gw, &caller, &session, msg, tx).await;
             }
             let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
             if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
@@ -125,9 +125,21 @@ impl Decoder for LineCodec {
 
 /// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client
 /// cancels the request.
-async fn listen(gw: &Gateway, session: &crate::session::Session, msg: Message, tx: mpsc::UnboundedSender<String>) {
+async fn listen(
+    gw: &Gateway,
+    caller: &Caller,
+    session: &crate::session::Session,
+    msg: Message,
+    tx: mpsc::UnboundedSender<String>,
+) {
     let id = msg.id.expect("request has an id");
-    let (ack, mut rx) = gw.listen(&id, msg.params.as_deref());
+    let (ack, mut rx) = match gw.listen(caller, &id, msg.params.as_deref()) {
+        Ok(l) => l,
+        Err(r) => {
+            let _ = tx.send(r.to_response(Some(&id)));
+            return;
+        }
+    };
     let Some(call) = session.start_call(id.get()) else {
         let r = crate::error::Refusal::InvalidRequest(format!("request id {} is already in flight", id.get()));
         let _ = tx.send(r.to_response(Some(&id)));
