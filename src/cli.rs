@@ -53,8 +53,11 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SENTINEL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

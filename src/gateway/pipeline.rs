@@ -139,14 +139,14 @@ impl Gateway {
         }
 
         if method == "tools/call" {
-            // 6. Rate limit, per client per tool.
-            if let Some(subject) = caller.subject() {
-                self.limiter.check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
-                    retry_after_ms: l.retry_after_ms(),
-                    limit: l.limit.clone(),
-                    scope: l.scope.clone(),
-                })?;
-            }
+            // 6. Rate limit, per client per tool (without authentication, local callers share
+            // one "anonymous" client).
+            let subject = caller.subject().unwrap_or("anonymous");
+            self.limiter.check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
+                retry_after_ms: l.retry_after_ms(),
+                limit: l.limit.clone(),
+                scope: l.scope.clone(),
+            })?;
 
             // 7. Arguments against the tool's inputSchema, before any backend sees them.
             if policy.validation.enabled {

@@ -2,6 +2,7 @@
 //! MCP client that speaks both generations over HTTP and stdio. Every test builds from these.
 #![allow(dead_code)]
 
+pub mod governance;
 pub mod peers;
 
 use std::io::{BufRead, BufReader};
@@ -349,7 +350,13 @@ pub struct StdioClient {
 
 impl StdioClient {
     pub fn spawn(program: &Path, args: &[&str], cwd: Option<&Path>) -> StdioClient {
+        StdioClient::spawn_with_env(program, args, cwd, &[])
+    }
+
+    /// With extra environment variables for the child.
+    pub fn spawn_with_env(program: &Path, args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> StdioClient {
         let mut cmd = tokio::process::Command::new(program);
+        cmd.envs(env.iter().copied());
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
         if let Some(d) = cwd {
             cmd.current_dir(d);

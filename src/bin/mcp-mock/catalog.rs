@@ -121,6 +121,11 @@ fn gateway_tools() -> Vec<Value> {
         ),
         tool("whoami", "Reports what the server knows about this call", no_args()),
         tool(
+            "validated",
+            "Echoes its arguments; a strict inputSchema for the gateway's validation",
+            validated_schema(),
+        ),
+        tool(
             "add_tool",
             "Adds a tool at runtime and announces list_changed",
             props(json!({"name": {"type": "string"}}), &["name"]),
@@ -131,6 +136,32 @@ fn gateway_tools() -> Vec<Value> {
             props(json!({"level": {"type": "string"}, "message": {"type": "string"}}), &["message"]),
         ),
     ]
+}
+
+/// The schema of `validated`: one of each kind of rule the gateway must check (`$defs`/`$ref`,
+/// `oneOf`, `format`, `pattern`, `required`, `additionalProperties: false`).
+fn validated_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {
+            "contact": {"oneOf": [
+                {"type": "object", "properties": {"email": {"type": "string", "format": "email"}},
+                 "required": ["email"], "additionalProperties": false},
+                {"type": "object", "properties": {"phone": {"type": "string", "pattern": "^\\+[0-9]{6,15}$"}},
+                 "required": ["phone"], "additionalProperties": false}
+            ]}
+        },
+        "properties": {
+            "name": {"type": "string"},
+            "count": {"type": "integer"},
+            "email": {"type": "string", "format": "email"},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"},
+            "contact": {"$ref": "#/$defs/contact"}
+        },
+        "required": ["name", "count"],
+        "additionalProperties": false
+    })
 }
 
 /// A tool added at runtime by `add_tool`.

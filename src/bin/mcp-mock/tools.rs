@@ -214,6 +214,7 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
             Ok(ToolOutput::Value(json!({
                 "content": [{"type": "text", "text": report.to_string()}], "structuredContent": report})))
         }
+        "validated" => text(format!("validated called with {}", ctx.args())),
         "add_tool" => {
             let new = str_arg(ctx, "name");
             if new.is_empty() {
