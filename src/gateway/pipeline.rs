@@ -48,17 +48,17 @@ impl Gateway {
             AuditRecord::start(method, session.transport, ctx.caller.subject(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
         if is_call(method) || result.is_err() {
-            audit.latency = started.elapsed();
+            audit.set_latency(started.elapsed());
             match &result {
                 Ok(Answer::Result(r)) => {
-                    audit.response_bytes = r.len();
+                    audit.response_bytes = r.len() as u64;
                     // A schema refusal answered as a tool result keeps its own outcome.
                     if audit.outcome == Outcome::Ok && is_tool_error(r) {
                         audit.outcome = Outcome::ToolError;
                     }
                 }
                 Ok(Answer::Error(e)) => {
-                    audit.response_bytes = e.len();
+                    audit.response_bytes = e.len() as u64;
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
@@ -68,7 +68,10 @@ impl Gateway {
                     audit.error_code = Some(r.classify().0);
                 }
             }
-            self.audit.record(audit);
+            if let Err(e) = self.audit.record(audit).await {
+                // The call ran (or was refused) but left no durable trace: say so loudly.
+                tracing::error!("{e}");
+            }
         }
         result
     }

@@ -1,0 +1,176 @@
+//! The audit trail: one record for every call and every refused request, written whether the
+//! call was allowed or not (like pingora's logging phase), through an `AuditSink`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// How a request ended, as the audit trail names it (the contract's outcome words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    ToolError,
+    DeniedAuth,
+    DeniedRbac,
+    Killed,
+    RateLimited,
+    InvalidArgs,
+    BackendError,
+    Timeout,
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Ok,
+            Outcome::ToolError,
+            Outcome::DeniedAuth,
+            Outcome::DeniedRbac,
+            Outcome::Killed,
+            Outcome::RateLimited,
+            Outcome::InvalidArgs,
+            Outcome::BackendError,
+            Outcome::Timeout,
+            Outcome::Unavailable,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ToolError => "tool_error",
+            Outcome::DeniedAuth => "denied_auth",
+            Outcome::DeniedRbac => "denied_rbac",
+            Outcome::Killed => "killed",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::InvalidArgs => "invalid_args",
+            Outcome::BackendError => "backend_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One audited request (SPEC §5). Serializable: the local spool keeps records as JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// UUIDv7: also the request id sent to the backend in `_meta` and shown in logs. Stores
+    /// are idempotent by it, so a replayed record is never stored twice.
+    pub id: uuid::Uuid,
+    /// When the request arrived, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// The token's `sub`; `None` without authentication (or when it was refused).
+    pub client: Option<String>,
+    pub roles: Vec<String>,
+    pub session: Option<String>,
+    /// `http` or `stdio`.
+    pub transport: String,
+    pub method: String,
+    /// The exposed tool or prompt name, or the resource URI.
+    pub tool: Option<String>,
+    pub backend: Option<String>,
+    /// The call's arguments as JSON text, with secrets redacted (see `redact`).
+    pub arguments: Option<String>,
+    pub outcome: Outcome,
+    pub error_code: Option<i64>,
+    pub latency_ms: f64,
+    pub backend_latency_ms: Option<f64>,
+    pub response_bytes: u64,
+}
+
+/// A durable home for audit records: SQLite or PostgreSQL. `insert` must be idempotent by
+/// `id` (a record replayed after a crash is not stored twice).
+pub trait AuditStore: Send + Sync + 'static {
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>>;
+}
+
+impl AuditRecord {
+    /// A record for a request just received; the pipeline fills in the rest as it goes.
+    pub fn start(method: &str, transport: &str, client: Option<&str>, roles: &[String], session: Option<&str>) -> Self {
+        let ts_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            ts_ms,
+            client: client.map(str::to_string),
+            roles: roles.to_vec(),
+            session: session.map(str::to_string),
+            transport: transport.to_string(),
+            method: method.to_string(),
+            tool: None,
+            backend: None,
+            arguments: None,
+            outcome: Outcome::Ok,
+            error_code: None,
+            latency_ms: 0.0,
+            backend_latency_ms: None,
+            response_bytes: 0,
+        }
+    }
+
+    pub fn set_latency(&mut self, d: Duration) {
+        self.latency_ms = d.as_secs_f64() * 1000.0;
+    }
+}
+
+/// Why a record could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("audit record could not be written: {0}")]
+pub struct AuditUnavailable(pub String);
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the pipeline hands every record.
+pub trait AuditSink: Send + Sync {
+    /// Records one. Resolves once the record is durable (in the local spool or the store):
+    /// the pipeline waits for it before answering, so a call whose answer reached a client is
+    /// never lost, even to `kill -9`.
+    fn record(&self, record: AuditRecord) -> BoxFuture<'_, Result<(), AuditUnavailable>>;
+
+    /// Whether records can be made durable right now; under `on_audit_failure = "fail_closed"`
+    /// calls are refused (-32016) while this is false.
+    fn writable(&self) -> bool {
+        true
+    }
+
+    /// Writes out everything queued (shutdown).
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Writes each record as one structured log line (target `audit`).
+pub struct LogSink;
+
+impl AuditSink for LogSink {
+    fn record(&self, r: AuditRecord) -> BoxFuture<'_, Result<(), AuditUnavailable>> {
+        self.write(r);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl LogSink {
+    fn write(&self, r: AuditRecord) {
+        tracing::info!(
+            target: "audit",
+            id = %r.id,
+            client = r.client.as_deref().unwrap_or("-"),
+            roles = %r.roles.join(","),
+            session = r.session.as_deref().unwrap_or("-"),
+            transport = %r.transport,
+            method = %r.method,
+            tool = r.tool.as_deref().unwrap_or("-"),
+            backend = r.backend.as_deref().unwrap_or("-"),
+            outcome = r.outcome.as_str(),
+            error_code = r.error_code.unwrap_or(0),
+            latency_ms = r.latency_ms,
+            response_bytes = r.response_bytes,
+            "call"
+        );
+    }
+}
