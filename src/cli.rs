@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::query::AuditOpts;
 use crate::config::{self, Config};
 use crate::front;
 use crate::gateway::Gateway;
@@ -49,6 +50,36 @@ enum Command {
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
+    /// Read the audit trail from the store the config points at
+    Audit {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only records newer than this, e.g. "15m", "2h", "7d"
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only this client (the token's `sub`)
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this exposed tool name
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only this backend
+        #[arg(long)]
+        backend: Option<String>,
+        /// Only this outcome: ok, tool_error, denied_auth, denied_rbac, killed, rate_limited,
+        /// invalid_args, backend_error, timeout, unavailable
+        #[arg(long)]
+        outcome: Option<String>,
+        /// How many of the newest records to print
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new records as they arrive (Ctrl-C stops)
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -68,6 +99,10 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => run(config, serve),
         Command::Stdio { config } => run(config, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
+        Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
+            let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
+            run(config, |c| audit(c, opts))
+        }
     }
 }
 
@@ -206,6 +241,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     let shutdown = gw.shutdown.clone();
+    let flushing = gw.clone();
     let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
@@ -220,6 +256,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("calls still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
     }
+    flushing.flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -262,7 +299,13 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
         }
     };
     let gw: Arc<Gateway> = Gateway::start(config).await?;
-    front::stdio::serve(gw, caller).await
+    let served = front::stdio::serve(gw.clone(), caller).await;
+    gw.flush_audit().await;
+    served
+}
+
+async fn audit(config: Config, opts: AuditOpts) -> anyhow::Result<()> {
+    crate::audit::query::run(&config.audit.url, opts).await
 }
 
 async fn shutdown_signal() {

@@ -43,6 +43,11 @@ pub enum Refusal {
     UnsupportedVersion(String),
     #[error("{0}")]
     NotBridged(String),
+    /// The audit trail cannot be written and the policy is fail-closed.
+    #[error(
+        "The audit trail cannot be written, and calls are refused until it can (on_audit_failure = \"fail_closed\")"
+    )]
+    AuditUnavailable,
     /// A stateless request without the `_meta` the 2026-07-28 revision requires.
     #[error("Invalid params: {0}")]
     MalformedModern(String),
@@ -89,6 +94,7 @@ impl Refusal {
                 Some(json!({ "supported": crate::protocol::SUPPORTED, "requested": v })),
             ),
             Refusal::NotBridged(_) => (code::INTERNAL_ERROR, StatusCode::OK, None),
+            Refusal::AuditUnavailable => (code::AUDIT_UNAVAILABLE, StatusCode::OK, None),
             Refusal::MalformedModern(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
         }
     }
@@ -103,6 +109,7 @@ impl Refusal {
             Refusal::BackendUnavailable { .. } => Outcome::Unavailable,
             Refusal::BackendTimeout { .. } => Outcome::Timeout,
             Refusal::NotBridged(_) => Outcome::BackendError,
+            Refusal::AuditUnavailable => Outcome::Unavailable,
             Refusal::InvalidArguments { .. }
             | Refusal::UnknownTool(_)
             | Refusal::UnknownPrompt(_)

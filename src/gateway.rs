@@ -16,7 +16,9 @@ use http::StatusCode;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::audit::{AuditSink, LogSink};
+use crate::audit::AuditSink;
+use crate::audit::store::SqlStore;
+use crate::audit::writer::{AuditSettings, AuditStats, AuditWriter};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
@@ -50,7 +52,8 @@ pub struct Gateway {
     limiter: RateLimiter,
     /// `None` when authentication is disabled.
     auth: Option<Authenticator>,
-    audit: Box<dyn AuditSink>,
+    audit: Arc<AuditWriter>,
+    redactor: crate::audit::redact::Redactor,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -126,6 +129,8 @@ impl Gateway {
             .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let config_redact_keys = config.audit.redact_keys.clone();
+        let audit = start_audit(&config.audit).await?;
         let limiter =
             RateLimiter::new(&rate_limit_settings(&config)).map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
         let auth = match &config.auth {
@@ -172,7 +177,8 @@ impl Gateway {
             policy: ArcSwap::from_pointee(policy),
             limiter,
             auth,
-            audit: Box::new(LogSink),
+            audit,
+            redactor: crate::audit::redact::Redactor::new(&config_redact_keys),
             seq: AtomicU64::new(1),
             shutdown: Default::default(),
         });
@@ -203,6 +209,19 @@ impl Gateway {
 
     pub fn auth_enabled(&self) -> bool {
         self.auth.is_some()
+    }
+
+    /// Writes out every queued audit record (shutdown).
+    pub async fn flush_audit(&self) {
+        self.audit.flush().await;
+    }
+
+    pub fn audit_stats(&self) -> AuditStats {
+        self.audit.stats()
+    }
+
+    pub fn audit_writable(&self) -> bool {
+        self.audit.writable()
     }
 
     /// Swaps in the roles, kill switch and validation mode of a new config; the rest of a
@@ -612,6 +631,44 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
+/// records in the background when `retain` is set.
+async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Arc<AuditWriter>> {
+    let url = crate::config::redact_url(&c.url);
+    let store = SqlStore::connect(&c.url)
+        .await
+        .map_err(|e| anyhow::anyhow!("audit store {url}: {e:#} (check [audit] url, or that the database is up)"))?;
+    store.migrate().await.map_err(|e| anyhow::anyhow!("audit store {url}: migration failed: {e:#}"))?;
+    if let Some(retain) = c.retain {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let cutoff = std::time::SystemTime::now()
+                    .checked_sub(retain)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                match store.prune(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "audit retention: pruned old records"),
+                    Err(e) => tracing::warn!("audit retention: prune failed: {e:#}"),
+                }
+            }
+        });
+    }
+    let settings = AuditSettings {
+        spool_dir: c.spool_dir.clone(),
+        fail_open: c.fail_open,
+        queue_capacity: c.queue,
+        batch_max: c.batch,
+        flush_interval: c.flush_interval,
+    };
+    AuditWriter::start(Arc::new(store), settings)
+        .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
 }
 
 /// The authenticator's settings from the `[auth]` section.

@@ -18,6 +18,7 @@ pub mod code {
     pub const FORBIDDEN: i64 = -32011;
     pub const KILLED: i64 = -32012;
     pub const RATE_LIMITED: i64 = -32013;
+    pub const AUDIT_UNAVAILABLE: i64 = -32016;
     pub const BACKEND_UNAVAILABLE: i64 = -32014;
     pub const BACKEND_TIMEOUT: i64 = -32015;
     pub const HEADER_MISMATCH: i64 = -32020;

@@ -7,6 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub mod query;
+pub mod redact;
+pub mod spool;
+pub mod store;
+pub mod writer;
+
 /// How a request ended, as the audit trail names it (the contract's outcome words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,13 +155,14 @@ pub struct LogSink;
 
 impl AuditSink for LogSink {
     fn record(&self, r: AuditRecord) -> BoxFuture<'_, Result<(), AuditUnavailable>> {
-        self.write(r);
+        self.write(&r);
         Box::pin(async { Ok(()) })
     }
 }
 
 impl LogSink {
-    fn write(&self, r: AuditRecord) {
+    /// The record as one log line (the gateway's access log; the store keeps the record).
+    pub fn write(&self, r: &AuditRecord) {
         tracing::info!(
             target: "audit",
             id = %r.id,

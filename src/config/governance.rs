@@ -333,3 +333,121 @@ pub fn validation(src: &Source, raw: Option<RawValidation>, problems: &mut Vec<P
     };
     ValidationConfig { enabled: v.enabled.unwrap_or(true), schema_errors }
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAudit {
+    pub url: Option<String>,
+    pub redact_keys: Option<Vec<String>>,
+    pub on_audit_failure: Option<String>,
+    pub spool_dir: Option<String>,
+    pub retain: Option<String>,
+    pub queue: Option<u64>,
+    pub batch: Option<u64>,
+    pub flush_interval: Option<String>,
+}
+
+/// Where the audit trail goes and what happens when it cannot be written.
+#[derive(Clone)]
+pub struct AuditConfig {
+    /// `sqlite:///absolute/path.db` or `postgres://...`; relative SQLite paths are resolved
+    /// against the config file's folder (the working folder for the embedded default).
+    pub url: String,
+    /// Argument keys whose values are replaced by `"[redacted]"` at any depth, case-insensitive.
+    pub redact_keys: Vec<String>,
+    /// When even the spool cannot be written: refuse calls (-32016), or go on and count it.
+    pub fail_open: bool,
+    pub spool_dir: std::path::PathBuf,
+    pub retain: Option<Duration>,
+    pub queue: usize,
+    pub batch: usize,
+    pub flush_interval: Duration,
+}
+
+impl std::fmt::Debug for AuditConfig {
+    // Hand-written: a PostgreSQL URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("url", &redact_url(&self.url))
+            .field("redact_keys", &self.redact_keys)
+            .field("fail_open", &self.fail_open)
+            .field("spool_dir", &self.spool_dir)
+            .field("retain", &self.retain)
+            .finish()
+    }
+}
+
+/// A database URL with its password hidden, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub const DEFAULT_REDACT_KEYS: [&str; 6] = ["password", "token", "api_key", "apikey", "secret", "authorization"];
+
+pub fn audit(src: &Source, raw: Option<RawAudit>, base: &std::path::Path, problems: &mut Vec<Problem>) -> AuditConfig {
+    let a = raw.unwrap_or_default();
+    let url = a.url.unwrap_or_else(|| "sqlite://sentinel-audit.db".into());
+    let url = if let Some(path) = url.strip_prefix("sqlite://") {
+        let p = std::path::Path::new(path);
+        let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        format!("sqlite://{}", abs.display())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url
+    } else {
+        problems.push(src.problem(
+            &key(&["audit", "url"]),
+            format!(
+                "`{}` is not an audit store; write \"sqlite://path.db\" or \"postgres://user@host/db\"",
+                redact_url(&url)
+            ),
+        ));
+        url
+    };
+    let fail_open = match a.on_audit_failure.as_deref() {
+        None | Some("fail_closed") => false,
+        Some("fail_open") => true,
+        Some(other) => {
+            problems.push(src.problem(
+                &key(&["audit", "on_audit_failure"]),
+                format!("`{other}` is not one of \"fail_closed\", \"fail_open\""),
+            ));
+            false
+        }
+    };
+    let spool_dir = match a.spool_dir {
+        Some(d) if std::path::Path::new(&d).is_absolute() => std::path::PathBuf::from(d),
+        Some(d) => base.join(d),
+        None => base.join("sentinel-audit-spool"),
+    };
+    let retain =
+        a.retain.as_deref().map(|r| duration(src, &key(&["audit", "retain"]), Some(r), Duration::ZERO, problems));
+    let count = |k: &str, v: Option<u64>, default: usize, problems: &mut Vec<Problem>| match v {
+        None => default,
+        Some(0) => {
+            problems.push(src.problem(&key(&["audit", k]), "must be greater than zero"));
+            default
+        }
+        Some(n) => n as usize,
+    };
+    AuditConfig {
+        url,
+        redact_keys: a.redact_keys.unwrap_or_else(|| DEFAULT_REDACT_KEYS.iter().map(|s| s.to_string()).collect()),
+        fail_open,
+        spool_dir,
+        retain,
+        queue: count("queue", a.queue, 10_000, problems),
+        batch: count("batch", a.batch, 500, problems),
+        flush_interval: duration(
+            src,
+            &key(&["audit", "flush_interval"]),
+            a.flush_interval.as_deref(),
+            Duration::from_millis(20),
+            problems,
+        ),
+    }
+}

@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use governance::redact_url;
 pub use governance::{
-    AuthConfig, JwtConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
+    AuditConfig, AuthConfig, JwtConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors,
+    ValidationConfig,
 };
 pub use source::{Problem, expand};
 
@@ -37,6 +39,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub kill_switch: KillSwitchConfig,
     pub validation: ValidationConfig,
+    pub audit: AuditConfig,
     /// Things accepted but worth changing (e.g. a literal secret in the file).
     pub warnings: Vec<Problem>,
     /// The HS256 secret generated for the embedded default (a development setup): `serve`
@@ -236,7 +239,7 @@ fn duration(
 }
 
 fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Vec<Problem>) -> Config {
-    for (section, present) in [("audit", raw.audit.is_some()), ("alerts", raw.alerts.is_some())] {
+    for (section, present) in [("alerts", raw.alerts.is_some())] {
         if present {
             problems.push(src.problem(
                 &key(&[section]),
@@ -349,6 +352,14 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
     let names: Vec<String> = backends.iter().map(|b: &BackendConfig| b.name.clone()).collect();
     let kill_switch = governance::kill_switch(src, raw.kill_switch, &names, problems);
     let validation = governance::validation(src, raw.validation, problems);
+    // Relative audit paths live beside the config file (the working folder for the default).
+    let base = path
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = std::path::absolute(&base).unwrap_or(base);
+    let audit = governance::audit(src, raw.audit, &base, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -359,6 +370,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         rate_limit,
         kill_switch,
         validation,
+        audit,
         warnings,
         generated_secret: None,
     }

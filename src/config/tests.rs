@@ -101,7 +101,7 @@ fn all_semantic_problems_at_once() {
         "`backend.1.name`: backend name `a` is used twice",
         "`backend.1.prefix`: backends `a` and `a` expose names with the same prefix",
         "`backend.1.http.url`: `ftp://x` is not an http(s) URL",
-        "t.toml:12: `audit`: `[audit]` is part of the contract but not enforced",
+        "t.toml:13: `audit.url`: `x` is not an audit store",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -117,4 +117,27 @@ fn syntax_error_has_a_line() {
 fn type_error_names_the_key() {
     let err = parse("[server]\nallow_public = \"yes\"\n").unwrap_err();
     assert!(err.to_string().contains("`server.allow_public`"), "{err}");
+}
+
+#[test]
+fn audit_paths_resolve_beside_the_config_file() {
+    let env = |_: &str| None;
+    let text = "[auth]\ndisabled = true\n";
+    let c = Config::parse("s.toml", text, Some(std::path::Path::new("s.toml")), &env).unwrap();
+    let url = c.audit.url.strip_prefix("sqlite://").expect("sqlite by default");
+    assert!(std::path::Path::new(url).is_absolute(), "{url}");
+    assert!(url.ends_with("sentinel-audit.db"));
+    let c = Config::parse("x", text, Some(std::path::Path::new("/etc/sentinel/s.toml")), &env).unwrap();
+    assert_eq!(c.audit.url, "sqlite:///etc/sentinel/sentinel-audit.db");
+    assert_eq!(c.audit.spool_dir, std::path::PathBuf::from("/etc/sentinel/sentinel-audit-spool"));
+    assert!(!c.audit.fail_open);
+    let err = Config::parse(
+        "x",
+        "[auth]\ndisabled = true\n[audit]\nurl = \"mysql://x\"\non_audit_failure = \"maybe\"\n",
+        None,
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not an audit store") && err.contains("not one of"), "{err}");
 }

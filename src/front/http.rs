@@ -34,10 +34,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    let a = gw.audit_stats();
     let body = serde_json::json!({
         "status": "ok",
         "backends": { "configured": gw.config.backends.len(), "up": gw.backends_up() },
         "tools": gw.catalog().tools.len(),
+        "audit": {
+            "writable": gw.audit_writable(),
+            "queue_depth": a.queue_depth,
+            "backlog": a.backlog,
+            "written": a.written,
+            "spooled": a.spooled,
+            "replayed": a.replayed,
+            "failed": a.failed,
+        },
     });
     json_response(StatusCode::OK, body.to_string())
 }

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 pub use super::forward::Route;
 use super::{Answer, Caller, Ctx, Gateway};
-use crate::audit::{AuditRecord, Outcome};
+use crate::audit::{AuditRecord, AuditSink, Outcome};
 use crate::config::SchemaErrors;
 use crate::error::Refusal;
 use crate::policy::Access;
@@ -68,9 +68,12 @@ impl Gateway {
                     audit.error_code = Some(r.classify().0);
                 }
             }
+            crate::audit::LogSink.write(&audit);
             if let Err(e) = self.audit.record(audit).await {
-                // The call ran (or was refused) but left no durable trace: say so loudly.
+                // No durable trace could be left, and the policy is fail-closed: the client gets
+                // no answer it could act on without one (the call itself may have run).
                 tracing::error!("{e}");
+                return Err(Refusal::AuditUnavailable);
             }
         }
         result
@@ -98,6 +101,10 @@ impl Gateway {
         }
         if !is_call(method) {
             return self.protocol_method(session, method, params, &access, ctx).await;
+        }
+        // A call that could leave no trace is not made (unless the operator chose fail-open).
+        if !self.audit.writable() && !self.config.audit.fail_open {
+            return Err(Refusal::AuditUnavailable);
         }
 
         // 2–7. Parse, resolve, kill switch, RBAC, rate limit, schema.
@@ -127,6 +134,7 @@ impl Gateway {
         // 3. Resolve: which backend serves the exposed name or URI, under what name there.
         let route = self.route(method, &mut params, arguments.as_ref())?;
         let backend_name = &self.config.backends[route.backend].name;
+        audit.arguments = arguments.as_ref().map(|a| self.redactor.redact(a));
         audit.tool = Some(route.exposed.clone());
         audit.backend = Some(backend_name.clone());
         let policy = self.policy.load();

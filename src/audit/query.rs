@@ -1,0 +1,277 @@
+//! `sentinel audit`: reads the audit store and prints records as a table for people or as
+//! JSON lines for programs, optionally following new ones as they arrive.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::store::{AuditQuery, SqlStore};
+use super::{AuditRecord, Outcome};
+
+/// How often `--follow` asks the store for new records.
+const POLL: Duration = Duration::from_millis(500);
+
+/// How many records one `--follow` poll reads at most; more are read by the next page at once.
+const PAGE: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct AuditOpts {
+    /// Only records newer than this.
+    pub since: Option<Duration>,
+    pub client: Option<String>,
+    pub tool: Option<String>,
+    pub backend: Option<String>,
+    /// An outcome word (`ok`, `denied_rbac`, ...); checked before the store is opened.
+    pub outcome: Option<String>,
+    pub limit: usize,
+    pub json: bool,
+    pub follow: bool,
+}
+
+impl Default for AuditOpts {
+    fn default() -> Self {
+        AuditOpts {
+            since: None,
+            client: None,
+            tool: None,
+            backend: None,
+            outcome: None,
+            limit: 50,
+            json: false,
+            follow: false,
+        }
+    }
+}
+
+/// Prints the newest `limit` matching records, oldest at the top (so `--follow` continues
+/// below them), then with `follow` keeps printing new ones until Ctrl-C.
+pub async fn run(url: &str, opts: AuditOpts) -> anyhow::Result<()> {
+    let mut q = query(&opts, now_ms())?;
+    // Reading must not leave an empty database behind (connecting would create one).
+    let missing = url.strip_prefix("sqlite://").filter(|p| *p != ":memory:" && !std::path::Path::new(p).exists());
+    if let Some(path) = missing {
+        anyhow::bail!("no audit store at {path} yet: the gateway creates it when it starts");
+    }
+    let store = SqlStore::connect(url).await?;
+    let mut out = std::io::stdout().lock();
+    let mut records = store.query(&q).await?;
+    records.reverse();
+    if !opts.json && (!records.is_empty() || opts.follow) {
+        writeln!(out, "{}", header())?;
+    }
+    print(&mut out, &records, opts.json)?;
+    out.flush()?;
+    if !opts.follow {
+        if records.is_empty() && !opts.json {
+            eprintln!("no audit records match");
+        }
+        return Ok(());
+    }
+    // From here on, records whose id sorts after the newest seen. Ids are UUIDv7, so they
+    // start with their creation time: without any record yet, "now" is where to start.
+    q.after_id = Some(records.iter().map(|r| r.id).max().unwrap_or_else(|| id_floor(now_ms())));
+    q.limit = PAGE;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        loop {
+            let page = store.query(&q).await?;
+            print(&mut out, &page, opts.json)?;
+            out.flush()?;
+            let Some(last) = page.last() else { break };
+            q.after_id = Some(last.id);
+            if page.len() < PAGE {
+                break;
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// The store query for these options at time `now_ms`; an unknown outcome word is an error
+/// listing the valid ones.
+pub fn query(opts: &AuditOpts, now_ms: i64) -> anyhow::Result<AuditQuery> {
+    let outcome = match &opts.outcome {
+        None => None,
+        Some(word) => Some(Outcome::parse(word).ok_or_else(|| {
+            let valid: Vec<&str> = OUTCOMES.iter().map(|o| o.as_str()).collect();
+            anyhow::anyhow!("`--outcome {word}` is not an outcome; use one of: {}", valid.join(", "))
+        })?),
+    };
+    let since_ms = opts.since.map(|d| now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    Ok(AuditQuery {
+        since_ms,
+        client: opts.client.clone(),
+        tool: opts.tool.clone(),
+        backend: opts.backend.clone(),
+        outcome,
+        limit: opts.limit,
+        after_id: None,
+    })
+}
+
+fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+    for r in records {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        } else {
+            writeln!(out, "{}", row(r))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every outcome, for the error message. The match below stops the build when a variant is
+/// added without being listed here.
+const OUTCOMES: [Outcome; 10] = [
+    Outcome::Ok,
+    Outcome::ToolError,
+    Outcome::DeniedAuth,
+    Outcome::DeniedRbac,
+    Outcome::Killed,
+    Outcome::RateLimited,
+    Outcome::InvalidArgs,
+    Outcome::BackendError,
+    Outcome::Timeout,
+    Outcome::Unavailable,
+];
+
+const _: () = {
+    const fn listed(o: Outcome) {
+        match o {
+            Outcome::Ok
+            | Outcome::ToolError
+            | Outcome::DeniedAuth
+            | Outcome::DeniedRbac
+            | Outcome::Killed
+            | Outcome::RateLimited
+            | Outcome::InvalidArgs
+            | Outcome::BackendError
+            | Outcome::Timeout
+            | Outcome::Unavailable => {}
+        }
+    }
+    listed(Outcome::Ok)
+};
+
+/// Column widths of the table (time, client, tool, outcome, code, latency, bytes).
+const WIDTHS: [usize; 7] = [24, 16, 32, 13, 6, 10, 10];
+
+fn header() -> String {
+    line(["TIME (UTC)", "CLIENT", "TOOL", "OUTCOME", "CODE", "LATENCY MS", "BYTES"].map(String::from))
+}
+
+/// One record as a table row. A call without a tool (e.g. refused before parsing) shows its method.
+pub fn row(r: &AuditRecord) -> String {
+    let tool = match (&r.tool, r.method.as_str()) {
+        (Some(t), _) => t.clone(),
+        (None, m) => format!("({m})"),
+    };
+    line([
+        time(r.ts_ms),
+        r.client.clone().unwrap_or_else(|| "-".into()),
+        tool,
+        r.outcome.as_str().to_string(),
+        r.error_code.map_or_else(|| "-".into(), |c| c.to_string()),
+        format!("{:.1}", r.latency_ms),
+        r.response_bytes.to_string(),
+    ])
+}
+
+fn line(cells: [String; 7]) -> String {
+    let mut s = String::new();
+    for (i, (cell, width)) in cells.iter().zip(WIDTHS).enumerate() {
+        let cell = fit(cell, width);
+        // Numbers (code, latency, bytes) align right; the last column needs no padding.
+        let _ = match i {
+            4..=6 => write!(s, "{cell:>width$}"),
+            _ => write!(s, "{cell:<width$}"),
+        };
+        if i < WIDTHS.len() - 1 {
+            s.push_str("  ");
+        }
+    }
+    s.trim_end().to_string()
+}
+
+/// Cuts a cell to `width` characters (ending in `…` when cut) and replaces control characters:
+/// client and tool names come from callers, and an escape sequence must not reach the terminal.
+fn fit(cell: &str, width: usize) -> String {
+    let clean: String = cell.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    if clean.chars().count() <= width {
+        return clean;
+    }
+    let mut cut: String = clean.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn time(ts_ms: i64) -> String {
+    let t = match u64::try_from(ts_ms) {
+        Ok(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+        Err(_) => UNIX_EPOCH,
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The smallest UUIDv7 of a millisecond: every record created at or after it sorts after it.
+fn id_floor(ms: i64) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    uuid::Uuid::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_outcome_lists_the_valid_words() {
+        let opts = AuditOpts { outcome: Some("denied".into()), ..AuditOpts::default() };
+        let e = query(&opts, 0).unwrap_err().to_string();
+        assert!(e.contains("`--outcome denied`") && e.contains("denied_rbac") && e.contains("unavailable"), "{e}");
+        let opts = AuditOpts { outcome: Some("rate_limited".into()), ..AuditOpts::default() };
+        assert_eq!(query(&opts, 0).unwrap().outcome, Some(Outcome::RateLimited));
+    }
+
+    #[test]
+    fn since_is_relative_to_now() {
+        let opts = AuditOpts { since: Some(Duration::from_secs(60)), limit: 7, ..AuditOpts::default() };
+        let q = query(&opts, 100_000).unwrap();
+        assert_eq!((q.since_ms, q.limit), (Some(40_000), 7));
+    }
+
+    #[test]
+    fn rows_are_aligned_truncated_and_safe_for_terminals() {
+        let mut r = AuditRecord::start("tools/call", "http", Some("ali\x1b[31mce"), &[], None);
+        r.ts_ms = 1_700_000_000_123;
+        r.tool = Some("a_very_long_backend__with_a_very_long_tool_name".into());
+        r.outcome = Outcome::DeniedRbac;
+        r.error_code = Some(-32011);
+        r.latency_ms = 1.5;
+        r.response_bytes = 512;
+        let line = row(&r);
+        assert!(line.starts_with("2023-11-14T22:13:20.123Z  ali?[31mce"), "{line}");
+        assert!(!line.contains('\x1b'));
+        assert!(line.contains("a_very_long_backend__with_a_ver…  denied_rbac"), "{line}");
+        assert!(line.ends_with("-32011         1.5         512"), "{line}");
+        assert_eq!(header().find("CLIENT"), line.find("ali"));
+    }
+
+    #[test]
+    fn id_floor_sorts_before_every_id_of_its_millisecond() {
+        let ms = 1_700_000_000_123;
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
+        let id = uuid::Uuid::new_v7(ts);
+        assert!(id_floor(ms) < id && id < id_floor(ms + 1));
+    }
+}

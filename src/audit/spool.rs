@@ -1,0 +1,202 @@
+//! The audit spool: a local append-only write-ahead log of audit records.
+//!
+//! Every record is appended here (one JSON line each) and fsynced before the call that produced
+//! it is answered; the writer's drainer then moves records into the store and deletes the
+//! segments it has fully stored. Segments are named `NNNNNNNNNN.jsonl` so their names sort in
+//! write order. A segment is only ever appended to by the process that created it: after a
+//! restart, new records go to a fresh segment and the old ones are replayed as they are.
+//!
+//! Hand-written rather than a WAL crate: the format is JSON lines so an operator can read (and
+//! `jq`) a spool left behind by a store outage, and all we need is append, fsync, read, delete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::AuditRecord;
+
+/// A segment is closed for appends once it has grown past this size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+const SEGMENT_EXT: &str = "jsonl";
+
+/// The append side of the spool. Owned by a single writer task.
+pub struct Spool {
+    dir: PathBuf,
+    /// The segment being appended to; `None` until the first append and after a failed one
+    /// (a segment that saw a failed write is never written again, so a partial line can only
+    /// ever be its last).
+    current: Option<OpenSegment>,
+    /// The sequence number the next new segment gets; above every segment already on disk.
+    next_seq: u64,
+    max_segment_bytes: u64,
+}
+
+struct OpenSegment {
+    seq: u64,
+    file: File,
+    len: u64,
+}
+
+/// One segment file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u64,
+    pub path: PathBuf,
+}
+
+/// What reading a segment found.
+#[derive(Debug, Default)]
+pub struct SegmentRead {
+    pub records: Vec<AuditRecord>,
+    /// The byte offset just past the last complete line: where the next read should start.
+    pub end: u64,
+    /// Complete lines that did not parse as a record (skipped and logged, never retried).
+    pub corrupt: usize,
+}
+
+impl Spool {
+    /// Opens (creating it with mode 0700 if needed) the spool directory. Segments already there
+    /// are left for the caller to replay; appends go to a new segment created on first use.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Spool> {
+        let dir = dir.into();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let next_seq = list_segments(&dir)?.last().map_or(1, |s| s.seq + 1);
+        Ok(Spool { dir, current: None, next_seq, max_segment_bytes: DEFAULT_SEGMENT_BYTES })
+    }
+
+    /// Sets the size past which a segment is closed (tests use tiny segments).
+    pub fn with_segment_limit(mut self, bytes: u64) -> Spool {
+        self.max_segment_bytes = bytes.max(1);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every segment with a lower sequence number is complete: this spool will never append to
+    /// it again, so a reader that reaches its end may delete it.
+    pub fn sealed_below(&self) -> u64 {
+        self.current.as_ref().map_or(self.next_seq, |c| c.seq)
+    }
+
+    /// Appends a batch as one write and makes it durable (`sync_data`) before returning: the
+    /// group commit. On error nothing of the batch may be relied on; the segment is abandoned
+    /// (after trying to cut off what was partly written) and the next append starts a new one.
+    pub fn append(&mut self, batch: &[AuditRecord]) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(batch.len() * 512);
+        for record in batch {
+            serde_json::to_writer(&mut buf, record)?;
+            buf.push(b'\n');
+        }
+        if self.current.as_ref().is_none_or(|c| c.len >= self.max_segment_bytes) {
+            self.current = Some(self.create_segment()?);
+        }
+        let Some(seg) = self.current.as_mut() else { unreachable!("a segment was just opened") };
+        let written = seg.file.write_all(&buf).and_then(|()| seg.file.sync_data());
+        match written {
+            Ok(()) => {
+                seg.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data());
+                self.current = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks that the spool directory can take a write right now (used to notice that a full
+    /// or read-only disk has recovered while no records are arriving).
+    pub fn probe(&self) -> io::Result<()> {
+        let path = self.dir.join(".probe");
+        let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+        let written = file.write_all(b"probe\n").and_then(|()| file.sync_data());
+        let _ = fs::remove_file(&path);
+        written
+    }
+
+    /// The segments on disk, oldest first.
+    pub fn segments(&self) -> io::Result<Vec<Segment>> {
+        list_segments(&self.dir)
+    }
+
+    /// Deletes a segment whose records are all stored.
+    pub fn remove(&self, segment: &Segment) -> io::Result<()> {
+        segment.remove()
+    }
+
+    fn create_segment(&mut self) -> io::Result<OpenSegment> {
+        let seq = self.next_seq;
+        let path = self.dir.join(segment_name(seq));
+        let file = OpenOptions::new().create_new(true).append(true).mode(0o600).open(&path)?;
+        self.next_seq += 1;
+        // The new directory entry must be durable too, or a power loss could lose the whole file.
+        File::open(&self.dir)?.sync_all()?;
+        Ok(OpenSegment { seq, file, len: 0 })
+    }
+}
+
+impl Segment {
+    /// Reads the records from byte `offset` on. A final line without its newline is a write
+    /// torn by a crash: it was never acknowledged, so it is ignored (and `end` stops before it).
+    /// Complete lines are never ignored, except ones that do not parse, which are counted.
+    pub fn read_from(&self, offset: u64) -> io::Result<SegmentRead> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut read = SegmentRead { end: offset, ..SegmentRead::default() };
+        let mut start = 0;
+        while let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') {
+            let line = &bytes[start..start + nl];
+            start += nl + 1;
+            read.end = offset + start as u64;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice(line) {
+                Ok(record) => read.records.push(record),
+                Err(e) => {
+                    tracing::error!(segment = %self.path.display(), error = %e, "corrupt audit spool line skipped");
+                    read.corrupt += 1;
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    pub fn remove(&self) -> io::Result<()> {
+        fs::remove_file(&self.path)
+    }
+}
+
+/// The segments in `dir`, oldest first. Other files (`.probe`) are ignored.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+            continue;
+        }
+        let seq = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            segments.push(Segment { seq, path });
+        }
+    }
+    segments.sort_by_key(|s| s.seq);
+    Ok(segments)
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:010}.{SEGMENT_EXT}")
+}
+
+#[cfg(test)]
+mod tests;

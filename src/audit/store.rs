@@ -1,0 +1,248 @@
+//! The durable audit store: SQLite or PostgreSQL through sqlx, chosen by the URL.
+//!
+//! Writes are batched multi-row inserts, idempotent by record id (a batch replayed from the
+//! spool after a crash stores nothing twice). Reads serve `sentinel audit`; `prune` serves
+//! retention. Each dialect's SQL lives in its own file; this one holds what they share.
+
+mod postgres;
+mod sqlite;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{AuditRecord, AuditStore, BoxFuture, Outcome};
+use crate::config::redact_url;
+
+/// How long a connection may wait for a busy SQLite database or a free pool slot. Long enough
+/// to ride out another writer's transaction, short enough that `sentinel audit` against a dead
+/// PostgreSQL says so instead of hanging.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A statement's bound values are kept under this many bytes (on top of the parameter-count
+/// limit), so a batch full of 1 MB argument texts becomes several statements, not one huge one.
+const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Columns bound per record by `insert`.
+const COLUMNS: usize = 15;
+
+#[derive(Clone)]
+pub enum SqlStore {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// What `query` selects. `None` filters match everything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditQuery {
+    /// Only records at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    pub client: Option<String>,
+    pub tool: Option<String>,
+    pub backend: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub limit: usize,
+    /// For `--follow`: only records whose id sorts after this one, **oldest first** (ids are
+    /// UUIDv7, so id order is arrival-time order). Without it, the newest `limit` records,
+    /// **newest first**.
+    pub after_id: Option<uuid::Uuid>,
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        AuditQuery { since_ms: None, client: None, tool: None, backend: None, outcome: None, limit: 50, after_id: None }
+    }
+}
+
+impl SqlStore {
+    /// Opens `sqlite://PATH` (created if missing, WAL) or `postgres://...`. Errors name the
+    /// URL with its password hidden.
+    pub async fn connect(url: &str) -> anyhow::Result<SqlStore> {
+        let shown = redact_url(url);
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let pool = sqlite::connect(path).await.with_context(|| format!("cannot open the audit store {shown}"))?;
+            Ok(SqlStore::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool =
+                postgres::connect(url).await.with_context(|| format!("cannot connect to the audit store {shown}"))?;
+            Ok(SqlStore::Postgres(pool))
+        } else {
+            anyhow::bail!(
+                "`{shown}` is not an audit store URL; write \"sqlite://path.db\" or \"postgres://user@host/db\""
+            )
+        }
+    }
+
+    /// Brings the schema up to date with the migrations embedded in the binary. Safe to run
+    /// at every start and from several processes at once (sqlx takes a lock).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            SqlStore::Sqlite(pool) => Migrator::new(SQLITE_MIGRATIONS).await?.run(pool).await,
+            SqlStore::Postgres(pool) => Migrator::new(POSTGRES_MIGRATIONS).await?.run(pool).await,
+        }
+        .context("audit store migration failed")
+    }
+
+    /// Stores a batch, skipping records already stored (by id), all or nothing.
+    pub async fn insert_batch(&self, batch: &[AuditRecord]) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self {
+            SqlStore::Sqlite(pool) => sqlite::insert(pool, batch).await,
+            SqlStore::Postgres(pool) => postgres::insert(pool, batch).await,
+        }
+    }
+
+    pub async fn query(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        match self {
+            SqlStore::Sqlite(pool) => sqlite::query(pool, q).await,
+            SqlStore::Postgres(pool) => postgres::query(pool, q).await,
+        }
+        .context("audit query failed")
+    }
+
+    /// Deletes the records older than this time (ms since the Unix epoch); returns how many.
+    pub async fn prune(&self, older_than_ms: i64) -> anyhow::Result<u64> {
+        match self {
+            SqlStore::Sqlite(pool) => sqlite::prune(pool, older_than_ms).await,
+            SqlStore::Postgres(pool) => postgres::prune(pool, older_than_ms).await,
+        }
+        .context("audit retention (prune) failed")
+    }
+
+    pub async fn count(&self) -> anyhow::Result<u64> {
+        let n: i64 = match self {
+            SqlStore::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM audit_records").fetch_one(pool).await?,
+            SqlStore::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM audit_records").fetch_one(pool).await?
+            }
+        };
+        Ok(n as u64)
+    }
+
+    /// Closes the pool (waits for connections in use to be returned).
+    pub async fn close(&self) {
+        match self {
+            SqlStore::Sqlite(pool) => pool.close().await,
+            SqlStore::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl AuditStore for SqlStore {
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.insert_batch(batch).await.map_err(|e| format!("{e:#}")) })
+    }
+}
+
+/// Splits a batch into the slices that each become one INSERT: under `max_params` bound
+/// values (the dialect's limit) and about `MAX_STATEMENT_BYTES` of text; never empty.
+fn statements(batch: &[AuditRecord], max_params: usize) -> Vec<&[AuditRecord]> {
+    let max_rows = (max_params / COLUMNS).max(1);
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in batch.iter().enumerate() {
+        let size = record_bytes(r);
+        if i > start && (i - start == max_rows || bytes + size > MAX_STATEMENT_BYTES) {
+            out.push(&batch[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < batch.len() {
+        out.push(&batch[start..]);
+    }
+    out
+}
+
+fn record_bytes(r: &AuditRecord) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    128 + opt(&r.client)
+        + r.roles.iter().map(|s| s.len() + 4).sum::<usize>()
+        + opt(&r.session)
+        + r.transport.len()
+        + r.method.len()
+        + opt(&r.tool)
+        + opt(&r.backend)
+        + opt(&r.arguments)
+}
+
+fn parse_outcome(s: &str) -> anyhow::Result<Outcome> {
+    Outcome::parse(s).with_context(|| format!("the store holds an unknown outcome `{s}`"))
+}
+
+/// The byte count as the stores keep it (a signed 64-bit integer).
+fn stored_bytes(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Migrations compiled into the binary, one folder per dialect. Hand-listed rather than
+/// `sqlx::migrate!()`: that macro needs sqlx's proc-macro crate, which builds both drivers and
+/// SQLite's C source a second time, for one `include_str!` per file. The checksums are the same
+/// as the macro's, so `sqlx-cli` sees the same history.
+#[derive(Debug, Clone, Copy)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+const SQLITE_MIGRATIONS: Embedded =
+    Embedded(&[(1, "audit records", include_str!("../../migrations/sqlite/0001_audit_records.sql"))]);
+
+const POSTGRES_MIGRATIONS: Embedded =
+    Embedded(&[(1, "audit records", include_str!("../../migrations/postgres/0001_audit_records.sql"))]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> futures::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(arguments_len: usize) -> AuditRecord {
+        let mut r = AuditRecord::start("tools/call", "http", Some("c"), &[], None);
+        r.arguments = Some("x".repeat(arguments_len));
+        r
+    }
+
+    #[test]
+    fn statements_respect_the_parameter_limit() {
+        let batch: Vec<_> = (0..100).map(|_| record(0)).collect();
+        let parts = statements(&batch, 15 * 30);
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [30, 30, 30, 10]);
+        assert_eq!(statements(&batch[..1], 1).len(), 1);
+        assert!(statements(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn statements_respect_the_size_limit() {
+        let batch: Vec<_> = (0..40).map(|_| record(1024 * 1024)).collect();
+        let parts = statements(&batch, 65535);
+        assert!(parts.len() >= 3, "{} statements", parts.len());
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 40);
+        // A single record larger than the limit still goes alone, never dropped.
+        let huge = [record(MAX_STATEMENT_BYTES + 1), record(1)];
+        assert_eq!(statements(&huge, 65535).iter().map(|p| p.len()).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn embedded_migrations_are_numbered_in_order() {
+        for m in [SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS] {
+            let versions: Vec<i64> = m.0.iter().map(|v| v.0).collect();
+            assert!(versions.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}

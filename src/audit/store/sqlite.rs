@@ -1,0 +1,139 @@
+//! The SQLite dialect of the audit store: one local file, times as integer milliseconds, ids
+//! as hyphenated text, roles as a JSON array.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{AuditQuery, WAIT, parse_outcome, statements, stored_bytes};
+use crate::audit::AuditRecord;
+
+/// SQLite's limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
+const MAX_PARAMS: usize = 32766;
+
+const SELECT: &str = "SELECT id, ts_ms, client, roles, session, transport, method, tool, backend, arguments, \
+     outcome, error_code, latency_ms, backend_latency_ms, response_bytes FROM audit_records";
+
+pub(super) async fn connect(path: &str) -> anyhow::Result<SqlitePool> {
+    let options = if path == ":memory:" {
+        SqliteConnectOptions::from_str("sqlite::memory:")?
+    } else {
+        create_private(Path::new(path))?;
+        // The path is taken literally (`filename`, not sqlx's URL parser), so a folder name
+        // with `%` or `?` in it is not misread as escapes or parameters.
+        SqliteConnectOptions::new().filename(path).create_if_missing(true)
+    };
+    // WAL lets `sentinel audit` read while the gateway writes. `synchronous` stays FULL (the
+    // default): a batch the store accepted is deleted from the spool, so it must survive a
+    // power cut too.
+    let options = options.journal_mode(SqliteJournalMode::Wal).busy_timeout(WAIT);
+    let pool = SqlitePoolOptions::new()
+        // One file, one writer at a time: more connections only wait on each other.
+        .max_connections(4)
+        .acquire_timeout(WAIT)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates a missing database file readable by its owner only: it holds who called what, with
+/// which arguments. SQLite gives the `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+pub(super) async fn insert(pool: &SqlitePool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    // One transaction for the whole batch: all or nothing, and one fsync instead of one per chunk.
+    let mut tx = pool.begin().await?;
+    for part in statements(batch, MAX_PARAMS) {
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_records (id, ts_ms, client, roles, session, transport, method, tool, backend, \
+             arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) ",
+        );
+        b.push_values(part, |mut row, r| {
+            row.push_bind(r.id.hyphenated().to_string())
+                .push_bind(r.ts_ms)
+                .push_bind(r.client.clone())
+                .push_bind(serde_json::to_string(&r.roles).unwrap_or_else(|_| "[]".into()))
+                .push_bind(r.session.clone())
+                .push_bind(r.transport.clone())
+                .push_bind(r.method.clone())
+                .push_bind(r.tool.clone())
+                .push_bind(r.backend.clone())
+                .push_bind(r.arguments.clone())
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.error_code)
+                .push_bind(r.latency_ms)
+                .push_bind(r.backend_latency_ms)
+                .push_bind(stored_bytes(r.response_bytes));
+        });
+        b.push(" ON CONFLICT (id) DO NOTHING");
+        b.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn query(pool: &SqlitePool, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+    let mut b = QueryBuilder::<Sqlite>::new(SELECT);
+    b.push(" WHERE 1 = 1");
+    if let Some(since) = q.since_ms {
+        b.push(" AND ts_ms >= ").push_bind(since);
+    }
+    if let Some(c) = &q.client {
+        b.push(" AND client = ").push_bind(c.clone());
+    }
+    if let Some(t) = &q.tool {
+        b.push(" AND tool = ").push_bind(t.clone());
+    }
+    if let Some(be) = &q.backend {
+        b.push(" AND backend = ").push_bind(be.clone());
+    }
+    if let Some(o) = q.outcome {
+        b.push(" AND outcome = ").push_bind(o.as_str());
+    }
+    match q.after_id {
+        Some(after) => b.push(" AND id > ").push_bind(after.hyphenated().to_string()).push(" ORDER BY id ASC"),
+        None => b.push(" ORDER BY ts_ms DESC, id DESC"),
+    };
+    b.push(" LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(i64::MAX));
+    let rows = b.build().fetch_all(pool).await?;
+    rows.iter().map(record).collect()
+}
+
+fn record(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
+    let id: String = row.try_get("id")?;
+    let roles: String = row.try_get("roles")?;
+    let outcome: String = row.try_get("outcome")?;
+    let bytes: i64 = row.try_get("response_bytes")?;
+    Ok(AuditRecord {
+        id: id.parse().with_context(|| format!("the store holds a malformed id `{id}`"))?,
+        ts_ms: row.try_get("ts_ms")?,
+        client: row.try_get("client")?,
+        roles: serde_json::from_str(&roles).with_context(|| format!("record {id} has malformed roles"))?,
+        session: row.try_get("session")?,
+        transport: row.try_get("transport")?,
+        method: row.try_get("method")?,
+        tool: row.try_get("tool")?,
+        backend: row.try_get("backend")?,
+        arguments: row.try_get("arguments")?,
+        outcome: parse_outcome(&outcome)?,
+        error_code: row.try_get("error_code")?,
+        latency_ms: row.try_get("latency_ms")?,
+        backend_latency_ms: row.try_get("backend_latency_ms")?,
+        response_bytes: u64::try_from(bytes).unwrap_or(0),
+    })
+}
+
+pub(super) async fn prune(pool: &SqlitePool, older_than_ms: i64) -> anyhow::Result<u64> {
+    let done = sqlx::query("DELETE FROM audit_records WHERE ts_ms < ?").bind(older_than_ms).execute(pool).await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,381 @@
+//! `AuditWriter`: the durable `AuditSink`. The request path waits on a local fsync, never on
+//! the database.
+//!
+//! Two tasks own the work. The spool writer takes records from a bounded queue, appends what is
+//! queued as one batch to the spool and fsyncs it (group commit), then acknowledges each record:
+//! an acknowledged record survives `kill -9` and power loss. The drainer moves spooled records
+//! into the store in order, in batches, retrying with backoff while the store is down or slow,
+//! and deletes each segment once all of it is stored. On start, segments left by a previous run
+//! are drained first; the store's idempotence by id makes this at-least-once delivery store each
+//! record exactly once.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::spool::Spool;
+use super::{AuditRecord, AuditSink, AuditStore, AuditUnavailable, BoxFuture};
+use drain::Drainer;
+
+/// How long `record()` waits for room in a full queue before giving up on the record.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// How often an unwritable spool is probed while no records arrive to retry it.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// A store insert that takes longer is abandoned and retried (inserts are idempotent).
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long `flush()` waits for the queue to reach the spool, then for the drainer.
+const FLUSH_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+const FLUSH_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runtime settings of the audit writer.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub spool_dir: PathBuf,
+    /// `on_audit_failure = "fail_open"`: a record that cannot be made durable is counted and
+    /// logged, and `record()` still resolves `Ok`.
+    pub fail_open: bool,
+    /// Records waiting for the spool writer; `record()` waits at most a second for room.
+    pub queue_capacity: usize,
+    /// The most records in one spool append and one store insert.
+    pub batch_max: usize,
+    /// The longest the spool writer spends gathering one batch. It only takes what is already
+    /// queued and never waits for more on an empty queue, so an idle gateway pays no latency:
+    /// batches grow by themselves while the previous fsync runs.
+    pub flush_interval: Duration,
+}
+
+impl AuditSettings {
+    pub fn new(spool_dir: impl Into<PathBuf>) -> AuditSettings {
+        AuditSettings {
+            spool_dir: spool_dir.into(),
+            fail_open: false,
+            queue_capacity: 10_000,
+            batch_max: 500,
+            flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The writer's counters, for `/metrics` and `/ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records queued for the spool writer.
+    pub queue_depth: usize,
+    /// Records of this run stored in the store.
+    pub written: u64,
+    /// Records appended (and fsynced) to the spool.
+    pub spooled: u64,
+    /// Records left in the spool by a previous run, stored by this one.
+    pub replayed: u64,
+    /// Records that could not be made durable (spool unwritable, queue full) or were found
+    /// corrupt in the spool.
+    pub failed: u64,
+    /// Records in the spool not yet stored: grows while the store is down.
+    pub backlog: u64,
+}
+
+// Nearly every message is a record, so boxing it would only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(AuditRecord, oneshot::Sender<Result<(), AuditUnavailable>>),
+    /// Answered once everything queued before it is in the spool.
+    Flush(oneshot::Sender<()>),
+}
+
+/// State shared by the handle and its two tasks.
+#[derive(Default)]
+struct Shared {
+    /// False from a failed spool append until an append or probe succeeds.
+    writable: AtomicBool,
+    /// Whether the last store insert succeeded; only used to log transitions once.
+    store_up: AtomicBool,
+    written: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    failed: AtomicU64,
+    backlog: AtomicU64,
+    /// Published by the spool writer: segments below this sequence number will never be
+    /// appended to again, so the drainer may delete them once read to the end.
+    sealed_below: AtomicU64,
+    /// Wakes the drainer: new records are in the spool (or `flush()` wants a pass).
+    appended: Notify,
+    /// Wakes `flush()`: the drainer stored something.
+    stored: Notify,
+}
+
+impl Shared {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn take_backlog(&self, n: usize) {
+        let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n as u64)));
+    }
+}
+
+/// The durable audit sink: spool first, store behind it. Dropping it stops its tasks (records
+/// already acknowledged stay in the spool for the next start); call `flush()` first on shutdown.
+pub struct AuditWriter {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    fail_open: bool,
+    stop: CancellationToken,
+}
+
+impl AuditWriter {
+    /// Opens the spool and starts the spool writer and the drainer (must run inside a tokio
+    /// runtime). Segments left by a previous run are drained before new records. One writer
+    /// per spool directory: two processes sharing one would delete each other's segments.
+    pub fn start(store: Arc<dyn AuditStore>, settings: AuditSettings) -> io::Result<Arc<AuditWriter>> {
+        let spool = Spool::open(&settings.spool_dir)?;
+        let mut leftover = 0;
+        for segment in spool.segments()? {
+            leftover += segment.read_from(0)?.records.len();
+        }
+        if leftover > 0 {
+            tracing::warn!(records = leftover, dir = %settings.spool_dir.display(), "replaying audit records left in the spool");
+        }
+        let shared = Arc::new(Shared::default());
+        shared.writable.store(true, Ordering::Relaxed);
+        shared.store_up.store(true, Ordering::Relaxed);
+        shared.backlog.store(leftover as u64, Ordering::Relaxed);
+        shared.sealed_below.store(spool.sealed_below(), Ordering::Release);
+
+        let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let stop = CancellationToken::new();
+        let drainer = Drainer {
+            store,
+            dir: settings.spool_dir.clone(),
+            shared: shared.clone(),
+            batch_max: settings.batch_max.max(1),
+            first_live_seq: spool.sealed_below(),
+            cursor: (0, 0),
+            stored_not_removed: Vec::new(),
+            stop: stop.clone(),
+        };
+        let spool_writer = SpoolWriter {
+            spool: Arc::new(std::sync::Mutex::new(spool)),
+            dir: settings.spool_dir.clone(),
+            rx,
+            shared: shared.clone(),
+            batch_max: settings.batch_max.max(1),
+            window: settings.flush_interval,
+            fail_open: settings.fail_open,
+        };
+        tokio::spawn(spool_writer.run());
+        tokio::spawn(drainer.run());
+        Ok(Arc::new(AuditWriter { tx, shared, fail_open: settings.fail_open, stop }))
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let s = &self.shared;
+        AuditStats {
+            queue_depth: self.tx.max_capacity() - self.tx.capacity(),
+            written: s.written.load(Ordering::Relaxed),
+            spooled: s.spooled.load(Ordering::Relaxed),
+            replayed: s.replayed.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            backlog: s.backlog.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn make_durable(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
+        let (ack, durable) = oneshot::channel();
+        let refused = match self.tx.send_timeout(Msg::Record(record, ack), QUEUE_WAIT).await {
+            Ok(()) => {
+                // The spool writer counts and logs its own failures.
+                return durable.await.unwrap_or_else(|_| Err(AuditUnavailable("audit writer stopped".into())));
+            }
+            Err(SendTimeoutError::Timeout(_)) => AuditUnavailable(format!("audit queue full for {QUEUE_WAIT:?}")),
+            Err(SendTimeoutError::Closed(_)) => AuditUnavailable("audit writer stopped".into()),
+        };
+        Shared::add(&self.shared.failed, 1);
+        tracing::error!(error = %refused, fail_open = self.fail_open, "audit record not durable");
+        Err(refused)
+    }
+}
+
+impl AuditSink for AuditWriter {
+    fn record(&self, record: AuditRecord) -> BoxFuture<'_, Result<(), AuditUnavailable>> {
+        Box::pin(async move {
+            match self.make_durable(record).await {
+                Err(_) if self.fail_open => Ok(()),
+                result => result,
+            }
+        })
+    }
+
+    fn writable(&self) -> bool {
+        self.shared.writable.load(Ordering::Relaxed)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, synced) = oneshot::channel();
+            let _ = tokio::time::timeout(FLUSH_QUEUE_TIMEOUT, async {
+                if self.tx.send(Msg::Flush(done)).await.is_ok() {
+                    let _ = synced.await;
+                }
+            })
+            .await;
+            let deadline = Instant::now() + FLUSH_STORE_TIMEOUT;
+            loop {
+                let stored = self.shared.stored.notified();
+                tokio::pin!(stored);
+                stored.as_mut().enable();
+                let backlog = self.shared.backlog.load(Ordering::Relaxed);
+                if backlog == 0 {
+                    return;
+                }
+                self.shared.appended.notify_one();
+                if tokio::time::timeout_at(deadline, stored).await.is_err() {
+                    tracing::warn!(backlog, "audit flush: records remain in the spool; they are stored after restart");
+                    return;
+                }
+            }
+        })
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The spool writer task: queue → spool, one fsync per batch. Ends when the handle is dropped.
+struct SpoolWriter {
+    /// Locked only inside `spawn_blocking` by this task alone: the mutex just lets the blocking
+    /// closure borrow the spool.
+    spool: Arc<std::sync::Mutex<Spool>>,
+    dir: PathBuf,
+    rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+    batch_max: usize,
+    window: Duration,
+    fail_open: bool,
+}
+
+impl SpoolWriter {
+    async fn run(mut self) {
+        let mut batch = Vec::new();
+        let mut acks = Vec::new();
+        let mut flushes = Vec::new();
+        loop {
+            let first = if self.shared.writable.load(Ordering::Relaxed) {
+                self.rx.recv().await
+            } else {
+                tokio::select! {
+                    msg = self.rx.recv() => msg,
+                    () = tokio::time::sleep(PROBE_INTERVAL) => {
+                        self.probe().await;
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { return };
+            let window_end = Instant::now() + self.window;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Record(record, ack) => {
+                        batch.push(record);
+                        acks.push(ack);
+                    }
+                    Msg::Flush(done) => {
+                        flushes.push(done);
+                        break;
+                    }
+                }
+                if batch.len() >= self.batch_max || Instant::now() >= window_end {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            self.commit(std::mem::take(&mut batch), &mut acks).await;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Appends and fsyncs one batch, then acknowledges every record in it.
+    async fn commit(&mut self, batch: Vec<AuditRecord>, acks: &mut Vec<oneshot::Sender<Result<(), AuditUnavailable>>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        // Counted before the append: the drainer may store these records before this task
+        // runs again, and the backlog must not dip below what is really pending.
+        Shared::add(&self.shared.backlog, n);
+        let result = self
+            .with_spool(move |spool| {
+                let result = spool.append(&batch);
+                Ok((result, spool.sealed_below()))
+            })
+            .await
+            .and_then(|(result, sealed_below)| {
+                self.shared.sealed_below.store(sealed_below, Ordering::Release);
+                result
+            });
+        let ack = match result {
+            Ok(()) => {
+                Shared::add(&self.shared.spooled, n);
+                if !self.shared.writable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("audit spool writable again");
+                }
+                self.shared.appended.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.writable.store(false, Ordering::Relaxed);
+                self.shared.take_backlog(n);
+                Shared::add(&self.shared.failed, n);
+                let policy =
+                    if self.fail_open { "fail_open: calls proceed unaudited" } else { "fail_closed: calls refused" };
+                tracing::error!(records = n, dir = %self.dir.display(), error = %e, policy, "audit spool append failed; records are not durable");
+                Err(AuditUnavailable(format!("audit spool {}: {e}", self.dir.display())))
+            }
+        };
+        for tx in acks.drain(..) {
+            let _ = tx.send(ack.clone());
+        }
+    }
+
+    async fn probe(&mut self) {
+        if self.with_spool(|spool| spool.probe()).await.is_ok() {
+            self.shared.writable.store(true, Ordering::Relaxed);
+            tracing::warn!("audit spool writable again");
+        }
+    }
+
+    /// Runs blocking spool I/O (write + fsync) off the async workers.
+    async fn with_spool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spool) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let spool = self.spool.clone();
+        blocking(move || {
+            let mut spool = spool.lock().map_err(|_| io::Error::other("spool writer panicked"))?;
+            f(&mut spool)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+mod drain;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::audit::spool::list_segments;
+
+/// A store in memory, idempotent by id like the real ones, that can be taken down or slowed.
+#[derive(Default)]
+struct FakeStore {
+    rows: Mutex<Vec<AuditRecord>>,
+    /// Records inserted again although already stored (a real store ignores them).
+    repeats: AtomicUsize,
+    down: AtomicBool,
+    delay: Mutex<Duration>,
+}
+
+impl FakeStore {
+    fn down() -> Arc<FakeStore> {
+        let store = Arc::new(FakeStore::default());
+        store.down.store(true, Ordering::SeqCst);
+        store
+    }
+
+    fn ids(&self) -> Vec<uuid::Uuid> {
+        self.rows.lock().unwrap().iter().map(|r| r.id).collect()
+    }
+}
+
+impl AuditStore for FakeStore {
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if self.down.load(Ordering::SeqCst) {
+                return Err("connection refused".into());
+            }
+            let mut rows = self.rows.lock().unwrap();
+            let known: HashSet<_> = rows.iter().map(|r| r.id).collect();
+            for record in batch {
+                if known.contains(&record.id) {
+                    self.repeats.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    rows.push(record.clone());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn settings(dir: &Path) -> AuditSettings {
+    AuditSettings::new(dir.join("spool"))
+}
+
+fn record(i: usize) -> AuditRecord {
+    let mut r = AuditRecord::start("tools/call", "http", Some("alice"), &["dev".into()], Some("s1"));
+    r.tool = Some(format!("tool_{i}"));
+    r
+}
+
+/// Waits for a condition, polling, and fails the test at a deadline.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Records `n` calls one after the other, as a client would see them answered; returns the ids.
+async fn record_n(writer: &AuditWriter, n: usize) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = record(i);
+        ids.push(r.id);
+        writer.record(r).await.expect("durable");
+    }
+    ids
+}
+
+/// Puts a regular file where the spool directory is: creating a file in it then fails with
+/// ENOTDIR, even for root (for whom a chmod'ed directory stays writable).
+fn break_dir(dir: &Path) {
+    fs::remove_dir_all(dir).unwrap();
+    fs::write(dir, "not a directory").unwrap();
+}
+
+fn repair_dir(dir: &Path) {
+    fs::remove_file(dir).unwrap();
+    fs::create_dir(dir).unwrap();
+}
+
+#[tokio::test]
+async fn records_reach_the_store_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FakeStore::default());
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+
+    let ids = record_n(&writer, 50).await;
+    // Concurrent callers share group commits (in no particular order among themselves).
+    let batch: Vec<_> = (0..200).map(record).collect();
+    let concurrent: HashSet<_> = batch.iter().map(|r| r.id).collect();
+    let results = futures::future::join_all(batch.into_iter().map(|r| writer.record(r))).await;
+    assert!(results.iter().all(Result::is_ok));
+    writer.flush().await;
+
+    let stored = store.ids();
+    assert_eq!(stored.len(), 250);
+    assert!(stored[..50] == ids[..], "sequential calls are stored in call order");
+    assert!(stored[50..].iter().copied().collect::<HashSet<_>>() == concurrent);
+    let stats = writer.stats();
+    assert_eq!((stats.written, stats.spooled, stats.backlog, stats.failed), (250, 250, 0, 0));
+    assert_eq!((stats.replayed, stats.queue_depth), (0, 0));
+    assert_eq!(store.repeats.load(Ordering::SeqCst), 0, "the live segment's stored prefix is not re-inserted");
+    assert!(writer.writable());
+}
+
+#[tokio::test]
+async fn a_store_outage_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FakeStore::down();
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+
+    // Calls are answered while the store is down: the spool holds their records.
+    let ids = record_n(&writer, 100).await;
+    let stats = writer.stats();
+    assert_eq!((stats.spooled, stats.written, stats.backlog), (100, 0, 100));
+    assert!(writer.writable(), "the spool is writable, so calls proceed");
+
+    store.down.store(false, Ordering::SeqCst);
+    eventually("backlog stored", || writer.stats().written == 100).await;
+    assert!(store.ids() == ids, "every record, once, in order");
+    assert_eq!(store.repeats.load(Ordering::SeqCst), 0);
+    assert_eq!(writer.stats().backlog, 0);
+}
+
+#[tokio::test]
+async fn a_slow_store_does_not_slow_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FakeStore::default());
+    *store.delay.lock().unwrap() = Duration::from_secs(5);
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+
+    let started = Instant::now();
+    record_n(&writer, 20).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "record() waits for the spool only: {:?}", started.elapsed());
+    assert_eq!(writer.stats().spooled, 20);
+}
+
+#[tokio::test]
+async fn fail_closed_refuses_when_the_spool_cannot_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FakeStore::down();
+    let settings = settings(tmp.path());
+    let dir = settings.spool_dir.clone();
+    let writer = AuditWriter::start(store.clone(), settings).unwrap();
+
+    break_dir(&dir);
+    let refused = writer.record(record(0)).await;
+    assert!(refused.is_err(), "fail-closed: not durable is an error");
+    assert!(!writer.writable());
+    assert_eq!(writer.stats().failed, 1);
+
+    // The spool comes back: a probe notices without any new record.
+    repair_dir(&dir);
+    eventually("spool writable again", || writer.writable()).await;
+    store.down.store(false, Ordering::SeqCst);
+    let ids = record_n(&writer, 1).await;
+    writer.flush().await;
+    assert_eq!(store.ids(), ids);
+    assert_eq!(writer.stats().failed, 1);
+}
+
+#[tokio::test]
+async fn fail_open_counts_and_proceeds_when_the_spool_cannot_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.fail_open = true;
+    let dir = settings.spool_dir.clone();
+    let writer = AuditWriter::start(FakeStore::down(), settings).unwrap();
+
+    break_dir(&dir);
+    writer.record(record(0)).await.expect("fail-open: the call proceeds");
+    writer.record(record(1)).await.expect("fail-open: the call proceeds");
+    assert!(!writer.writable());
+    assert_eq!(writer.stats().failed, 2);
+    assert_eq!(writer.stats().spooled, 0);
+}
+
+#[tokio::test]
+async fn leftover_segments_are_replayed_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = settings(tmp.path());
+    // A previous run's spool: several segments, the last torn by a crash mid-write.
+    let mut ids = Vec::new();
+    {
+        let mut spool = Spool::open(&settings.spool_dir).unwrap().with_segment_limit(1);
+        for chunk in 0..3 {
+            let batch: Vec<_> = (0..10).map(|i| record(chunk * 10 + i)).collect();
+            ids.extend(batch.iter().map(|r| r.id));
+            spool.append(&batch).unwrap();
+        }
+        let last = spool.segments().unwrap().pop().unwrap();
+        let mut file = fs::OpenOptions::new().append(true).open(&last.path).unwrap();
+        std::io::Write::write_all(&mut file, b"{\"id\":\"0190").unwrap();
+    }
+
+    let store = Arc::new(FakeStore::default());
+    let writer = AuditWriter::start(store.clone(), settings.clone()).unwrap();
+    assert_eq!(writer.stats().backlog, 30);
+    let new = record_n(&writer, 5).await;
+    writer.flush().await;
+
+    ids.extend(new);
+    assert!(store.ids() == ids, "old records first, in order, then new ones");
+    let stats = writer.stats();
+    assert_eq!((stats.replayed, stats.written, stats.backlog), (30, 5, 0));
+    assert_eq!(store.repeats.load(Ordering::SeqCst), 0);
+    eventually("replayed segments deleted", || list_segments(&settings.spool_dir).unwrap().len() <= 1).await;
+}
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = settings(tmp.path());
+    // First run: the store is down; the writer is dropped without a flush, as by `kill -9`.
+    let first = AuditWriter::start(FakeStore::down(), settings.clone()).unwrap();
+    let ids = record_n(&first, 20).await;
+    drop(first);
+
+    let store = Arc::new(FakeStore::default());
+    let second = AuditWriter::start(store.clone(), settings).unwrap();
+    eventually("replayed", || second.stats().replayed == 20).await;
+    assert_eq!(store.ids(), ids);
+    assert_eq!(store.repeats.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn flush_gives_up_on_a_dead_store_within_its_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = AuditWriter::start(FakeStore::down(), settings(tmp.path())).unwrap();
+    record_n(&writer, 3).await;
+    // Real time (5 s): the crate's tokio has no `test-util`, so the clock cannot be paused.
+    let started = Instant::now();
+    writer.flush().await;
+    let waited = started.elapsed();
+    assert!(waited >= FLUSH_STORE_TIMEOUT && waited < FLUSH_STORE_TIMEOUT + Duration::from_secs(1), "{waited:?}");
+    assert_eq!(writer.stats().backlog, 3, "still in the spool, for the next start");
+}
