@@ -52,7 +52,9 @@ pub struct Gateway {
     limiter: RateLimiter,
     /// `None` when authentication is disabled.
     auth: Option<Authenticator>,
-    audit: Arc<AuditWriter>,
+    audit: Arc<dyn AuditSink>,
+    /// The writer behind `audit`, for its counters; `None` with `[audit] url = "none"`.
+    audit_writer: Option<Arc<AuditWriter>>,
     redactor: crate::audit::redact::Redactor,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
@@ -130,7 +132,11 @@ impl Gateway {
             .build()?;
         let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let config_redact_keys = config.audit.redact_keys.clone();
-        let audit = start_audit(&config.audit).await?;
+        let audit_writer = start_audit(&config.audit).await?;
+        let audit: Arc<dyn AuditSink> = match &audit_writer {
+            Some(w) => w.clone(),
+            None => Arc::new(crate::audit::NoStore),
+        };
         let limiter =
             RateLimiter::new(&rate_limit_settings(&config)).map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
         let auth = match &config.auth {
@@ -178,6 +184,7 @@ impl Gateway {
             limiter,
             auth,
             audit,
+            audit_writer,
             redactor: crate::audit::redact::Redactor::new(&config_redact_keys),
             seq: AtomicU64::new(1),
             shutdown: Default::default(),
@@ -217,7 +224,7 @@ impl Gateway {
     }
 
     pub fn audit_stats(&self) -> AuditStats {
-        self.audit.stats()
+        self.audit_writer.as_ref().map(|w| w.stats()).unwrap_or_default()
     }
 
     pub fn audit_writable(&self) -> bool {
@@ -635,7 +642,11 @@ impl Gateway {
 
 /// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
 /// records in the background when `retain` is set.
-async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Arc<AuditWriter>> {
+async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
+    if c.url == "none" {
+        tracing::warn!("[audit] url = \"none\": calls leave no durable audit record");
+        return Ok(None);
+    }
     let url = crate::config::redact_url(&c.url);
     let store = SqlStore::connect(&c.url)
         .await
@@ -668,6 +679,7 @@ async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Arc<Audit
         flush_interval: c.flush_interval,
     };
     AuditWriter::start(Arc::new(store), settings)
+        .map(Some)
         .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
 }
 

@@ -150,6 +150,15 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
+/// `[audit] url = "none"`: nothing is kept (the pipeline's log line is all there is).
+pub struct NoStore;
+
+impl AuditSink for NoStore {
+    fn record(&self, _: AuditRecord) -> BoxFuture<'_, Result<(), AuditUnavailable>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Writes each record as one structured log line (target `audit`).
 pub struct LogSink;
 

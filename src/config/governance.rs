@@ -389,14 +389,26 @@ pub fn redact_url(url: &str) -> String {
 
 pub const DEFAULT_REDACT_KEYS: [&str; 6] = ["password", "token", "api_key", "apikey", "secret", "authorization"];
 
-pub fn audit(src: &Source, raw: Option<RawAudit>, base: &std::path::Path, problems: &mut Vec<Problem>) -> AuditConfig {
+pub fn audit(
+    src: &Source,
+    raw: Option<RawAudit>,
+    base: &std::path::Path,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> AuditConfig {
     let a = raw.unwrap_or_default();
+    if a.url.as_deref() == Some("none") {
+        warnings.push(src.problem(
+            &key(&["audit", "url"]),
+            "no audit trail: calls leave only a log line, nothing durable (meant for benchmarks and development)",
+        ));
+    }
     let url = a.url.unwrap_or_else(|| "sqlite://sentinel-audit.db".into());
     let url = if let Some(path) = url.strip_prefix("sqlite://") {
         let p = std::path::Path::new(path);
         let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         format!("sqlite://{}", abs.display())
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") || url == "none" {
         url
     } else {
         problems.push(src.problem(

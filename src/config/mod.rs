@@ -359,7 +359,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let base = std::path::absolute(&base).unwrap_or(base);
-    let audit = governance::audit(src, raw.audit, &base, problems);
+    let audit = governance::audit(src, raw.audit, &base, problems, &mut warnings);
     Config {
         path: path.map(Path::to_path_buf),
         server,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 pub use super::forward::Route;
 use super::{Answer, Caller, Ctx, Gateway};
-use crate::audit::{AuditRecord, AuditSink, Outcome};
+use crate::audit::{AuditRecord, Outcome};
 use crate::config::SchemaErrors;
 use crate::error::Refusal;
 use crate::policy::Access;
