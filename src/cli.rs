@@ -291,7 +291,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
                 anyhow::anyhow!("SENTINEL_TOKEN is not set; mint one with `sentinel token --sub NAME --role ROLE`")
             })?;
             let client = reqwest::Client::new();
-            let auth = crate::auth::Authenticator::new(crate::gateway::auth_settings(j), client).await?;
+            let auth = crate::auth::Authenticator::new(j.clone(), client).await?;
             match auth.authenticate(token.trim()).await {
                 Ok(identity) => crate::gateway::Caller::User(identity),
                 Err(e) => anyhow::bail!("SENTINEL_TOKEN was refused: {e}"),

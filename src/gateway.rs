@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::audit::AuditSink;
 use crate::audit::store::SqlStore;
 use crate::audit::writer::{AuditSettings, AuditStats, AuditWriter};
-use crate::auth::{AuthSettings, Authenticator};
+use crate::auth::Authenticator;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
 use crate::config::AuthConfig;
@@ -144,7 +144,7 @@ impl Gateway {
                 tracing::warn!("authentication is disabled: every local caller may use every tool");
                 None
             }
-            AuthConfig::Jwt(j) => Some(Authenticator::new(auth_settings(j), client.clone()).await?),
+            AuthConfig::Jwt(j) => Some(Authenticator::new(j.clone(), client.clone()).await?),
         };
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let starts = config.backends.iter().enumerate().map(|(i, b)| {
@@ -681,20 +681,6 @@ async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Ar
     AuditWriter::start(Arc::new(store), settings)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
-}
-
-/// The authenticator's settings from the `[auth]` section.
-pub fn auth_settings(j: &crate::config::JwtConfig) -> AuthSettings {
-    AuthSettings {
-        hs256_secret: j.hs256_secret.clone(),
-        jwks_url: j.jwks_url.clone(),
-        jwks_file: j.jwks_file.clone(),
-        issuer: j.issuer.clone(),
-        audience: j.audience.clone(),
-        role_claim: j.role_claim.clone(),
-        leeway: j.leeway,
-        max_token_bytes: j.max_token_bytes,
-    }
 }
 
 fn rate_limit_settings(c: &Config) -> RateLimitSettings {

@@ -30,21 +30,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome. `as_str`'s exhaustive match is the reminder to list a new one here.
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Ok,
+        Outcome::ToolError,
+        Outcome::DeniedAuth,
+        Outcome::DeniedRbac,
+        Outcome::Killed,
+        Outcome::RateLimited,
+        Outcome::InvalidArgs,
+        Outcome::BackendError,
+        Outcome::Timeout,
+        Outcome::Unavailable,
+    ];
+
     pub fn parse(s: &str) -> Option<Outcome> {
-        [
-            Outcome::Ok,
-            Outcome::ToolError,
-            Outcome::DeniedAuth,
-            Outcome::DeniedRbac,
-            Outcome::Killed,
-            Outcome::RateLimited,
-            Outcome::InvalidArgs,
-            Outcome::BackendError,
-            Outcome::Timeout,
-            Outcome::Unavailable,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -99,7 +99,7 @@ pub fn query(opts: &AuditOpts, now_ms: i64) -> anyhow::Result<AuditQuery> {
     let outcome = match &opts.outcome {
         None => None,
         Some(word) => Some(Outcome::parse(word).ok_or_else(|| {
-            let valid: Vec<&str> = OUTCOMES.iter().map(|o| o.as_str()).collect();
+            let valid: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
             anyhow::anyhow!("`--outcome {word}` is not an outcome; use one of: {}", valid.join(", "))
         })?),
     };
@@ -125,39 +125,6 @@ fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> 
     }
     Ok(())
 }
-
-/// Every outcome, for the error message. The match below stops the build when a variant is
-/// added without being listed here.
-const OUTCOMES: [Outcome; 10] = [
-    Outcome::Ok,
-    Outcome::ToolError,
-    Outcome::DeniedAuth,
-    Outcome::DeniedRbac,
-    Outcome::Killed,
-    Outcome::RateLimited,
-    Outcome::InvalidArgs,
-    Outcome::BackendError,
-    Outcome::Timeout,
-    Outcome::Unavailable,
-];
-
-const _: () = {
-    const fn listed(o: Outcome) {
-        match o {
-            Outcome::Ok
-            | Outcome::ToolError
-            | Outcome::DeniedAuth
-            | Outcome::DeniedRbac
-            | Outcome::Killed
-            | Outcome::RateLimited
-            | Outcome::InvalidArgs
-            | Outcome::BackendError
-            | Outcome::Timeout
-            | Outcome::Unavailable => {}
-        }
-    }
-    listed(Outcome::Ok)
-};
 
 /// Column widths of the table (time, client, tool, outcome, code, latency, bytes).
 const WIDTHS: [usize; 7] = [24, 16, 32, 13, 6, 10, 10];

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::source::{Problem, Source};
 use super::{duration, key};
+use crate::auth::AuthSettings;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAuth {
@@ -68,35 +69,15 @@ pub struct RawValidation {
 pub enum AuthConfig {
     /// No authentication: every caller is trusted with every tool. Only on loopback.
     Disabled,
-    Jwt(JwtConfig),
-}
-
-#[derive(Clone)]
-pub struct JwtConfig {
-    pub hs256_secret: Option<String>,
-    pub jwks_url: Option<String>,
-    pub jwks_file: Option<PathBuf>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub role_claim: String,
-    pub leeway: Duration,
-    pub max_token_bytes: usize,
+    Jwt(AuthSettings),
 }
 
 impl std::fmt::Debug for AuthConfig {
-    // Hand-written so the secret never reaches a log line.
+    // `AuthSettings`' own Debug hides the secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthConfig::Disabled => f.write_str("Disabled"),
-            AuthConfig::Jwt(j) => f
-                .debug_struct("Jwt")
-                .field("hs256_secret", &j.hs256_secret.as_ref().map(|_| "<redacted>"))
-                .field("jwks_url", &j.jwks_url)
-                .field("jwks_file", &j.jwks_file)
-                .field("issuer", &j.issuer)
-                .field("audience", &j.audience)
-                .field("role_claim", &j.role_claim)
-                .finish(),
+            AuthConfig::Jwt(j) => f.debug_tuple("Jwt").field(j).finish(),
         }
     }
 }
@@ -239,7 +220,7 @@ pub fn auth(
         }
         Some(n) => n as usize,
     };
-    AuthConfig::Jwt(JwtConfig {
+    AuthConfig::Jwt(AuthSettings {
         hs256_secret: secret,
         jwks_url: a.jwks_url,
         jwks_file: a.jwks_file.map(PathBuf::from),

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 pub use governance::redact_url;
 pub use governance::{
-    AuditConfig, AuthConfig, JwtConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors,
-    ValidationConfig,
+    AuditConfig, AuthConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
 };
 pub use source::{Problem, expand};
 
