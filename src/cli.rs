@@ -257,9 +257,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     flushing.flush_audit().await;
+    flushing.stop_backends(BACKEND_STOP_GRACE).await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a backend's process group gets to exit after SIGTERM before SIGKILL.
+const BACKEND_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long calls in flight may run on after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -272,12 +276,21 @@ async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
     while hup.recv().await.is_some() {
         match Config::load(Some(&path)) {
             Ok(c) => match gw.reload_policy(&c) {
-                Ok(()) => tracing::info!(
-                    "config reloaded: roles, kill switch and validation updated (other changes need a restart)"
-                ),
-                Err(e) => tracing::error!("config reload refused: {e}"),
+                Ok(()) => {
+                    gw.metrics.config_reload(true);
+                    tracing::info!(
+                        "config reloaded: roles, kill switch and validation updated (other changes need a restart)"
+                    )
+                }
+                Err(e) => {
+                    gw.metrics.config_reload(false);
+                    tracing::error!("config reload refused: {e}")
+                }
             },
-            Err(e) => tracing::error!("config reload refused; the running config stays:\n{e}"),
+            Err(e) => {
+                gw.metrics.config_reload(false);
+                tracing::error!("config reload refused; the running config stays:\n{e}")
+            }
         }
     }
 }
@@ -301,6 +314,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
     gw.flush_audit().await;
+    gw.stop_backends(BACKEND_STOP_GRACE).await;
     served
 }
 

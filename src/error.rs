@@ -34,7 +34,7 @@ pub enum Refusal {
     #[error("Method not found: {0}")]
     MethodNotFound(String),
     #[error("Backend `{backend}` is unavailable: {reason}")]
-    BackendUnavailable { backend: String, reason: String },
+    BackendUnavailable { backend: String, reason: String, retry_after_ms: u64 },
     #[error("Backend `{backend}` did not answer within {timeout_ms} ms")]
     BackendTimeout { backend: String, timeout_ms: u64 },
     #[error("Header mismatch: {0}")]
@@ -81,9 +81,11 @@ impl Refusal {
             Refusal::InvalidParams(_) => (code::INVALID_PARAMS, StatusCode::OK, None),
             Refusal::InvalidRequest(_) => (code::INVALID_REQUEST, StatusCode::BAD_REQUEST, None),
             Refusal::MethodNotFound(m) => (code::METHOD_NOT_FOUND, StatusCode::OK, Some(json!({ "method": m }))),
-            Refusal::BackendUnavailable { backend, .. } => {
-                (code::BACKEND_UNAVAILABLE, StatusCode::OK, Some(json!({ "backend": backend, "retry_after_ms": 1000 })))
-            }
+            Refusal::BackendUnavailable { backend, retry_after_ms, .. } => (
+                code::BACKEND_UNAVAILABLE,
+                StatusCode::OK,
+                Some(json!({ "backend": backend, "retry_after_ms": retry_after_ms })),
+            ),
             Refusal::BackendTimeout { backend, timeout_ms } => {
                 (code::BACKEND_TIMEOUT, StatusCode::OK, Some(json!({ "backend": backend, "timeout_ms": timeout_ms })))
             }

@@ -38,6 +38,9 @@ const MAX_SESSIONS: usize = 10_000;
 pub struct Gateway {
     pub config: Arc<Config>,
     backends: Vec<Option<Arc<Backend>>>,
+    /// One circuit breaker per configured backend (by index).
+    breakers: Vec<crate::backend::breaker::CircuitBreaker>,
+    pub metrics: crate::metrics::Metrics,
     /// Each backend's latest listing, kept so one backend's change rebuilds without re-asking the others.
     listings: Mutex<Vec<Listing>>,
     /// Per backend: a list refresh in progress, and the list kinds changed since it began.
@@ -162,6 +165,14 @@ impl Gateway {
             }
         });
         let backends: Vec<Option<Arc<Backend>>> = futures::future::join_all(starts).await;
+        let metrics = crate::metrics::Metrics::new();
+        let breakers =
+            config.backends.iter().map(|b| crate::backend::breaker::CircuitBreaker::new(b.circuit)).collect();
+        for (b, cfg) in backends.iter().zip(&config.backends) {
+            metrics.backend_configured(&cfg.name);
+            metrics.backend_up(&cfg.name, b.is_some());
+            metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
+        }
         for b in backends.iter().flatten() {
             crate::backend::spawn_listener(b);
         }
@@ -176,6 +187,8 @@ impl Gateway {
             config: Arc::new(config),
             backends,
             refreshes: listings.iter().map(|_| Refresh::default()).collect(),
+            breakers,
+            metrics,
             listings: Mutex::new(listings),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             sessions: Mutex::new(HashMap::new()),
@@ -216,6 +229,64 @@ impl Gateway {
 
     pub fn auth_enabled(&self) -> bool {
         self.auth.is_some()
+    }
+
+    /// Logs and exports a circuit breaker's change of state.
+    fn circuit_changed(&self, backend: &str, t: crate::backend::breaker::Transition) {
+        use crate::backend::breaker::State;
+        let gauge = match t.to {
+            State::Closed => crate::metrics::CircuitGauge::Closed,
+            State::HalfOpen => crate::metrics::CircuitGauge::HalfOpen,
+            State::Open => crate::metrics::CircuitGauge::Open,
+        };
+        self.metrics.circuit_state(backend, gauge);
+        match t.to {
+            State::Open => tracing::error!(backend, "circuit open: calls are refused fast until a probe succeeds"),
+            _ => tracing::info!(backend, "circuit {:?}", t.to),
+        }
+    }
+
+    /// Whether every `required` backend is up, and the audit trail writable: `/ready`.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        use crate::backend::breaker::State;
+        let mut ready = self.audit.writable();
+        let backends: Vec<serde_json::Value> = self
+            .config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let up = self.backend(i).is_some_and(|x| x.is_alive());
+                let circuit = match self.breakers[i].state() {
+                    State::Closed => "closed",
+                    State::HalfOpen => "half_open",
+                    State::Open => "open",
+                };
+                if b.required && (!up || circuit == "open") {
+                    ready = false;
+                }
+                serde_json::json!({ "name": b.name, "required": b.required, "up": up, "circuit": circuit })
+            })
+            .collect();
+        let detail = serde_json::json!({
+            "ready": ready,
+            "config": self.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
+            "audit": { "writable": self.audit.writable() },
+            "backends": backends,
+        });
+        (ready, detail)
+    }
+
+    /// The Prometheus text of every family, with the audit counters read now.
+    pub fn render_metrics(&self) -> String {
+        let a = self.audit_stats();
+        self.metrics.set_audit(a.queue_depth as u64, a.written, a.spooled, a.replayed, a.failed);
+        self.metrics.render()
+    }
+
+    /// Stops every stdio backend's process group (shutdown): TERM, then KILL after `grace`.
+    pub async fn stop_backends(&self, grace: std::time::Duration) {
+        futures::future::join_all(self.backends.iter().flatten().map(|b| b.terminate(grace))).await;
     }
 
     /// Writes out every queued audit record (shutdown).
@@ -278,6 +349,7 @@ impl Gateway {
             return None;
         }
         sessions.insert(s.id.clone(), s.clone());
+        self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
         Some(s)
     }
 
@@ -286,7 +358,15 @@ impl Gateway {
     }
 
     pub fn end_session(&self, id: &str) -> bool {
-        let removed = self.sessions.lock().expect("sessions lock").remove(id);
+        let removed = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let removed = sessions.remove(id);
+            if let Some(s) = &removed {
+                let open = sessions.values().filter(|x| x.transport == s.transport).count();
+                self.metrics.sessions(s.transport, open as i64);
+            }
+            removed
+        };
         match removed {
             Some(s) => {
                 s.close();
@@ -702,6 +782,7 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {
                 let name = gw.config.backends[i].name.clone();
+                gw.metrics.backend_up(&name, false);
                 tracing::error!(backend = %name, "backend is down: {why}");
             }
         }

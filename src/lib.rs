@@ -10,6 +10,7 @@ pub mod error;
 pub mod front;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod naming;
 pub mod param_headers;
 pub mod policy;

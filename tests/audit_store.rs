@@ -1,54 +1,12 @@
 //! The audit store against real databases: SQLite in a temporary folder and PostgreSQL on this
-//! machine (`postgres://postgres@127.0.0.1:5432`, or `SENTINEL_TEST_PG`), where each test makes
-//! its own database and drops it at the end, panic or not.
+//! machine (`postgres://postgres@127.0.0.1:5432`, or `SENTINEL_TEST_PG`; see `common::pg`).
 
+mod common;
+
+use common::pg::PgDb;
 use sentinel::audit::store::{AuditQuery, SqlStore};
 use sentinel::audit::{AuditRecord, AuditStore, Outcome};
-use sqlx::Connection;
 use uuid::Uuid;
-
-/// The server's maintenance database, where test databases are created and dropped.
-fn pg_admin_url() -> String {
-    std::env::var("SENTINEL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database of its own for one test, dropped (with any connection still open) when it goes.
-struct PgDb {
-    name: String,
-    store: SqlStore,
-}
-
-impl PgDb {
-    async fn create() -> PgDb {
-        let admin = pg_admin_url();
-        let name = format!("sentinel_test_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {admin} (set SENTINEL_TEST_PG): {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        let store = SqlStore::connect(&url).await.unwrap();
-        PgDb { name, store }
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        // Drop cannot await, and may run while a panic unwinds on the test's runtime: the
-        // database is dropped from a thread with a runtime of its own.
-        let name = self.name.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
-            });
-        })
-        .join()
-        .unwrap();
-    }
-}
 
 async fn sqlite() -> (tempfile::TempDir, SqlStore) {
     let dir = tempfile::tempdir().unwrap();

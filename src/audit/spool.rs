@@ -115,6 +115,9 @@ impl Spool {
     /// Checks that the spool directory can take a write right now (used to notice that a full
     /// or read-only disk has recovered while no records are arriving).
     pub fn probe(&self) -> io::Result<()> {
+        // A spool folder removed at runtime comes back here (never while a file stands in
+        // its place).
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let path = self.dir.join(".probe");
         let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
         let written = file.write_all(b"probe\n").and_then(|()| file.sync_data());
@@ -200,3 +203,47 @@ fn segment_name(seq: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Several Sentinel processes may share one config (one `sentinel stdio` per desktop client,
+/// beside `sentinel serve`), so each takes a folder of its own under the configured spool
+/// folder, held by an exclusive lock for its lifetime. Folders whose lock is free belong to
+/// processes that are gone: their segments move into the new folder (in order, ahead of
+/// anything new) to be replayed, and the folder is removed. Segments written directly in the
+/// base folder (by an older build) are adopted the same way.
+pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
+    fs::create_dir_all(base)?;
+    let own = base.join(format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    fs::create_dir_all(&own)?;
+    let lock = lock_file(&own)?.ok_or_else(|| io::Error::other("cannot lock a new spool folder"))?;
+    let mut seq = 1u64;
+    let mut adopt = |dir: &Path| -> io::Result<()> {
+        for s in list_segments(dir)? {
+            fs::rename(&s.path, own.join(format!("{seq:010}.jsonl")))?;
+            seq += 1;
+        }
+        Ok(())
+    };
+    adopt(base)?;
+    let mut others: Vec<PathBuf> =
+        fs::read_dir(base)?.flatten().map(|e| e.path()).filter(|p| p.is_dir() && *p != own).collect();
+    others.sort();
+    for dir in others {
+        // A held lock means a live process still writes there.
+        if let Some(_dead_owner) = lock_file(&dir)? {
+            adopt(&dir)?;
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+    Ok((own, lock))
+}
+
+/// An exclusive, non-blocking `flock` on `dir/.lock`; `None` when another process holds it.
+/// Hand-written over libc: the lock must be tied to this process's lifetime (released by the
+/// kernel even on `kill -9`), which only a held file descriptor gives.
+fn lock_file(dir: &Path) -> io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    // SAFETY: flock on a descriptor we own; no memory is shared with the call.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 { Ok(Some(f)) } else { Ok(None) }
+}

@@ -129,13 +129,17 @@ pub struct AuditWriter {
     shared: Arc<Shared>,
     fail_open: bool,
     stop: CancellationToken,
+    /// Holds this process's spool folder (see `spool::claim`).
+    _lock: std::fs::File,
 }
 
 impl AuditWriter {
     /// Opens the spool and starts the spool writer and the drainer (must run inside a tokio
-    /// runtime). Segments left by a previous run are drained before new records. One writer
-    /// per spool directory: two processes sharing one would delete each other's segments.
+    /// runtime). Segments left by processes that are gone are drained before new records;
+    /// processes sharing one configured spool folder each write in a folder of their own.
     pub fn start(store: Arc<dyn AuditStore>, settings: AuditSettings) -> io::Result<Arc<AuditWriter>> {
+        let (own, lock) = crate::audit::spool::claim(&settings.spool_dir)?;
+        let settings = AuditSettings { spool_dir: own, ..settings };
         let spool = Spool::open(&settings.spool_dir)?;
         let mut leftover = 0;
         for segment in spool.segments()? {
@@ -173,7 +177,7 @@ impl AuditWriter {
         };
         tokio::spawn(spool_writer.run());
         tokio::spawn(drainer.run());
-        Ok(Arc::new(AuditWriter { tx, shared, fail_open: settings.fail_open, stop }))
+        Ok(Arc::new(AuditWriter { tx, shared, fail_open: settings.fail_open, stop, _lock: lock }))
     }
 
     pub fn stats(&self) -> AuditStats {

@@ -1,6 +1,8 @@
 //! Backends: the MCP servers behind the gateway, over a stdio child process or Streamable
 //! HTTP, each spoken to in its own protocol generation.
 
+pub mod backoff;
+pub mod breaker;
 mod handshake;
 mod http;
 mod listen;
@@ -170,6 +172,22 @@ impl Backend {
         match tokio::time::timeout(self.config.timeout, self.conn.request(method, params, opts)).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout),
+        }
+    }
+
+    /// Whether the backend can answer (a stdio backend's process still runs; HTTP backends are
+    /// judged by their circuit breaker instead).
+    pub fn is_alive(&self) -> bool {
+        match &self.conn {
+            Conn::Stdio(c) => c.is_alive(),
+            Conn::Http(_) => true,
+        }
+    }
+
+    /// Stops a stdio backend's whole process group (TERM, then KILL after `grace`).
+    pub async fn terminate(&self, grace: Duration) {
+        if let Conn::Stdio(c) = &self.conn {
+            c.terminate(grace).await;
         }
     }
 

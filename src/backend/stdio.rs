@@ -62,6 +62,10 @@ pub struct StdioConn {
     lines: mpsc::UnboundedSender<String>,
     routes: Arc<Mutex<Routes>>,
     next_id: AtomicU64,
+    /// The child's process group (its pid: it was started as a group leader).
+    pgid: Option<i32>,
+    /// Becomes true once the child process has exited.
+    exited: tokio::sync::watch::Receiver<bool>,
 }
 
 impl StdioConn {
@@ -109,16 +113,22 @@ impl StdioConn {
         });
         let reader = Reader { name: name.clone(), routes: routes.clone(), lines: lines_tx.clone(), notices, index };
         let max = config.max_message_bytes;
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        let (exited_tx, exited) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let why = reader.run(FramedRead::new(stdout, LinesCodec::new_with_max_length(max))).await;
             // Calls in flight fail now, not when the process finally exits; a process whose
-            // output is gone is of no use, so it is stopped.
+            // output is gone is of no use, so it is stopped — with anything it started.
             reader.close(why);
+            if let Some(g) = pgid {
+                signal_group(g, libc::SIGKILL);
+            }
             let _ = child.start_kill();
             let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            let _ = exited_tx.send(true);
             tracing::warn!(backend = %reader.name, "backend process ended: {status}");
         });
-        Ok(StdioConn { name, lines: lines_tx, routes, next_id: AtomicU64::new(1) })
+        Ok(StdioConn { name, lines: lines_tx, routes, next_id: AtomicU64::new(1), pgid, exited })
     }
 
     pub async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
@@ -147,6 +157,37 @@ impl StdioConn {
 
     pub fn notify(&self, method: &str, params: String) {
         let _ = self.lines.send(jsonrpc::notification(method, &params));
+    }
+
+    /// Whether the process is still there to answer.
+    pub fn is_alive(&self) -> bool {
+        !*self.exited.borrow() && self.routes.lock().expect("routes lock").closed.is_none()
+    }
+
+    /// Stops the process group: SIGTERM, then SIGKILL for whatever is left after `grace`.
+    /// No process of the group outlives this.
+    pub async fn terminate(&self, grace: std::time::Duration) {
+        let Some(g) = self.pgid else { return };
+        let mut exited = self.exited.clone();
+        if !*exited.borrow() {
+            signal_group(g, libc::SIGTERM);
+            let _ = tokio::time::timeout(grace, exited.wait_for(|e| *e)).await;
+        }
+        // The leader may be gone while children it started still run in its group.
+        signal_group(g, libc::SIGKILL);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exited.wait_for(|e| *e)).await;
+    }
+}
+
+/// Sends a signal to a whole process group. Hand-written over libc: tokio's `Child` can only
+/// signal the one process, and a backend (npx, uvx) usually starts children of its own.
+fn signal_group(pgid: i32, signal: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: killpg has no memory-safety preconditions; an already-gone group yields ESRCH.
+    unsafe {
+        libc::killpg(pgid, signal);
     }
 }
 

@@ -85,6 +85,8 @@ pub struct BackendConfig {
     /// How long the `server/discover` probe waits before assuming a session-based server.
     pub probe_timeout: Duration,
     pub required: bool,
+    /// When the backend counts as failing, and for how long calls are then refused fast.
+    pub circuit: crate::backend::breaker::BreakerSettings,
     /// Largest single message accepted from the backend.
     pub max_message_bytes: usize,
 }
@@ -383,10 +385,25 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
             format!("`{}` is not a valid backend name; use letters, digits, `-`, `_` or `.`", b.name),
         ));
     }
-    if b.circuit.is_some() {
-        problems
-            .push(src.problem(&at("circuit"), "circuit breakers are not enforced by this build yet; remove the key"));
-    }
+    let circuit = {
+        let raw = b.circuit.as_ref();
+        let failures = match raw.and_then(|c| c.failures) {
+            None => std::num::NonZeroU32::new(5).expect("non-zero"),
+            Some(n) => std::num::NonZeroU32::new(n).unwrap_or_else(|| {
+                problems
+                    .push(src.problem(&key(&["backend", &i.to_string(), "circuit", "failures"]), "must be at least 1"));
+                std::num::NonZeroU32::new(5).expect("non-zero")
+            }),
+        };
+        let cooldown = duration(
+            src,
+            &key(&["backend", &i.to_string(), "circuit", "cooldown"]),
+            raw.and_then(|c| c.cooldown.as_deref()),
+            Duration::from_secs(30),
+            problems,
+        );
+        crate::backend::breaker::BreakerSettings { failures, cooldown }
+    };
     let transport = match (b.stdio, b.http) {
         (Some(s), None) => {
             if s.command.trim().is_empty() {
@@ -456,6 +473,7 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         prefix,
         transport,
         required: b.required.unwrap_or(false),
+        circuit,
         max_message_bytes,
     })
 }

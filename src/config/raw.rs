@@ -59,7 +59,7 @@ pub struct RawBackend {
     pub probe_timeout: Option<String>,
     pub required: Option<bool>,
     pub max_message_bytes: Option<u64>,
-    pub circuit: Option<toml::Value>,
+    pub circuit: Option<RawCircuit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,4 +80,10 @@ pub struct RawHttp {
     pub url: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCircuit {
+    pub failures: Option<u32>,
+    pub cooldown: Option<String>,
 }

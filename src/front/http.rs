@@ -28,6 +28,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/mcp", get(get_stream).post(post).delete(delete))
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gw)
@@ -50,6 +52,21 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
         },
     });
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// Ready to serve: config loaded, audit writable, every `required` backend up (503 otherwise).
+async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
+    let (ok, detail) = gw.readiness();
+    json_response(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, detail.to_string())
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE))],
+        gw.render_metrics(),
+    )
+        .into_response()
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

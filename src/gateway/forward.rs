@@ -3,7 +3,7 @@
 //! its caller, and hand back the backend's answer as raw bytes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, Ctx, Gateway};
+use crate::audit::AuditRecord;
 use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
@@ -54,12 +55,13 @@ impl Gateway {
         method: &str,
         mut params: Params,
         route: Route,
-        request_id: uuid::Uuid,
+        audit: &mut AuditRecord,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let backend = self.backend(route.backend).cloned().ok_or_else(|| Refusal::BackendUnavailable {
             backend: self.config.backends[route.backend].name.clone(),
             reason: "it did not start; see the gateway log".into(),
+            retry_after_ms: 1000,
         })?;
         if let Some(answer) = self.subscription(session, &backend, method, &route.name) {
             return Ok(answer);
@@ -74,7 +76,7 @@ impl Gateway {
         if let Some(t) = &our_token {
             meta.insert("progressToken".into(), t.clone().into());
         }
-        meta.insert(protocol::META_REQUEST_ID.into(), request_id.to_string().into());
+        meta.insert(protocol::META_REQUEST_ID.into(), audit.id.to_string().into());
         params.set_meta(&meta);
 
         let key = id.get().to_string();
@@ -83,8 +85,34 @@ impl Gateway {
             .ok_or_else(|| Refusal::InvalidRequest(format!("request id {key} is already in flight in this session")))?;
         let call =
             Call { session, ctx, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
+        // A backend that keeps failing is refused fast rather than waited on.
+        let breaker = &self.breakers[route.backend];
+        let permit = match breaker.acquire() {
+            Ok(p) => p,
+            Err(r) => {
+                session.end_call(&key, &in_flight);
+                return Err(Refusal::BackendUnavailable {
+                    backend: backend.name().to_string(),
+                    reason: "its circuit is open after repeated failures".into(),
+                    retry_after_ms: r.retry_after_ms(),
+                });
+            }
+        };
+        let sent = Instant::now();
         let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
+        audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
         session.end_call(&key, &in_flight);
+        // Timeouts and transport failures count against the backend; an answer, even a
+        // JSON-RPC error or a tool's `isError`, means it is working. A cancelled call counts
+        // as neither.
+        let transition = match &outcome {
+            Ok(Some(Ok(_))) => permit.success(),
+            Ok(Some(Err(_))) => permit.failure(),
+            _ => None,
+        };
+        if let Some(t) = transition {
+            self.circuit_changed(backend.name(), t);
+        }
         match outcome? {
             None => Ok(Answer::Cancelled),
             Some(Ok(Reply::Result(r))) => Ok(Answer::Result(backend::raw_into_string(r))),
@@ -94,7 +122,7 @@ impl Gateway {
                 timeout_ms: backend.config.timeout.as_millis() as u64,
             }),
             Some(Err(BackendError::Unavailable(reason) | BackendError::Unreachable(reason))) => {
-                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason })
+                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason, retry_after_ms: 1000 })
             }
         }
     }

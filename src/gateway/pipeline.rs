@@ -69,6 +69,7 @@ impl Gateway {
                 }
             }
             crate::audit::LogSink.write(&audit);
+            self.count(&audit);
             if let Err(e) = self.audit.record(audit).await {
                 // No durable trace could be left, and the policy is fail-closed: the client gets
                 // no answer it could act on without one (the call itself may have run).
@@ -114,7 +115,7 @@ impl Gateway {
         };
 
         // 8. Route and forward to the owning backend.
-        self.forward(session, id, method, params, route, audit.id, ctx).await
+        self.forward(session, id, method, params, route, audit, ctx).await
     }
 
     /// The policy stages of a call, without I/O: what the pipeline checks before anything is
@@ -132,9 +133,16 @@ impl Gateway {
         let arguments = strict_arguments(method, &mut params)?;
 
         // 3. Resolve: which backend serves the exposed name or URI, under what name there.
-        let route = self.route(method, &mut params, arguments.as_ref())?;
-        let backend_name = &self.config.backends[route.backend].name;
         audit.arguments = arguments.as_ref().map(|a| self.redactor.redact(a));
+        let route = self.route(method, &mut params, arguments.as_ref()).inspect_err(|refusal| {
+            // A call to a name nobody serves is recorded with that name: probing is what an
+            // auditor looks for.
+            if let Refusal::UnknownTool(name) | Refusal::UnknownPrompt(name) | Refusal::UnknownResource(name) = refusal
+            {
+                audit.tool = Some(name.clone());
+            }
+        })?;
+        let backend_name = &self.config.backends[route.backend].name;
         audit.tool = Some(route.exposed.clone());
         audit.backend = Some(backend_name.clone());
         let policy = self.policy.load();
@@ -177,6 +185,19 @@ impl Gateway {
 pub enum Admission {
     Forward(Params, Route),
     Answered(Answer),
+}
+
+impl Gateway {
+    /// Exports one audited request to `/metrics`; unknown names share one series.
+    fn count(&self, audit: &AuditRecord) {
+        let tool = audit.tool.as_deref().unwrap_or("");
+        let known = self.catalog().tool(tool).is_some() || self.catalog().prompt(tool).is_some();
+        let tool = crate::metrics::tool_label(known, tool);
+        self.metrics.request(tool, audit.backend.as_deref().unwrap_or(""), audit.outcome, audit.latency_ms / 1000.0);
+        if audit.outcome == Outcome::RateLimited {
+            self.metrics.rate_limited(tool);
+        }
+    }
 }
 
 /// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so

@@ -4,10 +4,13 @@
 
 pub mod governance;
 pub mod peers;
+pub mod pg;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -68,7 +71,9 @@ fn wait_for_url(child: &mut Child, what: &str) -> String {
 pub struct Gateway {
     pub url: String,
     pub child: Child,
-    pub dir: tempfile::TempDir,
+    /// The config's folder (also the audit database's and spool's). Shared, so that a test can
+    /// start another gateway on the same config after this one is gone (`start_at`).
+    pub dir: Arc<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -82,20 +87,38 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let auth = if config_body.contains("[auth]") { "" } else { "[auth]\ndisabled = true\n" };
         let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n{auth}\n{config_body}");
-        let path = dir.path().join("sentinel.toml");
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(dir.path().join("sentinel.toml"), config).expect("write config");
+        Gateway::start_at(Arc::new(dir), env)
+    }
+
+    /// On the `sentinel.toml` already in `dir` (a restart: the audit spool and database a
+    /// previous gateway left there are found again). The log is appended to.
+    pub fn start_at(dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Gateway {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("stderr.log"))
+            .expect("log file");
         let mut child = Command::new(sentinel_bin())
             .args(["serve", "-c"])
-            .arg(&path)
+            .arg(Gateway::config_path_in(&dir))
             .current_dir(dir.path())
             .env("SENTINEL_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).expect("log file")))
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start sentinel");
         let url = wait_for_url(&mut child, "sentinel serve");
         Gateway { url, child, dir }
+    }
+
+    fn config_path_in(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("sentinel.toml")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        Gateway::config_path_in(&self.dir)
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,379 @@
+//! What a durable audit trail costs a busy gateway: end-to-end throughput of `tools/call`
+//! with `[audit] url = "postgres://..."` against the same gateway with `[audit] url = "none"`.
+//!
+//! Two real `sentinel serve` processes (release build) front one shared `mcp-mock --http`
+//! backend, so the `[audit]` table is the only difference between them. Gateway A writes to a
+//! fresh PostgreSQL database (created here, dropped at the end); gateway B keeps nothing. A
+//! load generator in this process runs N concurrent stateless 2026-07-28 clients calling
+//! `mock__echo` for a fixed time per round, alternating A, B, A, B... so that the noise of a
+//! shared machine falls on both alike; only the ratio from one run means anything. Every
+//! answer is checked, and at the end the store must hold exactly one record per call A
+//! answered (the drainer moves them from the spool into PostgreSQL after the answers).
+//!
+//! Run with `cargo bench --bench audit_throughput`. Settings, from the environment:
+//! `AUDIT_BENCH_CLIENTS` (16), `AUDIT_BENCH_SECS` per round (3), `AUDIT_BENCH_ROUNDS` per
+//! gateway (3), and `SENTINEL_TEST_PG`, the server's maintenance database
+//! (`postgres://postgres@127.0.0.1:5432/postgres`). Any wrong answer exits non-zero.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+use sqlx::Connection;
+
+const MODERN: &str = "2026-07-28";
+const TOOL: &str = "mock__echo";
+
+struct Settings {
+    clients: usize,
+    round: Duration,
+    rounds: usize,
+    pg_admin: String,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        fn number(name: &str, default: u64) -> anyhow::Result<u64> {
+            match std::env::var(name) {
+                Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a whole number")),
+                Err(_) => Ok(default),
+            }
+        }
+        let s = Settings {
+            clients: number("AUDIT_BENCH_CLIENTS", 16)? as usize,
+            round: Duration::from_secs(number("AUDIT_BENCH_SECS", 3)?),
+            rounds: number("AUDIT_BENCH_ROUNDS", 3)? as usize,
+            pg_admin: std::env::var("SENTINEL_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        };
+        ensure!(s.clients > 0 && s.rounds > 0 && !s.round.is_zero(), "clients, seconds and rounds must be > 0");
+        Ok(s)
+    }
+}
+
+/// A child process (gateway or mock), killed when dropped.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Process {
+    /// Starts `cmd` and reads the URL from its `... listening on http://ADDR/mcp` line.
+    fn start(mut cmd: Command, what: &str) -> anyhow::Result<Process> {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("start {what}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps reading after the URL so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !line.contains("listening on ") {
+                    continue;
+                }
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line.rsplit(' ').next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let mut process = Process { child, url: String::new() };
+        process.url = rx.recv_timeout(Duration::from_secs(60)).with_context(|| format!("{what} announced no URL"))?;
+        Ok(process)
+    }
+
+    fn base(&self) -> &str {
+        self.url.trim_end_matches("/mcp")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sentinel serve` from a config written into `dir`, which is also its working folder (the
+/// audit spool goes there).
+fn gateway(dir: &Path, audit_url: &str, backend_url: &str) -> anyhow::Result<Process> {
+    let lit = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[auth]\ndisabled = true\n\n[audit]\nurl = {}\n\n\
+         [[backend]]\nname = \"mock\"\nhttp = {{ url = {} }}\n",
+        lit(audit_url),
+        lit(backend_url)
+    );
+    let path = dir.join("sentinel.toml");
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentinel"));
+    cmd.args(["serve", "-c"])
+        .arg(&path)
+        .current_dir(dir)
+        // The default level: one `audit` log line per call, as in production, on both gateways.
+        .env("SENTINEL_LOG", "info")
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?));
+    Process::start(cmd, "sentinel serve")
+}
+
+/// A database of its own for this run, dropped (with any connection still open) when it goes,
+/// also when the bench fails.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    async fn create(admin: &str) -> anyhow::Result<PgDb> {
+        let name = format!("sentinel_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .with_context(|| format!("this bench needs PostgreSQL at {admin} (set SENTINEL_TEST_PG)"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+        conn.close().await?;
+        let url = format!("{}/{name}", admin.rsplit_once('/').context("no database in SENTINEL_TEST_PG")?.0);
+        Ok(PgDb { admin: admin.to_string(), name, url })
+    }
+
+    async fn records(&self) -> anyhow::Result<i64> {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_records").fetch_one(&mut conn).await?;
+        conn.close().await?;
+        Ok(n)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        // Drop cannot await and runs inside the bench's runtime: a thread with a runtime of its own.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the bench database {}", self.name);
+        }
+    }
+}
+
+/// One round's answers.
+#[derive(Default)]
+struct Round {
+    calls: u64,
+    errors: u64,
+    /// The first few wrong answers, to print.
+    samples: Vec<String>,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Round {
+    fn merge(&mut self, other: Round) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.samples.extend(other.samples);
+        self.samples.truncate(5);
+        self.latencies.extend(other.latencies);
+    }
+
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// p50 and p99, in milliseconds.
+    fn percentiles(&mut self) -> (f64, f64) {
+        self.latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
+            self.latencies.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        (at(0.50), at(0.99))
+    }
+}
+
+/// `clients` concurrent callers, each sending its next call as soon as the last is answered,
+/// until `length` has passed.
+async fn round(http: &reqwest::Client, url: &str, clients: usize, length: Duration) -> Round {
+    let start = Instant::now();
+    let deadline = start + length;
+    let workers: Vec<_> = (0..clients)
+        .map(|client| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut r = Round::default();
+                let mut seq = 0u64;
+                while Instant::now() < deadline {
+                    seq += 1;
+                    let sent = Instant::now();
+                    match call(&http, &url, client, seq).await {
+                        Ok(()) => {
+                            r.calls += 1;
+                            r.latencies.push(sent.elapsed());
+                        }
+                        Err(e) => {
+                            r.errors += 1;
+                            if r.samples.len() < 5 {
+                                r.samples.push(format!("{e:#}"));
+                            }
+                        }
+                    }
+                }
+                r
+            })
+        })
+        .collect();
+    let mut total = Round::default();
+    for w in workers {
+        match w.await {
+            Ok(r) => total.merge(r),
+            Err(e) => {
+                total.errors += 1;
+                total.samples.push(format!("load task failed: {e}"));
+            }
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// One stateless `tools/call`, checked: HTTP 200, our id, and `echo` handing back exactly the
+/// arguments sent.
+async fn call(http: &reqwest::Client, url: &str, client: usize, seq: u64) -> anyhow::Result<()> {
+    let id = format!("{client}-{seq}");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"{TOOL}","arguments":{{"client":{client},"seq":{seq}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", TOOL)
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let sse = resp.headers().get("content-type").is_some_and(|c| c.as_bytes().starts_with(b"text/event-stream"));
+    let text = resp.text().await?;
+    ensure!(status == 200, "HTTP {status}: {text}");
+    // A JSON body, or an SSE stream whose last event is the response.
+    let message = if sse {
+        text.lines().filter_map(|l| l.strip_prefix("data:")).next_back().context("SSE without data")?.trim_start()
+    } else {
+        text.as_str()
+    };
+    let v: Value = serde_json::from_str(message).with_context(|| format!("not JSON: {message}"))?;
+    let echoed = &v["result"]["structuredContent"];
+    if v["id"] != id.as_str() || echoed["client"] != client || echoed["seq"] != seq {
+        bail!("wrong answer to {id}: {message}");
+    }
+    Ok(())
+}
+
+async fn health(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
+    let text = http.get(format!("{base}/health")).send().await?.error_for_status()?.text().await?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Waits until gateway A's drainer has moved every spooled record into PostgreSQL.
+async fn drained(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(http, base).await?;
+        let audit = &h["audit"];
+        if audit["backlog"] == 0 && audit["queue_depth"] == 0 {
+            return Ok(h);
+        }
+        ensure!(Instant::now() < deadline, "audit backlog not drained within 30 s: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let s = Settings::from_env()?;
+    let db = PgDb::create(&s.pg_admin).await?;
+    let mock = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-mock"));
+        cmd.args(["--http", "127.0.0.1:0"]).stderr(Stdio::null());
+        Process::start(cmd, "mcp-mock")?
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let a = gateway(dir_a.path(), &db.url, &mock.url)?;
+    let b = gateway(dir_b.path(), "none", &mock.url)?;
+    let gateways = [("A audit=postgres", &a), ("B audit=none    ", &b)];
+
+    // One connection pool per gateway, as N clients of one gateway would have.
+    let pools = [reqwest::Client::new(), reqwest::Client::new()];
+    println!(
+        "audit_throughput: {} clients, {} rounds of {:?} per gateway, alternating; one shared mcp-mock backend",
+        s.clients, s.rounds, s.round
+    );
+
+    // A short warm-up of each (connections, caches, the PostgreSQL pool); its calls are audited
+    // too, so they count toward the records A must hold.
+    let mut answered_by_a = 0;
+    for (i, (name, gw)) in gateways.iter().enumerate() {
+        let mut w = round(&pools[i], &gw.url, s.clients, Duration::from_millis(500)).await;
+        ensure!(w.errors == 0, "warm-up of {name}: {} wrong answers, e.g. {:?}", w.errors, w.samples);
+        if i == 0 {
+            answered_by_a += w.calls;
+        }
+        w.latencies.clear();
+    }
+
+    let mut totals = [Round::default(), Round::default()];
+    for r in 1..=s.rounds {
+        for (i, (name, gw)) in gateways.iter().enumerate() {
+            let mut res = round(&pools[i], &gw.url, s.clients, s.round).await;
+            let (p50, p99) = res.percentiles();
+            println!(
+                "round {r} {name}: {:>8.0} calls/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} calls, {} errors)",
+                res.throughput(),
+                res.calls,
+                res.errors
+            );
+            totals[i].elapsed += res.elapsed;
+            totals[i].merge(res);
+        }
+    }
+    answered_by_a += totals[0].calls;
+
+    println!("total:");
+    for (i, (name, _)) in gateways.iter().enumerate() {
+        let t = &mut totals[i];
+        let (p50, p99) = t.percentiles();
+        println!(
+            "  {name}: {:>8.0} calls/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} calls)",
+            t.throughput(),
+            t.calls
+        );
+    }
+    let ratio = totals[0].throughput() / totals[1].throughput();
+    println!("ratio audit-on / audit-off: {ratio:.3} (goal >= 0.95)");
+
+    for (i, (name, _)) in gateways.iter().enumerate() {
+        ensure!(totals[i].errors == 0, "{name}: {} wrong answers, e.g. {:?}", totals[i].errors, totals[i].samples);
+    }
+
+    let drain_start = Instant::now();
+    let h = drained(&pools[0], a.base()).await?;
+    let stored = db.records().await?;
+    println!(
+        "PostgreSQL holds {stored} records for {answered_by_a} calls A answered (drained {:.1} s after the last round; health audit: {})",
+        drain_start.elapsed().as_secs_f64(),
+        h["audit"]
+    );
+    ensure!(stored == answered_by_a as i64, "the store holds {stored} records, A answered {answered_by_a} calls");
+    ensure!(h["audit"]["failed"] == 0, "the writer counted failed records: {}", h["audit"]);
+    Ok(())
+}

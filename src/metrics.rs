@@ -1,0 +1,410 @@
+//! The Prometheus metrics behind `/metrics` (SPEC §6): one explicit registry, no globals, so
+//! every test and every gateway in a process has its own.
+//!
+//! The families are product interface; their names and labels are the contract's:
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `sentinel_requests_total` | counter | `tool`, `backend`, `outcome` |
+//! | `sentinel_request_duration_seconds` | histogram | `backend` |
+//! | `sentinel_backend_up` | gauge (0 or 1) | `backend` |
+//! | `sentinel_circuit_state` | gauge (0 closed, 1 half-open, 2 open) | `backend` |
+//! | `sentinel_backend_restarts_total` | counter | `backend` |
+//! | `sentinel_rate_limited_total` | counter | `tool` |
+//! | `sentinel_audit_queue_depth` | gauge | — |
+//! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed) |
+//! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
+//! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
+//!
+//! A family with a label appears in the output only once one of its series exists (the crate
+//! skips empty families). The series of the fixed label sets (`result`, `transport`) are created
+//! at zero up front, so those families are always there; the `tool` and `backend` families
+//! appear with their first call, backend state or restart.
+//!
+//! Cardinality is bounded by construction: `backend` comes from the config, `outcome` is the
+//! typed [`Outcome`], `transport` a `&'static str` from the front doors, and `tool` a catalog
+//! name or [`UNKNOWN_TOOL`] (see [`tool_label`]). A label never carries client text that the
+//! gateway has not already matched against its own catalog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::audit::Outcome;
+
+/// The `Content-Type` to serve [`Metrics::render`] with: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The `tool` label of every name the catalog does not know.
+pub const UNKNOWN_TOOL: &str = "<unknown>";
+
+/// Upper bounds of the duration buckets, in seconds: a cache-fast tool answers in under a
+/// millisecond, a long-running one in minutes.
+const DURATION_BUCKETS: [f64; 18] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// The `tool` label for a requested tool name: the name itself when the catalog knows it
+/// (`known`), [`UNKNOWN_TOOL`] otherwise. Every caller that labels by tool goes through this,
+/// so a client inventing names cannot create series.
+pub fn tool_label(known: bool, name: &str) -> &str {
+    if known { name } else { UNKNOWN_TOOL }
+}
+
+/// A circuit breaker's state as `sentinel_circuit_state` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitGauge {
+    /// 0: calls flow.
+    Closed = 0,
+    /// 1: one probe call is allowed through to test the backend.
+    HalfOpen = 1,
+    /// 2: calls are refused without reaching the backend.
+    Open = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    tool: String,
+    backend: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ToolLabel {
+    tool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+/// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
+const AUDIT_RESULTS: [&str; 4] = ["written", "spooled", "replayed", "failed"];
+
+/// The gateway's metrics. Cheap to update from any task (`&self`, atomics and a read lock on the
+/// label map); share it in an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<BackendLabel, Histogram, fn() -> Histogram>,
+    backend_up: Family<BackendLabel, Gauge>,
+    circuit_state: Family<BackendLabel, Gauge>,
+    backend_restarts: Family<BackendLabel, Counter>,
+    rate_limited: Family<ToolLabel, Counter>,
+    audit_queue_depth: Gauge,
+    audit_records: Family<ResultLabel, Counter>,
+    /// The audit writer's totals as of the last scrape. Its counters are plain atomics it owns;
+    /// ours must only ever go up, so each scrape adds what grew since the one before.
+    audit_seen: [AtomicU64; 4],
+    config_reloads: Family<ResultLabel, Counter>,
+    sessions: Family<TransportLabel, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            backend_up: Family::default(),
+            circuit_state: Family::default(),
+            backend_restarts: Family::default(),
+            rate_limited: Family::default(),
+            audit_queue_depth: Gauge::default(),
+            audit_records: Family::default(),
+            audit_seen: Default::default(),
+            config_reloads: Family::default(),
+            sessions: Family::default(),
+        };
+        // Fixed label sets start at zero, so a dashboard sees the series before the first event.
+        for result in AUDIT_RESULTS {
+            let _ = m.audit_records.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = m.config_reloads.get_or_create(&ResultLabel { result });
+        }
+        for transport in ["http", "stdio"] {
+            let _ = m.sessions.get_or_create(&TransportLabel { transport });
+        }
+        m.register()
+    }
+
+    /// Registers every family. Counter names leave out `_total`: the encoder appends it.
+    fn register(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "sentinel_requests",
+            "Tool calls and refused requests by tool, backend and outcome",
+            self.requests.clone(),
+        );
+        r.register(
+            "sentinel_request_duration_seconds",
+            "Time from receipt to answer of calls routed to a backend",
+            self.request_duration.clone(),
+        );
+        r.register("sentinel_backend_up", "Whether the backend is up (1) or down (0)", self.backend_up.clone());
+        r.register(
+            "sentinel_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            self.circuit_state.clone(),
+        );
+        r.register("sentinel_backend_restarts", "Restarts of a stdio backend's process", self.backend_restarts.clone());
+        r.register("sentinel_rate_limited", "Calls refused by a rate limit", self.rate_limited.clone());
+        r.register("sentinel_audit_queue_depth", "Audit records waiting to be written", self.audit_queue_depth.clone());
+        r.register(
+            "sentinel_audit_records",
+            "Audit records by result: written, spooled, replayed or failed",
+            self.audit_records.clone(),
+        );
+        r.register("sentinel_config_reloads", "Config reloads by result: ok or error", self.config_reloads.clone());
+        r.register("sentinel_sessions", "Open MCP sessions by transport", self.sessions.clone());
+        self
+    }
+
+    /// One finished request. `tool` must come from [`tool_label`]. `backend` is empty when the
+    /// request was refused before routing; only routed requests are timed.
+    pub fn request(&self, tool: &str, backend: &str, outcome: Outcome, seconds: f64) {
+        let labels = RequestLabels { tool: tool.to_owned(), backend: backend.to_owned(), outcome: outcome.as_str() };
+        self.requests.get_or_create(&labels).inc();
+        if !backend.is_empty() {
+            self.request_duration.get_or_create(&BackendLabel { backend: labels.backend }).observe(seconds);
+        }
+    }
+
+    /// A call refused by a rate limit. `tool` must come from [`tool_label`].
+    pub fn rate_limited(&self, tool: &str) {
+        self.rate_limited.get_or_create(&ToolLabel { tool: tool.to_owned() }).inc();
+    }
+
+    pub fn backend_up(&self, backend: &str, up: bool) {
+        self.backend_up.get_or_create(&backend_label(backend)).set(i64::from(up));
+    }
+
+    pub fn circuit_state(&self, backend: &str, state: CircuitGauge) {
+        self.circuit_state.get_or_create(&backend_label(backend)).set(state as i64);
+    }
+
+    /// Creates a configured backend's restart series at zero, so the family is scrapeable
+    /// (and `rate()` works) before the first restart.
+    pub fn backend_configured(&self, backend: &str) {
+        let _ = self.backend_restarts.get_or_create(&backend_label(backend));
+    }
+
+    pub fn backend_restarted(&self, backend: &str) {
+        self.backend_restarts.get_or_create(&backend_label(backend)).inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The number of open sessions on a transport (`"http"` or `"stdio"`).
+    pub fn sessions(&self, transport: &'static str, open: i64) {
+        self.sessions.get_or_create(&TransportLabel { transport }).set(open);
+    }
+
+    /// The audit writer's state, copied in just before a scrape: the writer keeps its own
+    /// atomics, so the hot path does not touch the registry. The totals must be monotonic for
+    /// the life of the process (never reset); a scrape that reads an older total than a
+    /// concurrent one adds nothing rather than counting twice.
+    pub fn set_audit(&self, queue_depth: u64, written: u64, spooled: u64, replayed: u64, failed: u64) {
+        self.audit_queue_depth.set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let totals = [written, spooled, replayed, failed];
+        for ((result, seen), total) in AUDIT_RESULTS.into_iter().zip(&self.audit_seen).zip(totals) {
+            let before = seen.fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.audit_records.get_or_create(&ResultLabel { result }).inc_by(total - before);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every family; serve it with [`CONTENT_TYPE`].
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+fn backend_label(backend: &str) -> BackendLabel {
+    BackendLabel { backend: backend.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the one sample line that starts with `series` (name and labels).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    const FAMILIES: [(&str, &str); 10] = [
+        ("sentinel_requests_total", "counter"),
+        ("sentinel_request_duration_seconds", "histogram"),
+        ("sentinel_backend_up", "gauge"),
+        ("sentinel_circuit_state", "gauge"),
+        ("sentinel_backend_restarts_total", "counter"),
+        ("sentinel_rate_limited_total", "counter"),
+        ("sentinel_audit_queue_depth", "gauge"),
+        ("sentinel_audit_records_total", "counter"),
+        ("sentinel_config_reloads_total", "counter"),
+        ("sentinel_sessions", "gauge"),
+    ];
+
+    fn described(text: &str, name: &str, kind: &str) -> bool {
+        text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} {kind}\n"))
+    }
+
+    #[test]
+    fn unlabelled_and_fixed_label_families_appear_before_any_event() {
+        let text = Metrics::new().render();
+        for name in ["sentinel_audit_queue_depth", "sentinel_audit_records_total", "sentinel_config_reloads_total"] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing:\n{text}");
+        }
+        assert_eq!(sample(&text, "sentinel_audit_records_total{result=\"spooled\"}"), Some(0.0));
+        assert_eq!(sample(&text, "sentinel_config_reloads_total{result=\"error\"}"), Some(0.0));
+        assert_eq!(sample(&text, "sentinel_sessions{transport=\"stdio\"}"), Some(0.0));
+        assert_eq!(sample(&text, "sentinel_audit_queue_depth"), Some(0.0));
+    }
+
+    #[test]
+    fn every_family_is_described_once_it_has_a_series() {
+        let m = Metrics::new();
+        m.request("search", "github", Outcome::Ok, 0.003);
+        m.rate_limited("search");
+        m.backend_up("github", true);
+        m.circuit_state("github", CircuitGauge::Closed);
+        m.backend_restarted("github");
+        let text = m.render();
+        for (name, kind) in FAMILIES {
+            assert!(described(&text, name, kind), "{name} ({kind}) missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn counters_and_gauges_move() {
+        let m = Metrics::new();
+        m.request("search", "github", Outcome::Ok, 0.01);
+        m.request("search", "github", Outcome::Ok, 0.02);
+        m.request("search", "github", Outcome::Timeout, 30.0);
+        m.rate_limited("search");
+        m.backend_up("github", true);
+        m.backend_up("github", false);
+        m.circuit_state("github", CircuitGauge::Open);
+        m.backend_restarted("github");
+        m.backend_restarted("github");
+        m.config_reload(true);
+        m.sessions("http", 3);
+        let text = m.render();
+        let ok = r#"sentinel_requests_total{tool="search",backend="github",outcome="ok"}"#;
+        assert_eq!(sample(&text, ok), Some(2.0), "{text}");
+        let timeout = r#"sentinel_requests_total{tool="search",backend="github",outcome="timeout"}"#;
+        assert_eq!(sample(&text, timeout), Some(1.0));
+        assert_eq!(sample(&text, r#"sentinel_rate_limited_total{tool="search"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"sentinel_backend_up{backend="github"}"#), Some(0.0));
+        assert_eq!(sample(&text, r#"sentinel_circuit_state{backend="github"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"sentinel_backend_restarts_total{backend="github"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"sentinel_config_reloads_total{result="ok"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"sentinel_sessions{transport="http"}"#), Some(3.0));
+    }
+
+    #[test]
+    fn histogram_has_every_bucket_and_only_routed_requests_are_timed() {
+        let m = Metrics::new();
+        m.request("search", "github", Outcome::Ok, 0.0007);
+        m.request("search", "github", Outcome::Ok, 45.0);
+        m.request(UNKNOWN_TOOL, "", Outcome::InvalidArgs, 0.0001);
+        let text = m.render();
+        let series = "sentinel_request_duration_seconds";
+        for le in ["0.0005", "0.001", "0.0025", "1", "2.5", "60", "300", "+Inf"] {
+            assert!(
+                sample(&text, &format!("{series}_bucket{{backend=\"github\",le=\"{le}\"}}")).is_some(),
+                "{le}:\n{text}"
+            );
+        }
+        assert_eq!(sample(&text, &format!("{series}_bucket{{backend=\"github\",le=\"0.0005\"}}")), Some(0.0));
+        assert_eq!(sample(&text, &format!("{series}_bucket{{backend=\"github\",le=\"0.001\"}}")), Some(1.0));
+        assert_eq!(sample(&text, &format!("{series}_bucket{{backend=\"github\",le=\"30\"}}")), Some(1.0));
+        assert_eq!(sample(&text, &format!("{series}_bucket{{backend=\"github\",le=\"60\"}}")), Some(2.0));
+        assert_eq!(sample(&text, &format!("{series}_count{{backend=\"github\"}}")), Some(2.0));
+        assert!(!text.contains(r#"backend="",le"#), "an unrouted request was timed:\n{text}");
+        let refused = r#"sentinel_requests_total{tool="<unknown>",backend="",outcome="invalid_args"}"#;
+        assert_eq!(sample(&text, refused), Some(1.0));
+    }
+
+    #[test]
+    fn unknown_tools_share_one_series() {
+        assert_eq!(tool_label(true, "search"), "search");
+        assert_eq!(tool_label(false, "made-up-1"), UNKNOWN_TOOL);
+        let m = Metrics::new();
+        for name in ["a", "b", "c"] {
+            m.rate_limited(tool_label(false, name));
+        }
+        let text = m.render();
+        assert_eq!(sample(&text, r#"sentinel_rate_limited_total{tool="<unknown>"}"#), Some(3.0));
+        assert_eq!(text.matches("sentinel_rate_limited_total{").count(), 1);
+    }
+
+    #[test]
+    fn odd_label_values_are_escaped() {
+        let m = Metrics::new();
+        m.rate_limited("say \"hi\"\nnew_metric 1\\");
+        let text = m.render();
+        assert_eq!(
+            sample(&text, r#"sentinel_rate_limited_total{tool="say \"hi\"\nnew_metric 1\\"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("new_metric")), "a label broke the line:\n{text}");
+    }
+
+    #[test]
+    fn audit_totals_become_counter_increments() {
+        let m = Metrics::new();
+        m.set_audit(7, 10, 2, 0, 1);
+        m.set_audit(3, 15, 2, 2, 1);
+        // An older total read by a slower concurrent scrape adds nothing.
+        m.set_audit(3, 12, 2, 2, 1);
+        let text = m.render();
+        assert_eq!(sample(&text, "sentinel_audit_queue_depth"), Some(3.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="written"}"#), Some(15.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="spooled"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="replayed"}"#), Some(2.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="failed"}"#), Some(1.0));
+    }
+
+    #[test]
+    fn can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Metrics>();
+    }
+
+    #[test]
+    fn content_type_is_prometheus_text() {
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
+}
