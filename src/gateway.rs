@@ -37,7 +37,15 @@ const MAX_SESSIONS: usize = 10_000;
 
 pub struct Gateway {
     pub config: Arc<Config>,
-    backends: Vec<Option<Arc<Backend>>>,
+    /// The running backend of each configured one (by index); empty while down or restarting.
+    backends: Vec<arc_swap::ArcSwapOption<Backend>>,
+    /// Per backend: its restart policy and when its current process started.
+    supervision: Vec<Mutex<(crate::backend::backoff::RestartPolicy, std::time::Instant)>>,
+    /// Per backend: a restart loop is running (further down-notices are its own failed tries).
+    restarting: Vec<std::sync::atomic::AtomicBool>,
+    /// Kept for restarting backends.
+    client: reqwest::Client,
+    notices: mpsc::UnboundedSender<(usize, Notice)>,
     /// One circuit breaker per configured backend (by index).
     breakers: Vec<crate::backend::breaker::CircuitBreaker>,
     pub metrics: crate::metrics::Metrics,
@@ -183,9 +191,23 @@ impl Gateway {
             }
         }))
         .await;
+        let supervision = config
+            .backends
+            .iter()
+            .map(|_| {
+                let policy = crate::backend::backoff::RestartPolicy::new(Default::default());
+                Mutex::new((policy, std::time::Instant::now()))
+            })
+            .collect();
+        let down: Vec<usize> = backends.iter().enumerate().filter(|(_, b)| b.is_none()).map(|(i, _)| i).collect();
+        let down_len = backends.len();
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
-            backends,
+            backends: backends.into_iter().map(arc_swap::ArcSwapOption::new).collect(),
+            supervision,
+            restarting: (0..down_len).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            client,
+            notices: notices_tx,
             refreshes: listings.iter().map(|_| Refresh::default()).collect(),
             breakers,
             metrics,
@@ -204,6 +226,10 @@ impl Gateway {
         });
         gw.rebuild_catalog();
         tokio::spawn(notice_loop(Arc::downgrade(&gw), notices_rx));
+        // A backend that did not start keeps being retried, with backoff.
+        for i in down {
+            tokio::spawn(gw.clone().restart(i, std::time::Duration::ZERO));
+        }
         // Rate-limit state of clients that went quiet is dropped, so memory stays bounded.
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
@@ -286,7 +312,8 @@ impl Gateway {
 
     /// Stops every stdio backend's process group (shutdown): TERM, then KILL after `grace`.
     pub async fn stop_backends(&self, grace: std::time::Duration) {
-        futures::future::join_all(self.backends.iter().flatten().map(|b| b.terminate(grace))).await;
+        let running: Vec<Arc<Backend>> = self.backends.iter().filter_map(|b| b.load_full()).collect();
+        futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
     }
 
     /// Writes out every queued audit record (shutdown).
@@ -313,12 +340,12 @@ impl Gateway {
         self.catalog.load_full()
     }
 
-    pub fn backend(&self, i: usize) -> Option<&Arc<Backend>> {
-        self.backends.get(i).and_then(Option::as_ref)
+    pub fn backend(&self, i: usize) -> Option<Arc<Backend>> {
+        self.backends.get(i).and_then(|b| b.load_full())
     }
 
     pub fn backends_up(&self) -> usize {
-        self.backends.iter().filter(|b| b.is_some()).count()
+        self.backends.iter().filter(|b| b.load().as_ref().is_some_and(|b| b.is_alive())).count()
     }
 
     fn next_seq(&self) -> u64 {
@@ -620,7 +647,7 @@ impl Gateway {
     /// is told of the first subscriber and the last one leaving; a stateless backend hears it
     /// through its listen stream.
     fn count_subscription(&self, uri: &str, add: bool) {
-        let Some(b) = self.catalog().resource_backend(uri).and_then(|i| self.backend(i)).cloned() else { return };
+        let Some(b) = self.catalog().resource_backend(uri).and_then(|i| self.backend(i)) else { return };
         let changed = if add { b.subscriptions.add(uri) } else { b.subscriptions.remove(uri) };
         if changed && b.generation != Generation::Modern {
             let method = if add { "resources/subscribe" } else { "resources/unsubscribe" };
@@ -685,7 +712,7 @@ impl Gateway {
     }
 
     async fn refresh(&self, backend: usize) {
-        let Some(b) = self.backend(backend).cloned() else { return };
+        let Some(b) = self.backend(backend) else { return };
         let listing = b.listing().await;
         self.listings.lock().expect("listings lock")[backend] = listing;
         self.rebuild_catalog();
@@ -693,6 +720,54 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Starts backend `i` again after `delay` (with growing delays while it keeps failing),
+    /// then lists it again and tells clients what changed.
+    async fn restart(self: Arc<Self>, i: usize, delay: std::time::Duration) {
+        if self.restarting[i].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.restart_loop(i, delay).await;
+        self.restarting[i].store(false, Ordering::Release);
+    }
+
+    async fn restart_loop(&self, i: usize, mut delay: std::time::Duration) {
+        let cfg = &self.config.backends[i];
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            if let Some(old) = self.backends[i].swap(None) {
+                old.terminate(std::time::Duration::from_secs(1)).await;
+            }
+            self.supervision[i].lock().expect("supervision lock").1 = std::time::Instant::now();
+            match Backend::start(i, cfg.clone(), self.client.clone(), self.notices.clone()).await {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    crate::backend::spawn_listener(&b);
+                    self.backends[i].store(Some(b));
+                    self.metrics.backend_restarted(&cfg.name);
+                    self.metrics.backend_up(&cfg.name, true);
+                    tracing::info!(backend = %cfg.name, "backend restarted");
+                    self.refresh(i).await;
+                    for kind in ["tools", "prompts", "resources"] {
+                        self.broadcast_list_changed(kind);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let r = {
+                        let mut s = self.supervision[i].lock().expect("supervision lock");
+                        let ran_for = s.1.elapsed();
+                        s.0.on_exit(ran_for)
+                    };
+                    tracing::error!(backend = %cfg.name, "restart failed: {e:#}; next attempt in {:?}", r.delay);
+                    delay = r.delay;
+                }
+            }
+        }
+    }
+
     /// Re-lists a backend after it announced a change, then tells clients. Runs beside the
     /// notice loop (a slow backend must not hold up the others' news), one refresh per
     /// backend at a time; changes announced meanwhile are folded into one more refresh.
@@ -783,7 +858,27 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
             Notice::Closed(why) => {
                 let name = gw.config.backends[i].name.clone();
                 gw.metrics.backend_up(&name, false);
-                tracing::error!(backend = %name, "backend is down: {why}");
+                // During shutdown, while a restart loop runs, or from an instance already replaced.
+                if gw.shutdown.is_cancelled()
+                    || gw.restarting[i].load(Ordering::Acquire)
+                    || gw.backend(i).is_some_and(|b| b.is_alive())
+                {
+                    continue;
+                }
+                // Down now: calls are refused at once until the restart (not sent to a dead
+                // process, where they would count against its circuit).
+                gw.backends[i].store(None);
+                let restart = {
+                    let mut s = gw.supervision[i].lock().expect("supervision lock");
+                    let ran_for = s.1.elapsed();
+                    s.0.on_exit(ran_for)
+                };
+                if restart.crash_loop {
+                    tracing::error!(backend = %name, attempt = restart.attempt, "backend is in a crash loop: {why}; restarting in {:?}", restart.delay);
+                } else {
+                    tracing::error!(backend = %name, "backend is down: {why}; restarting in {:?}", restart.delay);
+                }
+                tokio::spawn(gw.clone().restart(i, restart.delay));
             }
         }
     }

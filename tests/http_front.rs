@@ -250,7 +250,8 @@ async fn crash_and_timeout_answer_at_once() {
     let r = c.call("mock__crash", json!({})).await;
     assert_eq!(r.error_code(), Some(-32014), "{r:?}");
     assert_eq!(r.json()["error"]["data"]["backend"], "mock");
-    // The process is gone: later calls are refused at once, not left hanging.
+    // Until the backend is restarted (after a backoff of at least a quarter second), calls are
+    // refused at once, not left hanging.
     assert_eq!(c.call("mock__echo", json!({})).await.error_code(), Some(-32014));
 }
 

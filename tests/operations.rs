@@ -77,11 +77,37 @@ async fn ready_flips_when_a_required_backend_is_down() {
     let (status, body) = ready().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["backends"][0]["up"], true);
+    // Down from the crash until its restart (at least a quarter second of backoff).
     assert_eq!(HttpClient::modern(&gw.url).call("m__crash", json!({})).await.error_code(), Some(-32014));
-    eventually("/ready reports the required backend down", || async { ready().await.0 == 503 }).await;
-    let (_, body) = ready().await;
+    let down = std::sync::Mutex::new(None);
+    eventually("/ready reports the required backend down", || async {
+        let (status, body) = ready().await;
+        if status == 503 {
+            *down.lock().unwrap() = Some(body);
+        }
+        status == 503
+    })
+    .await;
+    let body = down.lock().unwrap().take().unwrap();
     assert_eq!(body["backends"][0]["up"], false, "{body}");
-    assert_eq!(value(&scrape(&gw).await, "sentinel_backend_up", &["backend=\"m\""]), 0.0);
+    assert_eq!(body["ready"], false, "{body}");
+}
+
+/// A stdio backend that exits is restarted (with backoff), listed again, and serves again.
+#[tokio::test]
+async fn a_crashed_backend_is_restarted() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let c = HttpClient::modern(&gw.url);
+    assert_eq!(c.call("m__crash", json!({})).await.error_code(), Some(-32014), "in-flight call answered at once");
+    eventually("the backend serves again", || async {
+        c.call("m__echo", json!({"x": 1})).await.json()["result"].is_object()
+    })
+    .await;
+    let text = scrape(&gw).await;
+    assert_eq!(value(&text, "sentinel_backend_restarts_total", &["backend=\"m\""]), 1.0, "{text}");
+    assert_eq!(value(&text, "sentinel_backend_up", &["backend=\"m\""]), 1.0);
+    assert!(c.tool_names().await.contains(&"m__echo".to_string()));
+    assert!(gw.log().contains("restarting in"), "the restart is logged");
 }
 
 #[tokio::test]

@@ -58,9 +58,9 @@ impl Gateway {
         audit: &mut AuditRecord,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
-        let backend = self.backend(route.backend).cloned().ok_or_else(|| Refusal::BackendUnavailable {
+        let backend = self.backend(route.backend).ok_or_else(|| Refusal::BackendUnavailable {
             backend: self.config.backends[route.backend].name.clone(),
-            reason: "it did not start; see the gateway log".into(),
+            reason: "it is down or restarting; see the gateway log".into(),
             retry_after_ms: 1000,
         })?;
         if let Some(answer) = self.subscription(session, &backend, method, &route.name) {
