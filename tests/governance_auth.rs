@@ -185,12 +185,12 @@ async fn algorithm_confusion_against_a_jwks_is_refused() {
     let gw = Gateway::start(&auth);
     let claims = good_claims("alice");
     for t in [
-        sign_rs256(&claims, "jwt-test-rsa-private.pem", "rsa-1"),
-        sign_es256(&claims, "jwt-test-ec-private.pem", "ec-1"),
+        sign_rs256(&claims, "jwt-test-rsa-private.test-pem", "rsa-1"),
+        sign_es256(&claims, "jwt-test-ec-private.test-pem", "ec-1"),
     ] {
         HttpClient::new(&gw.url).with_token(&t).initialized(json!({})).await;
     }
-    let public_pem = std::fs::read(fixture("jwt-test-rsa-public.pem")).unwrap();
+    let public_pem = std::fs::read(fixture("jwt-test-rsa-public.test-pem")).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("rsa-1".into());
     let with_kid =
@@ -199,7 +199,7 @@ async fn algorithm_confusion_against_a_jwks_is_refused() {
         assert_refused(&gw.url, Some(&t), "unsupported_algorithm").await;
     }
     // The right kid but another key's signature.
-    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.pem", "rsa-1")), "bad_signature").await;
+    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-1")), "bad_signature").await;
     assert_audited(&gw, "denied_auth", 3).await;
 }
 
@@ -257,8 +257,8 @@ async fn a_rotated_jwks_is_picked_up_without_a_restart() {
     let gw = Gateway::start(&format!("{auth}{ADMIN_ROLE}{}", mock_stdio_backend("m", None, &[])));
     assert_eq!(issuer.fetches(), 1, "the JWKS is loaded at start");
     let claims = good_claims("alice");
-    let token_a = sign_rs256(&claims, "jwt-test-rsa-private.pem", "rsa-1");
-    let token_b = sign_rs256(&claims, "jwt-test-rsa-b-private.pem", "rsa-b");
+    let token_a = sign_rs256(&claims, "jwt-test-rsa-private.test-pem", "rsa-1");
+    let token_b = sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-b");
 
     let a = HttpClient::new(&gw.url).with_token(&token_a).initialized(json!({})).await;
     assert_eq!(a.call("m__echo", json!({})).await.status, 200);
@@ -273,7 +273,7 @@ async fn a_rotated_jwks_is_picked_up_without_a_restart() {
     // The new set replaced the old one: key A is gone, and another unknown kid does not make
     // the gateway refetch at once (the issuer is not hammered).
     assert_refused(&gw.url, Some(&token_a), "unknown_key").await;
-    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.pem", "rsa-x")), "unknown_key").await;
+    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-x")), "unknown_key").await;
     assert_eq!(issuer.fetches(), 2);
     assert_eq!(b.call("m__echo", json!({})).await.status, 200);
 }

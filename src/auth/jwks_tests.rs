@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::tests::{RSA_PUBLIC_PEM, SECRET, authenticator, good_claims, raw_token};
 use super::*;
 
-const RSA_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/jwt-test-rsa-private.pem");
-const EC_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/jwt-test-ec-private.pem");
+const RSA_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/jwt-test-rsa-private.test-pem");
+const EC_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/jwt-test-ec-private.test-pem");
 const JWKS: &str = include_str!("../../tests/fixtures/jwt-test-jwks.json");
 
 fn rs256(kid: Option<&str>, claims: &Value) -> String {

@@ -11,7 +11,7 @@ use super::claims::ClaimRules;
 use super::*;
 
 pub(super) const SECRET: &str = "test-only-secret-0123456789-abcdefghij";
-pub(super) const RSA_PUBLIC_PEM: &str = include_str!("../../tests/fixtures/jwt-test-rsa-public.pem");
+pub(super) const RSA_PUBLIC_PEM: &str = include_str!("../../tests/fixtures/jwt-test-rsa-public.test-pem");
 
 pub(super) fn now() -> u64 {
     unix_now()
