@@ -80,6 +80,27 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Ask the running daemon to reload its config (SIGHUP via its pid file) and report the outcome
+    Reload {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Deployment self-check: loopback binding, secret file permissions, audit store, backends
+    Doctor {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Print what a client needs to connect: `claude mcp add` commands or `.mcp.json` snippets
+    ClientConfig {
+        /// claude-code: `claude mcp add` commands; json: `.mcp.json` snippets (HTTP and stdio)
+        #[arg(value_enum)]
+        format: crate::client_config::Format,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Put this token in the output instead of the ${SENTINEL_TOKEN} placeholder
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -103,6 +124,9 @@ pub fn main() -> ExitCode {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
             run(config, |c| audit(c, opts))
         }
+        Command::Reload { config } => crate::ops_cli::reload(config),
+        Command::Doctor { config } => crate::ops_cli::doctor(config),
+        Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
     }
 }
 
@@ -215,6 +239,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     let gw = Gateway::start(config).await?;
     let local = listener.local_addr()?;
+    // For `sentinel reload`; removed when serve returns.
+    let _pid_file = crate::ops_cli::PidFile::create(path.as_deref(), local);
     let url = format!("http://{local}/mcp");
     println!("Sentinel listening on {url}");
     if embedded {

@@ -1,0 +1,390 @@
+//! Operator commands around a running deployment: the daemon's pid file, `sentinel reload`
+//! and `sentinel doctor`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{self, AuthConfig, Config};
+
+/// The pid file's name. It sits beside the config file (in the working folder for the
+/// embedded default).
+pub const PID_FILE: &str = "sentinel.pid";
+
+/// Where the daemon started on `config_path` keeps its pid file.
+pub fn pid_path(config_path: Option<&Path>) -> PathBuf {
+    match config_path.and_then(|p| p.parent()) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(PID_FILE),
+        _ => PathBuf::from(PID_FILE),
+    }
+}
+
+/// The running daemon's pid file: line 1 the pid, line 2 the address it listens on (the
+/// bound one, so that `listen = "127.0.0.1:0"` is found too). Removed when dropped, unless
+/// another daemon has written its own since.
+pub struct PidFile {
+    path: PathBuf,
+    contents: String,
+}
+
+impl PidFile {
+    /// Writes the pid file; a failure is a warning, never a reason not to serve.
+    pub fn create(config_path: Option<&Path>, listening: SocketAddr) -> Option<PidFile> {
+        let path = pid_path(config_path);
+        let contents = format!("{}\n{listening}\n", std::process::id());
+        match std::fs::write(&path, &contents) {
+            Ok(()) => Some(PidFile { path, contents }),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot write the pid file {}: {e}; `sentinel reload` will not find this daemon",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|c| c == self.contents) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `sentinel reload`: validate the file, SIGHUP the daemon, report whether it took the file.
+pub fn reload(path: Option<PathBuf>) -> ExitCode {
+    let path = config::resolve_path(path.as_deref());
+    let Some(path) = path else {
+        eprintln!(
+            "sentinel: no config file (-c FILE or ./sentinel.toml): a daemon on the embedded default has nothing to reload"
+        );
+        return ExitCode::FAILURE;
+    };
+    let pid_file = pid_path(Some(&path));
+    let text = match std::fs::read_to_string(&pid_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "sentinel: no daemon to reload: {} does not exist (is `sentinel serve -c {}` running?)",
+                pid_file.display(),
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("sentinel: cannot read the pid file {}: {e}", pid_file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut lines = text.lines();
+    let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) else {
+        eprintln!("sentinel: the pid file {} is malformed; remove it and restart the daemon", pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    let addr: Option<SocketAddr> = lines.next().and_then(|l| l.trim().parse().ok());
+    // Signal 0: does the process exist (and may we signal it)?
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            eprintln!(
+                "sentinel: no daemon to reload: the pid file {} names process {pid}, which is not running (a stale file from a crash; remove it)",
+                pid_file.display()
+            );
+        } else {
+            eprintln!("sentinel: cannot signal process {pid} from {}: {err}", pid_file.display());
+        }
+        return ExitCode::FAILURE;
+    }
+    // The daemon would refuse an invalid file anyway; saying why here is kinder than a log line.
+    let config = match Config::load(Some(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.0 {
+                println!("{p}");
+            }
+            println!(
+                "{}: {} problem{} found; the daemon was not asked to reload and keeps its running config",
+                path.display(),
+                e.0.len(),
+                if e.0.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = addr.unwrap_or(config.server.listen);
+    let addr = reachable(addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+        let url = format!("http://{addr}/metrics");
+        let before = match reload_counts(&client, &url).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("sentinel: cannot read {url} before reloading: {e:#}; the daemon was not signalled");
+                return ExitCode::FAILURE;
+            }
+        };
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            eprintln!("sentinel: cannot send SIGHUP to process {pid}: {}", std::io::Error::last_os_error());
+            return ExitCode::FAILURE;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(now) = reload_counts(&client, &url).await {
+                if now.1 > before.1 {
+                    println!("{}: refused (see the gateway log); the running config stays", path.display());
+                    return ExitCode::FAILURE;
+                }
+                if now.0 > before.0 {
+                    println!("{}: accepted (process {pid})", path.display());
+                    return ExitCode::SUCCESS;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                println!(
+                    "{}: no answer from process {pid} within 10s (sentinel_config_reloads_total did not move); see the gateway log",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    })
+}
+
+/// An address a client can connect to: a wildcard listen address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+/// `sentinel_config_reloads_total` (ok, error) from the daemon's /metrics.
+async fn reload_counts(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+    let r = client.get(url).send().await?;
+    anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+    let text = r.text().await?;
+    let count = |result: &str| {
+        let label = format!("result=\"{result}\"");
+        text.lines()
+            .filter(|l| l.starts_with("sentinel_config_reloads_total") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    anyhow::ensure!(text.contains("sentinel_config_reloads_total"), "no sentinel_config_reloads_total in the answer");
+    Ok((count("ok"), count("error")))
+}
+
+/// The outcome of one `doctor` check.
+#[derive(Clone, Copy, PartialEq)]
+enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn line(&mut self, status: Status, what: impl std::fmt::Display) {
+        let tag = match status {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => {
+                self.failures += 1;
+                "FAIL"
+            }
+        };
+        println!("{tag}  {what}");
+    }
+}
+
+/// How long doctor waits for the audit store to answer.
+const STORE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `sentinel doctor`: one pass/warn/FAIL line per check; non-zero exit on any failure.
+pub fn doctor(path: Option<PathBuf>) -> ExitCode {
+    let path = config::resolve_path(path.as_deref());
+    let name = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into());
+    let mut report = Report { failures: 0 };
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => {
+            report.line(Status::Pass, format!("config {name} is valid"));
+            c
+        }
+        Err(e) => {
+            for p in &e.0 {
+                println!("      {p}");
+            }
+            report.line(Status::Fail, format!("config {name}: {} problem(s); `sentinel check` lists them", e.0.len()));
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let listen = config.server.listen;
+    if listen.ip().is_loopback() {
+        report.line(Status::Pass, format!("listen {listen} is loopback"));
+    } else if config.server.allow_public {
+        report.line(
+            Status::Warn,
+            format!("listen {listen} is not loopback: exposed beyond this machine because `allow_public = true`"),
+        );
+    } else {
+        report.line(Status::Fail, format!("listen {listen} is not loopback and `allow_public` is not set"));
+    }
+
+    for (key, file) in secret_files(&config) {
+        report_secret_file(&mut report, &key, &file);
+    }
+    for w in &config.warnings {
+        if w.message.contains("secret is written in the file") {
+            report.line(Status::Fail, format!("literal secret in the config: {w}"));
+        } else {
+            report.line(Status::Warn, format!("{w}"));
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        check_audit(&mut report, &config).await;
+        check_backends(&mut report, config).await;
+    });
+    drop(rt);
+
+    if report.failures == 0 {
+        println!("{name}: every check passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("{name}: {} check{} failed", report.failures, if report.failures == 1 { "" } else { "s" });
+        ExitCode::FAILURE
+    }
+}
+
+/// The secret files the config names: `[auth] hs256_secret_file` and `jwks_file`.
+fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let AuthConfig::Jwt(j) = &config.auth else { return out };
+    // The secret's path is not kept once it is read: find it in the file again.
+    if let Some(p) = &config.path {
+        let raw = std::fs::read_to_string(p).ok().and_then(|t| t.parse::<toml::Table>().ok());
+        let file = raw.as_ref().and_then(|t| t.get("auth")?.get("hs256_secret_file")?.as_str().map(str::to_string));
+        if let Some(f) = file {
+            let env = |k: &str| std::env::var(k).ok();
+            let f = config::expand(&f, &env).unwrap_or(f);
+            out.push(("[auth] hs256_secret_file".to_string(), PathBuf::from(f)));
+        }
+    }
+    if let Some(f) = &j.jwks_file {
+        out.push(("[auth] jwks_file".to_string(), f.clone()));
+    }
+    out
+}
+
+fn report_secret_file(report: &mut Report, key: &str, file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(file) {
+        Ok(m) => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 == 0 {
+                report.line(Status::Pass, format!("{key} {} is private (mode {mode:03o})", file.display()));
+            } else {
+                report.line(
+                    Status::Fail,
+                    format!(
+                        "{key} {} is readable by others (mode {mode:03o}); run `chmod 600 {}`",
+                        file.display(),
+                        file.display()
+                    ),
+                );
+            }
+        }
+        Err(e) => report.line(Status::Fail, format!("{key} {}: {e}", file.display())),
+    }
+}
+
+async fn check_audit(report: &mut Report, config: &Config) {
+    let a = &config.audit;
+    if a.url == "none" {
+        report.line(Status::Warn, "audit store: [audit] url = \"none\": no durable audit trail");
+        return;
+    }
+    let shown = config::redact_url(&a.url);
+    let store = tokio::time::timeout(STORE_TIMEOUT, async {
+        let store = crate::audit::store::SqlStore::connect(&a.url).await?;
+        store.migrate().await?;
+        Ok::<_, anyhow::Error>(store)
+    })
+    .await;
+    match store {
+        Ok(Ok(store)) => {
+            store.close().await;
+            report.line(Status::Pass, format!("audit store {shown} is reachable and migrated"));
+        }
+        Ok(Err(e)) => report.line(Status::Fail, format!("audit store {shown}: {e:#}")),
+        Err(_) => report.line(Status::Fail, format!("audit store {shown}: no answer within {STORE_TIMEOUT:?}")),
+    }
+    let dir = &a.spool_dir;
+    match probe_dir(dir) {
+        Ok(()) => report.line(Status::Pass, format!("audit spool {} is writable", dir.display())),
+        Err(e) => report.line(Status::Fail, format!("audit spool {} is not writable: {e}", dir.display())),
+    }
+}
+
+/// Creates the folder if needed and writes, syncs and removes a file of doctor's own in it
+/// (never the name a running daemon's spool uses).
+fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let path = dir.join(format!(".doctor-probe-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+    let written = f.write_all(b"probe\n").and_then(|()| f.sync_data());
+    let _ = std::fs::remove_file(&path);
+    written
+}
+
+async fn check_backends(report: &mut Report, config: Config) {
+    if config.backends.is_empty() {
+        report.line(Status::Warn, "no backends configured");
+        return;
+    }
+    // Each backend is started and handshaken on its own (`server/discover`, falling back to
+    // `initialize`), as the gateway would, so that each failure comes with its reason.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION"), " (doctor)"))
+        .build()
+        .expect("http client");
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let starts = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| crate::backend::Backend::start(i, b.clone(), client.clone(), tx.clone()));
+    let started = futures::future::join_all(starts).await;
+    for (b, r) in config.backends.iter().zip(&started) {
+        match r {
+            Ok(backend) => report.line(
+                Status::Pass,
+                format!("backend `{}` started and answered (protocol {})", b.name, backend.generation),
+            ),
+            Err(e) => {
+                let why = format!("{e:#}");
+                let named = format!("backend `{}`", b.name);
+                report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") })
+            }
+        }
+    }
+    let running: Vec<_> = started.iter().filter_map(|r| r.as_ref().ok()).collect();
+    futures::future::join_all(running.iter().map(|b| b.terminate(Duration::from_secs(2)))).await;
+}

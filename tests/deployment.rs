@@ -1,0 +1,249 @@
+//! Deployment files (Dockerfile, docker-compose.yml, deploy/): there is no container engine
+//! here, so they are checked by construction — every JSON and YAML file parses, every metric
+//! the dashboard and the alert rules use exists in a running gateway's `/metrics`, the
+//! container config passes `sentinel check`, and the compose file has the services and the
+//! safety properties the docs promise.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn yaml(p: &Path) -> Value {
+    let v: serde_norway::Value = serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::to_value(v).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn ext(p: &Path) -> &str {
+    p.extension().and_then(|e| e.to_str()).unwrap_or("")
+}
+
+#[test]
+fn every_json_and_yaml_file_parses() {
+    let mut seen = 0;
+    for p in files(&root().join("deploy")) {
+        match ext(&p) {
+            "json" => {
+                serde_json::from_str::<Value>(&read(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            }
+            "yml" | "yaml" => {
+                yaml(&p);
+            }
+            _ => continue,
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "expected the Prometheus and Grafana files under deploy/, found {seen}");
+}
+
+/// `sentinel_[a-z_]+` names, without the histogram's `_bucket`/`_count`/`_sum` series suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = text[i..].find("sentinel_") {
+        let start = i + off;
+        let word_start = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let mut end = start + "sentinel_".len();
+        while end < b.len() && (b[end].is_ascii_lowercase() || b[end] == b'_') {
+            end += 1;
+        }
+        if word_start {
+            let mut n = text[start..end].trim_end_matches('_');
+            for s in ["_bucket", "_count", "_sum"] {
+                n = n.strip_suffix(s).unwrap_or(n);
+            }
+            names.insert(n.to_string());
+        }
+        i = end;
+    }
+    names
+}
+
+#[tokio::test]
+async fn dashboard_and_alert_metrics_exist_in_a_running_gateway() {
+    let mut referenced = BTreeSet::new();
+    let mut sources = files(&root().join("deploy/grafana/dashboards"));
+    sources.push(root().join("deploy/prometheus/alerts.yml"));
+    for p in &sources {
+        let names = metric_names(&read(p));
+        assert!(!names.is_empty(), "{} uses no sentinel_ metric", p.display());
+        referenced.extend(names);
+    }
+    for n in [
+        "sentinel_requests_total",
+        "sentinel_request_duration_seconds",
+        "sentinel_backend_up",
+        "sentinel_circuit_state",
+        "sentinel_backend_restarts_total",
+        "sentinel_rate_limited_total",
+        "sentinel_audit_queue_depth",
+    ] {
+        assert!(referenced.contains(n), "{n} is used by no panel or alert: {referenced:?}");
+    }
+    // The dashboard's latency panel is a histogram quantile.
+    let dash = read(&root().join("deploy/grafana/dashboards/sentinel.json"));
+    assert!(dash.contains("histogram_quantile") && dash.contains("sentinel_request_duration_seconds_bucket"));
+
+    let config =
+        mock_stdio_backend("m", None, &[]) + "[rate_limit]\ntools = { \"m__slow\" = { per_minute = 1, burst = 1 } }\n";
+    let gw = Gateway::start(&config);
+    let c = HttpClient::legacy(&gw.url, json!({})).await;
+    c.call("m__echo", json!({})).await;
+    c.call("m__slow", json!({"ms": 1})).await;
+    c.call("m__slow", json!({"ms": 1})).await;
+    let r = reqwest::get(format!("{}/metrics", gw.base())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let mut exposed = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            exposed.extend(rest.split(' ').next().map(str::to_string));
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            exposed.insert(name.to_string());
+            for s in ["_bucket", "_count", "_sum"] {
+                if let Some(n) = name.strip_suffix(s) {
+                    exposed.insert(n.to_string());
+                }
+            }
+        }
+    }
+    let missing: Vec<_> = referenced.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(missing.is_empty(), "metrics used in deploy/ but not exposed: {missing:?}\n/metrics:\n{text}");
+}
+
+#[test]
+fn alert_rules_have_names_and_expressions() {
+    let alerts = yaml(&root().join("deploy/prometheus/alerts.yml"));
+    let rules: Vec<&Value> =
+        alerts["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    let exprs: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            assert!(r["alert"].is_string(), "{r}");
+            r["expr"].as_str().unwrap_or_else(|| panic!("no expr: {r}")).to_string()
+        })
+        .collect();
+    for needle in [
+        "sentinel_backend_up == 0",
+        "increase(sentinel_backend_restarts_total[10m]) > 3",
+        "sentinel_circuit_state == 2",
+        "sentinel_audit_queue_depth > 1000",
+        "result=\"spooled\"",
+        "sentinel_requests_total{outcome=~",
+    ] {
+        assert!(exprs.iter().any(|e| e.contains(needle)), "no alert uses `{needle}`");
+    }
+    let prom = yaml(&root().join("deploy/prometheus/prometheus.yml"));
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["metrics_path"], "/metrics");
+    assert_eq!(job["static_configs"][0]["targets"][0], "sentinel:8800");
+}
+
+#[test]
+fn docker_config_passes_check() {
+    let out = std::process::Command::new(sentinel_bin())
+        .args(["check", "-c"])
+        .arg(root().join("deploy/sentinel.docker.toml"))
+        .env("SENTINEL_JWT_SECRET", "placeholder-secret-0123456789abcdef0123456789")
+        .env("POSTGRES_USER", "sentinel")
+        .env("POSTGRES_PASSWORD", "placeholder")
+        .env("POSTGRES_DB", "sentinel")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("warning"), "{stdout}");
+    let text = read(&root().join("deploy/sentinel.docker.toml"));
+    assert!(text.contains("listen = \"0.0.0.0:8800\"") && text.contains("allow_public = true"));
+}
+
+#[test]
+fn compose_names_the_services_and_keeps_sentinel_on_loopback() {
+    let c = yaml(&root().join("docker-compose.yml"));
+    let services = c["services"].as_object().expect("services");
+    for s in ["sentinel", "postgres", "prometheus", "grafana"] {
+        assert!(services.contains_key(s), "no `{s}` service");
+    }
+    let sentinel = &services["sentinel"];
+    assert_eq!(sentinel["ports"], json!(["127.0.0.1:8800:8800"]));
+    assert_eq!(sentinel["depends_on"]["postgres"]["condition"], "service_healthy");
+    assert!(sentinel["healthcheck"]["test"].to_string().contains("/health"));
+    assert!(services["postgres"]["image"].as_str().unwrap().starts_with("postgres:16"));
+    assert!(services["postgres"]["healthcheck"].is_object());
+    assert!(services["postgres"]["volumes"][0].as_str().unwrap().starts_with("pgdata:"));
+    assert!(c["volumes"].as_object().unwrap().contains_key("pgdata"));
+    for s in ["prometheus", "grafana"] {
+        assert_eq!(services[s]["profiles"], json!(["monitoring"]), "{s}");
+    }
+    // Every file the compose file mounts from the repository exists.
+    for s in services.values() {
+        for v in s["volumes"].as_array().into_iter().flatten() {
+            let v = v.as_str().unwrap();
+            if let Some(local) = v.strip_prefix("./") {
+                let local = local.split(':').next().unwrap();
+                assert!(root().join(local).exists(), "mounted path {local} is missing");
+            }
+        }
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
+    let d = read(&root().join("Dockerfile"));
+    for needle in [
+        "FROM rust:1",
+        "cargo build --release --locked --bins",
+        "FROM debian:bookworm-slim",
+        "USER sentinel",
+        "EXPOSE 8800",
+        "HEALTHCHECK",
+        "/health",
+        "CMD [\"sentinel\", \"serve\", \"-c\", \"/etc/sentinel/sentinel.toml\"]",
+    ] {
+        assert!(d.contains(needle), "Dockerfile lacks `{needle}`");
+    }
+    let ignore = read(&root().join(".dockerignore"));
+    assert!(ignore.lines().any(|l| l.trim_end_matches('/') == "target"));
+    assert!(ignore.lines().any(|l| l.trim_end_matches('/') == ".git"));
+    let unit = read(&root().join("deploy/sentinel.service"));
+    for needle in [
+        "User=sentinel",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/sentinel",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+    ] {
+        assert!(unit.contains(needle), "sentinel.service lacks `{needle}`");
+    }
+}
