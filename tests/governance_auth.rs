@@ -199,7 +199,8 @@ async fn algorithm_confusion_against_a_jwks_is_refused() {
         assert_refused(&gw.url, Some(&t), "unsupported_algorithm").await;
     }
     // The right kid but another key's signature.
-    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-1")), "bad_signature").await;
+    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-1")), "bad_signature")
+        .await;
     assert_audited(&gw, "denied_auth", 3).await;
 }
 
@@ -273,7 +274,8 @@ async fn a_rotated_jwks_is_picked_up_without_a_restart() {
     // The new set replaced the old one: key A is gone, and another unknown kid does not make
     // the gateway refetch at once (the issuer is not hammered).
     assert_refused(&gw.url, Some(&token_a), "unknown_key").await;
-    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-x")), "unknown_key").await;
+    assert_refused(&gw.url, Some(&sign_rs256(&claims, "jwt-test-rsa-b-private.test-pem", "rsa-x")), "unknown_key")
+        .await;
     assert_eq!(issuer.fetches(), 2);
     assert_eq!(b.call("m__echo", json!({})).await.status, 200);
 }
