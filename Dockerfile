@@ -25,7 +25,7 @@ COPY --from=ghcr.io/astral-sh/uv:latest /uv /uvx /usr/local/bin/
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/sentinel --create-home --shell /usr/sbin/nologin sentinel \
  && mkdir -p /etc/sentinel && chown sentinel:sentinel /var/lib/sentinel
 COPY --from=builder /out/sentinel /usr/local/bin/sentinel
-USER sentinel
+USER 10001:10001
 WORKDIR /var/lib/sentinel
 # npm and uv caches live in the data volume, which the sentinel user can write.
 ENV HOME=/var/lib/sentinel \
@@ -33,7 +33,7 @@ ENV HOME=/var/lib/sentinel \
     UV_CACHE_DIR=/var/lib/sentinel/.cache/uv
 EXPOSE 8800
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8800/health || exit 1
+  CMD ["curl", "-fsS", "http://127.0.0.1:8800/health"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["sentinel", "serve", "-c", "/etc/sentinel/sentinel.toml"]
 
@@ -46,12 +46,12 @@ RUN apt-get update \
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/sentinel --create-home --shell /usr/sbin/nologin sentinel \
  && mkdir -p /etc/sentinel && chown sentinel:sentinel /var/lib/sentinel
 COPY --from=builder /out/sentinel /usr/local/bin/sentinel
-USER sentinel
+USER 10001:10001
 WORKDIR /var/lib/sentinel
 ENV HOME=/var/lib/sentinel
 EXPOSE 8800
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8800/health || exit 1
+  CMD ["curl", "-fsS", "http://127.0.0.1:8800/health"]
 # The config decides where Sentinel listens: deploy/sentinel.docker.toml sets 0.0.0.0:8800
 # with allow_public = true. Without a config file the embedded default stays on loopback.
 ENTRYPOINT ["/usr/bin/tini", "--"]

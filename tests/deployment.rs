@@ -222,7 +222,7 @@ fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
         "FROM rust:1",
         "cargo build --release --locked --bins",
         "FROM debian:bookworm-slim",
-        "USER sentinel",
+        "USER 10001:10001",
         "EXPOSE 8800",
         "HEALTHCHECK",
         "/health",
@@ -246,4 +246,23 @@ fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
     ] {
         assert!(unit.contains(needle), "sentinel.service lacks `{needle}`");
     }
+}
+
+/// hadolint (installed into target/peers from PyPI) finds nothing in the Dockerfile, with the
+/// settings in `.hadolint.yaml`.
+#[test]
+fn dockerfile_passes_hadolint() {
+    let peers = common::peers::ensure();
+    let hadolint = peers.dir.join("venv/bin/hadolint");
+    let out = std::process::Command::new(&hadolint)
+        .args(["--config", ".hadolint.yaml", "--no-color", "Dockerfile"])
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", hadolint.display()));
+    assert!(
+        out.status.success(),
+        "hadolint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
