@@ -67,6 +67,8 @@ pub struct Gateway {
     /// The writer behind `audit`, for its counters; `None` with `[audit] url = "none"`.
     audit_writer: Option<Arc<AuditWriter>>,
     redactor: crate::audit::redact::Redactor,
+    /// Webhooks told of backend and audit trouble (a no-op without `[alerts]` webhooks).
+    alerter: crate::alerts::Alerter,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -201,6 +203,7 @@ impl Gateway {
             .collect();
         let down: Vec<usize> = backends.iter().enumerate().filter(|(_, b)| b.is_none()).map(|(i, _)| i).collect();
         let down_len = backends.len();
+        let alerter = crate::alerts::Alerter::start(&config.alerts, client.clone());
         let gw = Arc::new(Gateway {
             config: Arc::new(config),
             backends: backends.into_iter().map(arc_swap::ArcSwapOption::new).collect(),
@@ -221,6 +224,7 @@ impl Gateway {
             audit,
             audit_writer,
             redactor: crate::audit::redact::Redactor::new(&config_redact_keys),
+            alerter,
             seq: AtomicU64::new(1),
             shutdown: Default::default(),
         });
@@ -240,6 +244,9 @@ impl Gateway {
                 gw.limiter.shrink();
             }
         });
+        if gw.alerter.enabled() {
+            tokio::spawn(watch_audit(Arc::downgrade(&gw)));
+        }
         Ok(gw)
     }
 
@@ -269,6 +276,18 @@ impl Gateway {
         match t.to {
             State::Open => tracing::error!(backend, "circuit open: calls are refused fast until a probe succeeds"),
             _ => tracing::info!(backend, "circuit {:?}", t.to),
+        }
+        use crate::alerts::{Alert, AlertKind};
+        match t.to {
+            State::Open => self.alerter.notify(Alert::new(
+                AlertKind::CircuitOpen,
+                backend,
+                "circuit open: calls are refused fast until a probe succeeds",
+            )),
+            State::Closed => {
+                self.alerter.notify(Alert::new(AlertKind::CircuitClosed, backend, "circuit closed: calls flow again"))
+            }
+            State::HalfOpen => {}
         }
     }
 
@@ -749,6 +768,11 @@ impl Gateway {
                     self.metrics.backend_restarted(&cfg.name);
                     self.metrics.backend_up(&cfg.name, true);
                     tracing::info!(backend = %cfg.name, "backend restarted");
+                    self.alerter.notify(crate::alerts::Alert::new(
+                        crate::alerts::AlertKind::BackendUp,
+                        &cfg.name,
+                        "backend restarted",
+                    ));
                     self.refresh(i).await;
                     for kind in ["tools", "prompts", "resources"] {
                         self.broadcast_list_changed(kind);
@@ -873,13 +897,58 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
                     let ran_for = s.1.elapsed();
                     s.0.on_exit(ran_for)
                 };
-                if restart.crash_loop {
+                let kind = if restart.crash_loop {
                     tracing::error!(backend = %name, attempt = restart.attempt, "backend is in a crash loop: {why}; restarting in {:?}", restart.delay);
+                    crate::alerts::AlertKind::CrashLoop
                 } else {
                     tracing::error!(backend = %name, "backend is down: {why}; restarting in {:?}", restart.delay);
-                }
+                    crate::alerts::AlertKind::BackendDown
+                };
+                let message = format!("{why}; restarting in {:?}", restart.delay);
+                gw.alerter.notify(crate::alerts::Alert::new(kind, &name, message));
                 tokio::spawn(gw.clone().restart(i, restart.delay));
             }
         }
+    }
+}
+
+/// How often the audit trail's state is looked at for alerts.
+const AUDIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Alerts on audit trouble, which has no single event to hook: records piling up in the spool
+/// while none reach the store (the store is down), and a spool that cannot be written at all.
+async fn watch_audit(gw: Weak<Gateway>) {
+    use crate::alerts::{Alert, AlertKind};
+    let mut tick = tokio::time::interval(AUDIT_WATCH_INTERVAL);
+    let mut last: Option<AuditStats> = None;
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { break };
+        if gw.shutdown.is_cancelled() {
+            break;
+        }
+        if !gw.audit.writable() {
+            let effect = if gw.config.audit.fail_open {
+                "fail_open: calls proceed WITHOUT a durable audit record"
+            } else {
+                "fail_closed: calls are refused (-32016)"
+            };
+            gw.alerter.notify(Alert::new(
+                AlertKind::AuditFailClosed,
+                "audit",
+                format!("the audit spool cannot be written; {effect}"),
+            ));
+        }
+        let now = gw.audit_stats();
+        if let Some(before) = &last {
+            if now.backlog > before.backlog && now.written == before.written {
+                gw.alerter.notify(Alert::new(
+                    AlertKind::AuditSpooling,
+                    "audit",
+                    format!("the audit store is not answering: {} records wait in the local spool", now.backlog),
+                ));
+            }
+        }
+        last = Some(now);
     }
 }

@@ -1,5 +1,6 @@
 //! Sentinel: a governed MCP gateway. One chokepoint between MCP clients and MCP servers.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backend;

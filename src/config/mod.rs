@@ -1,6 +1,7 @@
 //! Configuration: the TOML file (or the embedded default) turned into a typed, validated
 //! `Config`. Validation collects every problem so `sentinel check` can list them all.
 
+mod alerts;
 mod governance;
 mod raw;
 mod source;
@@ -39,6 +40,8 @@ pub struct Config {
     pub kill_switch: KillSwitchConfig,
     pub validation: ValidationConfig,
     pub audit: AuditConfig,
+    /// Webhooks told of backend and audit trouble; none configured means no alerts.
+    pub alerts: crate::alerts::AlertsConfig,
     /// Things accepted but worth changing (e.g. a literal secret in the file).
     pub warnings: Vec<Problem>,
     /// The HS256 secret generated for the embedded default (a development setup): `serve`
@@ -240,15 +243,6 @@ fn duration(
 }
 
 fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Vec<Problem>) -> Config {
-    for (section, present) in [("alerts", raw.alerts.is_some())] {
-        if present {
-            problems.push(src.problem(
-                &key(&[section]),
-                format!("`[{section}]` is part of the contract but not enforced by this build yet; remove the section (refusing it is safer than appearing to govern calls while not doing so)"),
-            ));
-        }
-    }
-
     let s = raw.server;
     let listen_str = s.listen.unwrap_or_else(|| "127.0.0.1:8800".into());
     let allow_public = s.allow_public.unwrap_or(false);
@@ -314,8 +308,23 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
             NamingStyle::Prefixed
         }
     };
-    let separator = raw.naming.separator.unwrap_or_else(|| "__".into());
-    if separator.is_empty() {
+    // ContextForge's GATEWAY_TOOL_NAME_SEPARATOR defaults to `-` and accepts `-`, `--`, `_`, `.`
+    // (IBM/mcp-context-forge mcpgateway/config.py; anything else falls back to `-` there, with a
+    // warning). Here anything else is refused, since a silent fallback would rename every tool.
+    let default_separator = match style {
+        NamingStyle::Prefixed => "__",
+        NamingStyle::ContextForge => "-",
+    };
+    let separator = raw.naming.separator.unwrap_or_else(|| default_separator.into());
+    if style == NamingStyle::ContextForge && !["-", "--", "_", "."].contains(&separator.as_str()) {
+        problems.push(src.problem(
+            &key(&["naming", "separator"]),
+            format!(
+                "`{separator}` is not a ContextForge separator; with style = \"contextforge\" use \"-\" \
+                 (ContextForge's default), \"--\", \"_\" or \".\", the value of its GATEWAY_TOOL_NAME_SEPARATOR"
+            ),
+        ));
+    } else if separator.is_empty() {
         problems.push(src.problem(
             &key(&["naming", "separator"]),
             "must not be empty (use `prefix = \"\"` on a backend to keep its names)",
@@ -361,6 +370,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         .unwrap_or_else(|| PathBuf::from("."));
     let base = std::path::absolute(&base).unwrap_or(base);
     let audit = governance::audit(src, raw.audit, &base, problems, &mut warnings);
+    let alerts = alerts::alerts(src, raw.alerts, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -372,6 +382,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         kill_switch,
         validation,
         audit,
+        alerts,
         warnings,
         generated_secret: None,
     }

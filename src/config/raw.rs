@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::alerts::RawAlerts;
 use super::governance::{RawAudit, RawAuth, RawKillSwitch, RawRateLimit, RawRole, RawValidation};
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,10 +28,7 @@ pub struct RawConfig {
     pub kill_switch: Option<RawKillSwitch>,
     pub validation: Option<RawValidation>,
     pub audit: Option<RawAudit>,
-    // Sections of the contract that later work fills in. They are parsed so that a file
-    // written for the full product is understood, and refused by validation with a clear
-    // message rather than silently ignored: a gateway must never look governed when it is not.
-    pub alerts: Option<toml::Value>,
+    pub alerts: Option<RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]

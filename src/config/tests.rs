@@ -141,3 +141,45 @@ fn audit_paths_resolve_beside_the_config_file() {
     .to_string();
     assert!(err.contains("not an audit store") && err.contains("not one of"), "{err}");
 }
+
+#[test]
+fn alerts_webhooks_and_their_problems() {
+    let c = parse(
+        "[alerts]\nmin_interval = \"1m\"\n[[alerts.webhook]]\nurl = \"https://discord.com/api/webhooks/${TOKEN}\"\nformat = \"discord\"\n[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.alerts.min_interval, Duration::from_secs(60));
+    assert_eq!(c.alerts.webhooks.len(), 2);
+    assert_eq!(c.alerts.webhooks[0].format, crate::alerts::Format::Discord);
+    assert_eq!(c.alerts.webhooks[0].url, "https://discord.com/api/webhooks/s3cret");
+    assert_eq!(c.alerts.webhooks[1].format, crate::alerts::Format::Generic, "generic by default");
+    assert!(!format!("{c:?}").contains("s3cret"), "a webhook URL is a secret");
+    assert_eq!(parse("").unwrap().alerts.min_interval, Duration::from_secs(300), "5m by default");
+
+    let err = parse(
+        "[alerts]\nmin_interval = \"often\"\n[[alerts.webhook]]\nurl = \"ftp://x/${TOKEN}\"\nformat = \"teams\"\n[[alerts.webhook]]\nurl = \"h\"\nkind = 1\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "t.toml:2: `alerts.min_interval`: `often` is not a duration",
+        "t.toml:4: `alerts.webhook.0.url`: is not an http(s) URL",
+        "t.toml:5: `alerts.webhook.0.format`: `teams` is not one of",
+        "t.toml:7: `alerts.webhook.1.url`: is not an http(s) URL",
+        "t.toml:8: `alerts.webhook.1.kind`: unknown key",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn contextforge_naming_separator() {
+    let c = parse("[naming]\nstyle = \"contextforge\"\n").unwrap();
+    assert_eq!(c.naming.separator, "-", "ContextForge's default GATEWAY_TOOL_NAME_SEPARATOR");
+    let c = parse("[naming]\nstyle = \"contextforge\"\nseparator = \"_\"\n").unwrap();
+    assert_eq!(c.naming.separator, "_");
+    assert_eq!(parse("").unwrap().naming.separator, "__", "prefixed style keeps its default");
+    let err = parse("[naming]\nstyle = \"contextforge\"\nseparator = \"__\"\n").unwrap_err();
+    assert!(err.to_string().contains("t.toml:3: `naming.separator`: `__` is not a ContextForge separator"), "{err}");
+}

@@ -1,0 +1,258 @@
+//! Alerts: webhooks (generic JSON, Discord, Slack) told when a backend goes down or comes
+//! back, a circuit opens or closes, a backend crash-loops, or the audit trail degrades.
+//!
+//! `Alerter::notify` never blocks its caller: it decides (de-duplication) under a short lock
+//! and hands the alert to a bounded queue that one sender task drains. A full queue drops the
+//! alert with a counted warning; a webhook that fails is logged (by host only — the URL may
+//! carry a token) and retried once, never more, so a broken channel cannot pile up work.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Longest one webhook delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait before the single retry of a failed delivery.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Alerts waiting for the sender task at most; beyond it they are dropped (and counted).
+const QUEUE: usize = 64;
+/// Discord refuses `content` longer than 2000 characters.
+const MAX_TEXT_CHARS: usize = 1900;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    BackendDown,
+    BackendUp,
+    CircuitOpen,
+    CircuitClosed,
+    CrashLoop,
+    AuditSpooling,
+    AuditFailClosed,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::BackendDown => "backend_down",
+            AlertKind::BackendUp => "backend_up",
+            AlertKind::CircuitOpen => "circuit_open",
+            AlertKind::CircuitClosed => "circuit_closed",
+            AlertKind::CrashLoop => "crash_loop",
+            AlertKind::AuditSpooling => "audit_spooling",
+            AlertKind::AuditFailClosed => "audit_fail_closed",
+        }
+    }
+
+    /// For a problem, the alert that announces its end; `None` for a recovery itself (and
+    /// for audit problems, which have no recovery alert).
+    fn recovered_by(self) -> Option<AlertKind> {
+        match self {
+            AlertKind::BackendDown | AlertKind::CrashLoop => Some(AlertKind::BackendUp),
+            AlertKind::CircuitOpen => Some(AlertKind::CircuitClosed),
+            _ => None,
+        }
+    }
+
+    fn is_recovery(self) -> bool {
+        matches!(self, AlertKind::BackendUp | AlertKind::CircuitClosed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    /// The backend's name, or `"audit"`.
+    pub subject: String,
+    pub message: String,
+}
+
+impl Alert {
+    pub fn new(kind: AlertKind, subject: impl Into<String>, message: impl Into<String>) -> Alert {
+        Alert { kind, subject: subject.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"kind","subject","message","ts","gateway":"sentinel"}`.
+    Generic,
+    /// `{"content": "..."}`.
+    Discord,
+    /// `{"text": "..."}`.
+    Slack,
+}
+
+#[derive(Clone)]
+pub struct Webhook {
+    /// A secret: Discord and Slack URLs are their own credential. Only `host()` is ever logged.
+    pub url: String,
+    pub format: Format,
+}
+
+impl Webhook {
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook").field("host", &self.host()).field("format", &self.format).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<Webhook>,
+    /// The same (kind, subject) is sent at most once per this window.
+    pub min_interval: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { webhooks: Vec::new(), min_interval: Duration::from_secs(300) }
+    }
+}
+
+/// Which alerts go out: the de-duplication and rate limit, kept apart from delivery so it
+/// can be tested on a paused clock.
+#[derive(Debug)]
+struct Dedup {
+    min_interval: Duration,
+    /// When each (kind, subject) was last sent.
+    last_sent: HashMap<(AlertKind, String), Instant>,
+    /// Problems announced and not yet recovered: their recovery goes out whatever the window,
+    /// once, so a channel never stays on "down" for something that came back.
+    announced: HashSet<(AlertKind, String)>,
+}
+
+impl Dedup {
+    fn new(min_interval: Duration) -> Dedup {
+        Dedup { min_interval, last_sent: HashMap::new(), announced: HashSet::new() }
+    }
+
+    fn admit(&mut self, alert: &Alert, now: Instant) -> bool {
+        let key = (alert.kind, alert.subject.clone());
+        let owed = alert.kind.is_recovery() && self.announced.remove(&key);
+        let recent = self.last_sent.get(&key).is_some_and(|t| now.duration_since(*t) < self.min_interval);
+        if !owed && recent {
+            return false;
+        }
+        if let Some(recovery) = alert.kind.recovered_by() {
+            self.announced.insert((recovery, alert.subject.clone()));
+        }
+        self.last_sent.insert(key, now);
+        true
+    }
+}
+
+/// Sends alerts to the configured webhooks without ever making the caller wait.
+pub struct Alerter {
+    dedup: Mutex<Dedup>,
+    /// `None` without webhooks: every alert is a no-op.
+    tx: Option<mpsc::Sender<Alert>>,
+    dropped: AtomicU64,
+}
+
+impl Alerter {
+    /// Starts the sender task (inside a tokio runtime) when any webhook is configured; it ends
+    /// when the `Alerter` is dropped.
+    pub fn start(config: &AlertsConfig, client: reqwest::Client) -> Alerter {
+        let tx = (!config.webhooks.is_empty()).then(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(send_loop(rx, config.webhooks.clone(), client));
+            tx
+        });
+        Alerter { dedup: Mutex::new(Dedup::new(config.min_interval)), tx, dropped: AtomicU64::new(0) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn notify(&self, alert: Alert) {
+        let Some(tx) = &self.tx else { return };
+        if !self.dedup.lock().expect("alerts lock").admit(&alert, Instant::now()) {
+            tracing::debug!(kind = alert.kind.as_str(), subject = %alert.subject, "alert suppressed (sent recently)");
+            return;
+        }
+        if tx.try_send(alert).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(dropped, "alert queue full: alert dropped");
+        }
+    }
+}
+
+async fn send_loop(mut rx: mpsc::Receiver<Alert>, webhooks: Vec<Webhook>, client: reqwest::Client) {
+    while let Some(alert) = rx.recv().await {
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let deliveries = webhooks.iter().map(|w| deliver(&client, w, payload(w.format, &alert, &ts)));
+        futures::future::join_all(deliveries).await;
+    }
+}
+
+/// Posts one payload, retrying once; failures are logged, never returned.
+async fn deliver(client: &reqwest::Client, webhook: &Webhook, body: String) {
+    for attempt in 1..=2 {
+        let sent = client
+            .post(&webhook.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .timeout(DELIVERY_TIMEOUT)
+            .send()
+            .await;
+        let failure = match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => error_chain(&e.without_url()),
+        };
+        tracing::warn!(host = %webhook.host(), attempt, "alert webhook delivery failed: {failure}");
+        if attempt == 1 {
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's own Display hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// The request body for one webhook format.
+pub fn payload(format: Format, alert: &Alert, ts: &str) -> String {
+    let value = match format {
+        Format::Generic => serde_json::json!({
+            "kind": alert.kind.as_str(),
+            "subject": alert.subject,
+            "message": alert.message,
+            "ts": ts,
+            "gateway": "sentinel",
+        }),
+        Format::Discord => serde_json::json!({ "content": text(alert) }),
+        Format::Slack => serde_json::json!({ "text": text(alert) }),
+    };
+    value.to_string()
+}
+
+fn text(alert: &Alert) -> String {
+    let s = format!("[sentinel] {} `{}`: {}", alert.kind.as_str(), alert.subject, alert.message);
+    if s.chars().count() <= MAX_TEXT_CHARS {
+        return s;
+    }
+    s.chars().take(MAX_TEXT_CHARS).chain(std::iter::once('…')).collect()
+}
+
+#[cfg(test)]
+mod tests;
