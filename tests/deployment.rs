@@ -266,3 +266,29 @@ fn dockerfile_passes_hadolint() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// docker-compose.yml is valid against the Compose specification (the schema vendored in
+/// check-jsonschema, installed into target/peers from PyPI), and a broken copy is caught.
+#[test]
+fn compose_file_passes_the_compose_spec_schema() {
+    let peers = common::peers::ensure();
+    let check = peers.dir.join("venv/bin/check-jsonschema");
+    let run = |file: &Path| {
+        std::process::Command::new(&check)
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", check.display()))
+    };
+    let out = run(&root().join("docker-compose.yml"));
+    assert!(
+        out.status.success(),
+        "compose schema:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("docker-compose.yml");
+    std::fs::write(&broken, "services:\n  sentinel:\n    image: x\n    ports: 8800\n    restart: sometimes\n").unwrap();
+    assert!(!run(&broken).status.success(), "the schema check rejects an invalid compose file");
+}
