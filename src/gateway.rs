@@ -741,12 +741,25 @@ impl Gateway {
 impl Gateway {
     /// Starts backend `i` again after `delay` (with growing delays while it keeps failing),
     /// then lists it again and tells clients what changed.
-    async fn restart(self: Arc<Self>, i: usize, delay: std::time::Duration) {
-        if self.restarting[i].swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.restart_loop(i, delay).await;
-        self.restarting[i].store(false, Ordering::Release);
+    // Boxed: it may spawn itself again, and a recursive future needs a named, `Send` type.
+    fn restart(self: Arc<Self>, i: usize, delay: std::time::Duration) -> crate::audit::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if self.restarting[i].swap(true, Ordering::AcqRel) {
+                return;
+            }
+            self.restart_loop(i, delay).await;
+            self.restarting[i].store(false, Ordering::Release);
+            // A backend that died again while being listed sent its down-notice while this
+            // loop still ran (and was ignored): go round again.
+            if !self.shutdown.is_cancelled() && !self.backend(i).is_some_and(|b| b.is_alive()) {
+                let r = {
+                    let mut s = self.supervision[i].lock().expect("supervision lock");
+                    let ran_for = s.1.elapsed();
+                    s.0.on_exit(ran_for)
+                };
+                tokio::spawn(self.clone().restart(i, r.delay));
+            }
+        })
     }
 
     async fn restart_loop(&self, i: usize, mut delay: std::time::Duration) {
@@ -763,6 +776,11 @@ impl Gateway {
             match Backend::start(i, cfg.clone(), self.client.clone(), self.notices.clone()).await {
                 Ok(b) => {
                     let b = Arc::new(b);
+                    if self.shutdown.is_cancelled() {
+                        // Shutdown began while it started: it would outlive `stop_backends`.
+                        b.terminate(std::time::Duration::from_secs(1)).await;
+                        return;
+                    }
                     crate::backend::spawn_listener(&b);
                     self.backends[i].store(Some(b));
                     self.metrics.backend_restarted(&cfg.name);
@@ -881,7 +899,6 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {
                 let name = gw.config.backends[i].name.clone();
-                gw.metrics.backend_up(&name, false);
                 // During shutdown, while a restart loop runs, or from an instance already replaced.
                 if gw.shutdown.is_cancelled()
                     || gw.restarting[i].load(Ordering::Acquire)
@@ -892,6 +909,7 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
                 // Down now: calls are refused at once until the restart (not sent to a dead
                 // process, where they would count against its circuit).
                 gw.backends[i].store(None);
+                gw.metrics.backend_up(&name, false);
                 let restart = {
                     let mut s = gw.supervision[i].lock().expect("supervision lock");
                     let ran_for = s.1.elapsed();

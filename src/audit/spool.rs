@@ -211,10 +211,16 @@ mod tests;
 /// anything new) to be replayed, and the folder is removed. Segments written directly in the
 /// base folder (by an older build) are adopted the same way.
 pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
-    fs::create_dir_all(base)?;
-    let own = base.join(format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
-    fs::create_dir_all(&own)?;
-    let lock = lock_file(&own)?.ok_or_else(|| io::Error::other("cannot lock a new spool folder"))?;
+    let mkdir = |p: &Path| fs::DirBuilder::new().recursive(true).mode(0o700).create(p);
+    mkdir(base)?;
+    // Made and locked under a name no other process looks at, then renamed into place: nobody
+    // can take a folder for a dead one between its creation and its lock.
+    let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let staging = base.join(format!(".new-{name}"));
+    mkdir(&staging)?;
+    let lock = lock_file(&staging, true)?.ok_or_else(|| io::Error::other("cannot lock a new spool folder"))?;
+    let own = base.join(&name);
+    fs::rename(&staging, &own)?;
     let mut seq = 1u64;
     let mut adopt = |dir: &Path| -> io::Result<()> {
         for s in list_segments(dir)? {
@@ -224,25 +230,43 @@ pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
         Ok(())
     };
     adopt(base)?;
-    let mut others: Vec<PathBuf> =
-        fs::read_dir(base)?.flatten().map(|e| e.path()).filter(|p| p.is_dir() && *p != own).collect();
+    // Only folders this scheme made (`<pid>-<32 hex>` holding a `.lock`) are ever touched.
+    let mut others: Vec<PathBuf> = fs::read_dir(base)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| *p != own && p.is_dir() && is_spool_folder(p))
+        .collect();
     others.sort();
     for dir in others {
-        // A held lock means a live process still writes there.
-        if let Some(_dead_owner) = lock_file(&dir)? {
-            adopt(&dir)?;
-            let _ = fs::remove_dir_all(&dir);
+        // A held lock means a live process still writes there; a folder that vanished or
+        // cannot be locked was taken by another process starting now: skip it.
+        if let Ok(Some(_dead_owner)) = lock_file(&dir, false) {
+            if adopt(&dir).is_ok() {
+                let _ = fs::remove_dir_all(&dir);
+            }
         }
     }
+    // The adopted segments' new names must be durable before anything is stored from them.
+    File::open(&own)?.sync_all()?;
     Ok((own, lock))
+}
+
+fn is_spool_folder(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some((pid, id)) = name.split_once('-') else { return false };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && p.join(".lock").is_file()
 }
 
 /// An exclusive, non-blocking `flock` on `dir/.lock`; `None` when another process holds it.
 /// Hand-written over libc: the lock must be tied to this process's lifetime (released by the
 /// kernel even on `kill -9`), which only a held file descriptor gives.
-fn lock_file(dir: &Path) -> io::Result<Option<std::fs::File>> {
+fn lock_file(dir: &Path, create: bool) -> io::Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock"))?;
+    let f = fs::OpenOptions::new().create(create).truncate(false).write(true).open(dir.join(".lock"))?;
     // SAFETY: flock on a descriptor we own; no memory is shared with the call.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if r == 0 { Ok(Some(f)) } else { Ok(None) }

@@ -26,6 +26,9 @@ use drain::Drainer;
 
 /// How long `record()` waits for room in a full queue before giving up on the record.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// The longest a call waits for its record to be synced to the spool.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
+
 /// How often an unwritable spool is probed while no records arrive to retry it.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// A store insert that takes longer is abandoned and retried (inserts are idempotent).
@@ -197,7 +200,12 @@ impl AuditWriter {
         let refused = match self.tx.send_timeout(Msg::Record(record, ack), QUEUE_WAIT).await {
             Ok(()) => {
                 // The spool writer counts and logs its own failures.
-                return durable.await.unwrap_or_else(|_| Err(AuditUnavailable("audit writer stopped".into())));
+                // A spool stuck in fsync (a failing disk) must not hang every call: after a bound
+                // it counts as unavailable, and fail-closed/fail-open decide.
+                return match tokio::time::timeout(DURABLE_WAIT, durable).await {
+                    Ok(r) => r.unwrap_or_else(|_| Err(AuditUnavailable("audit writer stopped".into()))),
+                    Err(_) => Err(AuditUnavailable(format!("the spool did not sync within {DURABLE_WAIT:?}"))),
+                };
             }
             Err(SendTimeoutError::Timeout(_)) => AuditUnavailable(format!("audit queue full for {QUEUE_WAIT:?}")),
             Err(SendTimeoutError::Closed(_)) => AuditUnavailable("audit writer stopped".into()),

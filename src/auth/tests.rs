@@ -68,10 +68,12 @@ async fn check(claims: Value) -> Result<Identity, AuthError> {
 
 #[tokio::test]
 async fn a_valid_hs256_token_yields_the_identity() {
-    let identity = check(good_claims()).await.unwrap();
+    // One set of claims: a second call could fall in the next second and carry another `exp`.
+    let claims = good_claims();
+    let identity = check(claims.clone()).await.unwrap();
     assert_eq!(identity.subject, "alice");
     assert_eq!(identity.roles, ["dev", "ops"]);
-    assert_eq!(identity.expires_at, good_claims()["exp"].as_u64());
+    assert_eq!(identity.expires_at, claims["exp"].as_u64());
 }
 
 #[tokio::test]

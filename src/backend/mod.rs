@@ -142,7 +142,16 @@ impl Backend {
             TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices)?),
             TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices)?),
         };
-        let hs = handshake::handshake(&conn, &config).await?;
+        let hs = match handshake::handshake(&conn, &config).await {
+            Ok(hs) => hs,
+            Err(e) => {
+                // A process that started but would not talk must not stay behind.
+                if let Conn::Stdio(c) = &conn {
+                    c.terminate(Duration::from_secs(1)).await;
+                }
+                return Err(e);
+            }
+        };
         if let Conn::Http(h) = &conn {
             h.set_generation(hs.generation);
         }

@@ -169,13 +169,16 @@ impl StdioConn {
     pub async fn terminate(&self, grace: std::time::Duration) {
         let Some(g) = self.pgid else { return };
         let mut exited = self.exited.clone();
-        if !*exited.borrow() {
-            signal_group(g, libc::SIGTERM);
-            let _ = tokio::time::timeout(grace, exited.wait_for(|e| *e)).await;
+        // Once the leader is reaped its group id may belong to someone else: signal only
+        // before. (When the leader's output ends, the reader kills the group before reaping.)
+        if *exited.borrow() {
+            return;
         }
-        // The leader may be gone while children it started still run in its group.
-        signal_group(g, libc::SIGKILL);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exited.wait_for(|e| *e)).await;
+        signal_group(g, libc::SIGTERM);
+        if tokio::time::timeout(grace, exited.wait_for(|e| *e)).await.is_err() && !*exited.borrow() {
+            signal_group(g, libc::SIGKILL);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exited.wait_for(|e| *e)).await;
+        }
     }
 }
 
