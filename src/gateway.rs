@@ -899,17 +899,19 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {
                 let name = gw.config.backends[i].name.clone();
-                // During shutdown, while a restart loop runs, or from an instance already replaced.
-                if gw.shutdown.is_cancelled()
-                    || gw.restarting[i].load(Ordering::Acquire)
-                    || gw.backend(i).is_some_and(|b| b.is_alive())
-                {
+                // During shutdown, or from an instance already replaced.
+                if gw.shutdown.is_cancelled() || gw.backend(i).is_some_and(|b| b.is_alive()) {
                     continue;
                 }
                 // Down now: calls are refused at once until the restart (not sent to a dead
-                // process, where they would count against its circuit).
+                // process, where they would count against its circuit and open it).
                 gw.backends[i].store(None);
                 gw.metrics.backend_up(&name, false);
+                // It died while its restart loop was still listing it: that loop sees it is
+                // gone when it ends and goes round again.
+                if gw.restarting[i].load(Ordering::Acquire) {
+                    continue;
+                }
                 let restart = {
                     let mut s = gw.supervision[i].lock().expect("supervision lock");
                     let ran_for = s.1.elapsed();

@@ -134,6 +134,16 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the gateway said: CI keeps no temp folders.
+        if std::thread::panicking() {
+            // Per-call audit lines would bury the rest: all other lines, then the last few calls.
+            let log = self.log();
+            let calls: Vec<&str> = log.lines().filter(|l| l.contains(" audit: call ")).collect();
+            eprintln!("--- gateway log (per-call audit lines left out: {}) ---", calls.len());
+            log.lines().filter(|l| !l.contains(" audit: call ")).for_each(|l| eprintln!("{l}"));
+            eprintln!("--- last per-call audit lines ---");
+            calls.iter().skip(calls.len().saturating_sub(5)).for_each(|l| eprintln!("{l}"));
+        }
     }
 }
 
