@@ -87,7 +87,7 @@ pub enum Format {
     Slack,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Webhook {
     /// A secret: Discord and Slack URLs are their own credential. Only `host()` is ever logged.
     pub url: String,
@@ -106,7 +106,7 @@ impl fmt::Debug for Webhook {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
     pub webhooks: Vec<Webhook>,
     /// The same (kind, subject) is sent at most once per this window.

@@ -76,19 +76,22 @@ pub struct Catalog {
 
 /// A backend as the catalog needs to know it.
 pub struct Source<'a> {
+    /// The number entries carry to name this backend (the gateway's slot number).
+    pub index: usize,
     pub name: &'a str,
     pub prefix: &'a str,
     pub listing: &'a Listing,
 }
 
 impl Catalog {
-    /// Builds the catalog; backends are indexed by their position in `sources`.
+    /// Builds the catalog, in the order of `sources`; entries name their backend by its `index`.
     pub fn build(naming: &Naming, sources: &[Source]) -> Arc<Catalog> {
         let mut c = Catalog::default();
         let mut tools = Vec::new();
         let mut prompts = Vec::new();
         let mut schemas: Vec<(String, serde_json::Value)> = Vec::new();
-        for (i, s) in sources.iter().enumerate() {
+        for s in sources {
+            let i = s.index;
             for t in &s.listing.tools {
                 // A tool without an inputSchema takes any object (MCP requires one; be lenient).
                 let schema: serde_json::Value = t
@@ -221,7 +224,10 @@ fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, Ha
         if let Some(&prev) = index.get(&e.exposed) {
             clashes.push(format!(
                 "{what} name `{}` is exposed by both `{}` and `{}`; `{}`'s is hidden — give one backend a distinct `prefix`",
-                e.exposed, sources[out[prev].backend].name, sources[e.backend].name, sources[e.backend].name
+                e.exposed,
+                name_of(sources, out[prev].backend),
+                name_of(sources, e.backend),
+                name_of(sources, e.backend)
             ));
             continue;
         }
@@ -229,6 +235,10 @@ fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, Ha
         out.push(e);
     }
     (out, index, clashes)
+}
+
+fn name_of<'a>(sources: &[Source<'a>], index: usize) -> &'a str {
+    sources.iter().find(|s| s.index == index).map_or("?", |s| s.name)
 }
 
 /// An RFC 6570 URI template reduced to what routing needs: literal pieces and variables.
@@ -331,7 +341,10 @@ mod tests {
         let b = Listing { tools: vec![listed(r#"{"name":"echo"}"#)], ..Default::default() };
         let c = Catalog::build(
             &naming,
-            &[Source { name: "one", prefix: "", listing: &a }, Source { name: "two", prefix: "", listing: &b }],
+            &[
+                Source { index: 0, name: "one", prefix: "", listing: &a },
+                Source { index: 1, name: "two", prefix: "", listing: &b },
+            ],
         );
         assert_eq!(c.tools.len(), 2);
         assert_eq!(c.tool("echo").unwrap().json, r#"{"name":"echo","inputSchema":{"type":"object","x":1.0}}"#);
@@ -339,7 +352,10 @@ mod tests {
         assert_eq!(c.clashes.len(), 1, "{:?}", c.clashes);
         let c = Catalog::build(
             &naming,
-            &[Source { name: "one", prefix: "one", listing: &a }, Source { name: "two", prefix: "two", listing: &b }],
+            &[
+                Source { index: 0, name: "one", prefix: "one", listing: &a },
+                Source { index: 1, name: "two", prefix: "two", listing: &b },
+            ],
         );
         let names: Vec<_> = c.tools.iter().map(|e| e.exposed.as_str()).collect();
         assert_eq!(names, ["one__echo", "one__b", "two__echo"], "config order, then each backend's own order");

@@ -301,16 +301,14 @@ async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         match Config::load(Some(&path)) {
-            Ok(c) => match gw.reload_policy(&c) {
-                Ok(()) => {
+            Ok(c) => match gw.reload(c).await {
+                Ok(summary) => {
                     gw.metrics.config_reload(true);
-                    tracing::info!(
-                        "config reloaded: roles, kill switch and validation updated (other changes need a restart)"
-                    )
+                    tracing::info!("{summary}");
                 }
                 Err(e) => {
                     gw.metrics.config_reload(false);
-                    tracing::error!("config reload refused: {e}")
+                    tracing::error!("config reload refused: {e}; the running config stays")
                 }
             },
             Err(e) => {

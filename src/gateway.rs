@@ -4,8 +4,11 @@
 mod forward;
 mod lists;
 mod pipeline;
+mod reload;
+mod slot;
 
 pub use pipeline::{Admission, Route};
+pub use slot::Slot;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,48 +39,50 @@ use crate::session::Session;
 const MAX_SESSIONS: usize = 10_000;
 
 pub struct Gateway {
-    pub config: Arc<Config>,
-    /// The running backend of each configured one (by index); empty while down or restarting.
-    backends: Vec<arc_swap::ArcSwapOption<Backend>>,
-    /// Per backend: its restart policy and when its current process started.
-    supervision: Vec<Mutex<(crate::backend::backoff::RestartPolicy, std::time::Instant)>>,
-    /// Per backend: a restart loop is running (further down-notices are its own failed tries).
-    restarting: Vec<std::sync::atomic::AtomicBool>,
-    /// Kept for restarting backends.
+    /// The running config and the backends it names; swapped whole by a reload.
+    live: ArcSwap<Live>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Kept for starting and restarting backends.
     client: reqwest::Client,
     notices: mpsc::UnboundedSender<(usize, Notice)>,
-    /// One circuit breaker per configured backend (by index).
-    breakers: Vec<crate::backend::breaker::CircuitBreaker>,
     pub metrics: crate::metrics::Metrics,
-    /// Each backend's latest listing, kept so one backend's change rebuilds without re-asking the others.
-    listings: Mutex<Vec<Listing>>,
-    /// Per backend: a list refresh in progress, and the list kinds changed since it began.
-    refreshes: Vec<Refresh>,
     catalog: ArcSwap<Catalog>,
     /// Session-based clients (HTTP sessions and stdio), for server-initiated notifications.
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Stateless clients' `subscriptions/listen` streams.
     listeners: Mutex<Vec<Listener>>,
-    /// Roles, kill switch and validation mode; swapped whole when the config is reloaded.
+    /// Roles, kill switch and validation mode.
     policy: ArcSwap<Policy>,
-    limiter: RateLimiter,
-    /// `None` when authentication is disabled.
-    auth: Option<Authenticator>,
+    limiter: ArcSwap<RateLimiter>,
+    /// Empty when authentication is disabled.
+    auth: arc_swap::ArcSwapOption<Authenticator>,
     audit: Arc<dyn AuditSink>,
     /// The writer behind `audit`, for its counters; `None` with `[audit] url = "none"`.
     audit_writer: Option<Arc<AuditWriter>>,
-    redactor: crate::audit::redact::Redactor,
+    redactor: ArcSwap<crate::audit::redact::Redactor>,
     /// Webhooks told of backend and audit trouble (a no-op without `[alerts]` webhooks).
-    alerter: crate::alerts::Alerter,
+    alerter: ArcSwap<crate::alerts::Alerter>,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-#[derive(Default)]
-struct Refresh {
-    running: std::sync::atomic::AtomicBool,
-    kinds: Mutex<std::collections::BTreeSet<&'static str>>,
+/// The config in force and the slots of the backends it names.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// Every slot made since start, retired ones included: append-only, so that a slot's
+    /// number never changes (see `slot.rs`).
+    slots: Vec<Arc<Slot>>,
+    /// The slot of each configured backend, in config order.
+    active: Vec<usize>,
+}
+
+impl Live {
+    /// The slots of the configured backends, in config order.
+    fn active(&self) -> impl Iterator<Item = (usize, &Arc<Slot>)> {
+        self.active.iter().map(|&i| (i, &self.slots[i]))
+    }
 }
 
 struct Listener {
@@ -160,73 +165,41 @@ impl Gateway {
             AuthConfig::Jwt(j) => Some(Authenticator::new(j.clone(), client.clone()).await?),
         };
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
-        let starts = config.backends.iter().enumerate().map(|(i, b)| {
-            let client = client.clone();
-            let tx = notices_tx.clone();
-            let b = b.clone();
-            async move {
-                match Backend::start(i, b, client, tx).await {
-                    Ok(b) => Some(Arc::new(b)),
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        None
-                    }
-                }
-            }
-        });
-        let backends: Vec<Option<Arc<Backend>>> = futures::future::join_all(starts).await;
         let metrics = crate::metrics::Metrics::new();
-        let breakers =
-            config.backends.iter().map(|b| crate::backend::breaker::CircuitBreaker::new(b.circuit)).collect();
-        for (b, cfg) in backends.iter().zip(&config.backends) {
-            metrics.backend_configured(&cfg.name);
-            metrics.backend_up(&cfg.name, b.is_some());
-            metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
-        }
-        for b in backends.iter().flatten() {
-            crate::backend::spawn_listener(b);
-        }
-        let listings = futures::future::join_all(backends.iter().map(|b| async move {
-            match b {
-                Some(b) => b.listing().await,
-                None => Listing::default(),
-            }
-        }))
-        .await;
-        let supervision = config
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let started = start_backends(0, &config.backends, &client, &notices_tx).await;
+        let slots: Vec<Arc<Slot>> = config
             .backends
             .iter()
-            .map(|_| {
-                let policy = crate::backend::backoff::RestartPolicy::new(Default::default());
-                Mutex::new((policy, std::time::Instant::now()))
+            .zip(started)
+            .map(|(cfg, (backend, listing))| {
+                metrics.backend_configured(&cfg.name);
+                metrics.backend_up(&cfg.name, backend.is_some());
+                metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
+                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown))
             })
             .collect();
-        let down: Vec<usize> = backends.iter().enumerate().filter(|(_, b)| b.is_none()).map(|(i, _)| i).collect();
-        let down_len = backends.len();
+        let down: Vec<usize> =
+            slots.iter().enumerate().filter(|(_, s)| s.backend().is_none()).map(|(i, _)| i).collect();
         let alerter = crate::alerts::Alerter::start(&config.alerts, client.clone());
         let gw = Arc::new(Gateway {
-            config: Arc::new(config),
-            backends: backends.into_iter().map(arc_swap::ArcSwapOption::new).collect(),
-            supervision,
-            restarting: (0..down_len).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
+            reloading: tokio::sync::Mutex::new(()),
             client,
             notices: notices_tx,
-            refreshes: listings.iter().map(|_| Refresh::default()).collect(),
-            breakers,
             metrics,
-            listings: Mutex::new(listings),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             sessions: Mutex::new(HashMap::new()),
             listeners: Mutex::new(Vec::new()),
             policy: ArcSwap::from_pointee(policy),
-            limiter,
-            auth,
+            limiter: ArcSwap::from_pointee(limiter),
+            auth: arc_swap::ArcSwapOption::new(auth.map(Arc::new)),
             audit,
             audit_writer,
-            redactor: crate::audit::redact::Redactor::new(&config_redact_keys),
-            alerter,
+            redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config_redact_keys)),
+            alerter: ArcSwap::from_pointee(alerter),
             seq: AtomicU64::new(1),
-            shutdown: Default::default(),
+            shutdown,
         });
         gw.rebuild_catalog();
         tokio::spawn(notice_loop(Arc::downgrade(&gw), notices_rx));
@@ -241,18 +214,26 @@ impl Gateway {
             loop {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { break };
-                gw.limiter.shrink();
+                gw.limiter.load().shrink();
             }
         });
-        if gw.alerter.enabled() {
-            tokio::spawn(watch_audit(Arc::downgrade(&gw)));
-        }
+        tokio::spawn(watch_audit(Arc::downgrade(&gw)));
         Ok(gw)
+    }
+
+    /// The config in force (a reload swaps it; what a caller holds stays as it was).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load().config.clone()
+    }
+
+    /// Slot `i` (a number from the catalog or a backend's notice).
+    pub fn slot(&self, i: usize) -> Arc<Slot> {
+        self.live.load().slots[i].clone()
     }
 
     /// Who is calling, from an HTTP `Authorization` header (or stdio's `SENTINEL_TOKEN`).
     pub async fn authenticate(&self, bearer: Option<&str>) -> Caller {
-        let Some(auth) = &self.auth else { return Caller::Anonymous };
+        let Some(auth) = self.auth.load_full() else { return Caller::Anonymous };
         let Some(token) = bearer else { return Caller::Refused(crate::auth::AuthError::Missing) };
         match auth.authenticate(token).await {
             Ok(identity) => Caller::User(identity),
@@ -261,7 +242,7 @@ impl Gateway {
     }
 
     pub fn auth_enabled(&self) -> bool {
-        self.auth.is_some()
+        self.auth.load().is_some()
     }
 
     /// Logs and exports a circuit breaker's change of state.
@@ -279,14 +260,16 @@ impl Gateway {
         }
         use crate::alerts::{Alert, AlertKind};
         match t.to {
-            State::Open => self.alerter.notify(Alert::new(
+            State::Open => self.alerter.load().notify(Alert::new(
                 AlertKind::CircuitOpen,
                 backend,
                 "circuit open: calls are refused fast until a probe succeeds",
             )),
-            State::Closed => {
-                self.alerter.notify(Alert::new(AlertKind::CircuitClosed, backend, "circuit closed: calls flow again"))
-            }
+            State::Closed => self.alerter.load().notify(Alert::new(
+                AlertKind::CircuitClosed,
+                backend,
+                "circuit closed: calls flow again",
+            )),
             State::HalfOpen => {}
         }
     }
@@ -294,19 +277,18 @@ impl Gateway {
     /// Whether every `required` backend is up, and the audit trail writable: `/ready`.
     pub fn readiness(&self) -> (bool, serde_json::Value) {
         use crate::backend::breaker::State;
+        let live = self.live.load();
         let mut ready = self.audit.writable();
-        let backends: Vec<serde_json::Value> = self
-            .config
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let up = self.backend(i).is_some_and(|x| x.is_alive());
-                let circuit = match self.breakers[i].state() {
+        let backends: Vec<serde_json::Value> = live
+            .active()
+            .map(|(_, slot)| {
+                let up = slot.is_up();
+                let circuit = match slot.breaker.state() {
                     State::Closed => "closed",
                     State::HalfOpen => "half_open",
                     State::Open => "open",
                 };
+                let b = &slot.config;
                 if b.required && (!up || circuit == "open") {
                     ready = false;
                 }
@@ -315,7 +297,7 @@ impl Gateway {
             .collect();
         let detail = serde_json::json!({
             "ready": ready,
-            "config": self.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
+            "config": live.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
             "audit": { "writable": self.audit.writable() },
             "backends": backends,
         });
@@ -331,7 +313,7 @@ impl Gateway {
 
     /// Stops every stdio backend's process group (shutdown): TERM, then KILL after `grace`.
     pub async fn stop_backends(&self, grace: std::time::Duration) {
-        let running: Vec<Arc<Backend>> = self.backends.iter().filter_map(|b| b.load_full()).collect();
+        let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
         futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
     }
 
@@ -348,23 +330,17 @@ impl Gateway {
         self.audit.writable()
     }
 
-    /// Swaps in the roles, kill switch and validation mode of a new config; the rest of a
-    /// config change needs a restart for now.
-    pub fn reload_policy(&self, config: &Config) -> Result<(), String> {
-        self.policy.store(Arc::new(Policy::from_config(config)?));
-        Ok(())
-    }
-
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
     }
 
+    /// The running backend of slot `i`, if it is up.
     pub fn backend(&self, i: usize) -> Option<Arc<Backend>> {
-        self.backends.get(i).and_then(|b| b.load_full())
+        self.live.load().slots.get(i).and_then(|s| s.backend())
     }
 
     pub fn backends_up(&self) -> usize {
-        self.backends.iter().filter(|b| b.load().as_ref().is_some_and(|b| b.is_alive())).count()
+        self.live.load().active().filter(|(_, s)| s.is_up()).count()
     }
 
     fn next_seq(&self) -> u64 {
@@ -372,15 +348,15 @@ impl Gateway {
     }
 
     fn rebuild_catalog(&self) {
-        let listings = self.listings.lock().expect("listings lock");
-        let sources: Vec<catalog::Source> = self
-            .config
-            .backends
+        let live = self.live.load();
+        // Held together for the build; every other holder takes one alone, so no lock order
+        // to get wrong.
+        let listings: Vec<_> = live.active().map(|(i, s)| (i, s, s.listing.lock().expect("listing lock"))).collect();
+        let sources: Vec<catalog::Source> = listings
             .iter()
-            .zip(listings.iter())
-            .map(|(b, l)| catalog::Source { name: &b.name, prefix: &b.prefix, listing: l })
+            .map(|(i, s, l)| catalog::Source { index: *i, name: &s.config.name, prefix: &s.config.prefix, listing: l })
             .collect();
-        let c = Catalog::build(&self.config.naming, &sources);
+        let c = Catalog::build(&live.config.naming, &sources);
         for clash in &c.clashes {
             tracing::error!("name clash: {clash}");
         }
@@ -427,7 +403,7 @@ impl Gateway {
 
     /// Ends HTTP sessions unused for longer than the configured idle timeout.
     pub fn reap_idle_sessions(&self) {
-        let limit = self.config.server.session_idle_timeout;
+        let limit = self.config().server.session_idle_timeout;
         let idle: Vec<String> = self
             .sessions
             .lock()
@@ -529,7 +505,8 @@ impl Gateway {
         let modern = ctx.modern.is_some();
         let policy = self.policy.load();
         let catalog = self.catalog();
-        let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, &self.config.backends[e.backend].name);
+        let live = self.live.load();
+        let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
         // Methods the stateless revision removed are unknown to a stateless request.
         if modern
             && matches!(
@@ -610,7 +587,7 @@ impl Gateway {
         let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
         f.resource_subscriptions.retain(|uri| {
-            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, &self.config.backends[b].name))
+            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
@@ -730,30 +707,35 @@ impl Gateway {
         }
     }
 
-    async fn refresh(&self, backend: usize) {
-        let Some(b) = self.backend(backend) else { return };
+    async fn refresh(&self, i: usize) {
+        let slot = self.slot(i);
+        let Some(b) = slot.backend() else { return };
         let listing = b.listing().await;
-        self.listings.lock().expect("listings lock")[backend] = listing;
+        if slot.retired.is_cancelled() {
+            return;
+        }
+        *slot.listing.lock().expect("listing lock") = listing;
         self.rebuild_catalog();
     }
 }
 
 impl Gateway {
-    /// Starts backend `i` again after `delay` (with growing delays while it keeps failing),
-    /// then lists it again and tells clients what changed.
+    /// Starts slot `i`'s backend again after `delay` (with growing delays while it keeps
+    /// failing), then lists it again and tells clients what changed.
     // Boxed: it may spawn itself again, and a recursive future needs a named, `Send` type.
     fn restart(self: Arc<Self>, i: usize, delay: std::time::Duration) -> crate::audit::BoxFuture<'static, ()> {
         Box::pin(async move {
-            if self.restarting[i].swap(true, Ordering::AcqRel) {
+            let slot = self.slot(i);
+            if slot.restarting.swap(true, Ordering::AcqRel) {
                 return;
             }
-            self.restart_loop(i, delay).await;
-            self.restarting[i].store(false, Ordering::Release);
+            self.restart_loop(&slot, i, delay).await;
+            slot.restarting.store(false, Ordering::Release);
             // A backend that died again while being listed sent its down-notice while this
             // loop still ran (and was ignored): go round again.
-            if !self.shutdown.is_cancelled() && !self.backend(i).is_some_and(|b| b.is_alive()) {
+            if !slot.retired.is_cancelled() && !slot.is_up() {
                 let r = {
-                    let mut s = self.supervision[i].lock().expect("supervision lock");
+                    let mut s = slot.supervision.lock().expect("supervision lock");
                     let ran_for = s.1.elapsed();
                     s.0.on_exit(ran_for)
                 };
@@ -762,31 +744,32 @@ impl Gateway {
         })
     }
 
-    async fn restart_loop(&self, i: usize, mut delay: std::time::Duration) {
-        let cfg = &self.config.backends[i];
+    async fn restart_loop(&self, slot: &Slot, i: usize, mut delay: std::time::Duration) {
+        let cfg = &slot.config;
         loop {
+            // Retired by a reload (or shutdown): the slot's backend is someone else's business now.
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.shutdown.cancelled() => return,
+                _ = slot.retired.cancelled() => return,
             }
-            if let Some(old) = self.backends[i].swap(None) {
+            if let Some(old) = slot.backend.swap(None) {
                 old.terminate(std::time::Duration::from_secs(1)).await;
             }
-            self.supervision[i].lock().expect("supervision lock").1 = std::time::Instant::now();
+            slot.supervision.lock().expect("supervision lock").1 = std::time::Instant::now();
             match Backend::start(i, cfg.clone(), self.client.clone(), self.notices.clone()).await {
                 Ok(b) => {
                     let b = Arc::new(b);
-                    if self.shutdown.is_cancelled() {
-                        // Shutdown began while it started: it would outlive `stop_backends`.
+                    if slot.retired.is_cancelled() {
+                        // Retired while it started: it would outlive `stop_backends` or the retirement.
                         b.terminate(std::time::Duration::from_secs(1)).await;
                         return;
                     }
                     crate::backend::spawn_listener(&b);
-                    self.backends[i].store(Some(b));
+                    slot.backend.store(Some(b));
                     self.metrics.backend_restarted(&cfg.name);
                     self.metrics.backend_up(&cfg.name, true);
                     tracing::info!(backend = %cfg.name, "backend restarted");
-                    self.alerter.notify(crate::alerts::Alert::new(
+                    self.alerter.load().notify(crate::alerts::Alert::new(
                         crate::alerts::AlertKind::BackendUp,
                         &cfg.name,
                         "backend restarted",
@@ -799,7 +782,7 @@ impl Gateway {
                 }
                 Err(e) => {
                     let r = {
-                        let mut s = self.supervision[i].lock().expect("supervision lock");
+                        let mut s = slot.supervision.lock().expect("supervision lock");
                         let ran_for = s.1.elapsed();
                         s.0.on_exit(ran_for)
                     };
@@ -813,8 +796,9 @@ impl Gateway {
     /// Re-lists a backend after it announced a change, then tells clients. Runs beside the
     /// notice loop (a slow backend must not hold up the others' news), one refresh per
     /// backend at a time; changes announced meanwhile are folded into one more refresh.
-    async fn on_list_changed(self: Arc<Self>, backend: usize, kind: &'static str) {
-        let r = &self.refreshes[backend];
+    async fn on_list_changed(self: Arc<Self>, i: usize, kind: &'static str) {
+        let slot = self.slot(i);
+        let r = &slot.refresh;
         r.kinds.lock().expect("refresh lock").insert(kind);
         if r.running.swap(true, Ordering::AcqRel) {
             return;
@@ -829,12 +813,37 @@ impl Gateway {
                 }
                 continue;
             }
-            self.refresh(backend).await;
+            self.refresh(i).await;
             for k in kinds {
                 self.broadcast_list_changed(k);
             }
         }
     }
+}
+
+/// Starts backends concurrently (numbering their slots from `first`) and lists what each
+/// offers; one that fails to start is logged and left for its restart loop.
+async fn start_backends(
+    first: usize,
+    configs: &[crate::config::BackendConfig],
+    client: &reqwest::Client,
+    notices: &mpsc::UnboundedSender<(usize, Notice)>,
+) -> Vec<(Option<Arc<Backend>>, Listing)> {
+    let starts = configs.iter().enumerate().map(|(k, cfg)| async move {
+        match Backend::start(first + k, cfg.clone(), client.clone(), notices.clone()).await {
+            Ok(b) => {
+                let b = Arc::new(b);
+                crate::backend::spawn_listener(&b);
+                let listing = b.listing().await;
+                (Some(b), listing)
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                (None, Listing::default())
+            }
+        }
+    });
+    futures::future::join_all(starts).await
 }
 
 /// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
@@ -893,27 +902,31 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
     while let Some((i, notice)) = rx.recv().await {
         let Some(gw) = gw.upgrade() else { break };
         match notice {
+            // A backend a reload is still starting has no slot yet (that reload lists it), and a
+            // retired one's news no longer matters.
+            _ if gw.live.load().slots.get(i).is_none_or(|s| s.retired.is_cancelled()) => {}
             Notice::ListChanged(kind) => {
                 tokio::spawn(gw.on_list_changed(i, kind));
             }
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {
-                let name = gw.config.backends[i].name.clone();
-                // During shutdown, or from an instance already replaced.
-                if gw.shutdown.is_cancelled() || gw.backend(i).is_some_and(|b| b.is_alive()) {
+                let slot = gw.slot(i);
+                let name = slot.name().to_string();
+                // From an instance already replaced.
+                if slot.is_up() {
                     continue;
                 }
                 // Down now: calls are refused at once until the restart (not sent to a dead
                 // process, where they would count against its circuit and open it).
-                gw.backends[i].store(None);
+                slot.backend.store(None);
                 gw.metrics.backend_up(&name, false);
                 // It died while its restart loop was still listing it: that loop sees it is
                 // gone when it ends and goes round again.
-                if gw.restarting[i].load(Ordering::Acquire) {
+                if slot.restarting.load(Ordering::Acquire) {
                     continue;
                 }
                 let restart = {
-                    let mut s = gw.supervision[i].lock().expect("supervision lock");
+                    let mut s = slot.supervision.lock().expect("supervision lock");
                     let ran_for = s.1.elapsed();
                     s.0.on_exit(ran_for)
                 };
@@ -925,7 +938,7 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
                     crate::alerts::AlertKind::BackendDown
                 };
                 let message = format!("{why}; restarting in {:?}", restart.delay);
-                gw.alerter.notify(crate::alerts::Alert::new(kind, &name, message));
+                gw.alerter.load().notify(crate::alerts::Alert::new(kind, &name, message));
                 tokio::spawn(gw.clone().restart(i, restart.delay));
             }
         }
@@ -947,13 +960,18 @@ async fn watch_audit(gw: Weak<Gateway>) {
         if gw.shutdown.is_cancelled() {
             break;
         }
+        let alerter = gw.alerter.load();
+        if !alerter.enabled() {
+            last = None;
+            continue;
+        }
         if !gw.audit.writable() {
-            let effect = if gw.config.audit.fail_open {
+            let effect = if gw.config().audit.fail_open {
                 "fail_open: calls proceed WITHOUT a durable audit record"
             } else {
                 "fail_closed: calls are refused (-32016)"
             };
-            gw.alerter.notify(Alert::new(
+            alerter.notify(Alert::new(
                 AlertKind::AuditFailClosed,
                 "audit",
                 format!("the audit spool cannot be written; {effect}"),
@@ -962,7 +980,7 @@ async fn watch_audit(gw: Weak<Gateway>) {
         let now = gw.audit_stats();
         if let Some(before) = &last {
             if now.backlog > before.backlog && now.written == before.written {
-                gw.alerter.notify(Alert::new(
+                alerter.notify(Alert::new(
                     AlertKind::AuditSpooling,
                     "audit",
                     format!("the audit store is not answering: {} records wait in the local spool", now.backlog),

@@ -206,6 +206,13 @@ impl Metrics {
         let _ = self.backend_restarts.get_or_create(&backend_label(backend));
     }
 
+    /// A backend a reload removed: its gauges go (a stale `up 0` would read as an outage);
+    /// counters stay, as Prometheus expects of counters.
+    pub fn backend_removed(&self, backend: &str) {
+        self.backend_up.remove(&backend_label(backend));
+        self.circuit_state.remove(&backend_label(backend));
+    }
+
     pub fn backend_restarted(&self, backend: &str) {
         self.backend_restarts.get_or_create(&backend_label(backend)).inc();
     }

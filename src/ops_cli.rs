@@ -131,7 +131,10 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
             eprintln!("sentinel: cannot send SIGHUP to process {pid}: {}", std::io::Error::last_os_error());
             return ExitCode::FAILURE;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // A reload that starts backends takes as long as their handshakes (each up to 30 s).
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        let mut told = false;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if let Ok(now) = reload_counts(&client, &url).await {
@@ -144,9 +147,13 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
+            if !told && started.elapsed() > Duration::from_secs(3) {
+                println!("{}: the daemon is still reloading (starting backends?) ...", path.display());
+                told = true;
+            }
             if tokio::time::Instant::now() >= deadline {
                 println!(
-                    "{}: no answer from process {pid} within 10s (sentinel_config_reloads_total did not move); see the gateway log",
+                    "{}: no answer from process {pid} within 60s (sentinel_config_reloads_total did not move); see the gateway log",
                     path.display()
                 );
                 return ExitCode::FAILURE;

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
@@ -96,8 +96,9 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
     /// Tool globs with the index of their quota in `limiters`.
     tools: Vec<(GlobMatcher, usize)>,
     default: Option<usize>,
-    /// One keyed limiter per distinct quota, so that rules sharing a quota share nothing else.
-    limiters: Vec<(Quota, Buckets<C>)>,
+    /// One keyed limiter per distinct quota, so that rules sharing a quota share nothing else. Shared with the
+    /// limiter a reload builds, when the quota is still there: its clients keep what they have used.
+    limiters: Vec<(Quota, Arc<Buckets<C>>)>,
     /// Reads "now" for `retry_after`; the same clock the limiters run on.
     clock: C,
     /// Two independently seeded SipHashers give each (client, tool) a 128-bit key: a check allocates nothing,
@@ -129,6 +130,23 @@ impl RateLimiter {
 impl<C: Clock + Clone> RateLimiter<C> {
     /// A limiter on `clock` (governor's `FakeRelativeClock` in tests). A bad glob is an error naming it.
     pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Result<RateLimiter<C>, String> {
+        RateLimiter::build(settings, clock, (RandomState::new(), RandomState::new()), &[])
+    }
+
+    /// The limiter for a reloaded `[rate_limit]`: a quota that is still configured keeps its buckets (a client
+    /// that used up its burst does not get a fresh one because an unrelated line changed); a new or changed
+    /// quota starts full; a removed one is dropped.
+    pub fn reconfigured(&self, settings: &RateLimitSettings) -> Result<RateLimiter<C>, String> {
+        RateLimiter::build(settings, self.clock.clone(), self.seeds.clone(), &self.limiters)
+            .map(|l| l.with_max_keys(self.max_keys))
+    }
+
+    fn build(
+        settings: &RateLimitSettings,
+        clock: C,
+        seeds: (RandomState, RandomState),
+        keep: &[(Quota, Arc<Buckets<C>>)],
+    ) -> Result<RateLimiter<C>, String> {
         let mut quotas: Vec<Quota> = Vec::new();
         let mut index_of = |q: Quota| match quotas.iter().position(|&x| x == q) {
             Some(i) => i,
@@ -149,17 +167,24 @@ impl<C: Clock + Clone> RateLimiter<C> {
         let clients = rules("clients", &settings.clients)?;
         let tools = rules("tools", &settings.tools)?;
         let default = settings.default.map(&mut index_of);
-        let limiters = quotas.into_iter().map(|q| (q, Buckets::dashmap_with_clock(q.gcra(), clock.clone()))).collect();
+        let limiters: Vec<_> = quotas
+            .into_iter()
+            .map(|q| match keep.iter().find(|(k, _)| *k == q) {
+                Some((_, b)) => (q, b.clone()),
+                None => (q, Arc::new(Buckets::dashmap_with_clock(q.gcra(), clock.clone()))),
+            })
+            .collect();
+        let keys = AtomicUsize::new(limiters_len(&limiters));
         Ok(RateLimiter {
             clients,
             tools,
             default,
             limiters,
             clock,
-            seeds: (RandomState::new(), RandomState::new()),
+            seeds,
             max_keys: DEFAULT_MAX_KEYS,
             checks: AtomicUsize::new(0),
-            keys: AtomicUsize::new(0),
+            keys,
             last_sweep: Mutex::new(None),
         })
     }
@@ -193,7 +218,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
     /// Live buckets across all quotas.
     pub fn len(&self) -> usize {
-        self.limiters.iter().map(|(_, b)| b.len()).sum()
+        limiters_len(&self.limiters)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,3 +266,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
 #[cfg(test)]
 mod tests;
+
+fn limiters_len<C: Clock>(limiters: &[(Quota, Arc<Buckets<C>>)]) -> usize {
+    limiters.iter().map(|(_, b)| b.len()).sum()
+}

@@ -49,7 +49,7 @@ pub struct Config {
     pub generated_secret: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub allow_public: bool,
@@ -71,13 +71,13 @@ pub enum NamingStyle {
     ContextForge,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Naming {
     pub style: NamingStyle,
     pub separator: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     /// Effective prefix; empty keeps the backend's own names.
@@ -94,7 +94,7 @@ pub struct BackendConfig {
     pub max_message_bytes: usize,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum TransportConfig {
     Stdio {
         command: String,

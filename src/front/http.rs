@@ -24,7 +24,7 @@ use crate::protocol::{self, ModernMeta, Params};
 use crate::session::Session;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
-    let limit = gw.config.server.max_body_bytes;
+    let limit = gw.config().server.max_body_bytes;
     Router::new()
         .route("/mcp", get(get_stream).post(post).delete(delete))
         .route("/health", get(health))
@@ -39,7 +39,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     let a = gw.audit_stats();
     let body = serde_json::json!({
         "status": "ok",
-        "backends": { "configured": gw.config.backends.len(), "up": gw.backends_up() },
+        "backends": { "configured": gw.config().backends.len(), "up": gw.backends_up() },
         "tools": gw.catalog().tools.len(),
         "audit": {
             "writable": gw.audit_writable(),
@@ -84,7 +84,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// DNS-rebinding protection: the Host must be a loopback name (or one configured), and an
 /// Origin, when a browser sends one, must be loopback or explicitly allowed.
 fn host_origin_ok(gw: &Gateway, h: &HeaderMap, uri: &Uri) -> Result<(), &'static str> {
-    let s = &gw.config.server;
+    let config = gw.config();
+    let s = &config.server;
     // HTTP/2 carries the host as the URI's authority rather than a Host header.
     let Some(host) = header(h, "host").or_else(|| uri.authority().map(|a| a.as_str())) else {
         return Err("a Host header is required");
@@ -159,7 +160,7 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -
         "bearer_methods_supported": ["header"],
         "resource_name": "Sentinel MCP gateway",
     });
-    if let crate::config::AuthConfig::Jwt(j) = &gw.config.auth {
+    if let crate::config::AuthConfig::Jwt(j) = &gw.config().auth {
         if let Some(iss) = j.issuer.as_deref().filter(|i| i.starts_with("https://") || i.starts_with("http://")) {
             body["authorization_servers"] = serde_json::json!([iss]);
         }

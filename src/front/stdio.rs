@@ -27,7 +27,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
-    let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config.server.max_body_bytes));
+    let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let line = match lines.next().await {

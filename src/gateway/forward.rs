@@ -58,8 +58,11 @@ impl Gateway {
         audit: &mut AuditRecord,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
-        let backend = self.backend(route.backend).ok_or_else(|| Refusal::BackendUnavailable {
-            backend: self.config.backends[route.backend].name.clone(),
+        let slot = self.slot(route.backend);
+        // Counted in until answered: a reload that retires this backend lets it finish.
+        let _in_flight = slot.enter();
+        let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
+            backend: slot.name().to_string(),
             reason: "it is down or restarting; see the gateway log".into(),
             retry_after_ms: 1000,
         })?;
@@ -86,7 +89,7 @@ impl Gateway {
         let call =
             Call { session, ctx, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
         // A backend that keeps failing is refused fast rather than waited on.
-        let breaker = &self.breakers[route.backend];
+        let breaker = &slot.breaker;
         let permit = match breaker.acquire() {
             Ok(p) => p,
             Err(r) => {

@@ -104,7 +104,7 @@ impl Gateway {
             return self.protocol_method(session, method, params, &access, ctx).await;
         }
         // A call that could leave no trace is not made (unless the operator chose fail-open).
-        if !self.audit.writable() && !self.config.audit.fail_open {
+        if !self.audit.writable() && !self.config().audit.fail_open {
             return Err(Refusal::AuditUnavailable);
         }
 
@@ -133,7 +133,7 @@ impl Gateway {
         let arguments = strict_arguments(method, &mut params)?;
 
         // 3. Resolve: which backend serves the exposed name or URI, under what name there.
-        audit.arguments = arguments.as_ref().map(|a| self.redactor.redact(a));
+        audit.arguments = arguments.as_ref().map(|a| self.redactor.load().redact(a));
         let route = self.route(method, &mut params, arguments.as_ref()).inspect_err(|refusal| {
             // A call to a name nobody serves is recorded with that name: probing is what an
             // auditor looks for.
@@ -142,7 +142,8 @@ impl Gateway {
                 audit.tool = Some(name.clone());
             }
         })?;
-        let backend_name = &self.config.backends[route.backend].name;
+        let slot = self.slot(route.backend);
+        let backend_name = &slot.config.name;
         audit.tool = Some(route.exposed.clone());
         audit.backend = Some(backend_name.clone());
         let policy = self.policy.load();
@@ -161,7 +162,7 @@ impl Gateway {
             // 6. Rate limit, per client per tool (without authentication, local callers share
             // one "anonymous" client).
             let subject = caller.subject().unwrap_or("anonymous");
-            self.limiter.check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
+            self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                 retry_after_ms: l.retry_after_ms(),
                 limit: l.limit.clone(),
                 scope: l.scope.clone(),

@@ -135,3 +135,26 @@ fn shareable_across_tasks() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<RateLimiter>();
 }
+
+#[test]
+fn a_reload_keeps_the_state_of_unchanged_quotas_and_resets_changed_ones() {
+    let tools = |q: Quota| vec![("a__*".to_string(), quota(60, 2)), ("b__*".to_string(), q)];
+    let (old, _clock) = limiter(RateLimitSettings { tools: tools(quota(60, 3)), ..Default::default() });
+    assert_eq!(burst_of(&old, "alice", "a__x"), 2);
+    assert_eq!(burst_of(&old, "alice", "b__x"), 3);
+
+    // `b__*` changes its quota; `a__*` keeps its own, and a new default appears.
+    let new = old
+        .reconfigured(&RateLimitSettings {
+            default: Some(quota(60, 1)),
+            tools: tools(quota(60, 5)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(new.check("alice", "a__x").is_err(), "alice spent a__*'s burst before the reload: still spent");
+    assert_eq!(burst_of(&new, "alice", "b__x"), 5, "a changed quota starts full, at its new size");
+    assert_eq!(burst_of(&new, "alice", "c__x"), 1, "the new default applies");
+    assert!(
+        old.reconfigured(&RateLimitSettings { tools: vec![("[".into(), quota(1, 1))], ..Default::default() }).is_err()
+    );
+}
