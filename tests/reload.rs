@@ -191,13 +191,17 @@ async fn an_invalid_file_leaves_the_running_config_serving_and_counts_a_failure(
     }
     assert_eq!(metric(&gw, "sentinel_config_reloads_total{result=\"error\"}").await, Some(broken.len() as f64));
     assert_eq!(processes_with(&log), pid, "the backend was neither restarted nor stopped");
-    // A valid file after all that is applied.
-    std::fs::write(&path, original.replace("tools = []", "tools = [\"m__echo\"]")).unwrap();
+    // A valid file after all that is applied; what only a restart can change is said to wait for one.
+    let fixed = original.replace("tools = []", "tools = [\"m__echo\"]");
+    let fixed = fixed.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    assert!(fixed.contains("127.0.0.1:1"));
+    std::fs::write(&path, fixed).unwrap();
     sighup(gw.child.id());
     eventually("the fixed file is applied", || async {
         c.call("m__echo", json!({})).await.error_code() == Some(-32012)
     })
     .await;
+    assert!(strip_ansi(&gw.log()).contains("NOT applied until a restart: server.listen"), "{}", gw.log());
     assert_eq!(processes_with(&log), pid, "an unchanged backend keeps its process");
 }
 

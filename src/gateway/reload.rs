@@ -19,7 +19,7 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Applies `new`; on success returns a line saying what changed. On error nothing changed.
-    pub async fn reload(self: &Arc<Self>, new: Config) -> Result<String, String> {
+    pub async fn reload(self: &Arc<Self>, mut new: Config) -> Result<String, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.live.load_full();
 
@@ -35,6 +35,10 @@ impl Gateway {
             )),
         };
         let needs_restart = restart_only_changes(&old.config, &new);
+        // What stays in force until a restart stays in the config others read, too.
+        new.server.listen = old.config.server.listen;
+        new.server.max_body_bytes = old.config.server.max_body_bytes;
+        new.audit = crate::config::AuditConfig { redact_keys: new.audit.redact_keys, ..old.config.audit.clone() };
 
         // 2. Backends: keep the unchanged, start the added and changed ones beside the old.
         let mut slots = old.slots.clone();
@@ -110,6 +114,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.listen", old.server.listen != new.server.listen),
         ("server.max_body_bytes", old.server.max_body_bytes != new.server.max_body_bytes),
         ("audit.url", o.url != n.url),
+        // The writer decides what an unwritable spool means when it is started.
+        ("audit.on_audit_failure", o.fail_open != n.fail_open),
         ("audit.spool_dir", o.spool_dir != n.spool_dir),
         ("audit.retain", o.retain != n.retain),
         (
