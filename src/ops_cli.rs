@@ -98,6 +98,19 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
+    // After a crash the pid may have been reused by another program: never send it SIGHUP (whose
+    // default action is to end the process). Unreadable (another user's process) is left to `kill`.
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        let name = exe.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if !name.starts_with("sentinel") {
+            eprintln!(
+                "sentinel: the pid file {} names process {pid}, which is `{}`, not sentinel (a stale file from a crash; remove it)",
+                pid_file.display(),
+                exe.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     // The daemon would refuse an invalid file anyway; saying why here is kinder than a log line.
     let config = match Config::load(Some(&path)) {
         Ok(c) => c,

@@ -74,6 +74,17 @@ fn reload_without_a_daemon_says_so() {
     let out = sentinel(&["reload", "-c", path.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not running"), "{}", text(&out));
+
+    // A stale pid file whose pid now belongs to another program: it must not get SIGHUP (which would end it).
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(dir.path().join("sentinel.pid"), format!("{}\n127.0.0.1:1\n", other.id())).unwrap();
+    let out = sentinel(&["reload", "-c", path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not sentinel"), "{}", text(&out));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(other.try_wait().unwrap().is_none(), "the other program was signalled");
+    other.kill().unwrap();
+    other.wait().unwrap();
 }
 
 /// A config with a secret file of the given mode and the given backends, in a fresh folder.
