@@ -34,6 +34,9 @@ use crate::protocol::{self, Generation, ModernMeta, Params};
 use crate::rate_limit::{Quota, RateLimitSettings, RateLimiter};
 use crate::session::Session;
 
+/// How often the JWKS (file or URL) is read again, whatever tokens arrive.
+const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Most session-based client sessions kept at once: each costs memory until it ends or idles
 /// out, and anyone who can reach `/mcp` can open one.
 const MAX_SESSIONS: usize = 10_000;
@@ -218,6 +221,22 @@ impl Gateway {
             }
         });
         tokio::spawn(watch_audit(Arc::downgrade(&gw)));
+        // Keys an issuer removed from its JWKS stop being accepted within this period, not only
+        // when a token with an unknown `kid` happens to trigger a refetch.
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JWKS_REFRESH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { break };
+                let auth = gw.auth.load_full();
+                drop(gw);
+                if let Some(auth) = auth {
+                    let _ = auth.refresh_keys().await;
+                }
+            }
+        });
         Ok(gw)
     }
 
