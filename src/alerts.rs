@@ -8,8 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,6 +19,8 @@ use tokio::time::Instant;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before the single retry of a failed delivery.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often held problems are looked at (see `Dedup::held`).
+const HELD_CHECK: Duration = Duration::from_secs(5);
 /// Alerts waiting for the sender task at most; beyond it they are dropped (and counted).
 const QUEUE: usize = 64;
 /// Discord refuses `content` longer than 2000 characters.
@@ -129,31 +131,65 @@ struct Dedup {
     /// Problems announced and not yet recovered: their recovery goes out whatever the window,
     /// once, so a channel never stays on "down" for something that came back.
     announced: HashSet<(AlertKind, String)>,
+    /// Problems kept back by the window while the channel's last word on them is a recovery:
+    /// each goes out when its window ends, unless its recovery comes first. So a backend that
+    /// flaps and then stays down does not leave the channel saying "up".
+    held: HashMap<(AlertKind, String), Alert>,
 }
 
 impl Dedup {
     fn new(min_interval: Duration) -> Dedup {
-        Dedup { min_interval, last_sent: HashMap::new(), announced: HashSet::new() }
+        Dedup { min_interval, last_sent: HashMap::new(), announced: HashSet::new(), held: HashMap::new() }
     }
 
     fn admit(&mut self, alert: &Alert, now: Instant) -> bool {
         let key = (alert.kind, alert.subject.clone());
+        if alert.kind.is_recovery() {
+            // It came back before a held problem went out: the channel never heard of it.
+            self.held.retain(|(kind, subject), _| subject != &alert.subject || kind.recovered_by() != Some(alert.kind));
+        }
         let owed = alert.kind.is_recovery() && self.announced.remove(&key);
         let recent = self.last_sent.get(&key).is_some_and(|t| now.duration_since(*t) < self.min_interval);
         if !owed && recent {
+            let channel_says_fine =
+                alert.kind.recovered_by().is_some_and(|r| !self.announced.contains(&(r, alert.subject.clone())));
+            if channel_says_fine {
+                self.held.insert(key, alert.clone());
+            }
             return false;
         }
+        self.sent(alert, now);
+        true
+    }
+
+    /// Held problems whose window has ended: they go out now.
+    fn due(&mut self, now: Instant) -> Vec<Alert> {
+        let ready: Vec<(AlertKind, String)> = self
+            .held
+            .keys()
+            .filter(|k| self.last_sent.get(*k).is_none_or(|t| now.duration_since(*t) >= self.min_interval))
+            .cloned()
+            .collect();
+        let out: Vec<Alert> = ready.into_iter().filter_map(|k| self.held.remove(&k)).collect();
+        for a in &out {
+            self.sent(a, now);
+        }
+        out
+    }
+
+    fn sent(&mut self, alert: &Alert, now: Instant) {
+        let key = (alert.kind, alert.subject.clone());
         if let Some(recovery) = alert.kind.recovered_by() {
             self.announced.insert((recovery, alert.subject.clone()));
         }
         self.last_sent.insert(key, now);
-        true
     }
 }
 
 /// Sends alerts to the configured webhooks without ever making the caller wait.
 pub struct Alerter {
-    dedup: Mutex<Dedup>,
+    /// Shared with the sender task, which sends held problems when their window ends.
+    dedup: Arc<Mutex<Dedup>>,
     /// `None` without webhooks: every alert is a no-op.
     tx: Option<mpsc::Sender<Alert>>,
     dropped: AtomicU64,
@@ -163,12 +199,13 @@ impl Alerter {
     /// Starts the sender task (inside a tokio runtime) when any webhook is configured; it ends
     /// when the `Alerter` is dropped.
     pub fn start(config: &AlertsConfig, client: reqwest::Client) -> Alerter {
+        let dedup = Arc::new(Mutex::new(Dedup::new(config.min_interval)));
         let tx = (!config.webhooks.is_empty()).then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(send_loop(rx, config.webhooks.clone(), client));
+            tokio::spawn(send_loop(rx, dedup.clone(), config.webhooks.clone(), client));
             tx
         });
-        Alerter { dedup: Mutex::new(Dedup::new(config.min_interval)), tx, dropped: AtomicU64::new(0) }
+        Alerter { dedup, tx, dropped: AtomicU64::new(0) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -188,11 +225,26 @@ impl Alerter {
     }
 }
 
-async fn send_loop(mut rx: mpsc::Receiver<Alert>, webhooks: Vec<Webhook>, client: reqwest::Client) {
-    while let Some(alert) = rx.recv().await {
-        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let deliveries = webhooks.iter().map(|w| deliver(&client, w, payload(w.format, &alert, &ts)));
-        futures::future::join_all(deliveries).await;
+async fn send_loop(
+    mut rx: mpsc::Receiver<Alert>,
+    dedup: Arc<Mutex<Dedup>>,
+    webhooks: Vec<Webhook>,
+    client: reqwest::Client,
+) {
+    let mut tick = tokio::time::interval(HELD_CHECK);
+    loop {
+        let alerts = tokio::select! {
+            alert = rx.recv() => match alert {
+                Some(a) => vec![a],
+                None => break,
+            },
+            _ = tick.tick() => dedup.lock().expect("alerts lock").due(Instant::now()),
+        };
+        for alert in alerts {
+            let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            let deliveries = webhooks.iter().map(|w| deliver(&client, w, payload(w.format, &alert, &ts)));
+            futures::future::join_all(deliveries).await;
+        }
     }
 }
 

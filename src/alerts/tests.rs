@@ -34,6 +34,40 @@ async fn a_recovery_of_an_announced_problem_always_goes_out_once() {
     assert!(!d.admit(&alert(AlertKind::BackendUp, "m"), t + 6 * s), "owed once, not twice");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_problem_after_a_sent_recovery_is_held_and_goes_out_when_the_window_ends() {
+    let mut d = Dedup::new(WINDOW);
+    let t = Instant::now();
+    let s = Duration::from_secs(1);
+    assert!(d.admit(&alert(AlertKind::BackendDown, "m"), t));
+    assert!(d.admit(&alert(AlertKind::BackendUp, "m"), t + s));
+    // Down again inside the window, and it stays down: the channel must not keep saying "up".
+    assert!(!d.admit(&alert(AlertKind::BackendDown, "m"), t + 2 * s));
+    assert!(!d.admit(&alert(AlertKind::BackendDown, "m"), t + 3 * s), "repeats are not news");
+    assert!(d.due(t + WINDOW - s).is_empty(), "not before the window ends");
+    let due = d.due(t + WINDOW);
+    assert_eq!(due.iter().map(|a| (a.kind, a.subject.as_str())).collect::<Vec<_>>(), [(AlertKind::BackendDown, "m")]);
+    assert!(d.due(t + 2 * WINDOW).is_empty(), "sent once");
+    // Its recovery is owed now, whatever the window.
+    assert!(d.admit(&alert(AlertKind::BackendUp, "m"), t + WINDOW + s));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_problem_that_recovers_first_is_never_sent() {
+    let mut d = Dedup::new(WINDOW);
+    let t = Instant::now();
+    let s = Duration::from_secs(1);
+    assert!(d.admit(&alert(AlertKind::CircuitOpen, "m"), t));
+    assert!(d.admit(&alert(AlertKind::CircuitClosed, "m"), t + s));
+    assert!(!d.admit(&alert(AlertKind::CircuitOpen, "m"), t + 2 * s));
+    assert!(!d.admit(&alert(AlertKind::CircuitClosed, "m"), t + 3 * s), "the channel already says closed");
+    assert!(d.due(t + 2 * WINDOW).is_empty());
+    // A problem repeated while the channel already says so is not held either.
+    assert!(d.admit(&alert(AlertKind::BackendDown, "n"), t));
+    assert!(!d.admit(&alert(AlertKind::BackendDown, "n"), t + s));
+    assert!(d.due(t + 2 * WINDOW).is_empty());
+}
+
 #[test]
 fn payloads_have_each_format_s_shape() {
     let a = Alert::new(AlertKind::BackendDown, "m", "process exited");
