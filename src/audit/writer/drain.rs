@@ -19,13 +19,16 @@ use super::{RETRY_MAX, RETRY_MIN, STORE_GATHER, STORE_TIMEOUT, Shared, blocking}
 use crate::audit::spool::{Segment, SegmentRead, list_segments};
 use crate::audit::{AuditRecord, AuditStore};
 
+/// How often an idle drainer looks again without being woken.
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
 /// Why the drainer stopped early: its writer was dropped.
 struct Stopped;
 
 /// What the batches in memory offer the drainer.
 enum FromMemory {
-    /// Records to store, and the cursor once they are.
-    Batch(Vec<AuditRecord>, (u64, u64)),
+    /// Records to store, the cursor once they are, and whether memory holds more.
+    Batch(Vec<AuditRecord>, (u64, u64), bool),
     /// Nothing written that is not stored.
     Idle,
     /// Something was written that memory does not hold in order: read the spool.
@@ -61,6 +64,8 @@ impl Drainer {
             }
             tokio::select! {
                 () = self.shared.appended.notified() => {}
+                // A safety net: nothing written is left waiting for a wake-up that never comes.
+                () = tokio::time::sleep(IDLE_LOOK) => {}
                 () = self.stop.cancelled() => return,
             }
             if self.gather().await.is_err() {
@@ -84,15 +89,14 @@ impl Drainer {
     async fn pass(&mut self) -> Result<bool, Stopped> {
         if !self.rescan {
             match self.take_live() {
-                FromMemory::Batch(records, end) => {
-                    let full = records.len() >= self.batch_max;
+                FromMemory::Batch(records, end, more) => {
                     self.insert(&records).await?;
                     self.cursor = end;
                     Shared::add(&self.shared.written, records.len());
                     self.shared.take_backlog(records.len());
                     self.shared.stored.notify_waiters();
-                    // A full batch may have left more behind it; otherwise gather again.
-                    return Ok(full);
+                    // What memory still holds is not gathered for.
+                    return Ok(more);
                 }
                 FromMemory::Idle => return Ok(false),
                 FromMemory::Behind => {}
@@ -128,8 +132,11 @@ impl Drainer {
             end = (b.at.seq, b.at.end);
             records.extend(b.records);
         }
+        // Whatever is left (cut at `batch_max`, or not continuing: a new segment) is looked at
+        // at once rather than after the next write, which may never come.
+        let more = !live.batches.is_empty();
         if !records.is_empty() {
-            FromMemory::Batch(records, end)
+            FromMemory::Batch(records, end, more)
         } else if live.batches.is_empty() && live.written_to.is_none_or(|w| w == self.cursor) {
             FromMemory::Idle
         } else {

@@ -148,6 +148,28 @@ async fn a_store_too_slow_for_memory_is_caught_up_from_the_spool() {
     assert_eq!(writer.stats().written, ids.len() as u64);
 }
 
+/// Batches larger than half of `batch_max` cannot share an insert: the drainer must store the
+/// ones left in memory after the last write, with no later write to wake it.
+#[tokio::test]
+async fn the_last_batches_in_memory_are_stored_without_a_later_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.batch_max = 10;
+    let store = Arc::new(FakeStore::default());
+    *store.delay.lock().unwrap() = Duration::from_millis(100);
+    let writer = AuditWriter::start(store.clone(), settings).unwrap();
+    // Several batches of 6 queue up in memory behind the slow first insert.
+    for round in 0..4 {
+        let batch: Vec<_> = (0..6).map(|i| record(round * 6 + i)).collect();
+        let results = futures::future::join_all(batch.into_iter().map(|r| writer.record(r))).await;
+        assert!(results.iter().all(Result::is_ok));
+    }
+    // Less than the drainer's idle safety net (1 s) after the slow inserts: woken by nothing.
+    let started = Instant::now();
+    eventually("all stored", || writer.stats().written == 24).await;
+    assert!(started.elapsed() < Duration::from_millis(900), "stored only by the safety net: {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn by_default_calls_are_answered_before_the_fsync_which_follows_in_the_background() {
     let tmp = tempfile::tempdir().unwrap();
