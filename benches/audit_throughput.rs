@@ -344,9 +344,21 @@ struct Target<'a> {
     http: reqwest::Client,
     /// Calls answered over the whole run, warm-ups included: each one's record must be stored.
     answered: u64,
+    /// The gateway's log, shown when it fails.
+    log: std::path::PathBuf,
 }
 
 impl Target<'_> {
+    /// Waits until the gateway's drainer has stored everything; on failure, says which gateway
+    /// and shows the end of its log.
+    async fn drained(&self) -> anyhow::Result<Value> {
+        drained(&self.http, self.gateway.base()).await.with_context(|| {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().filter(|l| !l.contains(" call ")).take(20).collect();
+            format!("{}: log tail (newest first):\n{}", self.name, tail.join("\n"))
+        })
+    }
+
     /// CPU used so far by the gateway, and by the PostgreSQL backends serving its database.
     async fn cpu(&self) -> anyhow::Result<(Duration, Duration)> {
         let pg = match self.db {
@@ -398,7 +410,7 @@ async fn pass(s: &Settings, clients: usize, targets: &mut [Target<'_>]) -> anyho
     for (i, t) in targets.iter().enumerate() {
         ensure!(totals[i].errors == 0, "{}: {} wrong answers, e.g. {:?}", t.name, totals[i].errors, totals[i].samples);
         if t.db.is_some() {
-            drained(&t.http, t.gateway.base()).await?;
+            t.drained().await?;
         }
     }
     println!("total at {clients} clients:");
@@ -437,11 +449,18 @@ async fn main() -> anyhow::Result<()> {
     let n = gateway(dirs[2].path(), "none", None, &mock.url)?;
     // One connection pool per gateway, as N clients of one gateway would have. The unaudited
     // gateway goes last: the ratios are to it.
-    let target = |name, gateway, db| Target { name, gateway, db, http: reqwest::Client::new(), answered: 0 };
+    let target = |name, gateway, db, dir: &tempfile::TempDir| Target {
+        name,
+        gateway,
+        db,
+        http: reqwest::Client::new(),
+        answered: 0,
+        log: dir.path().join("stderr.log"),
+    };
     let mut targets = [
-        target("W postgres, durability=write", &w, Some(&db_write)),
-        target("F postgres, durability=fsync", &f, Some(&db_fsync)),
-        target("N audit off (url = \"none\")", &n, None),
+        target("W postgres, durability=write", &w, Some(&db_write), &dirs[0]),
+        target("F postgres, durability=fsync", &f, Some(&db_fsync), &dirs[1]),
+        target("N audit off (url = \"none\")", &n, None, &dirs[2]),
     ];
     println!("audit_throughput: throughput with the audit trail in PostgreSQL, relative to none (goal >= 0.95)");
     let mut summary = Vec::new();
@@ -455,7 +474,7 @@ async fn main() -> anyhow::Result<()> {
 
     for t in &targets {
         let Some(db) = t.db else { continue };
-        let h = drained(&t.http, t.gateway.base()).await?;
+        let h = t.drained().await?;
         let stored = db.records().await?;
         println!("{}: PostgreSQL holds {stored} records for {} calls answered", t.name, t.answered);
         ensure!(
