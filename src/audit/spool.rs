@@ -158,6 +158,26 @@ impl Spool {
         }
     }
 
+    /// A handle on the open segment with unsynced bytes, to fsync them off the writer's path
+    /// (`File::sync_data` on it) while writes go on: what was written before this call is
+    /// durable once that returns. `None` when there is nothing to sync. Counts as synced from
+    /// now on; if that fsync fails, call `abandon`.
+    pub fn take_unsynced(&mut self) -> io::Result<Option<File>> {
+        let Some(seg) = self.current.as_mut() else { return Ok(None) };
+        if !seg.unsynced {
+            return Ok(None);
+        }
+        let file = seg.file.try_clone()?;
+        seg.unsynced = false;
+        Ok(Some(file))
+    }
+
+    /// Stops writing to the open segment (after a failed fsync, nothing more is trusted to
+    /// it); the next write starts a new one.
+    pub fn abandon(&mut self) {
+        self.current = None;
+    }
+
     /// Whether the next write starts a new segment (and so syncs the full one first, and
     /// syncs the folder).
     pub fn segment_due(&self) -> bool {

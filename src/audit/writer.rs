@@ -243,6 +243,7 @@ impl AuditWriter {
             fail_open: settings.fail_open,
             durability: settings.durability,
             unsynced_since: None,
+            syncing: None,
         };
         tokio::spawn(spool_writer.run());
         tokio::spawn(drainer.run());
@@ -346,6 +347,8 @@ struct SpoolWriter {
     durability: Durability,
     /// When the oldest write not yet fsynced was made (`Durability::Write`).
     unsynced_since: Option<Instant>,
+    /// The background fsync in flight, if any (`Durability::Write`).
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl SpoolWriter {
@@ -359,8 +362,13 @@ impl SpoolWriter {
             let writable = self.shared.writable.load(Ordering::Relaxed);
             let first = tokio::select! {
                 msg = self.rx.recv() => msg,
-                () = tokio::time::sleep_until(sync_due), if self.unsynced_since.is_some() => {
-                    self.sync().await;
+                done = async { self.syncing.as_mut().expect("checked").await }, if self.syncing.is_some() => {
+                    self.syncing = None;
+                    self.synced(done.unwrap_or_else(|e| Err(io::Error::other(e))));
+                    continue;
+                }
+                () = tokio::time::sleep_until(sync_due), if self.unsynced_since.is_some() && self.syncing.is_none() => {
+                    self.start_sync();
                     continue;
                 }
                 () = tokio::time::sleep(PROBE_INTERVAL), if !writable => {
@@ -392,9 +400,10 @@ impl SpoolWriter {
                 next = self.rx.try_recv().ok();
             }
             self.commit(std::mem::take(&mut batch), &mut acks).await;
-            let sync_due = self.unsynced_since.is_some_and(|t| t.elapsed() >= self.window);
-            if sync_due || !flushes.is_empty() {
+            if !flushes.is_empty() {
                 self.sync().await;
+            } else if self.syncing.is_none() && self.unsynced_since.is_some_and(|t| t.elapsed() >= self.window) {
+                self.start_sync();
             }
             for done in flushes.drain(..) {
                 let _ = done.send(());
@@ -463,17 +472,45 @@ impl SpoolWriter {
     }
 
     /// The background group commit of `Durability::Write`: fsyncs what was written since the
-    /// last one. The calls were answered already; a failure is logged and makes the spool
-    /// unwritable until a probe succeeds (fail-closed then refuses calls).
-    async fn sync(&mut self) {
-        let Some(since) = self.unsynced_since.take() else { return };
-        let synced = self.with_spool(|spool| spool.sync()).await;
-        if synced.is_ok() {
-            Shared::add(&self.shared.fsyncs, 1);
+    /// last one on a blocking thread while this task goes on writing (a busy disk can take
+    /// milliseconds per fsync, which calls must not wait for).
+    fn start_sync(&mut self) {
+        self.unsynced_since = None;
+        let file = match self.spool.lock() {
+            Ok(mut spool) => spool.take_unsynced(),
+            Err(_) => Err(io::Error::other("spool writer panicked")),
+        };
+        match file {
+            Ok(Some(file)) => self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data())),
+            Ok(None) => {}
+            Err(e) => self.synced(Err(e)),
         }
-        if let Err(e) = synced {
-            self.shared.writable.store(false, Ordering::Relaxed);
-            tracing::error!(dir = %self.dir.display(), error = %e, unsynced_for = ?since.elapsed(), "audit spool fsync failed; records written since the last fsync may not survive a power loss");
+    }
+
+    /// Waits for the fsync in flight, then fsyncs whatever is still unsynced: a flush, and
+    /// shutdown, leave nothing unsynced.
+    async fn sync(&mut self) {
+        if let Some(in_flight) = self.syncing.take() {
+            self.synced(in_flight.await.unwrap_or_else(|e| Err(io::Error::other(e))));
+        }
+        if self.unsynced_since.take().is_some() {
+            let done = self.with_spool(|spool| spool.sync()).await;
+            self.synced(done);
+        }
+    }
+
+    /// The calls were answered already: a failed fsync is logged, its segment abandoned, and
+    /// the spool counts as unwritable until a probe succeeds (fail-closed then refuses calls).
+    fn synced(&mut self, result: io::Result<()>) {
+        match result {
+            Ok(()) => Shared::add(&self.shared.fsyncs, 1),
+            Err(e) => {
+                if let Ok(mut spool) = self.spool.lock() {
+                    spool.abandon();
+                }
+                self.shared.writable.store(false, Ordering::Relaxed);
+                tracing::error!(dir = %self.dir.display(), error = %e, "audit spool fsync failed; records written since the last fsync may not survive a power loss");
+            }
         }
     }
 
