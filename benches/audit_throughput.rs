@@ -1,19 +1,23 @@
 //! What a durable audit trail costs a busy gateway: end-to-end throughput of `tools/call`
-//! with `[audit] url = "postgres://..."` against the same gateway with `[audit] url = "none"`.
+//! with `[audit] url = "postgres://..."`, in each `durability` mode, against the same gateway
+//! with `[audit] url = "none"`.
 //!
-//! Two real `sentinel serve` processes (release build) front one shared `mcp-mock --http`
-//! backend, so the `[audit]` table is the only difference between them. Gateway A writes to a
-//! fresh PostgreSQL database (created here, dropped at the end); gateway B keeps nothing. A
+//! Three real `sentinel serve` processes (release build) front one shared `mcp-mock --http`
+//! backend, so the `[audit]` table is the only difference between them. Gateway W writes to a
+//! fresh PostgreSQL database with the default `durability = "write"`, gateway F to another with
+//! `durability = "fsync"` (both created here, dropped at the end); gateway N keeps nothing. A
 //! load generator in this process runs N concurrent stateless 2026-07-28 clients calling
-//! `mock__echo` for a fixed time per round, alternating A, B, A, B... so that the noise of a
-//! shared machine falls on both alike; only the ratio from one run means anything. Every
-//! answer is checked, and at the end the store must hold exactly one record per call A
-//! answered (the drainer moves them from the spool into PostgreSQL after the answers).
+//! `mock__echo` for a fixed time per round, rotating W, F, N, W, F, N... so that the noise of a
+//! shared machine falls on all alike; only the ratios from one run mean anything. Every answer
+//! is checked, and at the end each store must hold exactly one record per call its gateway
+//! answered (the drainer moves them from the spool into PostgreSQL after the answers). The CPU
+//! time each gateway, and the PostgreSQL backends serving its database, spent per call answered
+//! is printed too: on a busy machine it is steadier than throughput.
 //!
 //! Run with `cargo bench --bench audit_throughput`. Settings, from the environment:
-//! `AUDIT_BENCH_CLIENTS` (16), `AUDIT_BENCH_SECS` per round (3), `AUDIT_BENCH_ROUNDS` per
-//! gateway (3), and `SENTINEL_TEST_PG`, the server's maintenance database
-//! (`postgres://postgres@127.0.0.1:5432/postgres`). Any wrong answer exits non-zero.
+//! `AUDIT_BENCH_CLIENTS` (`16,64`: one pass per count), `AUDIT_BENCH_SECS` per round (3),
+//! `AUDIT_BENCH_ROUNDS` per gateway (3), and `SENTINEL_TEST_PG`, the server's maintenance
+//! database (`postgres://postgres@127.0.0.1:5432/postgres`). Any wrong answer exits non-zero.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -28,7 +32,7 @@ const MODERN: &str = "2026-07-28";
 const TOOL: &str = "mock__echo";
 
 struct Settings {
-    clients: usize,
+    clients: Vec<usize>,
     round: Duration,
     rounds: usize,
     pg_admin: String,
@@ -43,13 +47,22 @@ impl Settings {
             }
         }
         let s = Settings {
-            clients: number("AUDIT_BENCH_CLIENTS", 16)? as usize,
+            clients: match std::env::var("AUDIT_BENCH_CLIENTS") {
+                Ok(v) => v
+                    .split(',')
+                    .map(|n| n.trim().parse().with_context(|| format!("AUDIT_BENCH_CLIENTS={v}: `{n}`")))
+                    .collect::<anyhow::Result<_>>()?,
+                Err(_) => vec![16, 64],
+            },
             round: Duration::from_secs(number("AUDIT_BENCH_SECS", 3)?),
             rounds: number("AUDIT_BENCH_ROUNDS", 3)? as usize,
             pg_admin: std::env::var("SENTINEL_TEST_PG")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         };
-        ensure!(s.clients > 0 && s.rounds > 0 && !s.round.is_zero(), "clients, seconds and rounds must be > 0");
+        ensure!(
+            s.clients.iter().all(|&c| c > 0) && s.rounds > 0 && !s.round.is_zero(),
+            "clients, seconds and rounds must be > 0"
+        );
         Ok(s)
     }
 }
@@ -96,11 +109,12 @@ impl Drop for Process {
 }
 
 /// `sentinel serve` from a config written into `dir`, which is also its working folder (the
-/// audit spool goes there).
-fn gateway(dir: &Path, audit_url: &str, backend_url: &str) -> anyhow::Result<Process> {
+/// audit spool goes there). `[audit]` gets `url` and, when given, `durability`.
+fn gateway(dir: &Path, audit_url: &str, durability: Option<&str>, backend_url: &str) -> anyhow::Result<Process> {
     let lit = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let durability = durability.map(|d| format!("durability = {}\n", lit(d))).unwrap_or_default();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[auth]\ndisabled = true\n\n[audit]\nurl = {}\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[auth]\ndisabled = true\n\n[audit]\nurl = {}\n{durability}\n\
          [[backend]]\nname = \"mock\"\nhttp = {{ url = {} }}\n",
         lit(audit_url),
         lit(backend_url)
@@ -135,6 +149,17 @@ impl PgDb {
         conn.close().await?;
         let url = format!("{}/{name}", admin.rsplit_once('/').context("no database in SENTINEL_TEST_PG")?.0);
         Ok(PgDb { admin: admin.to_string(), name, url })
+    }
+
+    /// The server processes serving this database now (the gateway's pool), to read their CPU time.
+    async fn backends(&self) -> anyhow::Result<Vec<u32>> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await?;
+        let pids: Vec<(i32,)> = sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .fetch_all(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(pids.into_iter().map(|(p,)| p as u32).collect())
     }
 
     async fn records(&self) -> anyhow::Result<i64> {
@@ -298,82 +323,167 @@ async fn drained(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// CPU time (user + system) a process has used so far; zero once it is gone (a PostgreSQL
+/// backend that closed takes its time with it, so figures can only be under-counted).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / hz)
+}
+
+/// One gateway under test, with the database it writes to (none for `url = "none"`).
+struct Target<'a> {
+    name: &'static str,
+    gateway: &'a Process,
+    db: Option<&'a PgDb>,
+    http: reqwest::Client,
+    /// Calls answered over the whole run, warm-ups included: each one's record must be stored.
+    answered: u64,
+    /// The gateway's log, shown when it fails.
+    log: std::path::PathBuf,
+}
+
+impl Target<'_> {
+    /// Waits until the gateway's drainer has stored everything; on failure, says which gateway
+    /// and shows the end of its log.
+    async fn drained(&self) -> anyhow::Result<Value> {
+        drained(&self.http, self.gateway.base()).await.with_context(|| {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().filter(|l| !l.contains(" call ")).take(20).collect();
+            format!("{}: log tail (newest first):\n{}", self.name, tail.join("\n"))
+        })
+    }
+
+    /// CPU used so far by the gateway, and by the PostgreSQL backends serving its database.
+    async fn cpu(&self) -> anyhow::Result<(Duration, Duration)> {
+        let pg = match self.db {
+            Some(db) => db.backends().await?.into_iter().map(cpu_time).sum(),
+            None => Duration::ZERO,
+        };
+        Ok((cpu_time(self.gateway.child.id()), pg))
+    }
+}
+
+/// One pass at `clients` concurrent clients: a warm-up of each gateway, then `rounds` rounds of
+/// each, rotating; prints each round, the totals and the ratios to the unaudited gateway.
+async fn pass(s: &Settings, clients: usize, targets: &mut [Target<'_>]) -> anyhow::Result<Vec<f64>> {
+    println!(
+        "\n{clients} clients, {} rounds of {:?} per gateway, rotating; one shared mcp-mock backend",
+        s.rounds, s.round
+    );
+    let mut cpu_before = Vec::new();
+    for t in targets.iter() {
+        cpu_before.push(t.cpu().await?);
+    }
+    let mut calls = vec![0u64; targets.len()];
+    // A short warm-up of each (connections, caches, the PostgreSQL pool); its calls are audited
+    // too, so they count toward the records each store must hold.
+    for (i, t) in targets.iter_mut().enumerate() {
+        let w = round(&t.http, &t.gateway.url, clients, Duration::from_millis(500)).await;
+        ensure!(w.errors == 0, "warm-up of {}: {} wrong answers, e.g. {:?}", t.name, w.errors, w.samples);
+        t.answered += w.calls;
+        calls[i] += w.calls;
+    }
+    let mut totals: Vec<Round> = targets.iter().map(|_| Round::default()).collect();
+    for r in 1..=s.rounds {
+        for (i, t) in targets.iter_mut().enumerate() {
+            let mut res = round(&t.http, &t.gateway.url, clients, s.round).await;
+            let (p50, p99) = res.percentiles();
+            println!(
+                "round {r} {:<28}: {:>8.0} calls/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} calls, {} errors)",
+                t.name,
+                res.throughput(),
+                res.calls,
+                res.errors
+            );
+            t.answered += res.calls;
+            calls[i] += res.calls;
+            totals[i].elapsed += res.elapsed;
+            totals[i].merge(res);
+        }
+    }
+    for (i, t) in targets.iter().enumerate() {
+        ensure!(totals[i].errors == 0, "{}: {} wrong answers, e.g. {:?}", t.name, totals[i].errors, totals[i].samples);
+        if t.db.is_some() {
+            t.drained().await?;
+        }
+    }
+    println!("total at {clients} clients:");
+    let off = totals.last().map_or(f64::NAN, Round::throughput);
+    let mut ratios = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let (gw, pg) = t.cpu().await?;
+        let per_call =
+            |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() * 1e6 / calls[i].max(1) as f64;
+        let (cpu_gw, cpu_pg) = (per_call(gw, cpu_before[i].0), per_call(pg, cpu_before[i].1));
+        let total = &mut totals[i];
+        let (p50, p99) = total.percentiles();
+        let ratio = total.throughput() / off;
+        println!(
+            "  {:<28}: {:>8.0} calls/s  x{ratio:.3}  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  CPU/call: gateway {cpu_gw:>4.0} µs, PostgreSQL {cpu_pg:>3.0} µs",
+            t.name,
+            total.throughput(),
+        );
+        ratios.push(ratio);
+    }
+    Ok(ratios)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let s = Settings::from_env()?;
-    let db = PgDb::create(&s.pg_admin).await?;
+    let (db_write, db_fsync) = (PgDb::create(&s.pg_admin).await?, PgDb::create(&s.pg_admin).await?);
     let mock = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-mock"));
         cmd.args(["--http", "127.0.0.1:0"]).stderr(Stdio::null());
         Process::start(cmd, "mcp-mock")?
     };
-    let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let a = gateway(dir_a.path(), &db.url, &mock.url)?;
-    let b = gateway(dir_b.path(), "none", &mock.url)?;
-    let gateways = [("A audit=postgres", &a), ("B audit=none    ", &b)];
-
-    // One connection pool per gateway, as N clients of one gateway would have.
-    let pools = [reqwest::Client::new(), reqwest::Client::new()];
-    println!(
-        "audit_throughput: {} clients, {} rounds of {:?} per gateway, alternating; one shared mcp-mock backend",
-        s.clients, s.rounds, s.round
-    );
-
-    // A short warm-up of each (connections, caches, the PostgreSQL pool); its calls are audited
-    // too, so they count toward the records A must hold.
-    let mut answered_by_a = 0;
-    for (i, (name, gw)) in gateways.iter().enumerate() {
-        let mut w = round(&pools[i], &gw.url, s.clients, Duration::from_millis(500)).await;
-        ensure!(w.errors == 0, "warm-up of {name}: {} wrong answers, e.g. {:?}", w.errors, w.samples);
-        if i == 0 {
-            answered_by_a += w.calls;
-        }
-        w.latencies.clear();
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?];
+    let w = gateway(dirs[0].path(), &db_write.url, None, &mock.url)?;
+    let f = gateway(dirs[1].path(), &db_fsync.url, Some("fsync"), &mock.url)?;
+    let n = gateway(dirs[2].path(), "none", None, &mock.url)?;
+    // One connection pool per gateway, as N clients of one gateway would have. The unaudited
+    // gateway goes last: the ratios are to it.
+    let target = |name, gateway, db, dir: &tempfile::TempDir| Target {
+        name,
+        gateway,
+        db,
+        http: reqwest::Client::new(),
+        answered: 0,
+        log: dir.path().join("stderr.log"),
+    };
+    let mut targets = [
+        target("W postgres, durability=write", &w, Some(&db_write), &dirs[0]),
+        target("F postgres, durability=fsync", &f, Some(&db_fsync), &dirs[1]),
+        target("N audit off (url = \"none\")", &n, None, &dirs[2]),
+    ];
+    println!("audit_throughput: throughput with the audit trail in PostgreSQL, relative to none (goal >= 0.95)");
+    let mut summary = Vec::new();
+    for &clients in &s.clients {
+        summary.push((clients, pass(&s, clients, &mut targets).await?));
+    }
+    println!("\nratios to audit off (goal >= 0.95):");
+    for (clients, ratios) in &summary {
+        println!("  {clients:>3} clients: durability=write x{:.3}, durability=fsync x{:.3}", ratios[0], ratios[1]);
     }
 
-    let mut totals = [Round::default(), Round::default()];
-    for r in 1..=s.rounds {
-        for (i, (name, gw)) in gateways.iter().enumerate() {
-            let mut res = round(&pools[i], &gw.url, s.clients, s.round).await;
-            let (p50, p99) = res.percentiles();
-            println!(
-                "round {r} {name}: {:>8.0} calls/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} calls, {} errors)",
-                res.throughput(),
-                res.calls,
-                res.errors
-            );
-            totals[i].elapsed += res.elapsed;
-            totals[i].merge(res);
-        }
-    }
-    answered_by_a += totals[0].calls;
-
-    println!("total:");
-    for (i, (name, _)) in gateways.iter().enumerate() {
-        let t = &mut totals[i];
-        let (p50, p99) = t.percentiles();
-        println!(
-            "  {name}: {:>8.0} calls/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} calls)",
-            t.throughput(),
-            t.calls
+    for t in &targets {
+        let Some(db) = t.db else { continue };
+        let h = t.drained().await?;
+        let stored = db.records().await?;
+        println!("{}: PostgreSQL holds {stored} records for {} calls answered", t.name, t.answered);
+        ensure!(
+            stored == t.answered as i64,
+            "{}: the store holds {stored} records, {} calls answered",
+            t.name,
+            t.answered
         );
+        ensure!(h["audit"]["failed"] == 0, "{}: the writer counted failed records: {}", t.name, h["audit"]);
     }
-    let ratio = totals[0].throughput() / totals[1].throughput();
-    println!("ratio audit-on / audit-off: {ratio:.3} (goal >= 0.95)");
-
-    for (i, (name, _)) in gateways.iter().enumerate() {
-        ensure!(totals[i].errors == 0, "{name}: {} wrong answers, e.g. {:?}", totals[i].errors, totals[i].samples);
-    }
-
-    let drain_start = Instant::now();
-    let h = drained(&pools[0], a.base()).await?;
-    let stored = db.records().await?;
-    println!(
-        "PostgreSQL holds {stored} records for {answered_by_a} calls A answered (drained {:.1} s after the last round; health audit: {})",
-        drain_start.elapsed().as_secs_f64(),
-        h["audit"]
-    );
-    ensure!(stored == answered_by_a as i64, "the store holds {stored} records, A answered {answered_by_a} calls");
-    ensure!(h["audit"]["failed"] == 0, "the writer counted failed records: {}", h["audit"]);
     Ok(())
 }

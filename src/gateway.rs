@@ -902,6 +902,7 @@ async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Ar
         queue_capacity: c.queue,
         batch_max: c.batch,
         flush_interval: c.flush_interval,
+        durability: c.durability,
     };
     AuditWriter::start(Arc::new(store), settings)
         .map(Some)

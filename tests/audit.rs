@@ -396,11 +396,13 @@ fn assert_no_duplicates(counts: &BTreeMap<String, usize>) {
     assert!(doubled.is_empty(), "stored more than once: {doubled:?}");
 }
 
-/// A gateway whose PostgreSQL store is reached through a proxy that can cut it off.
-async fn gateway_behind_proxy() -> (PgDb, Proxy, Gateway) {
+/// A gateway whose PostgreSQL store is reached through a proxy that can cut it off; `extra`
+/// goes into its `[audit]` table.
+async fn gateway_behind_proxy(extra: &str) -> (PgDb, Proxy, Gateway) {
     let db = PgDb::create().await;
     let proxy = Proxy::start(db.server_addr()).await;
-    let config = format!("[audit]\nurl = {}\n{}", lit(db.url_via(proxy.addr)), mock_stdio_backend("m", None, &[]));
+    let config =
+        format!("[audit]\nurl = {}\n{extra}\n{}", lit(db.url_via(proxy.addr)), mock_stdio_backend("m", None, &[]));
     // Starting blocks on the gateway's first line: off the runtime the proxy runs on.
     let gw = tokio::task::spawn_blocking(move || Gateway::start(&config)).await.unwrap();
     (db, proxy, gw)
@@ -408,7 +410,7 @@ async fn gateway_behind_proxy() -> (PgDb, Proxy, Gateway) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_under_load_loses_and_doubles_nothing() {
-    let (db, proxy, gw) = gateway_behind_proxy().await;
+    let (db, proxy, gw) = gateway_behind_proxy("").await;
     let load = Load::start(&gw.url, 8);
     eventually("calls flowing", || async { load.answered_ok() >= 20 }).await;
 
@@ -435,9 +437,20 @@ async fn a_database_outage_under_load_loses_and_doubles_nothing() {
     db.store.close().await;
 }
 
+/// The default `durability = "write"`: an answered call's record is in the kernel, not yet
+/// on disk, which a `kill -9` does not lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_then_restart_stores_every_answered_call_once() {
-    let (db, proxy, gw) = gateway_behind_proxy().await;
+    kill_9_under_load_then_restart("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_then_restart_stores_every_answered_call_once_with_durability_fsync() {
+    kill_9_under_load_then_restart("durability = \"fsync\"").await;
+}
+
+async fn kill_9_under_load_then_restart(audit_extra: &str) {
+    let (db, proxy, gw) = gateway_behind_proxy(audit_extra).await;
     let load = Load::start(&gw.url, 4);
     eventually("calls flowing", || async { load.answered_ok() >= 20 }).await;
     // With the store cut off, what follows stays in the spool: the restart has to replay it.

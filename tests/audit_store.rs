@@ -60,7 +60,7 @@ fn record(i: usize) -> AuditRecord {
         roles: match i % 3 {
             0 => vec![],
             1 => vec!["admin".into()],
-            _ => vec!["researcher".into(), "ops, \"quoted\" {x}".into()],
+            _ => vec!["researcher".into(), "ops, \"quoted\" {x} back\\slash NULL".into(), String::new()],
         },
         session: (i % 2 == 0).then(|| format!("session-{i}")),
         transport: if i % 2 == 0 { "http" } else { "stdio" }.into(),
@@ -218,9 +218,11 @@ async fn postgres_text_cannot_hold_nul_so_it_becomes_a_replacement_character() {
     db.store.migrate().await.unwrap();
     let mut r = record(1);
     r.tool = Some("evil\0tool".into());
+    r.roles = vec!["ro\0le".into()];
     db.store.insert(std::slice::from_ref(&r)).await.unwrap();
     let got = db.store.query(&AuditQuery::default()).await.unwrap();
     assert_eq!(got[0].tool.as_deref(), Some("evil\u{FFFD}tool"));
+    assert_eq!(got[0].roles, ["ro\u{FFFD}le"]);
     db.store.close().await;
 }
 

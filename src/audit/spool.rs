@@ -1,8 +1,9 @@
 //! The audit spool: a local append-only write-ahead log of audit records.
 //!
-//! Every record is appended here (one JSON line each) and fsynced before the call that produced
-//! it is answered; the writer's drainer then moves records into the store and deletes the
-//! segments it has fully stored. Segments are named `NNNNNNNNNN.jsonl` so their names sort in
+//! Every record is appended here (one JSON line each) before the call that produced it is
+//! answered, and fsynced either before that answer or soon after (see `writer::Durability`);
+//! the writer's drainer then moves records into the store and deletes the segments it has fully
+//! stored. Segments are named `NNNNNNNNNN.jsonl` so their names sort in
 //! write order. A segment is only ever appended to by the process that created it: after a
 //! restart, new records go to a fresh segment and the old ones are replayed as they are.
 //!
@@ -37,6 +38,16 @@ struct OpenSegment {
     seq: u64,
     file: File,
     len: u64,
+    /// Whether bytes were written since the last `sync_data`.
+    unsynced: bool,
+}
+
+/// Where one batch landed: bytes `start..end` of segment `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub seq: u64,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// One segment file on disk.
@@ -83,26 +94,41 @@ impl Spool {
     }
 
     /// Appends a batch as one write and makes it durable (`sync_data`) before returning: the
-    /// group commit. On error nothing of the batch may be relied on; the segment is abandoned
-    /// (after trying to cut off what was partly written) and the next append starts a new one.
-    pub fn append(&mut self, batch: &[AuditRecord]) -> io::Result<()> {
+    /// group commit. On error nothing of the batch may be relied on.
+    pub fn append(&mut self, batch: &[AuditRecord]) -> io::Result<Written> {
+        let written = self.write(batch)?;
+        self.sync()?;
+        Ok(written)
+    }
+
+    /// Appends a batch as one `write(2)`, without waiting for the disk: once this returns, the
+    /// batch is in the kernel and survives the death of this process (`kill -9`), though not a
+    /// power loss until `sync`. A segment is synced before it is closed, so only the open one
+    /// ever holds unsynced bytes. On error nothing of the batch may be relied on; the segment is
+    /// abandoned (after trying to cut off what was partly written) and the next write starts a
+    /// new one.
+    pub fn write(&mut self, batch: &[AuditRecord]) -> io::Result<Written> {
         if batch.is_empty() {
-            return Ok(());
+            let end = self.current.as_ref().map_or(0, |c| c.len);
+            return Ok(Written { seq: self.sealed_below(), start: end, end });
         }
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for record in batch {
             serde_json::to_writer(&mut buf, record)?;
             buf.push(b'\n');
         }
-        if self.current.as_ref().is_none_or(|c| c.len >= self.max_segment_bytes) {
+        if self.segment_due() {
+            // The full segment is synced before it is sealed, then never written again.
+            self.sync()?;
             self.current = Some(self.create_segment()?);
         }
         let Some(seg) = self.current.as_mut() else { unreachable!("a segment was just opened") };
-        let written = seg.file.write_all(&buf).and_then(|()| seg.file.sync_data());
-        match written {
+        match seg.file.write_all(&buf) {
             Ok(()) => {
+                let start = seg.len;
                 seg.len += buf.len() as u64;
-                Ok(())
+                seg.unsynced = true;
+                Ok(Written { seq: seg.seq, start, end: seg.len })
             }
             Err(e) => {
                 let _ = seg.file.set_len(seg.len).and_then(|()| seg.file.sync_data());
@@ -110,6 +136,57 @@ impl Spool {
                 Err(e)
             }
         }
+    }
+
+    /// Makes everything written so far durable (`sync_data`): the group commit. On error the
+    /// segment is abandoned (the next write starts a new one): after a failed fsync the kernel
+    /// may have dropped the unsynced pages, so nothing more is trusted to that file.
+    pub fn sync(&mut self) -> io::Result<()> {
+        let Some(seg) = self.current.as_mut() else { return Ok(()) };
+        if !seg.unsynced {
+            return Ok(());
+        }
+        match seg.file.sync_data() {
+            Ok(()) => {
+                seg.unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.current = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// A handle on the open segment with unsynced bytes, to fsync them off the writer's path
+    /// (`File::sync_data` on it) while writes go on: what was written before this call is
+    /// durable once that returns. `None` when there is nothing to sync. Counts as synced from
+    /// now on; if that fsync fails, call `abandon`.
+    pub fn take_unsynced(&mut self) -> io::Result<Option<File>> {
+        let Some(seg) = self.current.as_mut() else { return Ok(None) };
+        if !seg.unsynced {
+            return Ok(None);
+        }
+        let file = seg.file.try_clone()?;
+        seg.unsynced = false;
+        Ok(Some(file))
+    }
+
+    /// Stops writing to the open segment (after a failed fsync, nothing more is trusted to
+    /// it); the next write starts a new one.
+    pub fn abandon(&mut self) {
+        self.current = None;
+    }
+
+    /// Whether the next write starts a new segment (and so syncs the full one first, and
+    /// syncs the folder).
+    pub fn segment_due(&self) -> bool {
+        self.current.as_ref().is_none_or(|c| c.len >= self.max_segment_bytes)
+    }
+
+    /// Whether bytes were written that are not yet synced.
+    pub fn unsynced(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.unsynced)
     }
 
     /// Checks that the spool directory can take a write right now (used to notice that a full
@@ -142,7 +219,7 @@ impl Spool {
         self.next_seq += 1;
         // The new directory entry must be durable too, or a power loss could lose the whole file.
         File::open(&self.dir)?.sync_all()?;
-        Ok(OpenSegment { seq, file, len: 0 })
+        Ok(OpenSegment { seq, file, len: 0, unsynced: false })
     }
 }
 

@@ -1,14 +1,18 @@
-//! `AuditWriter`: the durable `AuditSink`. The request path waits on a local fsync, never on
+//! `AuditWriter`: the durable `AuditSink`. The request path waits on the local spool, never on
 //! the database.
 //!
 //! Two tasks own the work. The spool writer takes records from a bounded queue, appends what is
-//! queued as one batch to the spool and fsyncs it (group commit), then acknowledges each record:
-//! an acknowledged record survives `kill -9` and power loss. The drainer moves spooled records
-//! into the store in order, in batches, retrying with backoff while the store is down or slow,
-//! and deletes each segment once all of it is stored. On start, segments left by a previous run
-//! are drained first; the store's idempotence by id makes this at-least-once delivery store each
-//! record exactly once.
+//! queued as one batch to the spool, then acknowledges each record: once written (default), an
+//! acknowledged record survives `kill -9`; with `Durability::Fsync` it is acknowledged only after
+//! the batch's fsync (group commit) and survives power loss too. The drainer moves spooled
+//! records into the store in order, in batches, retrying with backoff while the store is down or
+//! slow, and deletes each segment once all of it is stored. The batches just written are handed
+//! to it in memory, so it reads the spool back from disk only to catch up (after an outage, a
+//! restart, or when it fell behind). On start, segments left by a previous run are drained
+//! first; the store's idempotence by id makes this at-least-once delivery store each record
+//! exactly once.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,13 +24,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::spool::Spool;
+use super::spool::{Spool, Written};
 use super::{AuditRecord, AuditSink, AuditStore, AuditUnavailable, BoxFuture};
 use drain::Drainer;
 
 /// How long `record()` waits for room in a full queue before giving up on the record.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
-/// The longest a call waits for its record to be synced to the spool.
+/// The longest a call waits for its record to be written (or synced) to the spool.
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often an unwritable spool is probed while no records arrive to retry it.
@@ -34,11 +38,29 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// A store insert that takes longer is abandoned and retried (inserts are idempotent).
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(100);
+/// How long the drainer lets records gather in memory before an insert (see `Drainer::gather`).
+const STORE_GATHER: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long `flush()` waits for the queue to reach the spool, then for the drainer.
 const FLUSH_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most records kept in memory for the drainer; past it, the oldest are dropped and the
+/// drainer reads them back from the spool instead (a slow or unreachable store).
+const LIVE_RECORDS_MAX: usize = 5_000;
 
+/// How durable a record is before the call that produced it is answered (`[audit] durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Written to the spool file (`write(2)` done, so in the kernel's page cache): survives
+    /// `kill -9` and any crash of the process. The spool is fsynced in the background at most
+    /// `flush_interval` after a write, so a power loss or kernel crash can lose the records
+    /// answered in about the last `flush_interval` (plus one fsync).
+    #[default]
+    Write,
+    /// Fsynced: survives power loss too, at the cost of waiting for one fsync (group commit)
+    /// in every call's latency.
+    Fsync,
+}
 /// Runtime settings of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
@@ -52,8 +74,10 @@ pub struct AuditSettings {
     pub batch_max: usize,
     /// The longest the spool writer spends gathering one batch. It only takes what is already
     /// queued and never waits for more on an empty queue, so an idle gateway pays no latency:
-    /// batches grow by themselves while the previous fsync runs.
+    /// batches grow by themselves while the previous write runs. With `Durability::Write`, also
+    /// the longest a written record waits for its background fsync.
     pub flush_interval: Duration,
+    pub durability: Durability,
 }
 
 impl AuditSettings {
@@ -64,6 +88,7 @@ impl AuditSettings {
             queue_capacity: 10_000,
             batch_max: 500,
             flush_interval: Duration::from_millis(50),
+            durability: Durability::Write,
         }
     }
 }
@@ -75,7 +100,7 @@ pub struct AuditStats {
     pub queue_depth: usize,
     /// Records of this run stored in the store.
     pub written: u64,
-    /// Records appended (and fsynced) to the spool.
+    /// Records appended to the spool.
     pub spooled: u64,
     /// Records left in the spool by a previous run, stored by this one.
     pub replayed: u64,
@@ -113,11 +138,49 @@ struct Shared {
     appended: Notify,
     /// Wakes `flush()`: the drainer stored something.
     stored: Notify,
+    /// Records the drainer read back from the spool on disk (not from memory), and fsyncs of
+    /// the spool: for tests.
+    read_back: AtomicU64,
+    fsyncs: AtomicU64,
+    /// The batches just written, handed from the spool writer to the drainer.
+    live: std::sync::Mutex<Live>,
+}
+
+/// The spool's newest batches, still in memory: the drainer stores them from here instead of
+/// reading back what was just written. Locked only briefly, never across an `.await`.
+#[derive(Default)]
+struct Live {
+    batches: VecDeque<LiveBatch>,
+    records: usize,
+    /// Where the spool writer's last successful write ended (segment, byte offset).
+    written_to: Option<(u64, u64)>,
+}
+
+struct LiveBatch {
+    at: Written,
+    records: Vec<AuditRecord>,
+}
+
+impl Live {
+    fn push(&mut self, at: Written, records: Vec<AuditRecord>) {
+        self.written_to = Some((at.seq, at.end));
+        self.records += records.len();
+        self.batches.push_back(LiveBatch { at, records });
+        while self.records > LIVE_RECORDS_MAX {
+            let Some(dropped) = self.batches.pop_front() else { break };
+            self.records -= dropped.records.len();
+        }
+    }
 }
 
 impl Shared {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        // The lock guards plain data only: a panic elsewhere cannot leave it half-updated.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn take_backlog(&self, n: usize) {
@@ -166,6 +229,7 @@ impl AuditWriter {
             batch_max: settings.batch_max.max(1),
             first_live_seq: spool.sealed_below(),
             cursor: (0, 0),
+            rescan: true,
             stored_not_removed: Vec::new(),
             stop: stop.clone(),
         };
@@ -177,6 +241,9 @@ impl AuditWriter {
             batch_max: settings.batch_max.max(1),
             window: settings.flush_interval,
             fail_open: settings.fail_open,
+            durability: settings.durability,
+            unsynced_since: None,
+            syncing: None,
         };
         tokio::spawn(spool_writer.run());
         tokio::spawn(drainer.run());
@@ -200,11 +267,11 @@ impl AuditWriter {
         let refused = match self.tx.send_timeout(Msg::Record(record, ack), QUEUE_WAIT).await {
             Ok(()) => {
                 // The spool writer counts and logs its own failures.
-                // A spool stuck in fsync (a failing disk) must not hang every call: after a bound
+                // A spool stuck in a write or fsync (a failing disk) must not hang every call: after a bound
                 // it counts as unavailable, and fail-closed/fail-open decide.
                 return match tokio::time::timeout(DURABLE_WAIT, durable).await {
                     Ok(r) => r.unwrap_or_else(|_| Err(AuditUnavailable("audit writer stopped".into()))),
-                    Err(_) => Err(AuditUnavailable(format!("the spool did not sync within {DURABLE_WAIT:?}"))),
+                    Err(_) => Err(AuditUnavailable(format!("the spool did not take it within {DURABLE_WAIT:?}"))),
                 };
             }
             Err(SendTimeoutError::Timeout(_)) => AuditUnavailable(format!("audit queue full for {QUEUE_WAIT:?}")),
@@ -264,7 +331,9 @@ impl Drop for AuditWriter {
     }
 }
 
-/// The spool writer task: queue → spool, one fsync per batch. Ends when the handle is dropped.
+/// The spool writer task: queue → spool, one write per batch, and one fsync per batch (before
+/// its acknowledgements with `Durability::Fsync`, in the background otherwise). Ends when the
+/// handle is dropped.
 struct SpoolWriter {
     /// Locked only inside `spawn_blocking` by this task alone: the mutex just lets the blocking
     /// closure borrow the spool.
@@ -275,6 +344,11 @@ struct SpoolWriter {
     batch_max: usize,
     window: Duration,
     fail_open: bool,
+    durability: Durability,
+    /// When the oldest write not yet fsynced was made (`Durability::Write`).
+    unsynced_since: Option<Instant>,
+    /// The background fsync in flight, if any (`Durability::Write`).
+    syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl SpoolWriter {
@@ -283,18 +357,30 @@ impl SpoolWriter {
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         loop {
-            let first = if self.shared.writable.load(Ordering::Relaxed) {
-                self.rx.recv().await
-            } else {
-                tokio::select! {
-                    msg = self.rx.recv() => msg,
-                    () = tokio::time::sleep(PROBE_INTERVAL) => {
-                        self.probe().await;
-                        continue;
-                    }
+            // Far enough never to fire when nothing waits for an fsync.
+            let sync_due = self.unsynced_since.map_or_else(|| Instant::now() + RETRY_MAX, |t| t + self.window);
+            let writable = self.shared.writable.load(Ordering::Relaxed);
+            let first = tokio::select! {
+                msg = self.rx.recv() => msg,
+                done = async { self.syncing.as_mut().expect("checked").await }, if self.syncing.is_some() => {
+                    self.syncing = None;
+                    self.synced(done.unwrap_or_else(|e| Err(io::Error::other(e))));
+                    continue;
+                }
+                () = tokio::time::sleep_until(sync_due), if self.unsynced_since.is_some() && self.syncing.is_none() => {
+                    self.start_sync();
+                    continue;
+                }
+                () = tokio::time::sleep(PROBE_INTERVAL), if !writable => {
+                    self.probe().await;
+                    continue;
                 }
             };
-            let Some(first) = first else { return };
+            let Some(first) = first else {
+                // The handle is gone: what was written is synced, as on a flush.
+                self.sync().await;
+                return;
+            };
             let window_end = Instant::now() + self.window;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -314,13 +400,19 @@ impl SpoolWriter {
                 next = self.rx.try_recv().ok();
             }
             self.commit(std::mem::take(&mut batch), &mut acks).await;
+            if !flushes.is_empty() {
+                self.sync().await;
+            } else if self.syncing.is_none() && self.unsynced_since.is_some_and(|t| t.elapsed() >= self.window) {
+                self.start_sync();
+            }
             for done in flushes.drain(..) {
                 let _ = done.send(());
             }
         }
     }
 
-    /// Appends and fsyncs one batch, then acknowledges every record in it.
+    /// Appends one batch (and fsyncs it with `Durability::Fsync`), then acknowledges every
+    /// record in it and hands the batch to the drainer.
     async fn commit(&mut self, batch: Vec<AuditRecord>, acks: &mut Vec<oneshot::Sender<Result<(), AuditUnavailable>>>) {
         if batch.is_empty() {
             return;
@@ -329,22 +421,38 @@ impl SpoolWriter {
         // Counted before the append: the drainer may store these records before this task
         // runs again, and the backlog must not dip below what is really pending.
         Shared::add(&self.shared.backlog, n);
-        let result = self
-            .with_spool(move |spool| {
-                let result = spool.append(&batch);
-                Ok((result, spool.sealed_below()))
-            })
-            .await
-            .and_then(|(result, sealed_below)| {
-                self.shared.sealed_below.store(sealed_below, Ordering::Release);
-                result
-            });
+        let fsync = self.durability == Durability::Fsync;
+        let write = move |spool: &mut Spool| {
+            let result = if fsync { spool.append(&batch) } else { spool.write(&batch) };
+            Ok((result.map(|at| (at, batch)), spool.sealed_below()))
+        };
+        // A plain write(2) into the page cache takes microseconds: less than handing it to a
+        // blocking thread and back, which would add two context switches to every batch. What
+        // can wait on the disk (an fsync, a new segment and its folder sync) goes to a
+        // blocking thread.
+        let inline = !fsync && self.spool.lock().is_ok_and(|spool| !spool.segment_due());
+        let result = if inline {
+            self.spool.lock().map_err(|_| io::Error::other("spool writer panicked")).and_then(|mut s| write(&mut s))
+        } else {
+            self.with_spool(write).await
+        };
+        let result = result.and_then(|(result, sealed_below)| {
+            self.shared.sealed_below.store(sealed_below, Ordering::Release);
+            result
+        });
         let ack = match result {
-            Ok(()) => {
+            Ok((at, batch)) => {
                 Shared::add(&self.shared.spooled, n);
+                if fsync {
+                    Shared::add(&self.shared.fsyncs, 1);
+                }
                 if !self.shared.writable.swap(true, Ordering::Relaxed) {
                     tracing::warn!("audit spool writable again");
                 }
+                if !fsync && self.unsynced_since.is_none() {
+                    self.unsynced_since = Some(Instant::now());
+                }
+                self.shared.live().push(at, batch);
                 self.shared.appended.notify_one();
                 Ok(())
             }
@@ -360,6 +468,49 @@ impl SpoolWriter {
         };
         for tx in acks.drain(..) {
             let _ = tx.send(ack.clone());
+        }
+    }
+
+    /// The background group commit of `Durability::Write`: fsyncs what was written since the
+    /// last one on a blocking thread while this task goes on writing (a busy disk can take
+    /// milliseconds per fsync, which calls must not wait for).
+    fn start_sync(&mut self) {
+        self.unsynced_since = None;
+        let file = match self.spool.lock() {
+            Ok(mut spool) => spool.take_unsynced(),
+            Err(_) => Err(io::Error::other("spool writer panicked")),
+        };
+        match file {
+            Ok(Some(file)) => self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data())),
+            Ok(None) => {}
+            Err(e) => self.synced(Err(e)),
+        }
+    }
+
+    /// Waits for the fsync in flight, then fsyncs whatever is still unsynced: a flush, and
+    /// shutdown, leave nothing unsynced.
+    async fn sync(&mut self) {
+        if let Some(in_flight) = self.syncing.take() {
+            self.synced(in_flight.await.unwrap_or_else(|e| Err(io::Error::other(e))));
+        }
+        if self.unsynced_since.take().is_some() {
+            let done = self.with_spool(|spool| spool.sync()).await;
+            self.synced(done);
+        }
+    }
+
+    /// The calls were answered already: a failed fsync is logged, its segment abandoned, and
+    /// the spool counts as unwritable until a probe succeeds (fail-closed then refuses calls).
+    fn synced(&mut self, result: io::Result<()>) {
+        match result {
+            Ok(()) => Shared::add(&self.shared.fsyncs, 1),
+            Err(e) => {
+                if let Ok(mut spool) = self.spool.lock() {
+                    spool.abandon();
+                }
+                self.shared.writable.store(false, Ordering::Relaxed);
+                tracing::error!(dir = %self.dir.display(), error = %e, "audit spool fsync failed; records written since the last fsync may not survive a power loss");
+            }
         }
     }
 

@@ -325,6 +325,7 @@ pub struct RawAudit {
     pub queue: Option<u64>,
     pub batch: Option<u64>,
     pub flush_interval: Option<String>,
+    pub durability: Option<String>,
 }
 
 /// Where the audit trail goes and what happens when it cannot be written.
@@ -342,6 +343,8 @@ pub struct AuditConfig {
     pub queue: usize,
     pub batch: usize,
     pub flush_interval: Duration,
+    /// When a call's answer may go: once its record is written to the spool, or fsynced.
+    pub durability: crate::audit::writer::Durability,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -353,6 +356,7 @@ impl std::fmt::Debug for AuditConfig {
             .field("fail_open", &self.fail_open)
             .field("spool_dir", &self.spool_dir)
             .field("retain", &self.retain)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -412,6 +416,16 @@ pub fn audit(
             false
         }
     };
+    let durability = match a.durability.as_deref() {
+        None | Some("write") => crate::audit::writer::Durability::Write,
+        Some("fsync") => crate::audit::writer::Durability::Fsync,
+        Some(other) => {
+            problems.push(
+                src.problem(&key(&["audit", "durability"]), format!("`{other}` is not one of \"write\", \"fsync\"")),
+            );
+            crate::audit::writer::Durability::Write
+        }
+    };
     let spool_dir = match a.spool_dir {
         Some(d) if std::path::Path::new(&d).is_absolute() => std::path::PathBuf::from(d),
         Some(d) => base.join(d),
@@ -442,5 +456,6 @@ pub fn audit(
             Duration::from_millis(20),
             problems,
         ),
+        durability,
     }
 }

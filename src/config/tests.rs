@@ -143,6 +143,16 @@ fn audit_paths_resolve_beside_the_config_file() {
 }
 
 #[test]
+fn audit_durability_is_write_by_default_fsync_on_request_and_checked() {
+    use crate::audit::writer::Durability;
+    assert_eq!(parse("").unwrap().audit.durability, Durability::Write);
+    assert_eq!(parse("[audit]\ndurability = \"write\"\n").unwrap().audit.durability, Durability::Write);
+    assert_eq!(parse("[audit]\ndurability = \"fsync\"\n").unwrap().audit.durability, Durability::Fsync);
+    let err = parse("[audit]\nbatch = 10\ndurability = \"sync\"\n").unwrap_err().to_string();
+    assert!(err.contains("t.toml:3: `audit.durability`: `sync` is not one of \"write\", \"fsync\""), "{err}");
+}
+
+#[test]
 fn alerts_webhooks_and_their_problems() {
     let c = parse(
         "[alerts]\nmin_interval = \"1m\"\n[[alerts.webhook]]\nurl = \"https://discord.com/api/webhooks/${TOKEN}\"\nformat = \"discord\"\n[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\n",

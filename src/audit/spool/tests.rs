@@ -147,3 +147,29 @@ fn a_failed_append_errs_and_the_spool_recovers() {
     spool.append(&batch).unwrap();
     assert_eq!(read_all(&spool), batch);
 }
+
+#[test]
+fn write_leaves_the_batch_unsynced_until_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(tmp.path()).unwrap().with_segment_limit(1);
+    assert!(!spool.unsynced());
+    let first = spool.write(&records(2)).unwrap();
+    assert_eq!((first.start, first.seq), (0, spool.sealed_below()));
+    assert!(spool.unsynced(), "written, not yet synced");
+    // Readable at once: in the kernel, whatever the disk holds.
+    assert_eq!(spool.segments().unwrap()[0].read_from(0).unwrap().records.len(), 2);
+    spool.sync().unwrap();
+    assert!(!spool.unsynced());
+
+    // Every segment is full after one write (limit 1 byte): each write starts a new one.
+    assert!(spool.segment_due());
+    let second = spool.write(&records(1)).unwrap();
+    assert_eq!((second.seq, second.start), (first.seq + 1, 0), "a new segment");
+    assert!(spool.unsynced());
+    let third = spool.write(&records(1)).unwrap();
+    assert_eq!(third.seq, first.seq + 2);
+    assert!(spool.unsynced(), "the new segment's write is unsynced");
+    let fourth = spool.append(&records(1)).unwrap();
+    assert_eq!(fourth.seq, first.seq + 3);
+    assert!(!spool.unsynced(), "append syncs");
+}

@@ -1,5 +1,6 @@
 //! The PostgreSQL dialect of the audit store: `timestamptz` times, `uuid` ids, `text[]` roles.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -7,9 +8,6 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
 use super::{AuditQuery, WAIT, parse_outcome, statements, stored_bytes};
 use crate::audit::AuditRecord;
-
-/// The protocol's limit on bound parameters per statement (a 16-bit count).
-const MAX_PARAMS: usize = 65535;
 
 /// Milliseconds since the epoch as `timestamptz`, exactly (`to_timestamp` goes through a
 /// float of seconds); the bound value follows.
@@ -30,47 +28,92 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(WAIT).connect_lazy_with(options))
 }
 
+/// One statement per batch whatever its size: each column goes as one array parameter and
+/// `UNNEST` turns them back into rows. Its text never changes, so every connection prepares it
+/// once, where a multi-row `VALUES` list is parsed and planned again for every batch size.
+/// (COPY would parse less but cannot skip the ids already stored without a staging table.)
+const INSERT: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
+     backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
+     SELECT id, TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ts_ms, client, roles::text[], session, \
+     transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
+     response_bytes \
+     FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+     $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::float8[], $14::float8[], \
+     $15::bigint[]) AS r(id, ts_ms, client, roles, session, transport, method, tool, backend, arguments, \
+     outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
+     ON CONFLICT (id) DO NOTHING";
+
 pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    // Only the size limit applies: the parameter count no longer grows with the batch.
+    let parts = statements(batch, usize::MAX);
+    if let [part] = parts[..] {
+        // One statement is atomic by itself: no BEGIN and COMMIT round trips.
+        insert_part(pool, part).await?;
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
-    for part in statements(batch, MAX_PARAMS) {
-        let mut b = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, backend, \
-             arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) ",
-        );
-        b.push_values(part, |mut row, r| {
-            row.push_bind(r.id)
-                .push(TS_FROM_MS)
-                .push_bind_unseparated(r.ts_ms)
-                .push_unseparated(")")
-                .push_bind(text(&r.client))
-                .push_bind(r.roles.iter().map(|s| no_nul(s)).collect::<Vec<_>>())
-                .push_bind(text(&r.session))
-                .push_bind(no_nul(&r.transport))
-                .push_bind(no_nul(&r.method))
-                .push_bind(text(&r.tool))
-                .push_bind(text(&r.backend))
-                .push_bind(text(&r.arguments))
-                .push_bind(r.outcome.as_str())
-                .push_bind(r.error_code)
-                .push_bind(r.latency_ms)
-                .push_bind(r.backend_latency_ms)
-                .push_bind(stored_bytes(r.response_bytes));
-        });
-        b.push(" ON CONFLICT (id) DO NOTHING");
-        b.build().execute(&mut *tx).await?;
+    for part in parts {
+        insert_part(&mut *tx, part).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// PostgreSQL `text` cannot hold U+0000, and a client can put one in a tool name it sends; a
-/// record refused for it would block the spool forever, so it is stored as U+FFFD instead.
-fn no_nul(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
+async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) -> anyhow::Result<()> {
+    let opt =
+        |f: fn(&AuditRecord) -> &Option<String>| part.iter().map(|r| f(r).as_deref().map(no_nul)).collect::<Vec<_>>();
+    let req = |f: fn(&AuditRecord) -> &str| part.iter().map(|r| no_nul(f(r))).collect::<Vec<_>>();
+    sqlx::query(INSERT)
+        .bind(part.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(part.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+        .bind(opt(|r| &r.client))
+        .bind(part.iter().map(|r| roles_literal(&r.roles)).collect::<Vec<_>>())
+        .bind(opt(|r| &r.session))
+        .bind(req(|r| &r.transport))
+        .bind(req(|r| &r.method))
+        .bind(opt(|r| &r.tool))
+        .bind(opt(|r| &r.backend))
+        .bind(opt(|r| &r.arguments))
+        .bind(part.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+        .bind(part.iter().map(|r| r.error_code).collect::<Vec<_>>())
+        .bind(part.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
+        .bind(part.iter().map(|r| r.backend_latency_ms).collect::<Vec<_>>())
+        .bind(part.iter().map(|r| stored_bytes(r.response_bytes)).collect::<Vec<_>>())
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
-fn text(s: &Option<String>) -> Option<String> {
-    s.as_deref().map(no_nul)
+/// A record's roles as one PostgreSQL array literal (`{"a","b"}`): `UNNEST` of a `text[][]`
+/// would flatten the rows' arrays into one, so each row's array travels as text and is cast
+/// back by the statement.
+fn roles_literal(roles: &[String]) -> String {
+    let mut out = String::from("{");
+    for (i, role) in roles.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in role.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\0' => out.push('\u{FFFD}'),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// PostgreSQL `text` cannot hold U+0000, and a client can put one in a tool name it sends; a
+/// record refused for it would block the spool forever, so it is stored as U+FFFD instead.
+fn no_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
 }
 
 pub(super) async fn query(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {

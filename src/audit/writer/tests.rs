@@ -121,6 +121,90 @@ async fn records_reach_the_store_in_order() {
 }
 
 #[tokio::test]
+async fn batches_just_written_are_stored_from_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FakeStore::default());
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+    let ids = record_n(&writer, 300).await;
+    writer.flush().await;
+    assert!(store.ids() == ids);
+    // Only a scan racing the very first writes may read some back from disk.
+    let read_back = writer.shared.read_back.load(Ordering::SeqCst);
+    assert!(read_back < 30, "{read_back} of 300 records read back from the spool");
+}
+
+#[tokio::test]
+async fn a_store_too_slow_for_memory_is_caught_up_from_the_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FakeStore::down();
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+    // More than memory keeps: the oldest batches are dropped from it while the store is down.
+    let ids = record_n(&writer, LIVE_RECORDS_MAX + 700).await;
+    store.down.store(false, Ordering::SeqCst);
+    eventually("all stored", || writer.stats().backlog == 0).await;
+    assert!(store.ids() == ids, "every record, once, in order");
+    assert_eq!(store.repeats.load(Ordering::SeqCst), 0);
+    assert!(writer.shared.read_back.load(Ordering::SeqCst) >= 700, "what memory dropped was read from disk");
+    assert_eq!(writer.stats().written, ids.len() as u64);
+}
+
+/// Batches larger than half of `batch_max` cannot share an insert: the drainer must store the
+/// ones left in memory after the last write, with no later write to wake it.
+#[tokio::test]
+async fn the_last_batches_in_memory_are_stored_without_a_later_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.batch_max = 10;
+    let store = Arc::new(FakeStore::default());
+    *store.delay.lock().unwrap() = Duration::from_millis(100);
+    let writer = AuditWriter::start(store.clone(), settings).unwrap();
+    // Several batches of 6 queue up in memory behind the slow first insert.
+    for round in 0..4 {
+        let batch: Vec<_> = (0..6).map(|i| record(round * 6 + i)).collect();
+        let results = futures::future::join_all(batch.into_iter().map(|r| writer.record(r))).await;
+        assert!(results.iter().all(Result::is_ok));
+    }
+    // Less than the drainer's idle safety net (1 s) after the slow inserts: woken by nothing.
+    let started = Instant::now();
+    eventually("all stored", || writer.stats().written == 24).await;
+    assert!(started.elapsed() < Duration::from_millis(900), "stored only by the safety net: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn by_default_calls_are_answered_before_the_fsync_which_follows_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.flush_interval = Duration::from_secs(3600);
+    let writer = AuditWriter::start(Arc::new(FakeStore::default()), settings).unwrap();
+    record_n(&writer, 3).await;
+    assert_eq!(writer.shared.fsyncs.load(Ordering::SeqCst), 0, "answered once written, not synced");
+    writer.flush().await;
+    assert_eq!(writer.shared.fsyncs.load(Ordering::SeqCst), 1, "a flush syncs what was written");
+
+    // With a short interval the background fsync comes by itself, once per interval.
+    let mut settings = self::settings(&tmp.path().join("b"));
+    settings.flush_interval = Duration::from_millis(20);
+    let writer = AuditWriter::start(Arc::new(FakeStore::default()), settings).unwrap();
+    record_n(&writer, 3).await;
+    eventually("the background fsync", || writer.shared.fsyncs.load(Ordering::SeqCst) >= 1).await;
+}
+
+#[tokio::test]
+async fn with_durability_fsync_calls_are_answered_after_their_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.durability = Durability::Fsync;
+    settings.flush_interval = Duration::from_secs(3600);
+    let store = Arc::new(FakeStore::default());
+    let writer = AuditWriter::start(store.clone(), settings).unwrap();
+    let ids = record_n(&writer, 5).await;
+    // One call at a time: one batch, so one fsync, each before its answer.
+    assert_eq!(writer.shared.fsyncs.load(Ordering::SeqCst), 5);
+    writer.flush().await;
+    assert!(store.ids() == ids);
+}
+
+#[tokio::test]
 async fn a_store_outage_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let store = FakeStore::down();
