@@ -116,6 +116,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("audit.url", o.url != n.url),
         // The writer decides what an unwritable spool means when it is started.
         ("audit.on_audit_failure", o.fail_open != n.fail_open),
+        ("audit.durability", o.durability != n.durability),
         ("audit.spool_dir", o.spool_dir != n.spool_dir),
         ("audit.retain", o.retain != n.retain),
         (
