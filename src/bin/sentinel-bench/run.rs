@@ -34,14 +34,14 @@ pub fn main(args: Args) -> ExitCode {
 /// Runs everything; answers with the number of wrong answers.
 async fn run(args: Args) -> anyhow::Result<u64> {
     let bins = Bins::find(args.bin_dir.as_deref())?;
-    let (scenarios, timing, startup_runs) = if args.smoke {
+    let (scenarios, timing, startup_runs, settle) = if args.smoke {
         let t =
             Timing { warm_up: Duration::from_millis(100), rounds: 1, stop: Stop::After(Duration::from_millis(300)) };
-        (scenario::smoke(), t, 2)
+        (scenario::smoke(), t, 2, Duration::from_millis(200))
     } else {
         let stop = args.calls.map_or(Stop::After(args.round), Stop::Calls);
         let t = Timing { warm_up: Duration::from_millis(500), rounds: args.rounds, stop };
-        (scenario::from_args(&args), t, args.startup_runs)
+        (scenario::from_args(&args), t, args.startup_runs, Duration::from_secs(2))
     };
     println!(
         "sentinel-bench {}: {} scenarios, {} paired rounds of {} per side; {} cores; binaries in {}",
@@ -61,7 +61,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let governed = db.as_ref().map(|db| Governed::new(&db.url));
 
     if !args.no_startup {
-        startup::measure(&bins, startup_runs, governed.as_ref()).await?;
+        startup::measure(&bins, startup_runs, settle, governed.as_ref()).await?;
     }
     let mut outcomes = Vec::new();
     for s in scenarios {

@@ -8,11 +8,9 @@ use crate::process::Bins;
 use crate::rss;
 use crate::setup;
 
-/// How long an idle gateway is left alone before its memory is read: backends started,
-/// first lists fetched, startup allocations settled.
-const SETTLE: Duration = Duration::from_secs(2);
-
-pub async fn measure(bins: &Bins, runs: u32, governed: Option<&Governed>) -> anyhow::Result<()> {
+/// `settle`: how long an idle gateway is left alone before its memory is read (backends
+/// started, first lists fetched, startup allocations settled).
+pub async fn measure(bins: &Bins, runs: u32, settle: Duration, governed: Option<&Governed>) -> anyhow::Result<()> {
     println!("\n== start to ready, no backends ({runs} starts each) ==");
     println!("{:<16} {:>10} {:>10} {:>10} {:>14}", "governance", "min ms", "median ms", "max ms", "RSS at ready");
     let mut settings = vec![("off", None)];
@@ -50,7 +48,7 @@ pub async fn measure(bins: &Bins, runs: u32, governed: Option<&Governed>) -> any
             seven.iter().take(backends).map(|n| (n.as_str(), BackendSpec::Stdio(&bins.mock))).collect();
         let dir = tempfile::tempdir()?;
         let gw = setup::serve(bins, dir.path(), &gateway_config::config(&specs, governed), governed).await?;
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep(settle).await;
         let m = rss::read(gw.pid()).unwrap_or_default();
         let label = format!("{name}, governance {}", if governed.is_some() { "on" } else { "off" });
         println!("{:<40} {:>7.1} MB {:>7.1} MB", label, rss::mb(m.rss_kb), rss::mb(m.peak_kb));
