@@ -17,8 +17,9 @@ pub struct Args {
     /// stdio`), `stdio-http` (the same child, through `sentinel serve`'s HTTP front door).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["http", "stdio", "stdio-http"])]
     pub backend: Vec<BackendKind>,
-    /// Governance through Sentinel: `off` (no auth, no audit, no validation) or `on` (JWT, RBAC,
-    /// rate limit, kill switch, schema validation, audit to PostgreSQL).
+    /// Governance through Sentinel: `off` (no auth, no audit, no validation), `on` (JWT, RBAC,
+    /// rate limit, kill switch, schema validation, audit to PostgreSQL), or `no-audit` (all of
+    /// `on` but the audit store: what the audit trail costs, by difference).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["off", "on"])]
     pub governance: Vec<Governance>,
     /// Concurrent clients, each sending its next call as soon as the last is answered.
@@ -69,6 +70,17 @@ pub enum BackendKind {
 pub enum Governance {
     Off,
     On,
+    NoAudit,
+}
+
+impl Governance {
+    pub fn label(self) -> &'static str {
+        match self {
+            Governance::Off => "off",
+            Governance::On => "on",
+            Governance::NoAudit => "on, audit none",
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -53,8 +53,9 @@ fn lit(s: &str) -> String {
 }
 
 /// The whole config: loopback on a free port, the governance sections, then the backends
-/// (each `required`, so that `/ready` means they answer).
-pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>) -> String {
+/// (each `required`, so that `/ready` means they answer). `audit: false` keeps the rest of
+/// governance but no audit store.
+pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, audit: bool) -> String {
     let mut c = String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n");
     match governed {
         None => c.push_str("[auth]\ndisabled = true\n\n[audit]\nurl = \"none\"\n\n[validation]\nenabled = false\n\n"),
@@ -71,7 +72,8 @@ pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>) -> 
             // 60 million a minute with a burst of a million: never reached, always counted.
             c.push_str("[rate_limit]\ndefault = { per_minute = 60000000, burst = 1000000 }\n\n");
             c.push_str("[kill_switch]\ntools = [\"*__garbage\"]\n\n");
-            c.push_str(&format!("[audit]\nurl = {}\n\n[validation]\nenabled = true\n\n", lit(&g.audit_url)));
+            let store = if audit { g.audit_url.as_str() } else { "none" };
+            c.push_str(&format!("[audit]\nurl = {}\n\n[validation]\nenabled = true\n\n", lit(store)));
         }
     }
     for (name, spec) in backends {
@@ -93,12 +95,12 @@ mod tests {
     #[test]
     fn both_configs_are_toml_with_the_sections_they_promise() {
         let mock = Path::new("/bin/mcp-mock");
-        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None).parse().unwrap();
+        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None, true).parse().unwrap();
         assert_eq!(off["auth"]["disabled"].as_bool(), Some(true));
         assert_eq!(off["audit"]["url"].as_str(), Some("none"));
         let g = Governed::new("postgres://postgres@127.0.0.1/x");
         let on: toml::Table =
-            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g)).parse().unwrap();
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true).parse().unwrap();
         for section in ["auth", "roles", "rate_limit", "kill_switch", "audit", "validation"] {
             assert!(on.contains_key(section), "{section}");
         }

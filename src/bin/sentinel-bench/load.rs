@@ -58,6 +58,8 @@ pub struct Tally {
     /// Microseconds, 1 µs to 10 min, 3 significant digits.
     pub latency: Histogram<u64>,
     pub elapsed: Duration,
+    /// CPU time the server side (the mock directly, or the gateway) used meanwhile.
+    pub server_cpu: Duration,
 }
 
 impl Default for Tally {
@@ -68,6 +70,7 @@ impl Default for Tally {
             samples: Vec::new(),
             latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
             elapsed: Duration::ZERO,
+            server_cpu: Duration::ZERO,
         }
     }
 }
@@ -79,6 +82,12 @@ impl Tally {
         self.samples.extend(other.samples.iter().take(SAMPLES.saturating_sub(self.samples.len())).cloned());
         self.latency.add(&other.latency).expect("same bounds");
         self.elapsed += other.elapsed;
+        self.server_cpu += other.server_cpu;
+    }
+
+    /// Server CPU time per answered call, in microseconds.
+    pub fn cpu_us_per_call(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
     }
 
     pub fn throughput(&self) -> f64 {

@@ -7,14 +7,24 @@ use crate::scenario::Outcome;
 
 pub fn header() -> String {
     format!(
-        "{:<9} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}",
-        "side", "round", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "peak RSS"
+        "{:<9} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>10}",
+        "side",
+        "round",
+        "calls",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "CPU µs/call",
+        "peak RSS"
     )
 }
 
 pub fn row(side: &str, round: &str, t: &Tally, peak_kb: Option<u64>) -> String {
     format!(
-        "{:<9} {:>5} {:>9} {:>8.0} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>7} {:>9}",
+        "{:<9} {:>5} {:>9} {:>8.0} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>7} {:>11.0} {:>10}",
         side,
         round,
         t.calls,
@@ -24,6 +34,7 @@ pub fn row(side: &str, round: &str, t: &Tally, peak_kb: Option<u64>) -> String {
         t.ms(0.99),
         t.max_ms(),
         t.errors,
+        t.cpu_us_per_call(),
         peak_kb.map_or("-".to_string(), |kb| format!("{:.1} MB", rss::mb(kb)))
     )
 }
@@ -48,15 +59,15 @@ pub fn ratio_line(o: &Outcome) -> String {
 /// One line per scenario, for the end of the run and for docs/performance.md.
 pub fn summary(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| backend | gov | clients | result | generation | direct calls/s | sentinel calls/s | ratio | direct p50 ms | added p50 ms | gateway peak RSS | errors |\n\
-         | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| backend | gov | clients | result | generation | direct calls/s | sentinel calls/s | ratio | direct p50 ms | added p50 ms | mock CPU µs/call | gateway CPU µs/call | gateway peak RSS | errors |\n\
+         | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for o in outcomes {
         let sc = &o.scenario;
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.3} | {:+.3} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.3} | {:+.3} | {:.0} | {:.0} | {} | {} |\n",
             sc.backend.label(),
-            if sc.governance == crate::args::Governance::On { "on" } else { "off" },
+            sc.governance.label(),
             sc.clients,
             sc.payload.label(),
             sc.generation.label(),
@@ -65,6 +76,8 @@ pub fn summary(outcomes: &[Outcome]) -> String {
             ratio(o),
             o.direct.ms(0.50),
             added_p50_ms(o),
+            o.direct.cpu_us_per_call(),
+            o.sentinel.cpu_us_per_call(),
             o.gateway_peak_kb.map_or("-".to_string(), |kb| format!("{:.1} MB", rss::mb(kb))),
             o.errors()
         ));

@@ -1,6 +1,9 @@
-//! A process's memory as the kernel counts it: resident now (`VmRSS`) and the peak since it
-//! started (`VmHWM`), from `/proc/<pid>/status`. The peak is the kernel's own high-water mark,
-//! so no sampling interval can miss a spike.
+//! A process's memory and CPU time as the kernel counts them: resident now (`VmRSS`) and the
+//! peak since it started (`VmHWM`), from `/proc/<pid>/status` — the peak is the kernel's own
+//! high-water mark, so no sampling interval can miss a spike — and user + system CPU time from
+//! `/proc/<pid>/stat`.
+
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
@@ -19,6 +22,22 @@ fn parse(status: &str) -> Option<Memory> {
     Some(Memory { rss_kb: kb("VmRSS:")?, peak_kb: kb("VmHWM:")? })
 }
 
+/// CPU time (user + system) the process has used so far.
+pub fn cpu(pid: u32) -> Option<Duration> {
+    cpu_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn cpu_of(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
 pub fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -30,6 +49,13 @@ mod tests {
         let m = super::parse("Name:\tsentinel\nVmHWM:\t   12345 kB\nVmRSS:\t    9876 kB\n").unwrap();
         assert_eq!((m.rss_kb, m.peak_kb), (9876, 12345));
         assert!(super::parse("Name:\tzombie\n").is_none());
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_an_odd_name() {
+        let stat = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert_eq!(super::cpu_of(stat), Some(std::time::Duration::from_micros(300 * 1_000_000 / hz)));
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Scenario {
         format!(
             "{} backend, governance {}, {} clients, {} results, {}",
             self.backend.label(),
-            if self.governance == Governance::On { "on" } else { "off" },
+            self.governance.label(),
             self.clients,
             self.payload.label(),
             self.generation.label()
@@ -97,7 +97,7 @@ impl Outcome {
     }
 }
 
-pub async fn run(s: Scenario, bins: &Bins, governed: Option<&Governed>, t: Timing) -> anyhow::Result<Outcome> {
+pub async fn run(s: Scenario, bins: &Bins, governed: &Governed, t: Timing) -> anyhow::Result<Outcome> {
     println!("\n== {} ==", s.label());
     let pair = Pair::start(&s, bins, governed).await?;
     let seq = Arc::new(AtomicU64::new(0));
@@ -117,7 +117,13 @@ pub async fn run(s: Scenario, bins: &Bins, governed: Option<&Governed>, t: Timin
         let order: [usize; 2] = if r % 2 == 1 { [0, 1] } else { [1, 0] };
         for i in order {
             let (name, target) = sides[i];
-            let tally = load::round(target, s.clients, t.stop, &seq).await;
+            // CPU time of the process this side's clients talk to: the mock, or the gateway.
+            let pid = if i == 0 { pair.direct_pid } else { pair.gateway_pid };
+            let cpu_before = rss::cpu(pid);
+            let mut tally = load::round(target, s.clients, t.stop, &seq).await;
+            if let (Some(before), Some(after)) = (cpu_before, rss::cpu(pid)) {
+                tally.server_cpu = after.saturating_sub(before);
+            }
             let rss = (i == 1).then(|| rss::read(pair.gateway_pid)).flatten();
             println!("{}", report::row(name, &r.to_string(), &tally, rss.map(|m| m.peak_kb)));
             totals[i].merge(&tally);

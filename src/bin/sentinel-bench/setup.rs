@@ -26,7 +26,9 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 pub struct Pair {
     pub direct: Arc<Target>,
     pub sentinel: Arc<Target>,
-    /// The gateway process whose memory is reported.
+    /// The process the direct side talks to (the mock), and the gateway: whose CPU time and
+    /// memory are reported.
+    pub direct_pid: u32,
     pub gateway_pid: u32,
     /// Processes that live as long as the pair; dropped after the targets.
     _servers: Vec<Server>,
@@ -34,49 +36,58 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub async fn start(s: &Scenario, bins: &Bins, governed: Option<&Governed>) -> anyhow::Result<Pair> {
-        let governed = if s.governance == Governance::On {
-            Some(governed.context("governance on needs PostgreSQL")?)
-        } else {
-            None
+    pub async fn start(s: &Scenario, bins: &Bins, governed: &Governed) -> anyhow::Result<Pair> {
+        let governed = match s.governance {
+            Governance::Off => None,
+            Governance::On | Governance::NoAudit => Some(governed),
         };
+        let audit = s.governance == Governance::On;
         let dir = tempfile::tempdir()?;
         let mut servers = Vec::new();
-        let (direct, sentinel, gateway_pid) = match s.backend {
+        let (direct, direct_pid, sentinel, gateway_pid) = match s.backend {
             BackendKind::Http => {
                 let mut cmd = Command::new(&bins.mock);
                 cmd.args(["--http", "127.0.0.1:0"]).stderr(std::process::Stdio::null());
                 let mock = Server::start(cmd, "mcp-mock --http")?;
                 let direct = http_clients(&mock.url, TOOL, s, None).await?;
-                let config = gateway_config::config(&[("mock", BackendSpec::Http(&mock.url))], governed);
+                let config = gateway_config::config(&[("mock", BackendSpec::Http(&mock.url))], governed, audit);
                 let gw = serve(bins, dir.path(), &config, governed).await?;
                 let sentinel = http_clients(&gw.url, GATEWAY_TOOL, s, governed).await?;
-                let pid = gw.pid();
+                let pids = (mock.pid(), gw.pid());
                 servers.extend([mock, gw]);
-                (direct, sentinel, pid)
+                (direct, pids.0, sentinel, pids.1)
             }
             BackendKind::Stdio | BackendKind::StdioHttp => {
                 let mut mock = tokio::process::Command::new(&bins.mock);
                 mock.stderr(std::process::Stdio::null());
-                let direct = Target::Stdio(StdioClients::spawn(mock, TOOL, s.generation, s.payload).await?);
-                let config = gateway_config::config(&[("mock", BackendSpec::Stdio(&bins.mock))], governed);
+                let direct = StdioClients::spawn(mock, TOOL, s.generation, s.payload).await?;
+                let direct_pid = direct.pid;
+                let direct = Target::Stdio(direct);
+                let config = gateway_config::config(&[("mock", BackendSpec::Stdio(&bins.mock))], governed, audit);
                 if s.backend == BackendKind::Stdio {
                     let front = sentinel_stdio(bins, dir.path(), &config, governed)?;
                     let clients = StdioClients::spawn(front, GATEWAY_TOOL, s.generation, s.payload).await?;
                     let pid = clients.pid;
-                    (direct, Target::Stdio(clients), pid)
+                    (direct, direct_pid, Target::Stdio(clients), pid)
                 } else {
                     let gw = serve(bins, dir.path(), &config, governed).await?;
                     let sentinel = http_clients(&gw.url, GATEWAY_TOOL, s, governed).await?;
                     let pid = gw.pid();
                     servers.push(gw);
-                    (direct, sentinel, pid)
+                    (direct, direct_pid, sentinel, pid)
                 }
             }
         };
         direct.wait_for_tool(READY_WITHIN).await?;
         sentinel.wait_for_tool(READY_WITHIN).await?;
-        Ok(Pair { direct: Arc::new(direct), sentinel: Arc::new(sentinel), gateway_pid, _servers: servers, _dir: dir })
+        Ok(Pair {
+            direct: Arc::new(direct),
+            sentinel: Arc::new(sentinel),
+            direct_pid,
+            gateway_pid,
+            _servers: servers,
+            _dir: dir,
+        })
     }
 
     pub async fn close(self) {
