@@ -441,7 +441,9 @@ fn net_error(e: reqwest::Error) -> String {
 }
 
 async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    // Sized up front when the length is announced (never beyond the limit): a 1 MB result
+    // grown by doubling was copied about twice over.
+    let mut out = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(max as u64 + 1) as usize));
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(net_error)?;
