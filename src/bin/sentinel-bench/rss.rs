@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct Memory {
     pub rss_kb: u64,
     pub peak_kb: u64,
+    /// The private part of `rss_kb` (heap, stacks); the rest is mostly the binary's own code
+    /// pages, mapped from the page cache and shared by every process running it.
+    pub anon_kb: u64,
 }
 
 pub fn read(pid: u32) -> Option<Memory> {
@@ -19,7 +22,7 @@ fn parse(status: &str) -> Option<Memory> {
     let kb = |key: &str| {
         status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
     };
-    Some(Memory { rss_kb: kb("VmRSS:")?, peak_kb: kb("VmHWM:")? })
+    Some(Memory { rss_kb: kb("VmRSS:")?, peak_kb: kb("VmHWM:")?, anon_kb: kb("RssAnon:").unwrap_or(0) })
 }
 
 /// CPU time (user + system) the process has used so far.
@@ -46,8 +49,9 @@ pub fn mb(kb: u64) -> f64 {
 mod tests {
     #[test]
     fn reads_rss_and_peak() {
-        let m = super::parse("Name:\tsentinel\nVmHWM:\t   12345 kB\nVmRSS:\t    9876 kB\n").unwrap();
-        assert_eq!((m.rss_kb, m.peak_kb), (9876, 12345));
+        let m =
+            super::parse("Name:\tsentinel\nVmHWM:\t   12345 kB\nVmRSS:\t    9876 kB\nRssAnon:\t 3000 kB\n").unwrap();
+        assert_eq!((m.rss_kb, m.peak_kb, m.anon_kb), (9876, 12345, 3000));
         assert!(super::parse("Name:\tzombie\n").is_none());
     }
 

@@ -41,7 +41,7 @@ pub async fn measure(bins: &Bins, runs: u32, settle: Duration, governed: Option<
     }
 
     println!("\n== idle memory ==");
-    println!("{:<40} {:>10} {:>10}", "gateway", "RSS", "peak RSS");
+    println!("{:<44} {:>10} {:>10} {:>13}", "gateway", "RSS", "peak RSS", "private (anon)");
     let seven: Vec<String> = (1..=7).map(|i| format!("mock{i}")).collect();
     for (name, backends) in [("no backends", 0), ("7 stdio backends (mcp-mock)", 7)] {
         let specs: Vec<(&str, BackendSpec)> =
@@ -51,7 +51,13 @@ pub async fn measure(bins: &Bins, runs: u32, settle: Duration, governed: Option<
         tokio::time::sleep(settle).await;
         let m = rss::read(gw.pid()).unwrap_or_default();
         let label = format!("{name}, governance {}", if governed.is_some() { "on" } else { "off" });
-        println!("{:<40} {:>7.1} MB {:>7.1} MB", label, rss::mb(m.rss_kb), rss::mb(m.peak_kb));
+        println!(
+            "{:<44} {:>7.1} MB {:>7.1} MB {:>10.1} MB",
+            label,
+            rss::mb(m.rss_kb),
+            rss::mb(m.peak_kb),
+            rss::mb(m.anon_kb)
+        );
     }
     Ok(())
 }
