@@ -140,15 +140,56 @@ pub fn splice_field(object: &str, key: &str, value: &str) -> String {
     s
 }
 
-/// Whether a raw JSON object has a top-level key, without decoding its values.
+/// Whether a raw JSON object has a top-level key, without decoding its values. Reading stops
+/// at the key: a result that starts with `resultType` is not scanned to its end (a 1 MB
+/// result was read in full just to learn that), and no key is copied. `object` is a value
+/// the gateway parsed already, so stopping early skips no validation.
 pub fn has_top_level_key(object: &str, key: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Keys(#[serde(deserialize_with = "keys")] Vec<String>);
-    fn keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-        let m: indexmap::IndexMap<String, serde::de::IgnoredAny> = indexmap::IndexMap::deserialize(d)?;
-        Ok(m.into_keys().collect())
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use std::cell::Cell;
+
+    struct KeyIs<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
     }
-    serde_json::from_str::<Keys>(object).map(|k| k.0.iter().any(|k| k == key)).unwrap_or(false)
+    impl<'de> Visitor<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+            Ok(v == self.0)
+        }
+    }
+    struct Keys<'k> {
+        key: &'k str,
+        found: &'k Cell<bool>,
+    }
+    impl<'de> Visitor<'de> for Keys<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(is_it) = map.next_key_seed(KeyIs(self.key))? {
+                if is_it {
+                    // Returning before the end makes the parser report the unread rest as
+                    // an error; the answer is already in `found`.
+                    self.found.set(true);
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let found = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(object);
+    let _ = serde::Deserializer::deserialize_map(&mut de, Keys { key, found: &found });
+    found.get()
 }
 
 #[cfg(test)]
@@ -162,6 +203,9 @@ mod tests {
         assert_eq!(splice_field("{ }", "k", "1"), r#"{"k":1 }"#);
         assert!(has_top_level_key(r, "a"));
         assert!(!has_top_level_key(r#"{"x":{"a":1}}"#, "a"));
+        assert!(has_top_level_key(r#"{"x":{"a":1},"\u0061":2}"#, "a"), "an escaped key is still that key");
+        assert!(has_top_level_key(r#"{"a":1,"b":2}"#, "a") && has_top_level_key(r#"{"a":1,"b":2}"#, "b"));
+        assert!(!has_top_level_key("[1]", "a") && !has_top_level_key("{}", "a"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct HttpConn {
 struct Inner {
     name: String,
     index: usize,
-    url: String,
+    /// Parsed once: reqwest would parse (and IDNA-normalize) a `&str` URL on every request,
+    /// which the profile showed on the hot path.
+    url: reqwest::Url,
     headers: HeaderMap,
     client: reqwest::Client,
     max_bytes: usize,
@@ -74,7 +76,7 @@ impl HttpConn {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 index,
-                url: url.clone(),
+                url: reqwest::Url::parse(url)?,
                 headers: map,
                 client,
                 max_bytes: config.max_message_bytes,
@@ -262,7 +264,7 @@ impl Inner {
         let sent_session = self.state.lock().expect("state lock").session.clone();
         let resp = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(headers)
             .body(body)
             .send()
@@ -391,7 +393,7 @@ impl Inner {
 /// Enough to POST a response back to the backend from a background task.
 struct PostHandle {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     headers: HeaderMap,
 }
 
@@ -399,7 +401,7 @@ impl PostHandle {
     async fn post_raw(&self, body: String) -> Result<(), reqwest::Error> {
         let mut h = self.headers.clone();
         h.remove("mcp-method");
-        self.client.post(&self.url).headers(h).body(body).send().await.map(|_| ())
+        self.client.post(self.url.clone()).headers(h).body(body).send().await.map(|_| ())
     }
 }
 
@@ -409,7 +411,7 @@ async fn listen(inner: Arc<Inner>) {
     headers.remove(http::header::CONTENT_TYPE);
     headers.remove("mcp-method");
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-    let Ok(resp) = inner.client.get(&inner.url).headers(headers).send().await else { return };
+    let Ok(resp) = inner.client.get(inner.url.clone()).headers(headers).send().await else { return };
     if !resp.status().is_success() {
         tracing::debug!(backend = %inner.name, status = %resp.status(), "backend offers no GET stream");
         return;
@@ -439,7 +441,9 @@ fn net_error(e: reqwest::Error) -> String {
 }
 
 async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    // Sized up front when the length is announced (never beyond the limit): a 1 MB result
+    // grown by doubling was copied about twice over.
+    let mut out = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(max as u64 + 1) as usize));
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(net_error)?;

@@ -121,6 +121,15 @@ fn gateway_tools() -> Vec<Value> {
         ),
         tool("whoami", "Reports what the server knows about this call", no_args()),
         tool(
+            "bench",
+            "sentinel-bench's call: `bytes` x's of text (or a short one) and {client, seq} back",
+            json!({"type": "object", "properties": {
+                "client": {"type": "integer", "minimum": 0},
+                "seq": {"type": "integer", "minimum": 0},
+                "bytes": {"type": "integer", "minimum": 0, "maximum": 67108864}
+            }, "required": ["client", "seq"], "additionalProperties": false}),
+        ),
+        tool(
             "validated",
             "Echoes its arguments; a strict inputSchema for the gateway's validation",
             validated_schema(),

@@ -100,7 +100,7 @@ pub fn validate_modern(headers: &HeaderMap, incoming: &Incoming, server: &Server
 /// `Mcp-Param-{Name}` with an equal value (absent or null arguments need no header).
 fn validate_params(headers: &HeaderMap, incoming: &Incoming, server: &Server) -> Result<(), RpcError> {
     let name = incoming.params.get("name").and_then(Value::as_str).unwrap_or("");
-    let Some(tool) = server.tools().into_iter().find(|t| t["name"] == name) else {
+    let Some(tool) = server.tool(name) else {
         return Ok(());
     };
     let Some(properties) = tool.pointer("/inputSchema/properties").and_then(Value::as_object).cloned() else {

@@ -33,6 +33,10 @@ pub struct Server {
     requests_seen: AtomicU64,
     /// Keys the MRTR `requestState` signature; random per process.
     pub secret: String,
+    /// The fixed tools, built once: a 2026-07-28 `tools/call` looks its tool up to check the
+    /// `Mcp-Param-*` headers, and rebuilding ~40 tool JSON values for that made the mock's
+    /// stateless calls cost four times its session-based ones (sentinel-bench showed it).
+    static_tools: Vec<Value>,
     /// Tools added by `add_tool`, appended after the fixed list.
     dynamic_tools: Mutex<Vec<String>>,
     /// Legacy HTTP sessions by `Mcp-Session-Id` (stdio keeps its one session itself).
@@ -112,6 +116,7 @@ impl Server {
             exit_after,
             requests_seen: AtomicU64::new(0),
             secret: uuid::Uuid::new_v4().to_string(),
+            static_tools: catalog::static_tools(),
             dynamic_tools: Mutex::new(Vec::new()),
             sessions: Mutex::new(HashMap::new()),
             legacy_sinks: Mutex::new(Vec::new()),
@@ -149,9 +154,17 @@ impl Server {
     }
 
     pub fn tools(&self) -> Vec<Value> {
-        let mut tools = catalog::static_tools();
+        let mut tools = self.static_tools.clone();
         tools.extend(self.dynamic_tools.lock().unwrap().iter().map(|n| catalog::dynamic_tool(n)));
         tools
+    }
+
+    /// One tool's definition, without building the whole list.
+    pub fn tool(&self, name: &str) -> Option<Value> {
+        match self.static_tools.iter().find(|t| t["name"] == name) {
+            Some(t) => Some(t.clone()),
+            None => self.is_dynamic_tool(name).then(|| catalog::dynamic_tool(name)),
+        }
     }
 
     pub fn is_dynamic_tool(&self, name: &str) -> bool {

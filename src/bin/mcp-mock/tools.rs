@@ -154,6 +154,24 @@ pub async fn call(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
     }
 }
 
+/// Largest result `bench` builds: the benchmark asks for 1 MB; this only bounds a typo.
+const BENCH_MAX_BYTES: u64 = 64 << 20;
+
+/// `sentinel-bench`'s tool: a text of `bytes` x's (or a short text) and `{client, seq}` as
+/// structuredContent, so that every answer shows which call it belongs to. Written as raw
+/// text rather than through `serde_json::Value`: the mock must not be the bottleneck it measures.
+fn bench(ctx: &Ctx) -> ToolOutput {
+    let (client, seq) = (u64_arg(ctx, "client", 0), u64_arg(ctx, "seq", 0));
+    let text = match ctx.args().get("bytes").and_then(Value::as_u64) {
+        Some(n) => "x".repeat(n.min(BENCH_MAX_BYTES) as usize),
+        None => format!("{client}-{seq}"),
+    };
+    let result_type = if ctx.era == Era::Modern { r#""resultType":"complete","# } else { "" };
+    ToolOutput::Raw(format!(
+        r#"{{{result_type}"content":[{{"type":"text","text":"{text}"}}],"structuredContent":{{"client":{client},"seq":{seq}}}}}"#
+    ))
+}
+
 async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
     match name {
         "echo" => {
@@ -197,6 +215,7 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
             text("garbage sent")
         }
         "huge" => text("x".repeat(u64_arg(ctx, "bytes", 1_000_000) as usize)),
+        "bench" => Ok(bench(ctx)),
         "whoami" => {
             let version = match (&ctx.era, &ctx.session) {
                 (Era::Legacy, Some(s)) => json!(s.version()),
