@@ -12,6 +12,7 @@ pub mod error;
 pub mod front;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod line_writer;
 pub mod metrics;
 pub mod naming;
 pub mod ops_cli;

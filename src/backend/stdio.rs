@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
@@ -103,7 +103,7 @@ impl StdioConn {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (lines_tx, lines_rx) = mpsc::unbounded_channel();
 
-        tokio::spawn(write_lines(stdin, lines_rx));
+        tokio::spawn(crate::line_writer::write_lines(stdin, lines_rx));
         let n = name.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
@@ -215,39 +215,6 @@ impl Drop for InFlight<'_> {
             self.conn.notify("notifications/cancelled", super::cancelled_params(self.id));
         }
     }
-}
-
-/// Most bytes gathered into one write: enough to take every small message queued by many
-/// concurrent calls at once, little enough not to hold a large result's copy twice.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
-
-/// Writes each queued message as one line. Messages that queued up while the last write was
-/// in progress go out together in one write: one system call (and one wake-up of the child)
-/// for a burst of concurrent calls, instead of one per call.
-async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<String>) {
-    let mut batch = Vec::new();
-    while let Some(line) = rx.recv().await {
-        batch.clear();
-        push_line(&mut batch, &line);
-        while batch.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(line) => push_line(&mut batch, &line),
-                Err(_) => break,
-            }
-        }
-        if stdin.write_all(&batch).await.is_err() || stdin.flush().await.is_err() {
-            break;
-        }
-        // A large message's buffer is not kept for the small ones after it.
-        if batch.capacity() > WRITE_BATCH_BYTES * 2 {
-            batch = Vec::new();
-        }
-    }
-}
-
-fn push_line(batch: &mut Vec<u8>, line: &str) {
-    batch.extend_from_slice(line.as_bytes());
-    batch.push(b'\n');
 }
 
 struct Reader {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, FramedRead};
 
@@ -14,30 +13,8 @@ use crate::jsonrpc::{self, Kind, Message};
 
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
 pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(async move {
-        // tokio's stdout hands every write to a blocking thread: answers that queued up while
-        // the last write was in progress go out together, one hand-off for a burst of calls.
-        let mut stdout = tokio::io::stdout();
-        let mut batch = Vec::new();
-        while let Some(line) = rx.recv().await {
-            batch.clear();
-            push_line(&mut batch, &line);
-            while batch.len() < WRITE_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(line) => push_line(&mut batch, &line),
-                    Err(_) => break,
-                }
-            }
-            if stdout.write_all(&batch).await.is_err() || stdout.flush().await.is_err() {
-                break;
-            }
-            // A large answer's buffer is not kept for the small ones after it.
-            if batch.capacity() > WRITE_BATCH_BYTES * 2 {
-                batch = Vec::new();
-            }
-        }
-    });
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(crate::line_writer::write_lines(tokio::io::stdout(), rx));
     let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
@@ -95,14 +72,6 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     drop(tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
-}
-
-/// Most bytes gathered into one write to stdout (see `serve`).
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
-
-fn push_line(batch: &mut Vec<u8>, line: &str) {
-    batch.extend_from_slice(line.as_bytes());
-    batch.push(b'\n');
 }
 
 /// One line from the client: a message's bytes (not yet known to be UTF-8 or JSON: both are

@@ -1,0 +1,39 @@
+//! Newline-delimited JSON-RPC written from a queue: to a stdio backend's stdin, and to the
+//! stdout of `sentinel stdio`.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Most bytes gathered into one write: enough to take every small message queued by many
+/// concurrent calls at once, little enough not to hold a large result's copy twice.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Writes each queued message as one line, until the queue closes or a write fails. Messages
+/// that queued up while the last write was in progress go out together in one write: one
+/// system call (and one wake-up of the reader; for tokio's stdout, one hand-off to a blocking
+/// thread) for a burst of concurrent calls, instead of one per call.
+pub async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::new();
+    while let Some(line) = rx.recv().await {
+        batch.clear();
+        push_line(&mut batch, &line);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(line) => push_line(&mut batch, &line),
+                Err(_) => break,
+            }
+        }
+        if out.write_all(&batch).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+        // A large message's buffer is not kept for the small ones after it.
+        if batch.capacity() > WRITE_BATCH_BYTES * 2 {
+            batch = Vec::new();
+        }
+    }
+}
+
+fn push_line(batch: &mut Vec<u8>, line: &str) {
+    batch.extend_from_slice(line.as_bytes());
+    batch.push(b'\n');
+}
