@@ -33,8 +33,9 @@ impl ClaimRules {
         Ok(ClaimRules { issuer, audience, role_claim: role_claim.to_owned(), leeway: leeway.as_secs() })
     }
 
-    /// Checks the (already signature-verified) payload at time `now` (seconds since the Unix epoch).
-    pub fn check(&self, payload: &[u8], now: u64) -> Result<Identity, AuthError> {
+    /// Checks the (already signature-verified) payload at time `now` (seconds since the Unix epoch); also hands
+    /// back `nbf`, which a later use of the same token must check again.
+    pub fn check(&self, payload: &[u8], now: u64) -> Result<(Identity, Option<u64>), AuthError> {
         let text = std::str::from_utf8(payload).map_err(|_| malformed("payload is not UTF-8"))?;
         // One reading of the claims for everyone: no `roles` that another parser would read differently.
         crate::strict_json::check_unique_keys(text).map_err(|_| malformed("claims are not JSON with unique keys"))?;
@@ -45,15 +46,11 @@ impl ClaimRules {
             None => return Err(malformed("no `exp` claim (tokens must expire)")),
             Some(exp) => numeric_date(exp).ok_or_else(|| malformed("`exp` is not a NumericDate"))?,
         };
-        if now >= exp.saturating_add(self.leeway) {
-            return Err(AuthError::Expired);
-        }
-        if let Some(nbf) = claims.get("nbf") {
-            let nbf = numeric_date(nbf).ok_or_else(|| malformed("`nbf` is not a NumericDate"))?;
-            if now.saturating_add(self.leeway) < nbf {
-                return Err(AuthError::NotYetValid);
-            }
-        }
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(nbf) => Some(numeric_date(nbf).ok_or_else(|| malformed("`nbf` is not a NumericDate"))?),
+        };
+        self.check_times(exp, nbf, now)?;
         if let Some(issuer) = &self.issuer
             && claims.get("iss").and_then(Value::as_str) != Some(issuer)
         {
@@ -67,7 +64,23 @@ impl ClaimRules {
             _ => return Err(AuthError::MissingSubject),
         };
         let roles = roles(&claims, &self.role_claim)?;
-        Ok(Identity { subject, roles, expires_at: Some(exp) })
+        Ok((Identity { subject, roles, expires_at: Some(exp) }, nbf))
+    }
+
+    /// The checks that depend on the clock, for a token verified earlier and used again at `now`.
+    pub fn still_valid(&self, identity: &Identity, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
+        // Every verified identity has an `exp` (a token without one is refused).
+        self.check_times(identity.expires_at.unwrap_or(0), nbf, now)
+    }
+
+    fn check_times(&self, exp: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
+        if now >= exp.saturating_add(self.leeway) {
+            return Err(AuthError::Expired);
+        }
+        if nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(())
     }
 }
 

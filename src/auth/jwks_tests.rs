@@ -188,7 +188,9 @@ async fn rotation_is_picked_up_once_per_interval() {
     let server = JwksServer::start(keys(&[("rsa-1", "rsa-1")])).await;
     let auth = server.authenticator().await;
     assert_eq!(server.hits(), 1, "loaded once at start");
-    assert!(auth.authenticate(&rs256(Some("rsa-1"), &good_claims())).await.is_ok());
+    let old = rs256(Some("rsa-1"), &good_claims());
+    assert!(auth.authenticate(&old).await.is_ok());
+    assert!(auth.authenticate(&old).await.is_ok(), "and again, remembered");
     assert_eq!(server.hits(), 1, "a known kid never fetches");
 
     // The issuer rotates: rsa-1 is retired, rsa-2 published.
@@ -196,8 +198,8 @@ async fn rotation_is_picked_up_once_per_interval() {
     assert!(auth.authenticate(&rs256(Some("rsa-2"), &good_claims())).await.is_ok());
     assert_eq!(server.hits(), 2, "the unknown kid triggered one refetch");
     assert!(
-        matches!(auth.authenticate(&rs256(Some("rsa-1"), &good_claims())).await, Err(AuthError::UnknownKey(_))),
-        "the retired key is gone"
+        matches!(auth.authenticate(&old).await, Err(AuthError::UnknownKey(_))),
+        "the retired key is gone, and a token verified with it earlier is not remembered past the refetch"
     );
 
     // Another unknown kid within the interval is refused without a fetch.

@@ -140,12 +140,49 @@ async fn not_before_is_honoured_with_leeway() {
 fn the_leeway_edges_are_exact() {
     let rules = ClaimRules::new(None, None, "roles", Duration::from_secs(30)).unwrap();
     let at = |exp: u64, nbf: u64, now: u64| {
-        rules.check(json!({ "sub": "s", "exp": exp, "nbf": nbf }).to_string().as_bytes(), now)
+        rules.check(json!({ "sub": "s", "exp": exp, "nbf": nbf }).to_string().as_bytes(), now).map(|(i, _)| i)
     };
     assert!(at(1000, 0, 1029).is_ok());
     assert_eq!(at(1000, 0, 1030), Err(AuthError::Expired));
     assert!(at(5000, 1000, 970).is_ok());
     assert_eq!(at(5000, 1000, 969), Err(AuthError::NotYetValid));
+}
+
+#[test]
+fn a_remembered_token_is_checked_against_the_clock_again() {
+    let rules = ClaimRules::new(None, None, "roles", Duration::from_secs(30)).unwrap();
+    let (identity, nbf) =
+        rules.check(json!({ "sub": "s", "exp": 1000, "nbf": 900 }).to_string().as_bytes(), 950).unwrap();
+    assert_eq!(nbf, Some(900));
+    assert!(rules.still_valid(&identity, nbf, 1029).is_ok());
+    assert_eq!(rules.still_valid(&identity, nbf, 1030), Err(AuthError::Expired));
+    assert_eq!(rules.still_valid(&identity, nbf, 869), Err(AuthError::NotYetValid));
+}
+
+#[tokio::test]
+async fn a_token_reused_after_it_expires_is_refused() {
+    // No leeway, and an `exp` one second ahead: the first use verifies (and is remembered), a use after expiry
+    // must be refused even though the signature was already checked.
+    let auth = authenticator(AuthSettings { leeway: Duration::ZERO, ..settings() }).await;
+    let token = hs256(SECRET.as_bytes(), &with(good_claims(), "exp", json!(now() + 1)));
+    assert_eq!(auth.authenticate(&token).await.unwrap().subject, "alice");
+    assert_eq!(auth.authenticate(&token).await.unwrap().roles, ["dev", "ops"], "the remembered identity is whole");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(auth.authenticate(&token).await, Err(AuthError::Expired));
+}
+
+#[tokio::test]
+async fn a_forged_variant_of_a_remembered_token_is_still_refused() {
+    let auth = authenticator(settings()).await;
+    let token = hs256(SECRET.as_bytes(), &good_claims());
+    assert!(auth.authenticate(&token).await.is_ok());
+    // Same header and payload, another signature; and the same token with the payload swapped.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(auth.authenticate(&format!("{signed}.AAAA")).await, Err(AuthError::BadSignature));
+    let mut parts = token.split('.');
+    let (header, _, signature) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let payload = URL_SAFE_NO_PAD.encode(with(good_claims(), "roles", json!(["admin"])).to_string());
+    assert_eq!(auth.authenticate(&format!("{header}.{payload}.{signature}")).await, Err(AuthError::BadSignature));
 }
 
 #[tokio::test]
