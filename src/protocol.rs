@@ -132,8 +132,13 @@ impl Params {
     pub fn meta(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
         match self.0.get("_meta") {
             None => Ok(Default::default()),
-            Some(v) => serde_json::from_str(v.get()).map_err(|_| "`_meta` must be an object".to_string()),
+            Some(v) => Params::meta_of(v),
         }
+    }
+
+    /// A `_meta` value as a map.
+    pub fn meta_of(raw: &RawValue) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        serde_json::from_str(raw.get()).map_err(|_| "`_meta` must be an object".to_string())
     }
 
     pub fn set_meta(&mut self, meta: &serde_json::Map<String, serde_json::Value>) {

@@ -20,7 +20,7 @@ use crate::error::Refusal;
 use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
-use crate::protocol::{self, ModernMeta, Params};
+use crate::protocol::{self, ModernMeta};
 use crate::session::Session;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -331,8 +331,23 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         "resources/read" => "uri",
         _ => return Ok(()),
     };
-    let params = Params::parse(msg.params.as_deref()).unwrap_or_default();
-    let body_value = params.str(key).ok().flatten().unwrap_or_default();
+    /// Only what the headers are checked against, borrowed (the pipeline parses `params`
+    /// strictly later; anything malformed here reads as empty and fails the comparison).
+    #[derive(serde::Deserialize, Default)]
+    struct Target<'a> {
+        #[serde(borrow, default)]
+        name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        uri: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        arguments: Option<&'a serde_json::value::RawValue>,
+    }
+    let target: Target = msg.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+    let body_value = match key {
+        "name" => target.name.as_deref(),
+        _ => target.uri.as_deref(),
+    }
+    .unwrap_or_default();
     match h.get("mcp-name").and_then(|v| v.to_str().ok()) {
         None => return Err(Refusal::HeaderMismatch("the Mcp-Name header is required for this method".into())),
         Some(v) => match param_headers::decode(v.trim()) {
@@ -346,8 +361,8 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         },
     }
     if method == "tools/call" {
-        if let Some(tool) = gw.catalog().tool(&body_value).filter(|t| !t.param_headers.is_empty()) {
-            let args = params.0.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
+        if let Some(tool) = gw.catalog().tool(body_value).filter(|t| !t.param_headers.is_empty()) {
+            let args = target.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
             param_headers::check(&tool.param_headers, &args, |name| header(h, name).map(str::to_string))
                 .map_err(Refusal::HeaderMismatch)?;
         }

@@ -12,9 +12,17 @@ use crate::protocol::{self, ModernMeta, Params};
 /// The stateless `_meta` of a request, as sent: `Ok(None)` when it carries no modern
 /// protocol version (a session-based request). Not yet validated: see `check_modern`.
 pub fn modern_meta_raw(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
+    /// Only `_meta`, borrowed: every request passes here, and the pipeline parses the whole
+    /// of `params` strictly later. A duplicate `_meta` fails here as it does there.
+    #[derive(serde::Deserialize)]
+    struct MetaOnly<'a> {
+        #[serde(rename = "_meta", borrow)]
+        meta: Option<&'a serde_json::value::RawValue>,
+    }
     let Some(params) = msg.params.as_deref() else { return Ok(None) };
-    let Ok(p) = Params::parse(Some(params)) else { return Ok(None) };
-    let meta = p.meta().map_err(Refusal::MalformedModern)?;
+    let Ok(p) = serde_json::from_str::<MetaOnly>(params.get()) else { return Ok(None) };
+    let Some(raw) = p.meta else { return Ok(None) };
+    let meta = Params::meta_of(raw).map_err(Refusal::MalformedModern)?;
     ModernMeta::from_meta(&meta).map_err(Refusal::MalformedModern)
 }
 
