@@ -268,6 +268,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let shutdown = gw.shutdown.clone();
     let flushing = gw.clone();
+    // Answers and stream events go out as soon as they are written: with Nagle's algorithm a
+    // notification written right after another waits for the client's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
