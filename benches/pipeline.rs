@@ -122,11 +122,38 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid JSON"))
     });
 
-    group.bench_function("authenticate", |b| {
+    // A client sends the same token on every call: after the first, it is remembered.
+    group.bench_function("authenticate (a token seen before)", |b| {
         b.iter(|| {
             let caller = authenticate(&gw, black_box(&token));
             caller.access().expect("accepted")
         })
+    });
+
+    // The first call with a token: signature and claims checked (a fresh subject per token,
+    // minted outside the measurement).
+    let mut n = 0u64;
+    group.bench_function("authenticate (a new token: HS256 verify + claims)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                let sub = format!("bench-client-{n}");
+                sentinel::auth::mint_hs256(
+                    SECRET,
+                    &sub,
+                    &["user".to_string()],
+                    Duration::from_secs(3600),
+                    Some(ISSUER),
+                    Some(AUDIENCE),
+                )
+                .expect("mint token")
+            },
+            |token| {
+                let caller = authenticate(&gw, black_box(&token));
+                caller.access().expect("accepted")
+            },
+            BatchSize::SmallInput,
+        )
     });
 
     for (name, params) in
