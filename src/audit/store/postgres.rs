@@ -1,5 +1,7 @@
 //! The PostgreSQL dialect of the audit store: `timestamptz` times, `uuid` ids, `text[]` roles.
 
+mod copy;
+
 use std::borrow::Cow;
 use std::str::FromStr;
 
@@ -28,11 +30,25 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(WAIT).connect_lazy_with(options))
 }
 
+/// Stores a batch with one COPY (see `copy`), or, when some of it is stored already (a replay
+/// after a crash between storing a batch and the spool learning so), with `INSERT_SKIPPING`.
+pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    match copy::copy(pool, batch).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            tracing::debug!("an audit batch holds records already stored (a replay); storing the rest");
+            insert_skipping_stored(pool, batch).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One statement per batch whatever its size: each column goes as one array parameter and
 /// `UNNEST` turns them back into rows. Its text never changes, so every connection prepares it
 /// once, where a multi-row `VALUES` list is parsed and planned again for every batch size.
-/// (COPY would parse less but cannot skip the ids already stored without a staging table.)
-const INSERT: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
+/// `ON CONFLICT` makes it skip the ids already stored, which is all it is used for: the check
+/// costs every row more than COPY does.
+const INSERT_SKIPPING: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
      backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
      SELECT id, TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ts_ms, client, roles::text[], session, \
      transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
@@ -43,8 +59,8 @@ const INSERT: &str = "INSERT INTO audit_records (id, ts, client, roles, session,
      outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
      ON CONFLICT (id) DO NOTHING";
 
-pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
-    // Only the size limit applies: the parameter count no longer grows with the batch.
+async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    // Only the size limit applies: the parameter count does not grow with the batch.
     let parts = statements(batch, usize::MAX);
     if let [part] = parts[..] {
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
@@ -63,7 +79,7 @@ async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) ->
     let opt =
         |f: fn(&AuditRecord) -> &Option<String>| part.iter().map(|r| f(r).as_deref().map(no_nul)).collect::<Vec<_>>();
     let req = |f: fn(&AuditRecord) -> &str| part.iter().map(|r| no_nul(f(r))).collect::<Vec<_>>();
-    sqlx::query(INSERT)
+    sqlx::query(INSERT_SKIPPING)
         .bind(part.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(part.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
         .bind(opt(|r| &r.client))
