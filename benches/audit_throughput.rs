@@ -14,8 +14,13 @@
 //! time each gateway, and the PostgreSQL backends serving its database, spent per call answered
 //! is printed too: on a busy machine it is steadier than throughput.
 //!
+//! Before the gateways, it measures the store alone: the CPU time PostgreSQL's backend spends
+//! per record for batches inserted through `SqlStore` (as the drainer does), and the CPU time
+//! this process spends per record with SQLite (which runs in the gateway's own process).
+//!
 //! Run with `cargo bench --bench audit_throughput`. Settings, from the environment:
-//! `AUDIT_BENCH_CLIENTS` (`16,64`: one pass per count), `AUDIT_BENCH_SECS` per round (3),
+//! `AUDIT_BENCH_CLIENTS` (`16,64`: one pass per count; `none`: the store alone),
+//! `AUDIT_BENCH_SECS` per round (3),
 //! `AUDIT_BENCH_ROUNDS` per gateway (3), and `SENTINEL_TEST_PG`, the server's maintenance
 //! database (`postgres://postgres@127.0.0.1:5432/postgres`). Any wrong answer exits non-zero.
 
@@ -48,6 +53,7 @@ impl Settings {
         }
         let s = Settings {
             clients: match std::env::var("AUDIT_BENCH_CLIENTS") {
+                Ok(v) if v == "none" => vec![],
                 Ok(v) => v
                     .split(',')
                     .map(|n| n.trim().parse().with_context(|| format!("AUDIT_BENCH_CLIENTS={v}: `{n}`")))
@@ -434,9 +440,86 @@ async fn pass(s: &Settings, clients: usize, targets: &mut [Target<'_>]) -> anyho
     Ok(ratios)
 }
 
+/// Records per batch in `store_cost`: about what the drainer gathers in its 100 ms at the
+/// gateways' throughput below.
+const STORE_BATCH: usize = 300;
+/// Batches per measurement in `store_cost`, after a few to warm up.
+const STORE_BATCHES: usize = 400;
+
+/// A record as the gateway below makes it for a call of `echo`: with `client`, as an
+/// authenticated caller with one role; without, as the gateways here (auth disabled) do.
+fn echo_record(n: usize, client: bool) -> sentinel::audit::AuditRecord {
+    let who = format!("client-{}", n % 16);
+    let roles = if client { vec!["dev".to_string()] } else { vec![] };
+    let mut r = sentinel::audit::AuditRecord::start("tools/call", "http", client.then_some(who.as_str()), &roles, None);
+    r.tool = Some(TOOL.into());
+    r.backend = Some("mock".into());
+    r.arguments = Some(format!(r#"{{"client":{},"seq":{n}}}"#, n % 16));
+    r.latency_ms = 0.4;
+    r.backend_latency_ms = Some(0.2);
+    r.response_bytes = 180;
+    r
+}
+
+/// Inserts `STORE_BATCHES` batches of `STORE_BATCH` records into `store` and returns the CPU
+/// time per record that `cpu` reports (a warm-up of 10 batches is not counted).
+async fn insert_cost(
+    store: &sentinel::audit::store::SqlStore,
+    client: bool,
+    mut cpu: impl AsyncFnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<f64> {
+    let batches: Vec<Vec<_>> = (0..STORE_BATCHES + 10)
+        .map(|b| (0..STORE_BATCH).map(|i| echo_record(b * STORE_BATCH + i, client)).collect())
+        .collect();
+    for b in &batches[..10] {
+        store.insert_batch(b).await?;
+    }
+    let before = cpu().await?;
+    for b in &batches[10..] {
+        store.insert_batch(b).await?;
+    }
+    let used = cpu().await?.saturating_sub(before);
+    ensure!(store.count().await? == batches.len() as u64 * STORE_BATCH as u64, "records missing from the store");
+    Ok(used.as_secs_f64() * 1e6 / (STORE_BATCHES * STORE_BATCH) as f64)
+}
+
+/// CPU time (user + system) of this whole process so far.
+fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The store alone: CPU per record stored, in PostgreSQL's backend and (SQLite) in this process.
+async fn store_cost(pg_admin: &str) -> anyhow::Result<()> {
+    use sentinel::audit::store::SqlStore;
+    println!("store alone: {STORE_BATCHES} batches of {STORE_BATCH} `echo` records into a fresh store, CPU per record");
+    for client in [true, false] {
+        let who = if client { "authenticated client" } else { "anonymous (auth disabled, as the gateways below)" };
+        let db = PgDb::create(pg_admin).await?;
+        let store = SqlStore::connect(&db.url).await?;
+        store.migrate().await?;
+        let pg = insert_cost(&store, client, async || Ok(db.backends().await?.into_iter().map(cpu_time).sum())).await?;
+        store.close().await;
+        let dir = tempfile::tempdir()?;
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("audit.db").display())).await?;
+        store.migrate().await?;
+        let lite = insert_cost(&store, client, async || Ok(own_cpu_time())).await?;
+        store.close().await;
+        println!("  {who:<50}: PostgreSQL backend {pg:>5.1} µs, SQLite (in process) {lite:>5.1} µs");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let s = Settings::from_env()?;
+    store_cost(&s.pg_admin).await?;
+    if s.clients.is_empty() {
+        return Ok(());
+    }
     let (db_write, db_fsync) = (PgDb::create(&s.pg_admin).await?, PgDb::create(&s.pg_admin).await?);
     let mock = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-mock"));

@@ -226,6 +226,32 @@ async fn postgres_text_cannot_hold_nul_so_it_becomes_a_replacement_character() {
     db.store.close().await;
 }
 
+/// An insert cut short at any point (the drainer gives up on a slow one after its timeout)
+/// stores all of its batch or none of it, and leaves no half-used connection for the next: the
+/// same batch again, as the drainer retries it, is then stored exactly once.
+#[tokio::test]
+async fn postgres_insert_cut_short_stores_all_or_nothing_and_the_retry_exactly_once() {
+    let db = PgDb::create().await;
+    db.store.migrate().await.unwrap();
+    let mut stored = 0;
+    for cut_us in [0, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000] {
+        // About 13 MB: the COPY goes out in several pieces, so some cuts fall between them.
+        let big: Vec<_> = (0..200)
+            .map(|i| AuditRecord { id: Uuid::now_v7(), arguments: Some("x".repeat(64 * 1024)), ..record(i) })
+            .collect();
+        let cut = tokio::time::timeout(std::time::Duration::from_micros(cut_us), db.store.insert_batch(&big)).await;
+        let now = db.store.count().await.unwrap();
+        assert!(now == stored || now == stored + 200, "cut after {cut_us} µs: {now} records, {stored} before");
+        if cut.is_ok() {
+            assert_eq!(now, stored + 200);
+        }
+        db.store.insert_batch(&big).await.unwrap();
+        stored += 200;
+        assert_eq!(db.store.count().await.unwrap(), stored, "cut after {cut_us} µs");
+    }
+    db.store.close().await;
+}
+
 #[tokio::test]
 async fn connection_errors_hide_the_password() {
     let e = SqlStore::connect("postgres://audit:hunter2@127.0.0.1:1/audit").await.err().unwrap();

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,8 @@ pub struct AuditRecord {
     /// UUIDv7: also the request id sent to the backend in `_meta` and shown in logs. Stores
     /// are idempotent by it, so a replayed record is never stored twice.
     pub id: uuid::Uuid,
-    /// When the request arrived, milliseconds since the Unix epoch.
+    /// When the request arrived, milliseconds since the Unix epoch: the time in `id`. Stores
+    /// find a time window through the id (`store::id_floor`), so the two must agree.
     pub ts_ms: i64,
     /// The token's `sub`; `None` without authentication (or when it was refused).
     pub client: Option<String>,
@@ -100,9 +101,15 @@ pub trait AuditStore: Send + Sync + 'static {
 impl AuditRecord {
     /// A record for a request just received; the pipeline fills in the rest as it goes.
     pub fn start(method: &str, transport: &str, client: Option<&str>, roles: &[String], session: Option<&str>) -> Self {
-        let ts_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        // One clock reading for both: the time is taken from the id rather than read again, so
+        // a clock stepped back in between cannot put `ts` after the id's time.
+        let id = uuid::Uuid::now_v7();
+        let ts_ms = id.get_timestamp().map_or(0, |t| {
+            let (secs, nanos) = t.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        });
         AuditRecord {
-            id: uuid::Uuid::now_v7(),
+            id,
             ts_ms,
             client: client.map(str::to_string),
             roles: roles.to_vec(),

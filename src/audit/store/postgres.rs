@@ -1,13 +1,15 @@
 //! The PostgreSQL dialect of the audit store: `timestamptz` times, `uuid` ids, `text[]` roles.
 
+mod copy;
+
 use std::borrow::Cow;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
-use super::{AuditQuery, WAIT, parse_outcome, statements, stored_bytes};
-use crate::audit::AuditRecord;
+use super::{AuditQuery, WAIT, id_floor, parse_outcome, statements, stored_bytes};
+use crate::audit::{AuditRecord, Outcome};
 
 /// Milliseconds since the epoch as `timestamptz`, exactly (`to_timestamp` goes through a
 /// float of seconds); the bound value follows.
@@ -28,11 +30,25 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(WAIT).connect_lazy_with(options))
 }
 
+/// Stores a batch with one COPY (see `copy`), or, when some of it is stored already (a replay
+/// after a crash between storing a batch and the spool learning so), with `INSERT_SKIPPING`.
+pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    match copy::copy(pool, batch).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            tracing::debug!("an audit batch holds records already stored (a replay); storing the rest");
+            insert_skipping_stored(pool, batch).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One statement per batch whatever its size: each column goes as one array parameter and
 /// `UNNEST` turns them back into rows. Its text never changes, so every connection prepares it
 /// once, where a multi-row `VALUES` list is parsed and planned again for every batch size.
-/// (COPY would parse less but cannot skip the ids already stored without a staging table.)
-const INSERT: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
+/// `ON CONFLICT` makes it skip the ids already stored, which is all it is used for: the check
+/// costs every row more than COPY does.
+const INSERT_SKIPPING: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
      backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
      SELECT id, TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ts_ms, client, roles::text[], session, \
      transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
@@ -43,8 +59,8 @@ const INSERT: &str = "INSERT INTO audit_records (id, ts, client, roles, session,
      outcome, error_code, latency_ms, backend_latency_ms, response_bytes) \
      ON CONFLICT (id) DO NOTHING";
 
-pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
-    // Only the size limit applies: the parameter count no longer grows with the batch.
+async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    // Only the size limit applies: the parameter count does not grow with the batch.
     let parts = statements(batch, usize::MAX);
     if let [part] = parts[..] {
         // One statement is atomic by itself: no BEGIN and COMMIT round trips.
@@ -63,7 +79,7 @@ async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) ->
     let opt =
         |f: fn(&AuditRecord) -> &Option<String>| part.iter().map(|r| f(r).as_deref().map(no_nul)).collect::<Vec<_>>();
     let req = |f: fn(&AuditRecord) -> &str| part.iter().map(|r| no_nul(f(r))).collect::<Vec<_>>();
-    sqlx::query(INSERT)
+    sqlx::query(INSERT_SKIPPING)
         .bind(part.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(part.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
         .bind(opt(|r| &r.client))
@@ -117,10 +133,24 @@ fn no_nul(s: &str) -> Cow<'_, str> {
 }
 
 pub(super) async fn query(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
-    let mut b = QueryBuilder::<Postgres>::new(SELECT);
+    let rows = select(q, "").build().fetch_all(pool).await?;
+    rows.iter().map(record).collect()
+}
+
+/// The database's plan for `query(q)`, one line per row.
+pub(super) async fn explain(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<String>> {
+    let rows = select(q, "EXPLAIN ").build().fetch_all(pool).await?;
+    Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+}
+
+/// The statement `query` runs, after `prefix` (to explain it).
+fn select<'a>(q: &'a AuditQuery, prefix: &str) -> QueryBuilder<'a, Postgres> {
+    let mut b = QueryBuilder::<Postgres>::new(format!("{prefix}{SELECT}"));
     b.push(" WHERE TRUE");
     if let Some(since) = q.since_ms {
+        // The id bound is what an index serves (the primary key, or the end of a filter's index).
         b.push(" AND ts >= ").push(TS_FROM_MS).push_bind(since).push(")");
+        b.push(" AND id >= ").push_bind(id_floor(since));
     }
     if let Some(c) = &q.client {
         b.push(" AND client = ").push_bind(c.clone());
@@ -133,14 +163,18 @@ pub(super) async fn query(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<A
     }
     if let Some(o) = q.outcome {
         b.push(" AND outcome = ").push_bind(o.as_str());
+        if o != Outcome::Ok {
+            // The outcome index holds only these rows; its condition, written out, lets a
+            // prepared statement's generic plan use it too (a bound value proves nothing).
+            b.push(" AND outcome <> 'ok'");
+        }
     }
     match q.after_id {
         Some(after) => b.push(" AND id > ").push_bind(after).push(" ORDER BY id ASC"),
-        None => b.push(" ORDER BY ts DESC, id DESC"),
+        None => b.push(" ORDER BY id DESC"),
     };
     b.push(" LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(i64::MAX));
-    let rows = b.build().fetch_all(pool).await?;
-    rows.iter().map(record).collect()
+    b
 }
 
 fn record(row: &PgRow) -> anyhow::Result<AuditRecord> {
@@ -165,8 +199,21 @@ fn record(row: &PgRow) -> anyhow::Result<AuditRecord> {
     })
 }
 
+/// Retention. The id bound finds the rows through the primary key; the time test keeps it exact.
+const PRUNE: &str =
+    "DELETE FROM audit_records WHERE id < $1 AND ts < (TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * $2)";
+
 pub(super) async fn prune(pool: &PgPool, older_than_ms: i64) -> anyhow::Result<u64> {
-    let sql = format!("DELETE FROM audit_records WHERE ts < {TS_FROM_MS}$1)");
-    let done = sqlx::query(&sql).bind(older_than_ms).execute(pool).await?;
+    let done = sqlx::query(PRUNE).bind(id_floor(older_than_ms)).bind(older_than_ms).execute(pool).await?;
     Ok(done.rows_affected())
+}
+
+/// The database's plan for `prune`, one line per row.
+pub(super) async fn explain_prune(pool: &PgPool, older_than_ms: i64) -> anyhow::Result<Vec<String>> {
+    let rows = sqlx::query(&format!("EXPLAIN {PRUNE}"))
+        .bind(id_floor(older_than_ms))
+        .bind(older_than_ms)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
 }
