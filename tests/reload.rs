@@ -201,7 +201,12 @@ async fn an_invalid_file_leaves_the_running_config_serving_and_counts_a_failure(
         c.call("m__echo", json!({})).await.error_code() == Some(-32012)
     })
     .await;
-    assert!(strip_ansi(&gw.log()).contains("NOT applied until a restart: server.listen"), "{}", gw.log());
+    // The reload logs its summary once the new config is in force, so a call can see the new
+    // config a moment before the line is written.
+    eventually("the reload says what waits for a restart", || async {
+        strip_ansi(&gw.log()).contains("NOT applied until a restart: server.listen")
+    })
+    .await;
     assert_eq!(processes_with(&log), pid, "an unchanged backend keeps its process");
 }
 
