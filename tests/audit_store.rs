@@ -226,6 +226,62 @@ async fn postgres_text_cannot_hold_nul_so_it_becomes_a_replacement_character() {
     db.store.close().await;
 }
 
+/// Fresh batches go in by binary COPY, and only a replay falls back to the INSERT that skips
+/// stored ids. Storing is right either way (`round_trip` checks every field), so without this a
+/// COPY that always failed with a unique violation would pass every other test. The fallback's
+/// debug event is how it shows; a current-thread runtime keeps the insert on this thread, where
+/// the subscriber below is the default.
+#[tokio::test]
+async fn postgres_fresh_batches_go_in_by_copy_and_only_replays_fall_back() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_writer(events.clone()).finish(),
+    );
+    let fallback = "records already stored";
+    let db = PgDb::create().await;
+    db.store.migrate().await.unwrap();
+    let records = batch(50);
+    // Several batches of one row and of many, roles and NULLs included (see `record`).
+    for part in records.chunks(7) {
+        db.store.insert_batch(part).await.unwrap();
+    }
+    assert_eq!(db.store.count().await.unwrap(), 50);
+    assert!(!events.text().contains(fallback), "a fresh batch fell back from COPY:\n{}", events.text());
+    // A replay: the same records again, with new ones after them.
+    let more: Vec<_> = records[40..].iter().cloned().chain((50..55).map(record)).collect();
+    db.store.insert_batch(&more).await.unwrap();
+    assert!(events.text().contains(fallback), "a replay did not fall back:\n{}", events.text());
+    assert_eq!(db.store.count().await.unwrap(), 55);
+    db.store.close().await;
+}
+
+/// What a test's tracing subscriber writes, kept in memory.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Events {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Events {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Events {
+    type Writer = Events;
+    fn make_writer(&'a self) -> Events {
+        self.clone()
+    }
+}
+
 /// An insert cut short at any point (the drainer gives up on a slow one after its timeout)
 /// stores all of its batch or none of it, and leaves no half-used connection for the next: the
 /// same batch again, as the drainer retries it, is then stored exactly once.
