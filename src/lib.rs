@@ -22,4 +22,5 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod schema;
 pub mod session;
+pub mod std_streams;
 pub mod strict_json;

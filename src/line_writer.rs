@@ -10,8 +10,8 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// Writes each queued message as one line, until the queue closes or a write fails. Messages
 /// that queued up while the last write was in progress go out together in one write: one
-/// system call (and one wake-up of the reader; for tokio's stdout, one hand-off to a blocking
-/// thread) for a burst of concurrent calls, instead of one per call.
+/// system call (and one wake-up of the reader) for a burst of concurrent calls, instead of one
+/// per call.
 pub async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::UnboundedReceiver<String>) {
     let mut batch = Vec::new();
     while let Some(line) = rx.recv().await {

@@ -276,6 +276,121 @@ async fn closing_stdin_exits_and_stops_the_backend() {
     .await;
 }
 
+/// Node (Claude Code, the Inspector) gives a child a socket, not a pipe, for its stdin and
+/// stdout: one end of a socket pair serves as both here, with concurrent calls of both
+/// generations, and the gateway exits when the client shuts its side.
+#[tokio::test]
+async fn a_socket_as_stdin_and_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(&dir, "");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let theirs = std::os::fd::OwnedFd::from(theirs);
+    let mut child = tokio::process::Command::new(sentinel_bin())
+        .args(["stdio", "-c"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::from(theirs.try_clone().unwrap()))
+        .stdout(std::process::Stdio::from(theirs))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sentinel stdio");
+    ours.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    let (read, mut write) = ours.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut batch = String::new();
+    for i in 0..40 {
+        let meta = if i % 2 == 0 {
+            json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}})
+        } else {
+            json!({})
+        };
+        let msg = json!({"jsonrpc":"2.0","id":i,"method":"tools/call",
+            "params":{"name":"mock__echo","arguments":{"i": i},"_meta": meta}});
+        batch.push_str(&format!("{msg}\n"));
+    }
+    write.write_all(batch.as_bytes()).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 40 {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .expect("the socket stays open");
+        let v = parse(&line);
+        let i = v["id"].as_i64().unwrap_or_else(|| panic!("unexpected message {v}"));
+        assert_eq!(v["result"]["structuredContent"], json!({"i": i}), "{v}");
+        assert!(seen.insert(i), "a second answer to {i}");
+    }
+    write.shutdown().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("sentinel stdio exits when the client shuts its side")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Over a pipe, stdin is polled by the reactor, not read on tokio's blocking threads: the pipe's
+/// open file is non-blocking while the gateway runs (this process holds the same open file),
+/// and blocking again after it exits, as the client left it.
+#[tokio::test]
+async fn a_pipe_as_stdin_is_polled_and_left_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(&dir, "");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = tokio::process::Command::new(sentinel_bin())
+        .args(["stdio", "-c"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::from(reader.try_clone().unwrap()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sentinel stdio");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let nonblocking = || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_GETFL takes no pointer; the pipe is open.
+        let flags = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0);
+        flags & libc::O_NONBLOCK != 0
+    };
+    assert!(!nonblocking(), "a new pipe blocks");
+    let mut writer = writer;
+    std::io::Write::write_all(
+        &mut writer,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"mock__echo\",\"arguments\":{}}}\n",
+    )
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(answer.contains("structuredContent"), "{answer}");
+    assert!(nonblocking(), "stdin is read through the reactor while the gateway runs");
+    drop(writer);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(!nonblocking(), "the pipe is left blocking, as it was");
+}
+
+/// What cannot be polled (here `/dev/null`, as a terminal or a file) is read the blocking way:
+/// an immediate end of input is a clean exit.
+#[tokio::test]
+async fn dev_null_as_stdin_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = tokio::process::Command::new(sentinel_bin())
+        .args(["stdio", "-c"])
+        .arg(write_config(&dir, ""))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(20), status).await.expect("exits").unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
 /// `sentinel stdio` driven byte by byte, for what `StdioClient` cannot do: send bytes that are
 /// not UTF-8, and close stdin.
 struct RawPipe {

@@ -14,11 +14,11 @@ use crate::jsonrpc::{self, Kind, Message};
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
 pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(crate::line_writer::write_lines(tokio::io::stdout(), rx));
+    let writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
     let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
-    let mut lines = FramedRead::new(tokio::io::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
+    let mut lines = FramedRead::new(crate::std_streams::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let line = match lines.next().await {

@@ -1,0 +1,154 @@
+//! The process's own stdin and stdout for `sentinel stdio`, driven by the reactor (epoll) when
+//! they are pipes or sockets, as they are when a client spawns the gateway.
+//!
+//! Why not `tokio::io::stdin()`/`stdout()`: those do every read and write on tokio's blocking
+//! thread pool, because a terminal or a file cannot be polled. Each read of a client's line and
+//! each write of an answer was a hand-off to another thread and back; under 16 concurrent calls
+//! over stdio, 44% of the gateway's CPU went to switching threads. Pipes and sockets can be
+//! polled like the stdio backends' pipes already are. Anything else (a terminal, a file,
+//! `/dev/null`) keeps tokio's blocking version.
+//!
+//! Polling needs `O_NONBLOCK`, a flag of the open file itself, which a terminal shares with
+//! the shell; that is why only pipes and sockets are switched, and why the flags are put back
+//! when the streams are dropped.
+
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub type Input = Box<dyn AsyncRead + Unpin + Send>;
+pub type Output = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// stdin as an async reader.
+pub fn stdin() -> Input {
+    match pollable(libc::STDIN_FILENO) {
+        Some(Kind::Pipe(fd, restore)) => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(r) => Box::new(Restoring { inner: r, _restore: restore }),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        Some(Kind::Socket(fd, restore)) => match socket(fd) {
+            Ok(s) => Box::new(Restoring { inner: s, _restore: restore }),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// stdout as an async writer.
+pub fn stdout() -> Output {
+    match pollable(libc::STDOUT_FILENO) {
+        Some(Kind::Pipe(fd, restore)) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+            Ok(w) => Box::new(Restoring { inner: w, _restore: restore }),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        Some(Kind::Socket(fd, restore)) => match socket(fd) {
+            Ok(s) => Box::new(Restoring { inner: s, _restore: restore }),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        None => Box::new(tokio::io::stdout()),
+    }
+}
+
+enum Kind {
+    Pipe(OwnedFd, Restore),
+    Socket(OwnedFd, Restore),
+}
+
+/// A duplicate of `fd` when it is a pipe or a stream socket (the duplicate shares the open
+/// file, so reading it reads stdin; dropping it leaves fd 0 and 1 open for the rest of the
+/// process).
+fn pollable(fd: RawFd) -> Option<Kind> {
+    // SAFETY: fstat only writes the struct it is given; fd 0 and 1 are open for the whole process
+    // (or fstat fails with EBADF, handled).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    let socket = kind == libc::S_IFSOCK && is_stream_socket(fd);
+    if kind != libc::S_IFIFO && !socket {
+        return None;
+    }
+    // SAFETY: as above; the fd is valid for the duration of this call.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
+    let restore = Restore::new(fd)?;
+    Some(if socket { Kind::Socket(dup, restore) } else { Kind::Pipe(dup, restore) })
+}
+
+fn is_stream_socket(fd: RawFd) -> bool {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `ty`.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut libc::c_int).cast(), &mut len)
+    };
+    r == 0 && ty == libc::SOCK_STREAM
+}
+
+fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
+    // Any stream socket reads and writes like this, whatever its address family.
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
+}
+
+/// Puts an open file's status flags back as they were (`O_NONBLOCK` off again) when dropped.
+struct Restore {
+    fd: RawFd,
+    flags: libc::c_int,
+}
+
+impl Restore {
+    fn new(fd: RawFd) -> Option<Restore> {
+        // SAFETY: F_GETFL takes no pointer.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        (flags >= 0).then_some(Restore { fd, flags })
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: F_SETFL takes an int; fd 0 and 1 stay open (only duplicates were closed).
+        unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
+    }
+}
+
+/// A stream that puts its file's flags back when it goes.
+struct Restoring<T> {
+    inner: T,
+    _restore: Restore,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Restoring<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Restoring<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
