@@ -6,16 +6,36 @@ use crate::dispatch::{self, check_modern_version, modern_meta_version, unsupport
 use crate::rpc::{Emitter, Frame, Incoming, error_line};
 use crate::server::{Era, Generation, Server, Session};
 use serde_json::Value;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// stdin through the reactor when it is a pipe, as when a gateway or the bench spawns the
+/// mock. tokio's own stdin reads on its blocking thread pool, a hand-off per read that made the
+/// mock slower than a real server and so flattered the gateway in `sentinel-bench --backend
+/// stdio`. The pipe is left non-blocking at exit: only the mock's side of it.
+fn input() -> Box<dyn AsyncRead + Unpin + Send> {
+    match std::io::stdin().as_fd().try_clone_to_owned().map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// stdout likewise.
+fn output() -> Box<dyn AsyncWrite + Unpin + Send> {
+    match std::io::stdout().as_fd().try_clone_to_owned().map(tokio::net::unix::pipe::Sender::from_owned_fd) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdout()),
+    }
+}
+
 pub async fn run(server: Arc<Server>, garbage_at_start: bool) -> anyhow::Result<()> {
-    let mut stdout = tokio::io::stdout();
+    let mut stdout = output();
     if garbage_at_start {
         stdout.write_all(b"mcp-mock says hello; this line is not JSON\n").await?;
         stdout.flush().await?;
@@ -38,7 +58,7 @@ pub async fn run(server: Arc<Server>, garbage_at_start: bool) -> anyhow::Result<
     server.add_legacy_sink(session.clone());
 
     let tracker = TaskTracker::new();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::new(input()).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
