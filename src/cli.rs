@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve { config } => run(config, serve),
-        Command::Stdio { config } => run(config, stdio),
+        Command::Stdio { config } => run_on_one_thread(config, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
         Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
@@ -198,6 +198,24 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    run_with(tokio::runtime::Builder::new_multi_thread(), path, f)
+}
+
+/// `sentinel stdio` serves one client, whose calls a single thread keeps up with: on one thread
+/// no task is ever woken across threads, which over stdio cost more than the calls themselves.
+fn run_on_one_thread<F, Fut>(path: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    run_with(tokio::runtime::Builder::new_current_thread(), path, f)
+}
+
+fn run_with<F, Fut>(mut runtime: tokio::runtime::Builder, path: Option<PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let path = config::resolve_path(path.as_deref());
     let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
@@ -206,7 +224,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = runtime.enable_all().build().expect("tokio runtime");
     match rt.block_on(f(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
