@@ -10,10 +10,11 @@
 //!
 //! Polling needs `O_NONBLOCK`, a flag of the open file itself, which a terminal shares with
 //! the shell; that is why only pipes and sockets are switched, and why the flags are put back
-//! when the streams are dropped.
+//! when the last of the streams is dropped.
 
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -71,6 +72,14 @@ fn pollable(fd: RawFd) -> Option<Kind> {
     if kind != libc::S_IFIFO && !socket {
         return None;
     }
+    // With `2>&1` (or one socket for all three) stderr is the same file: non-blocking, a log
+    // line written while it is full would be lost, and `eprintln!` would panic.
+    let mut err: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(libc::STDERR_FILENO, &mut err) } == 0 && (err.st_dev, err.st_ino) == (st.st_dev, st.st_ino)
+    {
+        return None;
+    }
     // SAFETY: as above; the fd is valid for the duration of this call.
     let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
     let restore = Restore::new(fd)?;
@@ -94,24 +103,45 @@ fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::from_std(s)
 }
 
-/// Puts an open file's status flags back as they were (`O_NONBLOCK` off again) when dropped.
-struct Restore {
-    fd: RawFd,
-    flags: libc::c_int,
-}
+/// The status flags of stdin and stdout as the process was given them, read once before
+/// either is switched to non-blocking.
+static ORIGINAL_FLAGS: OnceLock<[libc::c_int; 2]> = OnceLock::new();
+/// Polled streams alive, and which of fd 0 and 1 were switched. stdin and stdout may be one
+/// open file (one socket for both), whose flags one stream must not turn back while the other
+/// still uses it: they are put back when the last one goes.
+static LIVE: Mutex<(usize, [bool; 2])> = Mutex::new((0, [false; 2]));
+
+/// One polled stream's hold on the original flags of stdin and stdout.
+struct Restore;
 
 impl Restore {
     fn new(fd: RawFd) -> Option<Restore> {
-        // SAFETY: F_GETFL takes no pointer.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        (flags >= 0).then_some(Restore { fd, flags })
+        let original = ORIGINAL_FLAGS.get_or_init(|| {
+            // SAFETY: F_GETFL takes no pointer; a closed fd gives -1, never restored.
+            [libc::STDIN_FILENO, libc::STDOUT_FILENO].map(|fd| unsafe { libc::fcntl(fd, libc::F_GETFL) })
+        });
+        let which = usize::try_from(fd).ok().filter(|&i| i < 2 && original[i] >= 0)?;
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.0 += 1;
+        live.1[which] = true;
+        Some(Restore)
     }
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        // SAFETY: F_SETFL takes an int; fd 0 and 1 stay open (only duplicates were closed).
-        unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.0 -= 1;
+        if live.0 > 0 {
+            return;
+        }
+        let Some(original) = ORIGINAL_FLAGS.get() else { return };
+        for (fd, switched) in live.1.iter_mut().enumerate() {
+            if std::mem::take(switched) {
+                // SAFETY: F_SETFL takes an int; fd 0 and 1 stay open (only duplicates were closed).
+                unsafe { libc::fcntl(fd as RawFd, libc::F_SETFL, original[fd]) };
+            }
+        }
     }
 }
 

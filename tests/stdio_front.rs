@@ -278,13 +278,23 @@ async fn closing_stdin_exits_and_stops_the_backend() {
 
 /// Node (Claude Code, the Inspector) gives a child a socket, not a pipe, for its stdin and
 /// stdout: one end of a socket pair serves as both here, with concurrent calls of both
-/// generations, and the gateway exits when the client shuts its side.
+/// generations, and the gateway exits when the client shuts its side, leaving the socket as it
+/// found it.
 #[tokio::test]
 async fn a_socket_as_stdin_and_stdout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&dir, "");
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let theirs = std::os::fd::OwnedFd::from(theirs);
+    // The same open socket as the gateway's stdin and stdout, to see its flags from here.
+    let seen = theirs.try_clone().unwrap();
+    let nonblocking = || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_GETFL takes no pointer; the socket is open.
+        let flags = unsafe { libc::fcntl(seen.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0);
+        flags & libc::O_NONBLOCK != 0
+    };
     let mut child = tokio::process::Command::new(sentinel_bin())
         .args(["stdio", "-c"])
         .arg(&config)
@@ -311,8 +321,8 @@ async fn a_socket_as_stdin_and_stdout() {
         batch.push_str(&format!("{msg}\n"));
     }
     write.write_all(batch.as_bytes()).await.unwrap();
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < 40 {
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < 40 {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("an answer within 30 s")
@@ -321,14 +331,16 @@ async fn a_socket_as_stdin_and_stdout() {
         let v = parse(&line);
         let i = v["id"].as_i64().unwrap_or_else(|| panic!("unexpected message {v}"));
         assert_eq!(v["result"]["structuredContent"], json!({"i": i}), "{v}");
-        assert!(seen.insert(i), "a second answer to {i}");
+        assert!(answered.insert(i), "a second answer to {i}");
     }
+    assert!(nonblocking(), "the socket is polled while the gateway runs");
     write.shutdown().await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("sentinel stdio exits when the client shuts its side")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+    assert!(!nonblocking(), "the socket is left blocking, as it was, once both streams are done");
 }
 
 /// Over a pipe, stdin is polled by the reactor, not read on tokio's blocking threads: the pipe's
@@ -371,6 +383,51 @@ async fn a_pipe_as_stdin_is_polled_and_left_as_it_was() {
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(!nonblocking(), "the pipe is left blocking, as it was");
+}
+
+/// With `2>&1` stdout is stderr's open file too: it stays blocking, so a log line written while
+/// the pipe is full waits instead of being lost (and `eprintln!` cannot fail on it).
+#[tokio::test]
+async fn stdout_shared_with_stderr_is_left_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let seen = writer.try_clone().unwrap();
+    let mut child = tokio::process::Command::new(sentinel_bin())
+        .args(["stdio", "-c"])
+        .arg(write_config(&dir, ""))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(writer.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(writer))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sentinel stdio");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(reader)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"mock__echo\",\"arguments\":{}}}\n")
+        .await
+        .unwrap();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("an answer").expect("open");
+        if line.contains("structuredContent") {
+            break;
+        }
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL takes no pointer; the pipe is open.
+    let flags = unsafe { libc::fcntl(seen.as_raw_fd(), libc::F_GETFL) };
+    assert!(flags >= 0 && flags & libc::O_NONBLOCK == 0, "stdout, shared with stderr, was made non-blocking");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status}");
 }
 
 /// What cannot be polled (here `/dev/null`, as a terminal or a file) is read the blocking way:
