@@ -244,6 +244,8 @@ impl AuditWriter {
             durability: settings.durability,
             unsynced_since: None,
             syncing: None,
+            many_threads: tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread,
         };
         tokio::spawn(spool_writer.run());
         tokio::spawn(drainer.run());
@@ -349,6 +351,8 @@ struct SpoolWriter {
     unsynced_since: Option<Instant>,
     /// The background fsync in flight, if any (`Durability::Write`).
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    /// Whether the runtime has more than one worker thread (see `commit`).
+    many_threads: bool,
 }
 
 impl SpoolWriter {
@@ -429,8 +433,10 @@ impl SpoolWriter {
         // A plain write(2) into the page cache takes microseconds: less than handing it to a
         // blocking thread and back, which would add two context switches to every batch. What
         // can wait on the disk (an fsync, a new segment and its folder sync) goes to a
-        // blocking thread.
-        let inline = !fsync && self.spool.lock().is_ok_and(|spool| !spool.segment_due());
+        // blocking thread. So does everything on a runtime of one thread (`sentinel stdio`):
+        // there a write stuck on a failing disk would stop every call and the timer that bounds
+        // their wait (`DURABLE_WAIT`).
+        let inline = !fsync && self.many_threads && self.spool.lock().is_ok_and(|spool| !spool.segment_due());
         let result = if inline {
             self.spool.lock().map_err(|_| io::Error::other("spool writer panicked")).and_then(|mut s| write(&mut s))
         } else {
