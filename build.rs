@@ -5,15 +5,18 @@
 //! Why: resident memory counts the binary's code pages too, and the kernel maps 64 KB around
 //! every page a process touches ("fault-around"). The ~2 MB of functions a gateway actually
 //! runs are spread over a 14 MB `.text`, so an idle gateway held ~10 MB of its own code.
-//! Placed together they take a fifth of that. The list names symbols exactly; names missing
+//! Placed together they take half of that. The list names symbols exactly; names missing
 //! from a build (a dependency upgraded, a function renamed) are skipped silently and only cost
 //! locality until the list is regenerated.
 //!
-//! Only where the linker is known to be LLD (which has `--symbol-ordering-file`): Rust ≥ 1.90
-//! links x86_64-unknown-linux-gnu with its own LLD. `SENTINEL_TEXT_ORDER=off` turns it off.
+//! Only where the linker takes the option: LLD does (Rust >= 1.90 links x86_64 Linux with its
+//! own LLD), GNU ld, gold and mold do not, and a distribution's rustc, `RUSTFLAGS` or a linker
+//! setting may pick any of them. So a trivial program is linked first with the same rustc,
+//! target, flags and linker, and the option is passed only if that link succeeds.
+//! `SENTINEL_TEXT_ORDER=off` turns it off.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 const ORDER: &str = "build/text-order.txt";
 
@@ -24,24 +27,46 @@ fn main() {
         return;
     }
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    // The list's names are those of an x86_64 Linux build; elsewhere none would match.
     let target = std::env::var("TARGET").unwrap_or_default();
-    if !release || target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() {
+    if !release || target != "x86_64-unknown-linux-gnu" {
         return;
     }
     let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join(ORDER);
-    if order.exists() {
-        println!("cargo:rustc-link-arg-bin=sentinel=-Wl,--symbol-ordering-file={}", order.display());
-        println!("cargo:rustc-link-arg-bin=sentinel=-Wl,--no-warn-symbol-ordering");
+    if !order.exists() || !linker_takes(&order_args(&order), &target) {
+        return;
+    }
+    for arg in order_args(&order) {
+        println!("cargo:rustc-link-arg-bin=sentinel={arg}");
     }
 }
 
-/// Rust 1.90 made its bundled LLD the default linker on x86_64 Linux; before that `cc` runs
-/// the system's GNU ld, which does not know the option.
-fn rustc_links_with_lld() -> bool {
+/// `-Xlinker` passes each argument on whole (`-Wl,` would split a path at its commas).
+fn order_args(order: &Path) -> Vec<String> {
+    let file = format!("--symbol-ordering-file={}", order.display());
+    ["-Xlinker", &file, "-Xlinker", "--no-warn-symbol-ordering"].map(String::from).to_vec()
+}
+
+/// Whether a trivial program links with `args`, built as this package's code is built.
+fn linker_takes(args: &[String], target: &str) -> bool {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    let src = out.join("link_probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("-V").output() else { return false };
-    let version = String::from_utf8_lossy(&out.stdout);
-    // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let minor = version.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
-    minor.is_some_and(|m| m >= 90)
+    let mut cmd = Command::new(rustc);
+    cmd.args(["--crate-type=bin", "--edition=2021", "--target", target]);
+    cmd.arg("-o").arg(out.join("link_probe"));
+    for arg in args {
+        cmd.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    if let Ok(linker) = std::env::var("RUSTC_LINKER") {
+        cmd.arg("-C").arg(format!("linker={linker}"));
+    }
+    if let Ok(flags) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    cmd.arg(&src).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
 }
