@@ -33,10 +33,11 @@ fn main() {
         return;
     }
     let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join(ORDER);
-    if !order.exists() || !linker_takes(&order_args(&order), &target) {
+    let args = order_args(&order);
+    if !order.exists() || !linker_takes(&args, &target) {
         return;
     }
-    for arg in order_args(&order) {
+    for arg in args {
         println!("cargo:rustc-link-arg-bin=sentinel={arg}");
     }
 }

@@ -118,7 +118,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve { config } => run(config, serve),
-        Command::Stdio { config } => run_on_one_thread(config, stdio),
+        // One client's calls need one thread, and on one thread no task is ever woken across
+        // threads: over stdio that cost more than the calls themselves.
+        Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
         Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
@@ -199,16 +201,6 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     run_with(tokio::runtime::Builder::new_multi_thread(), path, f)
-}
-
-/// `sentinel stdio` serves one client, whose calls a single thread keeps up with: on one thread
-/// no task is ever woken across threads, which over stdio cost more than the calls themselves.
-fn run_on_one_thread<F, Fut>(path: Option<PathBuf>, f: F) -> ExitCode
-where
-    F: FnOnce(Config) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    run_with(tokio::runtime::Builder::new_current_thread(), path, f)
 }
 
 fn run_with<F, Fut>(mut runtime: tokio::runtime::Builder, path: Option<PathBuf>, f: F) -> ExitCode

@@ -105,17 +105,22 @@ fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&bytes[..len]);
 }
 
+/// A NULL: a length of -1 and no bytes.
+fn null(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(-1i32).to_be_bytes());
+}
+
 fn field_or_null<const N: usize>(buf: &mut Vec<u8>, bytes: Option<[u8; N]>) {
     match bytes {
         Some(b) => field(buf, &b),
-        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        None => null(buf),
     }
 }
 
 fn text(buf: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => field(buf, no_nul(s).as_bytes()),
-        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        None => null(buf),
     }
 }
 
