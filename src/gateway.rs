@@ -107,7 +107,21 @@ pub enum Caller {
     Refused(crate::auth::AuthError),
 }
 
+/// The client name of every caller when authentication is disabled: in audit records, the log
+/// and the rate limits (where `[rate_limit] clients` can name it).
+pub const ANONYMOUS: &str = "anonymous";
+
 impl Caller {
+    /// The name audit records and rate limits know this caller by: the token's `sub`, or
+    /// [`ANONYMOUS`] without authentication; none for a refused caller (it proved no name).
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => Some(ANONYMOUS),
+            _ => self.subject(),
+        }
+    }
+
+    /// The token's `sub` (sessions belong to it).
     pub fn subject(&self) -> Option<&str> {
         match self {
             Caller::User(i) => Some(&i.subject),
@@ -331,7 +345,10 @@ impl Gateway {
     }
 
     /// Stops every stdio backend's process group (shutdown): TERM, then KILL after `grace`.
+    /// Shutdown is declared first, so that their exits are not taken for crashes (no "backend
+    /// is down" error, no restart): `sentinel stdio` gets here when its client closes stdin.
     pub async fn stop_backends(&self, grace: std::time::Duration) {
+        self.shutdown.cancel();
         let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
         futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
     }

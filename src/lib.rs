@@ -15,6 +15,7 @@ pub mod jsonrpc;
 pub mod line_writer;
 pub mod metrics;
 pub mod naming;
+pub mod net_error;
 pub mod ops_cli;
 pub mod param_headers;
 pub mod policy;

@@ -378,3 +378,59 @@ async fn stdio_with_a_valid_token_serves_what_its_roles_allow() {
     assert_eq!(r["error"]["code"], json!(-32011), "{r}");
     assert_eq!(r["error"]["data"]["roles"], json!(["reader"]), "{r}");
 }
+
+/// A token whose `exp` passed a second ago, or whose `nbf` is ten seconds ahead, is within the
+/// default 30 s leeway: accepted at authentication and on every request after it (the check
+/// that runs on each request is the same one, with the same leeway). One a minute past `exp`
+/// is not.
+fn tokens_at_the_leeway_edges() -> [(String, &'static str); 2] {
+    let claims = || {
+        let mut c = good_claims("alice");
+        // `admin` for the HTTP gateway's config, `reader` for the stdio one's.
+        c["roles"] = json!(["admin", "reader"]);
+        c
+    };
+    let mut expired_just_now = claims();
+    expired_just_now["exp"] = json!(now() - 1);
+    let mut not_yet_valid = claims();
+    not_yet_valid["nbf"] = json!(now() + 10);
+    [
+        (sign_hs256(&expired_just_now, SECRET.as_bytes()), "exp one second ago"),
+        (sign_hs256(&not_yet_valid, SECRET.as_bytes()), "nbf ten seconds ahead"),
+    ]
+}
+
+#[tokio::test]
+async fn the_leeway_applies_to_exp_and_nbf_at_the_http_front() {
+    let config = format!("{}{ADMIN_ROLE}{}", hs256_auth(""), mock_stdio_backend("m", None, &[]));
+    let gw = Gateway::start_with_env(&config, &secret_env());
+    for (t, what) in tokens_at_the_leeway_edges() {
+        let stateless = HttpClient::modern(&gw.url).with_token(&t);
+        let r = stateless.call("m__echo", json!({"via": what})).await;
+        assert_eq!((r.status, r.error_code()), (200, None), "{what}: {r:?}");
+        let session = HttpClient::new(&gw.url).with_token(&t).initialized(json!({})).await;
+        let r = session.call("m__echo", json!({"via": what})).await;
+        assert_eq!((r.status, r.json()["result"]["structuredContent"]["via"].clone()), (200, json!(what)), "{r:?}");
+    }
+    let mut long_expired = good_claims("alice");
+    long_expired["exp"] = json!(now() - 60);
+    assert_refused(&gw.url, Some(&sign_hs256(&long_expired, SECRET.as_bytes())), "expired").await;
+}
+
+#[tokio::test]
+async fn the_leeway_applies_to_exp_and_nbf_over_stdio() {
+    let s = stdio_setup();
+    for (t, what) in tokens_at_the_leeway_edges() {
+        let mut c = StdioClient::spawn_with_env(
+            &sentinel_bin(),
+            &["stdio", "-c", s.config.to_str().unwrap()],
+            Some(s.dir.path()),
+            &[("SENTINEL_TOKEN", &t), ("SENTINEL_JWT_SECRET", SECRET)],
+        );
+        let r: Value = serde_json::from_str(
+            &c.request_modern(json!(1), "tools/call", json!({"name": "m__echo", "arguments": {"via": what}})).await,
+        )
+        .unwrap();
+        assert_eq!(r["result"]["structuredContent"], json!({"via": what}), "{what}: {r}");
+    }
+}

@@ -27,15 +27,13 @@ impl ClaimRules {
         role_claim: &str,
         leeway: Duration,
     ) -> anyhow::Result<ClaimRules> {
-        if role_claim.is_empty() || role_claim.split('.').any(str::is_empty) {
-            bail!("auth: role_claim `{role_claim}` is not a claim name or dotted path");
-        }
+        check_role_claim(role_claim).map_err(|e| anyhow::anyhow!("auth: role_claim {e}"))?;
         Ok(ClaimRules { issuer, audience, role_claim: role_claim.to_owned(), leeway: leeway.as_secs() })
     }
 
-    /// Checks the (already signature-verified) payload at time `now` (seconds since the Unix epoch); also hands
-    /// back `nbf`, which a later use of the same token must check again.
-    pub fn check(&self, payload: &[u8], now: u64) -> Result<(Identity, Option<u64>), AuthError> {
+    /// Checks the (already signature-verified) payload at time `now` (seconds since the Unix epoch). The identity
+    /// keeps `exp`, `nbf` and the leeway, so that every later use checks the time the same way.
+    pub fn check(&self, payload: &[u8], now: u64) -> Result<Identity, AuthError> {
         let text = std::str::from_utf8(payload).map_err(|_| malformed("payload is not UTF-8"))?;
         // One reading of the claims for everyone: no `roles` that another parser would read differently.
         crate::strict_json::check_unique_keys(text).map_err(|_| malformed("claims are not JSON with unique keys"))?;
@@ -50,7 +48,14 @@ impl ClaimRules {
             None => None,
             Some(nbf) => Some(numeric_date(nbf).ok_or_else(|| malformed("`nbf` is not a NumericDate"))?),
         };
-        self.check_times(exp, nbf, now)?;
+        let times = Identity {
+            subject: String::new(),
+            roles: Vec::new(),
+            expires_at: Some(exp),
+            not_before: nbf,
+            leeway: self.leeway,
+        };
+        times.check_time(now)?;
         if let Some(issuer) = &self.issuer
             && claims.get("iss").and_then(Value::as_str) != Some(issuer)
         {
@@ -64,24 +69,16 @@ impl ClaimRules {
             _ => return Err(AuthError::MissingSubject),
         };
         let roles = roles(&claims, &self.role_claim)?;
-        Ok((Identity { subject, roles, expires_at: Some(exp) }, nbf))
+        Ok(Identity { subject, roles, ..times })
     }
+}
 
-    /// The checks that depend on the clock, for a token verified earlier and used again at `now`.
-    pub fn still_valid(&self, identity: &Identity, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
-        // Every verified identity has an `exp` (a token without one is refused).
-        self.check_times(identity.expires_at.unwrap_or(0), nbf, now)
+/// A role claim is a claim name or a dotted path of them.
+pub fn check_role_claim(role_claim: &str) -> Result<(), String> {
+    if role_claim.is_empty() || role_claim.split('.').any(str::is_empty) {
+        return Err(format!("`{role_claim}` is not a claim name or dotted path"));
     }
-
-    fn check_times(&self, exp: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
-        if now >= exp.saturating_add(self.leeway) {
-            return Err(AuthError::Expired);
-        }
-        if nbf.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
-            return Err(AuthError::NotYetValid);
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 fn malformed(why: &str) -> AuthError {

@@ -139,16 +139,7 @@ pub(super) enum JwksSource {
 
 impl JwksSource {
     pub fn url(url: &str, http: reqwest::Client) -> anyhow::Result<JwksSource> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("auth: jwks_url is not a valid URL: {e}"))?;
-        // Keys fetched in clear text could be swapped by anyone on the path: plain http only on this machine.
-        let host = parsed.host_str().unwrap_or_default();
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        match parsed.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            _ => bail!("auth: jwks_url must use https:// (plain http:// only for a loopback address)"),
-        }
+        let parsed = jwks_url(url).map_err(|e| anyhow::anyhow!("auth: jwks_url {e}"))?;
         Ok(JwksSource::Url { url: parsed, http })
     }
 
@@ -159,6 +150,37 @@ impl JwksSource {
         };
         KeySet::parse(&bytes)
     }
+}
+
+/// A URL keys may be fetched from. The config check and the authenticator both ask this, so that
+/// `sentinel check` refuses exactly what `serve` would.
+pub fn jwks_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a valid URL: {e}"))?;
+    // Keys fetched in clear text could be swapped by anyone on the path: plain http only on this machine.
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if loopback => Ok(parsed),
+        _ => Err("must use https:// (plain http:// only for a loopback address)".into()),
+    }
+}
+
+/// Reads a JWKS file now, as the authenticator will at start: the config check's way to refuse
+/// a missing or unusable key file before `serve` does.
+pub fn check_jwks_file(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let read = || -> anyhow::Result<Vec<u8>> {
+        let file = std::fs::File::open(path).context("cannot open")?;
+        let mut body = Vec::new();
+        file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).context("cannot read")?;
+        if body.len() > MAX_JWKS_BYTES {
+            bail!("larger than {MAX_JWKS_BYTES} bytes");
+        }
+        Ok(body)
+    };
+    read().and_then(|body| KeySet::parse(&body)).map(|_| ()).map_err(|e| format!("{e:#}"))
 }
 
 impl fmt::Display for JwksSource {
@@ -192,7 +214,7 @@ async fn fetch(http: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Vec
         .timeout(FETCH_TIMEOUT)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("request failed: {}", chain(e)))?;
+        .map_err(|e| anyhow::anyhow!("request failed: {}", crate::net_error::chain(e)))?;
     if !response.status().is_success() {
         bail!("HTTP status {}", response.status());
     }
@@ -200,25 +222,15 @@ async fn fetch(http: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Vec
         bail!("larger than {MAX_JWKS_BYTES} bytes");
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| anyhow::anyhow!("reading failed: {}", chain(e)))? {
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| anyhow::anyhow!("reading failed: {}", crate::net_error::chain(e)))?
+    {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             bail!("larger than {MAX_JWKS_BYTES} bytes");
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-fn chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn read_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -29,9 +29,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::time::Instant;
 
 use claims::ClaimRules;
-pub use claims::mint_hs256;
+pub use claims::{check_role_claim, mint_hs256};
 pub use error::AuthError;
 use jwks::{JwksSource, KeySet};
+pub use jwks::{check_jwks_file, jwks_url};
 pub use settings::AuthSettings;
 
 /// RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output (256 bits).
@@ -50,6 +51,31 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// `exp`, in seconds since the Unix epoch (always present: tokens without `exp` are refused).
     pub expires_at: Option<u64>,
+    /// `nbf`, when the token has one.
+    pub not_before: Option<u64>,
+    /// The clock skew tolerated on both (`[auth] leeway`), in seconds.
+    pub leeway: u64,
+}
+
+impl Identity {
+    /// The one check of the token's times, with the configured leeway: when the token is first
+    /// verified, when a remembered token is used again, and on every request of a caller
+    /// authenticated earlier (a stdio client, a long session).
+    pub fn check_time(&self, now: u64) -> Result<(), AuthError> {
+        // Every verified identity has an `exp` (a token without one is refused).
+        if now >= self.expires_at.unwrap_or(0).saturating_add(self.leeway) {
+            return Err(AuthError::Expired);
+        }
+        if self.not_before.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// [`check_time`](Self::check_time) against the system clock.
+    pub fn check_time_now(&self) -> Result<(), AuthError> {
+        self.check_time(unix_now())
+    }
 }
 
 /// Checks bearer tokens against the configured secret and JWKS. Cheap to share behind an `Arc`.
@@ -78,7 +104,6 @@ pub struct Authenticator {
 /// A token that passed every check once.
 struct Verified {
     identity: Identity,
-    not_before: Option<u64>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -170,7 +195,7 @@ impl Authenticator {
             return Err(AuthError::Missing);
         }
         if let Some(v) = self.verified.get(token) {
-            return self.rules.still_valid(&v.identity, v.not_before, unix_now()).map(|()| v.identity.clone());
+            return v.identity.check_time_now().map(|()| v.identity.clone());
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature), None) =
@@ -202,8 +227,8 @@ impl Authenticator {
             }
             Err(_) => return Err(AuthError::BadSignature),
         }
-        let (identity, not_before) = self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())?;
-        self.verified.insert(token.into(), Arc::new(Verified { identity: identity.clone(), not_before }));
+        let identity = self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())?;
+        self.verified.insert(token.into(), Arc::new(Verified { identity: identity.clone() }));
         Ok(identity)
     }
 

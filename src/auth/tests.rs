@@ -140,7 +140,7 @@ async fn not_before_is_honoured_with_leeway() {
 fn the_leeway_edges_are_exact() {
     let rules = ClaimRules::new(None, None, "roles", Duration::from_secs(30)).unwrap();
     let at = |exp: u64, nbf: u64, now: u64| {
-        rules.check(json!({ "sub": "s", "exp": exp, "nbf": nbf }).to_string().as_bytes(), now).map(|(i, _)| i)
+        rules.check(json!({ "sub": "s", "exp": exp, "nbf": nbf }).to_string().as_bytes(), now)
     };
     assert!(at(1000, 0, 1029).is_ok());
     assert_eq!(at(1000, 0, 1030), Err(AuthError::Expired));
@@ -151,12 +151,11 @@ fn the_leeway_edges_are_exact() {
 #[test]
 fn a_remembered_token_is_checked_against_the_clock_again() {
     let rules = ClaimRules::new(None, None, "roles", Duration::from_secs(30)).unwrap();
-    let (identity, nbf) =
-        rules.check(json!({ "sub": "s", "exp": 1000, "nbf": 900 }).to_string().as_bytes(), 950).unwrap();
-    assert_eq!(nbf, Some(900));
-    assert!(rules.still_valid(&identity, nbf, 1029).is_ok());
-    assert_eq!(rules.still_valid(&identity, nbf, 1030), Err(AuthError::Expired));
-    assert_eq!(rules.still_valid(&identity, nbf, 869), Err(AuthError::NotYetValid));
+    let identity = rules.check(json!({ "sub": "s", "exp": 1000, "nbf": 900 }).to_string().as_bytes(), 950).unwrap();
+    assert_eq!(identity.not_before, Some(900));
+    assert!(identity.check_time(1029).is_ok());
+    assert_eq!(identity.check_time(1030), Err(AuthError::Expired));
+    assert_eq!(identity.check_time(869), Err(AuthError::NotYetValid));
 }
 
 #[tokio::test]

@@ -269,7 +269,7 @@ impl Inner {
             .body(body)
             .send()
             .await
-            .map_err(|e| BackendError::Unreachable(format!("backend `{}`: {}", self.name, net_error(e))))?;
+            .map_err(|e| BackendError::Unreachable(crate::net_error::describe(&self.url, e)))?;
         let status = resp.status();
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         if id.is_none() {

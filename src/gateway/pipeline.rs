@@ -4,7 +4,7 @@
 //! doors come through here.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -45,7 +45,7 @@ impl Gateway {
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
         let mut audit =
-            AuditRecord::start(method, session.transport, ctx.caller.subject(), ctx.caller.roles(), session_id);
+            AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
         if is_call(method) || result.is_err() {
             audit.set_latency(started.elapsed());
@@ -160,8 +160,8 @@ impl Gateway {
 
         if method == "tools/call" {
             // 6. Rate limit, per client per tool (without authentication, local callers share
-            // one "anonymous" client).
-            let subject = caller.subject().unwrap_or("anonymous");
+            // the client `anonymous`).
+            let subject = caller.client().unwrap_or(super::ANONYMOUS);
             self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                 retry_after_ms: l.retry_after_ms(),
                 limit: l.limit.clone(),
@@ -276,11 +276,10 @@ impl Caller {
         match self {
             Caller::Anonymous => Ok(crate::policy::Access::Unrestricted),
             Caller::User(i) => {
-                // A token that expires during a long session stops working when it does.
-                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                if i.expires_at.is_some_and(|exp| exp < now) {
-                    return Err(Refusal::Unauthenticated { reason: "expired", message: "token has expired".into() });
-                }
+                // A token that expires during a long session stops working when it does, by the
+                // same check (and leeway) that accepted it.
+                i.check_time_now()
+                    .map_err(|e| Refusal::Unauthenticated { reason: e.reason(), message: e.to_string() })?;
                 Ok(crate::policy::Access::Roles(i.roles.clone()))
             }
             Caller::Refused(e) => Err(Refusal::Unauthenticated { reason: e.reason(), message: e.to_string() }),
