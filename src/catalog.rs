@@ -222,13 +222,21 @@ fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, Ha
     let mut clashes = Vec::new();
     for e in entries {
         if let Some(&prev) = index.get(&e.exposed) {
-            clashes.push(format!(
-                "{what} name `{}` is exposed by both `{}` and `{}`; `{}`'s is hidden — give one backend a distinct `prefix`",
-                e.exposed,
-                name_of(sources, out[prev].backend),
-                name_of(sources, e.backend),
-                name_of(sources, e.backend)
-            ));
+            let first = &out[prev];
+            let (a, b) = (name_of(sources, first.backend), name_of(sources, e.backend));
+            clashes.push(if first.backend == e.backend {
+                // Two names of one server that come out alike (`get_thing` and `get-thing` in the
+                // contextforge style): ContextForge refuses such a server; here the second is hidden.
+                format!(
+                    "{what}s `{}` and `{}` of backend `{a}` are both exposed as `{}`; `{}` is hidden — rename one in the server",
+                    first.original, e.original, e.exposed, e.original
+                )
+            } else {
+                format!(
+                    "{what} name `{}` is exposed by both `{a}` (its `{}`) and `{b}` (its `{}`); `{b}`'s is hidden — give one backend a distinct `prefix` (or, in the contextforge style, `name`)",
+                    e.exposed, first.original, e.original
+                )
+            });
             continue;
         }
         index.insert(e.exposed.clone(), out.len());

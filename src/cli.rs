@@ -7,13 +7,17 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::audit::query::AuditOpts;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Needs};
 use crate::front;
 use crate::gateway::Gateway;
 
 #[derive(Parser)]
 #[command(name = "sentinel", version, about = "A governed MCP gateway: one chokepoint for every MCP call")]
 struct Cli {
+    /// Log lines on stderr: reports (check, doctor, token, audit, client-config, reload) print
+    /// none without it; -v gives info (or SENTINEL_LOG), -vv debug
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,9 +58,10 @@ enum Command {
     Audit {
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Only records newer than this, e.g. "15m", "2h", "7d"
-        #[arg(long, value_parser = humantime::parse_duration)]
-        since: Option<std::time::Duration>,
+        /// Only records newer than this: a duration back from now ("15m", "2h", "7d") or a time
+        /// ("2026-12-01T09:00:00Z", "2026-12-01 09:00:00" in UTC)
+        #[arg(long, value_parser = crate::audit::query::parse_since)]
+        since: Option<std::time::SystemTime>,
         /// Only this client (the token's `sub`)
         #[arg(long)]
         client: Option<String>,
@@ -105,31 +110,45 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SENTINEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });
+    init_logging(daemon, cli.verbose);
     match cli.command {
         Command::Check { config } => check(config),
-        Command::Serve { config } => run(config, serve),
+        Command::Serve { config } => run(config, Needs::All, serve),
         // One client's calls need one thread, and on one thread no task is ever woken across
         // threads: over stdio that cost more than the calls themselves.
-        Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, stdio),
+        Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, Needs::All, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
         Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
-            run(config, |c| audit(c, opts))
+            // Reading records needs the store's URL, not the backends' secrets.
+            run(config, Needs::Sections(&["audit"]), |c| audit(c, opts))
         }
         Command::Reload { config } => crate::ops_cli::reload(config),
         Command::Doctor { config } => crate::ops_cli::doctor(config),
         Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
     }
+}
+
+/// Log lines go to stderr. The daemons (`serve`, `stdio`) log at `info` unless `SENTINEL_LOG`
+/// (an `EnvFilter`, e.g. `warn` or `sentinel=debug`) says otherwise. The reports print their
+/// report and nothing else unless `-v` asks for log lines too: a report that ends in a
+/// backend's shutdown warnings would bury what it says.
+fn init_logging(daemon: bool, verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let from_env = || EnvFilter::try_from_env("SENTINEL_LOG").ok();
+    let filter = match (daemon, verbose) {
+        (false, 0) => EnvFilter::new("off"),
+        (_, 0 | 1) => from_env().unwrap_or_else(|| EnvFilter::new("info")),
+        _ => EnvFilter::new("debug"),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
 }
 
 fn token(path: Option<PathBuf>, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
@@ -141,13 +160,8 @@ fn token(path: Option<PathBuf>, sub: &str, roles: &[String], ttl: &str) -> ExitC
         }
     };
     let path = config::resolve_path(path.as_deref());
-    if path.is_none() {
-        eprintln!(
-            "sentinel: no config file: the embedded default makes a new secret at each start, so a token minted now would not work; `sentinel serve` prints one instead"
-        );
-        return ExitCode::FAILURE;
-    }
-    let config = match Config::load(path.as_deref()) {
+    // Only the `[auth]` secret is needed to mint: not the backends' keys.
+    let config = match Config::load_with(path.as_deref(), Needs::Sections(&["auth"])) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}\nsentinel: the config is invalid; `sentinel check` lists every problem");
@@ -179,7 +193,7 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     let name = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into());
     match Config::load(path.as_deref()) {
         Ok(c) => {
-            for w in &c.warnings {
+            for w in c.literal_secrets.iter().chain(&c.warnings) {
                 println!("warning: {w}");
             }
             println!("{name}: ok ({} backend{})", c.backends.len(), if c.backends.len() == 1 { "" } else { "s" });
@@ -195,21 +209,21 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run<F, Fut>(path: Option<PathBuf>, f: F) -> ExitCode
+fn run<F, Fut>(path: Option<PathBuf>, needs: Needs, f: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    run_with(tokio::runtime::Builder::new_multi_thread(), path, f)
+    run_with(tokio::runtime::Builder::new_multi_thread(), path, needs, f)
 }
 
-fn run_with<F, Fut>(mut runtime: tokio::runtime::Builder, path: Option<PathBuf>, f: F) -> ExitCode
+fn run_with<F, Fut>(mut runtime: tokio::runtime::Builder, path: Option<PathBuf>, needs: Needs, f: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let path = config::resolve_path(path.as_deref());
-    let config = match Config::load(path.as_deref()) {
+    let config = match Config::load_with(path.as_deref(), needs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}\nsentinel: the config is invalid; `sentinel check` lists every problem");
@@ -226,23 +240,30 @@ where
     }
 }
 
+/// How long the development token `serve` prints on the embedded default stays valid.
+const DEV_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let embedded = config.path.is_none();
-    let dev_token = match (&config.generated_secret, &config.auth) {
-        (Some(secret), config::AuthConfig::Jwt(j)) => Some(crate::auth::mint_hs256(
-            secret,
-            "dev",
-            &["admin".to_string()],
-            std::time::Duration::from_secs(30 * 24 * 3600),
-            j.issuer.as_deref(),
-            j.audience.as_deref(),
-        )?),
+    let dev_token = match (&config.dev_secret_file, &config.auth) {
+        (Some(_), config::AuthConfig::Jwt(j)) => match &j.hs256_secret {
+            Some(secret) => Some(crate::auth::mint_hs256(
+                secret,
+                "dev",
+                &["admin".to_string()],
+                DEV_TOKEN_TTL,
+                j.issuer.as_deref(),
+                j.audience.as_deref(),
+            )?),
+            None => None,
+        },
         _ => None,
     };
-    for w in &config.warnings {
+    for w in config.literal_secrets.iter().chain(&config.warnings) {
         tracing::warn!("config: {w}");
     }
     let path = config.path.clone();
+    let config_dev_secret = config.dev_secret_file.clone();
     let addr = config.server.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port? change server.listen)")
@@ -252,17 +273,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // For `sentinel reload`; removed when serve returns.
     let _pid_file = crate::ops_cli::PidFile::create(path.as_deref(), local);
     let url = format!("http://{local}/mcp");
-    println!("Sentinel listening on {url}");
+    // One write: whoever waits for the "listening" line (a test, a wrapper script) finds the
+    // development token with it.
+    let mut banner = format!("Sentinel listening on {url}\n");
     if embedded {
-        println!("No sentinel.toml found: running on the embedded default (loopback only, no backends).");
-        if let Some(t) = &dev_token {
-            println!("Development token (valid until this process stops; role admin): {t}");
-            println!(
-                "Connect Claude Code:  claude mcp add --transport http sentinel {url} --header \"Authorization: Bearer {t}\""
-            );
+        banner.push_str("No sentinel.toml found: running on the embedded default (loopback only, no backends).\n");
+        if let (Some(t), Some(file)) = (&dev_token, &config_dev_secret) {
+            banner.push_str(&format!(
+                "Development token (role admin, valid for 30 days; signed with the development secret in {}, which \
+                 `sentinel stdio` and `sentinel token` use too): {t}\n",
+                file.display()
+            ));
+            banner.push_str(&format!(
+                "Connect Claude Code:  claude mcp add --transport http sentinel {url} --header \"Authorization: Bearer {t}\"\n"
+            ));
         }
-        println!("Add MCP servers in sentinel.toml (see sentinel.example.toml), then `sentinel check`.");
+        banner.push_str("Add MCP servers in sentinel.toml (see sentinel.example.toml), then `sentinel check`.\n");
     }
+    print!("{banner}");
     if let Some(path) = path {
         tokio::spawn(reload_on_sighup(gw.clone(), path));
     }

@@ -15,6 +15,7 @@
 //! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed) |
 //! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
+//! | `sentinel_config_restart_pending` | gauge (0 or 1) | `setting` (the keys read only at start) |
 //!
 //! A family with a label appears in the output only once one of its series exists (the crate
 //! skips empty families). The series of the fixed label sets (`result`, `transport`) are created
@@ -93,6 +94,11 @@ struct TransportLabel {
     transport: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SettingLabel {
+    setting: &'static str,
+}
+
 /// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
 const AUDIT_RESULTS: [&str; 4] = ["written", "spooled", "replayed", "failed"];
 
@@ -114,6 +120,8 @@ pub struct Metrics {
     audit_seen: [AtomicU64; 4],
     config_reloads: Family<ResultLabel, Counter>,
     sessions: Family<TransportLabel, Gauge>,
+    /// 1 for each setting whose value in the reloaded file waits for a restart.
+    restart_pending: Family<SettingLabel, Gauge>,
 }
 
 impl Metrics {
@@ -131,6 +139,7 @@ impl Metrics {
             audit_seen: Default::default(),
             config_reloads: Family::default(),
             sessions: Family::default(),
+            restart_pending: Family::default(),
         };
         // Fixed label sets start at zero, so a dashboard sees the series before the first event.
         for result in AUDIT_RESULTS {
@@ -141,6 +150,9 @@ impl Metrics {
         }
         for transport in ["http", "stdio"] {
             let _ = m.sessions.get_or_create(&TransportLabel { transport });
+        }
+        for setting in crate::config::RESTART_ONLY {
+            let _ = m.restart_pending.get_or_create(&SettingLabel { setting });
         }
         m.register()
     }
@@ -174,6 +186,11 @@ impl Metrics {
         );
         r.register("sentinel_config_reloads", "Config reloads by result: ok or error", self.config_reloads.clone());
         r.register("sentinel_sessions", "Open MCP sessions by transport", self.sessions.clone());
+        r.register(
+            "sentinel_config_restart_pending",
+            "Settings whose reloaded value waits for a restart (1), by setting",
+            self.restart_pending.clone(),
+        );
         self
     }
 
@@ -220,6 +237,14 @@ impl Metrics {
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// After a reload: which of the settings read only at start differ in the file from what
+    /// is in force (`sentinel reload` reports them).
+    pub fn restart_pending(&self, pending: &[&str]) {
+        for setting in crate::config::RESTART_ONLY {
+            self.restart_pending.get_or_create(&SettingLabel { setting }).set(i64::from(pending.contains(&setting)));
+        }
     }
 
     /// The number of open sessions on a transport (`"http"` or `"stdio"`).

@@ -54,7 +54,63 @@ impl Drop for PidFile {
     }
 }
 
-/// `sentinel reload`: validate the file, SIGHUP the daemon, report whether it took the file.
+/// A running daemon, as its pid file names it.
+struct Daemon {
+    pid: i32,
+    /// The address it bound (line 2 of the pid file), if the file has one.
+    addr: Option<SocketAddr>,
+}
+
+/// The daemon started on `config_path`, or why there is none to talk to (each reason a
+/// sentence for the operator: no file, a malformed one, a stale one after a crash).
+fn find_daemon(config_path: Option<&Path>) -> Result<Daemon, String> {
+    let pid_file = pid_path(config_path);
+    let shown = pid_file.display();
+    let text = match std::fs::read_to_string(&pid_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let config = config_path.map(|p| format!(" -c {}", p.display())).unwrap_or_default();
+            return Err(format!("no daemon to reload: {shown} does not exist (is `sentinel serve{config}` running?)"));
+        }
+        Err(e) => return Err(format!("cannot read the pid file {shown}: {e}")),
+    };
+    let mut lines = text.lines();
+    let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) else {
+        return Err(format!("the pid file {shown} is malformed; remove it and restart the daemon"));
+    };
+    let addr: Option<SocketAddr> = lines.next().and_then(|l| l.trim().parse().ok());
+    // Signal 0: does the process exist (and may we signal it)?
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Err(format!(
+                "no daemon to reload: the pid file {shown} names process {pid}, which is not running (a stale file from a crash; remove it)"
+            ));
+        }
+        return Err(format!("cannot signal process {pid} from {shown}: {err}"));
+    }
+    // After a crash the pid may have been reused by another program: never send it SIGHUP (whose
+    // default action is to end the process). Unreadable (another user's process) is left to `kill`.
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        let name = exe.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if !name.starts_with("sentinel") {
+            return Err(format!(
+                "the pid file {shown} names process {pid}, which is `{}`, not sentinel (a stale file from a crash; remove it)",
+                exe.display()
+            ));
+        }
+    }
+    Ok(Daemon { pid, addr })
+}
+
+/// The address a running daemon on this config bound, if one runs (`client-config` shows the
+/// port a `listen = "...:0"` got).
+pub fn running_daemon_addr(config_path: Option<&Path>) -> Option<SocketAddr> {
+    find_daemon(config_path).ok()?.addr.map(reachable)
+}
+
+/// `sentinel reload`: validate the file, SIGHUP the daemon, report whether it took the file and
+/// which changes wait for a restart.
 pub fn reload(path: Option<PathBuf>) -> ExitCode {
     let path = config::resolve_path(path.as_deref());
     let Some(path) = path else {
@@ -63,54 +119,13 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let pid_file = pid_path(Some(&path));
-    let text = match std::fs::read_to_string(&pid_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "sentinel: no daemon to reload: {} does not exist (is `sentinel serve -c {}` running?)",
-                pid_file.display(),
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        }
+    let Daemon { pid, addr } = match find_daemon(Some(&path)) {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("sentinel: cannot read the pid file {}: {e}", pid_file.display());
+            eprintln!("sentinel: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut lines = text.lines();
-    let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) else {
-        eprintln!("sentinel: the pid file {} is malformed; remove it and restart the daemon", pid_file.display());
-        return ExitCode::FAILURE;
-    };
-    let addr: Option<SocketAddr> = lines.next().and_then(|l| l.trim().parse().ok());
-    // Signal 0: does the process exist (and may we signal it)?
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            eprintln!(
-                "sentinel: no daemon to reload: the pid file {} names process {pid}, which is not running (a stale file from a crash; remove it)",
-                pid_file.display()
-            );
-        } else {
-            eprintln!("sentinel: cannot signal process {pid} from {}: {err}", pid_file.display());
-        }
-        return ExitCode::FAILURE;
-    }
-    // After a crash the pid may have been reused by another program: never send it SIGHUP (whose
-    // default action is to end the process). Unreadable (another user's process) is left to `kill`.
-    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        let name = exe.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        if !name.starts_with("sentinel") {
-            eprintln!(
-                "sentinel: the pid file {} names process {pid}, which is `{}`, not sentinel (a stale file from a crash; remove it)",
-                pid_file.display(),
-                exe.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    }
     // The daemon would refuse an invalid file anyway; saying why here is kinder than a log line.
     let config = match Config::load(Some(&path)) {
         Ok(c) => c,
@@ -157,6 +172,14 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
                 }
                 if now.0 > before.0 {
                     println!("{}: accepted (process {pid})", path.display());
+                    let pending = restart_pending(&client, &url).await;
+                    if !pending.is_empty() {
+                        println!(
+                            "{}: changed but NOT applied until the daemon restarts: {}",
+                            path.display(),
+                            pending.join(", ")
+                        );
+                    }
                     return ExitCode::SUCCESS;
                 }
             }
@@ -185,6 +208,17 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
         });
     }
     addr
+}
+
+/// The settings `sentinel_config_restart_pending` marks: the file changes them, the daemon
+/// keeps what it started with.
+async fn restart_pending(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let Ok(r) = client.get(url).send().await else { return Vec::new() };
+    let Ok(text) = r.text().await else { return Vec::new() };
+    text.lines()
+        .filter(|l| l.starts_with("sentinel_config_restart_pending{") && l.ends_with(" 1"))
+        .filter_map(|l| l.split("setting=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect()
 }
 
 /// `sentinel_config_reloads_total` (ok, error) from the daemon's /metrics.
@@ -266,12 +300,11 @@ pub fn doctor(path: Option<PathBuf>) -> ExitCode {
     for (key, file) in secret_files(&config) {
         report_secret_file(&mut report, &key, &file);
     }
+    for w in &config.literal_secrets {
+        report.line(Status::Fail, format!("literal secret in the config: {w}"));
+    }
     for w in &config.warnings {
-        if w.message.contains("secret is written in the file") {
-            report.line(Status::Fail, format!("literal secret in the config: {w}"));
-        } else {
-            report.line(Status::Warn, format!("{w}"));
-        }
+        report.line(Status::Warn, format!("{w}"));
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -404,6 +437,29 @@ async fn check_backends(report: &mut Report, config: Config) {
                 report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") })
             }
         }
+    }
+    // The names the started backends' tools and prompts get, as the gateway would build them:
+    // two that come out the same (two tools of one backend that slug alike, in the
+    // `contextforge` style) leave one hidden.
+    let mut listings = Vec::new();
+    for (i, (b, r)) in config.backends.iter().zip(&started).enumerate() {
+        if let Ok(backend) = r {
+            listings.push((i, b, backend.listing().await));
+        }
+    }
+    let sources: Vec<crate::catalog::Source> = listings
+        .iter()
+        .map(|(i, b, l)| crate::catalog::Source { index: *i, name: &b.name, prefix: &b.prefix, listing: l })
+        .collect();
+    let catalog = crate::catalog::Catalog::build(&config.naming, &sources);
+    for clash in &catalog.clashes {
+        report.line(Status::Fail, clash);
+    }
+    if !sources.is_empty() && catalog.clashes.is_empty() {
+        report.line(
+            Status::Pass,
+            format!("{} tool and prompt names, none clashing", catalog.tools.len() + catalog.prompts.len()),
+        );
     }
     let running: Vec<_> = started.iter().filter_map(|r| r.as_ref().ok()).collect();
     futures::future::join_all(running.iter().map(|b| b.terminate(Duration::from_secs(2)))).await;

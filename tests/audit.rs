@@ -65,7 +65,8 @@ fn cli_records(config: &Path, limit: usize) -> (Vec<AuditRecord>, String) {
         .expect("run sentinel audit");
     assert!(out.status.success(), "sentinel audit failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    let records = text.lines().map(|l| serde_json::from_str(l).expect("a record per line")).collect();
+    let records =
+        text.lines().map(|l| sentinel::audit::query::parse_json_line(l).expect("a record per line")).collect();
     (records, text)
 }
 

@@ -357,8 +357,11 @@ async fn cli_prints_json_lines_and_a_table() {
 
     let out = sentinel_audit(&config, &["--json", "--limit", "3"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got: Vec<AuditRecord> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<AuditRecord> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| sentinel::audit::query::parse_json_line(l).unwrap())
+        .collect();
     // The newest three, oldest at the top.
     assert_eq!(got, records[9..]);
 
@@ -385,7 +388,7 @@ async fn cli_follow_prints_new_records_until_interrupted() {
     let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(serde_json::from_str::<AuditRecord>(&line.unwrap()).unwrap());
+            let _ = tx.send(sentinel::audit::query::parse_json_line(&line.unwrap()).unwrap());
         }
     });
     let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).expect("a record within 20 s");

@@ -168,10 +168,12 @@ async fn first_run_without_a_config_serves_the_embedded_default() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     let stderr_path = dir.path().join("stderr.log");
     let child = std::process::Command::new(sentinel_bin())
         .arg("serve")
         .current_dir(dir.path())
+        .env("XDG_STATE_HOME", state.path())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
@@ -220,6 +222,18 @@ async fn first_run_without_a_config_serves_the_embedded_default() {
     let client = HttpClient::new(&url).with_token(token).initialized(serde_json::json!({})).await;
     assert_eq!(client.tool_names().await, Vec::<String>::new());
     assert!(!dir.path().join("sentinel.toml").exists(), "a first run does not write a config");
+
+    // `sentinel stdio` on the default accepts the token `serve` printed: one development secret.
+    let mut stdio = StdioClient::spawn_with_env(
+        &sentinel_bin(),
+        &["stdio"],
+        Some(dir.path()),
+        &[("SENTINEL_TOKEN", token), ("XDG_STATE_HOME", state.path().to_str().unwrap())],
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&stdio.request_modern(serde_json::json!(1), "tools/list", serde_json::json!({})).await)
+            .unwrap();
+    assert_eq!(list["result"]["tools"], serde_json::json!([]), "{list}");
 }
 
 struct KillOnDrop(std::process::Child);
@@ -257,4 +271,54 @@ async fn help_lists_the_commands() {
             "`{command}` missing from --help:\n{stdout}"
         );
     }
+}
+
+/// `token`, `audit` and `client-config` do not talk to backends, so they do not need a backend's
+/// secret; `check` (which judges the whole file) names it.
+#[tokio::test]
+async fn commands_that_do_not_talk_to_backends_need_no_backend_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sentinel.toml");
+    std::fs::write(
+        &path,
+        "[auth]\nhs256_secret = \"${SECRET_FOR_CLI_TEST}\"\n[roles.admin]\nallow = [\"*\"]\n\
+         [[backend]]\nname = \"n8n\"\nhttp = { url = \"http://127.0.0.1:1/mcp\", headers = { Authorization = \"Bearer ${UNSET_BACKEND_KEY}\" } }\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let env = [("SECRET_FOR_CLI_TEST".to_string(), "cli-test-secret-0123456789abcdef0123456789".to_string())];
+    let out = sentinel(&["token", "-c", file, "--sub", "me", "--role", "admin"], dir.path(), &env).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim().split('.').count(), 3, "a token: {}", text(&out.stdout));
+    let out = sentinel(&["client-config", "json", "-c", file], dir.path(), &env).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // No store yet: `audit` says so, and does not complain about the backend's key.
+    let out = sentinel(&["audit", "-c", file], dir.path(), &env).await;
+    assert!(!text(&out.stderr).contains("UNSET_BACKEND_KEY"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no audit store"), "{}", text(&out.stderr));
+    let out = sentinel(&["check", "-c", file], dir.path(), &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("environment variable `UNSET_BACKEND_KEY` is not set"), "{}", text(&out.stdout));
+}
+
+/// Without authentication every caller is the client `anonymous`, in the audit trail as in the
+/// rate limits, and `sentinel audit --client anonymous` finds its calls.
+#[tokio::test]
+async fn callers_without_authentication_are_anonymous_in_the_trail() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let r = HttpClient::modern(&gw.url).call("m__echo", serde_json::json!({"n": 1})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let config = gw.config_path();
+    let args = ["audit", "-c", config.to_str().unwrap(), "--client", "anonymous", "--json"];
+    let seen = std::sync::Mutex::new(String::new());
+    eventually("the call is in the trail", || async {
+        let out = text(&sentinel(&args, gw.dir.path(), &[]).await.stdout);
+        *seen.lock().unwrap() = out.clone();
+        out.contains("m__echo")
+    })
+    .await;
+    let found = seen.into_inner().unwrap();
+    let record: serde_json::Value = serde_json::from_str(found.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!((record["client"].as_str(), record["tool"].as_str()), (Some("anonymous"), Some("m__echo")), "{found}");
+    assert_eq!(record["arguments"], serde_json::json!({"n": 1}), "{found}");
 }

@@ -147,3 +147,91 @@ fn doctor_fails_a_backend_that_does_not_start() {
     assert!(fails[0].contains("backend `ghost`"), "{stdout}");
     assert!(lines_with(&stdout, "pass").iter().any(|l| l.contains("backend `m`")), "{stdout}");
 }
+
+/// A loopback port nobody listens on (bound, then released).
+fn refused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn doctor_names_the_cause_of_a_refused_connection_once() {
+    let port = refused_port();
+    let backends =
+        format!("[[backend]]\nname = \"h\"\nhttp = {{ url = \"http://127.0.0.1:{port}/mcp?key=s3cret\" }}\n");
+    let (dir, path) = doctor_setup(0o600, &backends);
+    let out = sentinel(&["doctor", "-c", path.to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let fails = lines_with(&stdout, "FAIL");
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(fails[0].contains(&format!("connection refused at http://127.0.0.1:{port}/mcp")), "{stdout}");
+    assert_eq!(fails[0].matches("backend `h`").count(), 1, "the backend is named once: {stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_log_names_the_cause_of_a_refused_connection() {
+    let port = refused_port();
+    let gw =
+        Gateway::start(&format!("[[backend]]\nname = \"h\"\nhttp = {{ url = \"http://127.0.0.1:{port}/mcp\" }}\n"));
+    let want = format!("connection refused at http://127.0.0.1:{port}/mcp");
+    eventually("the log says why the backend is down", || async { gw.log().contains(&want) }).await;
+}
+
+#[test]
+fn doctor_fails_literal_secrets_wherever_they_are() {
+    let backends = format!(
+        "[[backend]]\nname = \"h\"\nhttp = {{ url = \"http://127.0.0.1:{}/mcp\", headers = {{ Authorization = \"Bearer literal-t0ken\" }} }}\n\
+         [[backend]]\nname = \"s\"\nstdio = {{ command = {}, env = {{ EXA_API_KEY = \"literal-k3y\" }} }}\n",
+        refused_port(),
+        lit(mock_bin().to_string_lossy())
+    );
+    let (dir, path) = doctor_setup(0o600, &backends);
+    let out = sentinel(&["doctor", "-c", path.to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let literal: Vec<&str> = lines_with(&stdout, "FAIL").into_iter().filter(|l| l.contains("literal secret")).collect();
+    assert_eq!(literal.len(), 2, "{stdout}");
+    assert!(literal[0].contains("backend.0.http.headers.Authorization"), "{stdout}");
+    assert!(literal[1].contains("backend.1.stdio.env.EXA_API_KEY"), "{stdout}");
+    assert!(!stdout.contains("literal-t0ken") && !stdout.contains("literal-k3y"), "{stdout}");
+    // `check` accepts the file, with the same warnings.
+    let out = sentinel(&["check", "-c", path.to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("warning: ") && l.contains("a secret is written in the file")).count(),
+        2,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn doctor_reports_two_tools_of_one_backend_that_slug_alike() {
+    let backends = format!(
+        "[naming]\nstyle = \"contextforge\"\n{}",
+        mock_stdio_backend("gh", None, &["--tool", "get_thing", "--tool", "get-thing", "--tool", "other"])
+    );
+    let (dir, path) = doctor_setup(0o600, &backends);
+    let out = sentinel(&["doctor", "-c", path.to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let fails = lines_with(&stdout, "FAIL");
+    assert_eq!(fails.len(), 1, "{stdout}");
+    assert!(
+        fails[0].contains("tools `get_thing` and `get-thing` of backend `gh` are both exposed as `gh-get-thing`"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn reload_says_which_changes_wait_for_a_restart() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let path = gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replacen("[server]\n", "[server]\nmax_body_bytes = 1000\n", 1)).unwrap();
+    let out = sentinel(&["reload", "-c", path.to_str().unwrap()], gw.dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("NOT applied until the daemon restarts: server.max_body_bytes"), "{}", text(&out));
+    // Back as it was: nothing waits any more.
+    std::fs::write(&path, &original).unwrap();
+    let out = sentinel(&["reload", "-c", path.to_str().unwrap()], gw.dir.path());
+    assert!(out.status.success() && !text(&out).contains("NOT applied"), "{}", text(&out));
+}

@@ -16,8 +16,8 @@ const PAGE: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct AuditOpts {
-    /// Only records newer than this.
-    pub since: Option<Duration>,
+    /// Only records from this time on.
+    pub since: Option<SystemTime>,
     pub client: Option<String>,
     pub tool: Option<String>,
     pub backend: Option<String>,
@@ -46,7 +46,7 @@ impl Default for AuditOpts {
 /// Prints the newest `limit` matching records, oldest at the top (so `--follow` continues
 /// below them), then with `follow` keeps printing new ones until Ctrl-C.
 pub async fn run(url: &str, opts: AuditOpts) -> anyhow::Result<()> {
-    let mut q = query(&opts, now_ms())?;
+    let mut q = query(&opts)?;
     // Reading must not leave an empty database behind (connecting would create one).
     let missing = url.strip_prefix("sqlite://").filter(|p| *p != ":memory:" && !std::path::Path::new(p).exists());
     if let Some(path) = missing {
@@ -93,9 +93,9 @@ pub async fn run(url: &str, opts: AuditOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store query for these options at time `now_ms`; an unknown outcome word is an error
+/// The store query for these options; an unknown outcome word is an error
 /// listing the valid ones.
-pub fn query(opts: &AuditOpts, now_ms: i64) -> anyhow::Result<AuditQuery> {
+pub fn query(opts: &AuditOpts) -> anyhow::Result<AuditQuery> {
     let outcome = match &opts.outcome {
         None => None,
         Some(word) => Some(Outcome::parse(word).ok_or_else(|| {
@@ -103,7 +103,10 @@ pub fn query(opts: &AuditOpts, now_ms: i64) -> anyhow::Result<AuditQuery> {
             anyhow::anyhow!("`--outcome {word}` is not an outcome; use one of: {}", valid.join(", "))
         })?),
     };
-    let since_ms = opts.since.map(|d| now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let since_ms = opts.since.map(|t| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    });
     Ok(AuditQuery {
         since_ms,
         client: opts.client.clone(),
@@ -115,10 +118,123 @@ pub fn query(opts: &AuditOpts, now_ms: i64) -> anyhow::Result<AuditQuery> {
     })
 }
 
+/// `--since`: a duration back from now ("15m", "2h", "7d"), or a time in UTC
+/// ("2026-12-01T09:00:00Z", "2026-12-01 09:00:00", or a date, meaning its midnight).
+pub fn parse_since(s: &str) -> Result<SystemTime, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return SystemTime::now().checked_sub(d).ok_or_else(|| format!("`{s}` reaches back before 1970"));
+    }
+    let time = s.trim_end_matches(['Z', 'z']);
+    humantime::parse_rfc3339_weak(time).or_else(|_| humantime::parse_rfc3339_weak(&format!("{time} 00:00:00"))).map_err(
+        |_| {
+            format!(
+                "`{s}` is neither a duration back from now (\"15m\", \"2h\", \"7d\") nor a UTC time \
+                 (\"2026-12-01T09:00:00Z\", \"2026-12-01 09:00:00\", \"2026-12-01\")"
+            )
+        },
+    )
+}
+
+/// One record as `--json` prints it: `ts` as an RFC 3339 time (UTC, milliseconds) and
+/// `arguments` as the JSON object they were, not as the text the store keeps.
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    id: uuid::Uuid,
+    ts: String,
+    client: Option<&'a str>,
+    roles: &'a [String],
+    session: Option<&'a str>,
+    transport: &'a str,
+    method: &'a str,
+    tool: Option<&'a str>,
+    backend: Option<&'a str>,
+    arguments: Option<Arguments<'a>>,
+    outcome: Outcome,
+    error_code: Option<i64>,
+    latency_ms: f64,
+    backend_latency_ms: Option<f64>,
+    response_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Arguments<'a> {
+    Json(&'a serde_json::value::RawValue),
+    /// Text that is not JSON (never written by Sentinel) is shown as it is.
+    Text(&'a str),
+}
+
+impl<'a> JsonRecord<'a> {
+    fn of(r: &'a AuditRecord) -> JsonRecord<'a> {
+        let arguments = r.arguments.as_deref().map(|a| match serde_json::from_str(a) {
+            Ok(raw) => Arguments::Json(raw),
+            Err(_) => Arguments::Text(a),
+        });
+        JsonRecord {
+            id: r.id,
+            ts: time(r.ts_ms),
+            client: r.client.as_deref(),
+            roles: &r.roles,
+            session: r.session.as_deref(),
+            transport: &r.transport,
+            method: &r.method,
+            tool: r.tool.as_deref(),
+            backend: r.backend.as_deref(),
+            arguments,
+            outcome: r.outcome,
+            error_code: r.error_code,
+            latency_ms: r.latency_ms,
+            backend_latency_ms: r.backend_latency_ms,
+            response_bytes: r.response_bytes,
+        }
+    }
+}
+
+/// Reads back a line `--json` printed: the record as the store keeps it.
+pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: uuid::Uuid,
+        ts: String,
+        client: Option<String>,
+        roles: Vec<String>,
+        session: Option<String>,
+        transport: String,
+        method: String,
+        tool: Option<String>,
+        backend: Option<String>,
+        arguments: Option<Box<serde_json::value::RawValue>>,
+        outcome: Outcome,
+        error_code: Option<i64>,
+        latency_ms: f64,
+        backend_latency_ms: Option<f64>,
+        response_bytes: u64,
+    }
+    let l: Line = serde_json::from_str(line)?;
+    let ts = humantime::parse_rfc3339(&l.ts)?.duration_since(UNIX_EPOCH)?;
+    Ok(AuditRecord {
+        id: l.id,
+        ts_ms: i64::try_from(ts.as_millis())?,
+        client: l.client,
+        roles: l.roles,
+        session: l.session,
+        transport: l.transport,
+        method: l.method,
+        tool: l.tool,
+        backend: l.backend,
+        arguments: l.arguments.map(|a| a.get().to_string()),
+        outcome: l.outcome,
+        error_code: l.error_code,
+        latency_ms: l.latency_ms,
+        backend_latency_ms: l.backend_latency_ms,
+        response_bytes: l.response_bytes,
+    })
+}
+
 fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     for r in records {
         if json {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
+            writeln!(out, "{}", serde_json::to_string(&JsonRecord::of(r))?)?;
         } else {
             writeln!(out, "{}", row(r))?;
         }
@@ -197,17 +313,44 @@ mod tests {
     #[test]
     fn unknown_outcome_lists_the_valid_words() {
         let opts = AuditOpts { outcome: Some("denied".into()), ..AuditOpts::default() };
-        let e = query(&opts, 0).unwrap_err().to_string();
+        let e = query(&opts).unwrap_err().to_string();
         assert!(e.contains("`--outcome denied`") && e.contains("denied_rbac") && e.contains("unavailable"), "{e}");
         let opts = AuditOpts { outcome: Some("rate_limited".into()), ..AuditOpts::default() };
-        assert_eq!(query(&opts, 0).unwrap().outcome, Some(Outcome::RateLimited));
+        assert_eq!(query(&opts).unwrap().outcome, Some(Outcome::RateLimited));
     }
 
     #[test]
-    fn since_is_relative_to_now() {
-        let opts = AuditOpts { since: Some(Duration::from_secs(60)), limit: 7, ..AuditOpts::default() };
-        let q = query(&opts, 100_000).unwrap();
+    fn since_takes_a_duration_or_a_time() {
+        let at = |s: &str| parse_since(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert!((now - 3600 - 2..=now - 3600).contains(&at("1h").unwrap()));
+        assert!((now - 7 * 86400 - 2..=now - 7 * 86400).contains(&at("7d").unwrap()));
+        assert_eq!(at("2026-12-01T09:00:00Z"), Ok(1_796_115_600));
+        assert_eq!(at("2026-12-01 09:00:00"), Ok(1_796_115_600));
+        assert_eq!(at("2026-12-01"), Ok(1_796_083_200));
+        assert!(at("yesterday").unwrap_err().contains("neither a duration"));
+        let opts = AuditOpts { since: Some(UNIX_EPOCH + Duration::from_secs(40)), limit: 7, ..AuditOpts::default() };
+        let q = query(&opts).unwrap();
         assert_eq!((q.since_ms, q.limit), (Some(40_000), 7));
+    }
+
+    #[test]
+    fn json_lines_have_ts_and_arguments_as_json() {
+        let mut r = AuditRecord::start("tools/call", "http", Some("alice"), &[], None);
+        r.ts_ms = 1_700_000_000_123;
+        r.arguments = Some(r#"{"q":"x","password":"[redacted]"}"#.into());
+        let mut out = Vec::new();
+        print(&mut out, &[r], true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["arguments"]["q"], "x");
+        assert!(v.get("ts_ms").is_none(), "{v}");
+        assert_eq!(v["client"], "alice");
+        let back = parse_json_line(std::str::from_utf8(&out).unwrap().trim()).unwrap();
+        assert_eq!(
+            (back.ts_ms, back.arguments.as_deref()),
+            (1_700_000_000_123, Some(r#"{"q":"x","password":"[redacted]"}"#))
+        );
     }
 
     #[test]

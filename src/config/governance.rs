@@ -137,13 +137,7 @@ fn glob_ok(src: &Source, path: &[String], g: &str, problems: &mut Vec<Problem>) 
     }
 }
 
-pub fn auth(
-    src: &Source,
-    raw: Option<RawAuth>,
-    listen_is_loopback: bool,
-    problems: &mut Vec<Problem>,
-    warnings: &mut Vec<Problem>,
-) -> AuthConfig {
+pub fn auth(src: &Source, raw: Option<RawAuth>, listen_is_loopback: bool, problems: &mut Vec<Problem>) -> AuthConfig {
     let Some(a) = raw else {
         problems.push(src.problem(
             &key(&["auth"]),
@@ -166,33 +160,27 @@ pub fn auth(
         }
         return AuthConfig::Disabled;
     }
-    let secret =
-        match (a.hs256_secret, a.hs256_secret_file) {
-            (Some(_), Some(_)) => {
-                problems.push(src.problem(
-                    &key(&["auth", "hs256_secret_file"]),
-                    "set `hs256_secret` or `hs256_secret_file`, not both",
-                ));
+    // Both set is one mistake, said once: not also "no key" (literal secrets are a check of
+    // their own, in `checks`; the JWKS keys are checked there too, as the authenticator reads them).
+    let both = a.hs256_secret.is_some() && a.hs256_secret_file.is_some();
+    let secret = match (a.hs256_secret, a.hs256_secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push(src.problem(
+                &key(&["auth", "hs256_secret_file"]),
+                "both `hs256_secret` and `hs256_secret_file` are set; keep one",
+            ));
+            None
+        }
+        (Some(s), None) => Some(s),
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) => {
+                problems.push(src.problem(&key(&["auth", "hs256_secret_file"]), format!("cannot read `{f}`: {e}")));
                 None
             }
-            (Some(s), None) => {
-                if !src.raw_string(&key(&["auth", "hs256_secret"])).is_some_and(|r| r.contains("${")) {
-                    warnings.push(src.problem(
-                        &key(&["auth", "hs256_secret"]),
-                        "the secret is written in the file; prefer \"${SENTINEL_JWT_SECRET}\" or `hs256_secret_file`",
-                    ));
-                }
-                Some(s)
-            }
-            (None, Some(f)) => match std::fs::read_to_string(&f) {
-                Ok(s) => Some(s.trim().to_string()),
-                Err(e) => {
-                    problems.push(src.problem(&key(&["auth", "hs256_secret_file"]), format!("cannot read `{f}`: {e}")));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        },
+        (None, None) => None,
+    };
     if let Some(s) = &secret {
         if s.len() < 32 {
             problems.push(src.problem(
@@ -201,12 +189,7 @@ pub fn auth(
             ));
         }
     }
-    if let Some(u) = &a.jwks_url {
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            problems.push(src.problem(&key(&["auth", "jwks_url"]), format!("`{u}` is not an http(s) URL")));
-        }
-    }
-    if secret.is_none() && a.jwks_url.is_none() && a.jwks_file.is_none() {
+    if !both && secret.is_none() && a.jwks_url.is_none() && a.jwks_file.is_none() {
         problems.push(src.problem(
             &key(&["auth"]),
             "`[auth]` needs a key: `hs256_secret` (or `hs256_secret_file`), `jwks_url` or `jwks_file` — or `disabled = true`",

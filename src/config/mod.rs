@@ -2,9 +2,11 @@
 //! `Config`. Validation collects every problem so `sentinel check` can list them all.
 
 mod alerts;
+mod checks;
 mod governance;
 mod raw;
 mod source;
+mod state;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -16,13 +18,30 @@ pub use governance::redact_url;
 pub use governance::{
     AuditConfig, AuthConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
 };
-pub use source::{Problem, expand};
+pub use source::{Needs, Problem, expand};
+pub use state::{DEV_SECRET_FILE, state_dir};
 
 use raw::{RawBackend, RawConfig};
-use source::Source;
+use source::{Interpolation, Source};
 
 /// The embedded default used when no config file exists: loopback, no backends.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// How the embedded default is named in messages.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// The settings read once at start: a reload leaves them as they were, says so in its log line,
+/// and sets `sentinel_config_restart_pending{setting}` for those the file changes.
+pub const RESTART_ONLY: [&str; 8] = [
+    "server.listen",
+    "server.max_body_bytes",
+    "audit.url",
+    "audit.on_audit_failure",
+    "audit.durability",
+    "audit.spool_dir",
+    "audit.retain",
+    "audit.queue/batch/flush_interval",
+];
 
 /// Default file name looked up in the working directory.
 pub const DEFAULT_FILE: &str = "sentinel.toml";
@@ -42,11 +61,17 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Webhooks told of backend and audit trouble; none configured means no alerts.
     pub alerts: crate::alerts::AlertsConfig,
-    /// Things accepted but worth changing (e.g. a literal secret in the file).
+    /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
-    /// The HS256 secret generated for the embedded default (a development setup): `serve`
-    /// prints a token made with it so a new user can connect at once.
-    pub generated_secret: Option<String>,
+    /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
+    /// header, a secret-named `env` value, a database password): accepted with a warning from
+    /// `check`, a failure for `doctor`.
+    pub literal_secrets: Vec<Problem>,
+    /// Every `${VAR}` the file refers to, once each, in file order.
+    pub variables: Vec<String>,
+    /// On the embedded default, the file holding its development secret (in the state
+    /// directory): `serve` prints a token made with it, and `stdio` and `token` use it too.
+    pub dev_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,53 +189,97 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
 
 impl Config {
     /// Loads a config file, or the embedded default for `None`, reading `${ENV}` from the
-    /// process environment.
+    /// process environment; every variable must be set. What every command that runs a gateway
+    /// or judges a config (`serve`, `stdio`, `check`, `doctor`, `reload`) calls: one validation.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(path, Needs::All)
+    }
+
+    /// [`load`](Config::load) for a command that needs only some sections' variables (`token`
+    /// needs the `[auth]` secret, `audit` the `[audit]` URL, not a backend's API key). The file
+    /// is validated all the same.
+    pub fn load_with(path: Option<&Path>, needs: Needs) -> Result<Config, ConfigError> {
         let env = |k: &str| std::env::var(k).ok();
         match path {
             None => {
-                // A fresh secret per start: the dev token printed at start is the only way in.
-                let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                let env = |k: &str| if k == "SENTINEL_DEV_SECRET" { Some(secret.clone()) } else { env(k) };
-                let mut c = Config::parse("<embedded default>", EMBEDDED_DEFAULT, None, &env)?;
-                c.generated_secret = Some(secret);
-                Ok(c)
+                let whole = |message: String| ConfigError(vec![Problem::whole(EMBEDDED_NAME, message)]);
+                let dir = state::state_dir().map_err(whole)?;
+                Config::embedded(&dir)
             }
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
-                    ConfigError(vec![Problem {
-                        location: p.display().to_string(),
-                        key: String::new(),
-                        message: format!("cannot read config file: {e}"),
-                    }])
+                    ConfigError(vec![Problem::whole(&p.display().to_string(), format!("cannot read config file: {e}"))])
                 })?;
                 let name = p.display().to_string();
-                Config::parse(&name, &text, Some(p), &env)
+                let base = p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                Config::parse_in(&name, &text, Some(p), base, &env, needs)
             }
         }
     }
 
-    /// Parses and validates config text; `env` resolves `${NAME}`.
+    /// The embedded default, keeping its development secret, audit database and spool in the
+    /// state directory `dir` (created if needed), so that every process on it agrees.
+    pub fn embedded(dir: &Path) -> Result<Config, ConfigError> {
+        let secret = state::dev_secret(dir).map_err(|m| ConfigError(vec![Problem::whole(EMBEDDED_NAME, m)]))?;
+        let env = |k: &str| if k == "SENTINEL_DEV_SECRET" { Some(secret.clone()) } else { std::env::var(k).ok() };
+        let mut c = Config::parse_in(EMBEDDED_NAME, EMBEDDED_DEFAULT, None, dir, &env, Needs::All)?;
+        c.dev_secret_file = Some(dir.join(DEV_SECRET_FILE));
+        Ok(c)
+    }
+
+    /// Parses and validates config text; `env` resolves `${NAME}`, and every variable must be
+    /// set. Relative paths are resolved beside `path`.
     pub fn parse(
         name: &str,
         text: &str,
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let base = path.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse_in(name, text, path, base, env, Needs::All)
+    }
+
+    fn parse_in(
+        name: &str,
+        text: &str,
+        path: Option<&Path>,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        needs: Needs,
+    ) -> Result<Config, ConfigError> {
         let src = Source::new(name, text);
         let mut problems = Vec::new();
-        let Some(raw) = src.deserialize::<RawConfig>(env, &mut problems) else {
-            return Err(ConfigError(problems));
+        let mut found = Interpolation::default();
+        let Some(raw) = src.deserialize::<RawConfig>(env, needs, &mut found, &mut problems) else {
+            problems.append(&mut found.problems);
+            return Err(ConfigError(in_file_order(problems)));
         };
-        let mut config = validate(&src, raw, path, &mut problems);
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let mut config = validate(&src, raw, path, &base, &mut problems);
+        config.variables = std::mem::take(&mut found.variables);
+        checks::run(&src, &mut config, &mut problems);
+        // A value that could not be filled in is reported once, as unset, and judged no further.
+        problems.retain(|p| !found.covers(&p.key));
+        config.warnings.retain(|p| !found.covers(&p.key));
+        problems.append(&mut found.problems);
         if problems.is_empty() {
-            config.warnings.sort_by_key(|p| p.location.clone());
+            config.warnings.sort_by_key(line_of);
+            config.literal_secrets.sort_by_key(line_of);
             return Ok(config);
         }
-        // In file order, so the list reads top to bottom like the file.
-        problems.sort_by_key(|p| p.location.rsplit_once(':').and_then(|(_, l)| l.parse::<usize>().ok()).unwrap_or(0));
-        Err(ConfigError(problems))
+        Err(ConfigError(in_file_order(problems)))
     }
+}
+
+/// The line a problem points at (0 for the whole file).
+fn line_of(p: &Problem) -> usize {
+    p.location.rsplit_once(':').and_then(|(_, l)| l.parse::<usize>().ok()).unwrap_or(0)
+}
+
+/// In file order, so the list reads top to bottom like the file.
+fn in_file_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(line_of);
+    problems
 }
 
 pub(super) fn key(parts: &[&str]) -> Vec<String> {
@@ -242,7 +311,7 @@ fn duration(
     }
 }
 
-fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Vec<Problem>) -> Config {
+fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, problems: &mut Vec<Problem>) -> Config {
     let s = raw.server;
     let listen_str = s.listen.unwrap_or_else(|| "127.0.0.1:8800".into());
     let allow_public = s.allow_public.unwrap_or(false);
@@ -356,20 +425,14 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
     }
 
     let mut warnings = Vec::new();
-    let auth = governance::auth(src, raw.auth, server.listen.ip().is_loopback(), problems, &mut warnings);
+    let auth = governance::auth(src, raw.auth, server.listen.ip().is_loopback(), problems);
     let roles = governance::roles(src, raw.roles, problems);
     let rate_limit = governance::rate_limit(src, raw.rate_limit, problems);
     let names: Vec<String> = backends.iter().map(|b: &BackendConfig| b.name.clone()).collect();
     let kill_switch = governance::kill_switch(src, raw.kill_switch, &names, problems);
     let validation = governance::validation(src, raw.validation, problems);
-    // Relative audit paths live beside the config file (the working folder for the default).
-    let base = path
-        .and_then(Path::parent)
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let base = std::path::absolute(&base).unwrap_or(base);
-    let audit = governance::audit(src, raw.audit, &base, problems, &mut warnings);
+    // Relative audit paths live beside the config file (the state directory for the default).
+    let audit = governance::audit(src, raw.audit, base, problems, &mut warnings);
     let alerts = alerts::alerts(src, raw.alerts, problems);
     Config {
         path: path.map(Path::to_path_buf),
@@ -384,7 +447,9 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, problems: &mut Ve
         audit,
         alerts,
         warnings,
-        generated_secret: None,
+        literal_secrets: Vec::new(),
+        variables: Vec::new(),
+        dev_secret_file: None,
     }
 }
 

@@ -19,6 +19,13 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem with the whole file (it cannot be read, or made).
+    pub fn whole(location: &str, message: impl Into<String>) -> Problem {
+        Problem { location: location.to_string(), key: String::new(), message: message.into() }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.key.is_empty() {
@@ -90,12 +97,36 @@ impl<'a> Source<'a> {
 
     /// A string value exactly as written in the file (before `${ENV}` interpolation).
     pub fn raw_string(&self, path: &[String]) -> Option<String> {
-        let doc = self.doc.as_ref()?;
-        let mut item = doc.as_item();
+        self.raw_item(path)?.as_str().map(str::to_string)
+    }
+
+    /// Whether the file itself sets this key (rather than leaving it to its default).
+    pub fn raw_value_exists(&self, path: &[String]) -> bool {
+        self.raw_item(path).is_some_and(|i| !i.is_none())
+    }
+
+    fn raw_item(&self, path: &[String]) -> Option<&Item> {
+        let mut item = self.doc.as_ref()?.as_item();
         for seg in path {
-            item = item.get(seg.as_str())?;
+            item = match seg.parse::<usize>() {
+                Ok(i) if item.is_array() || item.is_array_of_tables() => item.get(i)?,
+                _ => item.get(seg.as_str())?,
+            };
         }
-        item.as_str().map(str::to_string)
+        Some(item)
+    }
+
+    /// What a TOML syntax error says, naming the key of a duplicate (toml says only "duplicate
+    /// key"; the span points at the second one).
+    fn syntax_message(&self, e: &toml::de::Error) -> String {
+        let what = e.message().trim_end_matches('.');
+        let named = e.span().and_then(|span| self.text.get(span)).map(|t| t.trim().trim_matches(['[', ']']).trim());
+        match named {
+            Some(name) if what.starts_with("duplicate key") && !name.is_empty() => {
+                format!("invalid TOML: `{name}` is defined twice (a table or key may appear only once: merge the two)")
+            }
+            _ => format!("invalid TOML: {what}"),
+        }
     }
 
     pub fn problem(&self, path: &[String], message: impl Into<String>) -> Problem {
@@ -103,11 +134,14 @@ impl<'a> Source<'a> {
     }
 
     /// Parses, interpolates `${ENV}` and deserializes into `T`, collecting every problem
-    /// it can find rather than stopping at the first. `None` when the file could not be read
-    /// as a `T` at all (syntax or type error): then there is nothing to validate further.
+    /// it can find rather than stopping at the first (unset variables go to `found`). `None`
+    /// when the file could not be read as a `T` at all (syntax or type error): then there is
+    /// nothing to validate further.
     pub fn deserialize<T: DeserializeOwned>(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        needs: Needs,
+        found: &mut Interpolation,
         problems: &mut Vec<Problem>,
     ) -> Option<T> {
         let mut table: toml::Table = match self.text.parse() {
@@ -118,20 +152,23 @@ impl<'a> Source<'a> {
                     Some(span) => format!("{}:{}", self.name, self.line_of_offset(span.start)),
                     None => self.name.to_string(),
                 };
-                problems.push(Problem {
-                    location,
-                    key: String::new(),
-                    message: format!("invalid TOML: {}", e.message()),
-                });
+                problems.push(Problem { location, key: String::new(), message: self.syntax_message(&e) });
                 return None;
             }
         };
         let mut path = Vec::new();
+        let mut unset = Vec::new();
         for (k, v) in table.iter_mut() {
             path.push(k.clone());
-            interpolate(v, &mut path, env, &mut |p, m| problems.push(self.problem(p, m)));
+            let needed = needs.covers(k);
+            interpolate(v, &mut path, env, found, &mut |p, m| {
+                if needed {
+                    unset.push(self.problem(p, m))
+                }
+            });
             path.pop();
         }
+        found.problems = unset;
 
         let mut unknown = Vec::new();
         let mut on_unknown = |p: serde_ignored::Path| unknown.push(p.to_string());
@@ -168,35 +205,95 @@ enum Node<'d> {
     Value(&'d toml_edit::Value),
 }
 
+/// Which `${VAR}`s a command needs: every one (`serve`, `stdio`, `check`, `doctor`, `reload`),
+/// or only those in some top-level sections — `sentinel token` needs the `[auth]` secret, not a
+/// backend's API key. A variable a command does not need may be unset: its value stays as
+/// written, and nothing is said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    All,
+    Sections(&'static [&'static str]),
+}
+
+impl Needs {
+    fn covers(self, section: &str) -> bool {
+        match self {
+            Needs::All => true,
+            Needs::Sections(s) => s.contains(&section),
+        }
+    }
+}
+
+/// What interpolation found besides the values.
+#[derive(Debug, Default)]
+pub struct Interpolation {
+    /// Every variable the file refers to, once each, in file order (`client-config` hands them
+    /// to the stdio gateway it prints).
+    pub variables: Vec<String>,
+    /// Dotted keys whose value could not be filled in. Whatever else is wrong with such a value
+    /// is a consequence (an unset secret is not also "too short"), so it is not reported.
+    pub unresolved: Vec<String>,
+    /// The variables the command needs that are not set, one problem each.
+    pub problems: Vec<Problem>,
+}
+
+impl Interpolation {
+    /// Whether `key` is, or sits inside, a value that could not be filled in.
+    pub fn covers(&self, key: &str) -> bool {
+        self.unresolved.iter().any(|u| key == u || key.strip_prefix(u.as_str()).is_some_and(|r| r.starts_with('.')))
+    }
+}
+
 /// Replaces `${NAME}` in every string with the environment variable's value; `$${` is a
 /// literal `${`. Interpolation happens after parsing, so a value can never inject TOML.
 fn interpolate(
     v: &mut toml::Value,
     path: &mut Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
+    found: &mut Interpolation,
     report: &mut dyn FnMut(&[String], String),
 ) {
     match v {
-        toml::Value::String(s) if s.contains('$') => match expand(s, env) {
-            Ok(out) => *s = out,
-            Err(msg) => report(path, msg),
-        },
+        toml::Value::String(s) if s.contains('$') => {
+            for name in references(s) {
+                if !found.variables.contains(&name) {
+                    found.variables.push(name);
+                }
+            }
+            match expand(s, env) {
+                Ok(out) => *s = out,
+                Err(msg) => {
+                    found.unresolved.push(path.join("."));
+                    report(path, msg)
+                }
+            }
+        }
         toml::Value::Array(a) => {
             for (i, x) in a.iter_mut().enumerate() {
                 path.push(i.to_string());
-                interpolate(x, path, env, report);
+                interpolate(x, path, env, found, report);
                 path.pop();
             }
         }
         toml::Value::Table(t) => {
             for (k, x) in t.iter_mut() {
                 path.push(k.clone());
-                interpolate(x, path, env, report);
+                interpolate(x, path, env, found, report);
                 path.pop();
             }
         }
         _ => {}
     }
+}
+
+/// The variable names `${NAME}` references in `s` (not the `$${` escape).
+pub fn references(s: &str) -> Vec<String> {
+    let names = std::cell::RefCell::new(Vec::new());
+    let _ = expand(s, &|name| {
+        names.borrow_mut().push(name.to_string());
+        Some(String::new())
+    });
+    names.into_inner()
 }
 
 pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {

@@ -16,17 +16,27 @@ fn parse_exact(text: &str) -> Result<Config, ConfigError> {
 
 #[test]
 fn embedded_default_is_valid_and_loopback() {
-    let c = Config::load(None).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let c = Config::embedded(state.path()).unwrap();
     assert!(c.server.listen.ip().is_loopback());
     assert!(c.backends.is_empty());
-    let secret = c.generated_secret.clone().expect("a generated dev secret");
+    let file = c.dev_secret_file.clone().expect("the dev secret's file");
+    assert_eq!(file, state.path().join(DEV_SECRET_FILE));
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
     assert!(secret.len() >= 32);
     match &c.auth {
         AuthConfig::Jwt(j) => assert_eq!(j.hs256_secret.as_deref(), Some(secret.as_str())),
         AuthConfig::Disabled => panic!("the embedded default must authenticate"),
     }
     assert!(!format!("{:?}", c.auth).contains(&secret), "the secret stays out of debug output");
-    assert_ne!(Config::load(None).unwrap().generated_secret, Some(secret), "a new secret per start");
+    // The next process on the default (`stdio`, `token`) checks tokens with the same secret.
+    let again = Config::embedded(state.path()).unwrap();
+    match &again.auth {
+        AuthConfig::Jwt(j) => assert_eq!(j.hs256_secret.as_deref(), Some(secret.as_str())),
+        AuthConfig::Disabled => unreachable!(),
+    }
+    // Its audit trail sits in the state directory too, wherever the process was started.
+    assert!(c.audit.url.starts_with(&format!("sqlite://{}", state.path().display())), "{}", c.audit.url);
 }
 
 #[test]
@@ -54,7 +64,7 @@ fn governance_sections() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     let c = parse_exact("[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
-    assert!(c.warnings[0].to_string().contains("written in the file"), "{:?}", c.warnings);
+    assert!(c.literal_secrets[0].to_string().contains("written in the file"), "{:?}", c.literal_secrets);
     let err = parse_exact("[server]\nlisten = \"0.0.0.0:1\"\nallow_public = true\n[auth]\ndisabled = true\n")
         .unwrap_err()
         .to_string();
@@ -192,4 +202,103 @@ fn contextforge_naming_separator() {
     assert_eq!(parse("").unwrap().naming.separator, "__", "prefixed style keeps its default");
     let err = parse("[naming]\nstyle = \"contextforge\"\nseparator = \"__\"\n").unwrap_err();
     assert!(err.to_string().contains("t.toml:3: `naming.separator`: `__` is not a ContextForge separator"), "{err}");
+}
+
+/// Parses as a command that needs only `needs`' variables would.
+fn parse_needing(text: &str, needs: Needs) -> Result<Config, ConfigError> {
+    let env = |k: &str| (k == "JWT_SECRET").then(|| "0123456789abcdef0123456789abcdef".to_string());
+    Config::parse_in("t.toml", text, None, Path::new("."), &env, needs)
+}
+
+#[test]
+fn an_unset_secret_is_one_problem() {
+    let err = parse_exact("[auth]\nhs256_secret = \"${NOPE}\"\n").unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(err.to_string().contains("environment variable `NOPE` is not set"), "{err}");
+}
+
+#[test]
+fn both_secret_keys_is_said_once_and_exactly() {
+    let err = parse_exact("[auth]\nhs256_secret = \"${JWT_SECRET}\"\nhs256_secret_file = \"/nope\"\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.toml:3: `auth.hs256_secret_file`: both `hs256_secret` and `hs256_secret_file` are set; keep one"
+    );
+}
+
+#[test]
+fn a_duplicate_table_is_named() {
+    let err = parse_exact("[auth]\ndisabled = true\n\n[auth]\ndisabled = true\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.toml:4: invalid TOML: `auth` is defined twice (a table or key may appear only once: merge the two)"
+    );
+}
+
+#[test]
+fn commands_need_only_their_sections_variables() {
+    let text = "[auth]\nhs256_secret = \"${JWT_SECRET}\"\n[[backend]]\nname = \"n\"\nhttp = { url = \"http://127.0.0.1:1/mcp\", headers = { Authorization = \"Bearer ${N8N_TOKEN}\" } }\n[[alerts.webhook]]\nurl = \"${HOOK}\"\n";
+    let c = parse_needing(text, Needs::Sections(&["auth"])).unwrap();
+    assert_eq!(c.variables, ["JWT_SECRET", "N8N_TOKEN", "HOOK"]);
+    // Still validated: a real problem elsewhere is still one.
+    let err = parse_needing(&format!("{text}[server]\nlisen = 1\n"), Needs::Sections(&["auth"])).unwrap_err();
+    assert!(err.to_string().contains("unknown key"), "{err}");
+    // What `[auth]` needs is needed.
+    let err = parse_needing(&text.replace("JWT_SECRET", "UNSET_SECRET"), Needs::Sections(&["auth"])).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    // Everything, for the commands that run a gateway or judge the file: each unset one once.
+    let err = parse_needing(text, Needs::All).unwrap_err();
+    assert_eq!(err.0.len(), 2, "{err}");
+    assert!(err.to_string().contains("`N8N_TOKEN` is not set") && err.to_string().contains("`HOOK` is not set"));
+}
+
+#[test]
+fn auth_keys_are_checked_as_the_authenticator_reads_them() {
+    let cases = [
+        (
+            "jwks_url = \"http://idp.example.com/jwks\"",
+            "`auth.jwks_url`: `http://idp.example.com/jwks` must use https://",
+        ),
+        (
+            "jwks_file = \"/nonexistent/jwks.json\"",
+            "`auth.jwks_file`: cannot load the JWKS from `/nonexistent/jwks.json`: cannot open",
+        ),
+        ("jwks_url = \"https://idp.example.com/jwks\"\njwks_file = \"/x\"", "set `jwks_url` or `jwks_file`, not both"),
+        (
+            "hs256_secret = \"${JWT_SECRET}\"\nrole_claim = \"realm..roles\"",
+            "`auth.role_claim`: `realm..roles` is not a claim name",
+        ),
+    ];
+    for (auth, want) in cases {
+        let err = parse_exact(&format!("[auth]\n{auth}\n")).unwrap_err().to_string();
+        assert!(err.contains(want), "{auth}: missing {want:?} in:\n{err}");
+    }
+    assert!(parse_exact("[auth]\njwks_url = \"http://127.0.0.1:9/jwks\"\n").is_ok(), "plain http on loopback");
+}
+
+#[test]
+fn a_prefix_in_the_contextforge_style_is_refused() {
+    let err = parse("[naming]\nstyle = \"contextforge\"\n[[backend]]\nname = \"gh\"\nprefix = \"github\"\nstdio = { command = \"x\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("t.toml:5: `backend.0.prefix`: `prefix` has no effect with `[naming] style = \"contextforge\"`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn literal_secrets_are_flagged_wherever_they_are() {
+    let c = parse(
+        "[[backend]]\nname = \"h\"\nhttp = { url = \"http://127.0.0.1:1/mcp\", headers = { Authorization = \"Bearer abc\", Accept = \"x\" } }\n\
+         [[backend]]\nname = \"s\"\nstdio = { command = \"x\", env = { EXA_API_KEY = \"k-123\", NODE_ENV = \"production\", GH_TOKEN = \"${TOKEN}\" } }\n\
+         [audit]\nurl = \"postgres://u:pw@127.0.0.1/db\"\n",
+    )
+    .unwrap();
+    let keys: Vec<&str> = c.literal_secrets.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["backend.0.http.headers.Authorization", "backend.1.stdio.env.EXA_API_KEY", "audit.url"]);
+    assert!(c.literal_secrets.iter().all(|p| p.message.starts_with("a secret is written in the file")));
+    assert!(
+        !format!("{:?}", c.literal_secrets).contains("abc") && !format!("{:?}", c.literal_secrets).contains("k-123")
+    );
 }

@@ -77,6 +77,7 @@ impl Gateway {
             self.alerter.store(Arc::new(crate::alerts::Alerter::start(&new.alerts, self.client.clone())));
         }
         let names: Vec<String> = new.backends.iter().map(|b| b.name.clone()).collect();
+        self.metrics.restart_pending(&needs_restart);
         self.live.store(Arc::new(Live { config: Arc::new(new), slots, active: active.clone() }));
         self.rebuild_catalog();
         for kind in ["tools", "prompts", "resources"] {
@@ -107,26 +108,27 @@ impl Gateway {
     }
 }
 
-/// Settings read once at start: a reload cannot apply them, and says so.
+/// Settings read once at start (`config::RESTART_ONLY`) that the new file changes: a reload
+/// cannot apply them, and says so.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.audit, &new.audit);
-    [
-        ("server.listen", old.server.listen != new.server.listen),
-        ("server.max_body_bytes", old.server.max_body_bytes != new.server.max_body_bytes),
-        ("audit.url", o.url != n.url),
-        // The writer decides what an unwritable spool means when it is started.
-        ("audit.on_audit_failure", o.fail_open != n.fail_open),
-        ("audit.durability", o.durability != n.durability),
-        ("audit.spool_dir", o.spool_dir != n.spool_dir),
-        ("audit.retain", o.retain != n.retain),
-        (
-            "audit.queue/batch/flush_interval",
-            (o.queue, o.batch, o.flush_interval) != (n.queue, n.batch, n.flush_interval),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(key, changed)| changed.then_some(key))
-    .collect()
+    crate::config::RESTART_ONLY
+        .into_iter()
+        .filter(|key| match *key {
+            "server.listen" => old.server.listen != new.server.listen,
+            "server.max_body_bytes" => old.server.max_body_bytes != new.server.max_body_bytes,
+            "audit.url" => o.url != n.url,
+            // The writer decides what an unwritable spool means when it is started.
+            "audit.on_audit_failure" => o.fail_open != n.fail_open,
+            "audit.durability" => o.durability != n.durability,
+            "audit.spool_dir" => o.spool_dir != n.spool_dir,
+            "audit.retain" => o.retain != n.retain,
+            "audit.queue/batch/flush_interval" => {
+                (o.queue, o.batch, o.flush_interval) != (n.queue, n.batch, n.flush_interval)
+            }
+            other => unreachable!("RESTART_ONLY names `{other}`, which reload does not compare"),
+        })
+        .collect()
 }
 
 fn summarize(
@@ -152,4 +154,27 @@ fn summarize(
         line.push_str(&format!("; NOT applied until a restart: {}", needs_restart.join(", ")));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("[auth]\ndisabled = true\n{extra}");
+        Config::parse("t.toml", &text, None, &|_| None).unwrap()
+    }
+
+    /// Every setting `RESTART_ONLY` names is compared (none reaches the `unreachable!`), and
+    /// each is reported when, and only when, it changes.
+    #[test]
+    fn each_restart_only_setting_is_compared() {
+        let old = config("");
+        assert!(restart_only_changes(&old, &old).is_empty());
+        let changed = config(
+            "[server]\nlisten = \"127.0.0.1:9\"\nmax_body_bytes = 7\n[audit]\nurl = \"sqlite://other.db\"\n\
+             on_audit_failure = \"fail_open\"\ndurability = \"fsync\"\nspool_dir = \"other-spool\"\nretain = \"1d\"\nqueue = 7\n",
+        );
+        assert_eq!(restart_only_changes(&old, &changed), crate::config::RESTART_ONLY);
+    }
 }

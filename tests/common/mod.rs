@@ -400,6 +400,17 @@ impl StdioClient {
         StdioClient { child, stdin, lines }
     }
 
+    /// With an environment holding only `env`, in `cwd`: as a client that passes nothing else.
+    pub fn spawn_clean(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> StdioClient {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear().envs(env.iter().copied()).current_dir(cwd);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn stdio peer");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        StdioClient { child, stdin, lines }
+    }
+
     pub async fn send(&mut self, msg: &str) {
         self.stdin.write_all(msg.as_bytes()).await.unwrap();
         self.stdin.write_all(b"\n").await.unwrap();

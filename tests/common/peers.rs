@@ -56,8 +56,20 @@ impl Peers {
     /// Runs `tests/py/sdk_client.py` (the official Python SDK client) with these arguments and
     /// returns the JSON it prints: `protocolVersion`, `tools` and `calls`.
     pub fn sdk_client(&self, args: &[&str]) -> serde_json::Value {
+        self.run_sdk_client(args, Command::new(self.python()))
+    }
+
+    /// [`sdk_client`](Self::sdk_client) with an environment holding only `env`, in `cwd`: a
+    /// client that passes its stdio server nothing of its own but PATH and HOME.
+    pub fn sdk_client_in(&self, args: &[&str], env: &[(&str, &str)], cwd: &std::path::Path) -> serde_json::Value {
+        let mut cmd = Command::new(self.python());
+        cmd.env_clear().envs(env.iter().copied()).current_dir(cwd);
+        self.run_sdk_client(args, cmd)
+    }
+
+    fn run_sdk_client(&self, args: &[&str], mut cmd: Command) -> serde_json::Value {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/sdk_client.py");
-        let out = Command::new(self.python()).arg(script).args(args).output().expect("run the Python SDK client");
+        let out = cmd.arg(script).args(args).output().expect("run the Python SDK client");
         assert!(
             out.status.success(),
             "sdk_client.py {args:?} failed ({}):\n{}",

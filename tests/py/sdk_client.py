@@ -3,7 +3,11 @@ JSON object on stdout, what it saw: the negotiated protocol version, tools/list 
 of the requested tools/call. The Rust tests in tests/third_party.rs run it against a server
 directly and through Sentinel and compare the two outputs.
 
-usage: sdk_client.py (--url URL | --stdio COMMAND [ARG...] --) [--mode MODE] [--call NAME JSON]...
+usage: sdk_client.py (--url URL | --stdio COMMAND [ARG...] --) [--env NAME=VALUE]... [--mode MODE]
+                     [--call NAME JSON]...
+
+--env sets a variable for the stdio server, as a client config's `env` does (the SDK adds only a
+few harmless variables of its own environment, such as PATH and HOME).
 """
 
 import argparse
@@ -52,9 +56,11 @@ def main():
     p.add_argument("--url")
     p.add_argument("--mode", default="auto", help="auto, legacy or a modern version such as 2026-07-28")
     p.add_argument("--call", nargs=2, action="append", metavar=("NAME", "JSON"))
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = p.parse_args(argv)
     if command:
-        server = StdioServerParameters(command=command[0], args=command[1:])
+        env = dict(e.split("=", 1) for e in args.env) if args.env else None
+        server = StdioServerParameters(command=command[0], args=command[1:], env=env)
     elif args.url:
         server = args.url
     else:

@@ -44,6 +44,10 @@ struct Cli {
     /// Exit abruptly (code 4) on receiving the Nth request, without answering it.
     #[arg(long, value_name = "N")]
     exit_after: Option<u64>,
+    /// Offer only tools of these names (repeat), each answering `called NAME`, instead of the
+    /// fixed list: to stand in for a real server whose tool names a test needs.
+    #[arg(long = "tool", value_name = "NAME")]
+    tools: Vec<String>,
 }
 
 #[tokio::main]
@@ -57,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
-    let server = Arc::new(Server::new(cli.name, cli.generation, log, cli.exit_after));
+    let server = Arc::new(Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools));
     match cli.http {
         Some(addr) => http::run(server, addr).await,
         None => stdio::run(server, cli.garbage_at_start).await,

@@ -108,7 +108,15 @@ impl Session {
 }
 
 impl Server {
-    pub fn new(name: String, generation: Generation, log: Option<std::fs::File>, exit_after: Option<u64>) -> Server {
+    /// A mock offering the fixed tools, or only `only_tools` when that is not empty.
+    pub fn new(
+        name: String,
+        generation: Generation,
+        log: Option<std::fs::File>,
+        exit_after: Option<u64>,
+        only_tools: Vec<String>,
+    ) -> Server {
+        let static_tools = if only_tools.is_empty() { catalog::static_tools() } else { Vec::new() };
         Server {
             name,
             generation,
@@ -116,8 +124,8 @@ impl Server {
             exit_after,
             requests_seen: AtomicU64::new(0),
             secret: uuid::Uuid::new_v4().to_string(),
-            static_tools: catalog::static_tools(),
-            dynamic_tools: Mutex::new(Vec::new()),
+            static_tools,
+            dynamic_tools: Mutex::new(only_tools),
             sessions: Mutex::new(HashMap::new()),
             legacy_sinks: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
