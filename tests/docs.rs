@@ -119,10 +119,15 @@ async fn check(world: &World, shell: &mut Shell, block: &str, printed: Option<&s
     if runs("cp sentinel.example.toml") {
         assert!(output.contains("sentinel.toml: ok (2 backends)"), "`sentinel check` did not pass the example: {at}");
         assert!(output.contains(&format!("Sentinel listening on {URL}")), "`sentinel serve` did not listen: {at}");
-        let tools = tool_names_with(&admin_token(shell), at).await;
-        for want in ["sequential-thinking__sequentialthinking", "get_current_time", "convert_time"] {
-            assert!(tools.iter().any(|t| t == want), "`{want}` missing from {tools:?}: {at}");
-        }
+        // The backends start with the gateway, but one that is slow to (a cold Python) is
+        // retried and joins the list a little later.
+        let token = admin_token(shell);
+        let want = ["sequential-thinking__sequentialthinking", "get_current_time", "convert_time"];
+        eventually_within(Duration::from_secs(90), "both example backends' tools are listed", || async {
+            let tools = tool_names_with(&token, at).await;
+            want.iter().all(|w| tools.iter().any(|t| t == w))
+        })
+        .await;
         if runs("claude mcp add") {
             claude_connects(world, at).await;
         }
@@ -229,7 +234,17 @@ async fn claude_connects(world: &World, at: &str) {
             let home = world.home.to_str().unwrap().to_string();
             env.push(("PATH", &path));
             env.push(("HOME", &home));
-            let mut c = StdioClient::spawn_clean(&program, &rest, &world.cwd, &env);
+            let c = StdioClient::spawn_clean(&program, &rest, &world.cwd, &env);
+            // A fresh gateway: its slower backend (a cold Python) may join the list a little later.
+            let c = tokio::sync::Mutex::new(c);
+            let next_id = std::sync::atomic::AtomicU64::new(100);
+            eventually_within(Duration::from_secs(90), "the stdio gateway lists get_current_time", || async {
+                let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let list = c.lock().await.request_modern(json!(id), "tools/list", json!({})).await;
+                list.contains("\"get_current_time\"")
+            })
+            .await;
+            let mut c = c.into_inner();
             let r: Value = serde_json::from_str(
                 &c.request_modern(
                     json!(1),

@@ -116,7 +116,7 @@ async fn every_glob_in_every_shipped_config_matches_an_exposed_name() {
         let gw = Gateway::start_at(Arc::new(dir), &[]);
         let client = HttpClient::modern(&gw.url);
         // `required` backends: the gateway is ready once every one of them is up.
-        eventually("every stand-in backend is up", || async {
+        eventually_within(std::time::Duration::from_secs(90), "every stand-in backend is up", || async {
             reqwest::get(format!("{}/ready", gw.base())).await.is_ok_and(|r| r.status() == 200)
         })
         .await;

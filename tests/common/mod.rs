@@ -463,12 +463,21 @@ impl StdioClient {
 }
 
 /// Waits for a condition with a deadline instead of sleeping a guessed time.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
+pub async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    eventually_within(Duration::from_secs(20), what, f).await
+}
+
+/// [`eventually`] with a deadline of its own (a cold backend start on a loaded machine).
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if f().await {
             return;
