@@ -48,6 +48,11 @@ async fn reports_print_no_log_lines_unless_asked() {
     let t = token("alice", &["admin"]);
     let r = HttpClient::modern(&gw.url).with_token(&t).call("m__echo", serde_json::json!({})).await;
     assert_eq!(r.status, 200, "{r:?}");
+    // The record reaches the store a moment after the answer: `audit` has something to report.
+    eventually("the call is in the store", || async {
+        !sentinel(&["audit", "-c", c, "--limit", "5"], dir).stdout.is_empty()
+    })
+    .await;
 
     let cases: [&[&str]; 6] = [
         &["check", "-c", c],
