@@ -7,6 +7,7 @@ mod handshake;
 mod http;
 mod listen;
 mod sse_limit;
+mod stderr;
 mod stdio;
 
 use std::time::Duration;

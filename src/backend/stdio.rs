@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -104,13 +103,7 @@ impl StdioConn {
         let (lines_tx, lines_rx) = mpsc::unbounded_channel();
 
         tokio::spawn(crate::line_writer::write_lines(stdin, lines_rx));
-        let n = name.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(backend = %n, "stderr: {line}");
-            }
-        });
+        tokio::spawn(super::stderr::drain(name.clone(), stderr));
         let reader = Reader { name: name.clone(), routes: routes.clone(), lines: lines_tx.clone(), notices, index };
         let max = config.max_message_bytes;
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
