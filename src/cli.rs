@@ -270,9 +270,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     let reaper = gw.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
-            tick.tick().await;
+            // A quarter of the idle timeout (read each round: a reload may change it), so a
+            // session is ended within 1.25× its timeout; at most a minute apart.
+            let every = (reaper.config().server.session_idle_timeout / 4)
+                .clamp(std::time::Duration::from_millis(250), std::time::Duration::from_secs(60));
+            tokio::time::sleep(every).await;
             reaper.reap_idle_sessions();
         }
     });

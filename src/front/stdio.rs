@@ -119,7 +119,7 @@ impl Decoder for LineCodec {
 async fn listen(
     gw: &Gateway,
     caller: &Caller,
-    session: &crate::session::Session,
+    session: &Arc<crate::session::Session>,
     msg: Message,
     tx: mpsc::UnboundedSender<String>,
 ) {
@@ -146,5 +146,5 @@ async fn listen(
             _ = call.token.cancelled() => break,
         }
     }
-    session.end_call(id.get(), &call);
+    drop(call);
 }

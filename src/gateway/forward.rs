@@ -17,7 +17,7 @@ use crate::error::Refusal;
 use crate::jsonrpc;
 use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
-use crate::session::Session;
+use crate::session::{Relayed, Session};
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
@@ -93,7 +93,6 @@ impl Gateway {
         let permit = match breaker.acquire() {
             Ok(p) => p,
             Err(r) => {
-                session.end_call(&key, &in_flight);
                 return Err(Refusal::BackendUnavailable {
                     backend: backend.name().to_string(),
                     reason: "its circuit is open after repeated failures".into(),
@@ -104,7 +103,7 @@ impl Gateway {
         let sent = Instant::now();
         let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
         audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
-        session.end_call(&key, &in_flight);
+        drop(in_flight);
         // Timeouts and transport failures count against the backend; an answer, even a
         // JSON-RPC error or a tool's `isError`, means it is working. A cancelled call counts
         // as neither.
@@ -253,10 +252,10 @@ impl Gateway {
         let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
         let out = call.ctx.out.cloned().or_else(|| call.session.outbound());
         for (key, req) in ir.input_requests {
-            let (rid, rx) = self
+            let (pending, rx) = self
                 .ask_client(call.session, &req.method, req.params.as_deref(), out.clone())
                 .map_err(Refusal::NotBridged)?;
-            match wait_client(call, &rid, rx).await {
+            match wait_client(call, pending, rx).await {
                 Some(Reply::Result(r)) => {
                     responses.insert(key, r);
                 }
@@ -377,14 +376,14 @@ impl Gateway {
                 }
                 match self.ask_client(session, &method, params.as_deref(), out) {
                     Err(why) => refuse(reply, why),
-                    Ok((rid, rx)) => {
-                        let (session, timeout, cancelled) = (session.clone(), call.timeout, call.cancelled.clone());
+                    Ok((pending, rx)) => {
+                        let (timeout, cancelled) = (call.timeout, call.cancelled.clone());
                         tokio::spawn(async move {
                             let answer = tokio::select! {
                                 r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
                                 _ = cancelled.cancelled() => None,
                             };
-                            session.forget_reply(&rid);
+                            drop(pending);
                             match answer {
                                 Some(r) => {
                                     let _ = reply.send(r);
@@ -407,7 +406,7 @@ impl Gateway {
         method: &str,
         params: Option<&RawValue>,
         out: Option<mpsc::UnboundedSender<String>>,
-    ) -> Result<(String, oneshot::Receiver<Reply>), String> {
+    ) -> Result<(Relayed, oneshot::Receiver<Reply>), String> {
         if !matches!(session.generation(), Some(Generation::Legacy(_))) {
             return Err(format!("the client has no session to receive `{method}`"));
         }
@@ -425,24 +424,24 @@ impl Gateway {
         };
         let rid = format!("\"sentinel-{}\"", self.next_seq());
         let (tx, rx) = oneshot::channel();
-        session.expect_reply(rid.clone(), tx);
         let line = jsonrpc::request(&rid, method, params.map(RawValue::get).unwrap_or("{}"));
+        let pending = session.expect_reply_guarded(rid, tx);
         if out.send(line).is_err() {
-            session.forget_reply(&rid);
             return Err("the client's stream closed".into());
         }
-        Ok((rid, rx))
+        Ok((pending, rx))
     }
 }
 
 /// Waits for a session-based client's answer to a request the gateway sent it, bounded by the
-/// call's timeout and its cancellation; the pending entry is removed either way.
-async fn wait_client(call: &Call<'_>, rid: &str, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
+/// call's timeout and its cancellation; the pending entry is removed however this ends
+/// (`pending` drops with the future).
+async fn wait_client(call: &Call<'_>, pending: Relayed, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
     let answer = tokio::select! {
         r = tokio::time::timeout(call.timeout, rx) => r.ok().and_then(Result::ok),
         _ = call.cancelled.cancelled() => None,
     };
-    call.session.forget_reply(rid);
+    drop(pending);
     answer
 }
 
