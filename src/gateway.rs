@@ -326,6 +326,11 @@ impl Gateway {
     /// The Prometheus text of every family, with the audit counters read now.
     pub fn render_metrics(&self) -> String {
         let a = self.audit_stats();
+        // Read now rather than set on events: an HTTP backend goes down and up by how its
+        // requests fare, with no event of its own.
+        for (_, slot) in self.live.load().active() {
+            self.metrics.backend_up(slot.name(), slot.is_up());
+        }
         self.metrics.set_audit(a.queue_depth as u64, a.written, a.spooled, a.replayed, a.failed);
         self.metrics.render()
     }

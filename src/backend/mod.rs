@@ -185,12 +185,12 @@ impl Backend {
         }
     }
 
-    /// Whether the backend can answer (a stdio backend's process still runs; HTTP backends are
-    /// judged by their circuit breaker instead).
+    /// Whether the backend can answer: a stdio backend's process still runs; an HTTP backend
+    /// answered at least one of its last few requests.
     pub fn is_alive(&self) -> bool {
         match &self.conn {
             Conn::Stdio(c) => c.is_alive(),
-            Conn::Http(_) => true,
+            Conn::Http(c) => c.is_answering(),
         }
     }
 

@@ -44,6 +44,10 @@ struct Cli {
     /// Exit abruptly (code 4) on receiving the Nth request, without answering it.
     #[arg(long, value_name = "N")]
     exit_after: Option<u64>,
+    /// HTTP status for an unknown `Mcp-Session-Id`: 404 (the spec's), or 400 with
+    /// server-everything's "Bad Request: No valid session ID provided".
+    #[arg(long, value_name = "STATUS", default_value = "404", value_parser = clap::value_parser!(u16).range(400..=404))]
+    unknown_session_status: u16,
 }
 
 #[tokio::main]
@@ -57,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
-    let server = Arc::new(Server::new(cli.name, cli.generation, log, cli.exit_after));
+    let mut server = Server::new(cli.name, cli.generation, log, cli.exit_after);
+    server.unknown_session_status = cli.unknown_session_status;
+    let server = Arc::new(server);
     match cli.http {
         Some(addr) => http::run(server, addr).await,
         None => stdio::run(server, cli.garbage_at_start).await,
