@@ -105,16 +105,8 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SENTINEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Held to the end of `main`: dropping it writes out the lines still queued.
+    let _log = crate::log::init();
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve { config } => run(config, serve),
@@ -227,6 +219,7 @@ where
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    tokio::spawn(crate::log::report_dropped());
     let embedded = config.path.is_none();
     let dev_token = match (&config.generated_secret, &config.auth) {
         (Some(secret), config::AuthConfig::Jwt(j)) => Some(crate::auth::mint_hs256(
@@ -353,6 +346,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    tokio::spawn(crate::log::report_dropped());
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
     gw.flush_audit().await;

@@ -13,6 +13,7 @@ pub mod front;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod line_writer;
+pub mod log;
 pub mod metrics;
 pub mod naming;
 pub mod ops_cli;

@@ -14,14 +14,29 @@ use crate::jsonrpc::{self, Kind, Message};
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
 pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
+    let mut writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
     let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
     let mut lines = FramedRead::new(crate::std_streams::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
+    let mut client_gone = false;
     loop {
-        let line = match lines.next().await {
+        let next = tokio::select! {
+            next = lines.next() => next,
+            // The client stopped reading (closed our stdout: EPIPE): nothing it asks can be
+            // answered any more, so nothing more is read or run.
+            written = &mut writer => {
+                let why = match written {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the writer ended".into(),
+                };
+                tracing::warn!("the client stopped reading stdout ({why}); ending the session");
+                client_gone = true;
+                break;
+            }
+        };
+        let line = match next {
             None => break,
             Some(Ok(Line::Message(l))) => l,
             Some(Ok(Line::TooLong)) => {
@@ -66,11 +81,14 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
         });
     }
     tasks.close();
-    // stdin closed: the client is gone; calls still running have nobody to answer to.
+    // stdin closed, or stdout: the client is gone; calls still running have nobody to answer
+    // to and are cancelled (at their backends too).
     session.close();
     gw.end_session(&session.id);
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    if !client_gone {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    }
     Ok(())
 }
 
