@@ -134,9 +134,64 @@ pub struct Ctx<'a> {
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
 }
 
+/// A response ready to send: whole, or with a backend's result still streaming in.
+pub enum Framed {
+    Whole(String),
+    /// The response's bytes as they come; an error cuts the response off (the result broke,
+    /// or its audit record could not be stored under a fail-closed policy).
+    Streamed(std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>),
+}
+
+impl From<String> for Framed {
+    fn from(s: String) -> Framed {
+        Framed::Whole(s)
+    }
+}
+
+impl Framed {
+    /// `{"jsonrpc":"2.0","id":ID,"result":` + the result as it arrives + `fields` it lacks + `}`.
+    fn result(
+        id: &RawValue,
+        body: crate::backend::ResultBody,
+        fields: &'static [(&'static str, &'static str)],
+    ) -> Framed {
+        use crate::backend::Piece;
+        use futures::StreamExt;
+        let head = bytes::Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{},"result":"#, id.get()));
+        let rest = body.map(move |p| match p {
+            Ok(Piece::Data(d)) => Ok(d),
+            Ok(Piece::End(summary)) => {
+                let mut tail = summary.closing(fields).to_vec();
+                tail.push(b'}');
+                Ok(bytes::Bytes::from(tail))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        });
+        Framed::Streamed(Box::pin(futures::stream::once(async move { Ok(head) }).chain(rest)))
+    }
+
+    /// The whole response as text (for the paths that write whole messages); `None` when a
+    /// streamed result broke off.
+    pub async fn into_string(self) -> Option<String> {
+        use futures::StreamExt;
+        match self {
+            Framed::Whole(s) => Some(s),
+            Framed::Streamed(mut s) => {
+                let mut out = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk.ok()?);
+                }
+                String::from_utf8(out).ok()
+            }
+        }
+    }
+}
+
 /// How a request ended, before it is framed as a response.
 pub enum Answer {
     Result(String),
+    /// A backend's result on its way (see `backend::ResultBody`); audited when it ends.
+    Stream(crate::backend::ResultBody),
     /// A backend's error object, passed on verbatim.
     Error(String),
     /// Cancelled by the client: nothing is sent.
@@ -442,12 +497,17 @@ impl Gateway {
     }
 
     /// Handles one client message; returns the HTTP status and the response to send, if any.
-    pub async fn handle(&self, session: &Arc<Session>, msg: Message, ctx: Ctx<'_>) -> Option<(StatusCode, String)> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        msg: Message,
+        ctx: Ctx<'_>,
+    ) -> Option<(StatusCode, Framed)> {
         session.touch();
         match msg.kind() {
             None => {
                 let r = Refusal::InvalidRequest("not a JSON-RPC 2.0 request, notification or response".into());
-                Some((r.status(), r.to_response(msg.id.as_deref())))
+                Some((r.status(), r.to_response(msg.id.as_deref()).into()))
             }
             Some(Kind::Response) => {
                 let id = msg.id.as_ref().map(|i| i.get().to_string()).unwrap_or_default();
@@ -470,31 +530,36 @@ impl Gateway {
                 let id = msg.id.expect("request has an id");
                 if !valid {
                     let r = Refusal::InvalidRequest("the id must be a string or an integer".into());
-                    return Some((r.status(), r.to_response(Some(&id))));
+                    return Some((r.status(), r.to_response(Some(&id)).into()));
                 }
                 if msg.jsonrpc.as_deref() != Some("2.0") {
                     let r = Refusal::InvalidRequest("`jsonrpc` must be \"2.0\"".into());
-                    return Some((r.status(), r.to_response(Some(&id))));
+                    return Some((r.status(), r.to_response(Some(&id)).into()));
                 }
                 let method = msg.method.unwrap_or_default();
-                match self.govern(session, &id, &method, msg.params, ctx).await {
+                let (status, text) = match self.govern(session, &id, &method, msg.params, ctx).await {
                     // A stateless client gets the fields its revision requires on every result.
                     Ok(Answer::Result(r)) if ctx.modern.is_some() => {
-                        Some((StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r))))
+                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r)))
                     }
-                    Ok(Answer::Result(r)) => Some((StatusCode::OK, jsonrpc::result(&id, &r))),
+                    Ok(Answer::Result(r)) => (StatusCode::OK, jsonrpc::result(&id, &r)),
+                    Ok(Answer::Stream(body)) => {
+                        let fields = if ctx.modern.is_some() { lists::modern_fields(&method) } else { &[] };
+                        return Some((StatusCode::OK, Framed::result(&id, body, fields)));
+                    }
                     Ok(Answer::Error(e)) => {
                         let status =
                             if ctx.modern.is_some() { lists::http_status_of_error(&e) } else { StatusCode::OK };
-                        Some((status, jsonrpc::error_raw(Some(&id), &e)))
+                        (status, jsonrpc::error_raw(Some(&id), &e))
                     }
-                    Ok(Answer::Cancelled) => None,
+                    Ok(Answer::Cancelled) => return None,
                     // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
                     Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {
-                        Some((StatusCode::NOT_FOUND, r.to_response(Some(&id))))
+                        (StatusCode::NOT_FOUND, r.to_response(Some(&id)))
                     }
-                    Err(r) => Some((r.status(), r.to_response(Some(&id)))),
-                }
+                    Err(r) => (r.status(), r.to_response(Some(&id))),
+                };
+                Some((status, text.into()))
             }
         }
     }

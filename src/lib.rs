@@ -12,6 +12,7 @@ pub mod error;
 pub mod front;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod line_codec;
 pub mod line_writer;
 pub mod log;
 pub mod metrics;

@@ -165,10 +165,14 @@ async fn results_are_spliced_byte_for_byte() {
             assert_eq!(r.raw_result(), direct_raw, "{generation} backend via {tool}");
         }
         // A stateless client of a session-based backend gets the same bytes with
-        // `resultType` added in front (2026-07-28 requires it), nothing else changed.
+        // `resultType` added (2026-07-28 requires it) before the closing brace, as the result
+        // streams through, nothing else changed.
         if generation == "legacy" {
-            let r = HttpClient::modern(&gw.url).call("s__exact_bytes", json!({})).await;
-            assert_eq!(r.raw_result(), format!("{{\"resultType\":\"complete\",{}", &direct_raw[1..]));
+            for tool in ["s__exact_bytes", "h__exact_bytes"] {
+                let r = HttpClient::modern(&gw.url).call(tool, json!({})).await;
+                let without_brace = &direct_raw[..direct_raw.len() - 1];
+                assert_eq!(r.raw_result(), format!("{without_brace},\"resultType\":\"complete\"}}"), "{tool}");
+            }
         }
     }
 }

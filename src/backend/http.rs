@@ -215,6 +215,7 @@ impl HttpConn {
                 self.inner.name,
                 e.get()
             ))),
+            Ok(Reply::Streamed(_)) => unreachable!("initialize is not asked for as a stream"),
             Err(PostError::Backend(e)) => Err(e),
             Err(PostError::SessionEnded(_)) => {
                 Err(BackendError::Unavailable(format!("backend `{}` refused a new session", self.inner.name)))
@@ -331,6 +332,9 @@ impl Inner {
         if is_sse {
             return Ok((session, self.read_sse(resp, id.expect("request id"), opts).await?));
         }
+        if opts.stream && status.is_success() {
+            return Ok((session, self.read_streaming(resp).await?));
+        }
         let bytes = read_limited(resp, self.max_bytes)
             .await
             .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
@@ -344,6 +348,40 @@ impl Inner {
                 self.name,
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
             )))),
+        }
+    }
+
+    /// A JSON answer whose `result` is handed on as it arrives: the envelope before the result
+    /// is read here; the rest is the `ResultBody`'s to read. An answer without a result (an
+    /// error, or no JSON-RPC response) is read whole, as before.
+    async fn read_streaming(&self, resp: reqwest::Response) -> Result<Reply, BackendError> {
+        use super::result_body::{EnvelopeScan, Found, ResultBody};
+        let mut head = bytes::BytesMut::new();
+        let mut scan = EnvelopeScan::default();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| BackendError::Unavailable(format!("backend `{}`: {}", self.name, net_error(e))))?;
+            if head.len() + chunk.len() > self.max_bytes {
+                return Err(BackendError::Unavailable(format!(
+                    "backend `{}`: response larger than max_message_bytes",
+                    self.name
+                )));
+            }
+            head.extend_from_slice(&chunk);
+            if let Found::Result(at) = scan.feed(&head) {
+                let head = head.freeze().slice(at..);
+                let rest = body.map(|c| c.map_err(net_error));
+                return Ok(Reply::Streamed(ResultBody::streaming(self.name.clone(), head, rest, self.max_bytes)));
+            }
+        }
+        match Message::parse(&head) {
+            Ok(m) if matches!(m.kind(), Some(Kind::Response)) => Ok(into_reply(m)),
+            _ => Err(BackendError::Unavailable(format!(
+                "backend `{}` answered without a JSON-RPC response: {}",
+                self.name,
+                String::from_utf8_lossy(&head[..head.len().min(200)])
+            ))),
         }
     }
 
@@ -418,7 +456,7 @@ impl Inner {
             match rx.await {
                 Ok(Reply::Result(r)) => jsonrpc::result(&inner_id, r.get()),
                 Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&inner_id), e.get()),
-                Err(_) => {
+                Ok(Reply::Streamed(_)) | Err(_) => {
                     jsonrpc::error(Some(&inner_id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None)
                 }
             }

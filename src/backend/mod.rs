@@ -6,6 +6,7 @@ pub mod breaker;
 mod handshake;
 mod http;
 mod listen;
+mod result_body;
 mod sse_limit;
 mod stderr;
 mod stdio;
@@ -20,12 +21,15 @@ use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
 
 pub use listen::spawn as spawn_listener;
+pub use result_body::{Piece, ResultBody, Summary};
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
 #[derive(Debug)]
 pub enum Reply {
     Result(Box<RawValue>),
     Error(Box<RawValue>),
+    /// A result handed on as it arrives (only when the call's `CallOpts::stream` allowed it).
+    Streamed(ResultBody),
 }
 
 /// Why a request got no answer from a backend.
@@ -93,6 +97,9 @@ pub struct CallOpts {
     pub log_level: Option<String>,
     /// `Mcp-Param-*` headers for a stateless HTTP backend (from `x-mcp-header` annotations).
     pub param_headers: Vec<(String, String)>,
+    /// The caller takes a result as a `Reply::Streamed` (it needs no more of it than a
+    /// `Summary`); otherwise results come whole.
+    pub stream: bool,
 }
 
 pub(crate) enum Conn {
@@ -179,7 +186,10 @@ impl Backend {
                 params.to_json()
             }
         };
-        match tokio::time::timeout(self.config.timeout, self.conn.request(method, params, opts)).await {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        match tokio::time::timeout_at(deadline, self.conn.request(method, params, opts)).await {
+            // The rest of a streamed result is bounded by the same timeout.
+            Ok(Ok(Reply::Streamed(body))) => Ok(Reply::Streamed(body.with_deadline(deadline))),
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout),
         }
@@ -256,6 +266,7 @@ impl Backend {
                     tracing::warn!(backend = %self.config.name, method, error = %e.get(), "listing failed");
                     break;
                 }
+                Ok(Reply::Streamed(_)) => unreachable!("a listing is not asked for as a stream"),
                 Err(e) => {
                     tracing::warn!(backend = %self.config.name, method, error = %e, "listing failed");
                     break;

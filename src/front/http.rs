@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::error::Refusal;
-use crate::gateway::{Caller, Ctx, Gateway};
+use crate::gateway::{Caller, Ctx, Framed, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
 use crate::protocol::{self, ModernMeta};
@@ -71,6 +71,26 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 
 fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// A JSON response whose body may still be streaming in from a backend: sent as it arrives,
+/// cut off if it breaks.
+fn framed_response(status: StatusCode, body: Framed) -> Response {
+    match body {
+        Framed::Whole(s) => json_response(status, s),
+        Framed::Streamed(s) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            axum::body::Body::from_stream(s),
+        )
+            .into_response(),
+    }
+}
+
+/// A response as the one event of an event stream (a streamed result gathered whole first).
+async fn sse_one(body: Framed) -> Response {
+    let text = body.into_string().await;
+    sse(futures::stream::iter(text), None)
 }
 
 fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
@@ -217,6 +237,7 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
         };
+        let body = body.into_string().await.unwrap_or_default();
         // Only a successful initialize opens a session.
         let ok = Message::parse(body.as_bytes()).is_ok_and(|m| m.result.is_some());
         let mut resp = json_response(status, body);
@@ -271,7 +292,7 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
 
 /// A request without valid credentials: answered 401 by the pipeline's first step (which
 /// audits it), with the challenge header.
-async fn unauthenticated(gw: &Gateway, caller: &Caller, msg: Option<Message>, headers: &HeaderMap) -> Response {
+async fn unauthenticated(gw: &Arc<Gateway>, caller: &Caller, msg: Option<Message>, headers: &HeaderMap) -> Response {
     let why = match caller {
         Caller::Refused(e) => e.to_string(),
         _ => String::new(),
@@ -284,7 +305,7 @@ async fn unauthenticated(gw: &Gateway, caller: &Caller, msg: Option<Message>, he
         _ => None,
     };
     let resp = match answered {
-        Some((status, body)) => json_response(status, body),
+        Some((status, body)) => framed_response(status, body),
         None => refuse(StatusCode::UNAUTHORIZED, jsonrpc::code::UNAUTHENTICATED, &format!("Not authenticated: {why}")),
     };
     challenge(resp, headers, &why)
@@ -381,7 +402,7 @@ async fn dispatch(
 ) -> Response {
     if !matches!(msg.kind(), Some(Kind::Request)) {
         return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
-            Some((status, body)) if status != StatusCode::OK => json_response(status, body),
+            Some((status, body)) if status != StatusCode::OK => framed_response(status, body),
             _ => StatusCode::ACCEPTED.into_response(),
         };
     }
@@ -389,10 +410,8 @@ async fn dispatch(
         matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
     if !(streams && accepts_sse(headers)) {
         return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
-            Some((StatusCode::OK, body)) if accepts_only_sse(headers) => {
-                sse(futures::stream::once(async move { body }), None)
-            }
-            Some((status, body)) => json_response(status, body),
+            Some((StatusCode::OK, body)) if accepts_only_sse(headers) => sse_one(body).await,
+            Some((status, body)) => framed_response(status, body),
             None => cancelled_request(),
         };
     }
@@ -410,16 +429,21 @@ async fn dispatch(
     tokio::select! {
         biased;
         Some(first) = rx.recv() => {
-            let last = futures::stream::once(async move { done_rx.await.ok().flatten().map(|(_, body)| body) })
-                .filter_map(futures::future::ready);
+            // After events, the response is one more event: a streamed result is gathered
+            // for it (see docs/performance.md).
+            let last = futures::stream::once(async move {
+                match done_rx.await.ok().flatten() {
+                    Some((_, body)) => body.into_string().await,
+                    None => None,
+                }
+            })
+            .filter_map(futures::future::ready);
             let stream = futures::stream::once(async move { first }).chain(UnboundedReceiverStream::new(rx)).chain(last);
             sse(stream, Some(guard))
         }
         done = &mut done_rx => match done.ok().flatten() {
-            Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => {
-                sse(futures::stream::once(async move { body }), None)
-            }
-            Some((status, body)) => json_response(status, body),
+            Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => sse_one(body).await,
+            Some((status, body)) => framed_response(status, body),
             None => cancelled_request(),
         },
     }

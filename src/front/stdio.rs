@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, FramedRead};
+use tokio_util::codec::FramedRead;
+
+use crate::line_codec::{Line, LineCodec};
 
 use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
@@ -75,8 +76,16 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
                 return listen(&gw, &caller, &session, msg, tx).await;
             }
             let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
+            let id = msg.id.clone();
+            // Lines are written whole: a streamed result is gathered here (one copy, not the
+            // three of a result parsed and framed again). One that broke off (or could not be
+            // audited, fail-closed) is answered with an error instead.
             if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
-                let _ = tx.send(resp);
+                let line = resp.into_string().await.unwrap_or_else(|| {
+                    let why = "the backend's result broke off, or its call could not be audited";
+                    jsonrpc::error(id.as_deref(), jsonrpc::code::INTERNAL_ERROR, why, None)
+                });
+                let _ = tx.send(line);
             }
         });
     }
@@ -90,46 +99,6 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     }
     Ok(())
-}
-
-/// One line from the client: a message's bytes (not yet known to be UTF-8 or JSON: both are
-/// the parser's to refuse, with -32700), or the notice that a line was over the limit.
-enum Line {
-    Message(Bytes),
-    TooLong,
-}
-
-/// Newline-delimited frames of at most `max` bytes. An over-long line is a frame, not a
-/// decoder error, because `FramedRead` ends the stream after any decoder error
-/// (tokio-rs/tokio#3976), which would end the client's session; its bytes are skipped up
-/// to the next newline.
-struct LineCodec(AnyDelimiterCodec);
-
-impl LineCodec {
-    fn new(max: usize) -> LineCodec {
-        LineCodec(AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max))
-    }
-
-    fn frame(r: Result<Option<Bytes>, AnyDelimiterCodecError>) -> std::io::Result<Option<Line>> {
-        match r {
-            Ok(line) => Ok(line.map(Line::Message)),
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => Ok(Some(Line::TooLong)),
-            Err(AnyDelimiterCodecError::Io(e)) => Err(e),
-        }
-    }
-}
-
-impl Decoder for LineCodec {
-    type Item = Line;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
-        LineCodec::frame(self.0.decode(buf))
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
-        LineCodec::frame(self.0.decode_eof(buf))
-    }
 }
 
 /// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client

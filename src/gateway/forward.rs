@@ -119,6 +119,7 @@ impl Gateway {
             None => Ok(Answer::Cancelled),
             Some(Ok(Reply::Result(r))) => Ok(Answer::Result(backend::raw_into_string(r))),
             Some(Ok(Reply::Error(e))) => Ok(Answer::Error(backend::raw_into_string(e))),
+            Some(Ok(Reply::Streamed(body))) => Ok(Answer::Stream(body)),
             Some(Err(BackendError::Timeout)) => Err(Refusal::BackendTimeout {
                 backend: backend.name().to_string(),
                 timeout_ms: backend.config.timeout.as_millis() as u64,
@@ -172,6 +173,8 @@ impl Gateway {
                 None => Some("debug".into()),
             },
             param_headers: route.param_headers.clone(),
+            // A bridged call's result is read whole, to see whether it asks for input.
+            stream: !bridges,
         };
         for _ in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -260,7 +263,9 @@ impl Gateway {
                     responses.insert(key, r);
                 }
                 Some(err @ Reply::Error(_)) => return Ok(Some(err)),
-                None => return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method))),
+                Some(Reply::Streamed(_)) | None => {
+                    return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method)));
+                }
             }
         }
         params.0.insert("inputResponses".into(), serde_json::value::to_raw_value(&responses).expect("map serializes"));

@@ -79,6 +79,16 @@ pub fn modern_result(method: &str, mut r: String) -> String {
     r
 }
 
+/// The fields a stateless client must find in a result, with the value given when the
+/// backend's result lacks them (`modern_result` for whole results).
+pub fn modern_fields(method: &str) -> &'static [(&'static str, &'static str)] {
+    if method == "resources/read" {
+        &[("resultType", "\"complete\""), ("cacheScope", "\"private\""), ("ttlMs", "0")]
+    } else {
+        &[("resultType", "\"complete\"")]
+    }
+}
+
 pub fn is_input_required(r: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct R {

@@ -19,6 +19,28 @@ use crate::protocol::Params;
 use crate::schema::{self, Violation};
 use crate::session::Session;
 
+/// A streamed call's record, until its result has gone by. Dropped before that (the client
+/// went away), it is stored with the bytes that had gone by.
+struct PendingAudit {
+    gw: Arc<Gateway>,
+    audit: Option<AuditRecord>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(mut audit) = self.audit.take() {
+            audit.set_latency(self.started.elapsed());
+            audit.response_bytes = self.bytes;
+            let gw = self.gw.clone();
+            tokio::spawn(async move {
+                let _ = gw.finish_audit(audit).await;
+            });
+        }
+    }
+}
+
 /// The methods that reach a backend: each is a governed call, audited whatever happens.
 fn is_call(method: &str) -> bool {
     matches!(
@@ -35,7 +57,7 @@ fn is_call(method: &str) -> bool {
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
     pub(super) async fn govern(
-        &self,
+        self: &Arc<Self>,
         session: &Arc<Session>,
         id: &RawValue,
         method: &str,
@@ -47,6 +69,11 @@ impl Gateway {
         let mut audit =
             AuditRecord::start(method, session.transport, ctx.caller.subject(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        if let Ok(Answer::Stream(body)) = result {
+            // A streamed result is audited once it has gone by: its size and outcome are known
+            // only then.
+            return Ok(Answer::Stream(self.audited_at_end(body, audit, started)));
+        }
         if is_call(method) || result.is_err() {
             audit.set_latency(started.elapsed());
             match &result {
@@ -62,22 +89,86 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled) => {}
+                Ok(Answer::Cancelled | Answer::Stream(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
                 }
             }
-            crate::audit::LogSink.write(&audit);
-            self.count(&audit);
-            if let Err(e) = self.audit.record(audit).await {
-                // No durable trace could be left, and the policy is fail-closed: the client gets
-                // no answer it could act on without one (the call itself may have run).
-                tracing::error!("{e}");
-                return Err(Refusal::AuditUnavailable);
-            }
+            self.finish_audit(audit).await?;
         }
         result
+    }
+
+    /// Logs, counts and stores a call's record. With the store unreachable and the policy
+    /// fail-closed, the client gets no answer it could act on without one (the call itself
+    /// may have run).
+    async fn finish_audit(&self, audit: AuditRecord) -> Result<(), Refusal> {
+        crate::audit::LogSink.write(&audit);
+        self.count(&audit);
+        if let Err(e) = self.audit.record(audit).await {
+            tracing::error!("{e}");
+            return Err(Refusal::AuditUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Passes a streamed result on and audits it at its end: its size, and `isError` for the
+    /// outcome. The result's closing bytes wait for the record to be stored, so that under a
+    /// fail-closed policy a client whose call left no trace never gets a complete answer (its
+    /// response is cut off instead). A client that goes away mid-result still gets its call
+    /// audited, with the bytes that had gone by.
+    fn audited_at_end(
+        self: &Arc<Self>,
+        body: crate::backend::ResultBody,
+        audit: AuditRecord,
+        started: Instant,
+    ) -> crate::backend::ResultBody {
+        use crate::backend::{BackendError, Piece};
+        use futures::StreamExt;
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
+            let piece = body.next().await?;
+            let mut audit = pending.audit.take()?;
+            audit.set_latency(pending.started.elapsed());
+            let out = match piece {
+                Ok(Piece::Data(d)) => {
+                    pending.bytes += d.len() as u64;
+                    pending.audit = Some(audit);
+                    return Some((Ok(Piece::Data(d)), (body, pending)));
+                }
+                Ok(Piece::End(summary)) => {
+                    audit.response_bytes = summary.bytes;
+                    if audit.outcome == Outcome::Ok && summary.is_error {
+                        audit.outcome = Outcome::ToolError;
+                    }
+                    match pending.gw.finish_audit(audit).await {
+                        Ok(()) => Ok(Piece::End(summary)),
+                        Err(_) => Err(BackendError::Unavailable("the audit trail is unavailable".into())),
+                    }
+                }
+                Err(e) => {
+                    audit.response_bytes = pending.bytes;
+                    let refusal = match &e {
+                        BackendError::Timeout => Refusal::BackendTimeout {
+                            backend: audit.backend.clone().unwrap_or_default(),
+                            timeout_ms: 0,
+                        },
+                        BackendError::Unavailable(r) | BackendError::Unreachable(r) => Refusal::BackendUnavailable {
+                            backend: audit.backend.clone().unwrap_or_default(),
+                            reason: r.clone(),
+                            retry_after_ms: 1000,
+                        },
+                    };
+                    audit.outcome = refusal.outcome();
+                    audit.error_code = Some(refusal.classify().0);
+                    let _ = pending.gw.finish_audit(audit).await;
+                    Err(e)
+                }
+            };
+            Some((out, (body, pending)))
+        });
+        crate::backend::ResultBody::from_pieces(pieces)
     }
 
     async fn pipeline(
