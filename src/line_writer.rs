@@ -18,6 +18,15 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     while let Some(line) = rx.recv().await {
+        if line.len() >= WRITE_BATCH_BYTES {
+            // A large message goes out from its own buffer: copying it into the batch would
+            // hold it twice.
+            out.write_all(line.as_bytes()).await?;
+            drop(line);
+            out.write_all(b"\n").await?;
+            out.flush().await?;
+            continue;
+        }
         batch.clear();
         push_line(&mut batch, &line);
         while batch.len() < WRITE_BATCH_BYTES {

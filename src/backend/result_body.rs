@@ -25,6 +25,11 @@ use futures::{Stream, StreamExt};
 
 use super::BackendError;
 
+/// The largest piece handed on. The HTTP front door queues at most 16 pieces of a response
+/// before it stops asking for more (hyper's write queue), so this bounds what a response
+/// holds in the gateway while its client reads slowly: 16 × 16 KiB.
+const PIECE: usize = 16 * 1024;
+
 /// What is known about a whole result once its last byte went by.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
@@ -118,7 +123,10 @@ impl ResultBody {
                 return ResultBody { pieces: Box::pin(futures::stream::once(async { Err(e) })) };
             }
         };
-        let pieces = futures::stream::iter([Ok(Piece::Data(data)), Ok(Piece::End(summary))]);
+        // Handed on in slices (no copies), so that what has gone by is known as it goes.
+        let slices =
+            (0..data.len()).step_by(PIECE).map(move |at| Ok(Piece::Data(data.slice(at..(at + PIECE).min(data.len())))));
+        let pieces = futures::stream::iter(slices.chain([Ok(Piece::End(summary))]));
         ResultBody { pieces: Box::pin(pieces) }
     }
 
@@ -133,6 +141,7 @@ impl ResultBody {
             name,
             scan: ValueScan::default(),
             pending: Some(head),
+            out: Bytes::new(),
             rest: Box::pin(rest),
             max,
             held: None,
@@ -185,6 +194,10 @@ struct Streaming {
     scan: ValueScan,
     /// Bytes read but not yet scanned.
     pending: Option<Bytes>,
+    /// Scanned result bytes not yet handed on. They are handed on as copies of at most
+    /// `PIECE` bytes: a slice would keep the HTTP client's whole read buffer (up to ~400 KB)
+    /// alive until the client has it, and the front door's queue would hold 16 of them.
+    out: Bytes,
     rest: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
     max: usize,
     /// The summary, once the value ended, until the body has been read to its end.
@@ -198,6 +211,12 @@ impl Streaming {
             return None;
         }
         loop {
+            if !self.out.is_empty() {
+                let n = self.out.len().min(PIECE);
+                let piece = Bytes::copy_from_slice(&self.out[..n]);
+                self.out = self.out.slice(n..);
+                return Some((Ok(Piece::Data(piece)), self));
+            }
             let chunk = match self.pending.take() {
                 Some(c) => c,
                 None => match self.rest.next().await {
@@ -221,17 +240,12 @@ impl Streaming {
                     if self.scan.summary.bytes > self.max as u64 {
                         return self.fail("a result larger than max_message_bytes".into());
                     }
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    return Some((Ok(Piece::Data(chunk)), self));
+                    self.out = chunk;
                 }
                 Some(n) => {
                     let keep = if self.scan.summary.object { n - 1 } else { n };
                     self.held = Some(self.scan.summary.clone());
-                    if keep > 0 {
-                        return Some((Ok(Piece::Data(chunk.slice(..keep))), self));
-                    }
+                    self.out = chunk.slice(..keep);
                 }
             }
         }

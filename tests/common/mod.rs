@@ -299,7 +299,7 @@ impl HttpClient {
     }
 
     /// A POST with this client's headers (accept, version, session) plus `extra`.
-    fn post(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    pub fn post(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .post(&self.url)
