@@ -320,10 +320,16 @@ impl HttpClient {
     }
 
     pub async fn post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Reply {
+        self.try_post_raw(body, extra).await.expect("a whole response body")
+    }
+
+    /// `None` when the response was cut off (a streamed result that broke off, or whose audit
+    /// record could not be stored under fail-closed).
+    pub async fn try_post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Option<Reply> {
         let resp = self.post(body, extra).send().await.expect("POST");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.text().await.expect("body");
+        let body = resp.text().await.ok()?;
         let is_sse = headers.get("content-type").is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
         let messages = if is_sse {
             sse_messages(&body)
@@ -332,7 +338,7 @@ impl HttpClient {
         } else {
             vec![body.clone()]
         };
-        Reply { status, headers, body, messages }
+        Some(Reply { status, headers, body, messages })
     }
 
     /// Adds the stateless `_meta` and headers when this client is modern.
@@ -356,6 +362,13 @@ impl HttpClient {
 
     pub async fn call(&self, tool: &str, args: Value) -> Reply {
         self.request("tools/call", json!({"name": tool, "arguments": args})).await
+    }
+
+    /// A stateless `tools/call` whose response may be cut off (`None`).
+    pub async fn try_call(&self, tool: &str, args: Value) -> Option<Reply> {
+        let params = json!({"name": tool, "arguments": args});
+        let body = self.request_body(json!(1), "tools/call", params);
+        self.try_post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await
     }
 
     pub async fn notify(&self, method: &str, params: Value) -> Reply {
