@@ -10,7 +10,7 @@
 //!
 //! The result value's closing `}` is not among the bytes: the [`Summary`] carries it, so that a
 //! field a stateless client requires can be added before it (the only bytes that can differ
-//! from the backend's; a whole result gets them at the front instead, see `lists.rs`).
+//! from the backend's; a whole result gets them in the same place, see `lists.rs`).
 //!
 //! [`ValueScan`] and [`EnvelopeScan`] are hand-written: what is needed is the byte positions of
 //! one raw value across chunk boundaries, and a few top-level keys, without decoding strings or

@@ -65,16 +65,10 @@ pub fn modern_result(method: &str, mut r: String) -> String {
     if !r.trim_start().starts_with('{') {
         return r;
     }
-    if method == "resources/read" {
-        if !jsonrpc::has_top_level_key(&r, "cacheScope") {
-            r = jsonrpc::splice_field(&r, "cacheScope", "\"private\"");
+    for (key, value) in modern_fields(method) {
+        if !jsonrpc::has_top_level_key(&r, key) {
+            r = jsonrpc::splice_field(&r, key, value);
         }
-        if !jsonrpc::has_top_level_key(&r, "ttlMs") {
-            r = jsonrpc::splice_field(&r, "ttlMs", "0");
-        }
-    }
-    if !jsonrpc::has_top_level_key(&r, "resultType") {
-        r = jsonrpc::splice_field(&r, "resultType", "\"complete\"");
     }
     r
 }
