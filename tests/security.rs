@@ -117,3 +117,20 @@ async fn a_non_utf8_stderr_byte_leaves_the_backend_serving() {
     assert!(log.contains("more bytes of this line dropped"), "{log}");
     assert!(!log.contains("backend process ended") && !log.contains("connection closed"), "{log}");
 }
+
+/// A stdio backend's line over `max_message_bytes` is dropped (its call times out), and the
+/// backend goes on serving: the reader used to end at the codec's error, which closed the
+/// backend's stdout and had it killed and restarted.
+#[tokio::test]
+async fn an_over_long_backend_line_is_dropped_and_the_backend_serves_on() {
+    let config = mock_stdio_backend("m", None, &[]) + "max_message_bytes = 20000\ntimeout = \"2s\"\n";
+    let gw = Gateway::start(&config);
+    let c = HttpClient::modern(&gw.url);
+    let r = c.call("m__huge", json!({"bytes": 100_000})).await;
+    assert_eq!(r.error_code(), Some(-32015), "the call has no answer and times out: {r:?}");
+    let r = c.call("m__echo", json!({"after": "long line"})).await;
+    assert_eq!(r.json()["result"]["structuredContent"], json!({"after": "long line"}), "{r:?}");
+    let log = gw.log();
+    assert!(log.contains("exceeded max_message_bytes"), "{log}");
+    assert!(!log.contains("backend process ended"), "the backend was not restarted: {log}");
+}
