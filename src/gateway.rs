@@ -379,6 +379,9 @@ impl Gateway {
         for clash in &c.clashes {
             tracing::error!("name clash: {clash}");
         }
+        for t in &c.tools {
+            self.metrics.tool_listed(&t.exposed, &live.slots[t.backend].config.name);
+        }
         self.catalog.store(c);
     }
 
