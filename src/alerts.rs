@@ -35,6 +35,8 @@ pub enum AlertKind {
     CrashLoop,
     AuditSpooling,
     AuditFailClosed,
+    AuditStoreDown,
+    AuditDeadLetter,
 }
 
 impl AlertKind {
@@ -47,6 +49,8 @@ impl AlertKind {
             AlertKind::CrashLoop => "crash_loop",
             AlertKind::AuditSpooling => "audit_spooling",
             AlertKind::AuditFailClosed => "audit_fail_closed",
+            AlertKind::AuditStoreDown => "audit_store_down",
+            AlertKind::AuditDeadLetter => "audit_dead_letter",
         }
     }
 

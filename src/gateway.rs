@@ -20,8 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::audit::AuditSink;
-use crate::audit::store::SqlStore;
-use crate::audit::writer::{AuditSettings, AuditStats, AuditWriter};
+use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
@@ -153,7 +152,7 @@ impl Gateway {
             .build()?;
         let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let config_redact_keys = config.audit.redact_keys.clone();
-        let audit_writer = start_audit(&config.audit).await?;
+        let audit_writer = crate::audit::open::open(&config.audit)?;
         let audit: Arc<dyn AuditSink> = match &audit_writer {
             Some(w) => w.clone(),
             None => Arc::new(crate::audit::NoStore),
@@ -317,16 +316,42 @@ impl Gateway {
         let detail = serde_json::json!({
             "ready": ready,
             "config": live.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
-            "audit": { "writable": self.audit.writable() },
+            "audit": self.audit_detail(),
             "backends": backends,
         });
         (ready, detail)
     }
 
+    /// The audit trail's part of `/ready`: whether records can be made durable (what readiness
+    /// depends on: the spool is enough), the store's state, and other stores' spool folders
+    /// waiting in the configured spool folder for a gateway of theirs.
+    fn audit_detail(&self) -> serde_json::Value {
+        let writable = self.audit.writable();
+        let Some(w) = &self.audit_writer else { return serde_json::json!({ "writable": writable, "store": "none" }) };
+        let a = w.stats();
+        let foreign = w.foreign_spools().unwrap_or_else(|e| {
+            tracing::warn!("cannot list the audit spool folder: {e}");
+            Vec::new()
+        });
+        serde_json::json!({
+            "writable": writable,
+            "store": if a.store_up { "up" } else { "down" },
+            "store_down_seconds": a.store_down_for.map(|d| d.as_secs()),
+            "backlog": a.backlog,
+            "dead_lettered": a.dead_lettered,
+            "foreign_spools": foreign,
+        })
+    }
+
     /// The Prometheus text of every family, with the audit counters read now.
     pub fn render_metrics(&self) -> String {
         let a = self.audit_stats();
-        self.metrics.set_audit(a.queue_depth as u64, a.written, a.spooled, a.replayed, a.failed);
+        let store_up = a.store_up || self.audit_writer.is_none();
+        self.metrics.set_audit(
+            a.queue_depth as u64,
+            [a.written, a.spooled, a.replayed, a.failed, a.dead_lettered],
+            store_up,
+        );
         self.metrics.render()
     }
 
@@ -868,50 +893,6 @@ async fn start_backends(
     futures::future::join_all(starts).await
 }
 
-/// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
-/// records in the background when `retain` is set.
-async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
-    if c.url == "none" {
-        tracing::warn!("[audit] url = \"none\": calls leave no durable audit record");
-        return Ok(None);
-    }
-    let url = crate::config::redact_url(&c.url);
-    let store = SqlStore::connect(&c.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("audit store {url}: {e:#} (check [audit] url, or that the database is up)"))?;
-    store.migrate().await.map_err(|e| anyhow::anyhow!("audit store {url}: migration failed: {e:#}"))?;
-    if let Some(retain) = c.retain {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let cutoff = std::time::SystemTime::now()
-                    .checked_sub(retain)
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                match store.prune(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(records = n, "audit retention: pruned old records"),
-                    Err(e) => tracing::warn!("audit retention: prune failed: {e:#}"),
-                }
-            }
-        });
-    }
-    let settings = AuditSettings {
-        spool_dir: c.spool_dir.clone(),
-        fail_open: c.fail_open,
-        queue_capacity: c.queue,
-        batch_max: c.batch,
-        flush_interval: c.flush_interval,
-        durability: c.durability,
-    };
-    AuditWriter::start(Arc::new(store), settings)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
-}
-
 fn rate_limit_settings(c: &Config) -> RateLimitSettings {
     let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst };
     RateLimitSettings {
@@ -971,8 +952,14 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
 /// How often the audit trail's state is looked at for alerts.
 const AUDIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long the audit store may stay unreachable before an alert says so (records are safe in
+/// the spool meanwhile: a short restart of the database is not worth waking anyone).
+const AUDIT_STORE_DOWN_ALERT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Alerts on audit trouble, which has no single event to hook: records piling up in the spool
-/// while none reach the store (the store is down), and a spool that cannot be written at all.
+/// while none reach the store (the store is down), a store that stays unreachable (from start,
+/// or with no records arriving), records the store refused for good (moved to the dead-letter
+/// file), and a spool that cannot be written at all.
 async fn watch_audit(gw: Weak<Gateway>) {
     use crate::alerts::{Alert, AlertKind};
     let mut tick = tokio::time::interval(AUDIT_WATCH_INTERVAL);
@@ -1001,6 +988,28 @@ async fn watch_audit(gw: Weak<Gateway>) {
             ));
         }
         let now = gw.audit_stats();
+        if let Some(down) = now.store_down_for.filter(|d| *d >= AUDIT_STORE_DOWN_ALERT) {
+            alerter.notify(Alert::new(
+                AlertKind::AuditStoreDown,
+                "audit",
+                format!(
+                    "the audit store has not answered for {}s; {} records wait in the local spool",
+                    down.as_secs(),
+                    now.backlog
+                ),
+            ));
+        }
+        let refused = now.dead_lettered - last.as_ref().map_or(0, |b| b.dead_lettered);
+        if refused > 0 {
+            let reason = gw.audit_writer.as_ref().and_then(|w| w.last_refusal()).unwrap_or_default();
+            alerter.notify(Alert::new(
+                AlertKind::AuditDeadLetter,
+                "audit",
+                format!(
+                    "the audit store refused {refused} record(s) for good (moved to the dead-letter file): {reason}"
+                ),
+            ));
+        }
         if let Some(before) = &last {
             if now.backlog > before.backlog && now.written == before.written {
                 alerter.notify(Alert::new(

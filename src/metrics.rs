@@ -12,7 +12,8 @@
 //! | `sentinel_backend_restarts_total` | counter | `backend` |
 //! | `sentinel_rate_limited_total` | counter | `tool` |
 //! | `sentinel_audit_queue_depth` | gauge | — |
-//! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed) |
+//! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed, dead_lettered) |
+//! | `sentinel_audit_store_up` | gauge (0 or 1) | — |
 //! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
 //!
@@ -97,7 +98,7 @@ struct TransportLabel {
 }
 
 /// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
-const AUDIT_RESULTS: [&str; 4] = ["written", "spooled", "replayed", "failed"];
+const AUDIT_RESULTS: [&str; 5] = ["written", "spooled", "replayed", "failed", "dead_lettered"];
 
 /// The gateway's metrics. Cheap to update from any task (`&self`, atomics and a read lock on the
 /// label map); share it in an `Arc`.
@@ -114,7 +115,8 @@ pub struct Metrics {
     audit_records: Family<ResultLabel, Counter>,
     /// The audit writer's totals as of the last scrape. Its counters are plain atomics it owns;
     /// ours must only ever go up, so each scrape adds what grew since the one before.
-    audit_seen: [AtomicU64; 4],
+    audit_seen: [AtomicU64; 5],
+    audit_store_up: Gauge,
     config_reloads: Family<ResultLabel, Counter>,
     sessions: Family<TransportLabel, Gauge>,
     /// Every registered family's name, as registered (counters without `_total`).
@@ -134,6 +136,7 @@ impl Metrics {
             audit_queue_depth: Gauge::default(),
             audit_records: Family::default(),
             audit_seen: Default::default(),
+            audit_store_up: Gauge::default(),
             config_reloads: Family::default(),
             sessions: Family::default(),
             families: Vec::new(),
@@ -182,6 +185,12 @@ impl Metrics {
         self.add("sentinel_audit_queue_depth", "Audit records waiting to be written", queue);
         let records = self.audit_records.clone();
         self.add("sentinel_audit_records", "Audit records by result: written, spooled, replayed or failed", records);
+        let store_up = self.audit_store_up.clone();
+        self.add(
+            "sentinel_audit_store_up",
+            "Whether the audit store is connected and taking records (1) or not (0)",
+            store_up,
+        );
         let reloads = self.config_reloads.clone();
         self.add("sentinel_config_reloads", "Config reloads by result: ok or error", reloads);
         let sessions = self.sessions.clone();
@@ -262,12 +271,13 @@ impl Metrics {
     }
 
     /// The audit writer's state, copied in just before a scrape: the writer keeps its own
-    /// atomics, so the hot path does not touch the registry. The totals must be monotonic for
-    /// the life of the process (never reset); a scrape that reads an older total than a
-    /// concurrent one adds nothing rather than counting twice.
-    pub fn set_audit(&self, queue_depth: u64, written: u64, spooled: u64, replayed: u64, failed: u64) {
+    /// atomics, so the hot path does not touch the registry. The totals (written, spooled,
+    /// replayed, failed, dead-lettered, in `AUDIT_RESULTS`' order) must be monotonic for the
+    /// life of the process (never reset); a scrape that reads an older total than a concurrent
+    /// one adds nothing rather than counting twice.
+    pub fn set_audit(&self, queue_depth: u64, totals: [u64; 5], store_up: bool) {
         self.audit_queue_depth.set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
-        let totals = [written, spooled, replayed, failed];
+        self.audit_store_up.set(i64::from(store_up));
         for ((result, seen), total) in AUDIT_RESULTS.into_iter().zip(&self.audit_seen).zip(totals) {
             let before = seen.fetch_max(total, Ordering::Relaxed);
             if total > before {
@@ -303,7 +313,7 @@ mod tests {
         text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
-    const FAMILIES: [(&str, &str); 10] = [
+    const FAMILIES: [(&str, &str); 11] = [
         ("sentinel_requests_total", "counter"),
         ("sentinel_request_duration_seconds", "histogram"),
         ("sentinel_backend_up", "gauge"),
@@ -312,6 +322,7 @@ mod tests {
         ("sentinel_rate_limited_total", "counter"),
         ("sentinel_audit_queue_depth", "gauge"),
         ("sentinel_audit_records_total", "counter"),
+        ("sentinel_audit_store_up", "gauge"),
         ("sentinel_config_reloads_total", "counter"),
         ("sentinel_sessions", "gauge"),
     ];
@@ -462,16 +473,18 @@ mod tests {
     #[test]
     fn audit_totals_become_counter_increments() {
         let m = Metrics::new();
-        m.set_audit(7, 10, 2, 0, 1);
-        m.set_audit(3, 15, 2, 2, 1);
+        m.set_audit(7, [10, 2, 0, 1, 0], false);
+        m.set_audit(3, [15, 2, 2, 1, 4], true);
         // An older total read by a slower concurrent scrape adds nothing.
-        m.set_audit(3, 12, 2, 2, 1);
+        m.set_audit(3, [12, 2, 2, 1, 3], true);
         let text = m.render();
         assert_eq!(sample(&text, "sentinel_audit_queue_depth"), Some(3.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="written"}"#), Some(15.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="spooled"}"#), Some(2.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="replayed"}"#), Some(2.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="failed"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="dead_lettered"}"#), Some(4.0));
+        assert_eq!(sample(&text, "sentinel_audit_store_up"), Some(1.0));
     }
 
     #[test]

@@ -358,6 +358,26 @@ async fn check_audit(report: &mut Report, config: &Config) {
         Ok(()) => report.line(Status::Pass, format!("audit spool {} is writable", dir.display())),
         Err(e) => report.line(Status::Fail, format!("audit spool {} is not writable: {e}", dir.display())),
     }
+    // Records of another store's gateway (configs in one folder share the default spool folder)
+    // are never replayed into this one: they wait for a gateway of theirs.
+    match crate::audit::spool::foreign(dir, &crate::audit::store::identity(&a.url)) {
+        Ok(folders) => {
+            for f in folders {
+                let owner = if f.owner_running { "its gateway is running" } else { "its gateway is not running" };
+                report.line(
+                    Status::Warn,
+                    format!(
+                        "audit spool {} holds {} segment(s) ({} bytes) for another store, {}; {owner}: they are stored when a gateway of that store starts with this spool_dir",
+                        f.dir.display(),
+                        f.segments,
+                        f.bytes,
+                        f.store
+                    ),
+                );
+            }
+        }
+        Err(e) => report.line(Status::Warn, format!("audit spool {}: cannot list its folders: {e}", dir.display())),
+    }
 }
 
 /// Creates the folder if needed and writes, syncs and removes a file of doctor's own in it

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod dead_letter;
+pub mod open;
 pub mod query;
 pub mod redact;
 pub mod spool;
@@ -95,7 +97,31 @@ pub struct AuditRecord {
 /// A durable home for audit records: SQLite or PostgreSQL. `insert` must be idempotent by
 /// `id` (a record replayed after a crash is not stored twice).
 pub trait AuditStore: Send + Sync + 'static {
-    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>>;
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Reaches the store (and brings its schema up to date) if that is not done yet; the
+    /// writer calls it, with backoff, until it succeeds, and inserts nothing before.
+    fn connect(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why a store did not take a batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// The store refused the batch for what it holds, and would refuse it again (a constraint,
+    /// a trigger, a value it cannot store): retrying cannot help. Otherwise (the store is down,
+    /// busy, out of space, or the error is not known to be about the records) the same batch
+    /// is retried until it is stored.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError { permanent: false, message: message.into() }
+    }
 }
 
 impl AuditRecord {

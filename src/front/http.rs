@@ -49,6 +49,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
             "spooled": a.spooled,
             "replayed": a.replayed,
             "failed": a.failed,
+            "dead_lettered": a.dead_lettered,
+            "store_up": a.store_up,
         },
     });
     json_response(StatusCode::OK, body.to_string())
