@@ -11,7 +11,7 @@
 //! `jq`) a spool left behind by a store outage, and all we need is append, fsync, read, delete.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,8 @@ pub struct SegmentRead {
     pub end: u64,
     /// Complete lines that did not parse as a record (skipped and logged, never retried).
     pub corrupt: usize,
+    /// Whether the read reached the end of what the segment holds (rather than `max_records`).
+    pub done: bool,
 }
 
 impl Spool {
@@ -224,24 +226,34 @@ impl Spool {
 }
 
 impl Segment {
-    /// Reads the records from byte `offset` on. A final line without its newline is a write
-    /// torn by a crash: it was never acknowledged, so it is ignored (and `end` stops before it).
-    /// Complete lines are never ignored, except ones that do not parse, which are counted.
+    /// Reads every record from byte `offset` on (see `read_some`).
     pub fn read_from(&self, offset: u64) -> io::Result<SegmentRead> {
+        self.read_some(offset, usize::MAX)
+    }
+
+    /// Reads at most `max_records` records from byte `offset` on, line by line, so that
+    /// catching up on a segment of several megabytes holds one batch in memory, not the segment.
+    /// A final line without its newline is a write torn by a crash (or one still being made): it
+    /// was never acknowledged, so it is left (and `end` stops before it). Complete lines are
+    /// never left, except ones that do not parse, which are counted.
+    pub fn read_some(&self, offset: u64, max_records: usize) -> io::Result<SegmentRead> {
         let mut file = File::open(&self.path)?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let mut reader = io::BufReader::new(file);
         let mut read = SegmentRead { end: offset, ..SegmentRead::default() };
-        let mut start = 0;
-        while let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') {
-            let line = &bytes[start..start + nl];
-            start += nl + 1;
-            read.end = offset + start as u64;
+        let mut line = Vec::new();
+        while read.records.len() < max_records {
+            line.clear();
+            let n = io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                read.done = true;
+                break;
+            }
+            read.end += n as u64;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice(line) {
+            match serde_json::from_slice(&line) {
                 Ok(record) => read.records.push(record),
                 Err(e) => {
                     tracing::error!(segment = %self.path.display(), error = %e, "corrupt audit spool line skipped");
@@ -250,6 +262,23 @@ impl Segment {
             }
         }
         Ok(read)
+    }
+
+    /// How many complete, non-blank lines the segment holds: its records, without parsing them
+    /// (a corrupt line is found, counted and skipped when it is read).
+    pub fn count_lines(&self) -> io::Result<usize> {
+        let mut reader = io::BufReader::new(File::open(&self.path)?);
+        let (mut count, mut line) = (0, Vec::new());
+        loop {
+            line.clear();
+            let n = io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                return Ok(count);
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                count += 1;
+            }
+        }
     }
 
     pub fn remove(&self) -> io::Result<()> {

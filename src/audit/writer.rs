@@ -241,7 +241,7 @@ impl AuditWriter {
         let spool = Spool::open(&settings.spool_dir)?;
         let mut leftover = 0;
         for segment in spool.segments()? {
-            leftover += segment.read_from(0)?.records.len();
+            leftover += segment.count_lines()?;
         }
         if leftover > 0 {
             tracing::warn!(records = leftover, dir = %settings.spool_dir.display(), "replaying audit records left in the spool");

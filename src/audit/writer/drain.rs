@@ -170,30 +170,39 @@ impl Drainer {
                 progressed |= self.remove(segment);
                 continue;
             }
-            let offset = if self.cursor.0 == segment.seq { self.cursor.1 } else { 0 };
-            let reading = segment.clone();
-            let read: SegmentRead = match blocking(move || reading.read_from(offset)).await {
-                Ok(read) => read,
-                Err(e) => return self.io_failed("reading", e).await,
-            };
+            let mut offset = if self.cursor.0 == segment.seq { self.cursor.1 } else { 0 };
             let replay = segment.seq < self.first_live_seq;
-            Shared::add(&self.shared.read_back, read.records.len());
-            if read.corrupt > 0 {
-                Shared::add(&self.shared.failed, read.corrupt);
-                if !replay {
+            // A batch at a time: a long outage's backlog is never all in memory at once.
+            loop {
+                let reading = segment.clone();
+                let batch_max = self.batch_max;
+                let read: SegmentRead = match blocking(move || reading.read_some(offset, batch_max)).await {
+                    Ok(read) => read,
+                    Err(e) => return self.io_failed("reading", e).await,
+                };
+                Shared::add(&self.shared.read_back, read.records.len());
+                if read.corrupt > 0 {
+                    Shared::add(&self.shared.failed, read.corrupt);
                     self.shared.take_backlog(read.corrupt);
                 }
-            }
-            for chunk in read.records.chunks(self.batch_max) {
-                let refused = self.insert(chunk).await?;
-                Shared::add(if replay { &self.shared.replayed } else { &self.shared.written }, chunk.len() - refused);
-                self.shared.take_backlog(chunk.len());
-                self.shared.stored.notify_waiters();
-                progressed = true;
+                if !read.records.is_empty() {
+                    let refused = self.insert(&read.records).await?;
+                    let stored = read.records.len() - refused;
+                    Shared::add(if replay { &self.shared.replayed } else { &self.shared.written }, stored);
+                    self.shared.take_backlog(read.records.len());
+                    self.shared.stored.notify_waiters();
+                    progressed = true;
+                }
+                offset = read.end;
+                if !sealed {
+                    self.cursor = (segment.seq, offset);
+                }
+                if read.done {
+                    break;
+                }
             }
             if !sealed {
                 // Still being written: later records go after these, in a later pass.
-                self.cursor = (segment.seq, read.end);
                 return Ok(progressed);
             }
             self.cursor = (0, 0);
