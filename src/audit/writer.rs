@@ -178,8 +178,16 @@ struct LiveBatch {
 }
 
 impl Live {
-    fn push(&mut self, at: Written, records: Vec<AuditRecord>) {
+    /// Keeps a batch just written for the drainer, unless `keep` is false (the store is down:
+    /// the drainer will read the spool back anyway once the store answers, so holding batches
+    /// until the oldest are dropped would only fill memory).
+    fn push(&mut self, at: Written, records: Vec<AuditRecord>, keep: bool) {
         self.written_to = Some((at.seq, at.end));
+        if !keep {
+            self.batches.clear();
+            self.records = 0;
+            return;
+        }
         self.records += records.len();
         self.batches.push_back(LiveBatch { at, records });
         while self.records > LIVE_RECORDS_MAX {
@@ -514,7 +522,8 @@ impl SpoolWriter {
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());
                 }
-                self.shared.live().push(at, batch);
+                let keep = self.shared.store_up.load(Ordering::Relaxed);
+                self.shared.live().push(at, batch, keep);
                 self.shared.appended.notify_one();
                 Ok(())
             }
