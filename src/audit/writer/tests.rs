@@ -397,6 +397,7 @@ async fn a_store_unreachable_at_start_is_connected_when_it_answers() {
     let stats = writer.stats();
     assert!(!stats.store_up && stats.store_down_for.is_some() && stats.backlog == 30, "{stats:?}");
     assert!(writer.writable(), "the spool takes records while the store is away");
+    assert_eq!(writer.shared.live().records, 0, "nothing held in memory for a store that is down");
     store.unreachable.store(false, Ordering::SeqCst);
     eventually("stored once the store answers", || writer.stats().backlog == 0).await;
     assert!(store.ids() == ids);
