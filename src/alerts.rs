@@ -35,6 +35,9 @@ pub enum AlertKind {
     CrashLoop,
     AuditSpooling,
     AuditFailClosed,
+    /// A name or resource URI hidden because it falls in another backend's namespace, or two
+    /// backends offer it.
+    NameClash,
 }
 
 impl AlertKind {
@@ -47,6 +50,7 @@ impl AlertKind {
             AlertKind::CrashLoop => "crash_loop",
             AlertKind::AuditSpooling => "audit_spooling",
             AlertKind::AuditFailClosed => "audit_fail_closed",
+            AlertKind::NameClash => "name_clash",
         }
     }
 

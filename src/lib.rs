@@ -24,3 +24,4 @@ pub mod schema;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;
+pub mod uri;

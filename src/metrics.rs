@@ -15,6 +15,7 @@
 //! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed) |
 //! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
+//! | `sentinel_audit_suppressed_total` | counter | `reason` (denied_auth_throttled) |
 //!
 //! A family with a label appears in the output only once one of its series exists (the crate
 //! skips empty families). The series of the fixed label sets (`result`, `transport`) are created
@@ -93,6 +94,15 @@ struct TransportLabel {
     transport: &'static str,
 }
 
+/// The `reason` of `sentinel_audit_suppressed_total` for refusals without valid credentials
+/// past a source's allowance (see `audit::throttle`).
+pub const SUPPRESSED_DENIED_AUTH: &str = "denied_auth_throttled";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
 const AUDIT_RESULTS: [&str; 4] = ["written", "spooled", "replayed", "failed"];
 
@@ -114,6 +124,7 @@ pub struct Metrics {
     audit_seen: [AtomicU64; 4],
     config_reloads: Family<ResultLabel, Counter>,
     sessions: Family<TransportLabel, Gauge>,
+    audit_suppressed: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -131,7 +142,9 @@ impl Metrics {
             audit_seen: Default::default(),
             config_reloads: Family::default(),
             sessions: Family::default(),
+            audit_suppressed: Family::default(),
         };
+        let _ = m.audit_suppressed.get_or_create(&ReasonLabel { reason: SUPPRESSED_DENIED_AUTH });
         // Fixed label sets start at zero, so a dashboard sees the series before the first event.
         for result in AUDIT_RESULTS {
             let _ = m.audit_records.get_or_create(&ResultLabel { result });
@@ -174,6 +187,11 @@ impl Metrics {
         );
         r.register("sentinel_config_reloads", "Config reloads by result: ok or error", self.config_reloads.clone());
         r.register("sentinel_sessions", "Open MCP sessions by transport", self.sessions.clone());
+        r.register(
+            "sentinel_audit_suppressed",
+            "Audit records not written one by one, by reason (refusals without valid credentials past a source's allowance)",
+            self.audit_suppressed.clone(),
+        );
         self
     }
 
@@ -220,6 +238,11 @@ impl Metrics {
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// One audit record not written (see [`SUPPRESSED_DENIED_AUTH`]).
+    pub fn audit_suppressed(&self, reason: &'static str) {
+        self.audit_suppressed.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// The number of open sessions on a transport (`"http"` or `"stdio"`).
