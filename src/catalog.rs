@@ -102,8 +102,16 @@ impl Catalog {
             .filter_map(|s| naming::namespace(naming, s.name, s.prefix).map(|ns| (s.index, s.name, ns)))
             .collect();
         // The other backend whose namespace an entry of `s` would fall in.
-        let trespass = |s: &Source, exposed: &str| {
-            spaces.iter().find(|(i, _, ns)| *i != s.index && exposed.starts_with(ns.as_str())).map(|(_, n, _)| *n)
+        // Whether an entry of `s` falls in another backend's namespace (then it is reported and left out).
+        let trespasses = |s: &Source, what: &str, exposed: &str, clashes: &mut Vec<String>| {
+            let owner = spaces.iter().find(|(i, _, ns)| *i != s.index && exposed.starts_with(ns.as_str()));
+            if let Some((_, owner, _)) = owner {
+                clashes.push(format!(
+                    "{what} `{exposed}` of `{}` falls in backend `{owner}`'s namespace; it is hidden and refused",
+                    s.name
+                ));
+            }
+            owner.is_some()
         };
         let mut resources: Vec<Entry> = Vec::new();
         let mut templates: Vec<Entry> = Vec::new();
@@ -117,11 +125,7 @@ impl Catalog {
                     .and_then(|r| serde_json::from_str(r.get()).ok())
                     .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
                 let e = entry(naming, s, i, t);
-                if let Some(owner) = trespass(s, &e.exposed) {
-                    c.clashes.push(format!(
-                        "tool `{}` of `{}` falls in backend `{owner}`'s namespace; it is hidden and refused",
-                        e.exposed, s.name
-                    ));
+                if trespasses(s, "tool", &e.exposed, &mut c.clashes) {
                     continue;
                 }
                 match param_headers::extract(&schema) {
@@ -134,14 +138,9 @@ impl Catalog {
             }
             for p in &s.listing.prompts {
                 let e = entry(naming, s, i, p);
-                if let Some(owner) = trespass(s, &e.exposed) {
-                    c.clashes.push(format!(
-                        "prompt `{}` of `{}` falls in backend `{owner}`'s namespace; it is hidden and refused",
-                        e.exposed, s.name
-                    ));
-                    continue;
+                if !trespasses(s, "prompt", &e.exposed, &mut c.clashes) {
+                    prompts.push(e);
                 }
-                prompts.push(e);
             }
             if s.listing.has_resources {
                 c.resource_backends.push(i);

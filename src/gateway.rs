@@ -657,8 +657,11 @@ impl Gateway {
         }
         let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
+        // The same judgement as `resources/subscribe`: a URI in normal form, that a backend
+        // serves, that the caller may read.
         f.resource_subscriptions.retain(|uri| {
-            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
+            crate::uri::is_normal(uri)
+                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();

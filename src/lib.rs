@@ -10,6 +10,8 @@ pub mod client_config;
 pub mod config;
 pub mod error;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod line_writer;

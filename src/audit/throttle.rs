@@ -28,7 +28,8 @@ const MAX_SOURCES: usize = 4096;
 #[derive(Clone, Copy)]
 struct Bucket {
     tat: Instant,
-    /// Whether the log has said that this source is throttled (said once per episode).
+    /// Whether the log has said that this source is throttled: once per episode, which ends
+    /// when the source has been quiet long enough for its bucket to be full again.
     told: bool,
 }
 
@@ -37,10 +38,10 @@ impl Bucket {
         Bucket { tat: now, told: false }
     }
 
-    /// Takes a cell if the burst allows it.
+    /// Takes a cell if the burst allows it: `burst` at once, then one per `interval`.
     fn take(&mut self, now: Instant, interval: Duration, burst: u32) -> bool {
         let tat = self.tat.max(now);
-        if tat.duration_since(now) >= interval * burst {
+        if tat.duration_since(now) > interval * burst.saturating_sub(1) {
             return false;
         }
         self.tat = tat + interval;
@@ -116,8 +117,11 @@ impl Throttle {
         } else {
             overflow
         };
-        if bucket.take(now, SOURCE_INTERVAL, SOURCE_BURST) && global.take(now, GLOBAL_INTERVAL, GLOBAL_BURST) {
+        // A source that went quiet long enough to refill its burst starts a new episode.
+        if bucket.is_full(now) {
             bucket.told = false;
+        }
+        if bucket.take(now, SOURCE_INTERVAL, SOURCE_BURST) && global.take(now, GLOBAL_INTERVAL, GLOBAL_BURST) {
             return Verdict::Record;
         }
         let first = !bucket.told;
@@ -149,7 +153,10 @@ mod tests {
         assert_eq!(kept, SOURCE_BURST as usize);
         assert_eq!(t.check(ip("192.0.2.1"), t0), Verdict::Suppress { first: false }, "said once, not again");
         assert_eq!(t.check(ip("192.0.2.2"), t0), Verdict::Record, "another source has its own bucket");
+        let soon = t0 + Duration::from_millis(1);
+        assert_eq!(t.check(ip("192.0.2.1"), soon), Verdict::Suppress { first: false }, "no more a moment later");
         assert_eq!(t.check(ip("192.0.2.1"), t0 + SOURCE_INTERVAL), Verdict::Record, "one more after a pause");
+        assert_eq!(t.check(ip("192.0.2.1"), t0 + SOURCE_INTERVAL), Verdict::Suppress { first: false });
         assert_eq!(t.check(None, t0), Verdict::Record, "stdio is never throttled");
     }
 
@@ -162,6 +169,15 @@ mod tests {
         }
         assert_eq!(t.check(ip("192.0.2.9"), t0), Verdict::Suppress { first: true });
         assert_eq!(t.check(ip("192.0.2.9"), t0), Verdict::Suppress { first: false });
+        // Still sending at the allowed pace: the same episode, not said again.
+        assert_eq!(t.check(ip("192.0.2.9"), t0 + SOURCE_INTERVAL), Verdict::Record);
+        assert_eq!(t.check(ip("192.0.2.9"), t0 + SOURCE_INTERVAL), Verdict::Suppress { first: false });
+        // Quiet until the burst is back: a new episode.
+        let later = t0 + SOURCE_INTERVAL * (SOURCE_BURST + 2);
+        for _ in 0..SOURCE_BURST {
+            assert_eq!(t.check(ip("192.0.2.9"), later), Verdict::Record);
+        }
+        assert_eq!(t.check(ip("192.0.2.9"), later), Verdict::Suppress { first: true });
     }
 
     #[test]

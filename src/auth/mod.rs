@@ -313,3 +313,9 @@ fn printable(value: &str) -> String {
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// Fuzzing entry (see `crate::fuzz`): reads `data` as a JWKS, as a fetched or file JWKS is read.
+#[doc(hidden)]
+pub fn fuzz_jwks(data: &[u8]) {
+    let _ = jwks::KeySet::parse(data);
+}
