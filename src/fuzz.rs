@@ -9,8 +9,11 @@ use std::sync::OnceLock;
 
 use futures::StreamExt;
 
+/// A target's body: any bytes in, a panic when a property fails.
+pub type Body = fn(&[u8]);
+
 /// The targets, by the name of their `fuzz/fuzz_targets/*.rs` file.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("jsonrpc", jsonrpc),
     ("strict_json", strict_json),
     ("sse", sse),
