@@ -237,3 +237,31 @@ async fn an_unauthorized_caller_cannot_tell_existing_killed_and_missing_tools_ap
     let r = admin.call("m__no_such_tool", json!({})).await;
     assert_eq!((r.error_code(), r.json()["error"]["data"]["tool"].clone()), (Some(-32602), json!("m__no_such_tool")));
 }
+
+/// Prompts, resource reads and completions draw from the rate limits too (by the name policy
+/// judges), and a `per = "glob"` rule is one bucket for every name it matches.
+#[tokio::test]
+async fn limits_cover_prompts_resources_and_completions_and_globs_can_share_a_bucket() {
+    let config = format!(
+        "[rate_limit]\ntools = {{ \"m__test_simple*\" = {{ per_minute = 1, burst = 2, per = \"glob\" }}, \"test://*\" = {{ per_minute = 1, burst = 1 }} }}\n{}",
+        mock_stdio_backend("m", None, &[])
+    );
+    let gw = Gateway::start(&config);
+    let c = HttpClient::modern(&gw.url);
+    let read = || c.request("resources/read", json!({"uri": "test://static-text"}));
+    assert!(read().await.json()["result"].is_object());
+    let r = read().await;
+    assert_eq!((r.error_code(), r.json()["error"]["data"]["scope"].clone()), (Some(-32013), json!("client+tool")));
+    // The glob's two calls are shared by the prompt and the tool it matches.
+    assert!(c.request("prompts/get", json!({"name": "m__test_simple_prompt"})).await.json()["result"].is_object());
+    assert!(c.call("m__test_simple_text", json!({})).await.json()["result"].is_object());
+    let r = c.call("m__test_simple_text", json!({})).await;
+    assert_eq!((r.error_code(), r.json()["error"]["data"]["scope"].clone()), (Some(-32013), json!("client+glob")));
+    let r = c
+        .request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "m__test_simple_prompt"}, "argument": {"name": "a", "value": "x"}}),
+        )
+        .await;
+    assert_eq!(r.error_code(), Some(-32013), "{r:?}");
+}

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Records kept per source before throttling starts, and the pace after.
-const SOURCE_BURST: u32 = 10;
+const SOURCE_BURST: u32 = 20;
 const SOURCE_INTERVAL: Duration = Duration::from_secs(6);
 /// Records kept across all sources: the bound on what unauthenticated traffic costs in disk.
 const GLOBAL_BURST: u32 = 100;
