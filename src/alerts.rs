@@ -37,6 +37,9 @@ pub enum AlertKind {
     AuditFailClosed,
     AuditStoreDown,
     AuditDeadLetter,
+    /// A name or resource URI hidden because it falls in another backend's namespace, or two
+    /// backends offer it.
+    NameClash,
 }
 
 impl AlertKind {
@@ -51,6 +54,7 @@ impl AlertKind {
             AlertKind::AuditFailClosed => "audit_fail_closed",
             AlertKind::AuditStoreDown => "audit_store_down",
             AlertKind::AuditDeadLetter => "audit_dead_letter",
+            AlertKind::NameClash => "name_clash",
         }
     }
 

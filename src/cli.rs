@@ -287,7 +287,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
+    // With each connection's peer address, for throttling what refused requests cost per source.
+    let app = front::http::router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
             shutdown_signal().await;

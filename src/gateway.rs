@@ -65,6 +65,9 @@ pub struct Gateway {
     redactor: ArcSwap<crate::audit::redact::Redactor>,
     /// Webhooks told of backend and audit trouble (a no-op without `[alerts]` webhooks).
     alerter: ArcSwap<crate::alerts::Alerter>,
+    /// Keeps refusals without valid credentials from costing more than a bounded trickle of
+    /// audit records per source.
+    denied_auth: crate::audit::throttle::Throttle,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -131,6 +134,8 @@ pub struct Ctx<'a> {
     /// This request's own stream (SSE response, or stdout) for its notifications and
     /// server-to-client requests; `None` when the client asked for a plain JSON answer.
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
+    /// The client's address (HTTP), for throttling what refusals cost; `None` on stdio.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// How a request ended, before it is framed as a response.
@@ -200,6 +205,7 @@ impl Gateway {
             audit_writer,
             redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config_redact_keys)),
             alerter: ArcSwap::from_pointee(alerter),
+            denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
             seq: AtomicU64::new(1),
             shutdown,
         });
@@ -217,6 +223,7 @@ impl Gateway {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { break };
                 gw.limiter.load().shrink();
+                gw.denied_auth.shrink(std::time::Instant::now());
             }
         });
         tokio::spawn(watch_audit(Arc::downgrade(&gw)));
@@ -401,24 +408,60 @@ impl Gateway {
             .map(|(i, s, l)| catalog::Source { index: *i, name: &s.config.name, prefix: &s.config.prefix, listing: l })
             .collect();
         let c = Catalog::build(&live.config.naming, &sources);
+        // Each problem is logged on every rebuild; the alert goes out when it is new (one
+        // backend's list changing must not re-announce another's standing problem).
+        let before = self.catalog.load();
         for clash in &c.clashes {
             tracing::error!("name clash: {clash}");
+            if !before.clashes.contains(clash) {
+                // The subject is the problem itself, so that distinct clashes are not folded
+                // into one by the alerts' de-duplication.
+                self.alerter.load().notify(crate::alerts::Alert::new(
+                    crate::alerts::AlertKind::NameClash,
+                    crate::audit::bounded(clash, 200),
+                    format!("name clash: {clash}"),
+                ));
+            }
         }
         for t in &c.tools {
             self.metrics.tool_listed(&t.exposed, &live.slots[t.backend].config.name);
         }
+        drop(before);
         self.catalog.store(c);
     }
 
-    /// Registers a new session-based client session; `None` at the session limit.
+    /// Registers a new session-based client session; `None` at the session limit. A subject
+    /// at its own limit (`max_sessions_per_subject`) first gives up its longest-idle session
+    /// with no call in flight, so that one token cannot hold every session there is; if all of
+    /// its sessions are busy, it gets none.
     pub fn new_session(&self, transport: &'static str, subject: Option<&str>) -> Option<Arc<Session>> {
+        let per_subject = self.config().server.max_sessions_per_subject;
         let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport, subject));
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
+        let evicted = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let own = sessions.values().filter(|x| x.transport == transport && x.subject.as_deref() == subject);
+            let evicted = if own.clone().count() >= per_subject {
+                let oldest = own.filter(|x| !x.has_calls()).max_by_key(|x| x.idle_for()).map(|x| x.id.clone());
+                // All of them busy: this subject gets no more sessions for now.
+                sessions.remove(&oldest?)
+            } else {
+                None
+            };
+            if sessions.len() >= MAX_SESSIONS {
+                // Only reached when this subject had room: nothing was evicted.
+                return None;
+            }
+            sessions.insert(s.id.clone(), s.clone());
+            self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
+            evicted
+        };
+        if let Some(old) = evicted {
+            tracing::info!(
+                subject = subject.unwrap_or("-"),
+                "session limit of the subject reached: its longest-idle session is ended for a new one"
+            );
+            self.close_session(&old);
         }
-        sessions.insert(s.id.clone(), s.clone());
-        self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
         Some(s)
     }
 
@@ -438,13 +481,18 @@ impl Gateway {
         };
         match removed {
             Some(s) => {
-                s.close();
-                for uri in s.take_subscriptions() {
-                    self.count_subscription(&uri, false);
-                }
+                self.close_session(&s);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Ends a session already taken out of the table: its streams and subscriptions.
+    fn close_session(&self, s: &Session) {
+        s.close();
+        for uri in s.take_subscriptions() {
+            self.count_subscription(&uri, false);
         }
     }
 
@@ -480,7 +528,8 @@ impl Gateway {
                     _ => return None,
                 };
                 if !session.deliver_reply(&id, reply) {
-                    tracing::debug!(id, "a client answered a request nobody waits for");
+                    let id = crate::audit::bounded(&id, crate::audit::MAX_NAME_BYTES);
+                    tracing::debug!(%id, "a client answered a request nobody waits for");
                 }
                 None
             }
@@ -535,7 +584,10 @@ impl Gateway {
                 }
             }
             "notifications/initialized" | "notifications/roots/list_changed" => {}
-            other => tracing::debug!(method = other, "ignoring client notification"),
+            other => {
+                let method = crate::audit::bounded(other, crate::audit::MAX_METHOD_BYTES);
+                tracing::debug!(%method, "ignoring client notification")
+            }
         }
     }
 
@@ -633,8 +685,11 @@ impl Gateway {
         }
         let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
+        // The same judgement as `resources/subscribe`: a URI in normal form, that a backend
+        // serves, that the caller may read.
         f.resource_subscriptions.retain(|uri| {
-            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
+            crate::uri::is_normal(uri)
+                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
@@ -894,7 +949,7 @@ async fn start_backends(
 }
 
 fn rate_limit_settings(c: &Config) -> RateLimitSettings {
-    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst };
+    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst, per: q.per };
     RateLimitSettings {
         default: c.rate_limit.default.as_ref().map(q),
         tools: c.rate_limit.tools.iter().map(|(g, x)| (g.clone(), q(x))).collect(),

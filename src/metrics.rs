@@ -16,6 +16,7 @@
 //! | `sentinel_audit_store_up` | gauge (0 or 1) | — |
 //! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
+//! | `sentinel_audit_suppressed_total` | counter | `reason` (denied_auth_throttled) |
 //!
 //! Every family is in the output from the start, with zero values, so that alert rules and
 //! dashboards (and `increase()` over a first event) work on a fresh gateway. The crate leaves
@@ -97,6 +98,15 @@ struct TransportLabel {
     transport: &'static str,
 }
 
+/// The `reason` of `sentinel_audit_suppressed_total` for refusals without valid credentials
+/// past a source's allowance (see `audit::throttle`).
+pub const SUPPRESSED_DENIED_AUTH: &str = "denied_auth_throttled";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
 const AUDIT_RESULTS: [&str; 5] = ["written", "spooled", "replayed", "failed", "dead_lettered"];
 
@@ -121,6 +131,7 @@ pub struct Metrics {
     sessions: Family<TransportLabel, Gauge>,
     /// Every registered family's name, as registered (counters without `_total`).
     families: Vec<&'static str>,
+    audit_suppressed: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -140,7 +151,9 @@ impl Metrics {
             config_reloads: Family::default(),
             sessions: Family::default(),
             families: Vec::new(),
+            audit_suppressed: Family::default(),
         };
+        let _ = m.audit_suppressed.get_or_create(&ReasonLabel { reason: SUPPRESSED_DENIED_AUTH });
         // Fixed label sets start at zero, so a dashboard sees the series before the first event.
         // The families labelled by tool start with the series every unknown name shares (a call
         // naming one is refused as invalid before routing, so with no backend).
@@ -195,6 +208,12 @@ impl Metrics {
         self.add("sentinel_config_reloads", "Config reloads by result: ok or error", reloads);
         let sessions = self.sessions.clone();
         self.add("sentinel_sessions", "Open MCP sessions by transport", sessions);
+        let suppressed = self.audit_suppressed.clone();
+        self.add(
+            "sentinel_audit_suppressed",
+            "Audit records not written one by one, by reason (refusals without valid credentials past a source's allowance)",
+            suppressed,
+        );
         self
     }
 
@@ -263,6 +282,11 @@ impl Metrics {
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// One audit record not written (see [`SUPPRESSED_DENIED_AUTH`]).
+    pub fn audit_suppressed(&self, reason: &'static str) {
+        self.audit_suppressed.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// The number of open sessions on a transport (`"http"` or `"stdio"`).

@@ -6,7 +6,7 @@ pub mod breaker;
 mod handshake;
 mod http;
 mod listen;
-mod sse_limit;
+pub mod sse_limit;
 mod stdio;
 
 use std::time::Duration;

@@ -59,7 +59,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
             if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
                 return listen(&gw, &caller, &session, msg, tx).await;
             }
-            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
+            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer: None };
             if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
                 let _ = tx.send(resp);
             }
