@@ -79,6 +79,10 @@ enum Command {
         /// Keep printing new records as they arrive (Ctrl-C stops)
         #[arg(long)]
         follow: bool,
+        /// Instead of the store, the records it refused for good (the dead-letter file beside
+        /// the spool), each with the store's reason
+        #[arg(long, conflicts_with_all = ["since", "client", "tool", "backend", "outcome", "follow"])]
+        dead_letter: bool,
     },
     /// Ask the running daemon to reload its config (SIGHUP via its pid file) and report the outcome
     Reload {
@@ -114,9 +118,9 @@ pub fn main() -> ExitCode {
         // threads: over stdio that cost more than the calls themselves.
         Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
-        Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
+        Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow, dead_letter } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
-            run(config, |c| audit(c, opts))
+            if dead_letter { run(config, |c| dead_letters(c, limit, json)) } else { run(config, |c| audit(c, opts)) }
         }
         Command::Reload { config } => crate::ops_cli::reload(config),
         Command::Doctor { config } => crate::ops_cli::doctor(config),
@@ -279,7 +283,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
+    // With each connection's peer address, for throttling what refused requests cost per source.
+    let app = front::http::router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
             shutdown_signal().await;
@@ -352,6 +358,11 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     gw.flush_audit().await;
     gw.stop_backends(BACKEND_STOP_GRACE).await;
     served
+}
+
+async fn dead_letters(config: Config, limit: usize, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(config.audit.url != "none", "[audit] url = \"none\": there is no audit store, and no dead letters");
+    crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)
 }
 
 async fn audit(config: Config, opts: AuditOpts) -> anyhow::Result<()> {

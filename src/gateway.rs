@@ -20,8 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::audit::AuditSink;
-use crate::audit::store::SqlStore;
-use crate::audit::writer::{AuditSettings, AuditStats, AuditWriter};
+use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
@@ -66,6 +65,9 @@ pub struct Gateway {
     redactor: ArcSwap<crate::audit::redact::Redactor>,
     /// Webhooks told of backend and audit trouble (a no-op without `[alerts]` webhooks).
     alerter: ArcSwap<crate::alerts::Alerter>,
+    /// Keeps refusals without valid credentials from costing more than a bounded trickle of
+    /// audit records per source.
+    denied_auth: crate::audit::throttle::Throttle,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -132,6 +134,8 @@ pub struct Ctx<'a> {
     /// This request's own stream (SSE response, or stdout) for its notifications and
     /// server-to-client requests; `None` when the client asked for a plain JSON answer.
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
+    /// The client's address (HTTP), for throttling what refusals cost; `None` on stdio.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// A response ready to send: whole, or with a backend's result still streaming in.
@@ -208,7 +212,7 @@ impl Gateway {
             .build()?;
         let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let config_redact_keys = config.audit.redact_keys.clone();
-        let audit_writer = start_audit(&config.audit).await?;
+        let audit_writer = crate::audit::open::open(&config.audit)?;
         let audit: Arc<dyn AuditSink> = match &audit_writer {
             Some(w) => w.clone(),
             None => Arc::new(crate::audit::NoStore),
@@ -256,6 +260,7 @@ impl Gateway {
             audit_writer,
             redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config_redact_keys)),
             alerter: ArcSwap::from_pointee(alerter),
+            denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
             seq: AtomicU64::new(1),
             shutdown,
         });
@@ -273,6 +278,7 @@ impl Gateway {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { break };
                 gw.limiter.load().shrink();
+                gw.denied_auth.shrink(std::time::Instant::now());
             }
         });
         tokio::spawn(watch_audit(Arc::downgrade(&gw)));
@@ -372,10 +378,31 @@ impl Gateway {
         let detail = serde_json::json!({
             "ready": ready,
             "config": live.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
-            "audit": { "writable": self.audit.writable() },
+            "audit": self.audit_detail(),
             "backends": backends,
         });
         (ready, detail)
+    }
+
+    /// The audit trail's part of `/ready`: whether records can be made durable (what readiness
+    /// depends on: the spool is enough), the store's state, and other stores' spool folders
+    /// waiting in the configured spool folder for a gateway of theirs.
+    fn audit_detail(&self) -> serde_json::Value {
+        let writable = self.audit.writable();
+        let Some(w) = &self.audit_writer else { return serde_json::json!({ "writable": writable, "store": "none" }) };
+        let a = w.stats();
+        let foreign = w.foreign_spools().unwrap_or_else(|e| {
+            tracing::warn!("cannot list the audit spool folder: {e}");
+            Vec::new()
+        });
+        serde_json::json!({
+            "writable": writable,
+            "store": if a.store_up { "up" } else { "down" },
+            "store_down_seconds": a.store_down_for.map(|d| d.as_secs()),
+            "backlog": a.backlog,
+            "dead_lettered": a.dead_lettered,
+            "foreign_spools": foreign,
+        })
     }
 
     /// The Prometheus text of every family, with the audit counters read now.
@@ -386,7 +413,12 @@ impl Gateway {
         for (_, slot) in self.live.load().active() {
             self.metrics.backend_up(slot.name(), slot.is_up());
         }
-        self.metrics.set_audit(a.queue_depth as u64, a.written, a.spooled, a.replayed, a.failed);
+        let store_up = a.store_up || self.audit_writer.is_none();
+        self.metrics.set_audit(
+            a.queue_depth as u64,
+            [a.written, a.spooled, a.replayed, a.failed, a.dead_lettered],
+            store_up,
+        );
         self.metrics.render()
     }
 
@@ -436,21 +468,60 @@ impl Gateway {
             .map(|(i, s, l)| catalog::Source { index: *i, name: &s.config.name, prefix: &s.config.prefix, listing: l })
             .collect();
         let c = Catalog::build(&live.config.naming, &sources);
+        // Each problem is logged on every rebuild; the alert goes out when it is new (one
+        // backend's list changing must not re-announce another's standing problem).
+        let before = self.catalog.load();
         for clash in &c.clashes {
             tracing::error!("name clash: {clash}");
+            if !before.clashes.contains(clash) {
+                // The subject is the problem itself, so that distinct clashes are not folded
+                // into one by the alerts' de-duplication.
+                self.alerter.load().notify(crate::alerts::Alert::new(
+                    crate::alerts::AlertKind::NameClash,
+                    crate::audit::bounded(clash, 200),
+                    format!("name clash: {clash}"),
+                ));
+            }
         }
+        for t in &c.tools {
+            self.metrics.tool_listed(&t.exposed, &live.slots[t.backend].config.name);
+        }
+        drop(before);
         self.catalog.store(c);
     }
 
-    /// Registers a new session-based client session; `None` at the session limit.
+    /// Registers a new session-based client session; `None` at the session limit. A subject
+    /// at its own limit (`max_sessions_per_subject`) first gives up its longest-idle session
+    /// with no call in flight, so that one token cannot hold every session there is; if all of
+    /// its sessions are busy, it gets none.
     pub fn new_session(&self, transport: &'static str, subject: Option<&str>) -> Option<Arc<Session>> {
+        let per_subject = self.config().server.max_sessions_per_subject;
         let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport, subject));
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
+        let evicted = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let own = sessions.values().filter(|x| x.transport == transport && x.subject.as_deref() == subject);
+            let evicted = if own.clone().count() >= per_subject {
+                let oldest = own.filter(|x| !x.has_calls()).max_by_key(|x| x.idle_for()).map(|x| x.id.clone());
+                // All of them busy: this subject gets no more sessions for now.
+                sessions.remove(&oldest?)
+            } else {
+                None
+            };
+            if sessions.len() >= MAX_SESSIONS {
+                // Only reached when this subject had room: nothing was evicted.
+                return None;
+            }
+            sessions.insert(s.id.clone(), s.clone());
+            self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
+            evicted
+        };
+        if let Some(old) = evicted {
+            tracing::info!(
+                subject = subject.unwrap_or("-"),
+                "session limit of the subject reached: its longest-idle session is ended for a new one"
+            );
+            self.close_session(&old);
         }
-        sessions.insert(s.id.clone(), s.clone());
-        self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
         Some(s)
     }
 
@@ -470,13 +541,18 @@ impl Gateway {
         };
         match removed {
             Some(s) => {
-                s.close();
-                for uri in s.take_subscriptions() {
-                    self.count_subscription(&uri, false);
-                }
+                self.close_session(&s);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Ends a session already taken out of the table: its streams and subscriptions.
+    fn close_session(&self, s: &Session) {
+        s.close();
+        for uri in s.take_subscriptions() {
+            self.count_subscription(&uri, false);
         }
     }
 
@@ -517,7 +593,8 @@ impl Gateway {
                     _ => return None,
                 };
                 if !session.deliver_reply(&id, reply) {
-                    tracing::debug!(id, "a client answered a request nobody waits for");
+                    let id = crate::audit::bounded(&id, crate::audit::MAX_NAME_BYTES);
+                    tracing::debug!(%id, "a client answered a request nobody waits for");
                 }
                 None
             }
@@ -577,7 +654,10 @@ impl Gateway {
                 }
             }
             "notifications/initialized" | "notifications/roots/list_changed" => {}
-            other => tracing::debug!(method = other, "ignoring client notification"),
+            other => {
+                let method = crate::audit::bounded(other, crate::audit::MAX_METHOD_BYTES);
+                tracing::debug!(%method, "ignoring client notification")
+            }
         }
     }
 
@@ -675,8 +755,11 @@ impl Gateway {
         }
         let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
+        // The same judgement as `resources/subscribe`: a URI in normal form, that a backend
+        // serves, that the caller may read.
         f.resource_subscriptions.retain(|uri| {
-            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
+            crate::uri::is_normal(uri)
+                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
@@ -935,52 +1018,8 @@ async fn start_backends(
     futures::future::join_all(starts).await
 }
 
-/// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
-/// records in the background when `retain` is set.
-async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
-    if c.url == "none" {
-        tracing::warn!("[audit] url = \"none\": calls leave no durable audit record");
-        return Ok(None);
-    }
-    let url = crate::config::redact_url(&c.url);
-    let store = SqlStore::connect(&c.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("audit store {url}: {e:#} (check [audit] url, or that the database is up)"))?;
-    store.migrate().await.map_err(|e| anyhow::anyhow!("audit store {url}: migration failed: {e:#}"))?;
-    if let Some(retain) = c.retain {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let cutoff = std::time::SystemTime::now()
-                    .checked_sub(retain)
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                match store.prune(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(records = n, "audit retention: pruned old records"),
-                    Err(e) => tracing::warn!("audit retention: prune failed: {e:#}"),
-                }
-            }
-        });
-    }
-    let settings = AuditSettings {
-        spool_dir: c.spool_dir.clone(),
-        fail_open: c.fail_open,
-        queue_capacity: c.queue,
-        batch_max: c.batch,
-        flush_interval: c.flush_interval,
-        durability: c.durability,
-    };
-    AuditWriter::start(Arc::new(store), settings)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
-}
-
 fn rate_limit_settings(c: &Config) -> RateLimitSettings {
-    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst };
+    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst, per: q.per };
     RateLimitSettings {
         default: c.rate_limit.default.as_ref().map(q),
         tools: c.rate_limit.tools.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
@@ -1038,8 +1077,14 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
 /// How often the audit trail's state is looked at for alerts.
 const AUDIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long the audit store may stay unreachable before an alert says so (records are safe in
+/// the spool meanwhile: a short restart of the database is not worth waking anyone).
+const AUDIT_STORE_DOWN_ALERT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Alerts on audit trouble, which has no single event to hook: records piling up in the spool
-/// while none reach the store (the store is down), and a spool that cannot be written at all.
+/// while none reach the store (the store is down), a store that stays unreachable (from start,
+/// or with no records arriving), records the store refused for good (moved to the dead-letter
+/// file), and a spool that cannot be written at all.
 async fn watch_audit(gw: Weak<Gateway>) {
     use crate::alerts::{Alert, AlertKind};
     let mut tick = tokio::time::interval(AUDIT_WATCH_INTERVAL);
@@ -1068,6 +1113,28 @@ async fn watch_audit(gw: Weak<Gateway>) {
             ));
         }
         let now = gw.audit_stats();
+        if let Some(down) = now.store_down_for.filter(|d| *d >= AUDIT_STORE_DOWN_ALERT) {
+            alerter.notify(Alert::new(
+                AlertKind::AuditStoreDown,
+                "audit",
+                format!(
+                    "the audit store has not answered for {}s; {} records wait in the local spool",
+                    down.as_secs(),
+                    now.backlog
+                ),
+            ));
+        }
+        let refused = now.dead_lettered - last.as_ref().map_or(0, |b| b.dead_lettered);
+        if refused > 0 {
+            let reason = gw.audit_writer.as_ref().and_then(|w| w.last_refusal()).unwrap_or_default();
+            alerter.notify(Alert::new(
+                AlertKind::AuditDeadLetter,
+                "audit",
+                format!(
+                    "the audit store refused {refused} record(s) for good (moved to the dead-letter file): {reason}"
+                ),
+            ));
+        }
         if let Some(before) = &last {
             if now.backlog > before.backlog && now.written == before.written {
                 alerter.notify(Alert::new(

@@ -10,6 +10,8 @@ pub mod client_config;
 pub mod config;
 pub mod error;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod line_codec;
@@ -26,3 +28,4 @@ pub mod schema;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;
+pub mod uri;

@@ -157,6 +157,13 @@ impl Session {
         !s.in_flight.is_empty() || !s.relayed.is_empty() || s.outbound.as_ref().is_some_and(|o| !o.is_closed())
     }
 
+    /// Whether a call or a relayed request is outstanding (an open GET stream alone is not
+    /// work: a subject at its session limit may lose such a session).
+    pub fn has_calls(&self) -> bool {
+        let s = self.st();
+        !s.in_flight.is_empty() || !s.relayed.is_empty()
+    }
+
     /// Returns whether this is a new subscription for the session.
     pub fn subscribe(&self, uri: String) -> bool {
         self.st().subscriptions.insert(uri)

@@ -7,7 +7,7 @@ mod handshake;
 mod http;
 mod listen;
 mod result_body;
-mod sse_limit;
+pub mod sse_limit;
 mod stderr;
 mod stdio;
 

@@ -75,7 +75,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
             if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
                 return listen(&gw, &caller, &session, msg, tx).await;
             }
-            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
+            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer: None };
             let id = msg.id.clone();
             // Lines are written whole: a streamed result is gathered here (one copy, not the
             // three of a result parsed and framed again). One that broke off (or could not be

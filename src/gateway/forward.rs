@@ -276,24 +276,20 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Finds the owning backend and rewrites the exposed name to the backend's own. `params`
-    /// were checked strictly already; `arguments` is the parsed form of a tool's arguments.
+    /// Finds the backend that serves `exposed` (the name or URI the pipeline judged) and
+    /// rewrites it to the backend's own name. `params` were checked strictly already;
+    /// `arguments` is the parsed form of a tool's arguments.
     pub(super) fn route(
         &self,
         method: &str,
         params: &mut Params,
+        exposed: String,
         arguments: Option<&serde_json::Value>,
     ) -> Result<Route, Refusal> {
         let catalog = self.catalog();
-        let required = |p: &Params, k: &str| -> Result<String, Refusal> {
-            p.str(k)
-                .map_err(Refusal::InvalidParams)?
-                .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
-        };
         let simple = |backend, exposed: String, name| Route { backend, exposed, name, param_headers: Vec::new() };
         match method {
             "tools/call" => {
-                let exposed = required(params, "name")?;
                 let e = catalog.tool(&exposed).ok_or_else(|| Refusal::UnknownTool(exposed.clone()))?;
                 let param_headers = match arguments {
                     Some(args) if !e.param_headers.is_empty() => param_headers::headers_for(&e.param_headers, args),
@@ -303,37 +299,25 @@ impl Gateway {
                 Ok(Route { backend: e.backend, exposed, name: e.original.clone(), param_headers })
             }
             "prompts/get" => {
-                let exposed = required(params, "name")?;
                 let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
                 params.set_str("name", &e.original);
                 Ok(simple(e.backend, exposed, e.original.clone()))
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let uri = required(params, "uri")?;
-                let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                Ok(simple(b, uri.clone(), uri))
+                let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
+                Ok(simple(b, exposed.clone(), exposed))
             }
             "completion/complete" => {
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
                 let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
                     .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
-                let route = match r.get("type").and_then(|t| t.as_str()) {
-                    Some("ref/prompt") => {
-                        let exposed = r.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                        let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
-                        r.insert("name".into(), e.original.clone().into());
-                        simple(e.backend, exposed, e.original.clone())
-                    }
-                    Some("ref/resource") => {
-                        let uri = r.get("uri").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                        let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                        simple(b, uri.clone(), uri)
-                    }
-                    _ => {
-                        return Err(Refusal::InvalidParams(
-                            "`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into(),
-                        ));
-                    }
+                let route = if r.get("type").and_then(|t| t.as_str()) == Some("ref/prompt") {
+                    let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
+                    r.insert("name".into(), e.original.clone().into());
+                    simple(e.backend, exposed, e.original.clone())
+                } else {
+                    let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
+                    simple(b, exposed.clone(), exposed)
                 };
                 params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
                 Ok(route)

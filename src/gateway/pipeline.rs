@@ -1,6 +1,6 @@
 //! The governed path of every request, in one function that reads top to bottom:
-//! authenticate, parse strictly, resolve the target, kill switch, RBAC, rate limit, argument
-//! schema, route and forward — and the audit record, written whatever the outcome. Both front
+//! authenticate, parse strictly, name the target, RBAC, resolve it, kill switch, rate limit,
+//! argument schema, forward — and the audit record, written whatever the outcome. Both front
 //! doors come through here.
 
 use std::sync::Arc;
@@ -93,6 +93,18 @@ impl Gateway {
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
+                }
+            }
+            if audit.outcome == Outcome::DeniedAuth {
+                use crate::audit::throttle::Verdict;
+                if let Verdict::Suppress { first } = self.denied_auth.check(ctx.peer, Instant::now()) {
+                    self.count(&audit);
+                    self.metrics.audit_suppressed(crate::metrics::SUPPRESSED_DENIED_AUTH);
+                    if first {
+                        let peer = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
+                        tracing::warn!(%peer, "requests without valid credentials from this source are no longer audited one by one (counted in sentinel_audit_suppressed_total)");
+                    }
+                    return result;
                 }
             }
             self.finish_audit(audit).await?;
@@ -199,13 +211,13 @@ impl Gateway {
             return Err(Refusal::AuditUnavailable);
         }
 
-        // 2–7. Parse, resolve, kill switch, RBAC, rate limit, schema.
+        // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
         let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
             Admission::Forward(params, route) => (params, route),
             Admission::Answered(answer) => return Ok(answer),
         };
 
-        // 8. Route and forward to the owning backend.
+        // 9. Forward to the owning backend.
         self.forward(session, id, method, params, route, audit, ctx).await
     }
 
@@ -222,53 +234,102 @@ impl Gateway {
         // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
         let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
         let arguments = strict_arguments(method, &mut params)?;
+        let redactor = self.redactor.load();
+        audit.arguments = arguments.as_ref().map(|a| redactor.redact(a));
 
-        // 3. Resolve: which backend serves the exposed name or URI, under what name there.
-        audit.arguments = arguments.as_ref().map(|a| self.redactor.load().redact(a));
-        let route = self.route(method, &mut params, arguments.as_ref()).inspect_err(|refusal| {
-            // A call to a name nobody serves is recorded with that name: probing is what an
-            // auditor looks for.
-            if let Refusal::UnknownTool(name) | Refusal::UnknownPrompt(name) | Refusal::UnknownResource(name) = refusal
-            {
-                audit.tool = Some(name.clone());
-            }
-        })?;
-        let slot = self.slot(route.backend);
-        let backend_name = &slot.config.name;
-        audit.tool = Some(route.exposed.clone());
-        audit.backend = Some(backend_name.clone());
+        // 3. The name the call is about, as asked: a tool or prompt name, or a resource URI
+        // (which must be in normal form, so that policy judges the resource and not a spelling).
+        let name = target(method, &params)?;
+        audit.set_target(method, &name, &redactor);
         let policy = self.policy.load();
 
-        // 4. Kill switch.
-        if policy.kill.is_killed(&route.exposed, backend_name) {
-            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name.clone() });
+        // 4. RBAC, on that name, before anything else is said about it: a caller who may not
+        // use a name gets the same answer whether it exists, is switched off, or not.
+        if !policy.rbac.allows(access, &name) {
+            return Err(Refusal::Forbidden { tool: name, roles: caller.roles().to_vec() });
         }
 
-        // 5. RBAC: the same predicate that filters the lists.
-        if !policy.rbac.allows(access, &route.exposed) {
-            return Err(Refusal::Forbidden { tool: route.exposed, roles: caller.roles().to_vec() });
+        // 5. Resolve: which backend serves the name or URI, under what name there.
+        let route = self.route(method, &mut params, name, arguments.as_ref())?;
+        let backend_name = self.slot(route.backend).config.name.clone();
+        audit.backend = Some(backend_name.clone());
+
+        // 6. Kill switch.
+        if policy.kill.is_killed(&route.exposed, &backend_name) {
+            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name });
         }
 
-        if method == "tools/call" {
-            // 6. Rate limit, per client per tool (without authentication, local callers share
-            // one "anonymous" client).
+        // 7. Rate limit, per client per name (or per glob), for every call that reaches a
+        // backend's work (without authentication, local callers share one "anonymous" client).
+        if is_limited(method) {
             let subject = caller.subject().unwrap_or("anonymous");
             self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                 retry_after_ms: l.retry_after_ms(),
                 limit: l.limit.clone(),
                 scope: l.scope.clone(),
             })?;
+        }
 
-            // 7. Arguments against the tool's inputSchema, before any backend sees them.
-            if policy.validation.enabled {
-                if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
-                    audit.outcome = Outcome::InvalidArgs;
-                    return schema_refusal(&route, violations, policy.validation.schema_errors)
-                        .map(Admission::Answered);
-                }
+        // 8. Arguments against the tool's inputSchema, before any backend sees them.
+        if method == "tools/call" && policy.validation.enabled {
+            if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
+                audit.outcome = Outcome::InvalidArgs;
+                return schema_refusal(&route, violations, policy.validation.schema_errors).map(Admission::Answered);
             }
         }
         Ok(Admission::Forward(params, route))
+    }
+}
+
+/// The calls that draw from a rate limit: those that make a backend work (subscriptions only
+/// change what it tells the gateway).
+fn is_limited(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read" | "completion/complete")
+}
+
+/// The name policy judges for a call, exactly as the client asked for it: `name` of a tool or
+/// prompt, a resource's `uri`, or the prompt name or URI a completion's `ref` points at.
+/// Resource URIs that RFC 3986 normalisation would change are refused (with the normal form
+/// in the message): a glob written for `test://docs/*` must not be met by `test://docs/../x`,
+/// and refusing keeps "what is authorized is what is forwarded" without the gateway choosing
+/// a spelling the backend never saw.
+fn target(method: &str, params: &Params) -> Result<String, Refusal> {
+    let required = |k: &str| -> Result<String, Refusal> {
+        params
+            .str(k)
+            .map_err(Refusal::InvalidParams)?
+            .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
+    };
+    let normal = |uri: String| -> Result<String, Refusal> {
+        match crate::uri::normalize(&uri) {
+            std::borrow::Cow::Borrowed(_) => Ok(uri),
+            std::borrow::Cow::Owned(n) => Err(Refusal::InvalidParams(format!(
+                "the resource URI is not in normal form (RFC 3986: dot-segments, percent-escapes, scheme case); send `{}`",
+                crate::audit::bounded(&n, crate::audit::MAX_URI_BYTES)
+            ))),
+        }
+    };
+    match method {
+        "tools/call" | "prompts/get" => required("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => normal(required("uri")?),
+        "completion/complete" => {
+            #[derive(serde::Deserialize)]
+            struct Ref {
+                #[serde(rename = "type")]
+                kind: Option<String>,
+                name: Option<String>,
+                uri: Option<String>,
+            }
+            let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
+            let r: Ref =
+                serde_json::from_str(r.get()).map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
+            match r.kind.as_deref() {
+                Some("ref/prompt") => Ok(r.name.unwrap_or_default()),
+                Some("ref/resource") => normal(r.uri.unwrap_or_default()),
+                _ => Err(Refusal::InvalidParams("`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into())),
+            }
+        }
+        _ => Err(Refusal::MethodNotFound(method.to_string())),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod governance;
 pub mod peers;
 pub mod pg;
 pub mod proxy;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
