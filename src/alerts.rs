@@ -35,6 +35,11 @@ pub enum AlertKind {
     CrashLoop,
     AuditSpooling,
     AuditFailClosed,
+    AuditStoreDown,
+    AuditDeadLetter,
+    /// A name or resource URI hidden because it falls in another backend's namespace, or two
+    /// backends offer it.
+    NameClash,
 }
 
 impl AlertKind {
@@ -47,6 +52,9 @@ impl AlertKind {
             AlertKind::CrashLoop => "crash_loop",
             AlertKind::AuditSpooling => "audit_spooling",
             AlertKind::AuditFailClosed => "audit_fail_closed",
+            AlertKind::AuditStoreDown => "audit_store_down",
+            AlertKind::AuditDeadLetter => "audit_dead_letter",
+            AlertKind::NameClash => "name_clash",
         }
     }
 

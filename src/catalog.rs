@@ -66,6 +66,8 @@ pub struct Catalog {
     /// Resource templates; `exposed` and `original` are the URI template.
     pub templates: Vec<Entry>,
     template_matchers: Vec<Template>,
+    /// URIs two backends claim: routed to neither.
+    contested: std::collections::HashSet<String>,
     resource_backends: Vec<usize>,
     /// Every tool's `inputSchema`, compiled once per catalog version.
     pub validators: Validators,
@@ -85,11 +87,34 @@ pub struct Source<'a> {
 
 impl Catalog {
     /// Builds the catalog, in the order of `sources`; entries name their backend by its `index`.
+    ///
+    /// Names follow backends, not strings: an entry whose exposed name falls in another
+    /// backend's namespace (a backend with `prefix = ""` listing `other__tool`) is hidden, and
+    /// a name (or resource URI, or template) that two backends offer is served by neither until
+    /// the clash is resolved. Each such problem is reported in `clashes`.
     pub fn build(naming: &Naming, sources: &[Source]) -> Arc<Catalog> {
         let mut c = Catalog::default();
         let mut tools = Vec::new();
         let mut prompts = Vec::new();
         let mut schemas: Vec<(String, serde_json::Value)> = Vec::new();
+        let spaces: Vec<(usize, &str, String)> = sources
+            .iter()
+            .filter_map(|s| naming::namespace(naming, s.name, s.prefix).map(|ns| (s.index, s.name, ns)))
+            .collect();
+        // The other backend whose namespace an entry of `s` would fall in.
+        // Whether an entry of `s` falls in another backend's namespace (then it is reported and left out).
+        let trespasses = |s: &Source, what: &str, exposed: &str, clashes: &mut Vec<String>| {
+            let owner = spaces.iter().find(|(i, _, ns)| *i != s.index && exposed.starts_with(ns.as_str()));
+            if let Some((_, owner, _)) = owner {
+                clashes.push(format!(
+                    "{what} `{exposed}` of `{}` falls in backend `{owner}`'s namespace; it is hidden and refused",
+                    s.name
+                ));
+            }
+            owner.is_some()
+        };
+        let mut resources: Vec<Entry> = Vec::new();
+        let mut templates: Vec<Entry> = Vec::new();
         for s in sources {
             let i = s.index;
             for t in &s.listing.tools {
@@ -99,39 +124,70 @@ impl Catalog {
                     .get("inputSchema")
                     .and_then(|r| serde_json::from_str(r.get()).ok())
                     .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+                let e = entry(naming, s, i, t);
+                if trespasses(s, "tool", &e.exposed, &mut c.clashes) {
+                    continue;
+                }
                 match param_headers::extract(&schema) {
                     Ok(headers) => {
-                        let e = Entry { param_headers: headers, ..entry(naming, s, i, t) };
                         schemas.push((e.exposed.clone(), schema));
-                        tools.push(e);
+                        tools.push(Entry { param_headers: headers, ..e });
                     }
                     Err(why) => c.clashes.push(format!("tool `{}` of `{}` is hidden: {why}", t.name, s.name)),
                 }
             }
             for p in &s.listing.prompts {
-                prompts.push(entry(naming, s, i, p));
+                let e = entry(naming, s, i, p);
+                if !trespasses(s, "prompt", &e.exposed, &mut c.clashes) {
+                    prompts.push(e);
+                }
             }
             if s.listing.has_resources {
                 c.resource_backends.push(i);
             }
             for (uri, raw) in &s.listing.resources {
-                if c.resource_index.contains_key(uri) {
-                    c.clashes
-                        .push(format!("resource `{uri}` is offered by two backends; `{}`'s copy is hidden", s.name));
+                if !crate::uri::is_normal(uri) {
+                    c.clashes.push(format!(
+                        "resource `{uri}` of `{}` is hidden: its URI is not in RFC 3986 normal form, and reads of such URIs are refused",
+                        s.name
+                    ));
                     continue;
                 }
-                c.resource_index.insert(uri.clone(), c.resources.len());
-                c.resources.push(uri_entry(uri, i, raw));
+                resources.push(uri_entry(uri, i, raw));
             }
             for (tpl, raw) in &s.listing.templates {
-                c.template_matchers.push(Template::parse(tpl));
-                c.templates.push(uri_entry(tpl, i, raw));
+                templates.push(uri_entry(tpl, i, raw));
             }
         }
-        let (tools, tool_index, mut clashes) = index(tools, sources, "tool");
-        let (prompts, prompt_index, more) = index(prompts, sources, "prompt");
-        clashes.extend(more);
+        let (tools, tool_index, clashes, _) = index(tools, sources, "tool name");
         c.clashes.extend(clashes);
+        let (prompts, prompt_index, clashes, _) = index(prompts, sources, "prompt name");
+        c.clashes.extend(clashes);
+        let (templates, _, clashes, _) = index(templates, sources, "resource template");
+        c.clashes.extend(clashes);
+        c.template_matchers = templates.iter().map(|t| Template::parse(&t.exposed)).collect();
+        c.templates = templates;
+        // A listed URI inside another backend's template is claimed by both: neither serves it.
+        let mut listed = Vec::with_capacity(resources.len());
+        for r in resources {
+            let owners = c.template_owners(&r.exposed);
+            if let Some(&other) = owners.iter().find(|&&b| b != r.backend) {
+                c.clashes.push(format!(
+                    "resource `{}` of `{}` falls in a resource template of `{}`; neither serves it until one changes",
+                    r.exposed,
+                    name_of(sources, r.backend),
+                    name_of(sources, other)
+                ));
+                c.contested.insert(r.exposed.clone());
+                continue;
+            }
+            listed.push(r);
+        }
+        let (resources, resource_index, clashes, contested) = index(listed, sources, "resource");
+        c.clashes.extend(clashes);
+        c.contested.extend(contested);
+        c.resources = resources;
+        c.resource_index = resource_index;
         c.tools = tools;
         c.tool_index = tool_index;
         c.prompts = prompts;
@@ -140,6 +196,17 @@ impl Catalog {
         c.validators = validators;
         c.clashes.extend(problems);
         Arc::new(c)
+    }
+
+    /// The backends whose templates match `uri`, each once.
+    fn template_owners(&self, uri: &str) -> Vec<usize> {
+        let mut owners: Vec<usize> = Vec::new();
+        for (t, e) in self.template_matchers.iter().zip(&self.templates) {
+            if !owners.contains(&e.backend) && t.matches(uri) {
+                owners.push(e.backend);
+            }
+        }
+        owners
     }
 
     pub fn tool(&self, exposed: &str) -> Option<&Entry> {
@@ -152,12 +219,20 @@ impl Catalog {
 
     /// The backend that serves a resource URI: a listed resource, else a matching template,
     /// else the only backend offering resources at all.
+    ///
+    /// A URI two backends claim (listed by one inside the other's template, or matching
+    /// templates of two backends) is served by neither.
     pub fn resource_backend(&self, uri: &str) -> Option<usize> {
         if let Some(i) = self.resource_index.get(uri) {
             return Some(self.resources[*i].backend);
         }
-        if let Some(i) = self.template_matchers.iter().position(|t| t.matches(uri)) {
-            return Some(self.templates[i].backend);
+        if self.contested.contains(uri) {
+            return None;
+        }
+        match self.template_owners(uri).as_slice() {
+            [one] => return Some(*one),
+            [] => {}
+            _ => return None,
         }
         match self.resource_backends.as_slice() {
             [only] => Some(*only),
@@ -214,36 +289,58 @@ fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {
 }
 
 /// Keeps backends in config order and each backend's own order (servers list
-/// deterministically, so the catalog does too, and it reads like the backends' own lists),
-/// and drops clashes, keeping the entry of the backend configured first.
-fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> (Vec<Entry>, HashMap<String, usize>, Vec<String>) {
+/// deterministically, so the catalog does too, and it reads like the backends' own lists).
+/// A name two backends offer is served by neither (which one a client meant cannot be known,
+/// and keeping the first would let a later backend's listing decide for an earlier one).
+fn index(entries: Vec<Entry>, sources: &[Source], what: &str) -> Indexed {
+    let mut owners: HashMap<&str, Vec<usize>> = HashMap::new();
+    for e in &entries {
+        let o = owners.entry(e.exposed.as_str()).or_default();
+        if !o.contains(&e.backend) {
+            o.push(e.backend);
+        }
+    }
+    let mut clashes = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    let contested: std::collections::HashSet<String> =
+        owners.iter().filter(|(_, o)| o.len() > 1).map(|(n, _)| n.to_string()).collect();
+    for e in &entries {
+        if contested.contains(&e.exposed) && reported.insert(e.exposed.clone()) {
+            let names: Vec<&str> = owners[e.exposed.as_str()].iter().map(|&b| name_of(sources, b)).collect();
+            clashes.push(format!(
+                "{what} `{}` is offered by {}; none of them serves it until the clash is resolved (give one backend a distinct `prefix`)",
+                e.exposed,
+                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" and ")
+            ));
+        }
+    }
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut index: HashMap<String, usize> = HashMap::with_capacity(entries.len());
-    let mut clashes = Vec::new();
     for e in entries {
+        if contested.contains(&e.exposed) {
+            continue;
+        }
         if let Some(&prev) = index.get(&e.exposed) {
+            // Two names of one server that come out alike (`get_thing` and `get-thing` in the
+            // contextforge style; names of different backends are contested above): ContextForge
+            // refuses such a server; here the second is hidden.
             let first = &out[prev];
-            let (a, b) = (name_of(sources, first.backend), name_of(sources, e.backend));
-            clashes.push(if first.backend == e.backend {
-                // Two names of one server that come out alike (`get_thing` and `get-thing` in the
-                // contextforge style): ContextForge refuses such a server; here the second is hidden.
-                format!(
-                    "{what}s `{}` and `{}` of backend `{a}` are both exposed as `{}`; `{}` is hidden — rename one in the server",
-                    first.original, e.original, e.exposed, e.original
-                )
-            } else {
-                format!(
-                    "{what} name `{}` is exposed by both `{a}` (its `{}`) and `{b}` (its `{}`); `{b}`'s is hidden — give one backend a distinct `prefix` (or, in the contextforge style, `name`)",
-                    e.exposed, first.original, e.original
-                )
-            });
+            let a = name_of(sources, first.backend);
+            let kind = what.strip_suffix(" name").unwrap_or(what);
+            clashes.push(format!(
+                "{kind}s `{}` and `{}` of backend `{a}` are both exposed as `{}`; `{}` is hidden — rename one in the server",
+                first.original, e.original, e.exposed, e.original
+            ));
             continue;
         }
         index.insert(e.exposed.clone(), out.len());
         out.push(e);
     }
-    (out, index, clashes)
+    (out, index, clashes, contested)
 }
+
+/// What `index` keeps, its index, the clashes it found, and the names they were about.
+type Indexed = (Vec<Entry>, HashMap<String, usize>, Vec<String>, std::collections::HashSet<String>);
 
 fn name_of<'a>(sources: &[Source<'a>], index: usize) -> &'a str {
     sources.iter().find(|s| s.index == index).map_or("?", |s| s.name)
@@ -354,9 +451,9 @@ mod tests {
                 Source { index: 1, name: "two", prefix: "", listing: &b },
             ],
         );
-        assert_eq!(c.tools.len(), 2);
-        assert_eq!(c.tool("echo").unwrap().json, r#"{"name":"echo","inputSchema":{"type":"object","x":1.0}}"#);
-        assert_eq!(c.tool("echo").unwrap().backend, 0);
+        assert_eq!(c.tools.len(), 1, "`echo` is offered by both: neither serves it");
+        assert!(c.tool("echo").is_none());
+        assert_eq!(c.tool("b").unwrap().json, r#"{"name":"b"}"#);
         assert_eq!(c.clashes.len(), 1, "{:?}", c.clashes);
         let c = Catalog::build(
             &naming,
@@ -368,5 +465,76 @@ mod tests {
         let names: Vec<_> = c.tools.iter().map(|e| e.exposed.as_str()).collect();
         assert_eq!(names, ["one__echo", "one__b", "two__echo"], "config order, then each backend's own order");
         assert_eq!(c.tool("two__echo").unwrap().original, "echo");
+        assert_eq!(
+            c.tool("one__echo").unwrap().json,
+            r#"{"name":"one__echo","inputSchema":{"type":"object","x":1.0}}"#
+        );
+    }
+
+    /// A backend without a prefix cannot list names inside another backend's namespace: they
+    /// would reach it instead of the other, and be granted by the other's `allow` globs.
+    #[test]
+    fn names_in_another_backends_namespace_are_hidden() {
+        let naming = Naming { style: NamingStyle::Prefixed, separator: "__".into() };
+        let other = Listing { tools: vec![listed(r#"{"name":"read"}"#)], ..Default::default() };
+        let squatter = Listing {
+            tools: vec![
+                listed(r#"{"name":"other__read"}"#),
+                listed(r#"{"name":"other__write"}"#),
+                listed(r#"{"name":"own"}"#),
+            ],
+            prompts: vec![listed(r#"{"name":"other__p"}"#)],
+            ..Default::default()
+        };
+        let c = Catalog::build(
+            &naming,
+            &[
+                Source { index: 0, name: "squatter", prefix: "", listing: &squatter },
+                Source { index: 1, name: "other", prefix: "other", listing: &other },
+            ],
+        );
+        assert_eq!(c.tool("other__read").unwrap().backend, 1, "the namespace's owner serves it");
+        assert!(c.tool("other__write").is_none(), "nothing added to another's namespace");
+        assert!(c.prompt("other__p").is_none());
+        assert_eq!(c.tool("own").unwrap().backend, 0);
+        assert_eq!(
+            c.clashes.iter().filter(|m| m.contains("falls in backend `other`'s namespace")).count(),
+            3,
+            "{:?}",
+            c.clashes
+        );
+    }
+
+    /// Resource URIs: one offered by two backends, or listed by one inside another's template,
+    /// is served by neither; a URI matching templates of two backends too.
+    #[test]
+    fn contested_resource_uris_are_served_by_neither() {
+        let naming = Naming { style: NamingStyle::Prefixed, separator: "__".into() };
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        let a = Listing {
+            resources: vec![("test://shared/1".into(), raw("{}")), ("test://a/1".into(), raw("{}"))],
+            templates: vec![("test://files/{id}".into(), raw("{}"))],
+            has_resources: true,
+            ..Default::default()
+        };
+        let b = Listing {
+            resources: vec![("test://shared/1".into(), raw("{}")), ("test://files/secret".into(), raw("{}"))],
+            templates: vec![("test://{kind}/x".into(), raw("{}"))],
+            has_resources: true,
+            ..Default::default()
+        };
+        let c = Catalog::build(
+            &naming,
+            &[
+                Source { index: 0, name: "a", prefix: "a", listing: &a },
+                Source { index: 1, name: "b", prefix: "b", listing: &b },
+            ],
+        );
+        assert_eq!(c.resource_backend("test://a/1"), Some(0));
+        assert_eq!(c.resource_backend("test://shared/1"), None, "listed by both");
+        assert_eq!(c.resource_backend("test://files/secret"), None, "b's listing inside a's template");
+        assert_eq!(c.resource_backend("test://files/7"), Some(0));
+        assert_eq!(c.resource_backend("test://files/x"), None, "both templates match");
+        assert_eq!(c.resources.len(), 1, "{:?}", c.clashes);
     }
 }

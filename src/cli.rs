@@ -84,6 +84,10 @@ enum Command {
         /// Keep printing new records as they arrive (Ctrl-C stops)
         #[arg(long)]
         follow: bool,
+        /// Instead of the store, the records it refused for good (the dead-letter file beside
+        /// the spool), each with the store's reason
+        #[arg(long, conflicts_with_all = ["since", "client", "tool", "backend", "outcome", "follow"])]
+        dead_letter: bool,
     },
     /// Ask the running daemon to reload its config (SIGHUP via its pid file) and report the outcome
     Reload {
@@ -111,7 +115,8 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });
-    init_logging(daemon, cli.verbose);
+    // Held to the end of `main`: dropping it writes out the lines still queued.
+    let _log = crate::log::init(daemon, cli.verbose);
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve { config } => run(config, Needs::All, serve),
@@ -119,36 +124,20 @@ pub fn main() -> ExitCode {
         // threads: over stdio that cost more than the calls themselves.
         Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, Needs::All, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
-        Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow } => {
+        Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow, dead_letter } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
             // Reading records needs the store's URL, not the backends' secrets.
-            run(config, Needs::Sections(&["audit"]), |c| audit(c, opts))
+            let needs = Needs::Sections(&["audit"]);
+            if dead_letter {
+                run(config, needs, |c| dead_letters(c, limit, json))
+            } else {
+                run(config, needs, |c| audit(c, opts))
+            }
         }
         Command::Reload { config } => crate::ops_cli::reload(config),
         Command::Doctor { config } => crate::ops_cli::doctor(config),
         Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
     }
-}
-
-/// Log lines go to stderr. The daemons (`serve`, `stdio`) log at `info` unless `SENTINEL_LOG`
-/// (an `EnvFilter`, e.g. `warn` or `sentinel=debug`) says otherwise. The reports print their
-/// report and nothing else unless `-v` asks for log lines too: a report that ends in a
-/// backend's shutdown warnings would bury what it says.
-fn init_logging(daemon: bool, verbose: u8) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let from_env = || EnvFilter::try_from_env("SENTINEL_LOG").ok();
-    let filter = match (daemon, verbose) {
-        (false, 0) => EnvFilter::new("off"),
-        (_, 0 | 1) => from_env().unwrap_or_else(|| EnvFilter::new("info")),
-        _ => EnvFilter::new("debug"),
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
 }
 
 fn token(path: Option<PathBuf>, sub: &str, roles: &[String], ttl: &str) -> ExitCode {
@@ -244,6 +233,7 @@ where
 const DEV_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    tokio::spawn(crate::log::report_dropped());
     let embedded = config.path.is_none();
     let dev_token = match (&config.dev_secret_file, &config.auth) {
         (Some(_), config::AuthConfig::Jwt(j)) => match &j.hs256_secret {
@@ -298,9 +288,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     let reaper = gw.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
-            tick.tick().await;
+            // A quarter of the idle timeout (read each round: a reload may change it), so a
+            // session is ended within 1.25× its timeout; at most a minute apart.
+            let every = (reaper.config().server.session_idle_timeout / 4)
+                .clamp(std::time::Duration::from_millis(250), std::time::Duration::from_secs(60));
+            tokio::time::sleep(every).await;
             reaper.reap_idle_sessions();
         }
     });
@@ -311,7 +304,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, front::http::router(gw)).with_graceful_shutdown({
+    // With each connection's peer address, for throttling what refused requests cost per source.
+    let app = front::http::router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {
             shutdown_signal().await;
@@ -378,11 +373,17 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    tokio::spawn(crate::log::report_dropped());
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
     gw.flush_audit().await;
     gw.stop_backends(BACKEND_STOP_GRACE).await;
     served
+}
+
+async fn dead_letters(config: Config, limit: usize, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(config.audit.url != "none", "[audit] url = \"none\": there is no audit store, and no dead letters");
+    crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)
 }
 
 async fn audit(config: Config, opts: AuditOpts) -> anyhow::Result<()> {

@@ -20,8 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::audit::AuditSink;
-use crate::audit::store::SqlStore;
-use crate::audit::writer::{AuditSettings, AuditStats, AuditWriter};
+use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
@@ -66,6 +65,9 @@ pub struct Gateway {
     redactor: ArcSwap<crate::audit::redact::Redactor>,
     /// Webhooks told of backend and audit trouble (a no-op without `[alerts]` webhooks).
     alerter: ArcSwap<crate::alerts::Alerter>,
+    /// Keeps refusals without valid credentials from costing more than a bounded trickle of
+    /// audit records per source.
+    denied_auth: crate::audit::throttle::Throttle,
     seq: AtomicU64,
     /// Cancelled when the gateway shuts down: long-lived client streams end on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -146,11 +148,68 @@ pub struct Ctx<'a> {
     /// This request's own stream (SSE response, or stdout) for its notifications and
     /// server-to-client requests; `None` when the client asked for a plain JSON answer.
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
+    /// The client's address (HTTP), for throttling what refusals cost; `None` on stdio.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// A response ready to send: whole, or with a backend's result still streaming in.
+pub enum Framed {
+    Whole(String),
+    /// The response's bytes as they come; an error cuts the response off (the result broke,
+    /// or its audit record could not be stored under a fail-closed policy).
+    Streamed(std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>),
+}
+
+impl From<String> for Framed {
+    fn from(s: String) -> Framed {
+        Framed::Whole(s)
+    }
+}
+
+impl Framed {
+    /// `{"jsonrpc":"2.0","id":ID,"result":` + the result as it arrives + `fields` it lacks + `}`.
+    fn result(
+        id: &RawValue,
+        body: crate::backend::ResultBody,
+        fields: &'static [(&'static str, &'static str)],
+    ) -> Framed {
+        use crate::backend::Piece;
+        use futures::StreamExt;
+        let head = bytes::Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{},"result":"#, id.get()));
+        let rest = body.map(move |p| match p {
+            Ok(Piece::Data(d)) => Ok(d),
+            Ok(Piece::End(summary)) => {
+                let mut tail = summary.closing(fields).to_vec();
+                tail.push(b'}');
+                Ok(bytes::Bytes::from(tail))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        });
+        Framed::Streamed(Box::pin(futures::stream::once(async move { Ok(head) }).chain(rest)))
+    }
+
+    /// The whole response as text (for the paths that write whole messages); `None` when a
+    /// streamed result broke off.
+    pub async fn into_string(self) -> Option<String> {
+        use futures::StreamExt;
+        match self {
+            Framed::Whole(s) => Some(s),
+            Framed::Streamed(mut s) => {
+                let mut out = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk.ok()?);
+                }
+                String::from_utf8(out).ok()
+            }
+        }
+    }
 }
 
 /// How a request ended, before it is framed as a response.
 pub enum Answer {
     Result(String),
+    /// A backend's result on its way (see `backend::ResultBody`); audited when it ends.
+    Stream(crate::backend::ResultBody),
     /// A backend's error object, passed on verbatim.
     Error(String),
     /// Cancelled by the client: nothing is sent.
@@ -167,7 +226,7 @@ impl Gateway {
             .build()?;
         let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let config_redact_keys = config.audit.redact_keys.clone();
-        let audit_writer = start_audit(&config.audit).await?;
+        let audit_writer = crate::audit::open::open(&config.audit)?;
         let audit: Arc<dyn AuditSink> = match &audit_writer {
             Some(w) => w.clone(),
             None => Arc::new(crate::audit::NoStore),
@@ -215,6 +274,7 @@ impl Gateway {
             audit_writer,
             redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config_redact_keys)),
             alerter: ArcSwap::from_pointee(alerter),
+            denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
             seq: AtomicU64::new(1),
             shutdown,
         });
@@ -232,6 +292,7 @@ impl Gateway {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { break };
                 gw.limiter.load().shrink();
+                gw.denied_auth.shrink(std::time::Instant::now());
             }
         });
         tokio::spawn(watch_audit(Arc::downgrade(&gw)));
@@ -331,16 +392,47 @@ impl Gateway {
         let detail = serde_json::json!({
             "ready": ready,
             "config": live.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
-            "audit": { "writable": self.audit.writable() },
+            "audit": self.audit_detail(),
             "backends": backends,
         });
         (ready, detail)
     }
 
+    /// The audit trail's part of `/ready`: whether records can be made durable (what readiness
+    /// depends on: the spool is enough), the store's state, and other stores' spool folders
+    /// waiting in the configured spool folder for a gateway of theirs.
+    fn audit_detail(&self) -> serde_json::Value {
+        let writable = self.audit.writable();
+        let Some(w) = &self.audit_writer else { return serde_json::json!({ "writable": writable, "store": "none" }) };
+        let a = w.stats();
+        let foreign = w.foreign_spools().unwrap_or_else(|e| {
+            tracing::warn!("cannot list the audit spool folder: {e}");
+            Vec::new()
+        });
+        serde_json::json!({
+            "writable": writable,
+            "store": if a.store_up { "up" } else { "down" },
+            "store_down_seconds": a.store_down_for.map(|d| d.as_secs()),
+            "backlog": a.backlog,
+            "dead_lettered": a.dead_lettered,
+            "foreign_spools": foreign,
+        })
+    }
+
     /// The Prometheus text of every family, with the audit counters read now.
     pub fn render_metrics(&self) -> String {
         let a = self.audit_stats();
-        self.metrics.set_audit(a.queue_depth as u64, a.written, a.spooled, a.replayed, a.failed);
+        // Read now rather than set on events: an HTTP backend goes down and up by how its
+        // requests fare, with no event of its own.
+        for (_, slot) in self.live.load().active() {
+            self.metrics.backend_up(slot.name(), slot.is_up());
+        }
+        let store_up = a.store_up || self.audit_writer.is_none();
+        self.metrics.set_audit(
+            a.queue_depth as u64,
+            [a.written, a.spooled, a.replayed, a.failed, a.dead_lettered],
+            store_up,
+        );
         self.metrics.render()
     }
 
@@ -393,21 +485,60 @@ impl Gateway {
             .map(|(i, s, l)| catalog::Source { index: *i, name: &s.config.name, prefix: &s.config.prefix, listing: l })
             .collect();
         let c = Catalog::build(&live.config.naming, &sources);
+        // Each problem is logged on every rebuild; the alert goes out when it is new (one
+        // backend's list changing must not re-announce another's standing problem).
+        let before = self.catalog.load();
         for clash in &c.clashes {
             tracing::error!("name clash: {clash}");
+            if !before.clashes.contains(clash) {
+                // The subject is the problem itself, so that distinct clashes are not folded
+                // into one by the alerts' de-duplication.
+                self.alerter.load().notify(crate::alerts::Alert::new(
+                    crate::alerts::AlertKind::NameClash,
+                    crate::audit::bounded(clash, 200),
+                    format!("name clash: {clash}"),
+                ));
+            }
         }
+        for t in &c.tools {
+            self.metrics.tool_listed(&t.exposed, &live.slots[t.backend].config.name);
+        }
+        drop(before);
         self.catalog.store(c);
     }
 
-    /// Registers a new session-based client session; `None` at the session limit.
+    /// Registers a new session-based client session; `None` at the session limit. A subject
+    /// at its own limit (`max_sessions_per_subject`) first gives up its longest-idle session
+    /// with no call in flight, so that one token cannot hold every session there is; if all of
+    /// its sessions are busy, it gets none.
     pub fn new_session(&self, transport: &'static str, subject: Option<&str>) -> Option<Arc<Session>> {
+        let per_subject = self.config().server.max_sessions_per_subject;
         let s = Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), transport, subject));
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
+        let evicted = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let own = sessions.values().filter(|x| x.transport == transport && x.subject.as_deref() == subject);
+            let evicted = if own.clone().count() >= per_subject {
+                let oldest = own.filter(|x| !x.has_calls()).max_by_key(|x| x.idle_for()).map(|x| x.id.clone());
+                // All of them busy: this subject gets no more sessions for now.
+                sessions.remove(&oldest?)
+            } else {
+                None
+            };
+            if sessions.len() >= MAX_SESSIONS {
+                // Only reached when this subject had room: nothing was evicted.
+                return None;
+            }
+            sessions.insert(s.id.clone(), s.clone());
+            self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
+            evicted
+        };
+        if let Some(old) = evicted {
+            tracing::info!(
+                subject = subject.unwrap_or("-"),
+                "session limit of the subject reached: its longest-idle session is ended for a new one"
+            );
+            self.close_session(&old);
         }
-        sessions.insert(s.id.clone(), s.clone());
-        self.metrics.sessions(transport, sessions.values().filter(|x| x.transport == transport).count() as i64);
         Some(s)
     }
 
@@ -427,13 +558,18 @@ impl Gateway {
         };
         match removed {
             Some(s) => {
-                s.close();
-                for uri in s.take_subscriptions() {
-                    self.count_subscription(&uri, false);
-                }
+                self.close_session(&s);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Ends a session already taken out of the table: its streams and subscriptions.
+    fn close_session(&self, s: &Session) {
+        s.close();
+        for uri in s.take_subscriptions() {
+            self.count_subscription(&uri, false);
         }
     }
 
@@ -454,12 +590,17 @@ impl Gateway {
     }
 
     /// Handles one client message; returns the HTTP status and the response to send, if any.
-    pub async fn handle(&self, session: &Arc<Session>, msg: Message, ctx: Ctx<'_>) -> Option<(StatusCode, String)> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        msg: Message,
+        ctx: Ctx<'_>,
+    ) -> Option<(StatusCode, Framed)> {
         session.touch();
         match msg.kind() {
             None => {
                 let r = Refusal::InvalidRequest("not a JSON-RPC 2.0 request, notification or response".into());
-                Some((r.status(), r.to_response(msg.id.as_deref())))
+                Some((r.status(), r.to_response(msg.id.as_deref()).into()))
             }
             Some(Kind::Response) => {
                 let id = msg.id.as_ref().map(|i| i.get().to_string()).unwrap_or_default();
@@ -469,7 +610,8 @@ impl Gateway {
                     _ => return None,
                 };
                 if !session.deliver_reply(&id, reply) {
-                    tracing::debug!(id, "a client answered a request nobody waits for");
+                    let id = crate::audit::bounded(&id, crate::audit::MAX_NAME_BYTES);
+                    tracing::debug!(%id, "a client answered a request nobody waits for");
                 }
                 None
             }
@@ -482,31 +624,36 @@ impl Gateway {
                 let id = msg.id.expect("request has an id");
                 if !valid {
                     let r = Refusal::InvalidRequest("the id must be a string or an integer".into());
-                    return Some((r.status(), r.to_response(Some(&id))));
+                    return Some((r.status(), r.to_response(Some(&id)).into()));
                 }
                 if msg.jsonrpc.as_deref() != Some("2.0") {
                     let r = Refusal::InvalidRequest("`jsonrpc` must be \"2.0\"".into());
-                    return Some((r.status(), r.to_response(Some(&id))));
+                    return Some((r.status(), r.to_response(Some(&id)).into()));
                 }
                 let method = msg.method.unwrap_or_default();
-                match self.govern(session, &id, &method, msg.params, ctx).await {
+                let (status, text) = match self.govern(session, &id, &method, msg.params, ctx).await {
                     // A stateless client gets the fields its revision requires on every result.
                     Ok(Answer::Result(r)) if ctx.modern.is_some() => {
-                        Some((StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r))))
+                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r)))
                     }
-                    Ok(Answer::Result(r)) => Some((StatusCode::OK, jsonrpc::result(&id, &r))),
+                    Ok(Answer::Result(r)) => (StatusCode::OK, jsonrpc::result(&id, &r)),
+                    Ok(Answer::Stream(body)) => {
+                        let fields = if ctx.modern.is_some() { lists::modern_fields(&method) } else { &[] };
+                        return Some((StatusCode::OK, Framed::result(&id, body, fields)));
+                    }
                     Ok(Answer::Error(e)) => {
                         let status =
                             if ctx.modern.is_some() { lists::http_status_of_error(&e) } else { StatusCode::OK };
-                        Some((status, jsonrpc::error_raw(Some(&id), &e)))
+                        (status, jsonrpc::error_raw(Some(&id), &e))
                     }
-                    Ok(Answer::Cancelled) => None,
+                    Ok(Answer::Cancelled) => return None,
                     // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
                     Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {
-                        Some((StatusCode::NOT_FOUND, r.to_response(Some(&id))))
+                        (StatusCode::NOT_FOUND, r.to_response(Some(&id)))
                     }
-                    Err(r) => Some((r.status(), r.to_response(Some(&id)))),
-                }
+                    Err(r) => (r.status(), r.to_response(Some(&id))),
+                };
+                Some((status, text.into()))
             }
         }
     }
@@ -524,7 +671,10 @@ impl Gateway {
                 }
             }
             "notifications/initialized" | "notifications/roots/list_changed" => {}
-            other => tracing::debug!(method = other, "ignoring client notification"),
+            other => {
+                let method = crate::audit::bounded(other, crate::audit::MAX_METHOD_BYTES);
+                tracing::debug!(%method, "ignoring client notification")
+            }
         }
     }
 
@@ -622,8 +772,11 @@ impl Gateway {
         }
         let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
+        // The same judgement as `resources/subscribe`: a URI in normal form, that a backend
+        // serves, that the caller may read.
         f.resource_subscriptions.retain(|uri| {
-            catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
+            crate::uri::is_normal(uri)
+                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
@@ -882,52 +1035,8 @@ async fn start_backends(
     futures::future::join_all(starts).await
 }
 
-/// Opens (and migrates) the audit store and starts the writer in front of it; prunes old
-/// records in the background when `retain` is set.
-async fn start_audit(c: &crate::config::AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
-    if c.url == "none" {
-        tracing::warn!("[audit] url = \"none\": calls leave no durable audit record");
-        return Ok(None);
-    }
-    let url = crate::config::redact_url(&c.url);
-    let store = SqlStore::connect(&c.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("audit store {url}: {e:#} (check [audit] url, or that the database is up)"))?;
-    store.migrate().await.map_err(|e| anyhow::anyhow!("audit store {url}: migration failed: {e:#}"))?;
-    if let Some(retain) = c.retain {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let cutoff = std::time::SystemTime::now()
-                    .checked_sub(retain)
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                match store.prune(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(records = n, "audit retention: pruned old records"),
-                    Err(e) => tracing::warn!("audit retention: prune failed: {e:#}"),
-                }
-            }
-        });
-    }
-    let settings = AuditSettings {
-        spool_dir: c.spool_dir.clone(),
-        fail_open: c.fail_open,
-        queue_capacity: c.queue,
-        batch_max: c.batch,
-        flush_interval: c.flush_interval,
-        durability: c.durability,
-    };
-    AuditWriter::start(Arc::new(store), settings)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))
-}
-
 fn rate_limit_settings(c: &Config) -> RateLimitSettings {
-    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst };
+    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst, per: q.per };
     RateLimitSettings {
         default: c.rate_limit.default.as_ref().map(q),
         tools: c.rate_limit.tools.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
@@ -985,8 +1094,14 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
 /// How often the audit trail's state is looked at for alerts.
 const AUDIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long the audit store may stay unreachable before an alert says so (records are safe in
+/// the spool meanwhile: a short restart of the database is not worth waking anyone).
+const AUDIT_STORE_DOWN_ALERT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Alerts on audit trouble, which has no single event to hook: records piling up in the spool
-/// while none reach the store (the store is down), and a spool that cannot be written at all.
+/// while none reach the store (the store is down), a store that stays unreachable (from start,
+/// or with no records arriving), records the store refused for good (moved to the dead-letter
+/// file), and a spool that cannot be written at all.
 async fn watch_audit(gw: Weak<Gateway>) {
     use crate::alerts::{Alert, AlertKind};
     let mut tick = tokio::time::interval(AUDIT_WATCH_INTERVAL);
@@ -1015,6 +1130,28 @@ async fn watch_audit(gw: Weak<Gateway>) {
             ));
         }
         let now = gw.audit_stats();
+        if let Some(down) = now.store_down_for.filter(|d| *d >= AUDIT_STORE_DOWN_ALERT) {
+            alerter.notify(Alert::new(
+                AlertKind::AuditStoreDown,
+                "audit",
+                format!(
+                    "the audit store has not answered for {}s; {} records wait in the local spool",
+                    down.as_secs(),
+                    now.backlog
+                ),
+            ));
+        }
+        let refused = now.dead_lettered - last.as_ref().map_or(0, |b| b.dead_lettered);
+        if refused > 0 {
+            let reason = gw.audit_writer.as_ref().and_then(|w| w.last_refusal()).unwrap_or_default();
+            alerter.notify(Alert::new(
+                AlertKind::AuditDeadLetter,
+                "audit",
+                format!(
+                    "the audit store refused {refused} record(s) for good (moved to the dead-letter file): {reason}"
+                ),
+            ));
+        }
         if let Some(before) = &last {
             if now.backlog > before.backlog && now.written == before.written {
                 alerter.notify(Alert::new(

@@ -119,24 +119,25 @@ pub fn request(id: &str, method: &str, params: &str) -> String {
     )
 }
 
-/// Inserts `"key":value,` right after the opening brace of a JSON object, leaving every other
-/// byte in place. Used to add `resultType` to a legacy backend's result for a modern client.
+/// Adds `,"key":value` right before the closing brace of a JSON object, leaving every other
+/// byte in place. Used to add `resultType` to a legacy backend's result for a modern client; at
+/// the end, as a streamed result gets it (its end is the first place it is known to lack it).
 pub fn splice_field(object: &str, key: &str, value: &str) -> String {
-    let trimmed = object.trim_start();
-    let Some(rest) = trimmed.strip_prefix('{') else {
+    let trimmed = object.trim_end();
+    let Some(body) = trimmed.strip_suffix('}') else {
         return object.to_string();
     };
-    let empty = rest.trim_start().starts_with('}');
+    let empty = body.trim_end().ends_with('{');
     let mut s = String::with_capacity(object.len() + key.len() + value.len() + 6);
-    s.push('{');
+    s.push_str(body);
+    if !empty {
+        s.push(',');
+    }
     s.push('"');
     s.push_str(key);
     s.push_str("\":");
     s.push_str(value);
-    if !empty {
-        s.push(',');
-    }
-    s.push_str(rest);
+    s.push('}');
     s
 }
 
@@ -199,8 +200,8 @@ mod tests {
     #[test]
     fn splice_keeps_bytes() {
         let r = r#"{"b":1.0,"a":"\u00e9"}"#;
-        assert_eq!(splice_field(r, "resultType", r#""complete""#), r#"{"resultType":"complete","b":1.0,"a":"\u00e9"}"#);
-        assert_eq!(splice_field("{ }", "k", "1"), r#"{"k":1 }"#);
+        assert_eq!(splice_field(r, "resultType", r#""complete""#), r#"{"b":1.0,"a":"\u00e9","resultType":"complete"}"#);
+        assert_eq!(splice_field("{ }", "k", "1"), r#"{ "k":1}"#);
         assert!(has_top_level_key(r, "a"));
         assert!(!has_top_level_key(r#"{"x":{"a":1}}"#, "a"));
         assert!(has_top_level_key(r#"{"x":{"a":1},"\u0061":2}"#, "a"), "an escaped key is still that key");

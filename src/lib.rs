@@ -10,9 +10,13 @@ pub mod client_config;
 pub mod config;
 pub mod error;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod line_codec;
 pub mod line_writer;
+pub mod log;
 pub mod metrics;
 pub mod naming;
 pub mod net_error;
@@ -25,3 +29,4 @@ pub mod schema;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;
+pub mod uri;

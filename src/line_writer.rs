@@ -8,13 +8,25 @@ use tokio::sync::mpsc;
 /// concurrent calls at once, little enough not to hold a large result's copy twice.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
-/// Writes each queued message as one line, until the queue closes or a write fails. Messages
-/// that queued up while the last write was in progress go out together in one write: one
-/// system call (and one wake-up of the reader) for a burst of concurrent calls, instead of one
-/// per call.
-pub async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::UnboundedReceiver<String>) {
+/// Writes each queued message as one line, until the queue closes (`Ok`) or a write fails
+/// (the error: the reader is gone, e.g. EPIPE). Messages that queued up while the last write
+/// was in progress go out together in one write: one system call (and one wake-up of the
+/// reader) for a burst of concurrent calls, instead of one per call.
+pub async fn write_lines<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) -> std::io::Result<()> {
     let mut batch = Vec::new();
     while let Some(line) = rx.recv().await {
+        if line.len() >= WRITE_BATCH_BYTES {
+            // A large message goes out from its own buffer: copying it into the batch would
+            // hold it twice.
+            out.write_all(line.as_bytes()).await?;
+            drop(line);
+            out.write_all(b"\n").await?;
+            out.flush().await?;
+            continue;
+        }
         batch.clear();
         push_line(&mut batch, &line);
         while batch.len() < WRITE_BATCH_BYTES {
@@ -23,14 +35,14 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Unboun
                 Err(_) => break,
             }
         }
-        if out.write_all(&batch).await.is_err() || out.flush().await.is_err() {
-            break;
-        }
+        out.write_all(&batch).await?;
+        out.flush().await?;
         // A large message's buffer is not kept for the small ones after it.
         if batch.capacity() > WRITE_BATCH_BYTES * 2 {
             batch = Vec::new();
         }
     }
+    Ok(())
 }
 
 fn push_line(batch: &mut Vec<u8>, line: &str) {

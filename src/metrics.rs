@@ -12,15 +12,20 @@
 //! | `sentinel_backend_restarts_total` | counter | `backend` |
 //! | `sentinel_rate_limited_total` | counter | `tool` |
 //! | `sentinel_audit_queue_depth` | gauge | — |
-//! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed) |
+//! | `sentinel_audit_records_total` | counter | `result` (written, spooled, replayed, failed, dead_lettered) |
+//! | `sentinel_audit_store_up` | gauge (0 or 1) | — |
 //! | `sentinel_config_reloads_total` | counter | `result` (ok, error) |
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
 //! | `sentinel_config_restart_pending` | gauge (0 or 1) | `setting` (the keys read only at start) |
+//! | `sentinel_audit_suppressed_total` | counter | `reason` (denied_auth_throttled) |
 //!
-//! A family with a label appears in the output only once one of its series exists (the crate
-//! skips empty families). The series of the fixed label sets (`result`, `transport`) are created
-//! at zero up front, so those families are always there; the `tool` and `backend` families
-//! appear with their first call, backend state or restart.
+//! Every family is in the output from the start, with zero values, so that alert rules and
+//! dashboards (and `increase()` over a first event) work on a fresh gateway. The crate leaves
+//! out a family without series, so each is given its zero series when it is made: every value
+//! of a fixed label set (`result`, `transport`); for `backend`, each configured backend (as it
+//! is configured); for `tool`, each tool in the catalog (as it is listed, `outcome="ok"` for
+//! `sentinel_requests_total`) and the one series every unknown name shares. A unit test checks
+//! that every registered family appears in a fresh registry's output.
 //!
 //! Cardinality is bounded by construction: `backend` comes from the config, `outcome` is the
 //! typed [`Outcome`], `transport` a `&'static str` from the front doors, and `tool` a catalog
@@ -94,13 +99,22 @@ struct TransportLabel {
     transport: &'static str,
 }
 
+/// The `reason` of `sentinel_audit_suppressed_total` for refusals without valid credentials
+/// past a source's allowance (see `audit::throttle`).
+pub const SUPPRESSED_DENIED_AUTH: &str = "denied_auth_throttled";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SettingLabel {
     setting: &'static str,
 }
 
 /// The `result` words of `sentinel_audit_records_total`, in [`Metrics::set_audit`]'s order.
-const AUDIT_RESULTS: [&str; 4] = ["written", "spooled", "replayed", "failed"];
+const AUDIT_RESULTS: [&str; 5] = ["written", "spooled", "replayed", "failed", "dead_lettered"];
 
 /// The gateway's metrics. Cheap to update from any task (`&self`, atomics and a read lock on the
 /// label map); share it in an `Arc`.
@@ -117,11 +131,15 @@ pub struct Metrics {
     audit_records: Family<ResultLabel, Counter>,
     /// The audit writer's totals as of the last scrape. Its counters are plain atomics it owns;
     /// ours must only ever go up, so each scrape adds what grew since the one before.
-    audit_seen: [AtomicU64; 4],
+    audit_seen: [AtomicU64; 5],
+    audit_store_up: Gauge,
     config_reloads: Family<ResultLabel, Counter>,
     sessions: Family<TransportLabel, Gauge>,
     /// 1 for each setting whose value in the reloaded file waits for a restart.
     restart_pending: Family<SettingLabel, Gauge>,
+    /// Every registered family's name, as registered (counters without `_total`).
+    families: Vec<&'static str>,
+    audit_suppressed: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -137,11 +155,24 @@ impl Metrics {
             audit_queue_depth: Gauge::default(),
             audit_records: Family::default(),
             audit_seen: Default::default(),
+            audit_store_up: Gauge::default(),
             config_reloads: Family::default(),
             sessions: Family::default(),
             restart_pending: Family::default(),
+            families: Vec::new(),
+            audit_suppressed: Family::default(),
         };
+        let _ = m.audit_suppressed.get_or_create(&ReasonLabel { reason: SUPPRESSED_DENIED_AUTH });
         // Fixed label sets start at zero, so a dashboard sees the series before the first event.
+        // The families labelled by tool start with the series every unknown name shares (a call
+        // naming one is refused as invalid before routing, so with no backend).
+        let _ = m.rate_limited.get_or_create(&ToolLabel { tool: UNKNOWN_TOOL.to_owned() });
+        let unknown = RequestLabels {
+            tool: UNKNOWN_TOOL.to_owned(),
+            backend: String::new(),
+            outcome: Outcome::InvalidArgs.as_str(),
+        };
+        let _ = m.requests.get_or_create(&unknown);
         for result in AUDIT_RESULTS {
             let _ = m.audit_records.get_or_create(&ResultLabel { result });
         }
@@ -159,39 +190,60 @@ impl Metrics {
 
     /// Registers every family. Counter names leave out `_total`: the encoder appends it.
     fn register(mut self) -> Metrics {
-        let r = &mut self.registry;
-        r.register(
-            "sentinel_requests",
-            "Tool calls and refused requests by tool, backend and outcome",
-            self.requests.clone(),
-        );
-        r.register(
+        let requests = self.requests.clone();
+        self.add("sentinel_requests", "Tool calls and refused requests by tool, backend and outcome", requests);
+        let duration = self.request_duration.clone();
+        self.add(
             "sentinel_request_duration_seconds",
             "Time from receipt to answer of calls routed to a backend",
-            self.request_duration.clone(),
+            duration,
         );
-        r.register("sentinel_backend_up", "Whether the backend is up (1) or down (0)", self.backend_up.clone());
-        r.register(
-            "sentinel_circuit_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-            self.circuit_state.clone(),
+        let up = self.backend_up.clone();
+        self.add("sentinel_backend_up", "Whether the backend is up (1) or down (0)", up);
+        let circuit = self.circuit_state.clone();
+        self.add("sentinel_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", circuit);
+        let restarts = self.backend_restarts.clone();
+        self.add("sentinel_backend_restarts", "Restarts of a stdio backend's process", restarts);
+        let rate_limited = self.rate_limited.clone();
+        self.add("sentinel_rate_limited", "Calls refused by a rate limit", rate_limited);
+        let queue = self.audit_queue_depth.clone();
+        self.add("sentinel_audit_queue_depth", "Audit records waiting to be written", queue);
+        let records = self.audit_records.clone();
+        self.add("sentinel_audit_records", "Audit records by result: written, spooled, replayed or failed", records);
+        let store_up = self.audit_store_up.clone();
+        self.add(
+            "sentinel_audit_store_up",
+            "Whether the audit store is connected and taking records (1) or not (0)",
+            store_up,
         );
-        r.register("sentinel_backend_restarts", "Restarts of a stdio backend's process", self.backend_restarts.clone());
-        r.register("sentinel_rate_limited", "Calls refused by a rate limit", self.rate_limited.clone());
-        r.register("sentinel_audit_queue_depth", "Audit records waiting to be written", self.audit_queue_depth.clone());
-        r.register(
-            "sentinel_audit_records",
-            "Audit records by result: written, spooled, replayed or failed",
-            self.audit_records.clone(),
-        );
-        r.register("sentinel_config_reloads", "Config reloads by result: ok or error", self.config_reloads.clone());
-        r.register("sentinel_sessions", "Open MCP sessions by transport", self.sessions.clone());
-        r.register(
+        let reloads = self.config_reloads.clone();
+        self.add("sentinel_config_reloads", "Config reloads by result: ok or error", reloads);
+        let sessions = self.sessions.clone();
+        self.add("sentinel_sessions", "Open MCP sessions by transport", sessions);
+        let pending = self.restart_pending.clone();
+        self.add(
             "sentinel_config_restart_pending",
             "Settings whose reloaded value waits for a restart (1), by setting",
-            self.restart_pending.clone(),
+            pending,
+        );
+        let suppressed = self.audit_suppressed.clone();
+        self.add(
+            "sentinel_audit_suppressed",
+            "Audit records not written one by one, by reason (refusals without valid credentials past a source's allowance)",
+            suppressed,
         );
         self
+    }
+
+    /// Registers one family and remembers its name (see `family_names`).
+    fn add(&mut self, name: &'static str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.register(name, help, metric);
+        self.families.push(name);
+    }
+
+    /// Every registered family's name, as registered (counters without `_total`).
+    pub fn family_names(&self) -> &[&'static str] {
+        &self.families
     }
 
     /// One finished request. `tool` must come from [`tool_label`]. `backend` is empty when the
@@ -217,10 +269,21 @@ impl Metrics {
         self.circuit_state.get_or_create(&backend_label(backend)).set(state as i64);
     }
 
-    /// Creates a configured backend's restart series at zero, so the family is scrapeable
-    /// (and `rate()` works) before the first restart.
+    /// Creates a configured backend's restart and duration series at zero, so the families
+    /// are scrapeable (and `rate()` works) before the first restart or call.
     pub fn backend_configured(&self, backend: &str) {
         let _ = self.backend_restarts.get_or_create(&backend_label(backend));
+        let _ = self.request_duration.get_or_create(&backend_label(backend));
+    }
+
+    /// Creates a listed tool's series at zero: its calls answered (`outcome="ok"`) and its
+    /// rate-limit refusals. Other outcomes appear with their first event: a zero series per
+    /// tool and outcome would multiply the series by ten for little.
+    pub fn tool_listed(&self, tool: &str, backend: &str) {
+        let labels =
+            RequestLabels { tool: tool.to_owned(), backend: backend.to_owned(), outcome: Outcome::Ok.as_str() };
+        let _ = self.requests.get_or_create(&labels);
+        let _ = self.rate_limited.get_or_create(&ToolLabel { tool: labels.tool });
     }
 
     /// A backend a reload removed: its gauges go (a stale `up 0` would read as an outage);
@@ -247,18 +310,24 @@ impl Metrics {
         }
     }
 
+    /// One audit record not written (see [`SUPPRESSED_DENIED_AUTH`]).
+    pub fn audit_suppressed(&self, reason: &'static str) {
+        self.audit_suppressed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     /// The number of open sessions on a transport (`"http"` or `"stdio"`).
     pub fn sessions(&self, transport: &'static str, open: i64) {
         self.sessions.get_or_create(&TransportLabel { transport }).set(open);
     }
 
     /// The audit writer's state, copied in just before a scrape: the writer keeps its own
-    /// atomics, so the hot path does not touch the registry. The totals must be monotonic for
-    /// the life of the process (never reset); a scrape that reads an older total than a
-    /// concurrent one adds nothing rather than counting twice.
-    pub fn set_audit(&self, queue_depth: u64, written: u64, spooled: u64, replayed: u64, failed: u64) {
+    /// atomics, so the hot path does not touch the registry. The totals (written, spooled,
+    /// replayed, failed, dead-lettered, in `AUDIT_RESULTS`' order) must be monotonic for the
+    /// life of the process (never reset); a scrape that reads an older total than a concurrent
+    /// one adds nothing rather than counting twice.
+    pub fn set_audit(&self, queue_depth: u64, totals: [u64; 5], store_up: bool) {
         self.audit_queue_depth.set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
-        let totals = [written, spooled, replayed, failed];
+        self.audit_store_up.set(i64::from(store_up));
         for ((result, seen), total) in AUDIT_RESULTS.into_iter().zip(&self.audit_seen).zip(totals) {
             let before = seen.fetch_max(total, Ordering::Relaxed);
             if total > before {
@@ -294,7 +363,7 @@ mod tests {
         text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
-    const FAMILIES: [(&str, &str); 10] = [
+    const FAMILIES: [(&str, &str); 11] = [
         ("sentinel_requests_total", "counter"),
         ("sentinel_request_duration_seconds", "histogram"),
         ("sentinel_backend_up", "gauge"),
@@ -303,6 +372,7 @@ mod tests {
         ("sentinel_rate_limited_total", "counter"),
         ("sentinel_audit_queue_depth", "gauge"),
         ("sentinel_audit_records_total", "counter"),
+        ("sentinel_audit_store_up", "gauge"),
         ("sentinel_config_reloads_total", "counter"),
         ("sentinel_sessions", "gauge"),
     ];
@@ -321,6 +391,42 @@ mod tests {
         assert_eq!(sample(&text, "sentinel_config_reloads_total{result=\"error\"}"), Some(0.0));
         assert_eq!(sample(&text, "sentinel_sessions{transport=\"stdio\"}"), Some(0.0));
         assert_eq!(sample(&text, "sentinel_audit_queue_depth"), Some(0.0));
+    }
+
+    /// Every registered family, a contract one or one added later, is in a fresh registry's
+    /// output with a zero series once a backend is configured: no family waits for its first
+    /// event.
+    #[test]
+    fn every_registered_family_appears_before_any_event() {
+        let m = Metrics::new();
+        m.backend_configured("github");
+        m.backend_up("github", true);
+        m.circuit_state("github", CircuitGauge::Closed);
+        let text = m.render();
+        assert!(m.family_names().len() >= FAMILIES.len());
+        for name in m.family_names() {
+            let present = [format!("# TYPE {name} "), format!("# TYPE {name}_total ")];
+            assert!(present.iter().any(|p| text.contains(p.as_str())), "{name} missing from a fresh registry:\n{text}");
+        }
+        for (name, kind) in FAMILIES {
+            assert!(described(&text, name, kind), "{name} ({kind}) missing:\n{text}");
+        }
+        assert_eq!(sample(&text, r#"sentinel_rate_limited_total{tool="<unknown>"}"#), Some(0.0));
+        assert_eq!(sample(&text, r#"sentinel_request_duration_seconds_count{backend="github"}"#), Some(0.0));
+    }
+
+    #[test]
+    fn a_listed_tool_starts_at_zero() {
+        let m = Metrics::new();
+        m.tool_listed("gh__search", "github");
+        let text = m.render();
+        assert_eq!(
+            sample(&text, r#"sentinel_requests_total{tool="gh__search",backend="github",outcome="ok"}"#),
+            Some(0.0)
+        );
+        assert_eq!(sample(&text, r#"sentinel_rate_limited_total{tool="gh__search"}"#), Some(0.0));
+        m.rate_limited("gh__search");
+        assert_eq!(sample(&m.render(), r#"sentinel_rate_limited_total{tool="gh__search"}"#), Some(1.0));
     }
 
     #[test]
@@ -417,16 +523,18 @@ mod tests {
     #[test]
     fn audit_totals_become_counter_increments() {
         let m = Metrics::new();
-        m.set_audit(7, 10, 2, 0, 1);
-        m.set_audit(3, 15, 2, 2, 1);
+        m.set_audit(7, [10, 2, 0, 1, 0], false);
+        m.set_audit(3, [15, 2, 2, 1, 4], true);
         // An older total read by a slower concurrent scrape adds nothing.
-        m.set_audit(3, 12, 2, 2, 1);
+        m.set_audit(3, [12, 2, 2, 1, 3], true);
         let text = m.render();
         assert_eq!(sample(&text, "sentinel_audit_queue_depth"), Some(3.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="written"}"#), Some(15.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="spooled"}"#), Some(2.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="replayed"}"#), Some(2.0));
         assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="failed"}"#), Some(1.0));
+        assert_eq!(sample(&text, r#"sentinel_audit_records_total{result="dead_lettered"}"#), Some(4.0));
+        assert_eq!(sample(&text, "sentinel_audit_store_up"), Some(1.0));
     }
 
     #[test]

@@ -23,6 +23,17 @@ pub fn exposed(naming: &Naming, backend: &str, prefix: &str, name: &str) -> Stri
     }
 }
 
+/// The start every exposed name of a backend shares, which no other backend's names may
+/// have: `<prefix><separator>`, or `<slug(name)><separator>` in the `contextforge` style.
+/// `None` for an empty prefix: such a backend keeps its own names and owns no namespace.
+pub fn namespace(naming: &Naming, backend: &str, prefix: &str) -> Option<String> {
+    match naming.style {
+        NamingStyle::Prefixed if prefix.is_empty() => None,
+        NamingStyle::Prefixed => Some(format!("{prefix}{}", naming.separator)),
+        NamingStyle::ContextForge => Some(format!("{}{}", slug_with(backend, &naming.separator), naming.separator)),
+    }
+}
+
 /// ContextForge's slug with its default separator `-`.
 pub fn slug(s: &str) -> String {
     slug_with(s, "-")
@@ -101,6 +112,15 @@ mod tests {
         assert_eq!(exposed(&n, "exa", "exa", "web_search"), "exa__web_search");
         assert_eq!(exposed(&n, "everything", "", "echo"), "echo");
         assert_eq!(exposed(&n, "exa", "x", "a"), "x__a");
+    }
+
+    #[test]
+    fn namespaces_follow_the_style() {
+        let n = naming(NamingStyle::Prefixed, "__");
+        assert_eq!(namespace(&n, "exa", "exa").as_deref(), Some("exa__"));
+        assert_eq!(namespace(&n, "everything", ""), None);
+        let n = naming(NamingStyle::ContextForge, "-");
+        assert_eq!(namespace(&n, "My Server", "ignored").as_deref(), Some("my-server-"));
     }
 
     #[test]

@@ -143,12 +143,21 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
         }
     };
     let addr = addr.unwrap_or(config.server.listen);
+    // The daemon refuses a file that turns authentication off while it listens beyond
+    // loopback (the address it is bound to, not the file's `listen`); say so before asking.
+    // Only the new file is known here (the daemon judges other changes against its own).
+    if let Some(why) = config::auth_downgrade(addr, &config.auth, &config.auth) {
+        println!("{}: {why}", path.display());
+        println!("{}: refused; the daemon was not asked to reload and keeps its running config", path.display());
+        return ExitCode::FAILURE;
+    }
     let addr = reachable(addr);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
         let url = format!("http://{addr}/metrics");
-        let before = match reload_counts(&client, &url).await {
+        let token = config.server.metrics_token.as_ref().map(|t| t.0.clone());
+        let before = match reload_counts(&client, &url, token.as_deref()).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("sentinel: cannot read {url} before reloading: {e:#}; the daemon was not signalled");
@@ -165,9 +174,12 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
         let mut told = false;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Ok(now) = reload_counts(&client, &url).await {
+            if let Ok(now) = reload_counts(&client, &url, token.as_deref()).await {
                 if now.1 > before.1 {
-                    println!("{}: refused (see the gateway log); the running config stays", path.display());
+                    println!(
+                        "{}: refused (the gateway log says why: a problem in the file, or a change that would weaken authentication on a non-loopback listener); the running config stays",
+                        path.display()
+                    );
                     return ExitCode::FAILURE;
                 }
                 if now.0 > before.0 {
@@ -222,8 +234,13 @@ async fn restart_pending(client: &reqwest::Client, url: &str) -> Vec<String> {
 }
 
 /// `sentinel_config_reloads_total` (ok, error) from the daemon's /metrics.
-async fn reload_counts(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {
-    let r = client.get(url).send().await?;
+/// `token`: the file's `[server] metrics_token`, when `/metrics` asks for one.
+async fn reload_counts(client: &reqwest::Client, url: &str, token: Option<&str>) -> anyhow::Result<(f64, f64)> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
     anyhow::ensure!(r.status().is_success(), "status {}", r.status());
     let text = r.text().await?;
     let count = |result: &str| {
@@ -390,6 +407,26 @@ async fn check_audit(report: &mut Report, config: &Config) {
     match probe_dir(dir) {
         Ok(()) => report.line(Status::Pass, format!("audit spool {} is writable", dir.display())),
         Err(e) => report.line(Status::Fail, format!("audit spool {} is not writable: {e}", dir.display())),
+    }
+    // Records of another store's gateway (configs in one folder share the default spool folder)
+    // are never replayed into this one: they wait for a gateway of theirs.
+    match crate::audit::spool::foreign(dir, &crate::audit::store::identity(&a.url)) {
+        Ok(folders) => {
+            for f in folders {
+                let owner = if f.owner_running { "its gateway is running" } else { "its gateway is not running" };
+                report.line(
+                    Status::Warn,
+                    format!(
+                        "audit spool {} holds {} segment(s) ({} bytes) for another store, {}; {owner}: they are stored when a gateway of that store starts with this spool_dir",
+                        f.dir.display(),
+                        f.segments,
+                        f.bytes,
+                        f.store
+                    ),
+                );
+            }
+        }
+        Err(e) => report.line(Status::Warn, format!("audit spool {}: cannot list its folders: {e}", dir.display())),
     }
 }
 

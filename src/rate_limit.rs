@@ -1,7 +1,9 @@
-//! Per-client, per-tool rate limits (`[rate_limit]`): one GCRA bucket for each (client, tool) pair.
+//! Per-client, per-tool rate limits (`[rate_limit]`): one GCRA bucket for each (client, tool) pair, or for each
+//! (client, rule) under a `per = "glob"` rule, whose names all draw from one bucket.
 //!
 //! The quota of a pair is the first client override matching the client, else the first tool glob matching the
-//! tool, else the default; with none of those the call is not limited. Buckets are `governor` keyed limiters, one
+//! tool, else the default; with none of those the call is not limited. "Tool" is the name policy judges: a tool or
+//! prompt name, or a resource URI. Buckets are `governor` keyed limiters, one
 //! limiter per distinct quota, so that a pair's bucket lives in exactly one map.
 //!
 //! Memory is bounded twice: `shrink()` (called periodically by the gateway) drops every bucket that is full again,
@@ -27,6 +29,8 @@ use governor::state::keyed::DashMapStateStore;
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// The `scope` of an ordinary refusal: this client's bucket for this tool is empty.
 pub const SCOPE_CLIENT_TOOL: &str = "client+tool";
+/// The `scope` of a refusal by a `per = "glob"` rule: the client's bucket for every name the glob matches is empty.
+pub const SCOPE_CLIENT_GLOB: &str = "client+glob";
 /// The `scope` of a refusal because the limiter holds `max_keys` live buckets.
 pub const SCOPE_GATEWAY: &str = "gateway";
 
@@ -35,11 +39,22 @@ const RECOUNT_EVERY: usize = 256;
 /// At the cap, the limiter sweeps full buckets itself no more often than this: a sweep visits every bucket.
 const SWEEP_AT_CAP_EVERY: Duration = Duration::from_secs(1);
 
-/// A sustained rate and the burst allowed above it.
+/// A sustained rate and the burst allowed above it, and what shares one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     pub per_minute: NonZeroU32,
     pub burst: NonZeroU32,
+    pub per: Per,
+}
+
+/// What one bucket counts, for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Per {
+    /// Each name the rule matches has a bucket of its own (`per = "tool"`, the default).
+    #[default]
+    Tool,
+    /// Every name the rule matches draws from one bucket (`per = "glob"`).
+    Glob,
 }
 
 impl Quota {
@@ -57,6 +72,13 @@ impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/min burst {}", self.per_minute, self.burst)
     }
+}
+
+/// A rule's quota and the text its shared bucket is keyed by (`per = "glob"`).
+struct Rule {
+    limiter: usize,
+    /// The glob as written, for `per = "glob"` (all its names share the client's bucket).
+    shared: Option<String>,
 }
 
 /// The `[rate_limit]` section, validated: globs are still text, compiled by [`RateLimiter::new`].
@@ -91,11 +113,11 @@ type Buckets<C> = governor::RateLimiter<u128, DashMapStateStore<u128>, C, NoOpMi
 
 /// The gateway's rate limiter, built once per config. Generic over the clock so that tests can drive time.
 pub struct RateLimiter<C: Clock = DefaultClock> {
-    /// Client overrides with the index of their quota in `limiters`.
-    clients: Vec<(GlobMatcher, usize)>,
-    /// Tool globs with the index of their quota in `limiters`.
-    tools: Vec<(GlobMatcher, usize)>,
-    default: Option<usize>,
+    /// Client overrides with their quota's limiter.
+    clients: Vec<(GlobMatcher, Rule)>,
+    /// Tool globs with their quota's limiter.
+    tools: Vec<(GlobMatcher, Rule)>,
+    default: Option<Rule>,
     /// One keyed limiter per distinct quota, so that rules sharing a quota share nothing else. Shared with the
     /// limiter a reload builds, when the quota is still there: its clients keep what they have used.
     limiters: Vec<(Quota, Arc<Buckets<C>>)>,
@@ -155,18 +177,21 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 quotas.len() - 1
             }
         };
-        let mut rules = |what: &str, list: &[(String, Quota)]| -> Result<Vec<(GlobMatcher, usize)>, String> {
+        // A shared bucket is keyed by a text no name can be (names have no NUL), so it never
+        // meets a per-tool bucket of the same client.
+        let shared = |q: Quota, what: &str, pattern: &str| (q.per == Per::Glob).then(|| format!("\0{what}\0{pattern}"));
+        let mut rules = |what: &str, list: &[(String, Quota)]| -> Result<Vec<(GlobMatcher, Rule)>, String> {
             list.iter()
                 .map(|(pattern, q)| {
                     let glob =
                         Glob::new(pattern).map_err(|e| format!("rate_limit.{what}: bad glob {pattern:?}: {e}"))?;
-                    Ok((glob.compile_matcher(), index_of(*q)))
+                    Ok((glob.compile_matcher(), Rule { limiter: index_of(*q), shared: shared(*q, what, pattern) }))
                 })
                 .collect()
         };
         let clients = rules("clients", &settings.clients)?;
         let tools = rules("tools", &settings.tools)?;
-        let default = settings.default.map(&mut index_of);
+        let default = settings.default.map(|q| Rule { limiter: index_of(q), shared: shared(q, "default", "*") });
         let limiters: Vec<_> = quotas
             .into_iter()
             .map(|q| match keep.iter().find(|(k, _)| *k == q) {
@@ -195,15 +220,20 @@ impl<C: Clock + Clone> RateLimiter<C> {
         self
     }
 
-    /// Takes one cell from the bucket of (client, tool), or says how long to wait.
+    /// Takes one cell from the bucket of (client, tool) — or of (client, glob) under a `per = "glob"` rule — or
+    /// says how long to wait. `tool` is the name policy judges: a tool or prompt name, or a resource URI.
     pub fn check(&self, client: &str, tool: &str) -> Result<(), RateLimited> {
-        let Some(i) = self.quota_index(client, tool) else { return Ok(()) };
+        let Some(rule) = self.rule(client, tool) else { return Ok(()) };
         self.enforce_cap()?;
-        let (quota, buckets) = &self.limiters[i];
-        buckets.check_key(&self.key(client, tool)).map_err(|not_until| RateLimited {
+        let (quota, buckets) = &self.limiters[rule.limiter];
+        let (key, scope) = match &rule.shared {
+            Some(shared) => (self.key(client, shared), SCOPE_CLIENT_GLOB),
+            None => (self.key(client, tool), SCOPE_CLIENT_TOOL),
+        };
+        buckets.check_key(&key).map_err(|not_until| RateLimited {
             retry_after: not_until.wait_time_from(self.clock.now()),
             limit: quota.to_string(),
-            scope: SCOPE_CLIENT_TOOL.to_owned(),
+            scope: scope.to_owned(),
         })
     }
 
@@ -225,10 +255,17 @@ impl<C: Clock + Clone> RateLimiter<C> {
         self.len() == 0
     }
 
-    fn quota_index(&self, client: &str, tool: &str) -> Option<usize> {
-        let first =
-            |rules: &[(GlobMatcher, usize)], name: &str| rules.iter().find(|(g, _)| g.is_match(name)).map(|r| r.1);
-        first(&self.clients, client).or_else(|| first(&self.tools, tool)).or(self.default)
+    fn rule(&self, client: &str, tool: &str) -> Option<&Rule> {
+        let first = |rules: &'_ [(GlobMatcher, Rule)], name: &str| -> Option<usize> {
+            rules.iter().position(|(g, _)| g.is_match(name))
+        };
+        if let Some(i) = first(&self.clients, client) {
+            return Some(&self.clients[i].1);
+        }
+        if let Some(i) = first(&self.tools, tool) {
+            return Some(&self.tools[i].1);
+        }
+        self.default.as_ref()
     }
 
     fn key(&self, client: &str, tool: &str) -> u128 {

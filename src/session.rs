@@ -2,7 +2,7 @@
 //! channel for server-initiated messages, and the calls and relayed requests in flight.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -97,12 +97,12 @@ impl Session {
         self.st().outbound.clone().filter(|o| !o.is_closed())
     }
 
-    pub fn expect_reply(&self, id: String, tx: oneshot::Sender<Reply>) {
-        self.st().relayed.insert(id, tx);
-    }
-
-    pub fn forget_reply(&self, id: &str) {
-        self.st().relayed.remove(id);
+    /// Registers a request relayed to the client, awaiting its answer. The entry is removed
+    /// when the guard drops, so a relayed request whose call was aborted does not keep the
+    /// session busy.
+    pub fn expect_reply_guarded(self: &Arc<Self>, id: String, tx: oneshot::Sender<Reply>) -> Relayed {
+        self.st().relayed.insert(id.clone(), tx);
+        Relayed { session: self.clone(), id }
     }
 
     /// Delivers the client's answer to a relayed request; false if nobody waits for it.
@@ -114,8 +114,10 @@ impl Session {
     }
 
     /// Registers a call; `None` when a call with this id is already in flight (ids must be
-    /// unique among a client's outstanding requests).
-    pub fn start_call(&self, id: &str) -> Option<InFlight> {
+    /// unique among a client's outstanding requests). The call is unregistered when the
+    /// returned guard drops, however its future ends (answered, or aborted because the client
+    /// went away): a leftover entry would keep the session busy and never reaped.
+    pub fn start_call(self: &Arc<Self>, id: &str) -> Option<InFlight> {
         let mut s = self.st();
         if s.in_flight.contains_key(id) {
             return None;
@@ -128,15 +130,7 @@ impl Session {
         }
         let seq = s.next_call;
         s.in_flight.insert(id.to_string(), (seq, token.clone()));
-        Some(InFlight { seq, token })
-    }
-
-    /// Unregisters a call, unless its id was since reused by another call.
-    pub fn end_call(&self, id: &str, call: &InFlight) {
-        let mut s = self.st();
-        if s.in_flight.get(id).is_some_and(|(seq, _)| *seq == call.seq) {
-            s.in_flight.remove(id);
-        }
+        Some(InFlight { session: self.clone(), id: id.to_string(), seq, token })
     }
 
     pub fn cancel_call(&self, id: &str) -> bool {
@@ -161,6 +155,13 @@ impl Session {
     pub fn is_busy(&self) -> bool {
         let s = self.st();
         !s.in_flight.is_empty() || !s.relayed.is_empty() || s.outbound.as_ref().is_some_and(|o| !o.is_closed())
+    }
+
+    /// Whether a call or a relayed request is outstanding (an open GET stream alone is not
+    /// work: a subject at its session limit may lose such a session).
+    pub fn has_calls(&self) -> bool {
+        let s = self.st();
+        !s.in_flight.is_empty() || !s.relayed.is_empty()
     }
 
     /// Returns whether this is a new subscription for the session.
@@ -193,8 +194,72 @@ impl Session {
 }
 
 /// A registered call: its cancellation token, and a sequence number that tells it apart from
-/// a later call reusing the same id.
+/// a later call reusing the same id. Dropping it unregisters the call, like the backends'
+/// in-flight guards.
 pub struct InFlight {
+    session: Arc<Session>,
+    id: String,
     seq: u64,
     pub token: CancellationToken,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.session.st();
+        // Unless the id was since reused by another call (this one was cancelled and removed).
+        if s.in_flight.get(&self.id).is_some_and(|(seq, _)| *seq == self.seq) {
+            s.in_flight.remove(&self.id);
+        }
+    }
+}
+
+/// A request relayed to the client and awaiting its answer; the entry goes when this drops.
+pub struct Relayed {
+    session: Arc<Session>,
+    id: String,
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        self.session.st().relayed.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Session;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_dropped_call_leaves_the_session_idle() {
+        let s = Arc::new(Session::new("s".into(), "http", None));
+        let call = s.start_call("1").expect("registered");
+        assert!(s.is_busy());
+        assert!(s.start_call("1").is_none(), "the id is in flight");
+        drop(call);
+        assert!(!s.is_busy(), "an aborted call must not keep the session busy");
+        assert!(s.start_call("1").is_some(), "the id is free again");
+    }
+
+    #[test]
+    fn a_reused_id_is_not_unregistered_by_the_old_guard() {
+        let s = Arc::new(Session::new("s".into(), "http", None));
+        let old = s.start_call("1").expect("registered");
+        assert!(s.cancel_call("1"));
+        let new = s.start_call("1").expect("the id is free after cancellation");
+        drop(old);
+        assert!(s.is_busy(), "the new call is still in flight");
+        drop(new);
+        assert!(!s.is_busy());
+    }
+
+    #[test]
+    fn a_dropped_relay_leaves_the_session_idle() {
+        let s = Arc::new(Session::new("s".into(), "http", None));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let relayed = s.expect_reply_guarded("\"r1\"".into(), tx);
+        assert!(s.is_busy());
+        drop(relayed);
+        assert!(!s.is_busy());
+    }
 }

@@ -3,40 +3,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::webhook::{bodies, webhook_server};
 use common::*;
-use serde_json::{Value, json};
-
-/// What the webhook server received: (path, body).
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A webhook receiver on loopback; answers 204 to every POST.
-async fn webhook_server() -> (String, Received) {
-    let received: Received = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/{*path}",
-            axum::routing::post(
-                |axum::extract::State(r): axum::extract::State<Received>,
-                 axum::extract::Path(path): axum::extract::Path<String>,
-                 body: String| async move {
-                    r.lock().unwrap().push((path, serde_json::from_str(&body).unwrap_or(Value::Null)));
-                    http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, received)
-}
-
-fn bodies(r: &Received, path: &str) -> Vec<Value> {
-    r.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
-}
+use serde_json::json;
 
 fn alerts_section(min_interval: &str, hooks: &[(&str, &str)]) -> String {
     let mut s = format!("[alerts]\nmin_interval = {}\n", lit(min_interval));

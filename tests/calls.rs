@@ -172,3 +172,95 @@ async fn http_backend_restart_gets_a_new_session() {
     assert!(after.is_string(), "{r:?}");
     assert_ne!(before, after, "a new backend session");
 }
+
+/// A session-based HTTP backend restarted under load, answering the session it forgot with
+/// the spec's 404 or with 400 as server-everything does: calls fail while it is away (and
+/// `/health`, `/ready` and `sentinel_backend_up` say it is down), then every call succeeds
+/// again on a new backend session, with no gateway restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_restarted_under_load_is_reconnected() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for status in ["404", "400"] {
+        let args = ["--generation", "legacy", "--unknown-session-status", status];
+        let mut first = MockHttp::start(&args);
+        let config = format!(
+            "{}required = true\ncircuit = {{ failures = 5, cooldown = \"300ms\" }}\n",
+            http_backend("h", None, &first.url)
+        );
+        let gw = Gateway::start(&config);
+        let addr = first.url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+        let metrics_up = || async {
+            let text = reqwest::get(format!("{}/metrics", gw.base())).await.unwrap().text().await.unwrap();
+            text.lines().find(|l| l.starts_with("sentinel_backend_up{backend=\"h\"}")).map(|l| l.ends_with(" 1"))
+        };
+        let health_up = || async {
+            let text = reqwest::get(format!("{}/health", gw.base())).await.unwrap().text().await.unwrap();
+            let h: Value = serde_json::from_str(&text).unwrap();
+            h["backends"]["up"] == 1
+        };
+        let ready = || async { reqwest::get(format!("{}/ready", gw.base())).await.unwrap().status() == 200 };
+        assert!(ready().await && health_up().await && metrics_up().await == Some(true));
+
+        // Load: clients of both generations calling in a loop, counting answers and failures.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut load = Vec::new();
+        for i in 0..6 {
+            let c = if i % 2 == 0 { HttpClient::legacy(&gw.url, json!({})).await } else { HttpClient::modern(&gw.url) };
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            load.push(tokio::spawn(async move {
+                let mut n = 0;
+                // Bounded: the test stops the loop, and a loop never runs past 20,000 calls.
+                while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                    n += 1;
+                    let r = c.call("h__echo", json!({"i": i, "n": n})).await;
+                    let good = r.status == 200 && r.json()["result"]["structuredContent"] == json!({"i": i, "n": n});
+                    (if good { &ok } else { &failed }).fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let answered = |n: usize| {
+            let ok = ok.clone();
+            async move { ok.load(Ordering::Relaxed) >= n }
+        };
+        eventually("calls flow before the restart", || answered(50)).await;
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "{status}: no call fails while the backend is up");
+
+        let _ = first.child.kill();
+        let _ = first.child.wait();
+        eventually("calls fail while the backend is away", || async { failed.load(Ordering::Relaxed) > 0 }).await;
+        eventually("the backend is reported down", || async {
+            !health_up().await && !ready().await && metrics_up().await == Some(false)
+        })
+        .await;
+
+        let _second = MockHttp::start_at(&addr, &args);
+        // Back: calls succeed again, on a new session, without restarting the gateway.
+        eventually("every call succeeds again", || {
+            let (ok, failed) = (ok.clone(), failed.clone());
+            async move {
+                // A window in which 30 more calls were answered and none failed.
+                let (f, o) = (failed.load(Ordering::Relaxed), ok.load(Ordering::Relaxed));
+                for _ in 0..200 {
+                    if ok.load(Ordering::Relaxed) >= o + 30 || failed.load(Ordering::Relaxed) != f {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                ok.load(Ordering::Relaxed) >= o + 30 && failed.load(Ordering::Relaxed) == f
+            }
+        })
+        .await;
+        eventually("the backend is reported up again", || async {
+            health_up().await && ready().await && metrics_up().await == Some(true)
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        for t in load {
+            t.await.unwrap();
+        }
+        let log = gw.log();
+        assert!(log.contains("new backend session open"), "{status}: {log}");
+    }
+}

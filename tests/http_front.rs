@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::governance::audit_records;
 use common::*;
 use serde_json::{Value, json};
 
@@ -165,10 +166,14 @@ async fn results_are_spliced_byte_for_byte() {
             assert_eq!(r.raw_result(), direct_raw, "{generation} backend via {tool}");
         }
         // A stateless client of a session-based backend gets the same bytes with
-        // `resultType` added in front (2026-07-28 requires it), nothing else changed.
+        // `resultType` added (2026-07-28 requires it) before the closing brace, as the result
+        // streams through, nothing else changed.
         if generation == "legacy" {
-            let r = HttpClient::modern(&gw.url).call("s__exact_bytes", json!({})).await;
-            assert_eq!(r.raw_result(), format!("{{\"resultType\":\"complete\",{}", &direct_raw[1..]));
+            for tool in ["s__exact_bytes", "h__exact_bytes"] {
+                let r = HttpClient::modern(&gw.url).call(tool, json!({})).await;
+                let without_brace = &direct_raw[..direct_raw.len() - 1];
+                assert_eq!(r.raw_result(), format!("{without_brace},\"resultType\":\"complete\"}}"), "{tool}");
+            }
         }
     }
 }
@@ -287,5 +292,34 @@ async fn resources_prompts_and_completions_route_to_their_backend() {
             .json();
         assert!(r["result"]["completion"]["values"].is_array(), "{r}");
         assert_eq!(c.request("resources/read", json!({"uri": "nowhere://x"})).await.error_code(), Some(-32602));
+    }
+}
+
+/// A large result is streamed: the client starts receiving it before the backend's answer
+/// has been read whole, and a client that goes away mid-result closes the call (its audit
+/// record says how many bytes had gone by) while the gateway goes on serving. Through an
+/// HTTP backend (JSON answers) and a stdio backend.
+#[tokio::test]
+async fn a_client_gone_mid_result_is_audited_and_the_gateway_serves_on() {
+    const BYTES: u64 = 50_000_000;
+    let http = MockHttp::start(&[]);
+    let config = mock_stdio_backend("s", None, &[]) + &http_backend("h", None, &http.url);
+    let gw = Gateway::start(&config);
+    for tool in ["h__huge", "s__huge"] {
+        let c = HttpClient::modern(&gw.url);
+        let body = c.request_body(json!(1), "tools/call", json!({"name": tool, "arguments": {"bytes": BYTES}}));
+        let mut resp = c.post(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = resp.chunk().await.unwrap().expect("the result's first bytes");
+        assert!(first.starts_with(br#"{"jsonrpc":"2.0","id":1,"result":"#), "{:?}", &first[..first.len().min(80)]);
+        drop(resp);
+        eventually("the call is audited with the bytes that had gone by", || async {
+            audit_records(&gw.log())
+                .iter()
+                .any(|r| r["tool"] == tool && r["response_bytes"].parse::<u64>().is_ok_and(|n| n > 0 && n < BYTES))
+        })
+        .await;
+        let r = c.call(tool.replace("huge", "echo").as_str(), json!({"after": tool})).await;
+        assert_eq!(r.json()["result"]["structuredContent"], json!({"after": tool}), "{r:?}");
     }
 }

@@ -42,3 +42,42 @@ async fn sigterm_leaves_no_backend_process_behind() {
     assert!(status.success(), "{status}");
     eventually("no process of the backend's group remains", || async { in_groups() == 0 }).await;
 }
+
+/// A session whose call was aborted (the client went away mid-call) is still ended at its
+/// idle timeout: the call's in-flight entry is released when the aborted call is dropped, as
+/// an answered call's is. Over a JSON answer and over an event stream.
+#[tokio::test]
+async fn a_session_whose_call_was_aborted_is_reaped() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mock.log");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1s\"\n[auth]\ndisabled = true\n{}",
+        mock_stdio_backend("m", None, &["--log", log.to_str().unwrap()])
+    );
+    std::fs::write(dir.path().join("sentinel.toml"), config).unwrap();
+    let gw = Gateway::start_at(std::sync::Arc::new(dir), &[]);
+    let open_sessions = || async {
+        let text = reqwest::get(format!("{}/metrics", gw.base())).await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with("sentinel_sessions{transport=\"http\"}")).map(str::to_string);
+        line.and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())).unwrap_or(-1.0)
+    };
+    for (n, accept) in [(1, "application/json"), (2, "application/json, text/event-stream")] {
+        let mut c = HttpClient::legacy(&gw.url, json!({})).await;
+        c.accept = accept;
+        assert_eq!(open_sessions().await, 1.0);
+        let caller = c.clone();
+        let call = tokio::spawn(async move { caller.call("m__slow", json!({"ms": 60_000})).await });
+        eventually("the call reaches the backend", || async {
+            mock_log(&log).iter().filter(|m| m["params"]["name"] == "slow").count() >= n
+        })
+        .await;
+        // The client goes away mid-call: its connection closes, the gateway drops the call.
+        call.abort();
+        let _ = call.await;
+        // Watched through /metrics: a request on the session itself would keep it in use.
+        eventually("the session is reaped at its idle timeout", || async { open_sessions().await == 0.0 }).await;
+        let ping = c.post_raw(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string(), &[]).await;
+        assert_eq!(ping.status, 404, "{ping:?}");
+    }
+}

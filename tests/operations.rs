@@ -66,6 +66,31 @@ async fn metrics_cover_the_contract_and_move_with_calls() {
     assert_eq!(value(&text, "sentinel_requests_total", &["tool=\"m__echo\"", "outcome=\"ok\""]), 2.0);
 }
 
+/// A fresh gateway, before any call, already lists every family of the contract with a zero
+/// series (so alert rules and dashboards work from the start, and a first event is an increase).
+#[tokio::test]
+async fn a_fresh_gateway_lists_every_contract_family_with_zero_series() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let text = scrape(&gw).await;
+    for f in FAMILIES {
+        let sample = text.lines().find(|l| l.starts_with(f) && !l.starts_with('#'));
+        assert!(
+            text.contains(&format!("# TYPE {f} ")) && sample.is_some(),
+            "{f} has no series on a fresh gateway:\n{text}"
+        );
+    }
+    for (family, labels) in [
+        ("sentinel_rate_limited_total", &["tool=\"m__echo\""][..]),
+        ("sentinel_rate_limited_total", &["tool=\"<unknown>\""]),
+        ("sentinel_requests_total", &["tool=\"m__echo\"", "backend=\"m\"", "outcome=\"ok\""]),
+        ("sentinel_request_duration_seconds_count", &["backend=\"m\""]),
+        ("sentinel_backend_restarts_total", &["backend=\"m\""]),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(family) && labels.iter().all(|x| l.contains(x)));
+        assert_eq!(line.and_then(|l| l.rsplit(' ').next()), Some("0"), "{family}{labels:?}:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn ready_flips_when_a_required_backend_is_down() {
     let gw = Gateway::start(&(mock_stdio_backend("m", None, &[]) + "required = true\n"));

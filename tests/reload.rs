@@ -137,7 +137,9 @@ async fn backends_roles_limits_and_kill_switch_change_under_load_without_failing
     }
     assert_eq!(code(&c.call("keep__progress", json!({})).await), Some(-32011), "the role's new deny");
     assert_eq!(code(&c.call("keep__huge", json!({})).await), Some(-32012), "the new kill-switch entry");
-    assert_eq!(code(&c.call("removed__echo", json!({})).await), Some(-32602), "a removed backend's tool is unknown");
+    // The role no longer allows `removed__*`: refused by RBAC, which says nothing of whether it exists.
+    assert_eq!(code(&c.call("removed__echo", json!({})).await), Some(-32011), "a removed backend's tool");
+    assert_eq!(code(&c.call("added__no_such_tool", json!({})).await), Some(-32602), "an allowed unknown name");
     assert!(c.call("added__echo", json!({})).await.json()["result"].is_object());
     assert!(std::fs::read_to_string(&added).unwrap().contains("\"echo\""));
     // The changed backend's new process serves now (its new --log), the old one got nothing more.
@@ -234,4 +236,46 @@ async fn a_rotated_secret_file_takes_effect_on_reload() {
     let claims = common::governance::good_claims("bob");
     let new = HttpClient::modern(&gw.url).with_token(&common::governance::sign_hs256(&claims, rotated.as_bytes()));
     assert!(new.call("m__echo", json!({})).await.json()["result"].is_object());
+}
+
+/// A gateway bound beyond loopback keeps authenticating when a reload's file moves `listen`
+/// to loopback and turns authentication off: `listen` only changes on a restart, so the
+/// socket stays public and the reload is refused (logged, counted, and said by
+/// `sentinel reload`), never applied.
+#[tokio::test]
+async fn a_reload_cannot_turn_authentication_off_on_a_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = mock_stdio_backend("m", None, &[]);
+    let public = format!(
+        "[server]\nlisten = \"0.0.0.0:0\"\nallow_public = true\n{}{}{backend}",
+        hs256_auth(""),
+        common::governance::ADMIN_ROLE
+    );
+    std::fs::write(dir.path().join("sentinel.toml"), &public).unwrap();
+    let mut gw = Gateway::start_at(Arc::new(dir), &secret_env());
+    gw.url = gw.url.replace("0.0.0.0", "127.0.0.1");
+    let anonymous = HttpClient::modern(&gw.url);
+    assert_eq!(anonymous.call("m__echo", json!({})).await.status, 401);
+
+    let downgrade = format!("[server]\nlisten = \"127.0.0.1:0\"\n[auth]\ndisabled = true\n{backend}");
+    std::fs::write(gw.config_path(), &downgrade).unwrap();
+    sighup(gw.child.id());
+    eventually("the reload is refused", || async { reloads_in_log(&gw, "config reload refused") > 0 }).await;
+    assert!(strip_ansi(&gw.log()).contains("turns authentication off"), "{}", gw.log());
+    assert_eq!(metric(&gw, "sentinel_config_reloads_total{result=\"error\"}").await, Some(1.0));
+    let r =
+        anonymous.post_raw(&anonymous.request_body(json!(1), "tools/list", json!({})), &[("host", "localhost")]).await;
+    assert_eq!(r.status, 401, "authentication still applies: {r:?}");
+    let admin = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
+    assert!(admin.call("m__echo", json!({})).await.json()["result"].is_object(), "the old config serves on");
+
+    let out = std::process::Command::new(sentinel_bin())
+        .args(["reload", "-c"])
+        .arg(gw.config_path())
+        .env("SENTINEL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && stdout.contains("turns authentication off"), "{stdout}");
+    assert_eq!(metric(&gw, "sentinel_config_reloads_total{result=\"ok\"}").await, Some(0.0));
 }

@@ -93,3 +93,44 @@ async fn a_reused_id_in_flight_is_refused() {
     assert!(first.messages.is_empty(), "{first:?}");
     assert_eq!(mock_log(&log).iter().filter(|m| m["params"]["name"] == "slow").count(), 1);
 }
+
+/// One byte that is not UTF-8 on a stdio backend's stderr (a Latin-1 `é`) must not end the
+/// gateway's reading of that pipe: a closed stderr fails the backend's next write, and a
+/// backend that writes errors to stderr then stops serving.
+#[tokio::test]
+async fn a_non_utf8_stderr_byte_leaves_the_backend_serving() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let c = HttpClient::modern(&gw.url);
+    // 0xE9 alone, then a line longer than the gateway's line bound (its tail is dropped).
+    for (hex, repeat) in [("e90a", 1), ("78", 20_000), ("0a", 1)] {
+        let r = c.call("m__stderr", json!({"hex": hex, "repeat": repeat})).await;
+        assert_eq!(r.json()["result"]["isError"], json!(null), "{r:?}");
+        assert!(r.json()["result"]["content"][0]["text"].as_str().unwrap().starts_with("wrote"), "{r:?}");
+    }
+    // The backend still writes to stderr and answers, and it was never restarted.
+    for _ in 0..3 {
+        let r = c.call("m__stderr", json!({"hex": "6f6b0a"})).await;
+        assert!(r.json()["result"]["content"][0]["text"].as_str().unwrap().starts_with("wrote"), "{r:?}");
+    }
+    eventually("the lossy line logged", || async { gw.log().contains("stderr: \u{FFFD}") }).await;
+    let log = gw.log();
+    assert!(log.contains("more bytes of this line dropped"), "{log}");
+    assert!(!log.contains("backend process ended") && !log.contains("connection closed"), "{log}");
+}
+
+/// A stdio backend's line over `max_message_bytes` is dropped (its call times out), and the
+/// backend goes on serving: the reader used to end at the codec's error, which closed the
+/// backend's stdout and had it killed and restarted.
+#[tokio::test]
+async fn an_over_long_backend_line_is_dropped_and_the_backend_serves_on() {
+    let config = mock_stdio_backend("m", None, &[]) + "max_message_bytes = 20000\ntimeout = \"2s\"\n";
+    let gw = Gateway::start(&config);
+    let c = HttpClient::modern(&gw.url);
+    let r = c.call("m__huge", json!({"bytes": 100_000})).await;
+    assert_eq!(r.error_code(), Some(-32015), "the call has no answer and times out: {r:?}");
+    let r = c.call("m__echo", json!({"after": "long line"})).await;
+    assert_eq!(r.json()["result"]["structuredContent"], json!({"after": "long line"}), "{r:?}");
+    let log = gw.log();
+    assert!(log.contains("exceeded max_message_bytes"), "{log}");
+    assert!(!log.contains("backend process ended"), "the backend was not restarted: {log}");
+}

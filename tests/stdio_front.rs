@@ -516,3 +516,86 @@ fn stat(pid: u32) -> Option<(String, Vec<String>)> {
     let name = text[open + 1..close].to_string();
     Some((name, text[close + 1..].split_whitespace().map(str::to_string).collect()))
 }
+
+/// `sentinel stdio` with its three pipes, for the tests that close or stop reading one.
+fn spawn_stdio(dir: &tempfile::TempDir, stderr: std::process::Stdio) -> tokio::process::Child {
+    let config = write_config(dir, "");
+    tokio::process::Command::new(sentinel_bin())
+        .args(["stdio", "-c", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("SENTINEL_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sentinel stdio")
+}
+
+fn echo_call(id: u64) -> String {
+    let params = modern_params(json!({"name": "mock__echo", "arguments": {"n": id}}));
+    format!("{}\n", json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}))
+}
+
+/// A client that closes its end of `sentinel stdio`'s stdout can no longer be answered:
+/// the gateway stops reading and running its calls and exits, though stdin stays open.
+#[tokio::test]
+async fn a_client_that_closes_stdout_stops_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_stdio(&dir, std::process::Stdio::null());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin.write_all(echo_call(1).as_bytes()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), out.next_line()).await.expect("an answer").unwrap();
+    assert!(first.unwrap().contains("\"id\":1"));
+    drop(out);
+    // The client keeps asking (bounded); each answer's write fails with EPIPE.
+    let asking = tokio::spawn(async move {
+        for id in 2..2_000u64 {
+            if stdin.write_all(echo_call(id).as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        stdin
+    });
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("sentinel stdio kept running after its client closed stdout")
+        .unwrap();
+    assert!(status.code().is_some(), "it exited by itself: {status:?}");
+    drop(asking.await.unwrap());
+}
+
+/// A client that pipes `sentinel stdio`'s stderr and never reads it: once the pipe is full,
+/// log lines (the per-call access line, a backend's stderr) are dropped and counted rather
+/// than written, so calls keep being answered. The backend writes 1 MB to its stderr.
+#[tokio::test]
+async fn an_undrained_stderr_never_stalls_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_stdio(&dir, std::process::Stdio::piped());
+    let _unread_stderr = child.stderr.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async |id: u64| {
+        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("call {id} not answered within 30 s"))
+            .unwrap()
+            .expect("stdout open");
+        assert_eq!(parse(&line)["id"], json!(id), "{line}");
+        line
+    };
+    let line = format!("{}\n", "x".repeat(100));
+    let params = modern_params(json!({"name": "mock__stderr", "arguments": {"hex": hex(&line), "repeat": 10_000}}));
+    let flood = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params});
+    stdin.write_all(format!("{flood}\n").as_bytes()).await.unwrap();
+    assert!(next(1).await.contains("wrote 1010000 bytes"));
+    for id in 2..300 {
+        stdin.write_all(echo_call(id).as_bytes()).await.unwrap();
+        next(id).await;
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}

@@ -175,11 +175,11 @@ async fn raw_results_legacy(client: &HttpClient, calls: &[(&str, &str)], prefix:
 }
 
 /// A stateless client through Sentinel gets the backend's bytes with one addition:
-/// Sentinel splices `"resultType":"complete"` in front when a session-based backend's result
-/// lacks it (2026-07-28 requires it on every result), and changes nothing else.
+/// Sentinel adds `,"resultType":"complete"` before the closing brace when a session-based
+/// backend's result lacks it (2026-07-28 requires it on every result), and changes nothing else.
 fn with_result_type(legacy: &str) -> String {
     assert!(!legacy.contains("\"resultType\""), "a 2025-11-25 result has no resultType: {legacy}");
-    format!("{{\"resultType\":\"complete\",{}", legacy.strip_prefix('{').expect("an object"))
+    format!("{},\"resultType\":\"complete\"}}", legacy.strip_suffix('}').expect("an object"))
 }
 
 #[tokio::test]

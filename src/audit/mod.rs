@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod dead_letter;
+pub mod open;
 pub mod query;
 pub mod redact;
 pub mod spool;
 pub mod store;
+pub mod throttle;
 pub mod writer;
 
 /// How a request ended, as the audit trail names it (the contract's outcome words).
@@ -92,10 +95,82 @@ pub struct AuditRecord {
     pub response_bytes: u64,
 }
 
+/// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
+/// can reach the gateway chooses these, without a token too, and must not be able to fill the
+/// spool, the store or the log with them. Longer text is cut, with a marker saying how much.
+pub const MAX_METHOD_BYTES: usize = 128;
+pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_SESSION_BYTES: usize = 128;
+pub const MAX_URI_BYTES: usize = 2048;
+
+/// How a record names a method the gateway does not serve: a client can send any text there.
+pub const UNKNOWN_METHOD: &str = "<unknown>";
+
+/// The methods a record names as they are; every other one is [`UNKNOWN_METHOD`].
+const KNOWN_METHODS: [&str; 15] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "subscriptions/listen",
+];
+
+/// The method as a record names it: a known one, or [`UNKNOWN_METHOD`].
+pub fn method_label(method: &str) -> &str {
+    if KNOWN_METHODS.contains(&method) { method } else { UNKNOWN_METHOD }
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary) with a marker saying how much was
+/// left out; borrowed when it fits. The marker is short, so the result stays near `max`.
+pub fn bounded(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…[+{} bytes]", &s[..end], s.len() - end))
+}
+
 /// A durable home for audit records: SQLite or PostgreSQL. `insert` must be idempotent by
 /// `id` (a record replayed after a crash is not stored twice).
 pub trait AuditStore: Send + Sync + 'static {
-    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>>;
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Reaches the store (and brings its schema up to date) if that is not done yet; the
+    /// writer calls it, with backoff, until it succeeds, and inserts nothing before.
+    fn connect(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why a store did not take a batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    /// The store refused the batch for what it holds, and would refuse it again (a constraint,
+    /// a trigger, a value it cannot store): retrying cannot help. Otherwise (the store is down,
+    /// busy, out of space, or the error is not known to be about the records) the same batch
+    /// is retried until it is stored.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError { permanent: false, message: message.into() }
+    }
 }
 
 impl AuditRecord {
@@ -111,11 +186,11 @@ impl AuditRecord {
         AuditRecord {
             id,
             ts_ms,
-            client: client.map(str::to_string),
+            client: client.map(|c| bounded(c, MAX_NAME_BYTES).into_owned()),
             roles: roles.to_vec(),
-            session: session.map(str::to_string),
+            session: session.map(|s| bounded(s, MAX_SESSION_BYTES).into_owned()),
             transport: transport.to_string(),
-            method: method.to_string(),
+            method: bounded(method_label(method), MAX_METHOD_BYTES).into_owned(),
             tool: None,
             backend: None,
             arguments: None,
@@ -125,6 +200,17 @@ impl AuditRecord {
             backend_latency_ms: None,
             response_bytes: 0,
         }
+    }
+
+    /// Records what the call is about: a tool or prompt name, or a resource URI (its
+    /// credentials redacted), bounded like every client-chosen field.
+    pub fn set_target(&mut self, method: &str, name: &str, redactor: &redact::Redactor) {
+        let uri = method.starts_with("resources/") || (method == "completion/complete" && name.contains(':'));
+        self.tool = Some(if uri {
+            bounded(&redactor.redact_text(name), MAX_URI_BYTES).into_owned()
+        } else {
+            bounded(name, MAX_NAME_BYTES).into_owned()
+        });
     }
 
     pub fn set_latency(&mut self, d: Duration) {

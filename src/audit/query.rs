@@ -245,7 +245,7 @@ fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> 
 /// Column widths of the table (time, client, tool, outcome, code, latency, bytes).
 const WIDTHS: [usize; 7] = [24, 16, 32, 13, 6, 10, 10];
 
-fn header() -> String {
+pub(crate) fn header() -> String {
     line(["TIME (UTC)", "CLIENT", "TOOL", "OUTCOME", "CODE", "LATENCY MS", "BYTES"].map(String::from))
 }
 
@@ -284,7 +284,7 @@ fn line(cells: [String; 7]) -> String {
 
 /// Cuts a cell to `width` characters (ending in `…` when cut) and replaces control characters:
 /// client and tool names come from callers, and an escape sequence must not reach the terminal.
-fn fit(cell: &str, width: usize) -> String {
+pub(crate) fn fit(cell: &str, width: usize) -> String {
     let clean: String = cell.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
     if clean.chars().count() <= width {
         return clean;

@@ -11,7 +11,7 @@
 //! `jq`) a spool left behind by a store outage, and all we need is append, fsync, read, delete.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,8 @@ pub struct SegmentRead {
     pub end: u64,
     /// Complete lines that did not parse as a record (skipped and logged, never retried).
     pub corrupt: usize,
+    /// Whether the read reached the end of what the segment holds (rather than `max_records`).
+    pub done: bool,
 }
 
 impl Spool {
@@ -224,24 +226,34 @@ impl Spool {
 }
 
 impl Segment {
-    /// Reads the records from byte `offset` on. A final line without its newline is a write
-    /// torn by a crash: it was never acknowledged, so it is ignored (and `end` stops before it).
-    /// Complete lines are never ignored, except ones that do not parse, which are counted.
+    /// Reads every record from byte `offset` on (see `read_some`).
     pub fn read_from(&self, offset: u64) -> io::Result<SegmentRead> {
+        self.read_some(offset, usize::MAX)
+    }
+
+    /// Reads at most `max_records` records from byte `offset` on, line by line, so that
+    /// catching up on a segment of several megabytes holds one batch in memory, not the segment.
+    /// A final line without its newline is a write torn by a crash (or one still being made): it
+    /// was never acknowledged, so it is left (and `end` stops before it). Complete lines are
+    /// never left, except ones that do not parse, which are counted.
+    pub fn read_some(&self, offset: u64, max_records: usize) -> io::Result<SegmentRead> {
         let mut file = File::open(&self.path)?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let mut reader = io::BufReader::new(file);
         let mut read = SegmentRead { end: offset, ..SegmentRead::default() };
-        let mut start = 0;
-        while let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') {
-            let line = &bytes[start..start + nl];
-            start += nl + 1;
-            read.end = offset + start as u64;
+        let mut line = Vec::new();
+        while read.records.len() < max_records {
+            line.clear();
+            let n = io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                read.done = true;
+                break;
+            }
+            read.end += n as u64;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice(line) {
+            match serde_json::from_slice(&line) {
                 Ok(record) => read.records.push(record),
                 Err(e) => {
                     tracing::error!(segment = %self.path.display(), error = %e, "corrupt audit spool line skipped");
@@ -250,6 +262,23 @@ impl Segment {
             }
         }
         Ok(read)
+    }
+
+    /// How many complete, non-blank lines the segment holds: its records, without parsing them
+    /// (a corrupt line is found, counted and skipped when it is read).
+    pub fn count_lines(&self) -> io::Result<usize> {
+        let mut reader = io::BufReader::new(File::open(&self.path)?);
+        let (mut count, mut line) = (0, Vec::new());
+        loop {
+            line.clear();
+            let n = io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                return Ok(count);
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                count += 1;
+            }
+        }
     }
 
     pub fn remove(&self) -> io::Result<()> {
@@ -283,18 +312,23 @@ mod tests;
 
 /// Several Sentinel processes may share one config (one `sentinel stdio` per desktop client,
 /// beside `sentinel serve`), so each takes a folder of its own under the configured spool
-/// folder, held by an exclusive lock for its lifetime. Folders whose lock is free belong to
-/// processes that are gone: their segments move into the new folder (in order, ahead of
-/// anything new) to be replayed, and the folder is removed. Segments written directly in the
-/// base folder (by an older build) are adopted the same way.
-pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
+/// folder, held by an exclusive lock for its lifetime and tagged (`.store`) with the identity
+/// of the store its records are for (`store::identity`). Folders whose lock is free belong to
+/// processes that are gone: those for the same store have their segments moved into the new
+/// folder (in order, ahead of anything new) to be replayed, and are removed. Folders for another
+/// store are left alone for a gateway of that store (see `foreign`): configs in one folder share
+/// the default spool folder, and one deployment's records must never reach another's database.
+/// Untagged segments, written by a build that did not tag its folders (in the base folder or a
+/// folder of its own), are adopted as that build did.
+pub fn claim(base: &Path, store: &str) -> io::Result<(PathBuf, std::fs::File)> {
     let mkdir = |p: &Path| fs::DirBuilder::new().recursive(true).mode(0o700).create(p);
     mkdir(base)?;
-    // Made and locked under a name no other process looks at, then renamed into place: nobody
-    // can take a folder for a dead one between its creation and its lock.
+    // Made, tagged and locked under a name no other process looks at, then renamed into place:
+    // nobody can take a folder for a dead one between its creation and its lock.
     let name = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let staging = base.join(format!(".new-{name}"));
     mkdir(&staging)?;
+    write_tag(&staging, store)?;
     let lock = lock_file(&staging, true)?.ok_or_else(|| io::Error::other("cannot lock a new spool folder"))?;
     let own = base.join(&name);
     fs::rename(&staging, &own)?;
@@ -315,9 +349,16 @@ pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
         .collect();
     others.sort();
     for dir in others {
+        let tag = read_tag(&dir);
+        if tag.as_deref().is_some_and(|t| t != store) {
+            continue;
+        }
         // A held lock means a live process still writes there; a folder that vanished or
         // cannot be locked was taken by another process starting now: skip it.
         if let Ok(Some(_dead_owner)) = lock_file(&dir, false) {
+            if tag.is_none() && !list_segments(&dir)?.is_empty() {
+                tracing::warn!(dir = %dir.display(), "adopting an untagged audit spool folder (left by an older build)");
+            }
             if adopt(&dir).is_ok() {
                 let _ = fs::remove_dir_all(&dir);
             }
@@ -326,6 +367,57 @@ pub fn claim(base: &Path) -> io::Result<(PathBuf, std::fs::File)> {
     // The adopted segments' new names must be durable before anything is stored from them.
     File::open(&own)?.sync_all()?;
     Ok((own, lock))
+}
+
+/// The name of the file in a process's spool folder that holds its store's identity.
+const STORE_TAG: &str = ".store";
+
+fn write_tag(dir: &Path, store: &str) -> io::Result<()> {
+    let mut f = OpenOptions::new().create_new(true).write(true).mode(0o600).open(dir.join(STORE_TAG))?;
+    f.write_all(format!("{store}\n").as_bytes())?;
+    f.sync_all()
+}
+
+fn read_tag(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(STORE_TAG)).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// A spool folder that holds records for another store than this process's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ForeignSpool {
+    pub dir: PathBuf,
+    /// The identity of the store its records are for.
+    pub store: String,
+    pub segments: usize,
+    pub bytes: u64,
+    /// Whether the process that made it still runs (judged by the pid in its name: a hint only).
+    pub owner_running: bool,
+}
+
+/// The folders under `base` holding segments for another store than `store`: records waiting
+/// for a gateway of that store to start with this spool folder. Read only: no lock is taken,
+/// so a gateway starting meanwhile can still adopt its own.
+pub fn foreign(base: &Path, store: &str) -> io::Result<Vec<ForeignSpool>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(base) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for dir in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir() && is_spool_folder(p)) {
+        let Some(tag) = read_tag(&dir).filter(|t| t != store) else { continue };
+        let segments = list_segments(&dir)?;
+        if segments.is_empty() {
+            continue;
+        }
+        let bytes = segments.iter().filter_map(|s| fs::metadata(&s.path).ok()).map(|m| m.len()).sum();
+        let pid = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).unwrap_or_default();
+        let owner_running = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+        out.push(ForeignSpool { dir, store: tag, segments: segments.len(), bytes, owner_running });
+    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(out)
 }
 
 fn is_spool_folder(p: &Path) -> bool {

@@ -4,8 +4,12 @@
 //! spool after a crash stores nothing twice). Reads serve `sentinel audit`; `prune` serves
 //! retention. Each dialect's SQL lives in its own file; this one holds what they share.
 
+mod classify;
+mod identity;
 mod postgres;
 mod sqlite;
+
+pub use identity::identity;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
-use super::{AuditRecord, AuditStore, BoxFuture, Outcome};
+use super::{AuditRecord, AuditStore, BoxFuture, Outcome, StoreError};
 use crate::config::redact_url;
 
 /// How long a connection may wait for a busy SQLite database or a free pool slot. Long enough
@@ -153,8 +157,60 @@ impl SqlStore {
 }
 
 impl AuditStore for SqlStore {
-    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.insert_batch(batch).await.map_err(|e| format!("{e:#}")) })
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.insert_batch(batch).await.map_err(store_error) })
+    }
+}
+
+fn store_error(e: anyhow::Error) -> StoreError {
+    StoreError { permanent: classify::is_permanent(&e), message: format!("{e:#}") }
+}
+
+/// The gateway's store: connected and migrated once the database answers, which need not be
+/// at start (a host that boots PostgreSQL after the gateway, a maintenance window). Until then
+/// every insert fails as transient, and records wait in the spool.
+pub struct ConnectingStore {
+    url: String,
+    store: tokio::sync::OnceCell<SqlStore>,
+}
+
+impl ConnectingStore {
+    pub fn new(url: &str) -> ConnectingStore {
+        ConnectingStore { url: url.to_string(), store: tokio::sync::OnceCell::new() }
+    }
+
+    /// The store, once connected.
+    pub fn get(&self) -> Option<&SqlStore> {
+        self.store.get()
+    }
+}
+
+impl AuditStore for ConnectingStore {
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            match self.store.get() {
+                Some(store) => store.insert(batch).await,
+                None => Err(StoreError::transient("the audit store is not connected yet")),
+            }
+        })
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let shown = redact_url(&self.url);
+            self.store
+                .get_or_try_init(|| async {
+                    let store = SqlStore::connect(&self.url).await?;
+                    if let Err(e) = store.migrate().await {
+                        store.close().await;
+                        return Err(e);
+                    }
+                    Ok(store)
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e: anyhow::Error| StoreError::transient(format!("audit store {shown}: {e:#}")))
+        })
     }
 }
 

@@ -65,6 +65,9 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     pub spool_dir: PathBuf,
+    /// The identity of the store (`store::identity`): the spool folder is tagged with it, only
+    /// folders with the same tag are replayed, and dead letters name it.
+    pub store_id: String,
     /// `on_audit_failure = "fail_open"`: a record that cannot be made durable is counted and
     /// logged, and `record()` still resolves `Ok`.
     pub fail_open: bool,
@@ -84,6 +87,7 @@ impl AuditSettings {
     pub fn new(spool_dir: impl Into<PathBuf>) -> AuditSettings {
         AuditSettings {
             spool_dir: spool_dir.into(),
+            store_id: "test-store".into(),
             fail_open: false,
             queue_capacity: 10_000,
             batch_max: 500,
@@ -109,6 +113,13 @@ pub struct AuditStats {
     pub failed: u64,
     /// Records in the spool not yet stored: grows while the store is down.
     pub backlog: u64,
+    /// Records the store refused for good, moved to the dead-letter file.
+    pub dead_lettered: u64,
+    /// Whether the store is connected and its last insert went through (or refused records
+    /// for what they hold, which it can only do while it is up).
+    pub store_up: bool,
+    /// How long the store has been down (or not yet connected), while it is.
+    pub store_down_for: Option<Duration>,
 }
 
 // Nearly every message is a record, so boxing it would only add an allocation per call.
@@ -124,8 +135,13 @@ enum Msg {
 struct Shared {
     /// False from a failed spool append until an append or probe succeeds.
     writable: AtomicBool,
-    /// Whether the last store insert succeeded; only used to log transitions once.
+    /// Whether the store is connected and its last insert succeeded.
     store_up: AtomicBool,
+    /// Since when the store is down (or not yet connected); `None` while it is up.
+    store_down_since: std::sync::Mutex<Option<Instant>>,
+    dead_lettered: AtomicU64,
+    /// The store's reason for the latest dead letter, for the alert.
+    last_refusal: std::sync::Mutex<Option<String>>,
     written: AtomicU64,
     spooled: AtomicU64,
     replayed: AtomicU64,
@@ -162,8 +178,16 @@ struct LiveBatch {
 }
 
 impl Live {
-    fn push(&mut self, at: Written, records: Vec<AuditRecord>) {
+    /// Keeps a batch just written for the drainer, unless `keep` is false (the store is down:
+    /// the drainer will read the spool back anyway once the store answers, so holding batches
+    /// until the oldest are dropped would only fill memory).
+    fn push(&mut self, at: Written, records: Vec<AuditRecord>, keep: bool) {
         self.written_to = Some((at.seq, at.end));
+        if !keep {
+            self.batches.clear();
+            self.records = 0;
+            return;
+        }
         self.records += records.len();
         self.batches.push_back(LiveBatch { at, records });
         while self.records > LIVE_RECORDS_MAX {
@@ -183,6 +207,15 @@ impl Shared {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records whether the store answered: logs a change, and keeps when it went down.
+    fn store_answered(&self, up: bool) {
+        if self.store_up.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        let mut since = self.store_down_since.lock().unwrap_or_else(|e| e.into_inner());
+        *since = if up { None } else { Some(Instant::now()) };
+    }
+
     fn take_backlog(&self, n: usize) {
         let _ = self.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n as u64)));
     }
@@ -194,6 +227,10 @@ pub struct AuditWriter {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     fail_open: bool,
+    /// The configured spool folder (this process's folder is under it), and the store's
+    /// identity: for reporting other stores' folders (`foreign_spools`).
+    base: PathBuf,
+    store_id: String,
     stop: CancellationToken,
     /// Holds this process's spool folder (see `spool::claim`).
     _lock: std::fs::File,
@@ -201,22 +238,25 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Opens the spool and starts the spool writer and the drainer (must run inside a tokio
-    /// runtime). Segments left by processes that are gone are drained before new records;
-    /// processes sharing one configured spool folder each write in a folder of their own.
+    /// runtime). The drainer first connects to the store (retrying with backoff for as long as
+    /// it takes; records wait in the spool meanwhile). Segments left by processes that are gone
+    /// and were writing for the same store are drained before new records; processes sharing
+    /// one configured spool folder each write in a folder of their own.
     pub fn start(store: Arc<dyn AuditStore>, settings: AuditSettings) -> io::Result<Arc<AuditWriter>> {
-        let (own, lock) = crate::audit::spool::claim(&settings.spool_dir)?;
+        let base = settings.spool_dir.clone();
+        let (own, lock) = crate::audit::spool::claim(&base, &settings.store_id)?;
         let settings = AuditSettings { spool_dir: own, ..settings };
         let spool = Spool::open(&settings.spool_dir)?;
         let mut leftover = 0;
         for segment in spool.segments()? {
-            leftover += segment.read_from(0)?.records.len();
+            leftover += segment.count_lines()?;
         }
         if leftover > 0 {
             tracing::warn!(records = leftover, dir = %settings.spool_dir.display(), "replaying audit records left in the spool");
         }
         let shared = Arc::new(Shared::default());
         shared.writable.store(true, Ordering::Relaxed);
-        shared.store_up.store(true, Ordering::Relaxed);
+        *shared.store_down_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         shared.backlog.store(leftover as u64, Ordering::Relaxed);
         shared.sealed_below.store(spool.sealed_below(), Ordering::Release);
 
@@ -231,6 +271,8 @@ impl AuditWriter {
             cursor: (0, 0),
             rescan: true,
             stored_not_removed: Vec::new(),
+            dead_letters: crate::audit::dead_letter::path(&base),
+            store_id: settings.store_id.clone(),
             stop: stop.clone(),
         };
         let spool_writer = SpoolWriter {
@@ -249,7 +291,26 @@ impl AuditWriter {
         };
         tokio::spawn(spool_writer.run());
         tokio::spawn(drainer.run());
-        Ok(Arc::new(AuditWriter { tx, shared, fail_open: settings.fail_open, stop, _lock: lock }))
+        Ok(Arc::new(AuditWriter {
+            tx,
+            shared,
+            fail_open: settings.fail_open,
+            base,
+            store_id: settings.store_id,
+            stop,
+            _lock: lock,
+        }))
+    }
+
+    /// The store's reason for the latest record moved to the dead-letter file.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.shared.last_refusal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Folders in the configured spool folder that hold records for other stores, waiting for
+    /// a gateway of theirs (see `spool::claim`).
+    pub fn foreign_spools(&self) -> io::Result<Vec<crate::audit::spool::ForeignSpool>> {
+        crate::audit::spool::foreign(&self.base, &self.store_id)
     }
 
     pub fn stats(&self) -> AuditStats {
@@ -261,6 +322,9 @@ impl AuditWriter {
             replayed: s.replayed.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             backlog: s.backlog.load(Ordering::Relaxed),
+            dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+            store_up: s.store_up.load(Ordering::Relaxed),
+            store_down_for: s.store_down_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed()),
         }
     }
 
@@ -458,7 +522,8 @@ impl SpoolWriter {
                 if !fsync && self.unsynced_since.is_none() {
                     self.unsynced_since = Some(Instant::now());
                 }
-                self.shared.live().push(at, batch);
+                let keep = self.shared.store_up.load(Ordering::Relaxed);
+                self.shared.live().push(at, batch, keep);
                 self.shared.appended.notify_one();
                 Ok(())
             }

@@ -259,3 +259,18 @@ async fn an_unreachable_or_bad_jwks_url_fails_at_start() {
         assert!(e.to_string().contains("jwks_url"), "{refused}: {e}");
     }
 }
+
+/// A token verified against the old keys while a rotation cleared the cache is not cached
+/// after the clear: once the keys are gone, the token is refused.
+#[tokio::test]
+async fn a_verification_overtaken_by_a_rotation_is_not_cached() {
+    let auth = authenticator(jwks_settings()).await;
+    let token = rs256(Some("rsa-1"), &good_claims());
+    *auth.between_verify_and_insert.lock().unwrap() = Some(Box::new(|auth: &Authenticator| {
+        // The issuer dropped `rsa-1` (only the EC key is left) and the keys were reloaded.
+        auth.install_keys(KeySet::parse(keys(&[("ec-1", "ec-1")]).as_bytes()).unwrap());
+    }));
+    assert_eq!(auth.authenticate_cached(&token).unwrap().subject, "alice", "it verified before the rotation");
+    assert!(auth.verified.get(token.as_str()).is_none(), "not cached after the clear");
+    assert!(matches!(auth.authenticate_cached(&token), Err(AuthError::UnknownKey(_))), "the old key no longer works");
+}

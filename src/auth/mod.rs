@@ -99,7 +99,19 @@ pub struct Authenticator {
     /// the whole token with a per-process random seed before comparing, so it reveals nothing about a cached
     /// token to someone timing forged ones.
     verified: quick_cache::sync::Cache<Box<str>, Arc<Verified>>,
+    /// The key-set generation, bumped when the keys change. A verification reads it before it
+    /// loads the keys and inserts into `verified` under the read lock only if it is unchanged;
+    /// a key change swaps the keys and clears the cache under the write lock. So a token checked
+    /// against keys that were replaced meanwhile is never cached after the clear.
+    generation: std::sync::RwLock<u64>,
+    /// Runs once between a token's verification and its insertion into the cache: where a
+    /// test puts a key rotation, to check that the race is closed without timing anything.
+    #[cfg(test)]
+    between_verify_and_insert: std::sync::Mutex<Option<TestHook>>,
 }
+
+#[cfg(test)]
+type TestHook = Box<dyn FnOnce(&Authenticator) + Send>;
 
 /// A token that passed every check once.
 struct Verified {
@@ -152,6 +164,9 @@ impl Authenticator {
             last_refetch: tokio::sync::Mutex::new(None),
             refetch_interval: DEFAULT_REFETCH_INTERVAL,
             verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
+            generation: std::sync::RwLock::new(0),
+            #[cfg(test)]
+            between_verify_and_insert: std::sync::Mutex::new(None),
         })
     }
 
@@ -204,6 +219,7 @@ impl Authenticator {
             return Err(AuthError::Malformed("not a signed JWT (header.payload.signature)".to_owned()));
         };
         let header = jwks::Header::parse(&decode_part(header_b64, "header")?)?;
+        let generation = self.generation();
         let keys = self.keys.load();
         let (key, alg) = match header.alg.as_str() {
             "HS256" => match &self.secret {
@@ -228,8 +244,34 @@ impl Authenticator {
             Err(_) => return Err(AuthError::BadSignature),
         }
         let identity = self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())?;
-        self.verified.insert(token.into(), Arc::new(Verified { identity: identity.clone() }));
+        #[cfg(test)]
+        if let Some(hook) = self.between_verify_and_insert.lock().expect("hook lock").take() {
+            hook(self);
+        }
+        self.remember(token, Verified { identity: identity.clone() }, generation);
         Ok(identity)
+    }
+
+    fn generation(&self) -> u64 {
+        *self.generation.read().expect("generation lock")
+    }
+
+    /// Caches a verified token, unless the keys changed since `generation` was read (the cache
+    /// was cleared after this verification started; caching it would undo that).
+    fn remember(&self, token: &str, verified: Verified, generation: u64) {
+        let current = self.generation.read().expect("generation lock");
+        if *current == generation {
+            self.verified.insert(token.into(), Arc::new(verified));
+        }
+    }
+
+    /// Puts new keys in force and forgets every token verified with the old ones.
+    fn install_keys(&self, keys: KeySet) {
+        let mut generation = self.generation.write().expect("generation lock");
+        self.keys.store(Arc::new(keys));
+        *generation += 1;
+        // A token verified with a key that is gone must not keep working from the cache.
+        self.verified.clear();
     }
 
     /// Re-reads the JWKS now, regardless of the refetch rate limit: for an owner that refreshes on a timer or on
@@ -248,9 +290,7 @@ impl Authenticator {
         match source.load().await {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), %source, "auth: JWKS reloaded");
-                self.keys.store(Arc::new(keys));
-                // A token verified with a key that is gone must not keep working from the cache.
-                self.verified.clear();
+                self.install_keys(keys);
                 Ok(())
             }
             Err(e) => {
@@ -297,4 +337,10 @@ fn printable(value: &str) -> String {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Fuzzing entry (see `crate::fuzz`): reads `data` as a JWKS, as a fetched or file JWKS is read.
+#[doc(hidden)]
+pub fn fuzz_jwks(data: &[u8]) {
+    let _ = jwks::KeySet::parse(data);
 }

@@ -37,6 +37,7 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
     let probe =
         tokio::time::timeout(config.probe_timeout, conn.request("server/discover", params, &CallOpts::default())).await;
     match probe {
+        Ok(Ok(Reply::Streamed(_))) => unreachable!("the probe is not asked for as a stream"),
         Ok(Ok(Reply::Result(r))) => {
             let v: Value = serde_json::from_str(r.get()).unwrap_or_default();
             let speaks_modern =
@@ -77,6 +78,7 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
     let result = match init {
         Reply::Result(r) => r,
         Reply::Error(e) => anyhow::bail!("backend `{}` refused initialize: {}", config.name, e.get()),
+        Reply::Streamed(_) => unreachable!("initialize is not asked for as a stream"),
     };
     let v: Value = serde_json::from_str(result.get())?;
     let version = v["protocolVersion"].as_str().unwrap_or_default();

@@ -1,7 +1,7 @@
 //! A backend reached over Streamable HTTP: one shared `reqwest` client (connection reuse),
 //! JSON or SSE answers, the backend's session header kept for session-based servers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use eventsource_stream::Eventsource;
@@ -33,15 +33,23 @@ struct Inner {
     state: Mutex<State>,
     /// Serializes re-initialization after the backend forgot our session (restart, expiry).
     reinit: tokio::sync::Mutex<()>,
+    /// Requests that failed in a row (no usable answer); reset by any answer. The backend
+    /// counts as down at `DOWN_AFTER`: an HTTP backend has no process to watch.
+    failures: AtomicU32,
     notices: mpsc::UnboundedSender<(usize, Notice)>,
 }
 
 /// Why a POST got no usable answer.
 enum PostError {
     Backend(BackendError),
-    /// HTTP 404 for the session the request carried: the backend no longer knows it.
+    /// The backend no longer knows the session the request carried (it restarted, or the
+    /// session expired): the request did not run.
     SessionEnded(String),
 }
+
+/// Consecutive failed requests after which an HTTP backend is reported down (`/health`,
+/// `/ready`, `sentinel_backend_up`) until it answers again.
+const DOWN_AFTER: u32 = 3;
 
 impl From<BackendError> for PostError {
     fn from(e: BackendError) -> Self {
@@ -54,6 +62,9 @@ struct State {
     /// `None` while probing; then the backend's generation.
     generation: Option<Generation>,
     session: Option<String>,
+    /// The backend forgot our session and no new one could be opened yet (it was still
+    /// restarting): the next request opens one first.
+    lost: bool,
 }
 
 impl HttpConn {
@@ -83,6 +94,7 @@ impl HttpConn {
                 next_id: AtomicU64::new(1),
                 state: Mutex::new(State::default()),
                 reinit: tokio::sync::Mutex::new(()),
+                failures: AtomicU32::new(0),
                 notices,
             }),
         })
@@ -101,13 +113,34 @@ impl HttpConn {
         self.inner.state.lock().expect("state lock").generation
     }
 
+    /// Whether the backend answered lately: false once `DOWN_AFTER` requests in a row got no
+    /// usable answer, until one does.
+    pub fn is_answering(&self) -> bool {
+        self.inner.failures.load(Ordering::Relaxed) < DOWN_AFTER
+    }
+
     pub async fn request(&self, method: &str, params: String, opts: &CallOpts) -> Result<Reply, BackendError> {
-        match self.request_once(method, &params, opts).await {
+        let out = self.request_in_session(method, &params, opts).await;
+        match &out {
+            Ok(_) => self.inner.failures.store(0, Ordering::Relaxed),
+            Err(_) => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
+    async fn request_in_session(&self, method: &str, params: &str, opts: &CallOpts) -> Result<Reply, BackendError> {
+        if method != "initialize" && self.inner.state.lock().expect("state lock").lost {
+            self.reinitialize(None).await?;
+        }
+        match self.request_once(method, params, opts).await {
             Err(PostError::SessionEnded(old)) if method != "initialize" => {
-                // A session-based backend that restarted (or expired our session) answers 404:
-                // open a new session once and retry, instead of failing every later call.
-                self.reinitialize(&old).await?;
-                match self.request_once(method, &params, opts).await {
+                // A session-based backend that restarted (or expired our session) says so
+                // (404, or 400 from several SDKs' servers): the request never ran, so open a
+                // new session and send it once more, instead of failing every later call.
+                self.reinitialize(Some(&old)).await?;
+                match self.request_once(method, params, opts).await {
                     Ok(r) => Ok(r),
                     Err(PostError::Backend(e)) => Err(e),
                     Err(PostError::SessionEnded(_)) => Err(BackendError::Unavailable(format!(
@@ -117,7 +150,7 @@ impl HttpConn {
                 }
             }
             Err(PostError::SessionEnded(_)) => {
-                Err(BackendError::Unavailable(format!("backend `{}` ended its session (HTTP 404)", self.inner.name)))
+                Err(BackendError::Unavailable(format!("backend `{}` ended its session", self.inner.name)))
             }
             Err(PostError::Backend(e)) => Err(e),
             Ok(r) => Ok(r),
@@ -146,15 +179,23 @@ impl HttpConn {
         out.map(|(_, r)| r)
     }
 
-    /// Opens a new session unless another call already replaced `old`.
-    async fn reinitialize(&self, old: &str) -> Result<(), BackendError> {
+    /// Opens a new session unless another call already replaced `old` (`None`: the session
+    /// was lost and no new one opened yet).
+    async fn reinitialize(&self, old: Option<&str>) -> Result<(), BackendError> {
         let _one_at_a_time = self.inner.reinit.lock().await;
-        if self.inner.state.lock().expect("state lock").session.as_deref() != Some(old) {
-            return Ok(());
+        {
+            let mut st = self.inner.state.lock().expect("state lock");
+            let current = if st.lost { None } else { st.session.as_deref() };
+            if current != old || (old.is_none() && !st.lost) {
+                return Ok(());
+            }
+            // Until a new session is open, later requests open one first rather than go out
+            // without a session (which the backend would refuse in ways not all recognizable).
+            st.session = None;
+            st.lost = true;
         }
         tracing::warn!(backend = %self.inner.name, "backend forgot our session; initializing a new one");
         let generation = self.generation();
-        self.inner.state.lock().expect("state lock").session = None;
         let init = self.request_once("initialize", &super::handshake::initialize_params(), &CallOpts::default()).await;
         // Keep the generation the backend was probed with (initialize set the version it negotiated).
         if self.generation().is_none() {
@@ -162,9 +203,11 @@ impl HttpConn {
         }
         match init {
             Ok(Reply::Result(_)) => {
+                self.inner.state.lock().expect("state lock").lost = false;
                 self.notify("notifications/initialized", "{}".into()).await;
                 // The old session's GET stream died with it.
                 tokio::spawn(listen(self.inner.clone()));
+                tracing::info!(backend = %self.inner.name, "new backend session open");
                 Ok(())
             }
             Ok(Reply::Error(e)) => Err(BackendError::Unavailable(format!(
@@ -172,6 +215,7 @@ impl HttpConn {
                 self.inner.name,
                 e.get()
             ))),
+            Ok(Reply::Streamed(_)) => unreachable!("initialize is not asked for as a stream"),
             Err(PostError::Backend(e)) => Err(e),
             Err(PostError::SessionEnded(_)) => {
                 Err(BackendError::Unavailable(format!("backend `{}` refused a new session", self.inner.name)))
@@ -275,9 +319,9 @@ impl Inner {
         if id.is_none() {
             return Ok((session, Reply::Result(super::raw("{}".into()))));
         }
-        if status == StatusCode::NOT_FOUND {
-            if let Some(old) = sent_session {
-                return Err(PostError::SessionEnded(old));
+        if let Some(old) = sent_session.as_ref().filter(|_| !status.is_success()) {
+            if status == StatusCode::NOT_FOUND {
+                return Err(PostError::SessionEnded(old.clone()));
             }
         }
         let is_sse = resp
@@ -288,9 +332,15 @@ impl Inner {
         if is_sse {
             return Ok((session, self.read_sse(resp, id.expect("request id"), opts).await?));
         }
+        if opts.stream && status.is_success() {
+            return Ok((session, self.read_streaming(resp).await?));
+        }
         let bytes = read_limited(resp, self.max_bytes)
             .await
             .map_err(|e| BackendError::Unavailable(format!("backend `{}`: {e}", self.name)))?;
+        if let Some(old) = sent_session.filter(|_| status == StatusCode::BAD_REQUEST && says_session_lost(&bytes)) {
+            return Err(PostError::SessionEnded(old));
+        }
         match Message::parse(&bytes) {
             Ok(m) if matches!(m.kind(), Some(Kind::Response)) => Ok((session, into_reply(m))),
             _ => Err(PostError::Backend(BackendError::Unavailable(format!(
@@ -298,6 +348,40 @@ impl Inner {
                 self.name,
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
             )))),
+        }
+    }
+
+    /// A JSON answer whose `result` is handed on as it arrives: the envelope before the result
+    /// is read here; the rest is the `ResultBody`'s to read. An answer without a result (an
+    /// error, or no JSON-RPC response) is read whole, as before.
+    async fn read_streaming(&self, resp: reqwest::Response) -> Result<Reply, BackendError> {
+        use super::result_body::{EnvelopeScan, Found, ResultBody};
+        let mut head = bytes::BytesMut::new();
+        let mut scan = EnvelopeScan::default();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| BackendError::Unavailable(format!("backend `{}`: {}", self.name, net_error(e))))?;
+            if head.len() + chunk.len() > self.max_bytes {
+                return Err(BackendError::Unavailable(format!(
+                    "backend `{}`: response larger than max_message_bytes",
+                    self.name
+                )));
+            }
+            head.extend_from_slice(&chunk);
+            if let Found::Result(at) = scan.feed(&head) {
+                let head = head.freeze().slice(at..);
+                let rest = body.map(|c| c.map_err(net_error));
+                return Ok(Reply::Streamed(ResultBody::streaming(self.name.clone(), head, rest, self.max_bytes)));
+            }
+        }
+        match Message::parse(&head) {
+            Ok(m) if matches!(m.kind(), Some(Kind::Response)) => Ok(into_reply(m)),
+            _ => Err(BackendError::Unavailable(format!(
+                "backend `{}` answered without a JSON-RPC response: {}",
+                self.name,
+                String::from_utf8_lossy(&head[..head.len().min(200)])
+            ))),
         }
     }
 
@@ -372,7 +456,7 @@ impl Inner {
             match rx.await {
                 Ok(Reply::Result(r)) => jsonrpc::result(&inner_id, r.get()),
                 Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&inner_id), e.get()),
-                Err(_) => {
+                Ok(Reply::Streamed(_)) | Err(_) => {
                     jsonrpc::error(Some(&inner_id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None)
                 }
             }
@@ -425,6 +509,15 @@ async fn listen(inner: Arc<Inner>) {
             _ => {}
         }
     }
+}
+
+/// Whether a 400 answer to a request that carried our session says the backend does not know
+/// it. The spec says 404, but servers built on the SDKs answer 400 too: server-everything
+/// "No valid session ID provided", the TypeScript SDK "Server not initialized" and
+/// "Mcp-Session-Id header is required", the Python SDK "Missing session ID".
+fn says_session_lost(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
+    text.contains("session") || text.contains("not initialized")
 }
 
 fn into_reply(m: Message) -> Reply {

@@ -6,7 +6,9 @@ pub mod breaker;
 mod handshake;
 mod http;
 mod listen;
-mod sse_limit;
+mod result_body;
+pub mod sse_limit;
+mod stderr;
 mod stdio;
 
 use std::time::Duration;
@@ -19,12 +21,15 @@ use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
 
 pub use listen::spawn as spawn_listener;
+pub use result_body::{Piece, ResultBody, Summary};
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
 #[derive(Debug)]
 pub enum Reply {
     Result(Box<RawValue>),
     Error(Box<RawValue>),
+    /// A result handed on as it arrives (only when the call's `CallOpts::stream` allowed it).
+    Streamed(ResultBody),
 }
 
 /// Why a request got no answer from a backend.
@@ -92,6 +97,9 @@ pub struct CallOpts {
     pub log_level: Option<String>,
     /// `Mcp-Param-*` headers for a stateless HTTP backend (from `x-mcp-header` annotations).
     pub param_headers: Vec<(String, String)>,
+    /// The caller takes a result as a `Reply::Streamed` (it needs no more of it than a
+    /// `Summary`); otherwise results come whole.
+    pub stream: bool,
 }
 
 pub(crate) enum Conn {
@@ -178,18 +186,21 @@ impl Backend {
                 params.to_json()
             }
         };
-        match tokio::time::timeout(self.config.timeout, self.conn.request(method, params, opts)).await {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        match tokio::time::timeout_at(deadline, self.conn.request(method, params, opts)).await {
+            // The rest of a streamed result is bounded by the same timeout.
+            Ok(Ok(Reply::Streamed(body))) => Ok(Reply::Streamed(body.with_deadline(deadline))),
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout),
         }
     }
 
-    /// Whether the backend can answer (a stdio backend's process still runs; HTTP backends are
-    /// judged by their circuit breaker instead).
+    /// Whether the backend can answer: a stdio backend's process still runs; an HTTP backend
+    /// answered at least one of its last few requests.
     pub fn is_alive(&self) -> bool {
         match &self.conn {
             Conn::Stdio(c) => c.is_alive(),
-            Conn::Http(_) => true,
+            Conn::Http(c) => c.is_answering(),
         }
     }
 
@@ -255,6 +266,7 @@ impl Backend {
                     tracing::warn!(backend = %self.config.name, method, error = %e.get(), "listing failed");
                     break;
                 }
+                Ok(Reply::Streamed(_)) => unreachable!("a listing is not asked for as a stream"),
                 Err(e) => {
                     tracing::warn!(backend = %self.config.name, method, error = %e, "listing failed");
                     break;

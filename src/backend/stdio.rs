@@ -9,12 +9,14 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::FramedRead;
+
+use crate::line_codec::{Line, LineCodec};
 
 use super::{BackendError, CallOpts, Event, Notice, Reply};
 use crate::config::{BackendConfig, TransportConfig};
@@ -46,6 +48,8 @@ const INHERITED_ENV: &[&str] = &[
 struct PendingCall {
     reply: oneshot::Sender<Result<Reply, BackendError>>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    /// The caller takes its result streamed (`CallOpts::stream`).
+    stream: bool,
 }
 
 #[derive(Default)]
@@ -104,19 +108,13 @@ impl StdioConn {
         let (lines_tx, lines_rx) = mpsc::unbounded_channel();
 
         tokio::spawn(crate::line_writer::write_lines(stdin, lines_rx));
-        let n = name.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(backend = %n, "stderr: {line}");
-            }
-        });
+        tokio::spawn(super::stderr::drain(name.clone(), stderr));
         let reader = Reader { name: name.clone(), routes: routes.clone(), lines: lines_tx.clone(), notices, index };
         let max = config.max_message_bytes;
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
         let (exited_tx, exited) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let why = reader.run(FramedRead::new(stdout, LinesCodec::new_with_max_length(max))).await;
+            let why = reader.run(FramedRead::new(stdout, LineCodec::new(max))).await;
             // Calls in flight fail now, not when the process finally exits; a process whose
             // output is gone is of no use, so it is stopped — with anything it started.
             reader.close(why);
@@ -139,7 +137,7 @@ impl StdioConn {
             if let Some(why) = &r.closed {
                 return Err(BackendError::Unreachable(why.clone()));
             }
-            r.calls.insert(id, PendingCall { reply: tx, events: opts.events.clone() });
+            r.calls.insert(id, PendingCall { reply: tx, events: opts.events.clone(), stream: opts.stream });
             if let (Some(tok), Some(ev)) = (&opts.progress_token, &opts.events) {
                 r.progress.insert(tok.clone(), ev.clone());
             }
@@ -226,24 +224,27 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(&self, mut frames: FramedRead<tokio::process::ChildStdout, LinesCodec>) -> String {
+    async fn run(&self, mut frames: FramedRead<tokio::process::ChildStdout, LineCodec>) -> String {
         loop {
             match frames.next().await {
                 None => return "stdout closed".into(),
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                Some(Ok(Line::TooLong)) => {
                     tracing::error!(backend = %self.name, "a message exceeded max_message_bytes and was dropped");
                 }
-                Some(Err(LinesCodecError::Io(e))) => return format!("read error: {e}"),
-                Some(Ok(line)) => self.dispatch(&line),
+                Some(Err(e)) => return format!("read error: {e}"),
+                Some(Ok(Line::Message(line))) => self.dispatch(line),
             }
         }
     }
 
-    fn dispatch(&self, line: &str) {
-        if line.trim().is_empty() {
+    fn dispatch(&self, line: Bytes) {
+        if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let msg = match Message::parse(line.as_bytes()) {
+        if self.streamed_result(&line) {
+            return;
+        }
+        let msg = match Message::parse(&line) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(backend = %self.name, error = %e, "ignoring a line that is not JSON-RPC");
@@ -269,6 +270,37 @@ impl Reader {
             Some(Kind::Request) => self.server_request(msg),
             None => tracing::warn!(backend = %self.name, "ignoring a malformed JSON-RPC message"),
         }
+    }
+
+    /// Hands a result to a call that takes it streamed as a slice of the line it came in,
+    /// without copying it (the line is held until the client has it: the one copy of a stdio
+    /// result in the gateway). False when the line is anything else, for `dispatch`.
+    fn streamed_result(&self, line: &Bytes) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Response<'a> {
+            #[serde(borrow)]
+            id: &'a RawValue,
+            #[serde(borrow)]
+            result: &'a RawValue,
+            method: Option<serde::de::IgnoredAny>,
+            error: Option<serde::de::IgnoredAny>,
+        }
+        let Ok(r) = serde_json::from_slice::<Response>(line) else { return false };
+        if r.method.is_some() || r.error.is_some() {
+            return false;
+        }
+        let Ok(id) = r.id.get().parse::<u64>() else { return false };
+        let mut routes = self.routes.lock().expect("routes lock");
+        if !routes.calls.get(&id).is_some_and(|c| c.stream) {
+            return false;
+        }
+        let call = routes.calls.remove(&id).expect("checked above");
+        drop(routes);
+        // The raw value borrows from `line`: its offset there is where the slice starts.
+        let at = r.result.get().as_ptr() as usize - line.as_ptr() as usize;
+        let value = line.slice(at..at + r.result.get().len());
+        let _ = call.reply.send(Ok(Reply::Streamed(super::ResultBody::whole(value))));
+        true
     }
 
     fn notification(&self, msg: Message) {
@@ -351,7 +383,9 @@ impl Reader {
             let line = match rx.await {
                 Ok(Reply::Result(r)) => jsonrpc::result(&id, r.get()),
                 Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&id), e.get()),
-                Err(_) => jsonrpc::error(Some(&id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None),
+                Ok(Reply::Streamed(_)) | Err(_) => {
+                    jsonrpc::error(Some(&id), jsonrpc::code::INTERNAL_ERROR, "the client did not answer", None)
+                }
             };
             let _ = lines.send(line);
         });

@@ -34,10 +34,11 @@ pub struct RawRole {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct RawQuota {
     pub per_minute: u32,
     pub burst: u32,
+    pub per: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +94,8 @@ pub struct RoleConfig {
 pub struct QuotaConfig {
     pub per_minute: NonZeroU32,
     pub burst: NonZeroU32,
+    /// One bucket per matched name (`"tool"`, the default), or one for all of them (`"glob"`).
+    pub per: crate::rate_limit::Per,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -229,8 +232,19 @@ pub fn roles(src: &Source, raw: IndexMap<String, RawRole>, problems: &mut Vec<Pr
 }
 
 fn quota(src: &Source, path: &[String], q: RawQuota, problems: &mut Vec<Problem>) -> Option<QuotaConfig> {
+    use crate::rate_limit::Per;
+    let per = match q.per.as_deref() {
+        None | Some("tool") => Per::Tool,
+        Some("glob") => Per::Glob,
+        Some(other) => {
+            let mut at = path.to_vec();
+            at.push("per".into());
+            problems.push(src.problem(&at, format!("`{other}` is not one of \"tool\", \"glob\"")));
+            Per::Tool
+        }
+    };
     match (NonZeroU32::new(q.per_minute), NonZeroU32::new(q.burst)) {
-        (Some(per_minute), Some(burst)) => Some(QuotaConfig { per_minute, burst }),
+        (Some(per_minute), Some(burst)) => Some(QuotaConfig { per_minute, burst, per }),
         _ => {
             problems.push(src.problem(path, "`per_minute` and `burst` must both be at least 1"));
             None
@@ -317,7 +331,8 @@ pub struct AuditConfig {
     /// `sqlite:///absolute/path.db` or `postgres://...`; relative SQLite paths are resolved
     /// against the config file's folder (the working folder for the embedded default).
     pub url: String,
-    /// Argument keys whose values are replaced by `"[redacted]"` at any depth, case-insensitive.
+    /// Key patterns added to the built-in secret-looking ones: values of keys containing one
+    /// (case, `-` and `_` ignored) are replaced by `"[redacted]"` at any depth.
     pub redact_keys: Vec<String>,
     /// When even the spool cannot be written: refuse calls (-32016), or go on and count it.
     pub fail_open: bool,
@@ -354,8 +369,6 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_string(),
     }
 }
-
-pub const DEFAULT_REDACT_KEYS: [&str; 6] = ["password", "token", "api_key", "apikey", "secret", "authorization"];
 
 pub fn audit(
     src: &Source,
@@ -426,7 +439,8 @@ pub fn audit(
     };
     AuditConfig {
         url,
-        redact_keys: a.redact_keys.unwrap_or_else(|| DEFAULT_REDACT_KEYS.iter().map(|s| s.to_string()).collect()),
+        // Additions to the built-in patterns (`audit::redact::SECRET_KEY_PATTERNS`), never a replacement.
+        redact_keys: a.redact_keys.unwrap_or_default(),
         fail_open,
         spool_dir,
         retain,
@@ -441,4 +455,38 @@ pub fn audit(
         ),
         durability,
     }
+}
+
+/// Why a reload must not take `new`'s authentication while the gateway listens on `in_force`
+/// (the running listener's address: `listen` itself needs a restart, so the new file's
+/// `listen` says nothing about who can reach the socket). `None` when the change is safe.
+///
+/// On a loopback listener anything goes (the file's own checks apply). On any other address a
+/// reload may rotate keys, but may not turn authentication off, switch between a shared secret
+/// and a JWKS (a change of mode, done by a restart that re-checks the whole file), or stop
+/// checking an issuer or audience it checked before.
+pub fn auth_downgrade(in_force: std::net::SocketAddr, old: &AuthConfig, new: &AuthConfig) -> Option<String> {
+    if in_force.ip().is_loopback() {
+        return None;
+    }
+    let why = match (old, new) {
+        (_, AuthConfig::Disabled) => "turns authentication off".to_string(),
+        (AuthConfig::Disabled, AuthConfig::Jwt(_)) => return None,
+        (AuthConfig::Jwt(o), AuthConfig::Jwt(n)) => {
+            let mode = |j: &AuthSettings| (j.hs256_secret.is_some(), j.jwks_url.is_some() || j.jwks_file.is_some());
+            if mode(o) != mode(n) {
+                "changes how tokens are verified (shared secret / JWKS)".to_string()
+            } else if o.issuer.is_some() && n.issuer.is_none() {
+                "stops requiring the issuer it required".to_string()
+            } else if o.audience.is_some() && n.audience.is_none() {
+                "stops requiring the audience it required".to_string()
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(format!(
+        "the new [auth] {why} while the gateway listens on {in_force}, which is not a loopback address \
+         (`listen` changes only on a restart); restart `sentinel serve` to apply it"
+    ))
 }

@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use governance::redact_url;
 pub use governance::{
     AuditConfig, AuthConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
 };
+pub use governance::{auth_downgrade, redact_url};
 pub use source::{Needs, Problem, expand};
 pub use state::{DEV_SECRET_FILE, state_dir};
 
@@ -86,6 +86,20 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A session-based client session unused this long is ended.
     pub session_idle_timeout: Duration,
+    /// Most session-based sessions one subject may hold; its oldest idle one makes way.
+    pub max_sessions_per_subject: usize,
+    /// The bearer token `/metrics` asks for; `None`: it answers without one.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The `/metrics` bearer token: a secret, so its Debug form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken(pub String);
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetricsToken([redacted])")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +326,8 @@ fn duration(
 }
 
 fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, problems: &mut Vec<Problem>) -> Config {
+    let mut warnings = Vec::new();
+    let warnings = &mut warnings;
     let s = raw.server;
     let listen_str = s.listen.unwrap_or_else(|| "127.0.0.1:8800".into());
     let allow_public = s.allow_public.unwrap_or(false);
@@ -357,6 +373,15 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         Duration::from_secs(30 * 60),
         problems,
     );
+    let max_sessions_per_subject = match s.max_sessions_per_subject {
+        None => DEFAULT_MAX_SESSIONS_PER_SUBJECT,
+        Some(0) => {
+            problems.push(src.problem(&key(&["server", "max_sessions_per_subject"]), "must be at least 1"));
+            DEFAULT_MAX_SESSIONS_PER_SUBJECT
+        }
+        Some(n) => n as usize,
+    };
+    let metrics_token = metrics_token(src, s.metrics_token, s.metrics_token_file, problems, warnings);
     let server = ServerConfig {
         listen,
         allow_public,
@@ -364,6 +389,8 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         allowed_hosts: s.allowed_hosts.unwrap_or_default(),
         max_body_bytes,
         session_idle_timeout,
+        max_sessions_per_subject,
+        metrics_token,
     };
 
     let style = match raw.naming.style.as_deref() {
@@ -402,8 +429,8 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     let naming = Naming { style, separator };
 
     let mut names = HashSet::new();
-    let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
     let mut backends = Vec::new();
+    let mut positions = Vec::new();
     for (i, b) in raw.backends.into_iter().enumerate() {
         let at = |k: &str| key(&["backend", &i.to_string(), k]);
         if let Some(bc) = validate_backend(src, i, b, problems) {
@@ -412,19 +439,15 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
                     src.problem(&at("name"), format!("backend name `{}` is used twice; names must be unique", bc.name)),
                 );
             }
-            if !bc.prefix.is_empty() {
-                if let Some(other) = prefixes.insert(bc.prefix.clone(), bc.name.clone()) {
-                    problems.push(src.problem(
-                        &at("prefix"),
-                        format!("backends `{other}` and `{}` expose names with the same prefix `{}`; their tool names would clash — give one a different `prefix`", bc.name, bc.prefix),
-                    ));
-                }
-            }
             backends.push(bc);
+            positions.push(i);
         }
     }
+    for (k, message) in namespace_clashes(&naming, &backends) {
+        let field = if naming.style == NamingStyle::Prefixed { "prefix" } else { "name" };
+        problems.push(src.problem(&key(&["backend", &positions[k].to_string(), field]), message));
+    }
 
-    let mut warnings = Vec::new();
     let auth = governance::auth(src, raw.auth, server.listen.ip().is_loopback(), problems);
     let roles = governance::roles(src, raw.roles, problems);
     let rate_limit = governance::rate_limit(src, raw.rate_limit, problems);
@@ -432,7 +455,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     let kill_switch = governance::kill_switch(src, raw.kill_switch, &names, problems);
     let validation = governance::validation(src, raw.validation, problems);
     // Relative audit paths live beside the config file (the state directory for the default).
-    let audit = governance::audit(src, raw.audit, base, problems, &mut warnings);
+    let audit = governance::audit(src, raw.audit, base, problems, warnings);
     let alerts = alerts::alerts(src, raw.alerts, problems);
     Config {
         path: path.map(Path::to_path_buf),
@@ -446,11 +469,97 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         validation,
         audit,
         alerts,
-        warnings,
+        warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),
         dev_secret_file: None,
     }
+}
+
+/// Backends whose names would fall in another backend's namespace, as far as the config alone
+/// shows (tool names are known only at run time, where the catalog hides what still falls in
+/// another's namespace): a namespace (`prefix` + separator, or the name's slug + separator in
+/// the `contextforge` style) equal to or beginning with another's. Returns (index into
+/// `backends`, message), one per offending backend. `sentinel check`, `serve` and a reload all
+/// refuse such a config.
+pub fn namespace_clashes(naming: &Naming, backends: &[BackendConfig]) -> Vec<(usize, String)> {
+    let spaces: Vec<Option<String>> =
+        backends.iter().map(|b| crate::naming::namespace(naming, &b.name, &b.prefix)).collect();
+    let mut out = Vec::new();
+    for (k, (b, ns)) in backends.iter().zip(&spaces).enumerate() {
+        let Some(ns) = ns else { continue };
+        let owner = backends.iter().zip(&spaces).enumerate().find(|(j, (_, other))| {
+            // Equal namespaces are reported once, at the later backend.
+            *j != k && other.as_deref().is_some_and(|o| ns.starts_with(o) && (ns != o || *j < k))
+        });
+        if let Some((_, (other, Some(o)))) = owner {
+            let message = if ns == o {
+                format!(
+                    "backends `{}` and `{}` expose names in the same namespace `{o}`; their names would clash — give one a different {}",
+                    other.name,
+                    b.name,
+                    if naming.style == NamingStyle::Prefixed { "`prefix`" } else { "name" }
+                )
+            } else {
+                format!(
+                    "backend `{}`'s names (`{ns}...`) would fall in backend `{}`'s namespace `{o}`: calls meant for one could reach the other, and `{o}*` globs would grant both — choose a {} that does not start with `{o}`",
+                    b.name,
+                    other.name,
+                    if naming.style == NamingStyle::Prefixed { "`prefix`" } else { "name" }
+                )
+            };
+            out.push((k, message));
+        }
+    }
+    out
+}
+
+/// How many sessions one subject may hold when `max_sessions_per_subject` is not set: enough
+/// for one person's editors and agents, far below the gateway-wide cap.
+pub const DEFAULT_MAX_SESSIONS_PER_SUBJECT: usize = 64;
+
+/// `[server] metrics_token` or `metrics_token_file` (one of them).
+fn metrics_token(
+    src: &Source,
+    literal: Option<String>,
+    file: Option<String>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<MetricsToken> {
+    let token = match (literal, file) {
+        (Some(_), Some(_)) => {
+            problems.push(src.problem(
+                &key(&["server", "metrics_token_file"]),
+                "set `metrics_token` or `metrics_token_file`, not both",
+            ));
+            return None;
+        }
+        (Some(t), None) => {
+            if !src.raw_string(&key(&["server", "metrics_token"])).is_some_and(|r| r.contains("${")) {
+                warnings.push(src.problem(
+                    &key(&["server", "metrics_token"]),
+                    "the token is written in the file; prefer \"${SENTINEL_METRICS_TOKEN}\" or `metrics_token_file`",
+                ));
+            }
+            t
+        }
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) => {
+                problems.push(src.problem(&key(&["server", "metrics_token_file"]), format!("cannot read `{f}`: {e}")));
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(src.problem(
+            &key(&["server", "metrics_token"]),
+            "the /metrics token must be at least 16 characters without spaces; generate one with `openssl rand -hex 24`",
+        ));
+        return None;
+    }
+    Some(MetricsToken(token))
 }
 
 fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Problem>) -> Option<BackendConfig> {

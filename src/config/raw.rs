@@ -39,6 +39,9 @@ pub struct RawServer {
     pub allowed_hosts: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
     pub session_idle_timeout: Option<String>,
+    pub max_sessions_per_subject: Option<u64>,
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -109,7 +109,7 @@ fn all_semantic_problems_at_once() {
         "t.toml:2: `server.listen`: `0.0.0.0:80` is not a loopback address",
         "t.toml:7: `backend.0.timeout`: `soon` is not a duration",
         "`backend.1.name`: backend name `a` is used twice",
-        "`backend.1.prefix`: backends `a` and `a` expose names with the same prefix",
+        "`backend.1.prefix`: backends `a` and `a` expose names in the same namespace `p__`",
         "`backend.1.http.url`: `ftp://x` is not an http(s) URL",
         "t.toml:13: `audit.url`: `x` is not an audit store",
     ] {
@@ -301,4 +301,27 @@ fn literal_secrets_are_flagged_wherever_they_are() {
     assert!(
         !format!("{:?}", c.literal_secrets).contains("abc") && !format!("{:?}", c.literal_secrets).contains("k-123")
     );
+}
+
+/// A backend whose names would land in another's namespace is refused by the config alone,
+/// in both naming styles; one without a prefix is judged at run time (its tools are not known).
+#[test]
+fn a_namespace_inside_another_backends_is_refused() {
+    let two = |a: &str, b: &str, style: &str| {
+        parse(&format!(
+            "[naming]\nstyle = \"{style}\"\n[[backend]]\nname = \"other\"\nstdio = {{ command = \"x\" }}\n[[backend]]\nname = \"{a}\"\n{b}stdio = {{ command = \"x\" }}\n"
+        ))
+    };
+    let err = two("squat", "prefix = \"other__x\"\n", "prefixed").unwrap_err().to_string();
+    assert!(err.contains("would fall in backend `other`'s namespace `other__`") && err.contains("t.toml:8"), "{err}");
+    let err = two("squat", "prefix = \"other\"\n", "prefixed").unwrap_err().to_string();
+    assert!(err.contains("same namespace `other__`"), "{err}");
+    let err = two("squat", "prefix = \"other__\"\n", "prefixed").unwrap_err().to_string();
+    assert!(err.contains("would fall in"), "{err}");
+    assert!(two("squat", "prefix = \"\"\n", "prefixed").is_ok(), "an empty prefix owns no namespace");
+    assert!(two("othery", "", "prefixed").is_ok(), "`othery__` does not start with `other__`");
+    let err = two("other-x", "", "contextforge").unwrap_err().to_string();
+    assert!(err.contains("would fall in backend `other`'s namespace `other-`"), "{err}");
+    let err = two("Other", "", "contextforge").unwrap_err().to_string();
+    assert!(err.contains("same namespace `other-`"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! The Streamable HTTP front door at `/mcp`, speaking both generations: session-based
 //! (`initialize`, `Mcp-Session-Id`, GET stream, DELETE) and stateless 2026-07-28 (per-request
-//! `_meta`, `Mcp-Method`/`Mcp-Name` headers checked against the body). Also `/health`.
+//! `_meta`, `Mcp-Method`/`Mcp-Name` headers checked against the body). Also `/health`, `/ready`,
+//! `/metrics` and the protected-resource metadata, behind the same Host and Origin check.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::error::Refusal;
-use crate::gateway::{Caller, Ctx, Gateway};
+use crate::gateway::{Caller, Ctx, Framed, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
 use crate::protocol::{self, ModernMeta};
@@ -35,7 +36,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+/// The side endpoints answer only to the Host (and Origin) `/mcp` accepts: they name tools,
+/// backends and the gateway's state, which a DNS-rebinding page must not read either.
+fn side_refused(gw: &Gateway, h: &HeaderMap, uri: &Uri) -> Option<Response> {
+    host_origin_ok(gw, h, uri).err().map(|why| refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why))
+}
+
+async fn health(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(r) = side_refused(&gw, &headers, &uri) {
+        return r;
+    }
     let a = gw.audit_stats();
     let body = serde_json::json!({
         "status": "ok",
@@ -49,18 +59,35 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
             "spooled": a.spooled,
             "replayed": a.replayed,
             "failed": a.failed,
+            "dead_lettered": a.dead_lettered,
+            "store_up": a.store_up,
         },
     });
     json_response(StatusCode::OK, body.to_string())
 }
 
 /// Ready to serve: config loaded, audit writable, every `required` backend up (503 otherwise).
-async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
+async fn ready(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(r) = side_refused(&gw, &headers, &uri) {
+        return r;
+    }
     let (ok, detail) = gw.readiness();
     json_response(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, detail.to_string())
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+/// Prometheus text; with `[server] metrics_token` set, only for a request bearing it.
+async fn metrics(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(r) = side_refused(&gw, &headers, &uri) {
+        return r;
+    }
+    if let Some(want) = &gw.config().server.metrics_token {
+        if !bearer(&headers).is_some_and(|got| same_secret(got.as_bytes(), want.0.as_bytes())) {
+            let mut resp = (StatusCode::UNAUTHORIZED, "a bearer token is required for /metrics\n").into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sentinel-metrics\""));
+            return resp;
+        }
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE))],
@@ -69,8 +96,46 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
+/// The client's IP address, when the server was started with connect info (`sentinel serve`).
+struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Peer(info.map(|c| c.0.ip())))
+    }
+}
+
+/// Compares a presented secret with the configured one in time that depends only on their
+/// lengths (hand-written: a dependency for five lines is not worth it).
+fn same_secret(got: &[u8], want: &[u8]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// A JSON response whose body may still be streaming in from a backend: sent as it arrives,
+/// cut off if it breaks.
+fn framed_response(status: StatusCode, body: Framed) -> Response {
+    match body {
+        Framed::Whole(s) => json_response(status, s),
+        Framed::Streamed(s) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            axum::body::Body::from_stream(s),
+        )
+            .into_response(),
+    }
+}
+
+/// A response as the one event of an event stream (a streamed result gathered whole first).
+async fn sse_one(body: Framed) -> Response {
+    let text = body.into_string().await;
+    sse(futures::stream::iter(text), None)
 }
 
 fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
@@ -153,7 +218,10 @@ fn challenge(mut resp: Response, h: &HeaderMap, why: &str) -> Response {
 }
 
 /// RFC 9728 protected-resource metadata for `/mcp`.
-async fn resource_metadata(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn resource_metadata(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(r) = side_refused(&gw, &headers, &uri) {
+        return r;
+    }
     let host = header(&headers, "host").unwrap_or("localhost");
     let mut body = serde_json::json!({
         "resource": format!("http://{host}/mcp"),
@@ -168,18 +236,20 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -
     json_response(StatusCode::OK, body.to_string())
 }
 
-async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     let caller = gw.authenticate(bearer(&headers)).await;
     let msg = match Message::parse(&body) {
         Ok(m) => m,
-        Err(_) if matches!(caller, Caller::Refused(_)) => return unauthenticated(&gw, &caller, None, &headers).await,
+        Err(_) if matches!(caller, Caller::Refused(_)) => {
+            return unauthenticated(&gw, &caller, None, &headers, peer).await;
+        }
         Err(e) => return refuse(StatusCode::BAD_REQUEST, jsonrpc::code::PARSE_ERROR, &format!("Parse error: {e}")),
     };
     if let Caller::Refused(_) = caller {
-        return unauthenticated(&gw, &caller, Some(msg), &headers).await;
+        return unauthenticated(&gw, &caller, Some(msg), &headers, peer).await;
     }
     let id = msg.id.clone();
     let fail = |r: Refusal| json_response(r.status(), r.to_response(id.as_deref()));
@@ -199,7 +269,7 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
                 return fail(Refusal::UnsupportedVersion(v.to_string()));
             }
         }
-        return dispatch(gw, session, msg, None, caller, &headers).await;
+        return dispatch(gw, session, msg, None, caller, &headers, peer).await;
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
@@ -212,11 +282,12 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
             );
         };
         let sid = session.id.clone();
-        let ctx = Ctx { caller: &caller, modern: None, out: None };
+        let ctx = Ctx { caller: &caller, modern: None, out: None, peer };
         let Some((status, body)) = gw.handle(&session, msg, ctx).await else {
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
         };
+        let body = body.into_string().await.unwrap_or_default();
         // Only a successful initialize opens a session.
         let ok = Message::parse(body.as_bytes()).is_ok_and(|m| m.result.is_some());
         let mut resp = json_response(status, body);
@@ -266,12 +337,18 @@ async fn post(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap, body
         let first = futures::stream::once(async move { ack });
         return sse(until_shutdown(&gw, first.chain(UnboundedReceiverStream::new(rx))), None);
     }
-    dispatch(gw, session, msg, Some(modern), caller, &headers).await
+    dispatch(gw, session, msg, Some(modern), caller, &headers, peer).await
 }
 
 /// A request without valid credentials: answered 401 by the pipeline's first step (which
 /// audits it), with the challenge header.
-async fn unauthenticated(gw: &Gateway, caller: &Caller, msg: Option<Message>, headers: &HeaderMap) -> Response {
+async fn unauthenticated(
+    gw: &Arc<Gateway>,
+    caller: &Caller,
+    msg: Option<Message>,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Response {
     let why = match caller {
         Caller::Refused(e) => e.to_string(),
         _ => String::new(),
@@ -279,12 +356,12 @@ async fn unauthenticated(gw: &Gateway, caller: &Caller, msg: Option<Message>, he
     let answered = match msg {
         Some(msg) if matches!(msg.kind(), Some(Kind::Request)) => {
             let session = Arc::new(Session::new(String::new(), "http", None));
-            gw.handle(&session, msg, Ctx { caller, modern: None, out: None }).await
+            gw.handle(&session, msg, Ctx { caller, modern: None, out: None, peer }).await
         }
         _ => None,
     };
     let resp = match answered {
-        Some((status, body)) => json_response(status, body),
+        Some((status, body)) => framed_response(status, body),
         None => refuse(StatusCode::UNAUTHORIZED, jsonrpc::code::UNAUTHENTICATED, &format!("Not authenticated: {why}")),
     };
     challenge(resp, headers, &why)
@@ -378,21 +455,20 @@ async fn dispatch(
     modern: Option<ModernMeta>,
     caller: Caller,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
 ) -> Response {
     if !matches!(msg.kind(), Some(Kind::Request)) {
-        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
-            Some((status, body)) if status != StatusCode::OK => json_response(status, body),
+        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer }).await {
+            Some((status, body)) if status != StatusCode::OK => framed_response(status, body),
             _ => StatusCode::ACCEPTED.into_response(),
         };
     }
     let streams =
         matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
     if !(streams && accepts_sse(headers)) {
-        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None }).await {
-            Some((StatusCode::OK, body)) if accepts_only_sse(headers) => {
-                sse(futures::stream::once(async move { body }), None)
-            }
-            Some((status, body)) => json_response(status, body),
+        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer }).await {
+            Some((StatusCode::OK, body)) if accepts_only_sse(headers) => sse_one(body).await,
+            Some((status, body)) => framed_response(status, body),
             None => cancelled_request(),
         };
     }
@@ -404,22 +480,27 @@ async fn dispatch(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let guard = AbortOnDrop(tokio::spawn(async move {
-        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
+        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
     }));
     tokio::select! {
         biased;
         Some(first) = rx.recv() => {
-            let last = futures::stream::once(async move { done_rx.await.ok().flatten().map(|(_, body)| body) })
-                .filter_map(futures::future::ready);
+            // After events, the response is one more event: a streamed result is gathered
+            // for it (see docs/performance.md).
+            let last = futures::stream::once(async move {
+                match done_rx.await.ok().flatten() {
+                    Some((_, body)) => body.into_string().await,
+                    None => None,
+                }
+            })
+            .filter_map(futures::future::ready);
             let stream = futures::stream::once(async move { first }).chain(UnboundedReceiverStream::new(rx)).chain(last);
             sse(stream, Some(guard))
         }
         done = &mut done_rx => match done.ok().flatten() {
-            Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => {
-                sse(futures::stream::once(async move { body }), None)
-            }
-            Some((status, body)) => json_response(status, body),
+            Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => sse_one(body).await,
+            Some((status, body)) => framed_response(status, body),
             None => cancelled_request(),
         },
     }
@@ -459,13 +540,13 @@ fn sse(messages: impl Stream<Item = String> + Send + 'static, guard: Option<Abor
 }
 
 /// `GET /mcp`: a session-based client's stream for server-initiated messages.
-async fn get_stream(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn get_stream(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     let caller = gw.authenticate(bearer(&headers)).await;
     if let Caller::Refused(_) = caller {
-        return unauthenticated(&gw, &caller, None, &headers).await;
+        return unauthenticated(&gw, &caller, None, &headers, peer).await;
     }
     let Some(sid) = header(&headers, "mcp-session-id") else {
         // Stateless clients use subscriptions/listen instead.
@@ -493,13 +574,13 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap
 }
 
 /// `DELETE /mcp`: ends a session.
-async fn delete(State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn delete(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(why) = host_origin_ok(&gw, &headers, &uri) {
         return refuse(StatusCode::FORBIDDEN, jsonrpc::code::INVALID_REQUEST, why);
     }
     let caller = gw.authenticate(bearer(&headers)).await;
     if let Caller::Refused(_) = caller {
-        return unauthenticated(&gw, &caller, None, &headers).await;
+        return unauthenticated(&gw, &caller, None, &headers, peer).await;
     }
     match header(&headers, "mcp-session-id") {
         None => StatusCode::METHOD_NOT_ALLOWED.into_response(),

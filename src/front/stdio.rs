@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, FramedRead};
+use tokio_util::codec::FramedRead;
+
+use crate::line_codec::{Line, LineCodec};
 
 use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
@@ -14,14 +15,29 @@ use crate::jsonrpc::{self, Kind, Message};
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
 pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
+    let mut writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
     let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
     let mut lines = FramedRead::new(crate::std_streams::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
     let tasks = tokio_util::task::TaskTracker::new();
+    let mut client_gone = false;
     loop {
-        let line = match lines.next().await {
+        let next = tokio::select! {
+            next = lines.next() => next,
+            // The client stopped reading (closed our stdout: EPIPE): nothing it asks can be
+            // answered any more, so nothing more is read or run.
+            written = &mut writer => {
+                let why = match written {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the writer ended".into(),
+                };
+                tracing::warn!("the client stopped reading stdout ({why}); ending the session");
+                client_gone = true;
+                break;
+            }
+        };
+        let line = match next {
             None => break,
             Some(Ok(Line::Message(l))) => l,
             Some(Ok(Line::TooLong)) => {
@@ -59,59 +75,30 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
             if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
                 return listen(&gw, &caller, &session, msg, tx).await;
             }
-            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx) };
+            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer: None };
+            let id = msg.id.clone();
+            // Lines are written whole: a streamed result is gathered here (one copy, not the
+            // three of a result parsed and framed again). One that broke off (or could not be
+            // audited, fail-closed) is answered with an error instead.
             if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
-                let _ = tx.send(resp);
+                let line = resp.into_string().await.unwrap_or_else(|| {
+                    let why = "the backend's result broke off, or its call could not be audited";
+                    jsonrpc::error(id.as_deref(), jsonrpc::code::INTERNAL_ERROR, why, None)
+                });
+                let _ = tx.send(line);
             }
         });
     }
     tasks.close();
-    // stdin closed: the client is gone; calls still running have nobody to answer to.
+    // stdin closed, or stdout: the client is gone; calls still running have nobody to answer
+    // to and are cancelled (at their backends too).
     session.close();
     gw.end_session(&session.id);
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    if !client_gone {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    }
     Ok(())
-}
-
-/// One line from the client: a message's bytes (not yet known to be UTF-8 or JSON: both are
-/// the parser's to refuse, with -32700), or the notice that a line was over the limit.
-enum Line {
-    Message(Bytes),
-    TooLong,
-}
-
-/// Newline-delimited frames of at most `max` bytes. An over-long line is a frame, not a
-/// decoder error, because `FramedRead` ends the stream after any decoder error
-/// (tokio-rs/tokio#3976), which would end the client's session; its bytes are skipped up
-/// to the next newline.
-struct LineCodec(AnyDelimiterCodec);
-
-impl LineCodec {
-    fn new(max: usize) -> LineCodec {
-        LineCodec(AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max))
-    }
-
-    fn frame(r: Result<Option<Bytes>, AnyDelimiterCodecError>) -> std::io::Result<Option<Line>> {
-        match r {
-            Ok(line) => Ok(line.map(Line::Message)),
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => Ok(Some(Line::TooLong)),
-            Err(AnyDelimiterCodecError::Io(e)) => Err(e),
-        }
-    }
-}
-
-impl Decoder for LineCodec {
-    type Item = Line;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
-        LineCodec::frame(self.0.decode(buf))
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Line>> {
-        LineCodec::frame(self.0.decode_eof(buf))
-    }
 }
 
 /// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client
@@ -119,7 +106,7 @@ impl Decoder for LineCodec {
 async fn listen(
     gw: &Gateway,
     caller: &Caller,
-    session: &crate::session::Session,
+    session: &Arc<crate::session::Session>,
     msg: Message,
     tx: mpsc::UnboundedSender<String>,
 ) {
@@ -146,5 +133,5 @@ async fn listen(
             _ = call.token.cancelled() => break,
         }
     }
-    session.end_call(id.get(), &call);
+    drop(call);
 }

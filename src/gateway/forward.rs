@@ -17,7 +17,7 @@ use crate::error::Refusal;
 use crate::jsonrpc;
 use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
-use crate::session::Session;
+use crate::session::{Relayed, Session};
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
@@ -93,7 +93,6 @@ impl Gateway {
         let permit = match breaker.acquire() {
             Ok(p) => p,
             Err(r) => {
-                session.end_call(&key, &in_flight);
                 return Err(Refusal::BackendUnavailable {
                     backend: backend.name().to_string(),
                     reason: "its circuit is open after repeated failures".into(),
@@ -104,7 +103,7 @@ impl Gateway {
         let sent = Instant::now();
         let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
         audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
-        session.end_call(&key, &in_flight);
+        drop(in_flight);
         // Timeouts and transport failures count against the backend; an answer, even a
         // JSON-RPC error or a tool's `isError`, means it is working. A cancelled call counts
         // as neither.
@@ -120,6 +119,7 @@ impl Gateway {
             None => Ok(Answer::Cancelled),
             Some(Ok(Reply::Result(r))) => Ok(Answer::Result(backend::raw_into_string(r))),
             Some(Ok(Reply::Error(e))) => Ok(Answer::Error(backend::raw_into_string(e))),
+            Some(Ok(Reply::Streamed(body))) => Ok(Answer::Stream(body)),
             Some(Err(BackendError::Timeout)) => Err(Refusal::BackendTimeout {
                 backend: backend.name().to_string(),
                 timeout_ms: backend.config.timeout.as_millis() as u64,
@@ -173,6 +173,8 @@ impl Gateway {
                 None => Some("debug".into()),
             },
             param_headers: route.param_headers.clone(),
+            // A bridged call's result is read whole, to see whether it asks for input.
+            stream: !bridges,
         };
         for _ in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -253,15 +255,17 @@ impl Gateway {
         let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
         let out = call.ctx.out.cloned().or_else(|| call.session.outbound());
         for (key, req) in ir.input_requests {
-            let (rid, rx) = self
+            let (pending, rx) = self
                 .ask_client(call.session, &req.method, req.params.as_deref(), out.clone())
                 .map_err(Refusal::NotBridged)?;
-            match wait_client(call, &rid, rx).await {
+            match wait_client(call, pending, rx).await {
                 Some(Reply::Result(r)) => {
                     responses.insert(key, r);
                 }
                 Some(err @ Reply::Error(_)) => return Ok(Some(err)),
-                None => return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method))),
+                Some(Reply::Streamed(_)) | None => {
+                    return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method)));
+                }
             }
         }
         params.0.insert("inputResponses".into(), serde_json::value::to_raw_value(&responses).expect("map serializes"));
@@ -272,24 +276,20 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Finds the owning backend and rewrites the exposed name to the backend's own. `params`
-    /// were checked strictly already; `arguments` is the parsed form of a tool's arguments.
+    /// Finds the backend that serves `exposed` (the name or URI the pipeline judged) and
+    /// rewrites it to the backend's own name. `params` were checked strictly already;
+    /// `arguments` is the parsed form of a tool's arguments.
     pub(super) fn route(
         &self,
         method: &str,
         params: &mut Params,
+        exposed: String,
         arguments: Option<&serde_json::Value>,
     ) -> Result<Route, Refusal> {
         let catalog = self.catalog();
-        let required = |p: &Params, k: &str| -> Result<String, Refusal> {
-            p.str(k)
-                .map_err(Refusal::InvalidParams)?
-                .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
-        };
         let simple = |backend, exposed: String, name| Route { backend, exposed, name, param_headers: Vec::new() };
         match method {
             "tools/call" => {
-                let exposed = required(params, "name")?;
                 let e = catalog.tool(&exposed).ok_or_else(|| Refusal::UnknownTool(exposed.clone()))?;
                 let param_headers = match arguments {
                     Some(args) if !e.param_headers.is_empty() => param_headers::headers_for(&e.param_headers, args),
@@ -299,37 +299,25 @@ impl Gateway {
                 Ok(Route { backend: e.backend, exposed, name: e.original.clone(), param_headers })
             }
             "prompts/get" => {
-                let exposed = required(params, "name")?;
                 let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
                 params.set_str("name", &e.original);
                 Ok(simple(e.backend, exposed, e.original.clone()))
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let uri = required(params, "uri")?;
-                let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                Ok(simple(b, uri.clone(), uri))
+                let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
+                Ok(simple(b, exposed.clone(), exposed))
             }
             "completion/complete" => {
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
                 let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
                     .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
-                let route = match r.get("type").and_then(|t| t.as_str()) {
-                    Some("ref/prompt") => {
-                        let exposed = r.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                        let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
-                        r.insert("name".into(), e.original.clone().into());
-                        simple(e.backend, exposed, e.original.clone())
-                    }
-                    Some("ref/resource") => {
-                        let uri = r.get("uri").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                        let b = catalog.resource_backend(&uri).ok_or(Refusal::UnknownResource(uri.clone()))?;
-                        simple(b, uri.clone(), uri)
-                    }
-                    _ => {
-                        return Err(Refusal::InvalidParams(
-                            "`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into(),
-                        ));
-                    }
+                let route = if r.get("type").and_then(|t| t.as_str()) == Some("ref/prompt") {
+                    let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
+                    r.insert("name".into(), e.original.clone().into());
+                    simple(e.backend, exposed, e.original.clone())
+                } else {
+                    let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
+                    simple(b, exposed.clone(), exposed)
                 };
                 params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
                 Ok(route)
@@ -377,14 +365,14 @@ impl Gateway {
                 }
                 match self.ask_client(session, &method, params.as_deref(), out) {
                     Err(why) => refuse(reply, why),
-                    Ok((rid, rx)) => {
-                        let (session, timeout, cancelled) = (session.clone(), call.timeout, call.cancelled.clone());
+                    Ok((pending, rx)) => {
+                        let (timeout, cancelled) = (call.timeout, call.cancelled.clone());
                         tokio::spawn(async move {
                             let answer = tokio::select! {
                                 r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
                                 _ = cancelled.cancelled() => None,
                             };
-                            session.forget_reply(&rid);
+                            drop(pending);
                             match answer {
                                 Some(r) => {
                                     let _ = reply.send(r);
@@ -407,7 +395,7 @@ impl Gateway {
         method: &str,
         params: Option<&RawValue>,
         out: Option<mpsc::UnboundedSender<String>>,
-    ) -> Result<(String, oneshot::Receiver<Reply>), String> {
+    ) -> Result<(Relayed, oneshot::Receiver<Reply>), String> {
         if !matches!(session.generation(), Some(Generation::Legacy(_))) {
             return Err(format!("the client has no session to receive `{method}`"));
         }
@@ -425,24 +413,24 @@ impl Gateway {
         };
         let rid = format!("\"sentinel-{}\"", self.next_seq());
         let (tx, rx) = oneshot::channel();
-        session.expect_reply(rid.clone(), tx);
         let line = jsonrpc::request(&rid, method, params.map(RawValue::get).unwrap_or("{}"));
+        let pending = session.expect_reply_guarded(rid, tx);
         if out.send(line).is_err() {
-            session.forget_reply(&rid);
             return Err("the client's stream closed".into());
         }
-        Ok((rid, rx))
+        Ok((pending, rx))
     }
 }
 
 /// Waits for a session-based client's answer to a request the gateway sent it, bounded by the
-/// call's timeout and its cancellation; the pending entry is removed either way.
-async fn wait_client(call: &Call<'_>, rid: &str, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
+/// call's timeout and its cancellation; the pending entry is removed however this ends
+/// (`pending` drops with the future).
+async fn wait_client(call: &Call<'_>, pending: Relayed, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
     let answer = tokio::select! {
         r = tokio::time::timeout(call.timeout, rx) => r.ok().and_then(Result::ok),
         _ = call.cancelled.cancelled() => None,
     };
-    call.session.forget_reply(rid);
+    drop(pending);
     answer
 }
 

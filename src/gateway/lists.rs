@@ -65,18 +65,22 @@ pub fn modern_result(method: &str, mut r: String) -> String {
     if !r.trim_start().starts_with('{') {
         return r;
     }
-    if method == "resources/read" {
-        if !jsonrpc::has_top_level_key(&r, "cacheScope") {
-            r = jsonrpc::splice_field(&r, "cacheScope", "\"private\"");
+    for (key, value) in modern_fields(method) {
+        if !jsonrpc::has_top_level_key(&r, key) {
+            r = jsonrpc::splice_field(&r, key, value);
         }
-        if !jsonrpc::has_top_level_key(&r, "ttlMs") {
-            r = jsonrpc::splice_field(&r, "ttlMs", "0");
-        }
-    }
-    if !jsonrpc::has_top_level_key(&r, "resultType") {
-        r = jsonrpc::splice_field(&r, "resultType", "\"complete\"");
     }
     r
+}
+
+/// The fields a stateless client must find in a result, with the value given when the
+/// backend's result lacks them (`modern_result` for whole results).
+pub fn modern_fields(method: &str) -> &'static [(&'static str, &'static str)] {
+    if method == "resources/read" {
+        &[("resultType", "\"complete\""), ("cacheScope", "\"private\""), ("ttlMs", "0")]
+    } else {
+        &[("resultType", "\"complete\"")]
+    }
 }
 
 pub fn is_input_required(r: &str) -> bool {

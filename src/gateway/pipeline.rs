@@ -1,6 +1,6 @@
 //! The governed path of every request, in one function that reads top to bottom:
-//! authenticate, parse strictly, resolve the target, kill switch, RBAC, rate limit, argument
-//! schema, route and forward — and the audit record, written whatever the outcome. Both front
+//! authenticate, parse strictly, name the target, RBAC, resolve it, kill switch, rate limit,
+//! argument schema, forward — and the audit record, written whatever the outcome. Both front
 //! doors come through here.
 
 use std::sync::Arc;
@@ -19,6 +19,28 @@ use crate::protocol::Params;
 use crate::schema::{self, Violation};
 use crate::session::Session;
 
+/// A streamed call's record, until its result has gone by. Dropped before that (the client
+/// went away), it is stored with the bytes that had gone by.
+struct PendingAudit {
+    gw: Arc<Gateway>,
+    audit: Option<AuditRecord>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(mut audit) = self.audit.take() {
+            audit.set_latency(self.started.elapsed());
+            audit.response_bytes = self.bytes;
+            let gw = self.gw.clone();
+            tokio::spawn(async move {
+                let _ = gw.finish_audit(audit).await;
+            });
+        }
+    }
+}
+
 /// The methods that reach a backend: each is a governed call, audited whatever happens.
 fn is_call(method: &str) -> bool {
     matches!(
@@ -35,7 +57,7 @@ fn is_call(method: &str) -> bool {
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
     pub(super) async fn govern(
-        &self,
+        self: &Arc<Self>,
         session: &Arc<Session>,
         id: &RawValue,
         method: &str,
@@ -47,6 +69,11 @@ impl Gateway {
         let mut audit =
             AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        if let Ok(Answer::Stream(body)) = result {
+            // A streamed result is audited once it has gone by: its size and outcome are known
+            // only then.
+            return Ok(Answer::Stream(self.audited_at_end(body, audit, started)));
+        }
         if is_call(method) || result.is_err() {
             audit.set_latency(started.elapsed());
             match &result {
@@ -62,22 +89,98 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled) => {}
+                Ok(Answer::Cancelled | Answer::Stream(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
                 }
             }
-            crate::audit::LogSink.write(&audit);
-            self.count(&audit);
-            if let Err(e) = self.audit.record(audit).await {
-                // No durable trace could be left, and the policy is fail-closed: the client gets
-                // no answer it could act on without one (the call itself may have run).
-                tracing::error!("{e}");
-                return Err(Refusal::AuditUnavailable);
+            if audit.outcome == Outcome::DeniedAuth {
+                use crate::audit::throttle::Verdict;
+                if let Verdict::Suppress { first } = self.denied_auth.check(ctx.peer, Instant::now()) {
+                    self.count(&audit);
+                    self.metrics.audit_suppressed(crate::metrics::SUPPRESSED_DENIED_AUTH);
+                    if first {
+                        let peer = ctx.peer.map(|p| p.to_string()).unwrap_or_default();
+                        tracing::warn!(%peer, "requests without valid credentials from this source are no longer audited one by one (counted in sentinel_audit_suppressed_total)");
+                    }
+                    return result;
+                }
             }
+            self.finish_audit(audit).await?;
         }
         result
+    }
+
+    /// Logs, counts and stores a call's record. With the store unreachable and the policy
+    /// fail-closed, the client gets no answer it could act on without one (the call itself
+    /// may have run).
+    async fn finish_audit(&self, audit: AuditRecord) -> Result<(), Refusal> {
+        crate::audit::LogSink.write(&audit);
+        self.count(&audit);
+        if let Err(e) = self.audit.record(audit).await {
+            tracing::error!("{e}");
+            return Err(Refusal::AuditUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Passes a streamed result on and audits it at its end: its size, and `isError` for the
+    /// outcome. The result's closing bytes wait for the record to be stored, so that under a
+    /// fail-closed policy a client whose call left no trace never gets a complete answer (its
+    /// response is cut off instead). A client that goes away mid-result still gets its call
+    /// audited, with the bytes that had gone by.
+    fn audited_at_end(
+        self: &Arc<Self>,
+        body: crate::backend::ResultBody,
+        audit: AuditRecord,
+        started: Instant,
+    ) -> crate::backend::ResultBody {
+        use crate::backend::{BackendError, Piece};
+        use futures::StreamExt;
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
+            let piece = body.next().await?;
+            let mut audit = pending.audit.take()?;
+            audit.set_latency(pending.started.elapsed());
+            let out = match piece {
+                Ok(Piece::Data(d)) => {
+                    pending.bytes += d.len() as u64;
+                    pending.audit = Some(audit);
+                    return Some((Ok(Piece::Data(d)), (body, pending)));
+                }
+                Ok(Piece::End(summary)) => {
+                    audit.response_bytes = summary.bytes;
+                    if audit.outcome == Outcome::Ok && summary.is_error {
+                        audit.outcome = Outcome::ToolError;
+                    }
+                    match pending.gw.finish_audit(audit).await {
+                        Ok(()) => Ok(Piece::End(summary)),
+                        Err(_) => Err(BackendError::Unavailable("the audit trail is unavailable".into())),
+                    }
+                }
+                Err(e) => {
+                    audit.response_bytes = pending.bytes;
+                    let refusal = match &e {
+                        BackendError::Timeout => Refusal::BackendTimeout {
+                            backend: audit.backend.clone().unwrap_or_default(),
+                            timeout_ms: 0,
+                        },
+                        BackendError::Unavailable(r) | BackendError::Unreachable(r) => Refusal::BackendUnavailable {
+                            backend: audit.backend.clone().unwrap_or_default(),
+                            reason: r.clone(),
+                            retry_after_ms: 1000,
+                        },
+                    };
+                    audit.outcome = refusal.outcome();
+                    audit.error_code = Some(refusal.classify().0);
+                    let _ = pending.gw.finish_audit(audit).await;
+                    Err(e)
+                }
+            };
+            Some((out, (body, pending)))
+        });
+        crate::backend::ResultBody::from_pieces(pieces)
     }
 
     async fn pipeline(
@@ -108,13 +211,13 @@ impl Gateway {
             return Err(Refusal::AuditUnavailable);
         }
 
-        // 2–7. Parse, resolve, kill switch, RBAC, rate limit, schema.
+        // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
         let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
             Admission::Forward(params, route) => (params, route),
             Admission::Answered(answer) => return Ok(answer),
         };
 
-        // 8. Route and forward to the owning backend.
+        // 9. Forward to the owning backend.
         self.forward(session, id, method, params, route, audit, ctx).await
     }
 
@@ -131,53 +234,102 @@ impl Gateway {
         // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
         let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
         let arguments = strict_arguments(method, &mut params)?;
+        let redactor = self.redactor.load();
+        audit.arguments = arguments.as_ref().map(|a| redactor.redact(a));
 
-        // 3. Resolve: which backend serves the exposed name or URI, under what name there.
-        audit.arguments = arguments.as_ref().map(|a| self.redactor.load().redact(a));
-        let route = self.route(method, &mut params, arguments.as_ref()).inspect_err(|refusal| {
-            // A call to a name nobody serves is recorded with that name: probing is what an
-            // auditor looks for.
-            if let Refusal::UnknownTool(name) | Refusal::UnknownPrompt(name) | Refusal::UnknownResource(name) = refusal
-            {
-                audit.tool = Some(name.clone());
-            }
-        })?;
-        let slot = self.slot(route.backend);
-        let backend_name = &slot.config.name;
-        audit.tool = Some(route.exposed.clone());
-        audit.backend = Some(backend_name.clone());
+        // 3. The name the call is about, as asked: a tool or prompt name, or a resource URI
+        // (which must be in normal form, so that policy judges the resource and not a spelling).
+        let name = target(method, &params)?;
+        audit.set_target(method, &name, &redactor);
         let policy = self.policy.load();
 
-        // 4. Kill switch.
-        if policy.kill.is_killed(&route.exposed, backend_name) {
-            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name.clone() });
+        // 4. RBAC, on that name, before anything else is said about it: a caller who may not
+        // use a name gets the same answer whether it exists, is switched off, or not.
+        if !policy.rbac.allows(access, &name) {
+            return Err(Refusal::Forbidden { tool: name, roles: caller.roles().to_vec() });
         }
 
-        // 5. RBAC: the same predicate that filters the lists.
-        if !policy.rbac.allows(access, &route.exposed) {
-            return Err(Refusal::Forbidden { tool: route.exposed, roles: caller.roles().to_vec() });
+        // 5. Resolve: which backend serves the name or URI, under what name there.
+        let route = self.route(method, &mut params, name, arguments.as_ref())?;
+        let backend_name = self.slot(route.backend).config.name.clone();
+        audit.backend = Some(backend_name.clone());
+
+        // 6. Kill switch.
+        if policy.kill.is_killed(&route.exposed, &backend_name) {
+            return Err(Refusal::Killed { tool: route.exposed, backend: backend_name });
         }
 
-        if method == "tools/call" {
-            // 6. Rate limit, per client per tool (without authentication, local callers share
-            // the client `anonymous`).
+        // 7. Rate limit, per client per name (or per glob), for every call that reaches a
+        // backend's work (without authentication, local callers share the client `anonymous`).
+        if is_limited(method) {
             let subject = caller.client().unwrap_or(super::ANONYMOUS);
             self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                 retry_after_ms: l.retry_after_ms(),
                 limit: l.limit.clone(),
                 scope: l.scope.clone(),
             })?;
+        }
 
-            // 7. Arguments against the tool's inputSchema, before any backend sees them.
-            if policy.validation.enabled {
-                if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
-                    audit.outcome = Outcome::InvalidArgs;
-                    return schema_refusal(&route, violations, policy.validation.schema_errors)
-                        .map(Admission::Answered);
-                }
+        // 8. Arguments against the tool's inputSchema, before any backend sees them.
+        if method == "tools/call" && policy.validation.enabled {
+            if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
+                audit.outcome = Outcome::InvalidArgs;
+                return schema_refusal(&route, violations, policy.validation.schema_errors).map(Admission::Answered);
             }
         }
         Ok(Admission::Forward(params, route))
+    }
+}
+
+/// The calls that draw from a rate limit: those that make a backend work (subscriptions only
+/// change what it tells the gateway).
+fn is_limited(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read" | "completion/complete")
+}
+
+/// The name policy judges for a call, exactly as the client asked for it: `name` of a tool or
+/// prompt, a resource's `uri`, or the prompt name or URI a completion's `ref` points at.
+/// Resource URIs that RFC 3986 normalisation would change are refused (with the normal form
+/// in the message): a glob written for `test://docs/*` must not be met by `test://docs/../x`,
+/// and refusing keeps "what is authorized is what is forwarded" without the gateway choosing
+/// a spelling the backend never saw.
+fn target(method: &str, params: &Params) -> Result<String, Refusal> {
+    let required = |k: &str| -> Result<String, Refusal> {
+        params
+            .str(k)
+            .map_err(Refusal::InvalidParams)?
+            .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
+    };
+    let normal = |uri: String| -> Result<String, Refusal> {
+        match crate::uri::normalize(&uri) {
+            std::borrow::Cow::Borrowed(_) => Ok(uri),
+            std::borrow::Cow::Owned(n) => Err(Refusal::InvalidParams(format!(
+                "the resource URI is not in normal form (RFC 3986: dot-segments, percent-escapes, scheme case); send `{}`",
+                crate::audit::bounded(&n, crate::audit::MAX_URI_BYTES)
+            ))),
+        }
+    };
+    match method {
+        "tools/call" | "prompts/get" => required("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => normal(required("uri")?),
+        "completion/complete" => {
+            #[derive(serde::Deserialize)]
+            struct Ref {
+                #[serde(rename = "type")]
+                kind: Option<String>,
+                name: Option<String>,
+                uri: Option<String>,
+            }
+            let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
+            let r: Ref =
+                serde_json::from_str(r.get()).map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
+            match r.kind.as_deref() {
+                Some("ref/prompt") => Ok(r.name.unwrap_or_default()),
+                Some("ref/resource") => normal(r.uri.unwrap_or_default()),
+                _ => Err(Refusal::InvalidParams("`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into())),
+            }
+        }
+        _ => Err(Refusal::MethodNotFound(method.to_string())),
     }
 }
 

@@ -23,7 +23,11 @@ impl Gateway {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.live.load_full();
 
-        // 1. What can refuse the file, before anything changes.
+        // 1. What can refuse the file, before anything changes. First: never weaken
+        // authentication on the socket actually bound (the running `listen`, not the file's).
+        if let Some(why) = crate::config::auth_downgrade(old.config.server.listen, &old.config.auth, &new.auth) {
+            return Err(why);
+        }
         let policy = Policy::from_config(&new).map_err(|e| format!("policy: {e}"))?;
         let limiter =
             self.limiter.load().reconfigured(&rate_limit_settings(&new)).map_err(|e| format!("rate limits: {e}"))?;

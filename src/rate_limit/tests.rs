@@ -6,7 +6,7 @@ use governor::clock::FakeRelativeClock;
 use super::*;
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
-    Quota { per_minute: NonZeroU32::new(per_minute).unwrap(), burst: NonZeroU32::new(burst).unwrap() }
+    Quota { per_minute: NonZeroU32::new(per_minute).unwrap(), burst: NonZeroU32::new(burst).unwrap(), per: Per::Tool }
 }
 
 fn limiter(settings: RateLimitSettings) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
@@ -157,4 +157,23 @@ fn a_reload_keeps_the_state_of_unchanged_quotas_and_resets_changed_ones() {
     assert!(
         old.reconfigured(&RateLimitSettings { tools: vec![("[".into(), quota(1, 1))], ..Default::default() }).is_err()
     );
+}
+
+#[test]
+fn a_per_glob_rule_shares_one_bucket_between_every_name_it_matches() {
+    let shared = Quota { per: Per::Glob, ..quota(60, 3) };
+    let settings = RateLimitSettings {
+        default: Some(quota(60, 3)),
+        tools: vec![("crawl__*".into(), shared)],
+        ..Default::default()
+    };
+    let (l, _clock) = limiter(settings);
+    assert!(l.check("alice", "crawl__a").is_ok());
+    assert!(l.check("alice", "crawl__b").is_ok());
+    assert!(l.check("alice", "crawl__c").is_ok());
+    let refused = l.check("alice", "crawl__d").unwrap_err();
+    assert_eq!(refused.scope, SCOPE_CLIENT_GLOB, "the fourth name finds the glob's bucket empty");
+    assert_eq!(burst_of(&l, "bob", "crawl__z"), 3, "per client still");
+    assert_eq!(burst_of(&l, "alice", "other"), 3, "the default stays per tool");
+    assert_eq!(burst_of(&l, "alice", "another"), 3);
 }

@@ -6,6 +6,7 @@ pub mod governance;
 pub mod peers;
 pub mod pg;
 pub mod proxy;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -121,8 +122,24 @@ impl Gateway {
         Gateway::config_path_in(&self.dir)
     }
 
+    /// The gateway's log so far. Its lines reach stderr through a queue and a writer thread
+    /// (src/log.rs: so that a stderr nobody reads never stalls a call), so a line logged before
+    /// an answer may land in the file just after the test has the answer. How full that queue
+    /// is cannot be seen from outside, so this reads until the file stops growing: two reads
+    /// 50 ms apart that agree (for 5 s at most).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+        let path = self.dir.path().join("stderr.log");
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut last = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = read();
+            if now.len() == last.len() || std::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     pub fn base(&self) -> String {
@@ -299,7 +316,7 @@ impl HttpClient {
     }
 
     /// A POST with this client's headers (accept, version, session) plus `extra`.
-    fn post(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    pub fn post(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .post(&self.url)
@@ -320,10 +337,16 @@ impl HttpClient {
     }
 
     pub async fn post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Reply {
+        self.try_post_raw(body, extra).await.expect("a whole response body")
+    }
+
+    /// `None` when the response was cut off (a streamed result that broke off, or whose audit
+    /// record could not be stored under fail-closed).
+    pub async fn try_post_raw(&self, body: &str, extra: &[(&str, &str)]) -> Option<Reply> {
         let resp = self.post(body, extra).send().await.expect("POST");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.text().await.expect("body");
+        let body = resp.text().await.ok()?;
         let is_sse = headers.get("content-type").is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"));
         let messages = if is_sse {
             sse_messages(&body)
@@ -332,7 +355,7 @@ impl HttpClient {
         } else {
             vec![body.clone()]
         };
-        Reply { status, headers, body, messages }
+        Some(Reply { status, headers, body, messages })
     }
 
     /// Adds the stateless `_meta` and headers when this client is modern.
@@ -356,6 +379,13 @@ impl HttpClient {
 
     pub async fn call(&self, tool: &str, args: Value) -> Reply {
         self.request("tools/call", json!({"name": tool, "arguments": args})).await
+    }
+
+    /// A stateless `tools/call` whose response may be cut off (`None`).
+    pub async fn try_call(&self, tool: &str, args: Value) -> Option<Reply> {
+        let params = json!({"name": tool, "arguments": args});
+        let body = self.request_body(json!(1), "tools/call", params);
+        self.try_post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await
     }
 
     pub async fn notify(&self, method: &str, params: Value) -> Reply {

@@ -173,3 +173,30 @@ fn write_leaves_the_batch_unsynced_until_sync() {
     assert_eq!(fourth.seq, first.seq + 3);
     assert!(!spool.unsynced(), "append syncs");
 }
+
+#[test]
+fn a_segment_is_read_a_batch_at_a_time_up_to_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(tmp.path()).unwrap();
+    let all = records(7);
+    spool.append(&all).unwrap();
+    let seg = spool.segments().unwrap().remove(0);
+    let half = serde_json::to_string(&records(1)[0]).unwrap();
+    OpenOptions::new().append(true).open(&seg.path).unwrap().write_all(&half.as_bytes()[..10]).unwrap();
+    assert_eq!(seg.count_lines().unwrap(), 7);
+
+    let (mut offset, mut got, mut reads) = (0, Vec::new(), 0);
+    loop {
+        let read = seg.read_some(offset, 3).unwrap();
+        assert!(read.records.len() <= 3);
+        got.extend(read.records);
+        offset = read.end;
+        reads += 1;
+        if read.done {
+            break;
+        }
+    }
+    assert_eq!(got, all);
+    assert_eq!(reads, 3, "3 + 3 + 1 records, the last read ending at the torn line");
+    assert_eq!(offset, seg.read_from(0).unwrap().end);
+}

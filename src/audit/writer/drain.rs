@@ -1,6 +1,9 @@
 //! The drainer: moves spooled records into the store, oldest first, in batches, and deletes
-//! each segment once all of it is stored. While the store is down or slow it retries the same
-//! batch with backoff, so the spool grows and nothing is reordered.
+//! each segment once all of it is stored. It starts by connecting to the store, retrying with
+//! backoff until it answers. While the store is down or slow it retries the same batch with
+//! backoff, so the spool grows and nothing is reordered. A batch the store refuses for what it
+//! holds (`StoreError::permanent`) is split in halves until the records it refuses are found
+//! alone; those go to the dead-letter file with the reason, and the rest are stored.
 //!
 //! In the steady state it takes the batches the spool writer just wrote from memory (`Live`),
 //! as long as each starts exactly where the stored prefix of the live segment ends; anything
@@ -16,8 +19,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{RETRY_MAX, RETRY_MIN, STORE_GATHER, STORE_TIMEOUT, Shared, blocking};
+use crate::audit::dead_letter::{self, DeadLetter};
 use crate::audit::spool::{Segment, SegmentRead, list_segments};
-use crate::audit::{AuditRecord, AuditStore};
+use crate::audit::{AuditRecord, AuditStore, StoreError};
 
 /// How often an idle drainer looks again without being woken.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
@@ -51,11 +55,17 @@ pub(super) struct Drainer {
     pub(super) rescan: bool,
     /// Segments fully stored whose deletion failed; skipped until deleted.
     pub(super) stored_not_removed: Vec<u64>,
+    /// The dead-letter file (beside the spool folders), and the store's identity its lines name.
+    pub(super) dead_letters: PathBuf,
+    pub(super) store_id: String,
     pub(super) stop: CancellationToken,
 }
 
 impl Drainer {
     pub(super) async fn run(mut self) {
+        if self.connect().await.is_err() {
+            return;
+        }
         loop {
             match self.pass().await {
                 Ok(true) => continue,
@@ -90,9 +100,9 @@ impl Drainer {
         if !self.rescan {
             match self.take_live() {
                 FromMemory::Batch(records, end, more) => {
-                    self.insert(&records).await?;
+                    let refused = self.insert(&records).await?;
                     self.cursor = end;
-                    Shared::add(&self.shared.written, records.len());
+                    Shared::add(&self.shared.written, records.len() - refused);
                     self.shared.take_backlog(records.len());
                     self.shared.stored.notify_waiters();
                     // What memory still holds is not gathered for.
@@ -160,30 +170,39 @@ impl Drainer {
                 progressed |= self.remove(segment);
                 continue;
             }
-            let offset = if self.cursor.0 == segment.seq { self.cursor.1 } else { 0 };
-            let reading = segment.clone();
-            let read: SegmentRead = match blocking(move || reading.read_from(offset)).await {
-                Ok(read) => read,
-                Err(e) => return self.io_failed("reading", e).await,
-            };
+            let mut offset = if self.cursor.0 == segment.seq { self.cursor.1 } else { 0 };
             let replay = segment.seq < self.first_live_seq;
-            Shared::add(&self.shared.read_back, read.records.len());
-            if read.corrupt > 0 {
-                Shared::add(&self.shared.failed, read.corrupt);
-                if !replay {
+            // A batch at a time: a long outage's backlog is never all in memory at once.
+            loop {
+                let reading = segment.clone();
+                let batch_max = self.batch_max;
+                let read: SegmentRead = match blocking(move || reading.read_some(offset, batch_max)).await {
+                    Ok(read) => read,
+                    Err(e) => return self.io_failed("reading", e).await,
+                };
+                Shared::add(&self.shared.read_back, read.records.len());
+                if read.corrupt > 0 {
+                    Shared::add(&self.shared.failed, read.corrupt);
                     self.shared.take_backlog(read.corrupt);
                 }
-            }
-            for chunk in read.records.chunks(self.batch_max) {
-                self.insert(chunk).await?;
-                Shared::add(if replay { &self.shared.replayed } else { &self.shared.written }, chunk.len());
-                self.shared.take_backlog(chunk.len());
-                self.shared.stored.notify_waiters();
-                progressed = true;
+                if !read.records.is_empty() {
+                    let refused = self.insert(&read.records).await?;
+                    let stored = read.records.len() - refused;
+                    Shared::add(if replay { &self.shared.replayed } else { &self.shared.written }, stored);
+                    self.shared.take_backlog(read.records.len());
+                    self.shared.stored.notify_waiters();
+                    progressed = true;
+                }
+                offset = read.end;
+                if !sealed {
+                    self.cursor = (segment.seq, offset);
+                }
+                if read.done {
+                    break;
+                }
             }
             if !sealed {
                 // Still being written: later records go after these, in a later pass.
-                self.cursor = (segment.seq, read.end);
                 return Ok(progressed);
             }
             self.cursor = (0, 0);
@@ -196,34 +215,119 @@ impl Drainer {
         Ok(progressed)
     }
 
-    /// Inserts one batch, retrying with exponential backoff until it is stored. Hand-rolled (no
-    /// jitter): one drainer per process retries one batch, so there is no herd to spread.
-    async fn insert(&self, chunk: &[AuditRecord]) -> Result<(), Stopped> {
+    /// Connects to the store (and migrates it), retrying with exponential backoff and jitter
+    /// for as long as it takes; the spool takes the records meanwhile.
+    async fn connect(&self) -> Result<(), Stopped> {
+        use backon::{ExponentialBuilder, Retryable};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN)
+            .with_max_delay(RETRY_MAX)
+            .with_jitter()
+            .without_max_times();
+        let mut told = false;
+        let attempt = (|| self.store.connect()).retry(backoff).notify(|e: &StoreError, next: Duration| {
+            if !std::mem::replace(&mut told, true) {
+                tracing::error!(error = %e, "audit store unreachable; records wait in the spool until it answers");
+            } else {
+                tracing::debug!(error = %e, retry_in = ?next, "audit store still unreachable");
+            }
+        });
+        tokio::select! {
+            r = attempt => {
+                if r.is_ok() {
+                    self.shared.store_answered(true);
+                    if told {
+                        tracing::warn!("audit store reachable again; connected, draining the spool");
+                    } else {
+                        tracing::info!("audit store connected");
+                    }
+                }
+                Ok(())
+            }
+            () = self.stop.cancelled() => Err(Stopped),
+        }
+    }
+
+    /// Stores one batch: retries while the store is down or slow; when it refuses records for
+    /// good, splits the batch until each refused record is alone and moves those to the
+    /// dead-letter file. Returns how many went there.
+    async fn insert(&self, batch: &[AuditRecord]) -> Result<usize, Stopped> {
+        let mut refused = 0;
+        let mut pending = vec![batch];
+        while let Some(part) = pending.pop() {
+            let Some(e) = self.try_insert(part).await? else { continue };
+            if let [record] = part {
+                self.dead_letter(record, &e).await?;
+                refused += 1;
+            } else {
+                // Halves, first half on top: stored in the spool's order.
+                let (first, second) = part.split_at(part.len() / 2);
+                pending.push(second);
+                pending.push(first);
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Inserts `chunk`, retrying with exponential backoff until the store takes it (`None`) or
+    /// refuses it for what it holds (the error). Hand-rolled (no jitter): one drainer per
+    /// process retries one batch, so there is no herd to spread.
+    async fn try_insert(&self, chunk: &[AuditRecord]) -> Result<Option<StoreError>, Stopped> {
         let mut delay = RETRY_MIN;
         loop {
             let attempt = tokio::time::timeout(STORE_TIMEOUT, self.store.insert(chunk));
             let result = tokio::select! {
-                r = attempt => r.unwrap_or_else(|_| Err(format!("insert timed out after {STORE_TIMEOUT:?}"))),
+                r = attempt => r.unwrap_or_else(|_| Err(StoreError::transient(format!("insert timed out after {STORE_TIMEOUT:?}")))),
                 () = self.stop.cancelled() => return Err(Stopped),
             };
             match result {
                 Ok(()) => {
-                    if !self.shared.store_up.swap(true, Ordering::Relaxed) {
+                    if !self.shared.store_up.load(Ordering::Relaxed) {
                         tracing::warn!("audit store reachable again; draining the spool");
                     }
-                    return Ok(());
+                    self.shared.store_answered(true);
+                    return Ok(None);
+                }
+                Err(e) if e.permanent => {
+                    self.shared.store_answered(true);
+                    return Ok(Some(e));
                 }
                 Err(e) => {
-                    if self.shared.store_up.swap(false, Ordering::Relaxed) {
+                    if self.shared.store_up.load(Ordering::Relaxed) {
                         tracing::error!(error = %e, "audit store insert failed; records wait in the spool");
                     } else {
                         tracing::debug!(error = %e, retry_in = ?delay, "audit store still failing");
                     }
+                    self.shared.store_answered(false);
                 }
             }
             self.pause(delay).await?;
             delay = (delay * 2).min(RETRY_MAX);
         }
+    }
+
+    /// Moves a record the store refused for good to the dead-letter file (synced), retrying
+    /// while that file cannot be written: the record stays in the spool until it is there.
+    async fn dead_letter(&self, record: &AuditRecord, e: &StoreError) -> Result<(), Stopped> {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let letter =
+            DeadLetter { at_ms, store: self.store_id.clone(), reason: e.message.clone(), record: record.clone() };
+        loop {
+            let (file, letter) = (self.dead_letters.clone(), letter.clone());
+            match blocking(move || dead_letter::append(&file, std::slice::from_ref(&letter))).await {
+                Ok(()) => break,
+                Err(io) => {
+                    tracing::error!(file = %self.dead_letters.display(), error = %io, "cannot write the audit dead-letter file; the record stays in the spool");
+                    self.pause(Duration::from_secs(1)).await?;
+                }
+            }
+        }
+        Shared::add(&self.shared.dead_lettered, 1);
+        *self.shared.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.message.clone());
+        tracing::error!(id = %record.id, reason = %e, file = %self.dead_letters.display(), "audit store refused a record for good; moved to the dead-letter file");
+        Ok(())
     }
 
     /// Deletes a fully stored segment; returns whether it is gone.

@@ -15,6 +15,10 @@ struct FakeStore {
     repeats: AtomicUsize,
     down: AtomicBool,
     delay: Mutex<Duration>,
+    /// Refuses, for good, every batch holding a record of this tool (as a CHECK would).
+    refuse_tool: Mutex<Option<String>>,
+    /// `connect` fails while this is set.
+    unreachable: AtomicBool,
 }
 
 impl FakeStore {
@@ -30,14 +34,19 @@ impl FakeStore {
 }
 
 impl AuditStore for FakeStore {
-    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), String>> {
+    fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), crate::audit::StoreError>> {
         Box::pin(async move {
             let delay = *self.delay.lock().unwrap();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             if self.down.load(Ordering::SeqCst) {
-                return Err("connection refused".into());
+                return Err(crate::audit::StoreError::transient("connection refused"));
+            }
+            let refused = self.refuse_tool.lock().unwrap().clone();
+            if batch.iter().any(|r| r.tool.is_some() && r.tool == refused) {
+                let message = "new row violates check constraint".to_string();
+                return Err(crate::audit::StoreError { permanent: true, message });
             }
             let mut rows = self.rows.lock().unwrap();
             let known: HashSet<_> = rows.iter().map(|r| r.id).collect();
@@ -47,6 +56,15 @@ impl AuditStore for FakeStore {
                 } else {
                     rows.push(record.clone());
                 }
+            }
+            Ok(())
+        })
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<(), crate::audit::StoreError>> {
+        Box::pin(async move {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Err(crate::audit::StoreError::transient("connection refused"));
             }
             Ok(())
         })
@@ -339,4 +357,85 @@ async fn flush_gives_up_on_a_dead_store_within_its_bound() {
     let waited = started.elapsed();
     assert!(waited >= FLUSH_STORE_TIMEOUT && waited < FLUSH_STORE_TIMEOUT + Duration::from_secs(1), "{waited:?}");
     assert_eq!(writer.stats().backlog, 3, "still in the spool, for the next start");
+}
+
+/// A record the store refuses for good goes to the dead-letter file with the reason; the
+/// records around it, in the same batches, are stored.
+#[tokio::test]
+async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_are_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FakeStore::default());
+    *store.refuse_tool.lock().unwrap() = Some("tool_7".into());
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+    let batch: Vec<_> = (0..40).map(|i| record(i % 20)).collect();
+    let refused: Vec<_> = batch.iter().filter(|r| r.tool.as_deref() == Some("tool_7")).map(|r| r.id).collect();
+    let results = futures::future::join_all(batch.iter().cloned().map(|r| writer.record(r))).await;
+    assert!(results.iter().all(Result::is_ok));
+    eventually("the spool drained", || writer.stats().backlog == 0).await;
+    let stats = writer.stats();
+    assert_eq!((stats.written, stats.dead_lettered), (38, 2), "{stats:?}");
+    assert_eq!(store.ids().len(), 38);
+    let (letters, corrupt) = crate::audit::dead_letter::read(&tmp.path().join("spool/dead-letter.jsonl")).unwrap();
+    assert_eq!(corrupt, 0);
+    assert_eq!(letters.iter().map(|l| l.record.id).collect::<Vec<_>>(), refused);
+    assert!(letters.iter().all(|l| l.reason.contains("check constraint") && l.store == "test-store"));
+    assert_eq!(writer.last_refusal().as_deref(), Some("new row violates check constraint"));
+    // Later records flow as before.
+    record_n(&writer, 5).await;
+    eventually("later records stored", || store.ids().len() == 43).await;
+}
+
+/// A store that does not answer at start: records are taken into the spool, the store is
+/// reported down, and everything is stored once it answers.
+#[tokio::test]
+async fn a_store_unreachable_at_start_is_connected_when_it_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FakeStore::default());
+    store.unreachable.store(true, Ordering::SeqCst);
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+    let ids = record_n(&writer, 30).await;
+    let stats = writer.stats();
+    assert!(!stats.store_up && stats.store_down_for.is_some() && stats.backlog == 30, "{stats:?}");
+    assert!(writer.writable(), "the spool takes records while the store is away");
+    assert_eq!(writer.shared.live().records, 0, "nothing held in memory for a store that is down");
+    store.unreachable.store(false, Ordering::SeqCst);
+    eventually("stored once the store answers", || writer.stats().backlog == 0).await;
+    assert!(store.ids() == ids);
+    let stats = writer.stats();
+    assert!(stats.store_up && stats.store_down_for.is_none(), "{stats:?}");
+}
+
+/// Two stores' gateways on one spool folder: a dead process's records are replayed only by a
+/// writer for the same store; another store's writer leaves them and reports them.
+#[tokio::test]
+async fn spool_folders_are_replayed_only_into_their_own_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut for_a = settings(tmp.path());
+    for_a.store_id = "postgres://a:5432/audit".into();
+    let mut for_b = for_a.clone();
+    for_b.store_id = "postgres://b:5432/audit".into();
+
+    let store_a = FakeStore::down();
+    let writer = AuditWriter::start(store_a.clone(), for_a.clone()).unwrap();
+    let ids = record_n(&writer, 12).await;
+    writer.flush().await;
+    drop(writer);
+    // Dropping the writer released its lock, as the death of its process would.
+
+    let store_b = Arc::new(FakeStore::default());
+    let writer_b = AuditWriter::start(store_b.clone(), for_b).unwrap();
+    record_n(&writer_b, 3).await;
+    writer_b.flush().await;
+    assert_eq!(store_b.ids().len(), 3, "only b's own records");
+    assert_eq!(writer_b.stats().replayed, 0);
+    let foreign = writer_b.foreign_spools().unwrap();
+    assert_eq!(foreign.len(), 1, "{foreign:?}");
+    assert_eq!((foreign[0].store.as_str(), foreign[0].owner_running), ("postgres://a:5432/audit", true));
+
+    let store_a = Arc::new(FakeStore::default());
+    let writer_a = AuditWriter::start(store_a.clone(), for_a).unwrap();
+    eventually("a's records replayed into a", || store_a.ids().len() == 12).await;
+    assert!(store_a.ids() == ids);
+    assert!(writer_b.foreign_spools().unwrap().is_empty());
+    drop(writer_a);
 }

@@ -115,6 +115,12 @@ fn gateway_tools() -> Vec<Value> {
         tool("crash", "Exits the process (code 3) without answering", no_args()),
         tool("garbage", "Writes a non-JSON line, then answers", no_args()),
         tool(
+            "stderr",
+            "Writes the given bytes (hex) to stderr, `repeat` times, then answers",
+            json!({"type": "object", "properties": {
+                "hex": {"type": "string"}, "repeat": {"type": "integer", "minimum": 1}}}),
+        ),
+        tool(
             "huge",
             "Returns a text result of the given size",
             json!({"type": "object", "properties": {"bytes": {"type": "integer", "minimum": 0}}}),

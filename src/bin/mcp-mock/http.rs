@@ -56,6 +56,9 @@ fn session_of(server: &Server, headers: &HeaderMap) -> Result<Option<Arc<Session
     };
     match server.sessions.lock().unwrap().get(id) {
         Some(session) => Ok(Some(session.clone())),
+        None if server.unknown_session_status == 400 => {
+            Err(Box::new(reject(None, &RpcError::new(-32000, "Bad Request: No valid session ID provided").status(400))))
+        }
         None => Err(Box::new(reject(None, &RpcError::new(-32001, "Session not found").status(404)))),
     }
 }

@@ -48,6 +48,10 @@ struct Cli {
     /// fixed list: to stand in for a real server whose tool names a test needs.
     #[arg(long = "tool", value_name = "NAME")]
     tools: Vec<String>,
+    /// HTTP status for an unknown `Mcp-Session-Id`: 404 (the spec's), or 400 with
+    /// server-everything's "Bad Request: No valid session ID provided".
+    #[arg(long, value_name = "STATUS", default_value = "404", value_parser = clap::value_parser!(u16).range(400..=404))]
+    unknown_session_status: u16,
 }
 
 #[tokio::main]
@@ -61,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
-    let server = Arc::new(Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools));
+    let mut server = Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools);
+    server.unknown_session_status = cli.unknown_session_status;
+    let server = Arc::new(server);
     match cli.http {
         Some(addr) => http::run(server, addr).await,
         None => stdio::run(server, cli.garbage_at_start).await,

@@ -46,6 +46,9 @@ pub struct Server {
     /// Open modern `subscriptions/listen` streams.
     listeners: Mutex<Vec<Listener>>,
     next_listener: AtomicU64,
+    /// HTTP status for a request naming a session this process does not know: the spec's
+    /// 404, or 400 as server-everything answers ("No valid session ID provided").
+    pub unknown_session_status: u16,
 }
 
 /// A modern subscription: where to deliver and what the client opted in to.
@@ -130,6 +133,7 @@ impl Server {
             legacy_sinks: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
             next_listener: AtomicU64::new(0),
+            unknown_session_status: 404,
         }
     }
 

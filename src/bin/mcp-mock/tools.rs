@@ -214,6 +214,17 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
             let _ = ctx.out.send(crate::rpc::Frame::Line("this line is not JSON {{{".to_string()));
             text("garbage sent")
         }
+        "stderr" => {
+            // Raw bytes, not text: tests send what a real backend might (invalid UTF-8, lines
+            // longer than any buffer, a flood nobody reads).
+            let bytes = hex::decode(str_arg(ctx, "hex")).map_err(|e| RpcError::invalid_params(format!("hex: {e}")))?;
+            let repeat = u64_arg(ctx, "repeat", 1);
+            let mut err = std::io::stderr().lock();
+            for _ in 0..repeat {
+                std::io::Write::write_all(&mut err, &bytes).map_err(|e| RpcError::new(-32603, e.to_string()))?;
+            }
+            text(format!("wrote {} bytes to stderr", bytes.len() as u64 * repeat))
+        }
         "huge" => text("x".repeat(u64_arg(ctx, "bytes", 1_000_000) as usize)),
         "bench" => Ok(bench(ctx)),
         "whoami" => {

@@ -1,0 +1,5 @@
+//! libFuzzer target: the body is `sentinel::fuzz::param_headers`, which `cargo test` also replays over
+//! the seeds and saved regressions.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sentinel::fuzz::param_headers(data));

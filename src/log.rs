@@ -1,0 +1,76 @@
+//! The gateway's own log: written to stderr by a thread of its own, never by a call.
+//!
+//! stderr is a pipe that somebody may not read: a client that spawned `sentinel stdio` and
+//! never drains its stderr, a supervisor that stalled. Written in place, a log line (every
+//! call writes one: the access line; every backend stderr line is one) blocks the writing
+//! thread once the pipe's buffer is full, and with it the calls on that thread. So lines go
+//! through a bounded queue to a writer thread (`tracing-appender`'s non-blocking writer);
+//! when the queue is full they are dropped and counted, and the count is logged once the
+//! log flows again.
+
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+
+/// Lines queued for stderr before further lines are dropped: ~1–2 MB of typical lines.
+const QUEUED_LINES: usize = 4096;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global subscriber. Keep the guard until the process ends: dropping it
+/// writes out what is still queued.
+///
+/// The daemons (`serve`, `stdio`) log at `info` unless `SENTINEL_LOG` (an `EnvFilter`, e.g.
+/// `warn` or `sentinel=debug`) says otherwise. The reports print their report and nothing else
+/// unless `-v` asks for log lines too: a report that ends in a backend's shutdown warnings would
+/// bury what it says.
+pub fn init(daemon: bool, verbose: u8) -> WorkerGuard {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let from_env = || EnvFilter::try_from_env("SENTINEL_LOG").ok();
+    let filter = match (daemon, verbose) {
+        (false, 0) => EnvFilter::new("off"),
+        (_, 0 | 1) => from_env().unwrap_or_else(|| EnvFilter::new("info")),
+        _ => EnvFilter::new("debug"),
+    };
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("sentinel-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    guard
+}
+
+/// Log lines dropped so far because stderr was not being read fast enough.
+pub fn dropped_lines() -> usize {
+    DROPPED.get().map_or(0, ErrorCounter::dropped_lines)
+}
+
+/// Says, every few seconds, how many lines were dropped since it last said so (the saying
+/// is itself dropped while stderr stays blocked, and said later).
+pub async fn report_dropped() {
+    let mut told = 0;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let now = dropped_lines();
+        if now > told {
+            tracing::warn!(
+                dropped = now - told,
+                total = now,
+                "log lines dropped: stderr is not being read fast enough"
+            );
+            // Counted as told only once the line itself was queued.
+            if dropped_lines() == now {
+                told = now;
+            }
+        }
+    }
+}
