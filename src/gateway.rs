@@ -28,6 +28,7 @@ use crate::config::AuthConfig;
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::jsonrpc::{self, Kind, Message};
+use crate::method::Method;
 use crate::policy::{Access, Policy};
 use crate::protocol::{self, Generation, ModernMeta, Params};
 use crate::rate_limit::{Quota, RateLimitSettings, RateLimiter};
@@ -158,6 +159,18 @@ pub enum Framed {
     /// The response's bytes as they come; an error cuts the response off (the result broke,
     /// or its audit record could not be stored under a fail-closed policy).
     Streamed(std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>),
+    /// A `subscriptions/listen` stream: messages until the client ends it.
+    Listen(Listening),
+}
+
+/// A stateless client's `subscriptions/listen` stream, opened: the acknowledgment goes first,
+/// then each notification as it comes. It ends when the client cancels the request (`call`)
+/// or goes away, or when the gateway shuts down.
+pub struct Listening {
+    pub ack: String,
+    pub notifications: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
+    /// The request, registered in its session so that `notifications/cancelled` ends it.
+    pub call: crate::session::InFlight,
 }
 
 impl From<String> for Framed {
@@ -189,11 +202,13 @@ impl Framed {
     }
 
     /// The whole response as text (for the paths that write whole messages); `None` when a
-    /// streamed result broke off.
+    /// streamed result broke off. Of a listen stream, only its acknowledgment: the front doors
+    /// relay the stream itself before they come here.
     pub async fn into_string(self) -> Option<String> {
         use futures::StreamExt;
         match self {
             Framed::Whole(s) => Some(s),
+            Framed::Listen(l) => Some(l.ack),
             Framed::Streamed(mut s) => {
                 let mut out = Vec::new();
                 while let Some(chunk) = s.next().await {
@@ -212,6 +227,8 @@ pub enum Answer {
     Stream(crate::backend::ResultBody),
     /// A backend's error object, passed on verbatim.
     Error(String),
+    /// A `subscriptions/listen` stream, opened.
+    Listen(Listening),
     /// Cancelled by the client: nothing is sent.
     Cancelled,
 }
@@ -630,15 +647,16 @@ impl Gateway {
                     let r = Refusal::InvalidRequest("`jsonrpc` must be \"2.0\"".into());
                     return Some((r.status(), r.to_response(Some(&id)).into()));
                 }
-                let method = msg.method.unwrap_or_default();
-                let (status, text) = match self.govern(session, &id, &method, msg.params, ctx).await {
+                let name = msg.method.unwrap_or_default();
+                let method = name.parse::<Method>().map_err(|_| name.as_str());
+                let (status, text) = match self.govern(session, &id, method, msg.params, ctx).await {
                     // A stateless client gets the fields its revision requires on every result.
                     Ok(Answer::Result(r)) if ctx.modern.is_some() => {
-                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(&method, r)))
+                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(method.ok(), r)))
                     }
                     Ok(Answer::Result(r)) => (StatusCode::OK, jsonrpc::result(&id, &r)),
                     Ok(Answer::Stream(body)) => {
-                        let fields = if ctx.modern.is_some() { lists::modern_fields(&method) } else { &[] };
+                        let fields = if ctx.modern.is_some() { lists::modern_fields(method.ok()) } else { &[] };
                         return Some((StatusCode::OK, Framed::result(&id, body, fields)));
                     }
                     Ok(Answer::Error(e)) => {
@@ -647,6 +665,7 @@ impl Gateway {
                         (status, jsonrpc::error_raw(Some(&id), &e))
                     }
                     Ok(Answer::Cancelled) => return None,
+                    Ok(Answer::Listen(l)) => return Some((StatusCode::OK, Framed::Listen(l))),
                     // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
                     Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {
                         (StatusCode::NOT_FOUND, r.to_response(Some(&id)))
@@ -683,7 +702,8 @@ impl Gateway {
     async fn protocol_method(
         &self,
         session: &Arc<Session>,
-        method: &str,
+        id: &RawValue,
+        method: Method,
         params: Option<Box<RawValue>>,
         access: &Access,
         ctx: Ctx<'_>,
@@ -693,19 +713,10 @@ impl Gateway {
         let catalog = self.catalog();
         let live = self.live.load();
         let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
-        // Methods the stateless revision removed are unknown to a stateless request.
-        if modern
-            && matches!(
-                method,
-                "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
-            )
-        {
-            return Err(Refusal::MethodNotFound(method.to_string()));
-        }
         let answer = match method {
-            "initialize" => Answer::Result(self.initialize(session, params.as_deref())?),
-            "ping" => Answer::Result("{}".into()),
-            "logging/setLevel" => {
+            Method::Initialize => Answer::Result(self.initialize(session, params.as_deref())?),
+            Method::Ping => Answer::Result("{}".into()),
+            Method::SetLogLevel => {
                 let p = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
                 let level = p.str("level").map_err(Refusal::InvalidParams)?.unwrap_or_default();
                 let rank = protocol::log_level_rank(&level)
@@ -713,19 +724,25 @@ impl Gateway {
                 session.set_log_level(rank);
                 Answer::Result("{}".into())
             }
-            "server/discover" => Answer::Result(lists::discover()),
-            "tools/list" => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
-            "prompts/list" => Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern)),
-            "resources/list" => Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern)),
-            "resources/templates/list" => {
+            Method::Discover => Answer::Result(lists::discover()),
+            Method::ToolsList => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
+            Method::PromptsList => Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern)),
+            Method::ResourcesList => Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern)),
+            Method::TemplatesList => {
                 Answer::Result(lists::list("resourceTemplates", &catalog.templates_json(visible), modern))
             }
-            "subscriptions/listen" => {
+            Method::Listen if modern => Answer::Listen(self.listen(session, access, id, params.as_deref())?),
+            Method::Listen => {
                 return Err(Refusal::InvalidRequest(
                     "subscriptions/listen is a stream; send it to /mcp directly".into(),
                 ));
             }
-            _ => return Err(Refusal::MethodNotFound(method.to_string())),
+            Method::ToolsCall
+            | Method::PromptsGet
+            | Method::ResourcesRead
+            | Method::ResourcesSubscribe
+            | Method::ResourcesUnsubscribe
+            | Method::Complete => return Err(Refusal::MethodNotFound(method.as_str().to_string())),
         };
         Ok(answer)
     }
@@ -742,17 +759,20 @@ impl Gateway {
         Ok(lists::initialize_result(version))
     }
 
-    /// Opens a stateless client's `subscriptions/listen` stream: returns the acknowledgment
-    /// and the receiver the stream's notifications arrive on.
-    /// Resource subscriptions are honoured only for URIs the caller may read (the same
-    /// predicate as `resources/read`); the acknowledgment names what was honoured.
-    pub fn listen(
+    /// Opens a stateless client's `subscriptions/listen` stream: the acknowledgment, and the
+    /// stream's notifications as they come. Resource subscriptions are honoured only for URIs
+    /// the caller may read (the same predicate as `resources/read`); the acknowledgment names
+    /// what was honoured.
+    fn listen(
         &self,
-        caller: &Caller,
+        session: &Arc<Session>,
+        access: &Access,
         id: &RawValue,
         params: Option<&RawValue>,
-    ) -> Result<(String, mpsc::UnboundedReceiver<String>), Refusal> {
-        let access = caller.access()?;
+    ) -> Result<Listening, Refusal> {
+        let Some(call) = session.start_call(id.get()) else {
+            return Err(Refusal::InvalidRequest(format!("request id {} is already in flight", id.get())));
+        };
         #[derive(serde::Deserialize, Default)]
         #[serde(rename_all = "camelCase")]
         struct Filter {
@@ -776,7 +796,7 @@ impl Gateway {
         // serves, that the caller may read.
         f.resource_subscriptions.retain(|uri| {
             crate::uri::is_normal(uri)
-                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(&access, uri, self.slot(b).name()))
+                && catalog.resource_backend(uri).is_some_and(|b| policy.visible(access, uri, self.slot(b).name()))
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut honored = serde_json::Map::new();
@@ -812,7 +832,10 @@ impl Gateway {
             uris,
             tx,
         });
-        Ok((ack, rx))
+        let notifications = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let notifications =
+            Box::pin(futures::StreamExt::take_until(notifications, self.shutdown.clone().cancelled_owned()));
+        Ok(Listening { ack, notifications, call })
     }
 
     /// Drops listeners whose client went away, releasing their resource subscriptions.
@@ -835,7 +858,7 @@ impl Gateway {
         let Some(b) = self.catalog().resource_backend(uri).and_then(|i| self.backend(i)) else { return };
         let changed = if add { b.subscriptions.add(uri) } else { b.subscriptions.remove(uri) };
         if changed && b.generation != Generation::Modern {
-            let method = if add { "resources/subscribe" } else { "resources/unsubscribe" };
+            let method = if add { Method::ResourcesSubscribe } else { Method::ResourcesUnsubscribe }.as_str();
             let params = serde_json::json!({ "uri": uri });
             tokio::spawn(async move {
                 let params: Params = serde_json::from_value(params).unwrap_or_default();

@@ -17,6 +17,7 @@ pub mod jsonrpc;
 pub mod line_codec;
 pub mod line_writer;
 pub mod log;
+pub mod method;
 pub mod metrics;
 pub mod naming;
 pub mod net_error;

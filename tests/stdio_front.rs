@@ -599,3 +599,35 @@ async fn an_undrained_stderr_never_stalls_calls() {
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `subscriptions/listen` takes the same path as every other request, so its refusals are
+/// audited like theirs: here a second listen under an id whose stream is still open.
+#[tokio::test]
+async fn a_refused_listen_is_audited() {
+    let mut f = Front::start("");
+    let listen = json!({
+        "jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen",
+        "params": modern_params(json!({"notifications": {"toolsListChanged": true}})),
+    })
+    .to_string();
+    f.client.send(&listen).await;
+    let ack = parse(&f.client.recv().await);
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    f.client.send(&listen).await;
+    let r = next_is_response(&mut f.client, json!("L")).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    let config = f.dir.path().join("sentinel.toml");
+    eventually("the refused listen is in the audit trail", || async {
+        let out = std::process::Command::new(sentinel_bin())
+            .args(["audit", "-c", config.to_str().unwrap(), "--json", "--limit", "10"])
+            .output()
+            .expect("run sentinel audit");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().filter_map(|l| sentinel::audit::query::parse_json_line(l).ok()).any(|r| {
+            r.method == "subscriptions/listen"
+                && r.outcome == sentinel::audit::Outcome::InvalidArgs
+                && r.error_code == Some(-32600)
+        })
+    })
+    .await;
+}

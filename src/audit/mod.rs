@@ -106,28 +106,10 @@ pub const MAX_URI_BYTES: usize = 2048;
 /// How a record names a method the gateway does not serve: a client can send any text there.
 pub const UNKNOWN_METHOD: &str = "<unknown>";
 
-/// The methods a record names as they are; every other one is [`UNKNOWN_METHOD`].
-const KNOWN_METHODS: [&str; 15] = [
-    "initialize",
-    "ping",
-    "logging/setLevel",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "completion/complete",
-    "subscriptions/listen",
-];
-
-/// The method as a record names it: a known one, or [`UNKNOWN_METHOD`].
+/// The method as a record names it: one the gateway serves (see [`crate::method`]), or
+/// [`UNKNOWN_METHOD`].
 pub fn method_label(method: &str) -> &str {
-    if KNOWN_METHODS.contains(&method) { method } else { UNKNOWN_METHOD }
+    method.parse::<crate::method::Method>().map_or(UNKNOWN_METHOD, crate::method::Method::as_str)
 }
 
 /// `s` cut to at most `max` bytes (at a character boundary) with a marker saying how much was
@@ -204,8 +186,10 @@ impl AuditRecord {
 
     /// Records what the call is about: a tool or prompt name, or a resource URI (its
     /// credentials redacted), bounded like every client-chosen field.
-    pub fn set_target(&mut self, method: &str, name: &str, redactor: &redact::Redactor) {
-        let uri = method.starts_with("resources/") || (method == "completion/complete" && name.contains(':'));
+    pub fn set_target(&mut self, method: crate::method::Method, name: &str, redactor: &redact::Redactor) {
+        use crate::method::Method;
+        let uri = matches!(method, Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe)
+            || (method == Method::Complete && name.contains(':'));
         self.tool = Some(if uri {
             bounded(&redactor.redact_text(name), MAX_URI_BYTES).into_owned()
         } else {

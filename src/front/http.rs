@@ -20,6 +20,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::error::Refusal;
 use crate::gateway::{Caller, Ctx, Framed, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::method::Method;
 use crate::param_headers;
 use crate::protocol::{self, ModernMeta};
 use crate::session::Session;
@@ -123,6 +124,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 fn framed_response(status: StatusCode, body: Framed) -> Response {
     match body {
         Framed::Whole(s) => json_response(status, s),
+        Framed::Listen(l) => listen_stream(l),
         Framed::Streamed(s) => (
             status,
             [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -132,10 +134,27 @@ fn framed_response(status: StatusCode, body: Framed) -> Response {
     }
 }
 
+/// A `subscriptions/listen` stream as an event stream: the acknowledgment, then notifications
+/// until the client goes away or the gateway shuts down.
+fn listen_stream(l: crate::gateway::Listening) -> Response {
+    let call = l.call;
+    let messages = futures::stream::once(async move { l.ack }).chain(l.notifications).map(move |m| {
+        // The request stays registered while its stream is open.
+        let _registered = &call;
+        m
+    });
+    sse(messages, None)
+}
+
 /// A response as the one event of an event stream (a streamed result gathered whole first).
 async fn sse_one(body: Framed) -> Response {
     let text = body.into_string().await;
     sse(futures::stream::iter(text), None)
+}
+
+/// The method a message names, if the gateway serves it.
+fn method_of(msg: &Message) -> Option<Method> {
+    msg.method.as_deref().and_then(|m| m.parse().ok())
 }
 
 fn refuse(status: StatusCode, code: i64, message: &str) -> Response {
@@ -273,7 +292,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
-    if msg.method.as_deref() == Some("initialize") && matches!(super::modern_meta_raw(&msg), Ok(None)) {
+    if method_of(&msg) == Some(Method::Initialize) && matches!(super::modern_meta_raw(&msg), Ok(None)) {
         let Some(session) = gw.new_session("http", caller.subject()) else {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -328,15 +347,6 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
         return fail(r);
     }
     let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
-    if msg.method.as_deref() == Some("subscriptions/listen") {
-        let id = msg.id.clone().expect("request has an id");
-        let (ack, rx) = match gw.listen(&caller, &id, msg.params.as_deref()) {
-            Ok(l) => l,
-            Err(r) => return fail(r),
-        };
-        let first = futures::stream::once(async move { ack });
-        return sse(until_shutdown(&gw, first.chain(UnboundedReceiverStream::new(rx))), None);
-    }
     dispatch(gw, session, msg, Some(modern), caller, &headers, peer).await
 }
 
@@ -393,19 +403,20 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         )));
     }
     super::check_modern(m)?;
-    let method = msg.method.as_deref().unwrap_or_default();
+    let name = msg.method.as_deref().unwrap_or_default();
     match header(h, "mcp-method").map(str::trim) {
         None => return Err(Refusal::HeaderMismatch("the Mcp-Method header is required".into())),
-        Some(v) if v != method => {
+        Some(v) if v != name => {
             return Err(Refusal::HeaderMismatch(format!(
-                "Mcp-Method header `{v}` does not match body method `{method}`"
+                "Mcp-Method header `{v}` does not match body method `{name}`"
             )));
         }
         _ => {}
     }
+    let method = method_of(msg);
     let key = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
+        Some(Method::ToolsCall | Method::PromptsGet) => "name",
+        Some(Method::ResourcesRead) => "uri",
         _ => return Ok(()),
     };
     /// Only what the headers are checked against, borrowed (the pipeline parses `params`
@@ -437,7 +448,7 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
             None => return Err(Refusal::HeaderMismatch("the Mcp-Name header is not validly encoded".into())),
         },
     }
-    if method == "tools/call" {
+    if method == Some(Method::ToolsCall) {
         if let Some(tool) = gw.catalog().tool(body_value).filter(|t| !t.param_headers.is_empty()) {
             let args = target.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
             param_headers::check(&tool.param_headers, &args, |name| header(h, name).map(str::to_string))
@@ -463,10 +474,10 @@ async fn dispatch(
             _ => StatusCode::ACCEPTED.into_response(),
         };
     }
-    let streams =
-        matches!(msg.method.as_deref(), Some("tools/call" | "prompts/get" | "resources/read" | "completion/complete"));
+    let streams = method_of(&msg).is_some_and(Method::makes_backend_work);
     if !(streams && accepts_sse(headers)) {
         return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer }).await {
+            Some((_, Framed::Listen(l))) => listen_stream(l),
             Some((StatusCode::OK, body)) if accepts_only_sse(headers) => sse_one(body).await,
             Some((status, body)) => framed_response(status, body),
             None => cancelled_request(),

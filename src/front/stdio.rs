@@ -9,7 +9,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::line_codec::{Line, LineCodec};
 
-use crate::gateway::{Caller, Ctx, Gateway};
+use crate::gateway::{Caller, Ctx, Framed, Gateway, Listening};
 use crate::jsonrpc::{self, Kind, Message};
 
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
@@ -72,20 +72,21 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
                     return;
                 }
             };
-            if modern.is_some() && msg.method.as_deref() == Some("subscriptions/listen") {
-                return listen(&gw, &caller, &session, msg, tx).await;
-            }
             let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer: None };
             let id = msg.id.clone();
             // Lines are written whole: a streamed result is gathered here (one copy, not the
             // three of a result parsed and framed again). One that broke off (or could not be
             // audited, fail-closed) is answered with an error instead.
-            if let Some((_, resp)) = gw.handle(&session, msg, ctx).await {
-                let line = resp.into_string().await.unwrap_or_else(|| {
-                    let why = "the backend's result broke off, or its call could not be audited";
-                    jsonrpc::error(id.as_deref(), jsonrpc::code::INTERNAL_ERROR, why, None)
-                });
-                let _ = tx.send(line);
+            match gw.handle(&session, msg, ctx).await {
+                Some((_, Framed::Listen(l))) => listen(l, &tx).await,
+                Some((_, resp)) => {
+                    let line = resp.into_string().await.unwrap_or_else(|| {
+                        let why = "the backend's result broke off, or its call could not be audited";
+                        jsonrpc::error(id.as_deref(), jsonrpc::code::INTERNAL_ERROR, why, None)
+                    });
+                    let _ = tx.send(line);
+                }
+                None => {}
             }
         });
     }
@@ -103,35 +104,15 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
 
 /// A `subscriptions/listen` stream on stdio: notifications go to stdout until the client
 /// cancels the request.
-async fn listen(
-    gw: &Gateway,
-    caller: &Caller,
-    session: &Arc<crate::session::Session>,
-    msg: Message,
-    tx: mpsc::UnboundedSender<String>,
-) {
-    let id = msg.id.expect("request has an id");
-    let (ack, mut rx) = match gw.listen(caller, &id, msg.params.as_deref()) {
-        Ok(l) => l,
-        Err(r) => {
-            let _ = tx.send(r.to_response(Some(&id)));
-            return;
-        }
-    };
-    let Some(call) = session.start_call(id.get()) else {
-        let r = crate::error::Refusal::InvalidRequest(format!("request id {} is already in flight", id.get()));
-        let _ = tx.send(r.to_response(Some(&id)));
-        return;
-    };
-    let _ = tx.send(ack);
+async fn listen(mut l: Listening, tx: &mpsc::UnboundedSender<String>) {
+    let _ = tx.send(l.ack);
     loop {
         tokio::select! {
-            n = rx.recv() => match n {
+            n = l.notifications.next() => match n {
                 Some(n) => { let _ = tx.send(n); }
                 None => break,
             },
-            _ = call.token.cancelled() => break,
+            _ = l.call.token.cancelled() => break,
         }
     }
-    drop(call);
 }

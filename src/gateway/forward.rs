@@ -15,6 +15,7 @@ use crate::audit::AuditRecord;
 use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
+use crate::method::Method;
 use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
 use crate::session::{Relayed, Session};
@@ -52,7 +53,7 @@ impl Gateway {
         &self,
         session: &Arc<Session>,
         id: &RawValue,
-        method: &str,
+        method: Method,
         mut params: Params,
         route: Route,
         audit: &mut AuditRecord,
@@ -134,10 +135,10 @@ impl Gateway {
     /// the first subscriber and the last unsubscriber only (stateless backends through the
     /// gateway's listen stream, session-based ones by the forwarded request). `None` when
     /// the request must still be forwarded.
-    fn subscription(&self, session: &Session, backend: &Backend, method: &str, uri: &str) -> Option<Answer> {
+    fn subscription(&self, session: &Session, backend: &Backend, method: Method, uri: &str) -> Option<Answer> {
         let forward = match method {
-            "resources/subscribe" => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
-            "resources/unsubscribe" => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
+            Method::ResourcesSubscribe => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
+            Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
             _ => return None,
         };
         (!forward || backend.generation == Generation::Modern).then(|| Answer::Result("{}".into()))
@@ -149,7 +150,7 @@ impl Gateway {
     async fn call_with_input(
         &self,
         backend: &Backend,
-        method: &str,
+        method: Method,
         mut params: Params,
         route: Route,
         progress_token: Option<String>,
@@ -202,13 +203,13 @@ impl Gateway {
     async fn call_once(
         &self,
         backend: &Backend,
-        method: &str,
+        method: Method,
         params: Params,
         opts: &CallOpts,
         mut events: mpsc::UnboundedReceiver<Event>,
         call: &Call<'_>,
     ) -> Option<Result<Reply, BackendError>> {
-        let mut pending = Box::pin(backend.call(method, params, opts));
+        let mut pending = Box::pin(backend.call(method.as_str(), params, opts));
         let outcome = loop {
             tokio::select! {
                 r = &mut pending => break Some(r),
@@ -281,7 +282,7 @@ impl Gateway {
     /// `arguments` is the parsed form of a tool's arguments.
     pub(super) fn route(
         &self,
-        method: &str,
+        method: Method,
         params: &mut Params,
         exposed: String,
         arguments: Option<&serde_json::Value>,
@@ -289,7 +290,7 @@ impl Gateway {
         let catalog = self.catalog();
         let simple = |backend, exposed: String, name| Route { backend, exposed, name, param_headers: Vec::new() };
         match method {
-            "tools/call" => {
+            Method::ToolsCall => {
                 let e = catalog.tool(&exposed).ok_or_else(|| Refusal::UnknownTool(exposed.clone()))?;
                 let param_headers = match arguments {
                     Some(args) if !e.param_headers.is_empty() => param_headers::headers_for(&e.param_headers, args),
@@ -298,16 +299,16 @@ impl Gateway {
                 params.set_str("name", &e.original);
                 Ok(Route { backend: e.backend, exposed, name: e.original.clone(), param_headers })
             }
-            "prompts/get" => {
+            Method::PromptsGet => {
                 let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
                 params.set_str("name", &e.original);
                 Ok(simple(e.backend, exposed, e.original.clone()))
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
                 let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
                 Ok(simple(b, exposed.clone(), exposed))
             }
-            "completion/complete" => {
+            Method::Complete => {
                 let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
                 let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
                     .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
@@ -322,7 +323,7 @@ impl Gateway {
                 params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
                 Ok(route)
             }
-            _ => Err(Refusal::MethodNotFound(method.to_string())),
+            _ => Err(Refusal::MethodNotFound(method.as_str().to_string())),
         }
     }
 

@@ -2,6 +2,7 @@
 //! a stateless (2026-07-28) client needs on every result.
 
 use crate::jsonrpc;
+use crate::method::Method;
 use crate::protocol::{self, META_SERVER_INFO};
 
 /// How long a stateless client may cache a list; list_changed notifications cover changes sooner.
@@ -61,7 +62,7 @@ pub fn list(key: &str, items: &str, modern: bool) -> String {
 /// Adds what the 2026-07-28 revision requires of a result and a session-based backend did
 /// not send (`resultType`; `ttlMs`/`cacheScope` on cacheable results), leaving every byte
 /// the backend sent in place.
-pub fn modern_result(method: &str, mut r: String) -> String {
+pub fn modern_result(method: Option<Method>, mut r: String) -> String {
     if !r.trim_start().starts_with('{') {
         return r;
     }
@@ -75,8 +76,8 @@ pub fn modern_result(method: &str, mut r: String) -> String {
 
 /// The fields a stateless client must find in a result, with the value given when the
 /// backend's result lacks them (`modern_result` for whole results).
-pub fn modern_fields(method: &str) -> &'static [(&'static str, &'static str)] {
-    if method == "resources/read" {
+pub fn modern_fields(method: Option<Method>) -> &'static [(&'static str, &'static str)] {
+    if method == Some(Method::ResourcesRead) {
         &[("resultType", "\"complete\""), ("cacheScope", "\"private\""), ("ttlMs", "0")]
     } else {
         &[("resultType", "\"complete\"")]

@@ -14,6 +14,7 @@ use super::{Answer, Caller, Ctx, Gateway};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::SchemaErrors;
 use crate::error::Refusal;
+use crate::method::Method;
 use crate::policy::Access;
 use crate::protocol::Params;
 use crate::schema::{self, Violation};
@@ -41,40 +42,28 @@ impl Drop for PendingAudit {
     }
 }
 
-/// The methods that reach a backend: each is a governed call, audited whatever happens.
-fn is_call(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/call"
-            | "prompts/get"
-            | "resources/read"
-            | "completion/complete"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-    )
-}
-
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
     pub(super) async fn govern(
         self: &Arc<Self>,
         session: &Arc<Session>,
         id: &RawValue,
-        method: &str,
+        method: Result<Method, &str>,
         params: Option<Box<RawValue>>,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
+        let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
         let mut audit =
-            AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+            AuditRecord::start(label, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
         if let Ok(Answer::Stream(body)) = result {
             // A streamed result is audited once it has gone by: its size and outcome are known
             // only then.
             return Ok(Answer::Stream(self.audited_at_end(body, audit, started)));
         }
-        if is_call(method) || result.is_err() {
+        if method.is_ok_and(Method::is_call) || result.is_err() {
             audit.set_latency(started.elapsed());
             match &result {
                 Ok(Answer::Result(r)) => {
@@ -89,7 +78,7 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled | Answer::Stream(_)) => {}
+                Ok(Answer::Cancelled | Answer::Stream(_) | Answer::Listen(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
@@ -187,24 +176,20 @@ impl Gateway {
         &self,
         session: &Arc<Session>,
         id: &RawValue,
-        method: &str,
+        method: Result<Method, &str>,
         params: Option<Box<RawValue>>,
         ctx: Ctx<'_>,
         audit: &mut AuditRecord,
     ) -> Result<Answer, Refusal> {
         // 1. Authenticate: the front door checked the token; a refused caller stops here.
         let access = ctx.caller.access()?;
+        let method = method.map_err(|name| Refusal::MethodNotFound(name.to_string()))?;
         // Methods the stateless revision removed are unknown to a stateless request.
-        if ctx.modern.is_some()
-            && matches!(
-                method,
-                "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
-            )
-        {
-            return Err(Refusal::MethodNotFound(method.to_string()));
+        if ctx.modern.is_some() && method.removed_in_stateless() {
+            return Err(Refusal::MethodNotFound(method.as_str().to_string()));
         }
-        if !is_call(method) {
-            return self.protocol_method(session, method, params, &access, ctx).await;
+        if !method.is_call() {
+            return self.protocol_method(session, id, method, params, &access, ctx).await;
         }
         // A call that could leave no trace is not made (unless the operator chose fail-open).
         if !self.audit.writable() && !self.config().audit.fail_open {
@@ -227,7 +212,7 @@ impl Gateway {
         &self,
         caller: &Caller,
         access: &Access,
-        method: &str,
+        method: Method,
         params: Option<Box<RawValue>>,
         audit: &mut AuditRecord,
     ) -> Result<Admission, Refusal> {
@@ -261,7 +246,7 @@ impl Gateway {
 
         // 7. Rate limit, per client per name (or per glob), for every call that reaches a
         // backend's work (without authentication, local callers share the client `anonymous`).
-        if is_limited(method) {
+        if method.makes_backend_work() {
             let subject = caller.client().unwrap_or(super::ANONYMOUS);
             self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
                 retry_after_ms: l.retry_after_ms(),
@@ -271,7 +256,7 @@ impl Gateway {
         }
 
         // 8. Arguments against the tool's inputSchema, before any backend sees them.
-        if method == "tools/call" && policy.validation.enabled {
+        if method == Method::ToolsCall && policy.validation.enabled {
             if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
                 audit.outcome = Outcome::InvalidArgs;
                 return schema_refusal(&route, violations, policy.validation.schema_errors).map(Admission::Answered);
@@ -281,19 +266,13 @@ impl Gateway {
     }
 }
 
-/// The calls that draw from a rate limit: those that make a backend work (subscriptions only
-/// change what it tells the gateway).
-fn is_limited(method: &str) -> bool {
-    matches!(method, "tools/call" | "prompts/get" | "resources/read" | "completion/complete")
-}
-
 /// The name policy judges for a call, exactly as the client asked for it: `name` of a tool or
 /// prompt, a resource's `uri`, or the prompt name or URI a completion's `ref` points at.
 /// Resource URIs that RFC 3986 normalisation would change are refused (with the normal form
 /// in the message): a glob written for `test://docs/*` must not be met by `test://docs/../x`,
 /// and refusing keeps "what is authorized is what is forwarded" without the gateway choosing
 /// a spelling the backend never saw.
-fn target(method: &str, params: &Params) -> Result<String, Refusal> {
+fn target(method: Method, params: &Params) -> Result<String, Refusal> {
     let required = |k: &str| -> Result<String, Refusal> {
         params
             .str(k)
@@ -310,9 +289,9 @@ fn target(method: &str, params: &Params) -> Result<String, Refusal> {
         }
     };
     match method {
-        "tools/call" | "prompts/get" => required("name"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => normal(required("uri")?),
-        "completion/complete" => {
+        Method::ToolsCall | Method::PromptsGet => required("name"),
+        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => normal(required("uri")?),
+        Method::Complete => {
             #[derive(serde::Deserialize)]
             struct Ref {
                 #[serde(rename = "type")]
@@ -329,7 +308,7 @@ fn target(method: &str, params: &Params) -> Result<String, Refusal> {
                 _ => Err(Refusal::InvalidParams("`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into())),
             }
         }
-        _ => Err(Refusal::MethodNotFound(method.to_string())),
+        _ => Err(Refusal::MethodNotFound(method.as_str().to_string())),
     }
 }
 
@@ -355,17 +334,17 @@ impl Gateway {
 
 /// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so
 /// the backend gets exactly what was checked, never the client's raw bytes.
-fn strict_arguments(method: &str, params: &mut Params) -> Result<Option<Value>, Refusal> {
+fn strict_arguments(method: Method, params: &mut Params) -> Result<Option<Value>, Refusal> {
     let known: &[&str] = match method {
-        "tools/call" | "prompts/get" => &["name", "arguments", "_meta"],
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &["uri", "_meta"],
+        Method::ToolsCall | Method::PromptsGet => &["name", "arguments", "_meta"],
+        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => &["uri", "_meta"],
         _ => &["ref", "argument", "context", "_meta"],
     };
     params.check_case_variants(known).map_err(Refusal::InvalidParams)?;
     for raw in params.0.values() {
         crate::strict_json::check_unique_keys(raw.get()).map_err(Refusal::InvalidParams)?;
     }
-    if !matches!(method, "tools/call" | "prompts/get") {
+    if !matches!(method, Method::ToolsCall | Method::PromptsGet) {
         return Ok(None);
     }
     let Some(raw) = params.0.get("arguments") else { return Ok(None) };

@@ -1,0 +1,143 @@
+//! The MCP request methods the gateway serves, in one table: their wire names and what kind
+//! of request each is (a governed call that reaches a backend, or one the gateway answers
+//! itself). Every other module asks this table instead of matching method strings, so that
+//! adding a method means adding one row here and one arm in the dispatch.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A request method the gateway understands. Anything else is unknown to it (-32601).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Initialize,
+    Ping,
+    SetLogLevel,
+    Discover,
+    ToolsList,
+    PromptsList,
+    ResourcesList,
+    TemplatesList,
+    /// A stateless client's stream of notifications.
+    Listen,
+    ToolsCall,
+    PromptsGet,
+    ResourcesRead,
+    ResourcesSubscribe,
+    ResourcesUnsubscribe,
+    Complete,
+}
+
+/// Every method with its wire name: the one place these strings are written.
+const TABLE: [(Method, &str); 15] = [
+    (Method::Initialize, "initialize"),
+    (Method::Ping, "ping"),
+    (Method::SetLogLevel, "logging/setLevel"),
+    (Method::Discover, "server/discover"),
+    (Method::ToolsList, "tools/list"),
+    (Method::PromptsList, "prompts/list"),
+    (Method::ResourcesList, "resources/list"),
+    (Method::TemplatesList, "resources/templates/list"),
+    (Method::Listen, "subscriptions/listen"),
+    (Method::ToolsCall, "tools/call"),
+    (Method::PromptsGet, "prompts/get"),
+    (Method::ResourcesRead, "resources/read"),
+    (Method::ResourcesSubscribe, "resources/subscribe"),
+    (Method::ResourcesUnsubscribe, "resources/unsubscribe"),
+    (Method::Complete, "completion/complete"),
+];
+
+/// A method name the gateway does not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown method")]
+pub struct UnknownMethod;
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<Method, UnknownMethod> {
+        TABLE.iter().find(|(_, name)| *name == s).map(|(m, _)| *m).ok_or(UnknownMethod)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Method {
+    /// Every method, in the table's order.
+    pub fn all() -> impl Iterator<Item = Method> {
+        TABLE.iter().map(|(m, _)| *m)
+    }
+
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        TABLE.iter().find(|(m, _)| *m == self).map(|(_, name)| *name).expect("every method is in the table")
+    }
+
+    /// The methods that reach a backend: each is a governed call, audited whatever happens.
+    pub fn is_call(self) -> bool {
+        self.makes_backend_work() || self.is_subscription()
+    }
+
+    /// The calls that make a backend do work: they draw from a rate limit, and their answers
+    /// may stream (subscriptions only change what the backend tells the gateway).
+    pub fn makes_backend_work(self) -> bool {
+        matches!(self, Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead | Method::Complete)
+    }
+
+    /// `resources/subscribe` and `resources/unsubscribe`.
+    pub fn is_subscription(self) -> bool {
+        matches!(self, Method::ResourcesSubscribe | Method::ResourcesUnsubscribe)
+    }
+
+    /// The methods the stateless revision (2026-07-28) removed: unknown to a stateless request.
+    pub fn removed_in_stateless(self) -> bool {
+        matches!(
+            self,
+            Method::Initialize
+                | Method::Ping
+                | Method::SetLogLevel
+                | Method::ResourcesSubscribe
+                | Method::ResourcesUnsubscribe
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for m in Method::all() {
+            assert_eq!(m.as_str().parse::<Method>(), Ok(m));
+        }
+        let mut names: Vec<_> = Method::all().map(Method::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TABLE.len());
+        assert_eq!("tools/cal".parse::<Method>(), Err(UnknownMethod));
+        assert_eq!("Tools/call".parse::<Method>(), Err(UnknownMethod));
+    }
+
+    #[test]
+    fn kinds() {
+        let calls: Vec<_> = Method::all().filter(|m| m.is_call()).map(Method::as_str).collect();
+        assert_eq!(
+            calls,
+            [
+                "tools/call",
+                "prompts/get",
+                "resources/read",
+                "resources/subscribe",
+                "resources/unsubscribe",
+                "completion/complete"
+            ]
+        );
+        assert!(!Method::ResourcesSubscribe.makes_backend_work());
+        assert!(Method::ResourcesSubscribe.removed_in_stateless());
+        assert!(!Method::Discover.removed_in_stateless());
+    }
+}
