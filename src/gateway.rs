@@ -153,6 +153,16 @@ pub struct Ctx<'a> {
     pub peer: Option<std::net::IpAddr>,
 }
 
+/// One request on its way through the pipeline: the front door's context, the session it
+/// came in (a throwaway one for a stateless request) and its id, passed whole instead of as
+/// a list of arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestCtx<'a> {
+    pub session: &'a Arc<Session>,
+    pub id: &'a RawValue,
+    pub ctx: Ctx<'a>,
+}
+
 /// A response ready to send: whole, or with a backend's result still streaming in.
 pub enum Framed {
     Whole(String),
@@ -649,7 +659,8 @@ impl Gateway {
                 }
                 let name = msg.method.unwrap_or_default();
                 let method = name.parse::<Method>().map_err(|_| name.as_str());
-                let (status, text) = match self.govern(session, &id, method, msg.params, ctx).await {
+                let req = RequestCtx { session, id: &id, ctx };
+                let (status, text) = match self.govern(req, method, msg.params).await {
                     // A stateless client gets the fields its revision requires on every result.
                     Ok(Answer::Result(r)) if ctx.modern.is_some() => {
                         (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(method.ok(), r)))

@@ -3,22 +3,23 @@
 //! its caller, and hand back the backend's answer as raw bytes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Answer, Ctx, Gateway};
+use super::{Answer, Gateway, RequestCtx};
 use crate::audit::AuditRecord;
+use crate::backend::breaker::{Permit, Transition};
 use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
 use crate::method::Method;
 use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
-use crate::session::{Relayed, Session};
+use crate::session::{InFlight, Relayed, Session};
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
@@ -31,10 +32,24 @@ pub struct Route {
     pub param_headers: Vec<(String, String)>,
 }
 
+/// A call ready to send: rewritten for its backend (progress token, request id) and
+/// registered in its session, so that the client can cancel it.
+pub(super) struct Prepared<'a> {
+    req: RequestCtx<'a>,
+    method: Method,
+    params: Params,
+    route: Route,
+    /// The client's own progress token, restored on the backend's progress notifications.
+    client_token: Option<Box<RawValue>>,
+    /// The progress token the backend sees instead.
+    our_token: Option<String>,
+    /// Unregisters the call when it ends; its token is cancelled when the client cancels it.
+    in_flight: InFlight,
+}
+
 /// One call in flight, as the relay needs to know it.
 struct Call<'a> {
-    session: &'a Arc<Session>,
-    ctx: Ctx<'a>,
+    req: RequestCtx<'a>,
     /// The client's own progress token, restored on the backend's progress notifications.
     client_token: Option<Box<RawValue>>,
     cancelled: CancellationToken,
@@ -42,35 +57,60 @@ struct Call<'a> {
     timeout: Duration,
 }
 
+/// How a call to a backend ended.
+pub(super) enum BackendOutcome {
+    Replied(Reply),
+    Failed(BackendError),
+    /// The client cancelled it (or went away).
+    Cancelled,
+}
+
+impl BackendOutcome {
+    /// Tells the circuit breaker how the backend fared: timeouts and transport failures count
+    /// against it; an answer, even a JSON-RPC error or a tool's `isError`, means it is
+    /// working. A cancelled call counts as neither.
+    pub(super) fn judge(&self, permit: Permit<'_>) -> Option<Transition> {
+        match self {
+            BackendOutcome::Replied(_) => permit.success(),
+            BackendOutcome::Failed(_) => permit.failure(),
+            BackendOutcome::Cancelled => None,
+        }
+    }
+
+    /// The answer to the client, or the refusal a failure becomes.
+    pub(super) fn into_answer(self, backend: &Backend) -> Result<Answer, Refusal> {
+        match self {
+            BackendOutcome::Cancelled => Ok(Answer::Cancelled),
+            BackendOutcome::Replied(Reply::Result(r)) => Ok(Answer::Result(backend::raw_into_string(r))),
+            BackendOutcome::Replied(Reply::Error(e)) => Ok(Answer::Error(backend::raw_into_string(e))),
+            BackendOutcome::Replied(Reply::Streamed(body)) => Ok(Answer::Stream(body)),
+            BackendOutcome::Failed(BackendError::Timeout) => Err(Refusal::BackendTimeout {
+                backend: backend.name().to_string(),
+                timeout_ms: backend.config.timeout.as_millis() as u64,
+            }),
+            BackendOutcome::Failed(BackendError::Unavailable(reason) | BackendError::Unreachable(reason)) => {
+                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason, retry_after_ms: 1000 })
+            }
+        }
+    }
+}
+
 /// How many `input_required` rounds the gateway answers for a session-based client before
 /// giving up (a backend that never completes must not loop forever).
 const MAX_INPUT_ROUNDS: usize = 16;
 
 impl Gateway {
-    /// Sends an authorized call to its backend and hands back the answer.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn forward(
+    /// Rewrites an admitted call for its backend: the client's progress token is swapped for
+    /// one of the gateway's (so that progress from different clients cannot be confused), and
+    /// the audit record's id goes along in `_meta`. The call is registered in its session.
+    pub(super) fn prepare<'a>(
         &self,
-        session: &Arc<Session>,
-        id: &RawValue,
+        req: RequestCtx<'a>,
         method: Method,
         mut params: Params,
         route: Route,
-        audit: &mut AuditRecord,
-        ctx: Ctx<'_>,
-    ) -> Result<Answer, Refusal> {
-        let slot = self.slot(route.backend);
-        // Counted in until answered: a reload that retires this backend lets it finish.
-        let _in_flight = slot.enter();
-        let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
-            backend: slot.name().to_string(),
-            reason: "it is down or restarting; see the gateway log".into(),
-            retry_after_ms: 1000,
-        })?;
-        if let Some(answer) = self.subscription(session, &backend, method, &route.name) {
-            return Ok(answer);
-        }
-
+        audit: &AuditRecord,
+    ) -> Result<Prepared<'a>, Refusal> {
         let mut meta = params.meta().map_err(Refusal::InvalidParams)?;
         let client_token = match meta.remove("progressToken") {
             Some(t) => Some(serde_json::value::to_raw_value(&t).map_err(|e| Refusal::InvalidParams(e.to_string()))?),
@@ -83,59 +123,28 @@ impl Gateway {
         meta.insert(protocol::META_REQUEST_ID.into(), audit.id.to_string().into());
         params.set_meta(&meta);
 
-        let key = id.get().to_string();
-        let in_flight = session
+        let key = req.id.get().to_string();
+        let in_flight = req
+            .session
             .start_call(&key)
             .ok_or_else(|| Refusal::InvalidRequest(format!("request id {key} is already in flight in this session")))?;
-        let call =
-            Call { session, ctx, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
-        // A backend that keeps failing is refused fast rather than waited on.
-        let breaker = &slot.breaker;
-        let permit = match breaker.acquire() {
-            Ok(p) => p,
-            Err(r) => {
-                return Err(Refusal::BackendUnavailable {
-                    backend: backend.name().to_string(),
-                    reason: "its circuit is open after repeated failures".into(),
-                    retry_after_ms: r.retry_after_ms(),
-                });
-            }
-        };
-        let sent = Instant::now();
-        let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
-        audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
-        drop(in_flight);
-        // Timeouts and transport failures count against the backend; an answer, even a
-        // JSON-RPC error or a tool's `isError`, means it is working. A cancelled call counts
-        // as neither.
-        let transition = match &outcome {
-            Ok(Some(Ok(_))) => permit.success(),
-            Ok(Some(Err(_))) => permit.failure(),
-            _ => None,
-        };
-        if let Some(t) = transition {
-            self.circuit_changed(backend.name(), t);
-        }
-        match outcome? {
-            None => Ok(Answer::Cancelled),
-            Some(Ok(Reply::Result(r))) => Ok(Answer::Result(backend::raw_into_string(r))),
-            Some(Ok(Reply::Error(e))) => Ok(Answer::Error(backend::raw_into_string(e))),
-            Some(Ok(Reply::Streamed(body))) => Ok(Answer::Stream(body)),
-            Some(Err(BackendError::Timeout)) => Err(Refusal::BackendTimeout {
-                backend: backend.name().to_string(),
-                timeout_ms: backend.config.timeout.as_millis() as u64,
-            }),
-            Some(Err(BackendError::Unavailable(reason) | BackendError::Unreachable(reason))) => {
-                Err(Refusal::BackendUnavailable { backend: backend.name().to_string(), reason, retry_after_ms: 1000 })
-            }
-        }
+        Ok(Prepared { req, method, params, route, client_token, our_token, in_flight })
+    }
+
+    /// Sends a prepared call to its backend, relays what the backend sends meanwhile to the
+    /// client, and hands back how the call ended. A refusal here is the gateway's own (a
+    /// stateless backend's input requests it could not bridge).
+    pub(super) async fn forward(&self, backend: &Backend, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
+        let Prepared { req, method, params, route, client_token, our_token, in_flight } = call;
+        let call = Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
+        self.call_with_input(backend, method, params, route, our_token, &call).await
     }
 
     /// Resource subscriptions are counted per backend across clients: the backend hears of
     /// the first subscriber and the last unsubscriber only (stateless backends through the
     /// gateway's listen stream, session-based ones by the forwarded request). `None` when
     /// the request must still be forwarded.
-    fn subscription(&self, session: &Session, backend: &Backend, method: Method, uri: &str) -> Option<Answer> {
+    pub(super) fn subscription(&self, session: &Session, backend: &Backend, method: Method, uri: &str) -> Option<Answer> {
         let forward = match method {
             Method::ResourcesSubscribe => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
             Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
@@ -155,20 +164,20 @@ impl Gateway {
         route: Route,
         progress_token: Option<String>,
         call: &Call<'_>,
-    ) -> Result<Option<Result<Reply, BackendError>>, Refusal> {
-        let bridges = call.ctx.modern.is_none() && backend.generation == Generation::Modern;
+    ) -> Result<BackendOutcome, Refusal> {
+        let bridges = call.req.ctx.modern.is_none() && backend.generation == Generation::Modern;
         let opts = |events| CallOpts {
             events: Some(events),
             progress_token: progress_token.clone(),
             name: Some(route.name.clone()),
-            client_capabilities: match (call.ctx.modern, backend.generation) {
+            client_capabilities: match (call.req.ctx.modern, backend.generation) {
                 (Some(m), _) => Some(m.capabilities.clone()),
                 // The gateway answers a stateless backend's input requests for a session-based
                 // client, so the backend may ask for what that client declared.
-                (None, Generation::Modern) => Some(call.session.capabilities()),
+                (None, Generation::Modern) => Some(call.req.session.capabilities()),
                 (None, Generation::Legacy(_)) => None,
             },
-            log_level: match call.ctx.modern {
+            log_level: match call.req.ctx.modern {
                 Some(m) => m.log_level.clone(),
                 // Session-based clients filter by their own level at the gateway.
                 None => Some("debug".into()),
@@ -183,10 +192,10 @@ impl Gateway {
             let sent = if bridges { params.clone() } else { std::mem::take(&mut params) };
             let outcome = self.call_once(backend, method, sent, &opts(tx), rx, call).await;
             match &outcome {
-                Some(Ok(Reply::Result(r))) if bridges && super::lists::is_input_required(r.get()) => {
+                BackendOutcome::Replied(Reply::Result(r)) if bridges && super::lists::is_input_required(r.get()) => {
                     let r = r.get().to_string();
                     if let Some(answer) = self.answer_input_required(&r, &mut params, call).await? {
-                        return Ok(Some(Ok(answer)));
+                        return Ok(BackendOutcome::Replied(answer));
                     }
                 }
                 _ => return Ok(outcome),
@@ -199,7 +208,7 @@ impl Gateway {
     }
 
     /// One request to the backend, relaying its events to the caller until it answers or
-    /// the client cancels (`None`). Dropping an unfinished call cancels it at the backend.
+    /// the client cancels. Dropping an unfinished call cancels it at the backend.
     async fn call_once(
         &self,
         backend: &Backend,
@@ -208,13 +217,16 @@ impl Gateway {
         opts: &CallOpts,
         mut events: mpsc::UnboundedReceiver<Event>,
         call: &Call<'_>,
-    ) -> Option<Result<Reply, BackendError>> {
+    ) -> BackendOutcome {
         let mut pending = Box::pin(backend.call(method.as_str(), params, opts));
         let outcome = loop {
             tokio::select! {
-                r = &mut pending => break Some(r),
+                r = &mut pending => break match r {
+                    Ok(reply) => BackendOutcome::Replied(reply),
+                    Err(e) => BackendOutcome::Failed(e),
+                },
                 Some(ev) = events.recv() => self.relay(ev, call),
-                _ = call.cancelled.cancelled() => break None,
+                _ = call.cancelled.cancelled() => break BackendOutcome::Cancelled,
             }
         };
         drop(pending);
@@ -254,10 +266,10 @@ impl Gateway {
         let ir: InputRequired = serde_json::from_str(result)
             .map_err(|e| Refusal::NotBridged(format!("the backend sent a malformed input_required result: {e}")))?;
         let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
-        let out = call.ctx.out.cloned().or_else(|| call.session.outbound());
+        let out = call.req.ctx.out.cloned().or_else(|| call.req.session.outbound());
         for (key, req) in ir.input_requests {
             let (pending, rx) = self
-                .ask_client(call.session, &req.method, req.params.as_deref(), out.clone())
+                .ask_client(call.req.session, &req.method, req.params.as_deref(), out.clone())
                 .map_err(Refusal::NotBridged)?;
             match wait_client(call, pending, rx).await {
                 Some(Reply::Result(r)) => {
@@ -329,7 +341,7 @@ impl Gateway {
 
     /// Passes one backend event to the client whose call it belongs to.
     fn relay(&self, ev: Event, call: &Call<'_>) {
-        let (session, ctx) = (call.session, call.ctx);
+        let (session, ctx) = (call.req.session, call.req.ctx);
         let out = ctx.out.cloned().or_else(|| if ctx.modern.is_none() { session.outbound() } else { None });
         match ev {
             Event::Notification { method, params } => {

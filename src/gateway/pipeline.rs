@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 pub use super::forward::Route;
-use super::{Answer, Caller, Ctx, Gateway};
+use super::{Answer, Caller, Gateway, RequestCtx};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::SchemaErrors;
 use crate::error::Refusal;
@@ -18,7 +18,6 @@ use crate::method::Method;
 use crate::policy::Access;
 use crate::protocol::Params;
 use crate::schema::{self, Violation};
-use crate::session::Session;
 
 /// A streamed call's record, until its result has gone by. Dropped before that (the client
 /// went away), it is stored with the bytes that had gone by.
@@ -46,18 +45,17 @@ impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
     pub(super) async fn govern(
         self: &Arc<Self>,
-        session: &Arc<Session>,
-        id: &RawValue,
+        req: RequestCtx<'_>,
         method: Result<Method, &str>,
         params: Option<Box<RawValue>>,
-        ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
+        let (session, ctx) = (req.session, req.ctx);
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
         let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
         let mut audit =
             AuditRecord::start(label, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
-        let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        let result = self.pipeline(req, method, params, &mut audit).await;
         if let Ok(Answer::Stream(body)) = result {
             // A streamed result is audited once it has gone by: its size and outcome are known
             // only then.
@@ -174,13 +172,12 @@ impl Gateway {
 
     async fn pipeline(
         &self,
-        session: &Arc<Session>,
-        id: &RawValue,
+        req: RequestCtx<'_>,
         method: Result<Method, &str>,
         params: Option<Box<RawValue>>,
-        ctx: Ctx<'_>,
         audit: &mut AuditRecord,
     ) -> Result<Answer, Refusal> {
+        let ctx = req.ctx;
         // 1. Authenticate: the front door checked the token; a refused caller stops here.
         let access = ctx.caller.access()?;
         let method = method.map_err(|name| Refusal::MethodNotFound(name.to_string()))?;
@@ -189,7 +186,7 @@ impl Gateway {
             return Err(Refusal::MethodNotFound(method.as_str().to_string()));
         }
         if !method.is_call() {
-            return self.protocol_method(session, id, method, params, &access, ctx).await;
+            return self.protocol_method(req.session, req.id, method, params, &access, ctx).await;
         }
         // A call that could leave no trace is not made (unless the operator chose fail-open).
         if !self.audit.writable() && !self.config().audit.fail_open {
@@ -202,8 +199,39 @@ impl Gateway {
             Admission::Answered(answer) => return Ok(answer),
         };
 
-        // 9. Forward to the owning backend.
-        self.forward(session, id, method, params, route, audit, ctx).await
+        // 9. The owning backend, which must be up. The call is counted in until answered: a
+        // reload that retires the backend lets it finish.
+        let slot = self.slot(route.backend);
+        let _in_flight = slot.enter();
+        let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
+            backend: slot.name().to_string(),
+            reason: "it is down or restarting; see the gateway log".into(),
+            retry_after_ms: 1000,
+        })?;
+        // Subscriptions are counted per backend across clients: only the first subscriber and
+        // the last one leaving reach it.
+        if let Some(answer) = self.subscription(req.session, &backend, method, &route.name) {
+            return Ok(answer);
+        }
+        let call = self.prepare(req, method, params, route, audit)?;
+
+        // 10. Circuit breaker: a backend that keeps failing is refused fast rather than waited on.
+        let permit = slot.breaker.acquire().map_err(|r| Refusal::BackendUnavailable {
+            backend: backend.name().to_string(),
+            reason: "its circuit is open after repeated failures".into(),
+            retry_after_ms: r.retry_after_ms(),
+        })?;
+
+        // 11. Forward, relaying what the backend sends meanwhile to the client.
+        let sent = Instant::now();
+        let outcome = self.forward(&backend, call).await;
+        audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+        if let Some(t) = outcome.as_ref().ok().and_then(|o| o.judge(permit)) {
+            self.circuit_changed(backend.name(), t);
+        }
+        outcome?.into_answer(&backend)
+
+        // 12. Audit: `govern` writes the record, whatever the outcome.
     }
 
     /// The policy stages of a call, without I/O: what the pipeline checks before anything is
