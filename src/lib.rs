@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod client_config;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod front;
 #[doc(hidden)]
