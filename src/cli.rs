@@ -106,6 +106,13 @@ enum Command {
         #[command(subcommand)]
         action: crate::credentials::cli::Action,
     },
+    /// Switch tools or backends off (and on again) on every gateway of the audit database
+    KillSwitch {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::kill_switch::cli::Action,
+    },
     /// Print what a client needs to connect: `claude mcp add` commands or `.mcp.json` snippets
     ClientConfig {
         /// claude-code: `claude mcp add` commands; json: `.mcp.json` snippets (HTTP and stdio)
@@ -146,6 +153,10 @@ pub fn main() -> ExitCode {
         Command::Credentials { config, action } => {
             // The store's URL, the key, and the backends' names: not the backends' secrets.
             run(config, Needs::Sections(&["audit", "credentials"]), |c| crate::credentials::cli::run(c, action))
+        }
+        Command::KillSwitch { config, action } => {
+            // The store's URL, the backends' names and `[kill_switch]`: not the backends' secrets.
+            run(config, Needs::Sections(&["audit"]), |c| crate::kill_switch::cli::run(c, action))
         }
         Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
     }

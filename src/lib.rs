@@ -15,6 +15,7 @@ pub mod front;
 pub mod fuzz;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod kill_switch;
 pub mod line_codec;
 pub mod line_writer;
 pub mod log;
