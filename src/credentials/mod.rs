@@ -11,6 +11,7 @@
 //! The AEAD is aws-lc-rs's, already in the build through rustls.
 
 pub mod cli;
+pub mod exchange;
 pub mod store;
 
 use std::fmt;
