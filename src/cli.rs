@@ -99,6 +99,20 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Per-user credentials for backends, sealed in the audit database (see docs/credentials.md)
+    Credentials {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::credentials::cli::Action,
+    },
+    /// Switch tools or backends off (and on again) on every gateway of the audit database
+    KillSwitch {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::kill_switch::cli::Action,
+    },
     /// Print what a client needs to connect: `claude mcp add` commands or `.mcp.json` snippets
     ClientConfig {
         /// claude-code: `claude mcp add` commands; json: `.mcp.json` snippets (HTTP and stdio)
@@ -136,6 +150,14 @@ pub fn main() -> ExitCode {
         }
         Command::Reload { config } => crate::ops_cli::reload(config),
         Command::Doctor { config } => crate::ops_cli::doctor(config),
+        Command::Credentials { config, action } => {
+            // The store's URL, the key, and the backends' names: not the backends' secrets.
+            run(config, Needs::Sections(&["audit", "credentials"]), |c| crate::credentials::cli::run(c, action))
+        }
+        Command::KillSwitch { config, action } => {
+            // The store's URL, the backends' names and `[kill_switch]`: not the backends' secrets.
+            run(config, Needs::Sections(&["audit"]), |c| crate::kill_switch::cli::run(c, action))
+        }
         Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
     }
 }
@@ -258,6 +280,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port? change server.listen)")
     })?;
+    crate::credentials::check_at_start(&config).await?;
     let gw = Gateway::start(config).await?;
     let local = listener.local_addr()?;
     // For `sentinel reload`; removed when serve returns.
@@ -374,6 +397,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(crate::log::report_dropped());
+    crate::credentials::check_at_start(&config).await?;
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
     gw.flush_audit().await;

@@ -83,7 +83,7 @@ pub fn config(data: &[u8]) {
     }
     let env = |k: &str| (k == "SET").then(|| "value-of-set-0123456789abcdef0123456789".to_string());
     if let Ok(c) = crate::config::Config::parse("fuzz.toml", text, None, &env) {
-        let _ = crate::policy::Policy::from_config(&c);
+        let _ = crate::policy::Policy::from_config(&c, Default::default());
         let _ = crate::config::namespace_clashes(&c.naming, &c.backends);
     }
 }

@@ -251,7 +251,17 @@ impl Gateway {
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let policy = Policy::from_config(&config).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let kills = Arc::new(crate::kill_switch::Runtime::default());
+        let kills_cache = (config.audit.url != "none").then(|| {
+            let file = crate::kill_switch::cache_file(
+                &config.audit.spool_dir,
+                &crate::audit::store::identity(&config.audit.url),
+            );
+            // In force before the store answers: what was switched off stays off across a restart.
+            kills.set(crate::kill_switch::read_cache(&file).unwrap_or_default());
+            file
+        });
+        let policy = Policy::from_config(&config, kills.clone()).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let config_redact_keys = config.audit.redact_keys.clone();
         let audit_writer = crate::audit::open::open(&config.audit)?;
         let audit: Arc<dyn AuditSink> = match &audit_writer {
@@ -323,6 +333,19 @@ impl Gateway {
             }
         });
         tokio::spawn(watch_audit(Arc::downgrade(&gw)));
+        if let Some(cache) = kills_cache {
+            // A change of the run-time kill switch changes what every list shows.
+            let weak = Arc::downgrade(&gw);
+            let url = gw.config().audit.url.clone();
+            tokio::spawn(crate::kill_switch::watch(kills, url, cache, gw.shutdown.clone(), move |entries| {
+                tracing::info!(entries = entries.len(), "kill switch changed");
+                if let Some(gw) = weak.upgrade() {
+                    for kind in ["tools", "prompts", "resources"] {
+                        gw.broadcast_list_changed(kind);
+                    }
+                }
+            }));
+        }
         // Keys an issuer removed from its JWKS stop being accepted within this period, not only
         // when a token with an unknown `kid` happens to trigger a refetch.
         let weak = Arc::downgrade(&gw);

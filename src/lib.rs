@@ -8,12 +8,14 @@ pub mod catalog;
 pub mod cli;
 pub mod client_config;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod front;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod kill_switch;
 pub mod line_codec;
 pub mod line_writer;
 pub mod log;

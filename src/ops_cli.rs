@@ -327,6 +327,7 @@ pub fn doctor(path: Option<PathBuf>) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async {
         check_audit(&mut report, &config).await;
+        check_credentials(&mut report, &config).await;
         check_backends(&mut report, config).await;
     });
     drop(rt);
@@ -340,22 +341,36 @@ pub fn doctor(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// The secret files the config names: `[auth] hs256_secret_file` and `jwks_file`.
+/// The secret files the config names: `[auth] hs256_secret_file` and `jwks_file`, and the
+/// keys of `[credentials]`.
 fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    let AuthConfig::Jwt(j) = &config.auth else { return out };
-    // The secret's path is not kept once it is read: find it in the file again.
-    if let Some(p) = &config.path {
-        let raw = std::fs::read_to_string(p).ok().and_then(|t| t.parse::<toml::Table>().ok());
-        let file = raw.as_ref().and_then(|t| t.get("auth")?.get("hs256_secret_file")?.as_str().map(str::to_string));
-        if let Some(f) = file {
-            let env = |k: &str| std::env::var(k).ok();
-            let f = config::expand(&f, &env).unwrap_or(f);
-            out.push(("[auth] hs256_secret_file".to_string(), PathBuf::from(f)));
+    // A secret's path is not kept once it is read: find it in the file again.
+    let raw = config.path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()?.parse::<toml::Table>().ok());
+    // `in_config_dir`: a relative path is read from the config's folder (as `[credentials]`
+    // reads its keys), else from the working folder (as `[auth]` reads its secret).
+    let named = |section: &str, key: &str, in_config_dir: bool| -> Option<PathBuf> {
+        let f = raw.as_ref()?.get(section)?.get(key)?.as_str()?.to_string();
+        let env = |k: &str| std::env::var(k).ok();
+        let f = PathBuf::from(config::expand(&f, &env).unwrap_or(f));
+        let dir = config.path.as_ref().and_then(|p| p.parent()).filter(|_| in_config_dir);
+        Some(match dir {
+            Some(dir) if f.is_relative() => dir.join(f),
+            _ => f,
+        })
+    };
+    if let AuthConfig::Jwt(j) = &config.auth {
+        if let Some(f) = named("auth", "hs256_secret_file", false) {
+            out.push(("[auth] hs256_secret_file".to_string(), f));
+        }
+        if let Some(f) = &j.jwks_file {
+            out.push(("[auth] jwks_file".to_string(), f.clone()));
         }
     }
-    if let Some(f) = &j.jwks_file {
-        out.push(("[auth] jwks_file".to_string(), f.clone()));
+    for key in ["key_file", "previous_key_file"] {
+        if let Some(f) = named("credentials", key, true) {
+            out.push((format!("[credentials] {key}"), f));
+        }
     }
     out
 }
@@ -379,6 +394,31 @@ fn report_secret_file(report: &mut Report, key: &str, file: &Path) {
             }
         }
         Err(e) => report.line(Status::Fail, format!("{key} {}: {e}", file.display())),
+    }
+}
+
+/// Whether the keys of `[credentials]` open every credential stored.
+async fn check_credentials(report: &mut Report, config: &Config) {
+    let Some(keys) = &config.credentials else { return };
+    let counted = tokio::time::timeout(STORE_TIMEOUT, async {
+        let store = crate::audit::store::SqlStore::connect(&config.audit.url).await?;
+        store.migrate().await?;
+        let verified = crate::credentials::store::verify(&store, keys).await;
+        let n: i64 = crate::credentials::store::key_ids(&store).await?.iter().map(|(_, n)| n).sum();
+        store.close().await;
+        Ok::<_, anyhow::Error>(verified.map(|()| n))
+    })
+    .await;
+    match counted {
+        Ok(Ok(Ok(n))) => report.line(
+            Status::Pass,
+            format!("credential store: {n} credential(s), every one sealed with a key this config holds"),
+        ),
+        Ok(Ok(Err(e))) => report.line(Status::Fail, format!("credential store: {e:#}")),
+        // An unreachable store is reported by the audit check already.
+        Ok(Err(_)) | Err(_) => {
+            report.line(Status::Warn, "credential store: not checked (the audit store did not answer)")
+        }
     }
 }
 

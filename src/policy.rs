@@ -3,6 +3,7 @@
 //! shown something it may not use, nor allowed something it is not shown.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -16,8 +17,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(c: &Config) -> Result<Policy, String> {
-        Ok(Policy { rbac: Rbac::new(&c.roles)?, kill: KillSwitch::new(&c.kill_switch)?, validation: c.validation })
+    /// The policy of `c`, with the run-time kill switch `runtime` (kept across reloads).
+    pub fn from_config(c: &Config, runtime: Arc<crate::kill_switch::Runtime>) -> Result<Policy, String> {
+        Ok(Policy {
+            rbac: Rbac::new(&c.roles)?,
+            kill: KillSwitch::new(&c.kill_switch, runtime)?,
+            validation: c.validation,
+        })
     }
 
     /// The one visibility predicate for lists: not switched off, and allowed for the caller.
@@ -74,19 +80,21 @@ impl Rbac {
     }
 }
 
-/// Tools and whole backends switched off by the operator.
+/// Tools and whole backends switched off by the operator: in the config (`[kill_switch]`), and
+/// at run time (`sentinel kill-switch`).
 pub struct KillSwitch {
     tools: GlobSet,
     backends: HashSet<String>,
+    pub runtime: Arc<crate::kill_switch::Runtime>,
 }
 
 impl KillSwitch {
-    pub fn new(cfg: &KillSwitchConfig) -> Result<KillSwitch, String> {
-        Ok(KillSwitch { tools: globset(&cfg.tools)?, backends: cfg.backends.iter().cloned().collect() })
+    pub fn new(cfg: &KillSwitchConfig, runtime: Arc<crate::kill_switch::Runtime>) -> Result<KillSwitch, String> {
+        Ok(KillSwitch { tools: globset(&cfg.tools)?, backends: cfg.backends.iter().cloned().collect(), runtime })
     }
 
     pub fn is_killed(&self, name: &str, backend: &str) -> bool {
-        self.backends.contains(backend) || self.tools.is_match(name)
+        self.backends.contains(backend) || self.tools.is_match(name) || self.runtime.is_killed(name, backend)
     }
 }
 
@@ -123,8 +131,11 @@ mod tests {
 
     #[test]
     fn kill_switch_by_tool_glob_and_backend() {
-        let k = KillSwitch::new(&KillSwitchConfig { tools: vec!["exa__deep_*".into()], backends: vec!["n8n".into()] })
-            .unwrap();
+        let k = KillSwitch::new(
+            &KillSwitchConfig { tools: vec!["exa__deep_*".into()], backends: vec!["n8n".into()] },
+            Default::default(),
+        )
+        .unwrap();
         assert!(k.is_killed("exa__deep_research", "exa"));
         assert!(!k.is_killed("exa__search", "exa"));
         assert!(k.is_killed("n8n__anything", "n8n"));

@@ -275,11 +275,15 @@ struct Embedded(&'static [(i64, &'static str, &'static str)]);
 const SQLITE_MIGRATIONS: Embedded = Embedded(&[
     (1, "audit records", include_str!("../../migrations/sqlite/0001_audit_records.sql")),
     (2, "cheaper indexes", include_str!("../../migrations/sqlite/0002_cheaper_indexes.sql")),
+    (3, "credentials", include_str!("../../migrations/sqlite/0003_credentials.sql")),
+    (4, "kill switch", include_str!("../../migrations/sqlite/0004_kill_switch.sql")),
 ]);
 
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (1, "audit records", include_str!("../../migrations/postgres/0001_audit_records.sql")),
     (2, "cheaper indexes", include_str!("../../migrations/postgres/0002_cheaper_indexes.sql")),
+    (3, "credentials", include_str!("../../migrations/postgres/0003_credentials.sql")),
+    (4, "kill switch", include_str!("../../migrations/postgres/0004_kill_switch.sql")),
 ]);
 
 impl MigrationSource<'static> for Embedded {

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod checks;
+mod credentials;
 mod governance;
 mod raw;
 mod source;
@@ -61,6 +62,9 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Webhooks told of backend and audit trouble; none configured means no alerts.
     pub alerts: crate::alerts::AlertsConfig,
+    /// The keys sealing per-user credentials (`[credentials]`); `None` without the section or
+    /// when the command does not use the credential store.
+    pub credentials: Option<std::sync::Arc<crate::credentials::Keys>>,
     /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
     /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
@@ -264,12 +268,15 @@ impl Config {
         let src = Source::new(name, text);
         let mut problems = Vec::new();
         let mut found = Interpolation::default();
-        let Some(raw) = src.deserialize::<RawConfig>(env, needs, &mut found, &mut problems) else {
+        let Some(mut raw) = src.deserialize::<RawConfig>(env, needs, &mut found, &mut problems) else {
             problems.append(&mut found.problems);
             return Err(ConfigError(in_file_order(problems)));
         };
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let raw_credentials = raw.credentials.take();
         let mut config = validate(&src, raw, path, &base, &mut problems);
+        config.credentials =
+            credentials::credentials(&src, raw_credentials, needs, &base, &config.audit, &mut problems);
         config.variables = std::mem::take(&mut found.variables);
         checks::run(&src, &mut config, &mut problems);
         // A value that could not be filled in is reported once, as unset, and judged no further.
@@ -469,6 +476,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         validation,
         audit,
         alerts,
+        credentials: None,
         warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),

@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub validation: Option<RawValidation>,
     pub audit: Option<RawAudit>,
     pub alerts: Option<RawAlerts>,
+    pub credentials: Option<super::credentials::RawCredentials>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -216,7 +216,7 @@ pub enum Needs {
 }
 
 impl Needs {
-    fn covers(self, section: &str) -> bool {
+    pub fn covers(self, section: &str) -> bool {
         match self {
             Needs::All => true,
             Needs::Sections(s) => s.contains(&section),

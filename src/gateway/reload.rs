@@ -28,7 +28,8 @@ impl Gateway {
         if let Some(why) = crate::config::auth_downgrade(old.config.server.listen, &old.config.auth, &new.auth) {
             return Err(why);
         }
-        let policy = Policy::from_config(&new).map_err(|e| format!("policy: {e}"))?;
+        let policy =
+            Policy::from_config(&new, self.policy.load().kill.runtime.clone()).map_err(|e| format!("policy: {e}"))?;
         let limiter =
             self.limiter.load().reconfigured(&rate_limit_settings(&new)).map_err(|e| format!("rate limits: {e}"))?;
         // Rebuilt even when unchanged: a reload is how rotated keys in a JWKS file are picked up.

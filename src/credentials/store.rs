@@ -1,0 +1,174 @@
+//! The `credentials` table of the audit database: one sealed secret per (subject, backend).
+//!
+//! Both dialects take the same SQL: `$n` placeholders are PostgreSQL's and, bound in order,
+//! SQLite's too; `ON CONFLICT ... DO UPDATE` is in both.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use super::{Keys, OpenError};
+use crate::audit::store::SqlStore;
+
+/// Runs the same code on whichever pool the store has (the two pools are different types).
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            SqlStore::Sqlite($pool) => $body,
+            SqlStore::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// What `list` shows of a stored credential: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub subject: String,
+    pub backend: String,
+    /// The id of the key that sealed it.
+    pub key_id: String,
+    /// When it was last set, in ms since the Unix epoch.
+    pub updated_ms: i64,
+}
+
+/// A sealed secret as read back for a call.
+#[derive(Debug)]
+pub struct Sealed {
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Stores `secret` for (`subject`, `backend`), sealed with the current key; says whether one
+/// was there before (and is now replaced).
+pub async fn set(store: &SqlStore, keys: &Keys, subject: &str, backend: &str, secret: &[u8]) -> anyhow::Result<bool> {
+    let sealed = keys.current.seal(subject, backend, secret);
+    let existed = get(store, subject, backend).await?.is_some();
+    on_pool!(store, pool => sqlx::query(
+        "INSERT INTO credentials (subject, backend, key_id, sealed, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (subject, backend) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed, \
+         updated_ms = excluded.updated_ms",
+    )
+    .bind(subject)
+    .bind(backend)
+    .bind(keys.current.id())
+    .bind(&sealed)
+    .bind(now_ms())
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .context("storing the credential failed")?;
+    Ok(existed)
+}
+
+/// Removes the credential of (`subject`, `backend`); says whether there was one.
+pub async fn remove(store: &SqlStore, subject: &str, backend: &str) -> anyhow::Result<bool> {
+    let n = on_pool!(store, pool => sqlx::query("DELETE FROM credentials WHERE subject = $1 AND backend = $2")
+        .bind(subject)
+        .bind(backend)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+    .context("removing the credential failed")?;
+    Ok(n > 0)
+}
+
+/// The sealed credential of (`subject`, `backend`), if there is one.
+pub async fn get(store: &SqlStore, subject: &str, backend: &str) -> anyhow::Result<Option<Sealed>> {
+    let row: Option<(String, Vec<u8>)> = on_pool!(store, pool => sqlx::query_as(
+        "SELECT key_id, sealed FROM credentials WHERE subject = $1 AND backend = $2",
+    )
+    .bind(subject)
+    .bind(backend)
+    .fetch_optional(pool)
+    .await)
+    .context("reading the credential failed")?;
+    Ok(row.map(|(key_id, sealed)| Sealed { key_id, sealed }))
+}
+
+/// The credential of (`subject`, `backend`) opened, if there is one.
+pub async fn secret(store: &SqlStore, keys: &Keys, subject: &str, backend: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(s) = get(store, subject, backend).await? else { return Ok(None) };
+    keys.open(&s.key_id, subject, backend, &s.sealed)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("the credential of `{subject}` at `{backend}` {e}"))
+}
+
+/// Every stored credential matching the filters, by backend then subject.
+pub async fn list(store: &SqlStore, subject: Option<&str>, backend: Option<&str>) -> anyhow::Result<Vec<Entry>> {
+    let rows: Vec<(String, String, String, i64)> = on_pool!(store, pool => sqlx::query_as(
+        "SELECT subject, backend, key_id, updated_ms FROM credentials \
+         WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR backend = $2) ORDER BY backend, subject",
+    )
+    .bind(subject)
+    .bind(backend)
+    .fetch_all(pool)
+    .await)
+    .context("listing credentials failed")?;
+    Ok(rows
+        .into_iter()
+        .map(|(subject, backend, key_id, updated_ms)| Entry { subject, backend, key_id, updated_ms })
+        .collect())
+}
+
+/// How many credentials each key has sealed.
+pub async fn key_ids(store: &SqlStore) -> anyhow::Result<Vec<(String, i64)>> {
+    on_pool!(store, pool => sqlx::query_as("SELECT key_id, COUNT(*) FROM credentials GROUP BY key_id ORDER BY key_id")
+        .fetch_all(pool)
+        .await)
+    .context("reading the credential store's keys failed")
+}
+
+/// Fails, saying what to do, when some credential was sealed with a key this gateway does not
+/// hold: started with the wrong key, it would otherwise find out call by call.
+pub async fn verify(store: &SqlStore, keys: &Keys) -> anyhow::Result<()> {
+    let foreign: Vec<String> = key_ids(store)
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !keys.holds(id))
+        .map(|(id, n)| format!("{n} sealed with key {id}"))
+        .collect();
+    anyhow::ensure!(
+        foreign.is_empty(),
+        "the credential store holds credentials this key cannot open ({}); `[credentials]` key is {}{}. Point \
+         `key_file` at the key they were stored with (or, during a rotation, `previous_key_file`), or remove them \
+         with `sentinel credentials remove`",
+        foreign.join(", "),
+        keys.current.id(),
+        keys.previous.as_ref().map(|p| format!(" and the previous key is {}", p.id())).unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// Seals every credential not under the current key anew under it, in one transaction: after
+/// it, `previous_key_file` can go. Returns how many were resealed.
+pub async fn reseal(store: &SqlStore, keys: &Keys) -> anyhow::Result<u64> {
+    verify(store, keys).await?;
+    on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(String, String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT subject, backend, key_id, sealed FROM credentials WHERE key_id <> $1")
+                .bind(keys.current.id())
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut n = 0;
+        for (subject, backend, key_id, sealed) in rows {
+            let plain = keys.open(&key_id, &subject, &backend, &sealed).map_err(|e: OpenError| {
+                anyhow::anyhow!("the credential of `{subject}` at `{backend}` {e}; nothing was resealed")
+            })?;
+            sqlx::query("UPDATE credentials SET key_id = $1, sealed = $2 WHERE subject = $3 AND backend = $4")
+                .bind(keys.current.id())
+                .bind(keys.current.seal(&subject, &backend, &plain))
+                .bind(&subject)
+                .bind(&backend)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    })
+}
