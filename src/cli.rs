@@ -343,11 +343,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("calls still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
     }
+    flushing.stop_tasks(TASK_STOP_GRACE).await;
     flushing.flush_audit().await;
     flushing.stop_backends(BACKEND_STOP_GRACE).await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long the gateway's background tasks get to end at shutdown (audit records of calls
+/// that just ended are written meanwhile).
+const TASK_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a backend's process group gets to exit after SIGTERM before SIGKILL.
 const BACKEND_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -400,6 +405,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     crate::credentials::check_at_start(&config).await?;
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
+    gw.stop_tasks(TASK_STOP_GRACE).await;
     gw.flush_audit().await;
     gw.stop_backends(BACKEND_STOP_GRACE).await;
     served

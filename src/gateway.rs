@@ -70,8 +70,13 @@ pub struct Gateway {
     /// audit records per source.
     denied_auth: crate::audit::throttle::Throttle,
     seq: AtomicU64,
-    /// Cancelled when the gateway shuts down: long-lived client streams end on it.
+    /// Cancelled when the gateway shuts down: long-lived client streams end on it, and so do
+    /// the gateway's background tasks.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every background task the gateway starts (restart loops, housekeeping, audit records
+    /// written after their call, drains of retired backends): closed and awaited at shutdown
+    /// (`stop_tasks`), so that none is cut off mid-write and none outlives the gateway.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The config in force and the slots of the backends it names.
@@ -314,30 +319,35 @@ impl Gateway {
             denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
             seq: AtomicU64::new(1),
             shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         gw.rebuild_catalog();
-        tokio::spawn(notice_loop(Arc::downgrade(&gw), notices_rx));
+        gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));
         // A backend that did not start keeps being retried, with backoff.
         for i in down {
-            tokio::spawn(gw.clone().restart(i, std::time::Duration::ZERO));
+            gw.tasks.spawn(gw.clone().restart(i, std::time::Duration::ZERO));
         }
         // Rate-limit state of clients that went quiet is dropped, so memory stays bounded.
         let weak = Arc::downgrade(&gw);
-        tokio::spawn(async move {
+        let stop = gw.shutdown.clone();
+        gw.tasks.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
                 let Some(gw) = weak.upgrade() else { break };
                 gw.limiter.load().shrink();
                 gw.denied_auth.shrink(std::time::Instant::now());
             }
         });
-        tokio::spawn(watch_audit(Arc::downgrade(&gw)));
+        gw.tasks.spawn(watch_audit(Arc::downgrade(&gw), gw.shutdown.clone()));
         if let Some(cache) = kills_cache {
             // A change of the run-time kill switch changes what every list shows.
             let weak = Arc::downgrade(&gw);
             let url = gw.config().audit.url.clone();
-            tokio::spawn(crate::kill_switch::watch(kills, url, cache, gw.shutdown.clone(), move |entries| {
+            gw.tasks.spawn(crate::kill_switch::watch(kills, url, cache, gw.shutdown.clone(), move |entries| {
                 tracing::info!(entries = entries.len(), "kill switch changed");
                 if let Some(gw) = weak.upgrade() {
                     for kind in ["tools", "prompts", "resources"] {
@@ -349,11 +359,15 @@ impl Gateway {
         // Keys an issuer removed from its JWKS stop being accepted within this period, not only
         // when a token with an unknown `kid` happens to trigger a refetch.
         let weak = Arc::downgrade(&gw);
-        tokio::spawn(async move {
+        let stop = gw.shutdown.clone();
+        gw.tasks.spawn(async move {
             let mut tick = tokio::time::interval(JWKS_REFRESH);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
                 let Some(gw) = weak.upgrade() else { break };
                 let auth = gw.auth.load_full();
                 drop(gw);
@@ -493,6 +507,16 @@ impl Gateway {
         self.shutdown.cancel();
         let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
         futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
+    }
+
+    /// Shutdown: ends the gateway's background tasks and waits up to `grace` for them (audit
+    /// records of calls that just ended are handed to the writer before it flushes).
+    pub async fn stop_tasks(&self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(left = self.tasks.len(), "background tasks still running after {grace:?}; stopping anyway");
+        }
     }
 
     /// Writes out every queued audit record (shutdown).
@@ -894,7 +918,7 @@ impl Gateway {
         if changed && b.generation != Generation::Modern {
             let method = if add { Method::ResourcesSubscribe } else { Method::ResourcesUnsubscribe }.as_str();
             let params = serde_json::json!({ "uri": uri });
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let params: Params = serde_json::from_value(params).unwrap_or_default();
                 if let Err(e) = b.call(method, params, &crate::backend::CallOpts::default()).await {
                     tracing::warn!(backend = %b.name(), method, "subscription change failed: {e}");
@@ -985,7 +1009,7 @@ impl Gateway {
                     let ran_for = s.1.elapsed();
                     s.0.on_exit(ran_for)
                 };
-                tokio::spawn(self.clone().restart(i, r.delay));
+                self.tasks.spawn(self.clone().restart(i, r.delay));
             }
         })
     }
@@ -1101,15 +1125,20 @@ fn rate_limit_settings(c: &Config) -> RateLimitSettings {
     }
 }
 
-async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, Notice)>) {
-    while let Some((i, notice)) = rx.recv().await {
+async fn notice_loop(
+    gw: Weak<Gateway>,
+    mut rx: mpsc::UnboundedReceiver<(usize, Notice)>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    // At shutdown backends exit on purpose: nothing they announce matters any more.
+    while let Some(Some((i, notice))) = stop.run_until_cancelled(rx.recv()).await {
         let Some(gw) = gw.upgrade() else { break };
         match notice {
             // A backend a reload is still starting has no slot yet (that reload lists it), and a
             // retired one's news no longer matters.
             _ if gw.live.load().slots.get(i).is_none_or(|s| s.retired.is_cancelled()) => {}
             Notice::ListChanged(kind) => {
-                tokio::spawn(gw.on_list_changed(i, kind));
+                gw.tasks.spawn(gw.clone().on_list_changed(i, kind));
             }
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
             Notice::Closed(why) => {
@@ -1142,7 +1171,7 @@ async fn notice_loop(gw: Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<(usize, 
                 };
                 let message = format!("{why}; restarting in {:?}", restart.delay);
                 gw.alerter.load().notify(crate::alerts::Alert::new(kind, &name, message));
-                tokio::spawn(gw.clone().restart(i, restart.delay));
+                gw.tasks.spawn(gw.clone().restart(i, restart.delay));
             }
         }
     }
@@ -1159,12 +1188,15 @@ const AUDIT_STORE_DOWN_ALERT: std::time::Duration = std::time::Duration::from_se
 /// while none reach the store (the store is down), a store that stays unreachable (from start,
 /// or with no records arriving), records the store refused for good (moved to the dead-letter
 /// file), and a spool that cannot be written at all.
-async fn watch_audit(gw: Weak<Gateway>) {
+async fn watch_audit(gw: Weak<Gateway>, stop: tokio_util::sync::CancellationToken) {
     use crate::alerts::{Alert, AlertKind};
     let mut tick = tokio::time::interval(AUDIT_WATCH_INTERVAL);
     let mut last: Option<AuditStats> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
         let Some(gw) = gw.upgrade() else { break };
         if gw.shutdown.is_cancelled() {
             break;

@@ -144,7 +144,13 @@ impl Gateway {
     /// the first subscriber and the last unsubscriber only (stateless backends through the
     /// gateway's listen stream, session-based ones by the forwarded request). `None` when
     /// the request must still be forwarded.
-    pub(super) fn subscription(&self, session: &Session, backend: &Backend, method: Method, uri: &str) -> Option<Answer> {
+    pub(super) fn subscription(
+        &self,
+        session: &Session,
+        backend: &Backend,
+        method: Method,
+        uri: &str,
+    ) -> Option<Answer> {
         let forward = match method {
             Method::ResourcesSubscribe => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
             Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
@@ -380,7 +386,7 @@ impl Gateway {
                     Err(why) => refuse(reply, why),
                     Ok((pending, rx)) => {
                         let (timeout, cancelled) = (call.timeout, call.cancelled.clone());
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             let answer = tokio::select! {
                                 r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
                                 _ = cancelled.cancelled() => None,

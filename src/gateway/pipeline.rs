@@ -34,7 +34,7 @@ impl Drop for PendingAudit {
             audit.set_latency(self.started.elapsed());
             audit.response_bytes = self.bytes;
             let gw = self.gw.clone();
-            tokio::spawn(async move {
+            self.gw.tasks.spawn(async move {
                 let _ = gw.finish_audit(audit).await;
             });
         }

@@ -99,7 +99,7 @@ impl Gateway {
             if !up {
                 // Died before the swap (its notice found no slot yet), or never started.
                 slot.backend.store(None);
-                tokio::spawn(self.clone().restart(i, Duration::ZERO));
+                self.tasks.spawn(self.clone().restart(i, Duration::ZERO));
             }
         }
         for slot in retired {
@@ -107,7 +107,7 @@ impl Gateway {
                 self.metrics.backend_removed(slot.name());
             }
             let grace = slot.config.timeout + DRAIN_MARGIN;
-            tokio::spawn(async move { slot.retire(grace).await });
+            self.tasks.spawn(async move { slot.retire(grace).await });
         }
         Ok(summary)
     }
