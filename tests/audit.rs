@@ -15,7 +15,8 @@ use common::governance::{ADMIN_ROLE, hs256_auth, secret_env, token};
 use common::pg::PgDb;
 use common::proxy::Proxy;
 use common::{
-    Gateway, HttpClient, MODERN, StdioClient, eventually, lit, mock_stdio_backend, sentinel_bin, sse_messages,
+    Gateway, HttpClient, MODERN, StdioClient, eventually, lit, mock_log, mock_stdio_backend, modern_params,
+    sentinel_bin, sse_messages,
 };
 use sentinel::audit::store::{AuditQuery, SqlStore};
 use sentinel::audit::{AuditRecord, Outcome};
@@ -610,5 +611,69 @@ async fn two_processes_on_one_config_lose_no_records() {
     }
     let store = default_sqlite(&gw).await;
     settled(&gw, &store, 22).await;
+    store.close().await;
+}
+
+/// A call whose client goes away before its answer (the HTTP request dropped mid-call) leaves
+/// exactly one record, `cancelled`: over a JSON answer and over an event stream (where the call
+/// runs in a task of its own, aborted with the stream).
+#[tokio::test]
+async fn a_call_whose_client_went_away_leaves_one_cancelled_record() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("mock.log");
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &["--log", log.to_str().unwrap()]));
+    let store = default_sqlite(&gw).await;
+    for (n, accept) in [(1, "application/json"), (2, "application/json, text/event-stream")] {
+        let mut c = HttpClient::modern(&gw.url);
+        c.accept = accept;
+        let call = tokio::spawn(async move { c.call("m__slow", json!({"ms": 60_000})).await });
+        eventually("the call reaches the backend", || async {
+            mock_log(&log).iter().filter(|m| m["params"]["name"] == "slow").count() >= n
+        })
+        .await;
+        // The client goes away: its connection closes and the gateway drops the call.
+        call.abort();
+        let _ = call.await;
+        settled(&gw, &store, n as u64).await;
+    }
+    // Later calls find exactly those two records besides their own: none doubled, none late.
+    let r = HttpClient::modern(&gw.url).call("m__echo", json!({"after": "abort"})).await;
+    assert!(r.json()["result"].is_object(), "{r:?}");
+    settled(&gw, &store, 3).await;
+    let records = stored(&store).await;
+    for r in &records[..2] {
+        assert_eq!((r.tool.as_deref(), r.outcome, r.error_code), (Some("m__slow"), Outcome::Cancelled, None), "{r:?}");
+        assert_eq!(r.backend.as_deref(), Some("m"));
+        assert!(r.latency_ms > 0.0);
+    }
+    assert_eq!(records[2].outcome, Outcome::Ok);
+    store.close().await;
+}
+
+/// `sentinel stdio` whose client goes away mid-call (stdin closed) cancels the call and records
+/// it, `cancelled`, before it exits.
+#[tokio::test]
+async fn a_stdio_call_whose_client_went_away_is_recorded_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mock.log");
+    let config = dir.path().join("sentinel.toml");
+    let backend = mock_stdio_backend("m", None, &["--log", log.to_str().unwrap()]);
+    std::fs::write(&config, format!("[auth]\ndisabled = true\n{backend}")).unwrap();
+    let mut client = StdioClient::spawn(&sentinel_bin(), &["stdio", "-c", config.to_str().unwrap()], Some(dir.path()));
+    let params = modern_params(json!({"name": "m__slow", "arguments": {"ms": 60_000}}));
+    client.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string()).await;
+    eventually("the call reaches the backend", || async {
+        mock_log(&log).iter().any(|m| m["params"]["name"] == "slow")
+    })
+    .await;
+    let mut child = client.close();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("sentinel stdio exits");
+    assert!(status.unwrap().success());
+    let store =
+        SqlStore::connect(&format!("sqlite://{}", dir.path().join("sentinel-audit.db").display())).await.unwrap();
+    let records = stored(&store).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r.transport.as_str(), r.tool.as_deref(), r.outcome), ("stdio", Some("m__slow"), Outcome::Cancelled));
     store.close().await;
 }

@@ -19,22 +19,43 @@ use crate::protocol::Params;
 use crate::schema::{self, Violation};
 use crate::session::Session;
 
-/// A streamed call's record, until its result has gone by. Dropped before that (the client
-/// went away), it is stored with the bytes that had gone by.
+/// A call's record until it is written. Dropped before that — the client went away: its HTTP
+/// request was dropped mid-call or mid-result, or `sentinel stdio` lost its client — it is
+/// written as `cancelled`, with the bytes that had gone by: every call that reached the
+/// pipeline leaves a record, answered or not.
 struct PendingAudit {
     gw: Arc<Gateway>,
     audit: Option<AuditRecord>,
     started: Instant,
     bytes: u64,
+    /// Only calls leave a record when dropped: a dropped `tools/list` leaves none, as an
+    /// answered one does not.
+    call: bool,
+}
+
+impl PendingAudit {
+    fn record(&mut self) -> &mut AuditRecord {
+        self.audit.as_mut().expect("a pending record is taken once")
+    }
+
+    /// The record, to be written by its owner now (the guard is disarmed).
+    fn take(&mut self) -> AuditRecord {
+        self.audit.take().expect("a pending record is taken once")
+    }
 }
 
 impl Drop for PendingAudit {
     fn drop(&mut self) {
-        if let Some(mut audit) = self.audit.take() {
-            audit.set_latency(self.started.elapsed());
-            audit.response_bytes = self.bytes;
+        let Some(mut audit) = self.audit.take().filter(|_| self.call) else { return };
+        audit.set_latency(self.started.elapsed());
+        audit.response_bytes = self.bytes;
+        audit.outcome = Outcome::Cancelled;
+        audit.error_code = None;
+        // A drop cannot wait: the record is written by a task of its own. Outside a runtime
+        // (never on the request path) there is nothing to spawn it on.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let gw = self.gw.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let _ = gw.finish_audit(audit).await;
             });
         }
@@ -66,9 +87,13 @@ impl Gateway {
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
-        let mut audit =
-            AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
-        let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        let audit = AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+        // Until the pipeline has answered, the record waits in a guard that writes it if this
+        // future is dropped (the client went away mid-call).
+        let mut pending =
+            PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: is_call(method) };
+        let result = self.pipeline(session, id, method, params, ctx, pending.record()).await;
+        let mut audit = pending.take();
         if let Ok(Answer::Stream(body)) = result {
             // A streamed result is audited once it has gone by: its size and outcome are known
             // only then.
@@ -89,7 +114,10 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled | Answer::Stream(_)) => {}
+                // The client cancelled the call (`notifications/cancelled`, or it closed the
+                // session): nothing is answered.
+                Ok(Answer::Cancelled) => audit.outcome = Outcome::Cancelled,
+                Ok(Answer::Stream(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
@@ -138,7 +166,7 @@ impl Gateway {
     ) -> crate::backend::ResultBody {
         use crate::backend::{BackendError, Piece};
         use futures::StreamExt;
-        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true };
         let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
             let piece = body.next().await?;
             let mut audit = pending.audit.take()?;
