@@ -487,23 +487,23 @@ async fn kill_9_under_load_then_restart(audit_extra: &str) {
 }
 
 /// Replaces the spool folder with a regular file while the gateway runs; calls with big
-/// arguments fill the open segment until a new one must be made, which then fails. Returns
-/// how many calls were answered OK, and the folder's new place.
-async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool) -> (u64, PathBuf) {
+/// arguments (`blob` bytes, echoed: a result of about twice that) fill the open segment until a
+/// new one must be made, which then fails. Returns how many calls were answered OK, the
+/// folder's new place, and whether the call whose record could not be written had its response
+/// cut off (rather than answered -32016).
+async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool, blob: usize) -> (u64, PathBuf, bool) {
     let spool = gw.dir.path().join("sentinel-audit-spool");
     let moved = gw.dir.path().join("spool-moved-away");
     std::fs::rename(&spool, &moved).unwrap();
     std::fs::write(&spool, "not a folder").unwrap();
-    let big = json!({"blob": "x".repeat(1024 * 1024)});
+    let big = json!({"blob": "x".repeat(blob)});
     let mut ok = 0;
-    // The default segment holds 8 MiB: about nine such calls fill it.
-    for _ in 0..20 {
-        // The call whose record cannot be stored has its streamed result cut off under
-        // fail-closed (its response had started); later calls are refused with -32016.
+    // The default segment holds 8 MiB: each record holds the call's arguments.
+    for _ in 0..(8 << 20) / blob + 20 {
         let Some(r) = client.try_call("m__echo", big.clone()).await else {
             assert!(!fail_open, "fail_open cut a response off");
             assert!(audit_stat(gw, "failed").await > 0, "a response cut off with no lost record");
-            return (ok, moved);
+            return (ok, moved, true);
         };
         if r.json()["result"].is_object() {
             ok += 1;
@@ -513,10 +513,10 @@ async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool) -> 
         }
         if audit_stat(gw, "failed").await > 0 {
             assert_eq!(fail_open, r.json()["result"].is_object(), "{:.300}", r.body);
-            return (ok, moved);
+            return (ok, moved, false);
         }
     }
-    panic!("20 calls of 1 MiB did not run into the unwritable spool");
+    panic!("calls of {blob} bytes did not run into the unwritable spool");
 }
 
 /// Puts the spool folder back; the writer's probe notices and calls flow again.
@@ -534,7 +534,10 @@ async fn fail_closed_refuses_calls_while_the_spool_cannot_be_written() {
     let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
     let client = HttpClient::modern(&gw.url);
     assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
-    let (ok, moved) = break_the_spool(&gw, &client, false).await;
+    // A result of 2 MiB flows before its end (and record) is reached: the call whose record
+    // cannot be written has its response cut off, never completed.
+    let (ok, moved, cut_off) = break_the_spool(&gw, &client, false, 1024 * 1024).await;
+    assert!(cut_off, "a 2 MiB result was not streamed");
 
     assert_eq!(health(&gw).await["audit"]["writable"], false);
     for _ in 0..3 {
@@ -552,13 +555,35 @@ async fn fail_closed_refuses_calls_while_the_spool_cannot_be_written() {
     store.close().await;
 }
 
+/// A result below the streaming threshold (256 KiB) is held until its record is written: under
+/// fail-closed the call whose record cannot be written is answered -32016 like any other call,
+/// its response never started.
+#[tokio::test]
+async fn fail_closed_answers_a_result_below_the_streaming_threshold_with_minus_32016() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let client = HttpClient::modern(&gw.url);
+    assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
+    // Echoed twice (text and structuredContent): results of about 200 KiB.
+    let (ok, moved, cut_off) = break_the_spool(&gw, &client, false, 100 * 1024).await;
+    assert!(!cut_off, "a result below the threshold was cut off instead of answered -32016");
+    assert!(ok > 0);
+    let r = client.call("m__echo", json!({"small": true})).await;
+    assert_eq!(r.error_code(), Some(-32016), "{r:?}");
+
+    repair_the_spool(&gw, &client, &moved).await;
+    let store = default_sqlite(&gw).await;
+    settled(&gw, &store, 1 + ok + 1).await;
+    assert!(stored(&store).await.iter().all(|r| r.outcome == Outcome::Ok));
+    store.close().await;
+}
+
 #[tokio::test]
 async fn fail_open_lets_calls_through_and_counts_the_lost_records() {
     let config = format!("[audit]\non_audit_failure = \"fail_open\"\n{}", mock_stdio_backend("m", None, &[]));
     let gw = Gateway::start(&config);
     let client = HttpClient::modern(&gw.url);
     assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
-    let (ok, moved) = break_the_spool(&gw, &client, true).await;
+    let (ok, moved, _) = break_the_spool(&gw, &client, true, 1024 * 1024).await;
     assert_eq!(health(&gw).await["audit"]["writable"], false);
     let failed = audit_stat(&gw, "failed").await;
     for i in 1..=3 {
