@@ -64,7 +64,11 @@ impl BackendClient {
         Ok(BackendClient { client, user_agent: HeaderValue::from_str(user_agent)? })
     }
 
-    /// Sends one request; the response's body is read by the caller.
+    /// Sends one request; the response's body is read by the caller. A redirect that keeps the
+    /// method and body (307, 308) to the same origin is followed, as reqwest did: servers built on
+    /// Starlette answer `/mcp` with a 307 to `/mcp/`. One to another origin is not (the request
+    /// carries the backend's credentials), nor a 301/302/303 (which would turn the POST into a
+    /// GET): the caller gets it as an answer that is not JSON-RPC.
     pub async fn send(
         &self,
         method: Method,
@@ -73,12 +77,48 @@ impl BackendClient {
         body: Bytes,
     ) -> Result<Response<Incoming>, Error> {
         headers.entry(http::header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        let mut uri = uri.clone();
+        for _ in 0..MAX_REDIRECTS {
+            let mut req = Request::new(Full::new(body.clone()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers.clone();
+            let resp = self.client.request(req).await?;
+            match same_origin_redirect(&uri, &resp) {
+                Some(next) => uri = next,
+                None => return Ok(resp),
+            }
+        }
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         self.client.request(req).await
     }
+}
+
+/// Redirects followed in a row before the last answer is taken as it is (reqwest's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// Where a 307/308 answer to a request for `from` points, if that is on the same origin.
+fn same_origin_redirect(from: &Uri, resp: &Response<Incoming>) -> Option<Uri> {
+    use http::StatusCode;
+    if !matches!(resp.status(), StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT) {
+        return None;
+    }
+    let location = resp.headers().get(http::header::LOCATION)?.to_str().ok()?;
+    let to: Uri = location.parse().ok()?;
+    if to.scheme().is_none() && to.authority().is_none() {
+        // A path (with its query) on the same origin.
+        let path = to.path_and_query()?.as_str();
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut parts = from.clone().into_parts();
+        parts.path_and_query = Some(path.parse().ok()?);
+        return Uri::from_parts(parts).ok();
+    }
+    (to.scheme() == from.scheme() && to.authority() == from.authority()).then_some(to)
 }
 
 /// The length a response announces, if it does.
@@ -90,4 +130,46 @@ pub fn content_length(resp: &Response<Incoming>) -> Option<u64> {
 pub fn body_stream(resp: Response<Incoming>) -> http_body_util::BodyDataStream<Incoming> {
     use http_body_util::BodyExt;
     resp.into_body().into_data_stream()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers `/mcp` with a redirect to `location`, and echoes `/mcp/`'s body.
+    async fn redirecting(location: &'static str) -> String {
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                post(move || async move {
+                    (http::StatusCode::TEMPORARY_REDIRECT, [(http::header::LOCATION, location)], "")
+                }),
+            )
+            .route("/mcp/", post(|body: String| async move { body }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/mcp")
+    }
+
+    async fn post(url: &str) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let client = BackendClient::new("sentinel-test").unwrap();
+        let resp = client.send(Method::POST, &url.parse().unwrap(), HeaderMap::new(), "ping".into()).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_same_origin_307_is_followed_with_its_body() {
+        assert_eq!(post(&redirecting("/mcp/").await).await, (200, "ping".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_origin_is_not_followed() {
+        let url = redirecting("http://127.0.0.2:9/mcp/").await;
+        assert_eq!(post(&url).await.0, 307);
+    }
 }
