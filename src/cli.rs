@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
         /// Only this outcome: ok, tool_error, denied_auth, denied_rbac, killed, rate_limited,
-        /// invalid_args, backend_error, timeout, unavailable
+        /// invalid_args, backend_error, timeout, unavailable, cancelled
         #[arg(long)]
         outcome: Option<String>,
         /// How many of the newest records to print

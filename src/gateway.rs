@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::audit::AuditSink;
 use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
+use crate::backend::http_client::BackendClient;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
 use crate::config::AuthConfig;
@@ -47,6 +48,8 @@ pub struct Gateway {
     reloading: tokio::sync::Mutex<()>,
     /// Kept for starting and restarting backends.
     client: reqwest::Client,
+    /// Reaches HTTP backends (a client of its own: see `backend::http_client`).
+    backend_client: BackendClient,
     notices: mpsc::UnboundedSender<(usize, Notice)>,
     pub metrics: crate::metrics::Metrics,
     catalog: ArcSwap<Catalog>,
@@ -253,7 +256,8 @@ impl Gateway {
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let metrics = crate::metrics::Metrics::new();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let started = start_backends(0, &config.backends, &client, &notices_tx).await;
+        let backend_client = BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION")))?;
+        let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
         let slots: Vec<Arc<Slot>> = config
             .backends
             .iter()
@@ -272,6 +276,7 @@ impl Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
             client,
+            backend_client,
             notices: notices_tx,
             metrics,
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -968,7 +973,7 @@ impl Gateway {
                 old.terminate(std::time::Duration::from_secs(1)).await;
             }
             slot.supervision.lock().expect("supervision lock").1 = std::time::Instant::now();
-            match Backend::start(i, cfg.clone(), self.client.clone(), self.notices.clone()).await {
+            match Backend::start(i, cfg.clone(), self.backend_client.clone(), self.notices.clone()).await {
                 Ok(b) => {
                     let b = Arc::new(b);
                     if slot.retired.is_cancelled() {
@@ -1038,7 +1043,7 @@ impl Gateway {
 async fn start_backends(
     first: usize,
     configs: &[crate::config::BackendConfig],
-    client: &reqwest::Client,
+    client: &BackendClient,
     notices: &mpsc::UnboundedSender<(usize, Notice)>,
 ) -> Vec<(Option<Arc<Backend>>, Listing)> {
     let starts = configs.iter().enumerate().map(|(k, cfg)| async move {

@@ -46,7 +46,7 @@ both!(migrate_twice, round_trip, same_batch_twice, filters, follow_order, prune,
 
 const T0: i64 = 1_700_000_000_000;
 
-const OUTCOMES: [Outcome; 10] = Outcome::ALL;
+const OUTCOMES: [Outcome; 11] = Outcome::ALL;
 
 /// Record `i` of a test batch: one second apart from `T0`, a fresh id of the same millisecond
 /// (so id order is time order, as in production), and every field varying with `i`.

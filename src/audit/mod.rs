@@ -30,11 +30,14 @@ pub enum Outcome {
     BackendError,
     Timeout,
     Unavailable,
+    /// The call ended without an answer because its client cancelled it or went away (the
+    /// request dropped mid-call or mid-result, `notifications/cancelled`, stdin closed).
+    Cancelled,
 }
 
 impl Outcome {
     /// Every outcome. `as_str`'s exhaustive match is the reminder to list a new one here.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::ToolError,
         Outcome::DeniedAuth,
@@ -45,6 +48,7 @@ impl Outcome {
         Outcome::BackendError,
         Outcome::Timeout,
         Outcome::Unavailable,
+        Outcome::Cancelled,
     ];
 
     pub fn parse(s: &str) -> Option<Outcome> {
@@ -63,6 +67,7 @@ impl Outcome {
             Outcome::BackendError => "backend_error",
             Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

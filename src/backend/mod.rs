@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod breaker;
 mod handshake;
 mod http;
+pub mod http_client;
 mod listen;
 mod result_body;
 pub mod sse_limit;
@@ -143,7 +144,7 @@ impl Backend {
     pub async fn start(
         index: usize,
         config: BackendConfig,
-        client: reqwest::Client,
+        client: http_client::BackendClient,
         notices: mpsc::UnboundedSender<(usize, Notice)>,
     ) -> anyhow::Result<Backend> {
         let conn = match &config.transport {

@@ -19,27 +19,54 @@ use crate::protocol::Params;
 use crate::schema::{self, Violation};
 use crate::session::Session;
 
-/// A streamed call's record, until its result has gone by. Dropped before that (the client
-/// went away), it is stored with the bytes that had gone by.
+/// A call's record until it is written. Dropped before that — the client went away: its HTTP
+/// request was dropped mid-call or mid-result, or `sentinel stdio` lost its client — it is
+/// written as `cancelled`, with the bytes that had gone by: every call that reached the
+/// pipeline leaves a record, answered or not.
 struct PendingAudit {
     gw: Arc<Gateway>,
     audit: Option<AuditRecord>,
     started: Instant,
     bytes: u64,
+    /// Only calls leave a record when dropped: a dropped `tools/list` leaves none, as an
+    /// answered one does not.
+    call: bool,
+}
+
+impl PendingAudit {
+    fn record(&mut self) -> &mut AuditRecord {
+        self.audit.as_mut().expect("a pending record is taken once")
+    }
+
+    /// The record, to be written by its owner now (the guard is disarmed).
+    fn take(&mut self) -> AuditRecord {
+        self.audit.take().expect("a pending record is taken once")
+    }
 }
 
 impl Drop for PendingAudit {
     fn drop(&mut self) {
-        if let Some(mut audit) = self.audit.take() {
-            audit.set_latency(self.started.elapsed());
-            audit.response_bytes = self.bytes;
+        let Some(mut audit) = self.audit.take().filter(|_| self.call) else { return };
+        audit.set_latency(self.started.elapsed());
+        audit.response_bytes = self.bytes;
+        audit.outcome = Outcome::Cancelled;
+        audit.error_code = None;
+        // A drop cannot wait: the record is written by a task of its own. Outside a runtime
+        // (never on the request path) there is nothing to spawn it on.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let gw = self.gw.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let _ = gw.finish_audit(audit).await;
             });
         }
     }
 }
+
+/// How much of a streamed result is read before any of it is sent (see `audited_stream`):
+/// enough for nearly every tool result, so that those keep the contract's fail-closed answer
+/// (-32016); small enough that 256 calls holding it at once stay within the memory target
+/// (docs/performance.md).
+const HOLD_BEFORE_STREAMING: usize = 256 * 1024;
 
 /// The methods that reach a backend: each is a governed call, audited whatever happens.
 fn is_call(method: &str) -> bool {
@@ -66,13 +93,17 @@ impl Gateway {
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
-        let mut audit =
-            AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
-        let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
+        let audit = AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+        // Until the pipeline has answered, the record waits in a guard that writes it if this
+        // future is dropped (the client went away mid-call).
+        let mut pending =
+            PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: is_call(method) };
+        let result = self.pipeline(session, id, method, params, ctx, pending.record()).await;
+        let mut audit = pending.take();
         if let Ok(Answer::Stream(body)) = result {
-            // A streamed result is audited once it has gone by: its size and outcome are known
-            // only then.
-            return Ok(Answer::Stream(self.audited_at_end(body, audit, started)));
+            // A streamed result is audited once its size and outcome are known: before it is
+            // answered if it is small, at its end if not.
+            return self.audited_stream(body, audit, started).await;
         }
         if is_call(method) || result.is_err() {
             audit.set_latency(started.elapsed());
@@ -89,7 +120,10 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled | Answer::Stream(_)) => {}
+                // The client cancelled the call (`notifications/cancelled`, or it closed the
+                // session): nothing is answered.
+                Ok(Answer::Cancelled) => audit.outcome = Outcome::Cancelled,
+                Ok(Answer::Stream(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
@@ -125,6 +159,63 @@ impl Gateway {
         Ok(())
     }
 
+    /// Audits a streamed result. One of at most `HOLD_BEFORE_STREAMING` bytes (nearly every
+    /// result) is read whole first, so its record is written before anything is sent and a call
+    /// whose record cannot be written under fail-closed is answered -32016, as every other call
+    /// is; one that breaks off meanwhile is answered with its error. A larger result starts to
+    /// flow once that much has arrived, and is audited at its end (`audited_at_end`).
+    async fn audited_stream(
+        self: &Arc<Self>,
+        mut body: crate::backend::ResultBody,
+        audit: AuditRecord,
+        started: Instant,
+    ) -> Result<Answer, Refusal> {
+        use crate::backend::{BackendError, Piece, ResultBody};
+        use futures::StreamExt;
+        // Dropped while holding (the client went away), the call is recorded as cancelled.
+        let mut pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true };
+        let mut held = Vec::new();
+        let mut held_bytes = 0;
+        while held_bytes <= HOLD_BEFORE_STREAMING {
+            let piece = body
+                .next()
+                .await
+                .unwrap_or_else(|| Err(BackendError::Unavailable("the result ended before its end was seen".into())));
+            let summary = match piece {
+                Ok(Piece::Data(d)) => {
+                    held_bytes += d.len();
+                    held.push(Ok(Piece::Data(d)));
+                    continue;
+                }
+                Ok(Piece::End(summary)) => summary,
+                // The backend's answer broke off before anything was sent: the client gets the
+                // error, as for a result that was never streamed.
+                Err(e) => {
+                    let mut audit = pending.take();
+                    audit.set_latency(started.elapsed());
+                    let refusal = self.refusal_of(e, audit.backend.clone().unwrap_or_default());
+                    audit.outcome = refusal.outcome();
+                    audit.error_code = Some(refusal.classify().0);
+                    self.finish_audit(audit).await?;
+                    return Err(refusal);
+                }
+            };
+            let mut audit = pending.take();
+            audit.set_latency(started.elapsed());
+            audit.response_bytes = summary.bytes;
+            if audit.outcome == Outcome::Ok && summary.is_error {
+                audit.outcome = Outcome::ToolError;
+            }
+            self.finish_audit(audit).await?;
+            held.push(Ok(Piece::End(summary)));
+            return Ok(Answer::Stream(ResultBody::from_pieces(futures::stream::iter(held))));
+        }
+        // Past the threshold: what is held goes first, the rest as it arrives.
+        let audit = pending.take();
+        let rest = futures::stream::iter(held).chain(body);
+        Ok(Answer::Stream(self.audited_at_end(ResultBody::from_pieces(rest), audit, started)))
+    }
+
     /// Passes a streamed result on and audits it at its end: its size, and `isError` for the
     /// outcome. The result's closing bytes wait for the record to be stored, so that under a
     /// fail-closed policy a client whose call left no trace never gets a complete answer (its
@@ -138,7 +229,7 @@ impl Gateway {
     ) -> crate::backend::ResultBody {
         use crate::backend::{BackendError, Piece};
         use futures::StreamExt;
-        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true };
         let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
             let piece = body.next().await?;
             let mut audit = pending.audit.take()?;
@@ -161,17 +252,7 @@ impl Gateway {
                 }
                 Err(e) => {
                     audit.response_bytes = pending.bytes;
-                    let refusal = match &e {
-                        BackendError::Timeout => Refusal::BackendTimeout {
-                            backend: audit.backend.clone().unwrap_or_default(),
-                            timeout_ms: 0,
-                        },
-                        BackendError::Unavailable(r) | BackendError::Unreachable(r) => Refusal::BackendUnavailable {
-                            backend: audit.backend.clone().unwrap_or_default(),
-                            reason: r.clone(),
-                            retry_after_ms: 1000,
-                        },
-                    };
+                    let refusal = pending.gw.refusal_of(e.clone(), audit.backend.clone().unwrap_or_default());
                     audit.outcome = refusal.outcome();
                     audit.error_code = Some(refusal.classify().0);
                     let _ = pending.gw.finish_audit(audit).await;
@@ -181,6 +262,21 @@ impl Gateway {
             Some((out, (body, pending)))
         });
         crate::backend::ResultBody::from_pieces(pieces)
+    }
+
+    /// The refusal a backend's failure mid-result stands for (its code and audit outcome).
+    fn refusal_of(&self, e: crate::backend::BackendError, backend: String) -> Refusal {
+        use crate::backend::BackendError;
+        match e {
+            BackendError::Timeout => {
+                let config = self.config();
+                let timeout = config.backends.iter().find(|b| b.name == backend).map(|b| b.timeout);
+                Refusal::BackendTimeout { backend, timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64) }
+            }
+            BackendError::Unavailable(reason) | BackendError::Unreachable(reason) => {
+                Refusal::BackendUnavailable { backend, reason, retry_after_ms: 1000 }
+            }
+        }
     }
 
     async fn pipeline(
