@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Columns bound per record by `insert`.
-const COLUMNS: usize = 15;
+const COLUMNS: usize = 16;
 
 #[derive(Clone)]
 pub enum SqlStore {
@@ -275,11 +275,13 @@ struct Embedded(&'static [(i64, &'static str, &'static str)]);
 const SQLITE_MIGRATIONS: Embedded = Embedded(&[
     (1, "audit records", include_str!("../../migrations/sqlite/0001_audit_records.sql")),
     (2, "cheaper indexes", include_str!("../../migrations/sqlite/0002_cheaper_indexes.sql")),
+    (3, "trace id", include_str!("../../migrations/sqlite/0003_trace_id.sql")),
 ]);
 
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (1, "audit records", include_str!("../../migrations/postgres/0001_audit_records.sql")),
     (2, "cheaper indexes", include_str!("../../migrations/postgres/0002_cheaper_indexes.sql")),
+    (3, "trace id", include_str!("../../migrations/postgres/0003_trace_id.sql")),
 ]);
 
 impl MigrationSource<'static> for Embedded {

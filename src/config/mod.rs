@@ -2,6 +2,8 @@
 //! `Config`. Validation collects every problem so `sentinel check` can list them all.
 
 mod alerts;
+mod telemetry;
+pub use telemetry::TelemetryConfig;
 mod checks;
 mod governance;
 mod raw;
@@ -32,7 +34,7 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 
 /// The settings read once at start: a reload leaves them as they were, says so in its log line,
 /// and sets `sentinel_config_restart_pending{setting}` for those the file changes.
-pub const RESTART_ONLY: [&str; 8] = [
+pub const RESTART_ONLY: [&str; 9] = [
     "server.listen",
     "server.max_body_bytes",
     "audit.url",
@@ -41,6 +43,7 @@ pub const RESTART_ONLY: [&str; 8] = [
     "audit.spool_dir",
     "audit.retain",
     "audit.queue/batch/flush_interval",
+    "telemetry",
 ];
 
 /// Default file name looked up in the working directory.
@@ -61,6 +64,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Webhooks told of backend and audit trouble; none configured means no alerts.
     pub alerts: crate::alerts::AlertsConfig,
+    /// Where traces are exported; `None` (no `[telemetry]`): no tracing at all.
+    pub telemetry: Option<TelemetryConfig>,
     /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
     /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
@@ -457,6 +462,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     // Relative audit paths live beside the config file (the state directory for the default).
     let audit = governance::audit(src, raw.audit, base, problems, warnings);
     let alerts = alerts::alerts(src, raw.alerts, problems);
+    let telemetry = telemetry::telemetry(src, raw.telemetry, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -469,6 +475,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         validation,
         audit,
         alerts,
+        telemetry,
         warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),

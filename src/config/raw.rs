@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::alerts::RawAlerts;
 use super::governance::{RawAudit, RawAuth, RawKillSwitch, RawRateLimit, RawRole, RawValidation};
+use super::telemetry::RawTelemetry;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
@@ -29,6 +30,7 @@ pub struct RawConfig {
     pub validation: Option<RawValidation>,
     pub audit: Option<RawAudit>,
     pub alerts: Option<RawAlerts>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 pub use super::forward::Route;
 use super::{Answer, Caller, Ctx, Gateway};
@@ -26,6 +27,8 @@ struct PendingAudit {
     audit: Option<AuditRecord>,
     started: Instant,
     bytes: u64,
+    /// The request's span: the record is written after it has closed, and is still its child.
+    span: tracing::Span,
 }
 
 impl Drop for PendingAudit {
@@ -34,8 +37,9 @@ impl Drop for PendingAudit {
             audit.set_latency(self.started.elapsed());
             audit.response_bytes = self.bytes;
             let gw = self.gw.clone();
+            let span = self.span.clone();
             tokio::spawn(async move {
-                let _ = gw.finish_audit(audit).await;
+                let _ = gw.finish_audit(audit).instrument(span).await;
             });
         }
     }
@@ -56,7 +60,36 @@ fn is_call(method: &str) -> bool {
 
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
+    /// With `[telemetry]` on, all of it runs in the request's span (src/telemetry.rs).
     pub(super) async fn govern(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        id: &RawValue,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: Ctx<'_>,
+    ) -> Result<Answer, Refusal> {
+        let span = crate::telemetry::request_span(method, session.transport);
+        if span.is_none() {
+            return self.govern_in_span(session, id, method, params, ctx).await;
+        }
+        // The client's context (`_meta.traceparent`) is the parent; over HTTP the HTTP
+        // request's span is, which took the client's context already (front/http.rs).
+        if tracing::Span::current().is_none() {
+            if let Some(parent) = crate::telemetry::TraceParent::from_params(params.as_deref()) {
+                crate::telemetry::set_parent(&span, &parent);
+            }
+        }
+        let generation = match (ctx.modern, session.generation()) {
+            (Some(_), _) => Some(crate::protocol::MODERN),
+            (None, Some(g)) => Some(g.version()),
+            (None, None) => None,
+        };
+        crate::telemetry::record_caller(&span, ctx.caller.client(), &session.id, generation);
+        self.govern_in_span(session, id, method, params, ctx).instrument(span).await
+    }
+
+    async fn govern_in_span(
         self: &Arc<Self>,
         session: &Arc<Session>,
         id: &RawValue,
@@ -68,6 +101,7 @@ impl Gateway {
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
         let mut audit =
             AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+        audit.trace_id = crate::telemetry::current_trace_id();
         let result = self.pipeline(session, id, method, params, ctx, &mut audit).await;
         if let Ok(Answer::Stream(body)) = result {
             // A streamed result is audited once it has gone by: its size and outcome are known
@@ -118,7 +152,8 @@ impl Gateway {
     async fn finish_audit(&self, audit: AuditRecord) -> Result<(), Refusal> {
         crate::audit::LogSink.write(&audit);
         self.count(&audit);
-        if let Err(e) = self.audit.record(audit).await {
+        crate::telemetry::record_outcome(&tracing::Span::current(), &audit);
+        if let Err(e) = self.audit.record(audit).instrument(crate::stage_span!("sentinel.audit.write")).await {
             tracing::error!("{e}");
             return Err(Refusal::AuditUnavailable);
         }
@@ -138,7 +173,8 @@ impl Gateway {
     ) -> crate::backend::ResultBody {
         use crate::backend::{BackendError, Piece};
         use futures::StreamExt;
-        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let span = tracing::Span::current();
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, span };
         let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
             let piece = body.next().await?;
             let mut audit = pending.audit.take()?;
@@ -154,7 +190,7 @@ impl Gateway {
                     if audit.outcome == Outcome::Ok && summary.is_error {
                         audit.outcome = Outcome::ToolError;
                     }
-                    match pending.gw.finish_audit(audit).await {
+                    match pending.gw.finish_audit(audit).instrument(pending.span.clone()).await {
                         Ok(()) => Ok(Piece::End(summary)),
                         Err(_) => Err(BackendError::Unavailable("the audit trail is unavailable".into())),
                     }
@@ -174,7 +210,7 @@ impl Gateway {
                     };
                     audit.outcome = refusal.outcome();
                     audit.error_code = Some(refusal.classify().0);
-                    let _ = pending.gw.finish_audit(audit).await;
+                    let _ = pending.gw.finish_audit(audit).instrument(pending.span.clone()).await;
                     Err(e)
                 }
             };
@@ -212,7 +248,9 @@ impl Gateway {
         }
 
         // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
-        let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
+        let admitted =
+            crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, method, params, audit));
+        let (params, route) = match admitted? {
             Admission::Forward(params, route) => (params, route),
             Admission::Answered(answer) => return Ok(answer),
         };

@@ -15,7 +15,7 @@ use crate::audit::AuditRecord;
 use crate::audit::store::{COLUMNS, stored_bytes};
 
 const COPY: &str = "COPY audit_records (id, ts, client, roles, session, transport, method, tool, backend, \
-     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes) FROM STDIN (FORMAT binary)";
+     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id) FROM STDIN (FORMAT binary)";
 
 /// The format's signature, then its flags and header extension length (both none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -94,6 +94,7 @@ fn row(buf: &mut Vec<u8>, r: &AuditRecord) {
     field(buf, &r.latency_ms.to_be_bytes());
     field_or_null(buf, r.backend_latency_ms.map(f64::to_be_bytes));
     field(buf, &stored_bytes(r.response_bytes).to_be_bytes());
+    text(buf, r.trace_id.as_deref());
 }
 
 /// A value: its length, then its bytes. PostgreSQL refuses any value over 1 GB; one over
