@@ -49,6 +49,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
 static REPLICA: OnceLock<String> = OnceLock::new();
+/// Whether the last export failed: the log says so when that changes, not at every batch.
+static FAILING: AtomicBool = AtomicBool::new(false);
 
 /// The reasons of `sentinel_telemetry_spans_dropped_total`, in [`dropped`]'s order.
 pub const DROP_REASONS: [&str; 2] = ["queue_full", "export_failed"];
@@ -194,6 +196,15 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         self.queued.fetch_sub(n, Ordering::Relaxed);
         if result.is_err() {
             DROPPED_EXPORT_FAILED.fetch_add(n as u64, Ordering::Relaxed);
+            // The exporter's error names the endpoint, which may hold a credential: not logged.
+            if !FAILING.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    spans = n,
+                    "telemetry: the collector did not take a batch of spans; spans are dropped (and counted in sentinel_telemetry_spans_dropped_total) until it does"
+                );
+            }
+        } else if FAILING.swap(false, Ordering::Relaxed) {
+            tracing::info!("telemetry: the collector takes spans again");
         }
         result
     }

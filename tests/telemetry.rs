@@ -336,4 +336,5 @@ async fn spans_not_exported_are_counted() {
         },
     )
     .await;
+    assert!(gw.log().contains("telemetry: the collector did not take a batch of spans"), "said once in the log");
 }

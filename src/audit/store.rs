@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn statements_respect_the_parameter_limit() {
         let batch: Vec<_> = (0..100).map(|_| record(0)).collect();
-        let parts = statements(&batch, 15 * 30);
+        let parts = statements(&batch, COLUMNS * 30);
         assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [30, 30, 30, 10]);
         assert_eq!(statements(&batch[..1], 1).len(), 1);
         assert!(statements(&[], 100).is_empty());

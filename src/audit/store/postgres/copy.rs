@@ -154,7 +154,7 @@ mod tests {
         r.ts_ms = PG_EPOCH_MS + 1;
         let mut buf = Vec::new();
         row(&mut buf, &r);
-        assert_eq!(&buf[..2], &15i16.to_be_bytes());
+        assert_eq!(&buf[..2], &16i16.to_be_bytes());
         assert_eq!(&buf[2..6], &16i32.to_be_bytes());
         assert_eq!(&buf[6..22], r.id.as_bytes());
         // ts: 1 ms after 2000-01-01, in microseconds.
@@ -176,6 +176,12 @@ mod tests {
         .concat();
         assert_eq!(&buf[38..42], &(roles.len() as i32).to_be_bytes());
         assert_eq!(&buf[42..42 + roles.len()], roles);
+        // The last field: trace_id, NULL without one, else its text.
+        assert!(buf.ends_with(&(-1i32).to_be_bytes()));
+        r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        let mut buf = Vec::new();
+        row(&mut buf, &r);
+        assert!(buf.ends_with(&[&32i32.to_be_bytes()[..], b"4bf92f3577b34da6a3ce929d0e0e4736"].concat()));
     }
 
     #[test]
