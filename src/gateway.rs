@@ -357,7 +357,8 @@ impl Gateway {
     pub async fn authenticate(&self, bearer: Option<&str>) -> Caller {
         let Some(auth) = self.auth.load_full() else { return Caller::Anonymous };
         let Some(token) = bearer else { return Caller::Refused(crate::auth::AuthError::Missing) };
-        match auth.authenticate(token).await {
+        let span = crate::stage_span!("sentinel.authenticate");
+        match tracing::Instrument::instrument(auth.authenticate(token), span).await {
             Ok(identity) => Caller::User(identity),
             Err(e) => Caller::Refused(e),
         }

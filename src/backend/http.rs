@@ -308,7 +308,16 @@ impl Inner {
         id: Option<u64>,
         opts: &CallOpts,
     ) -> Result<(Option<String>, Reply), PostError> {
-        let headers = self.request_headers(method, name, &opts.param_headers);
+        let mut headers = self.request_headers(method, name, &opts.param_headers);
+        if let Some(t) = &opts.trace {
+            // W3C Trace Context over HTTP: the backend span's context, whatever the client sent.
+            for (k, v) in [("traceparent", Some(&t.traceparent)), ("tracestate", t.tracestate.as_ref())] {
+                match v.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    Some(v) => headers.insert(k, v),
+                    None => headers.remove(k),
+                };
+            }
+        }
         let sent_session = self.state.lock().expect("state lock").session.clone();
         let resp = self
             .client

@@ -98,6 +98,9 @@ pub struct CallOpts {
     pub log_level: Option<String>,
     /// `Mcp-Param-*` headers for a stateless HTTP backend (from `x-mcp-header` annotations).
     pub param_headers: Vec<(String, String)>,
+    /// The gateway's backend span, sent to an HTTP backend as `traceparent`/`tracestate`
+    /// headers (it is in `_meta` already); `None` with telemetry off.
+    pub trace: Option<crate::telemetry::TraceParent>,
     /// The caller takes a result as a `Reply::Streamed` (it needs no more of it than a
     /// `Summary`); otherwise results come whole.
     pub stream: bool,

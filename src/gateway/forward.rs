@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Answer, Ctx, Gateway};
 use crate::audit::AuditRecord;
@@ -39,6 +40,8 @@ struct Call<'a> {
     cancelled: CancellationToken,
     /// How long a relayed request may wait for the client: the backend's call timeout.
     timeout: Duration,
+    /// The backend span's context, for an HTTP backend's headers (telemetry on).
+    trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// How many `input_required` rounds the gateway answers for a session-based client before
@@ -80,14 +83,39 @@ impl Gateway {
             meta.insert("progressToken".into(), t.clone().into());
         }
         meta.insert(protocol::META_REQUEST_ID.into(), audit.id.to_string().into());
+        // The backend call's span; with telemetry on, the backend continues the trace from it
+        // (`_meta.traceparent`, and headers over HTTP), in place of what the client sent.
+        let span = crate::stage_span!(
+            "sentinel.backend",
+            "otel.name" = format!("{method} {}", backend.name()),
+            "otel.kind" = "client",
+            "rpc.system" = "jsonrpc",
+            "rpc.method" = method,
+            "sentinel.backend" = backend.name(),
+            "gen_ai.tool.name" = route.name.as_str(),
+        );
+        let trace = crate::telemetry::TraceParent::of(&span);
+        if let Some(t) = &trace {
+            meta.insert("traceparent".into(), t.traceparent.clone().into());
+            match &t.tracestate {
+                Some(s) => meta.insert("tracestate".into(), s.clone().into()),
+                None => meta.remove("tracestate"),
+            };
+        }
         params.set_meta(&meta);
 
         let key = id.get().to_string();
         let in_flight = session
             .start_call(&key)
             .ok_or_else(|| Refusal::InvalidRequest(format!("request id {key} is already in flight in this session")))?;
-        let call =
-            Call { session, ctx, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
+        let call = Call {
+            session,
+            ctx,
+            client_token,
+            cancelled: in_flight.token.clone(),
+            timeout: backend.config.timeout,
+            trace,
+        };
         // A backend that keeps failing is refused fast rather than waited on.
         let breaker = &slot.breaker;
         let permit = match breaker.acquire() {
@@ -101,7 +129,7 @@ impl Gateway {
             }
         };
         let sent = Instant::now();
-        let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).await;
+        let outcome = self.call_with_input(&backend, method, params, route, our_token, &call).instrument(span).await;
         audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
         drop(in_flight);
         // Timeouts and transport failures count against the backend; an answer, even a
@@ -173,6 +201,7 @@ impl Gateway {
                 None => Some("debug".into()),
             },
             param_headers: route.param_headers.clone(),
+            trace: call.trace.clone(),
             // A bridged call's result is read whole, to see whether it asks for input.
             stream: !bridges,
         };

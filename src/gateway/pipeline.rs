@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 pub use super::forward::Route;
 use super::{Answer, Caller, Ctx, Gateway};
@@ -31,6 +32,8 @@ struct PendingAudit {
     /// Only calls leave a record when dropped: a dropped `tools/list` leaves none, as an
     /// answered one does not.
     call: bool,
+    /// The request's span: the record is written after it has closed, and is still its child.
+    span: tracing::Span,
 }
 
 impl PendingAudit {
@@ -55,8 +58,9 @@ impl Drop for PendingAudit {
         // (never on the request path) there is nothing to spawn it on.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let gw = self.gw.clone();
+            let span = self.span.clone();
             rt.spawn(async move {
-                let _ = gw.finish_audit(audit).await;
+                let _ = gw.finish_audit(audit).instrument(span).await;
             });
         }
     }
@@ -83,7 +87,36 @@ fn is_call(method: &str) -> bool {
 
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
+    /// With `[telemetry]` on, all of it runs in the request's span (src/telemetry.rs).
     pub(super) async fn govern(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        id: &RawValue,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        ctx: Ctx<'_>,
+    ) -> Result<Answer, Refusal> {
+        let span = crate::telemetry::request_span(method, session.transport);
+        if span.is_none() {
+            return self.govern_in_span(session, id, method, params, ctx).await;
+        }
+        // The client's context (`_meta.traceparent`) is the parent; over HTTP the HTTP
+        // request's span is, which took the client's context already (front/http.rs).
+        if tracing::Span::current().is_none() {
+            if let Some(parent) = crate::telemetry::TraceParent::from_params(params.as_deref()) {
+                crate::telemetry::set_parent(&span, &parent);
+            }
+        }
+        let generation = match (ctx.modern, session.generation()) {
+            (Some(_), _) => Some(crate::protocol::MODERN),
+            (None, Some(g)) => Some(g.version()),
+            (None, None) => None,
+        };
+        crate::telemetry::record_caller(&span, ctx.caller.client(), &session.id, generation);
+        self.govern_in_span(session, id, method, params, ctx).instrument(span).await
+    }
+
+    async fn govern_in_span(
         self: &Arc<Self>,
         session: &Arc<Session>,
         id: &RawValue,
@@ -93,11 +126,19 @@ impl Gateway {
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
-        let audit = AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+        let mut audit =
+            AuditRecord::start(method, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
+        audit.trace_id = crate::telemetry::current_trace_id();
         // Until the pipeline has answered, the record waits in a guard that writes it if this
         // future is dropped (the client went away mid-call).
-        let mut pending =
-            PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: is_call(method) };
+        let mut pending = PendingAudit {
+            gw: self.clone(),
+            audit: Some(audit),
+            started,
+            bytes: 0,
+            call: is_call(method),
+            span: tracing::Span::current(),
+        };
         let result = self.pipeline(session, id, method, params, ctx, pending.record()).await;
         let mut audit = pending.take();
         if let Ok(Answer::Stream(body)) = result {
@@ -152,7 +193,8 @@ impl Gateway {
     async fn finish_audit(&self, audit: AuditRecord) -> Result<(), Refusal> {
         crate::audit::LogSink.write(&audit);
         self.count(&audit);
-        if let Err(e) = self.audit.record(audit).await {
+        crate::telemetry::record_outcome(&tracing::Span::current(), &audit);
+        if let Err(e) = self.audit.record(audit).instrument(crate::stage_span!("sentinel.audit.write")).await {
             tracing::error!("{e}");
             return Err(Refusal::AuditUnavailable);
         }
@@ -173,7 +215,14 @@ impl Gateway {
         use crate::backend::{BackendError, Piece, ResultBody};
         use futures::StreamExt;
         // Dropped while holding (the client went away), the call is recorded as cancelled.
-        let mut pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true };
+        let mut pending = PendingAudit {
+            gw: self.clone(),
+            audit: Some(audit),
+            started,
+            bytes: 0,
+            call: true,
+            span: tracing::Span::current(),
+        };
         let mut held = Vec::new();
         let mut held_bytes = 0;
         while held_bytes <= HOLD_BEFORE_STREAMING {
@@ -229,7 +278,8 @@ impl Gateway {
     ) -> crate::backend::ResultBody {
         use crate::backend::{BackendError, Piece};
         use futures::StreamExt;
-        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true };
+        let span = tracing::Span::current();
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true, span };
         let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
             let piece = body.next().await?;
             let mut audit = pending.audit.take()?;
@@ -245,7 +295,7 @@ impl Gateway {
                     if audit.outcome == Outcome::Ok && summary.is_error {
                         audit.outcome = Outcome::ToolError;
                     }
-                    match pending.gw.finish_audit(audit).await {
+                    match pending.gw.finish_audit(audit).instrument(pending.span.clone()).await {
                         Ok(()) => Ok(Piece::End(summary)),
                         Err(_) => Err(BackendError::Unavailable("the audit trail is unavailable".into())),
                     }
@@ -255,7 +305,7 @@ impl Gateway {
                     let refusal = pending.gw.refusal_of(e.clone(), audit.backend.clone().unwrap_or_default());
                     audit.outcome = refusal.outcome();
                     audit.error_code = Some(refusal.classify().0);
-                    let _ = pending.gw.finish_audit(audit).await;
+                    let _ = pending.gw.finish_audit(audit).instrument(pending.span.clone()).await;
                     Err(e)
                 }
             };
@@ -308,7 +358,9 @@ impl Gateway {
         }
 
         // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
-        let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
+        let admitted =
+            crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, method, params, audit));
+        let (params, route) = match admitted? {
             Admission::Forward(params, route) => (params, route),
             Admission::Answered(answer) => return Ok(answer),
         };
