@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
         /// Only this outcome: ok, tool_error, denied_auth, denied_rbac, killed, rate_limited,
-        /// invalid_args, backend_error, timeout, unavailable
+        /// invalid_args, backend_error, timeout, unavailable, cancelled
         #[arg(long)]
         outcome: Option<String>,
         /// How many of the newest records to print
@@ -129,14 +129,16 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });
-    // Held to the end of `main`: dropping it writes out the lines still queued.
-    let _log = crate::log::init(daemon, cli.verbose);
+    // Held to the end of `main`: dropping it writes out the lines still queued. The daemons
+    // start their log once their config is read: its `[telemetry]` adds the span exporter.
+    let _log = (!daemon).then(|| crate::log::init(daemon, cli.verbose, None));
+    let verbose = cli.verbose;
     match cli.command {
         Command::Check { config } => check(config),
-        Command::Serve { config } => run(config, Needs::All, serve),
+        Command::Serve { config } => run_daemon(tokio::runtime::Builder::new_multi_thread(), config, verbose, serve),
         // One client's calls need one thread, and on one thread no task is ever woken across
         // threads: over stdio that cost more than the calls themselves.
-        Command::Stdio { config } => run_with(tokio::runtime::Builder::new_current_thread(), config, Needs::All, stdio),
+        Command::Stdio { config } => run_daemon(tokio::runtime::Builder::new_current_thread(), config, verbose, stdio),
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
         Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow, dead_letter } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
@@ -228,7 +230,32 @@ where
     run_with(tokio::runtime::Builder::new_multi_thread(), path, needs, f)
 }
 
-fn run_with<F, Fut>(mut runtime: tokio::runtime::Builder, path: Option<PathBuf>, needs: Needs, f: F) -> ExitCode
+fn run_with<F, Fut>(runtime: tokio::runtime::Builder, path: Option<PathBuf>, needs: Needs, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    run_logged(runtime, path, needs, None, f)
+}
+
+/// `serve` and `stdio`: their log (and span exporter) starts once the config is read.
+fn run_daemon<F, Fut>(runtime: tokio::runtime::Builder, path: Option<PathBuf>, verbose: u8, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    run_logged(runtime, path, Needs::All, Some(verbose), f)
+}
+
+/// Loads the config and runs `f` on a runtime; `log: Some(verbose)` starts the daemon's log
+/// (held until `f` is done).
+fn run_logged<F, Fut>(
+    mut runtime: tokio::runtime::Builder,
+    path: Option<PathBuf>,
+    needs: Needs,
+    log: Option<u8>,
+    f: F,
+) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -241,6 +268,7 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let _log = log.map(|verbose| crate::log::init(true, verbose, config.telemetry.as_ref()));
     let rt = runtime.enable_all().build().expect("tokio runtime");
     match rt.block_on(f(config)) {
         Ok(()) => ExitCode::SUCCESS,

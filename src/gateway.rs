@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::audit::AuditSink;
 use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
+use crate::backend::http_client::BackendClient;
 use crate::backend::{Backend, Notice, Reply};
 use crate::catalog::{self, Catalog, Listing};
 use crate::config::AuthConfig;
@@ -48,6 +49,8 @@ pub struct Gateway {
     reloading: tokio::sync::Mutex<()>,
     /// Kept for starting and restarting backends.
     client: reqwest::Client,
+    /// Reaches HTTP backends (a client of its own: see `backend::http_client`).
+    backend_client: BackendClient,
     notices: mpsc::UnboundedSender<(usize, Notice)>,
     pub metrics: crate::metrics::Metrics,
     catalog: ArcSwap<Catalog>,
@@ -285,7 +288,8 @@ impl Gateway {
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let metrics = crate::metrics::Metrics::new();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let started = start_backends(0, &config.backends, &client, &notices_tx).await;
+        let backend_client = BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION")))?;
+        let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
         let slots: Vec<Arc<Slot>> = config
             .backends
             .iter()
@@ -304,6 +308,7 @@ impl Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
             client,
+            backend_client,
             notices: notices_tx,
             metrics,
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -393,7 +398,8 @@ impl Gateway {
     pub async fn authenticate(&self, bearer: Option<&str>) -> Caller {
         let Some(auth) = self.auth.load_full() else { return Caller::Anonymous };
         let Some(token) = bearer else { return Caller::Refused(crate::auth::AuthError::Missing) };
-        match auth.authenticate(token).await {
+        let span = crate::stage_span!("sentinel.authenticate");
+        match tracing::Instrument::instrument(auth.authenticate(token), span).await {
             Ok(identity) => Caller::User(identity),
             Err(e) => Caller::Refused(e),
         }
@@ -1026,7 +1032,7 @@ impl Gateway {
                 old.terminate(std::time::Duration::from_secs(1)).await;
             }
             slot.supervision.lock().expect("supervision lock").1 = std::time::Instant::now();
-            match Backend::start(i, cfg.clone(), self.client.clone(), self.notices.clone()).await {
+            match Backend::start(i, cfg.clone(), self.backend_client.clone(), self.notices.clone()).await {
                 Ok(b) => {
                     let b = Arc::new(b);
                     if slot.retired.is_cancelled() {
@@ -1096,7 +1102,7 @@ impl Gateway {
 async fn start_backends(
     first: usize,
     configs: &[crate::config::BackendConfig],
-    client: &reqwest::Client,
+    client: &BackendClient,
     notices: &mpsc::UnboundedSender<(usize, Notice)>,
 ) -> Vec<(Option<Arc<Backend>>, Listing)> {
     let starts = configs.iter().enumerate().map(|(k, cfg)| async move {

@@ -32,4 +32,5 @@ pub mod schema;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;
+pub mod telemetry;
 pub mod uri;

@@ -12,21 +12,27 @@ use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
+use crate::config::TelemetryConfig;
+
 /// Lines queued for stderr before further lines are dropped: ~1–2 MB of typical lines.
 const QUEUED_LINES: usize = 4096;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Installs the global subscriber. Keep the guard until the process ends: dropping it
-/// writes out what is still queued.
+/// Installs the global subscriber. Keep the guards until the process ends: dropping them
+/// writes out what is still queued (log lines, and spans when `[telemetry]` is on).
 ///
 /// The daemons (`serve`, `stdio`) log at `info` unless `SENTINEL_LOG` (an `EnvFilter`, e.g.
 /// `warn` or `sentinel=debug`) says otherwise. The reports print their report and nothing else
 /// unless `-v` asks for log lines too: a report that ends in a backend's shutdown warnings would
 /// bury what it says.
-pub fn init(daemon: bool, verbose: u8) -> WorkerGuard {
+///
+/// With `telemetry`, a second layer exports the pipeline's spans (src/telemetry.rs); without
+/// it there is no such layer at all, and the subscriber is the log alone.
+pub fn init(daemon: bool, verbose: u8, telemetry: Option<&TelemetryConfig>) -> Guards {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let from_env = || EnvFilter::try_from_env("SENTINEL_LOG").ok();
     let filter = match (daemon, verbose) {
         (false, 0) => EnvFilter::new("off"),
@@ -39,13 +45,33 @@ pub fn init(daemon: bool, verbose: u8) -> WorkerGuard {
         .thread_name("sentinel-log")
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
-    tracing_subscriber::fmt()
-        .with_writer(writer)
-        // Colour codes only for a person at a terminal, never in a log file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
-    guard
+    // Colour codes only for a person at a terminal, never in a log file.
+    let ansi = std::io::stderr().is_terminal();
+    let exporting = match telemetry.map(crate::telemetry::layer) {
+        None => None,
+        Some(Ok(layer)) => Some(layer),
+        Some(Err(e)) => {
+            // Tracing is an aid, never a reason not to serve: said once, then the log alone.
+            eprintln!("sentinel: [telemetry] is not in use: {e:#}");
+            None
+        }
+    };
+    let Some((spans, telemetry)) = exporting else {
+        tracing_subscriber::fmt().with_writer(writer).with_ansi(ansi).with_env_filter(filter).init();
+        return Guards { _log: guard, _telemetry: None };
+    };
+    // The exported spans stay out of the log's lines (their fields would change its format).
+    let filter =
+        filter.add_directive(format!("{}=off", crate::telemetry::TARGET).parse().expect("a target directive parses"));
+    let log = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).with_filter(filter);
+    tracing_subscriber::registry().with(log).with(spans).init();
+    Guards { _log: guard, _telemetry: Some(telemetry) }
+}
+
+/// What must live until the process ends (see [`init`]).
+pub struct Guards {
+    _log: WorkerGuard,
+    _telemetry: Option<crate::telemetry::Guard>,
 }
 
 /// Log lines dropped so far because stderr was not being read fast enough.

@@ -140,6 +140,10 @@ pub struct Metrics {
     /// Every registered family's name, as registered (counters without `_total`).
     families: Vec<&'static str>,
     audit_suppressed: Family<ReasonLabel, Counter>,
+    /// Spans not exported (src/telemetry.rs), by reason; brought up to the exporter's own
+    /// totals at each scrape, as the audit writer's are.
+    spans_dropped: Family<ReasonLabel, Counter>,
+    spans_dropped_seen: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -161,7 +165,12 @@ impl Metrics {
             restart_pending: Family::default(),
             families: Vec::new(),
             audit_suppressed: Family::default(),
+            spans_dropped: Family::default(),
+            spans_dropped_seen: Default::default(),
         };
+        for reason in crate::telemetry::DROP_REASONS {
+            let _ = m.spans_dropped.get_or_create(&ReasonLabel { reason });
+        }
         let _ = m.audit_suppressed.get_or_create(&ReasonLabel { reason: SUPPRESSED_DENIED_AUTH });
         // Fixed label sets start at zero, so a dashboard sees the series before the first event.
         // The families labelled by tool start with the series every unknown name shares (a call
@@ -231,6 +240,12 @@ impl Metrics {
             "sentinel_audit_suppressed",
             "Audit records not written one by one, by reason (refusals without valid credentials past a source's allowance)",
             suppressed,
+        );
+        let dropped = self.spans_dropped.clone();
+        self.add(
+            "sentinel_telemetry_spans_dropped",
+            "Trace spans not exported, by reason: the export queue was full, or the collector did not take them",
+            dropped,
         );
         self
     }
@@ -338,6 +353,15 @@ impl Metrics {
 
     /// The Prometheus text exposition of every family; serve it with [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
+        let totals = crate::telemetry::dropped();
+        for ((reason, seen), total) in
+            crate::telemetry::DROP_REASONS.into_iter().zip(&self.spans_dropped_seen).zip(totals)
+        {
+            let before = seen.fetch_max(total, Ordering::Relaxed);
+            if total > before {
+                self.spans_dropped.get_or_create(&ReasonLabel { reason }).inc_by(total - before);
+            }
+        }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

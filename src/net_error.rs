@@ -25,9 +25,24 @@ pub fn describe(url: &reqwest::Url, e: reqwest::Error) -> String {
     }
 }
 
+/// Why a request to a backend at `url` got no answer at all (the backend client's error).
+pub fn describe_backend(url: &reqwest::Url, e: &crate::backend::http_client::Error) -> String {
+    let at = shown_url(url);
+    match io_cause(e).map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => format!("connection refused at {at}"),
+        Some(std::io::ErrorKind::TimedOut) => format!("no answer from {at} in time"),
+        _ if e.is_connect() => format!("cannot connect to {at}: {}", causes(e)),
+        _ => format!("request to {at} failed: {}", causes(e)),
+    }
+}
+
 /// The error and its causes, `: `-separated, without the URL.
 pub fn chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
+    causes(&e.without_url())
+}
+
+/// An error and its causes, `: `-separated (none of the backend client's errors name the URL).
+pub fn causes(e: &(dyn Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -65,5 +80,9 @@ mod tests {
         let e = reqwest::Client::new().post(url.clone()).send().await.unwrap_err();
         let text = describe(&url, e);
         assert_eq!(text, format!("connection refused at http://127.0.0.1:{port}/mcp"));
+        let client = crate::backend::http_client::BackendClient::new("sentinel-test").unwrap();
+        let uri: http::Uri = url.as_str().parse().unwrap();
+        let e = client.send(http::Method::POST, &uri, Default::default(), Default::default()).await.unwrap_err();
+        assert_eq!(describe_backend(&url, &e), format!("connection refused at http://127.0.0.1:{port}/mcp"));
     }
 }

@@ -490,11 +490,9 @@ async fn check_backends(report: &mut Report, config: Config) {
     }
     // Each backend is started and handshaken on its own (`server/discover`, falling back to
     // `initialize`), as the gateway would, so that each failure comes with its reason.
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION"), " (doctor)"))
-        .build()
-        .expect("http client");
+    let client =
+        crate::backend::http_client::BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION"), " (doctor)"))
+            .expect("http client");
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let starts = config
         .backends

@@ -15,7 +15,8 @@ use common::governance::{ADMIN_ROLE, hs256_auth, secret_env, token};
 use common::pg::PgDb;
 use common::proxy::Proxy;
 use common::{
-    Gateway, HttpClient, MODERN, StdioClient, eventually, lit, mock_stdio_backend, sentinel_bin, sse_messages,
+    Gateway, HttpClient, MODERN, StdioClient, eventually, lit, mock_log, mock_stdio_backend, modern_params,
+    sentinel_bin, sse_messages,
 };
 use sentinel::audit::store::{AuditQuery, SqlStore};
 use sentinel::audit::{AuditRecord, Outcome};
@@ -486,23 +487,23 @@ async fn kill_9_under_load_then_restart(audit_extra: &str) {
 }
 
 /// Replaces the spool folder with a regular file while the gateway runs; calls with big
-/// arguments fill the open segment until a new one must be made, which then fails. Returns
-/// how many calls were answered OK, and the folder's new place.
-async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool) -> (u64, PathBuf) {
+/// arguments (`blob` bytes, echoed: a result of about twice that) fill the open segment until a
+/// new one must be made, which then fails. Returns how many calls were answered OK, the
+/// folder's new place, and whether the call whose record could not be written had its response
+/// cut off (rather than answered -32016).
+async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool, blob: usize) -> (u64, PathBuf, bool) {
     let spool = gw.dir.path().join("sentinel-audit-spool");
     let moved = gw.dir.path().join("spool-moved-away");
     std::fs::rename(&spool, &moved).unwrap();
     std::fs::write(&spool, "not a folder").unwrap();
-    let big = json!({"blob": "x".repeat(1024 * 1024)});
+    let big = json!({"blob": "x".repeat(blob)});
     let mut ok = 0;
-    // The default segment holds 8 MiB: about nine such calls fill it.
-    for _ in 0..20 {
-        // The call whose record cannot be stored has its streamed result cut off under
-        // fail-closed (its response had started); later calls are refused with -32016.
+    // The default segment holds 8 MiB: each record holds the call's arguments.
+    for _ in 0..(8 << 20) / blob + 20 {
         let Some(r) = client.try_call("m__echo", big.clone()).await else {
             assert!(!fail_open, "fail_open cut a response off");
             assert!(audit_stat(gw, "failed").await > 0, "a response cut off with no lost record");
-            return (ok, moved);
+            return (ok, moved, true);
         };
         if r.json()["result"].is_object() {
             ok += 1;
@@ -512,10 +513,10 @@ async fn break_the_spool(gw: &Gateway, client: &HttpClient, fail_open: bool) -> 
         }
         if audit_stat(gw, "failed").await > 0 {
             assert_eq!(fail_open, r.json()["result"].is_object(), "{:.300}", r.body);
-            return (ok, moved);
+            return (ok, moved, false);
         }
     }
-    panic!("20 calls of 1 MiB did not run into the unwritable spool");
+    panic!("calls of {blob} bytes did not run into the unwritable spool");
 }
 
 /// Puts the spool folder back; the writer's probe notices and calls flow again.
@@ -533,7 +534,10 @@ async fn fail_closed_refuses_calls_while_the_spool_cannot_be_written() {
     let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
     let client = HttpClient::modern(&gw.url);
     assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
-    let (ok, moved) = break_the_spool(&gw, &client, false).await;
+    // A result of 2 MiB flows before its end (and record) is reached: the call whose record
+    // cannot be written has its response cut off, never completed.
+    let (ok, moved, cut_off) = break_the_spool(&gw, &client, false, 1024 * 1024).await;
+    assert!(cut_off, "a 2 MiB result was not streamed");
 
     assert_eq!(health(&gw).await["audit"]["writable"], false);
     for _ in 0..3 {
@@ -551,13 +555,35 @@ async fn fail_closed_refuses_calls_while_the_spool_cannot_be_written() {
     store.close().await;
 }
 
+/// A result below the streaming threshold (256 KiB) is held until its record is written: under
+/// fail-closed the call whose record cannot be written is answered -32016 like any other call,
+/// its response never started.
+#[tokio::test]
+async fn fail_closed_answers_a_result_below_the_streaming_threshold_with_minus_32016() {
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &[]));
+    let client = HttpClient::modern(&gw.url);
+    assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
+    // Echoed twice (text and structuredContent): results of about 200 KiB.
+    let (ok, moved, cut_off) = break_the_spool(&gw, &client, false, 100 * 1024).await;
+    assert!(!cut_off, "a result below the threshold was cut off instead of answered -32016");
+    assert!(ok > 0);
+    let r = client.call("m__echo", json!({"small": true})).await;
+    assert_eq!(r.error_code(), Some(-32016), "{r:?}");
+
+    repair_the_spool(&gw, &client, &moved).await;
+    let store = default_sqlite(&gw).await;
+    settled(&gw, &store, 1 + ok + 1).await;
+    assert!(stored(&store).await.iter().all(|r| r.outcome == Outcome::Ok));
+    store.close().await;
+}
+
 #[tokio::test]
 async fn fail_open_lets_calls_through_and_counts_the_lost_records() {
     let config = format!("[audit]\non_audit_failure = \"fail_open\"\n{}", mock_stdio_backend("m", None, &[]));
     let gw = Gateway::start(&config);
     let client = HttpClient::modern(&gw.url);
     assert!(client.call("m__echo", json!({"before": 1})).await.json()["result"].is_object());
-    let (ok, moved) = break_the_spool(&gw, &client, true).await;
+    let (ok, moved, _) = break_the_spool(&gw, &client, true, 1024 * 1024).await;
     assert_eq!(health(&gw).await["audit"]["writable"], false);
     let failed = audit_stat(&gw, "failed").await;
     for i in 1..=3 {
@@ -610,5 +636,69 @@ async fn two_processes_on_one_config_lose_no_records() {
     }
     let store = default_sqlite(&gw).await;
     settled(&gw, &store, 22).await;
+    store.close().await;
+}
+
+/// A call whose client goes away before its answer (the HTTP request dropped mid-call) leaves
+/// exactly one record, `cancelled`: over a JSON answer and over an event stream (where the call
+/// runs in a task of its own, aborted with the stream).
+#[tokio::test]
+async fn a_call_whose_client_went_away_leaves_one_cancelled_record() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("mock.log");
+    let gw = Gateway::start(&mock_stdio_backend("m", None, &["--log", log.to_str().unwrap()]));
+    let store = default_sqlite(&gw).await;
+    for (n, accept) in [(1, "application/json"), (2, "application/json, text/event-stream")] {
+        let mut c = HttpClient::modern(&gw.url);
+        c.accept = accept;
+        let call = tokio::spawn(async move { c.call("m__slow", json!({"ms": 60_000})).await });
+        eventually("the call reaches the backend", || async {
+            mock_log(&log).iter().filter(|m| m["params"]["name"] == "slow").count() >= n
+        })
+        .await;
+        // The client goes away: its connection closes and the gateway drops the call.
+        call.abort();
+        let _ = call.await;
+        settled(&gw, &store, n as u64).await;
+    }
+    // Later calls find exactly those two records besides their own: none doubled, none late.
+    let r = HttpClient::modern(&gw.url).call("m__echo", json!({"after": "abort"})).await;
+    assert!(r.json()["result"].is_object(), "{r:?}");
+    settled(&gw, &store, 3).await;
+    let records = stored(&store).await;
+    for r in &records[..2] {
+        assert_eq!((r.tool.as_deref(), r.outcome, r.error_code), (Some("m__slow"), Outcome::Cancelled, None), "{r:?}");
+        assert_eq!(r.backend.as_deref(), Some("m"));
+        assert!(r.latency_ms > 0.0);
+    }
+    assert_eq!(records[2].outcome, Outcome::Ok);
+    store.close().await;
+}
+
+/// `sentinel stdio` whose client goes away mid-call (stdin closed) cancels the call and records
+/// it, `cancelled`, before it exits.
+#[tokio::test]
+async fn a_stdio_call_whose_client_went_away_is_recorded_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mock.log");
+    let config = dir.path().join("sentinel.toml");
+    let backend = mock_stdio_backend("m", None, &["--log", log.to_str().unwrap()]);
+    std::fs::write(&config, format!("[auth]\ndisabled = true\n{backend}")).unwrap();
+    let mut client = StdioClient::spawn(&sentinel_bin(), &["stdio", "-c", config.to_str().unwrap()], Some(dir.path()));
+    let params = modern_params(json!({"name": "m__slow", "arguments": {"ms": 60_000}}));
+    client.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string()).await;
+    eventually("the call reaches the backend", || async {
+        mock_log(&log).iter().any(|m| m["params"]["name"] == "slow")
+    })
+    .await;
+    let mut child = client.close();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("sentinel stdio exits");
+    assert!(status.unwrap().success());
+    let store =
+        SqlStore::connect(&format!("sqlite://{}", dir.path().join("sentinel-audit.db").display())).await.unwrap();
+    let records = stored(&store).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r.transport.as_str(), r.tool.as_deref(), r.outcome), ("stdio", Some("m__slow"), Outcome::Cancelled));
     store.close().await;
 }

@@ -48,6 +48,7 @@ fn record(i: usize) -> AuditRecord {
         latency_ms: 0.5,
         backend_latency_ms: Some(0.25),
         response_bytes: 100,
+        trace_id: None,
     }
 }
 

@@ -46,7 +46,7 @@ both!(migrate_twice, round_trip, same_batch_twice, filters, follow_order, prune,
 
 const T0: i64 = 1_700_000_000_000;
 
-const OUTCOMES: [Outcome; 10] = Outcome::ALL;
+const OUTCOMES: [Outcome; 11] = Outcome::ALL;
 
 /// Record `i` of a test batch: one second apart from `T0`, a fresh id of the same millisecond
 /// (so id order is time order, as in production), and every field varying with `i`.
@@ -73,6 +73,7 @@ fn record(i: usize) -> AuditRecord {
         latency_ms: 0.1 + i as f64 / 3.0,
         backend_latency_ms: (i % 2 == 1).then_some(i as f64 * 1.25),
         response_bytes: i as u64 * 1000,
+        trace_id: (i % 3 != 2).then(|| format!("{:032x}", 0x4bf9_2f35_77b3_4da6_u128 + i as u128)),
     }
 }
 

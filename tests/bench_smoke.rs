@@ -26,13 +26,21 @@ fn the_smoke_run_completes_with_every_answer_right() {
         .filter(|l| l.starts_with("| http ") || l.starts_with("| stdio"))
         .map(|l| l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect())
         .collect();
-    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(rows.len(), 5, "{stdout}");
     for row in &rows {
         let number = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("column {i} of {row:?}"));
         assert!(number(5) > 0.0 && number(6) > 0.0, "a side answered no call: {row:?}");
         assert_eq!(row.last(), Some(&"0"), "errors in {row:?}");
     }
-    for needle in ["| http | on |", "| stdio | on |", "2025-11-25", "2026-07-28", "| 1mb |", "start to ready"] {
+    for needle in [
+        "| http | on |",
+        "| stdio | on |",
+        "| http | on, traced 100% |",
+        "2025-11-25",
+        "2026-07-28",
+        "| 1mb |",
+        "start to ready",
+    ] {
         assert!(stdout.contains(needle), "{needle} missing from\n{stdout}");
     }
     eprintln!("smoke run took {:?}", started.elapsed());

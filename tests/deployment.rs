@@ -200,9 +200,13 @@ fn compose_names_the_services_and_keeps_sentinel_on_loopback() {
     assert!(services["postgres"]["healthcheck"].is_object());
     assert!(services["postgres"]["volumes"][0].as_str().unwrap().starts_with("pgdata:"));
     assert!(c["volumes"].as_object().unwrap().contains_key("pgdata"));
-    for s in ["prometheus", "grafana"] {
+    for s in ["prometheus", "grafana", "jaeger"] {
         assert_eq!(services[s]["profiles"], json!(["monitoring"]), "{s}");
     }
+    // Jaeger takes OTLP inside the network only; its UI is on loopback, and Grafana reads it.
+    assert_eq!(services["jaeger"]["ports"], json!(["127.0.0.1:16686:16686"]));
+    let jaeger = read(&root().join("deploy/grafana/provisioning/datasources/jaeger.yml"));
+    assert!(jaeger.contains("type: jaeger") && jaeger.contains("url: http://jaeger:16686"), "{jaeger}");
     // Every file the compose file mounts from the repository exists.
     for s in services.values() {
         for v in s["volumes"].as_array().into_iter().flatten() {

@@ -30,11 +30,14 @@ pub enum Outcome {
     BackendError,
     Timeout,
     Unavailable,
+    /// The call ended without an answer because its client cancelled it or went away (the
+    /// request dropped mid-call or mid-result, `notifications/cancelled`, stdin closed).
+    Cancelled,
 }
 
 impl Outcome {
     /// Every outcome. `as_str`'s exhaustive match is the reminder to list a new one here.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::ToolError,
         Outcome::DeniedAuth,
@@ -45,6 +48,7 @@ impl Outcome {
         Outcome::BackendError,
         Outcome::Timeout,
         Outcome::Unavailable,
+        Outcome::Cancelled,
     ];
 
     pub fn parse(s: &str) -> Option<Outcome> {
@@ -63,6 +67,7 @@ impl Outcome {
             Outcome::BackendError => "backend_error",
             Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -93,6 +98,10 @@ pub struct AuditRecord {
     pub latency_ms: f64,
     pub backend_latency_ms: Option<f64>,
     pub response_bytes: u64,
+    /// The OpenTelemetry trace this request's spans belong to (32 hex digits), when
+    /// `[telemetry]` is on: the way from this record to its trace. Absent from older spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
@@ -181,6 +190,7 @@ impl AuditRecord {
             latency_ms: 0.0,
             backend_latency_ms: None,
             response_bytes: 0,
+            trace_id: None,
         }
     }
 
@@ -264,6 +274,8 @@ impl LogSink {
             error_code = r.error_code.unwrap_or(0),
             latency_ms = r.latency_ms,
             response_bytes = r.response_bytes,
+            // Only when tracing is on: the line is as it was without it.
+            trace_id = r.trace_id.as_deref(),
             "call"
         );
     }

@@ -154,6 +154,7 @@ struct JsonRecord<'a> {
     latency_ms: f64,
     backend_latency_ms: Option<f64>,
     response_bytes: u64,
+    trace_id: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -186,6 +187,7 @@ impl<'a> JsonRecord<'a> {
             latency_ms: r.latency_ms,
             backend_latency_ms: r.backend_latency_ms,
             response_bytes: r.response_bytes,
+            trace_id: r.trace_id.as_deref(),
         }
     }
 }
@@ -209,6 +211,8 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
         latency_ms: f64,
         backend_latency_ms: Option<f64>,
         response_bytes: u64,
+        #[serde(default)]
+        trace_id: Option<String>,
     }
     let l: Line = serde_json::from_str(line)?;
     let ts = humantime::parse_rfc3339(&l.ts)?.duration_since(UNIX_EPOCH)?;
@@ -228,6 +232,7 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
         latency_ms: l.latency_ms,
         backend_latency_ms: l.backend_latency_ms,
         response_bytes: l.response_bytes,
+        trace_id: l.trace_id,
     })
 }
 
@@ -242,11 +247,11 @@ fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> 
     Ok(())
 }
 
-/// Column widths of the table (time, client, tool, outcome, code, latency, bytes).
-const WIDTHS: [usize; 7] = [24, 16, 32, 13, 6, 10, 10];
+/// Column widths of the table (time, client, tool, outcome, code, latency, bytes, trace).
+const WIDTHS: [usize; 8] = [24, 16, 32, 13, 6, 10, 10, 32];
 
 pub(crate) fn header() -> String {
-    line(["TIME (UTC)", "CLIENT", "TOOL", "OUTCOME", "CODE", "LATENCY MS", "BYTES"].map(String::from))
+    line(["TIME (UTC)", "CLIENT", "TOOL", "OUTCOME", "CODE", "LATENCY MS", "BYTES", "TRACE"].map(String::from))
 }
 
 /// One record as a table row. A call without a tool (e.g. refused before parsing) shows its method.
@@ -263,10 +268,11 @@ pub fn row(r: &AuditRecord) -> String {
         r.error_code.map_or_else(|| "-".into(), |c| c.to_string()),
         format!("{:.1}", r.latency_ms),
         r.response_bytes.to_string(),
+        r.trace_id.clone().unwrap_or_else(|| "-".into()),
     ])
 }
 
-fn line(cells: [String; 7]) -> String {
+fn line(cells: [String; 8]) -> String {
     let mut s = String::new();
     for (i, (cell, width)) in cells.iter().zip(WIDTHS).enumerate() {
         let cell = fit(cell, width);
@@ -366,7 +372,13 @@ mod tests {
         assert!(line.starts_with("2023-11-14T22:13:20.123Z  ali?[31mce"), "{line}");
         assert!(!line.contains('\x1b'));
         assert!(line.contains("a_very_long_backend__with_a_ver…  denied_rbac"), "{line}");
-        assert!(line.ends_with("-32011         1.5         512"), "{line}");
+        assert!(line.ends_with("-32011         1.5         512  -"), "{line}");
         assert_eq!(header().find("CLIENT"), line.find("ali"));
+        // With tracing on, the last column is the trace to look up.
+        r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        let line = row(&r);
+        assert!(line.ends_with("-32011         1.5         512  4bf92f3577b34da6a3ce929d0e0e4736"), "{line}");
+        let column = |s: &str, at: &str| s.find(at).map(|i| s[..i].chars().count());
+        assert_eq!(column(&header(), "TRACE"), column(&line, "4bf92f"));
     }
 }

@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Columns bound per record by `insert`.
-const COLUMNS: usize = 15;
+const COLUMNS: usize = 16;
 
 #[derive(Clone)]
 pub enum SqlStore {
@@ -277,6 +277,7 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
     (2, "cheaper indexes", include_str!("../../migrations/sqlite/0002_cheaper_indexes.sql")),
     (3, "credentials", include_str!("../../migrations/sqlite/0003_credentials.sql")),
     (4, "kill switch", include_str!("../../migrations/sqlite/0004_kill_switch.sql")),
+    (5, "trace id", include_str!("../../migrations/sqlite/0005_trace_id.sql")),
 ]);
 
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
@@ -284,6 +285,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (2, "cheaper indexes", include_str!("../../migrations/postgres/0002_cheaper_indexes.sql")),
     (3, "credentials", include_str!("../../migrations/postgres/0003_credentials.sql")),
     (4, "kill switch", include_str!("../../migrations/postgres/0004_kill_switch.sql")),
+    (5, "trace id", include_str!("../../migrations/postgres/0005_trace_id.sql")),
 ]);
 
 impl MigrationSource<'static> for Embedded {
@@ -312,7 +314,7 @@ mod tests {
     #[test]
     fn statements_respect_the_parameter_limit() {
         let batch: Vec<_> = (0..100).map(|_| record(0)).collect();
-        let parts = statements(&batch, 15 * 30);
+        let parts = statements(&batch, COLUMNS * 30);
         assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [30, 30, 30, 10]);
         assert_eq!(statements(&batch[..1], 1).len(), 1);
         assert!(statements(&[], 100).is_empty());

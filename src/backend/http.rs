@@ -1,4 +1,5 @@
-//! A backend reached over Streamable HTTP: one shared `reqwest` client (connection reuse),
+//! A backend reached over Streamable HTTP: one shared client (connection reuse, bounded read
+//! buffers: see `http_client`),
 //! JSON or SSE answers, the backend's session header kept for session-based servers.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -6,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use tokio::sync::{mpsc, oneshot};
 
+use super::http_client::{BackendClient, body_stream, content_length};
 use super::sse_limit::LimitError;
 use super::{BackendError, CallOpts, Event, Notice, Reply};
 use crate::config::{BackendConfig, TransportConfig};
@@ -23,11 +25,12 @@ pub struct HttpConn {
 struct Inner {
     name: String,
     index: usize,
-    /// Parsed once: reqwest would parse (and IDNA-normalize) a `&str` URL on every request,
-    /// which the profile showed on the hot path.
+    /// As messages show it (`net_error::shown_url`).
     url: reqwest::Url,
+    /// Parsed once, not on every request (the profile showed URL parsing on the hot path).
+    uri: Uri,
     headers: HeaderMap,
-    client: reqwest::Client,
+    client: BackendClient,
     max_bytes: usize,
     next_id: AtomicU64,
     state: Mutex<State>,
@@ -71,7 +74,7 @@ impl HttpConn {
     pub fn new(
         index: usize,
         config: &BackendConfig,
-        client: reqwest::Client,
+        client: BackendClient,
         notices: mpsc::UnboundedSender<(usize, Notice)>,
     ) -> anyhow::Result<HttpConn> {
         let TransportConfig::Http { url, headers } = &config.transport else {
@@ -88,6 +91,7 @@ impl HttpConn {
                 name: config.name.clone(),
                 index,
                 url: reqwest::Url::parse(url)?,
+                uri: url.parse()?,
                 headers: map,
                 client,
                 max_bytes: config.max_message_bytes,
@@ -304,16 +308,22 @@ impl Inner {
         id: Option<u64>,
         opts: &CallOpts,
     ) -> Result<(Option<String>, Reply), PostError> {
-        let headers = self.request_headers(method, name, &opts.param_headers);
+        let mut headers = self.request_headers(method, name, &opts.param_headers);
+        if let Some(t) = &opts.trace {
+            // W3C Trace Context over HTTP: the backend span's context, whatever the client sent.
+            for (k, v) in [("traceparent", Some(&t.traceparent)), ("tracestate", t.tracestate.as_ref())] {
+                match v.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    Some(v) => headers.insert(k, v),
+                    None => headers.remove(k),
+                };
+            }
+        }
         let sent_session = self.state.lock().expect("state lock").session.clone();
         let resp = self
             .client
-            .post(self.url.clone())
-            .headers(headers)
-            .body(body)
-            .send()
+            .send(Method::POST, &self.uri, headers, body.into())
             .await
-            .map_err(|e| BackendError::Unreachable(crate::net_error::describe(&self.url, e)))?;
+            .map_err(|e| BackendError::Unreachable(crate::net_error::describe_backend(&self.url, &e)))?;
         let status = resp.status();
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         if id.is_none() {
@@ -354,11 +364,11 @@ impl Inner {
     /// A JSON answer whose `result` is handed on as it arrives: the envelope before the result
     /// is read here; the rest is the `ResultBody`'s to read. An answer without a result (an
     /// error, or no JSON-RPC response) is read whole, as before.
-    async fn read_streaming(&self, resp: reqwest::Response) -> Result<Reply, BackendError> {
+    async fn read_streaming(&self, resp: http::Response<hyper::body::Incoming>) -> Result<Reply, BackendError> {
         use super::result_body::{EnvelopeScan, Found, ResultBody};
         let mut head = bytes::BytesMut::new();
         let mut scan = EnvelopeScan::default();
-        let mut body = resp.bytes_stream();
+        let mut body = body_stream(resp);
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| BackendError::Unavailable(format!("backend `{}`: {}", self.name, net_error(e))))?;
@@ -385,8 +395,13 @@ impl Inner {
         }
     }
 
-    async fn read_sse(&self, resp: reqwest::Response, id: u64, opts: &CallOpts) -> Result<Reply, BackendError> {
-        let mut events = super::sse_limit::limit_events(resp.bytes_stream(), self.max_bytes).eventsource();
+    async fn read_sse(
+        &self,
+        resp: http::Response<hyper::body::Incoming>,
+        id: u64,
+        opts: &CallOpts,
+    ) -> Result<Reply, BackendError> {
+        let mut events = super::sse_limit::limit_events(body_stream(resp), self.max_bytes).eventsource();
         while let Some(ev) = events.next().await {
             let ev = ev.map_err(|e| {
                 let why = match e {
@@ -470,22 +485,22 @@ impl Inner {
     }
 
     fn clone_handle(&self) -> PostHandle {
-        PostHandle { client: self.client.clone(), url: self.url.clone(), headers: self.request_headers("", None, &[]) }
+        PostHandle { client: self.client.clone(), uri: self.uri.clone(), headers: self.request_headers("", None, &[]) }
     }
 }
 
 /// Enough to POST a response back to the backend from a background task.
 struct PostHandle {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: BackendClient,
+    uri: Uri,
     headers: HeaderMap,
 }
 
 impl PostHandle {
-    async fn post_raw(&self, body: String) -> Result<(), reqwest::Error> {
+    async fn post_raw(&self, body: String) -> Result<(), super::http_client::Error> {
         let mut h = self.headers.clone();
         h.remove("mcp-method");
-        self.client.post(self.url.clone()).headers(h).body(body).send().await.map(|_| ())
+        self.client.send(Method::POST, &self.uri, h, body.into()).await.map(|_| ())
     }
 }
 
@@ -495,12 +510,12 @@ async fn listen(inner: Arc<Inner>) {
     headers.remove(http::header::CONTENT_TYPE);
     headers.remove("mcp-method");
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-    let Ok(resp) = inner.client.get(inner.url.clone()).headers(headers).send().await else { return };
+    let Ok(resp) = inner.client.send(Method::GET, &inner.uri, headers, bytes::Bytes::new()).await else { return };
     if !resp.status().is_success() {
         tracing::debug!(backend = %inner.name, status = %resp.status(), "backend offers no GET stream");
         return;
     }
-    let mut events = super::sse_limit::limit_events(resp.bytes_stream(), inner.max_bytes).eventsource();
+    let mut events = super::sse_limit::limit_events(body_stream(resp), inner.max_bytes).eventsource();
     while let Some(Ok(ev)) = events.next().await {
         let Ok(msg) = Message::parse(ev.data.as_bytes()) else { continue };
         match msg.kind() {
@@ -528,16 +543,16 @@ fn into_reply(m: Message) -> Reply {
     }
 }
 
-/// A transport error's text without the URL: a backend URL may carry a key in its query.
-fn net_error(e: reqwest::Error) -> String {
-    e.without_url().to_string()
+/// A transport error's text (the client's errors never carry the URL, which may hold a key).
+fn net_error(e: hyper::Error) -> String {
+    crate::net_error::causes(&e)
 }
 
-async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+async fn read_limited(resp: http::Response<hyper::body::Incoming>, max: usize) -> Result<Vec<u8>, String> {
     // Sized up front when the length is announced (never beyond the limit): a 1 MB result
     // grown by doubling was copied about twice over.
-    let mut out = Vec::with_capacity(resp.content_length().map_or(0, |n| n.min(max as u64 + 1) as usize));
-    let mut stream = resp.bytes_stream();
+    let mut out = Vec::with_capacity(content_length(&resp).map_or(0, |n| n.min(max as u64 + 1) as usize));
+    let mut stream = body_stream(resp);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(net_error)?;
         if out.len() + chunk.len() > max {

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod breaker;
 mod handshake;
 mod http;
+pub mod http_client;
 mod listen;
 mod result_body;
 pub mod sse_limit;
@@ -97,6 +98,9 @@ pub struct CallOpts {
     pub log_level: Option<String>,
     /// `Mcp-Param-*` headers for a stateless HTTP backend (from `x-mcp-header` annotations).
     pub param_headers: Vec<(String, String)>,
+    /// The gateway's backend span, sent to an HTTP backend as `traceparent`/`tracestate`
+    /// headers (it is in `_meta` already); `None` with telemetry off.
+    pub trace: Option<crate::telemetry::TraceParent>,
     /// The caller takes a result as a `Reply::Streamed` (it needs no more of it than a
     /// `Summary`); otherwise results come whole.
     pub stream: bool,
@@ -143,7 +147,7 @@ impl Backend {
     pub async fn start(
         index: usize,
         config: BackendConfig,
-        client: reqwest::Client,
+        client: http_client::BackendClient,
         notices: mpsc::UnboundedSender<(usize, Notice)>,
     ) -> anyhow::Result<Backend> {
         let conn = match &config.transport {

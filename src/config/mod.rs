@@ -2,6 +2,8 @@
 //! `Config`. Validation collects every problem so `sentinel check` can list them all.
 
 mod alerts;
+mod telemetry;
+pub use telemetry::TelemetryConfig;
 mod checks;
 mod credentials;
 mod governance;
@@ -33,7 +35,7 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 
 /// The settings read once at start: a reload leaves them as they were, says so in its log line,
 /// and sets `sentinel_config_restart_pending{setting}` for those the file changes.
-pub const RESTART_ONLY: [&str; 8] = [
+pub const RESTART_ONLY: [&str; 9] = [
     "server.listen",
     "server.max_body_bytes",
     "audit.url",
@@ -42,6 +44,7 @@ pub const RESTART_ONLY: [&str; 8] = [
     "audit.spool_dir",
     "audit.retain",
     "audit.queue/batch/flush_interval",
+    "telemetry",
 ];
 
 /// Default file name looked up in the working directory.
@@ -65,6 +68,8 @@ pub struct Config {
     /// The keys sealing per-user credentials (`[credentials]`); `None` without the section or
     /// when the command does not use the credential store.
     pub credentials: Option<std::sync::Arc<crate::credentials::Keys>>,
+    /// Where traces are exported; `None` (no `[telemetry]`): no tracing at all.
+    pub telemetry: Option<TelemetryConfig>,
     /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
     /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
@@ -464,6 +469,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     // Relative audit paths live beside the config file (the state directory for the default).
     let audit = governance::audit(src, raw.audit, base, problems, warnings);
     let alerts = alerts::alerts(src, raw.alerts, problems);
+    let telemetry = telemetry::telemetry(src, raw.telemetry, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -477,6 +483,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         audit,
         alerts,
         credentials: None,
+        telemetry,
         warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),

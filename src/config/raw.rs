@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::alerts::RawAlerts;
 use super::governance::{RawAudit, RawAuth, RawKillSwitch, RawRateLimit, RawRole, RawValidation};
+use super::telemetry::RawTelemetry;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
@@ -30,6 +31,7 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     pub alerts: Option<RawAlerts>,
     pub credentials: Option<super::credentials::RawCredentials>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -325,3 +325,36 @@ fn a_namespace_inside_another_backends_is_refused() {
     let err = two("Other", "", "contextforge").unwrap_err().to_string();
     assert!(err.contains("same namespace `other-`"), "{err}");
 }
+
+#[test]
+fn telemetry_is_off_unless_configured() {
+    assert_eq!(parse("").unwrap().telemetry, None, "no [telemetry]: no tracing");
+    let c = parse(
+        "[telemetry]\notlp_endpoint = \"http://collector:4318/\"\nsample_ratio = 0.25\nservice_name = \"gw-eu\"\n\
+         resource_attributes = { \"deployment.environment\" = \"prod\", \"service.namespace\" = \"mcp\" }\n",
+    )
+    .unwrap();
+    let t = c.telemetry.expect("configured");
+    assert_eq!(t.otlp_endpoint, "http://collector:4318");
+    assert_eq!(t.sample_ratio, 0.25);
+    assert_eq!(t.service_name, "gw-eu");
+    assert_eq!(
+        t.resource_attributes,
+        vec![("deployment.environment".into(), "prod".into()), ("service.namespace".into(), "mcp".into())]
+    );
+    let t = parse("[telemetry]\notlp_endpoint = \"https://otel.example\"\n").unwrap().telemetry.unwrap();
+    assert_eq!((t.sample_ratio, t.service_name.as_str()), (1.0, "sentinel"), "the defaults");
+
+    let text = parse("[telemetry]\nsample_ratio = 2.0\n").unwrap_err().to_string();
+    assert!(text.contains("`telemetry.otlp_endpoint`: is required"), "{text}");
+    let text = parse("[telemetry]\notlp_endpoint = \"grpc://x:4317\"\n").unwrap_err().to_string();
+    assert!(text.contains("`telemetry.otlp_endpoint`: is not an http(s) URL"), "{text}");
+    let text = parse(&format!(
+        "[telemetry]\notlp_endpoint = \"http://x\"\nsample_ratio = -0.5\nresource_attributes = {{ k = \"{}\" }}\n",
+        "v".repeat(300)
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("`telemetry.sample_ratio`: must be between 0.0 and 1.0"), "{text}");
+    assert!(text.contains("`telemetry.resource_attributes.k`"), "{text}");
+}

@@ -27,8 +27,11 @@ use crate::session::Session;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let limit = gw.config().server.max_body_bytes;
+    // With telemetry off, POST is served as it always was: no span, not even an empty one.
+    let mcp = get(get_stream).delete(delete);
+    let mcp = if crate::telemetry::enabled() { mcp.post(post_traced) } else { mcp.post(post) };
     Router::new()
-        .route("/mcp", get(get_stream).post(post).delete(delete))
+        .route("/mcp", mcp)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -253,6 +256,29 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>, uri: Uri, headers: He
         }
     }
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// `post` in an HTTP server span (telemetry on): its parent is the client's context (the MCP
+/// `_meta.traceparent` of the body, or else the `traceparent` header), and authentication and
+/// the MCP request's span are its children.
+async fn post_traced(state: State<Arc<Gateway>>, peer: Peer, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    use tracing::Instrument;
+    let span = crate::stage_span!(
+        "http.request",
+        "otel.name" = "POST /mcp",
+        "otel.kind" = "server",
+        "http.request.method" = "POST",
+        "url.path" = uri.path(),
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    let parent = crate::telemetry::TraceParent::from_body(&body)
+        .or_else(|| crate::telemetry::TraceParent::from_headers(&headers));
+    if let Some(p) = parent {
+        crate::telemetry::set_parent(&span, &p);
+    }
+    let resp = post(state, peer, uri, headers, body).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
 }
 
 async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -490,10 +516,11 @@ async fn dispatch(
     // its HTTP status (400 for the protocol errors that require it).
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let guard = AbortOnDrop(tokio::spawn(async move {
+    // In the request's span (telemetry): the call's spans stay in its trace.
+    let guard = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move {
         let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
-    }));
+    })));
     tokio::select! {
         biased;
         Some(first) = rx.recv() => {

@@ -95,6 +95,10 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
     // to and are cancelled (at their backends too).
     session.close();
     gw.end_session(&session.id);
+    // Cancelled calls end at once and write their records (`cancelled`) on the way out; they
+    // are waited for (briefly: a call is never stuck after its cancellation) so that the audit
+    // flush that follows includes them.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tasks.wait()).await;
     drop(tx);
     if !client_gone {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;

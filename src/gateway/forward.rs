@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Answer, Gateway, RequestCtx};
 use crate::audit::AuditRecord;
@@ -45,6 +46,9 @@ pub(super) struct Prepared<'a> {
     our_token: Option<String>,
     /// Unregisters the call when it ends; its token is cancelled when the client cancels it.
     in_flight: InFlight,
+    /// The backend call's span (telemetry), and its context as the backend receives it.
+    span: tracing::Span,
+    trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// One call in flight, as the relay needs to know it.
@@ -55,6 +59,8 @@ struct Call<'a> {
     cancelled: CancellationToken,
     /// How long a relayed request may wait for the client: the backend's call timeout.
     timeout: Duration,
+    /// The backend span's context, for an HTTP backend's headers (telemetry on).
+    trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// How a call to a backend ended.
@@ -106,6 +112,7 @@ impl Gateway {
     pub(super) fn prepare<'a>(
         &self,
         req: RequestCtx<'a>,
+        backend: &Backend,
         method: Method,
         mut params: Params,
         route: Route,
@@ -121,6 +128,25 @@ impl Gateway {
             meta.insert("progressToken".into(), t.clone().into());
         }
         meta.insert(protocol::META_REQUEST_ID.into(), audit.id.to_string().into());
+        // The backend call's span; with telemetry on, the backend continues the trace from it
+        // (`_meta.traceparent`, and headers over HTTP), in place of what the client sent.
+        let span = crate::stage_span!(
+            "sentinel.backend",
+            "otel.name" = format!("{} {}", method.as_str(), backend.name()),
+            "otel.kind" = "client",
+            "rpc.system" = "jsonrpc",
+            "rpc.method" = method.as_str(),
+            "sentinel.backend" = backend.name(),
+            "gen_ai.tool.name" = route.name.as_str(),
+        );
+        let trace = crate::telemetry::TraceParent::of(&span);
+        if let Some(t) = &trace {
+            meta.insert("traceparent".into(), t.traceparent.clone().into());
+            match &t.tracestate {
+                Some(s) => meta.insert("tracestate".into(), s.clone().into()),
+                None => meta.remove("tracestate"),
+            };
+        }
         params.set_meta(&meta);
 
         let key = req.id.get().to_string();
@@ -128,16 +154,17 @@ impl Gateway {
             .session
             .start_call(&key)
             .ok_or_else(|| Refusal::InvalidRequest(format!("request id {key} is already in flight in this session")))?;
-        Ok(Prepared { req, method, params, route, client_token, our_token, in_flight })
+        Ok(Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace })
     }
 
     /// Sends a prepared call to its backend, relays what the backend sends meanwhile to the
     /// client, and hands back how the call ended. A refusal here is the gateway's own (a
     /// stateless backend's input requests it could not bridge).
     pub(super) async fn forward(&self, backend: &Backend, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
-        let Prepared { req, method, params, route, client_token, our_token, in_flight } = call;
-        let call = Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout };
-        self.call_with_input(backend, method, params, route, our_token, &call).await
+        let Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace } = call;
+        let call =
+            Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout, trace };
+        self.call_with_input(backend, method, params, route, our_token, &call).instrument(span).await
     }
 
     /// Resource subscriptions are counted per backend across clients: the backend hears of
@@ -189,6 +216,7 @@ impl Gateway {
                 None => Some("debug".into()),
             },
             param_headers: route.param_headers.clone(),
+            trace: call.trace.clone(),
             // A bridged call's result is read whole, to see whether it asks for input.
             stream: !bridges,
         };

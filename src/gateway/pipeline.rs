@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 pub use super::forward::Route;
 use super::{Answer, Caller, Gateway, RequestCtx};
@@ -19,31 +20,89 @@ use crate::policy::Access;
 use crate::protocol::Params;
 use crate::schema::{self, Violation};
 
-/// A streamed call's record, until its result has gone by. Dropped before that (the client
-/// went away), it is stored with the bytes that had gone by.
+/// A call's record until it is written. Dropped before that — the client went away: its HTTP
+/// request was dropped mid-call or mid-result, or `sentinel stdio` lost its client — it is
+/// written as `cancelled`, with the bytes that had gone by: every call that reached the
+/// pipeline leaves a record, answered or not.
 struct PendingAudit {
     gw: Arc<Gateway>,
     audit: Option<AuditRecord>,
     started: Instant,
     bytes: u64,
+    /// Only calls leave a record when dropped: a dropped `tools/list` leaves none, as an
+    /// answered one does not.
+    call: bool,
+    /// The request's span: the record is written after it has closed, and is still its child.
+    span: tracing::Span,
+}
+
+impl PendingAudit {
+    fn record(&mut self) -> &mut AuditRecord {
+        self.audit.as_mut().expect("a pending record is taken once")
+    }
+
+    /// The record, to be written by its owner now (the guard is disarmed).
+    fn take(&mut self) -> AuditRecord {
+        self.audit.take().expect("a pending record is taken once")
+    }
 }
 
 impl Drop for PendingAudit {
     fn drop(&mut self) {
-        if let Some(mut audit) = self.audit.take() {
-            audit.set_latency(self.started.elapsed());
-            audit.response_bytes = self.bytes;
+        let Some(mut audit) = self.audit.take().filter(|_| self.call) else { return };
+        audit.set_latency(self.started.elapsed());
+        audit.response_bytes = self.bytes;
+        audit.outcome = Outcome::Cancelled;
+        audit.error_code = None;
+        // A drop cannot wait: the record is written by a task of its own. Outside a runtime
+        // (never on the request path) there is nothing to spawn it on.
+        if tokio::runtime::Handle::try_current().is_ok() {
             let gw = self.gw.clone();
+            let span = self.span.clone();
             self.gw.tasks.spawn(async move {
-                let _ = gw.finish_audit(audit).await;
+                let _ = gw.finish_audit(audit).instrument(span).await;
             });
         }
     }
 }
 
+/// How much of a streamed result is read before any of it is sent (see `audited_stream`):
+/// enough for nearly every tool result, so that those keep the contract's fail-closed answer
+/// (-32016); small enough that 256 calls holding it at once stay within the memory target
+/// (docs/performance.md).
+const HOLD_BEFORE_STREAMING: usize = 256 * 1024;
+
 impl Gateway {
     /// Runs one request through the pipeline and audits it: every call, and every refusal.
+    /// With `[telemetry]` on, all of it runs in the request's span (src/telemetry.rs).
     pub(super) async fn govern(
+        self: &Arc<Self>,
+        req: RequestCtx<'_>,
+        method: Result<Method, &str>,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Answer, Refusal> {
+        let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
+        let span = crate::telemetry::request_span(label, req.session.transport);
+        if span.is_none() {
+            return self.govern_in_span(req, method, params).await;
+        }
+        // The client's context (`_meta.traceparent`) is the parent; over HTTP the HTTP
+        // request's span is, which took the client's context already (front/http.rs).
+        if tracing::Span::current().is_none() {
+            if let Some(parent) = crate::telemetry::TraceParent::from_params(params.as_deref()) {
+                crate::telemetry::set_parent(&span, &parent);
+            }
+        }
+        let generation = match (req.ctx.modern, req.session.generation()) {
+            (Some(_), _) => Some(crate::protocol::MODERN),
+            (None, Some(g)) => Some(g.version()),
+            (None, None) => None,
+        };
+        crate::telemetry::record_caller(&span, req.ctx.caller.client(), &req.session.id, generation);
+        self.govern_in_span(req, method, params).instrument(span).await
+    }
+
+    async fn govern_in_span(
         self: &Arc<Self>,
         req: RequestCtx<'_>,
         method: Result<Method, &str>,
@@ -55,11 +114,23 @@ impl Gateway {
         let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
         let mut audit =
             AuditRecord::start(label, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
-        let result = self.pipeline(req, method, params, &mut audit).await;
+        audit.trace_id = crate::telemetry::current_trace_id();
+        // Until the pipeline has answered, the record waits in a guard that writes it if this
+        // future is dropped (the client went away mid-call).
+        let mut pending = PendingAudit {
+            gw: self.clone(),
+            audit: Some(audit),
+            started,
+            bytes: 0,
+            call: method.is_ok_and(Method::is_call),
+            span: tracing::Span::current(),
+        };
+        let result = self.pipeline(req, method, params, pending.record()).await;
+        let mut audit = pending.take();
         if let Ok(Answer::Stream(body)) = result {
-            // A streamed result is audited once it has gone by: its size and outcome are known
-            // only then.
-            return Ok(Answer::Stream(self.audited_at_end(body, audit, started)));
+            // A streamed result is audited once its size and outcome are known: before it is
+            // answered if it is small, at its end if not.
+            return self.audited_stream(body, audit, started).await;
         }
         if method.is_ok_and(Method::is_call) || result.is_err() {
             audit.set_latency(started.elapsed());
@@ -76,7 +147,10 @@ impl Gateway {
                     audit.outcome = Outcome::BackendError;
                     audit.error_code = error_code(e);
                 }
-                Ok(Answer::Cancelled | Answer::Stream(_) | Answer::Listen(_)) => {}
+                // The client cancelled the call (`notifications/cancelled`, or it closed the
+                // session): nothing is answered.
+                Ok(Answer::Cancelled) => audit.outcome = Outcome::Cancelled,
+                Ok(Answer::Stream(_) | Answer::Listen(_)) => {}
                 Err(r) => {
                     audit.outcome = r.outcome();
                     audit.error_code = Some(r.classify().0);
@@ -105,11 +179,76 @@ impl Gateway {
     async fn finish_audit(&self, audit: AuditRecord) -> Result<(), Refusal> {
         crate::audit::LogSink.write(&audit);
         self.count(&audit);
-        if let Err(e) = self.audit.record(audit).await {
+        crate::telemetry::record_outcome(&tracing::Span::current(), &audit);
+        if let Err(e) = self.audit.record(audit).instrument(crate::stage_span!("sentinel.audit.write")).await {
             tracing::error!("{e}");
             return Err(Refusal::AuditUnavailable);
         }
         Ok(())
+    }
+
+    /// Audits a streamed result. One of at most `HOLD_BEFORE_STREAMING` bytes (nearly every
+    /// result) is read whole first, so its record is written before anything is sent and a call
+    /// whose record cannot be written under fail-closed is answered -32016, as every other call
+    /// is; one that breaks off meanwhile is answered with its error. A larger result starts to
+    /// flow once that much has arrived, and is audited at its end (`audited_at_end`).
+    async fn audited_stream(
+        self: &Arc<Self>,
+        mut body: crate::backend::ResultBody,
+        audit: AuditRecord,
+        started: Instant,
+    ) -> Result<Answer, Refusal> {
+        use crate::backend::{BackendError, Piece, ResultBody};
+        use futures::StreamExt;
+        // Dropped while holding (the client went away), the call is recorded as cancelled.
+        let mut pending = PendingAudit {
+            gw: self.clone(),
+            audit: Some(audit),
+            started,
+            bytes: 0,
+            call: true,
+            span: tracing::Span::current(),
+        };
+        let mut held = Vec::new();
+        let mut held_bytes = 0;
+        while held_bytes <= HOLD_BEFORE_STREAMING {
+            let piece = body
+                .next()
+                .await
+                .unwrap_or_else(|| Err(BackendError::Unavailable("the result ended before its end was seen".into())));
+            let summary = match piece {
+                Ok(Piece::Data(d)) => {
+                    held_bytes += d.len();
+                    held.push(Ok(Piece::Data(d)));
+                    continue;
+                }
+                Ok(Piece::End(summary)) => summary,
+                // The backend's answer broke off before anything was sent: the client gets the
+                // error, as for a result that was never streamed.
+                Err(e) => {
+                    let mut audit = pending.take();
+                    audit.set_latency(started.elapsed());
+                    let refusal = self.refusal_of(e, audit.backend.clone().unwrap_or_default());
+                    audit.outcome = refusal.outcome();
+                    audit.error_code = Some(refusal.classify().0);
+                    self.finish_audit(audit).await?;
+                    return Err(refusal);
+                }
+            };
+            let mut audit = pending.take();
+            audit.set_latency(started.elapsed());
+            audit.response_bytes = summary.bytes;
+            if audit.outcome == Outcome::Ok && summary.is_error {
+                audit.outcome = Outcome::ToolError;
+            }
+            self.finish_audit(audit).await?;
+            held.push(Ok(Piece::End(summary)));
+            return Ok(Answer::Stream(ResultBody::from_pieces(futures::stream::iter(held))));
+        }
+        // Past the threshold: what is held goes first, the rest as it arrives.
+        let audit = pending.take();
+        let rest = futures::stream::iter(held).chain(body);
+        Ok(Answer::Stream(self.audited_at_end(ResultBody::from_pieces(rest), audit, started)))
     }
 
     /// Passes a streamed result on and audits it at its end: its size, and `isError` for the
@@ -125,7 +264,8 @@ impl Gateway {
     ) -> crate::backend::ResultBody {
         use crate::backend::{BackendError, Piece};
         use futures::StreamExt;
-        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0 };
+        let span = tracing::Span::current();
+        let pending = PendingAudit { gw: self.clone(), audit: Some(audit), started, bytes: 0, call: true, span };
         let pieces = futures::stream::unfold((body, pending), |(mut body, mut pending)| async move {
             let piece = body.next().await?;
             let mut audit = pending.audit.take()?;
@@ -141,33 +281,38 @@ impl Gateway {
                     if audit.outcome == Outcome::Ok && summary.is_error {
                         audit.outcome = Outcome::ToolError;
                     }
-                    match pending.gw.finish_audit(audit).await {
+                    match pending.gw.finish_audit(audit).instrument(pending.span.clone()).await {
                         Ok(()) => Ok(Piece::End(summary)),
                         Err(_) => Err(BackendError::Unavailable("the audit trail is unavailable".into())),
                     }
                 }
                 Err(e) => {
                     audit.response_bytes = pending.bytes;
-                    let refusal = match &e {
-                        BackendError::Timeout => Refusal::BackendTimeout {
-                            backend: audit.backend.clone().unwrap_or_default(),
-                            timeout_ms: 0,
-                        },
-                        BackendError::Unavailable(r) | BackendError::Unreachable(r) => Refusal::BackendUnavailable {
-                            backend: audit.backend.clone().unwrap_or_default(),
-                            reason: r.clone(),
-                            retry_after_ms: 1000,
-                        },
-                    };
+                    let refusal = pending.gw.refusal_of(e.clone(), audit.backend.clone().unwrap_or_default());
                     audit.outcome = refusal.outcome();
                     audit.error_code = Some(refusal.classify().0);
-                    let _ = pending.gw.finish_audit(audit).await;
+                    let _ = pending.gw.finish_audit(audit).instrument(pending.span.clone()).await;
                     Err(e)
                 }
             };
             Some((out, (body, pending)))
         });
         crate::backend::ResultBody::from_pieces(pieces)
+    }
+
+    /// The refusal a backend's failure mid-result stands for (its code and audit outcome).
+    fn refusal_of(&self, e: crate::backend::BackendError, backend: String) -> Refusal {
+        use crate::backend::BackendError;
+        match e {
+            BackendError::Timeout => {
+                let config = self.config();
+                let timeout = config.backends.iter().find(|b| b.name == backend).map(|b| b.timeout);
+                Refusal::BackendTimeout { backend, timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64) }
+            }
+            BackendError::Unavailable(reason) | BackendError::Unreachable(reason) => {
+                Refusal::BackendUnavailable { backend, reason, retry_after_ms: 1000 }
+            }
+        }
     }
 
     async fn pipeline(
@@ -194,7 +339,9 @@ impl Gateway {
         }
 
         // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
-        let (params, route) = match self.admit(ctx.caller, &access, method, params, audit)? {
+        let admitted =
+            crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, method, params, audit));
+        let (params, route) = match admitted? {
             Admission::Forward(params, route) => (params, route),
             Admission::Answered(answer) => return Ok(answer),
         };
@@ -213,7 +360,7 @@ impl Gateway {
         if let Some(answer) = self.subscription(req.session, &backend, method, &route.name) {
             return Ok(answer);
         }
-        let call = self.prepare(req, method, params, route, audit)?;
+        let call = self.prepare(req, &backend, method, params, route, audit)?;
 
         // 10. Circuit breaker: a backend that keeps failing is refused fast rather than waited on.
         let permit = slot.breaker.acquire().map_err(|r| Refusal::BackendUnavailable {

@@ -43,6 +43,7 @@ impl Gateway {
         // What stays in force until a restart stays in the config others read, too.
         new.server.listen = old.config.server.listen;
         new.server.max_body_bytes = old.config.server.max_body_bytes;
+        new.telemetry = old.config.telemetry.clone();
         new.audit = crate::config::AuditConfig { redact_keys: new.audit.redact_keys, ..old.config.audit.clone() };
 
         // 2. Backends: keep the unchanged, start the added and changed ones beside the old.
@@ -59,7 +60,7 @@ impl Gateway {
                 }
             }
         }
-        let started = start_backends(first, &to_start, &self.client, &self.notices).await;
+        let started = start_backends(first, &to_start, &self.backend_client, &self.notices).await;
         if self.shutdown.is_cancelled() {
             for b in started.into_iter().filter_map(|(b, _)| b) {
                 b.terminate(Duration::from_secs(1)).await;
@@ -131,6 +132,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "audit.queue/batch/flush_interval" => {
                 (o.queue, o.batch, o.flush_interval) != (n.queue, n.batch, n.flush_interval)
             }
+            "telemetry" => old.telemetry != new.telemetry,
             other => unreachable!("RESTART_ONLY names `{other}`, which reload does not compare"),
         })
         .collect()
@@ -178,7 +180,8 @@ mod tests {
         assert!(restart_only_changes(&old, &old).is_empty());
         let changed = config(
             "[server]\nlisten = \"127.0.0.1:9\"\nmax_body_bytes = 7\n[audit]\nurl = \"sqlite://other.db\"\n\
-             on_audit_failure = \"fail_open\"\ndurability = \"fsync\"\nspool_dir = \"other-spool\"\nretain = \"1d\"\nqueue = 7\n",
+             on_audit_failure = \"fail_open\"\ndurability = \"fsync\"\nspool_dir = \"other-spool\"\nretain = \"1d\"\nqueue = 7\n\
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
         );
         assert_eq!(restart_only_changes(&old, &changed), crate::config::RESTART_ONLY);
     }

@@ -479,6 +479,13 @@ impl StdioClient {
         self.request(id, method, modern_params(params)).await
     }
 
+    /// Closes the child's stdin (the client goes away) and hands back the process.
+    pub fn close(self) -> tokio::process::Child {
+        drop(self.stdin);
+        drop(self.lines);
+        self.child
+    }
+
     pub async fn initialize(&mut self) -> String {
         let r = self
             .request(

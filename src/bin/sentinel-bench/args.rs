@@ -18,8 +18,10 @@ pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["http", "stdio", "stdio-http"])]
     pub backend: Vec<BackendKind>,
     /// Governance through Sentinel: `off` (no auth, no audit, no validation), `on` (JWT, RBAC,
-    /// rate limit, kill switch, schema validation, audit to PostgreSQL), or `no-audit` (all of
-    /// `on` but the audit store: what the audit trail costs, by difference).
+    /// rate limit, kill switch, schema validation, audit to PostgreSQL), `no-audit` (all of
+    /// `on` but the audit store: what the audit trail costs, by difference), or `traced` (`on`
+    /// with `[telemetry]` exporting every trace, sample_ratio 1.0, to a local OTLP sink: what
+    /// tracing costs, by difference with `on`).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["off", "on"])]
     pub governance: Vec<Governance>,
     /// Concurrent clients, each sending its next call as soon as the last is answered.
@@ -71,6 +73,7 @@ pub enum Governance {
     Off,
     On,
     NoAudit,
+    Traced,
 }
 
 impl Governance {
@@ -79,6 +82,7 @@ impl Governance {
             Governance::Off => "off",
             Governance::On => "on",
             Governance::NoAudit => "on, audit none",
+            Governance::Traced => "on, traced 100%",
         }
     }
 }

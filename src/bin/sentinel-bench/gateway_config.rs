@@ -24,17 +24,19 @@ pub enum BackendSpec<'a> {
     Stdio(&'a Path),
 }
 
-/// Governance on: the secret tokens are signed with, and where audit records go.
+/// Governance on: the secret tokens are signed with, where audit records go, and where
+/// traced scenarios export their spans.
 pub struct Governed {
     pub secret: String,
     pub audit_url: String,
+    pub otlp_url: Option<String>,
 }
 
 impl Governed {
     pub fn new(audit_url: &str) -> Governed {
         // 64 hex digits of randomness, per run.
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        Governed { secret, audit_url: audit_url.to_string() }
+        Governed { secret, audit_url: audit_url.to_string(), otlp_url: None }
     }
 
     /// A token for `sub` with the bench role, as `sentinel token` mints them.
@@ -54,8 +56,8 @@ fn lit(s: &str) -> String {
 
 /// The whole config: loopback on a free port, the governance sections, then the backends
 /// (each `required`, so that `/ready` means they answer). `audit: false` keeps the rest of
-/// governance but no audit store.
-pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, audit: bool) -> String {
+/// governance but no audit store; `traced` adds `[telemetry]` (every trace exported).
+pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, audit: bool, traced: bool) -> String {
     let mut c = String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n");
     match governed {
         None => c.push_str("[auth]\ndisabled = true\n\n[audit]\nurl = \"none\"\n\n[validation]\nenabled = false\n\n"),
@@ -74,6 +76,9 @@ pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, aud
             c.push_str("[kill_switch]\ntools = [\"*__garbage\"]\n\n");
             let store = if audit { g.audit_url.as_str() } else { "none" };
             c.push_str(&format!("[audit]\nurl = {}\n\n[validation]\nenabled = true\n\n", lit(store)));
+            if let (true, Some(otlp)) = (traced, &g.otlp_url) {
+                c.push_str(&format!("[telemetry]\notlp_endpoint = {}\nsample_ratio = 1.0\n\n", lit(otlp)));
+            }
         }
     }
     for (name, spec) in backends {
@@ -95,15 +100,21 @@ mod tests {
     #[test]
     fn both_configs_are_toml_with_the_sections_they_promise() {
         let mock = Path::new("/bin/mcp-mock");
-        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None, true).parse().unwrap();
+        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None, true, false).parse().unwrap();
         assert_eq!(off["auth"]["disabled"].as_bool(), Some(true));
         assert_eq!(off["audit"]["url"].as_str(), Some("none"));
-        let g = Governed::new("postgres://postgres@127.0.0.1/x");
+        let mut g = Governed::new("postgres://postgres@127.0.0.1/x");
         let on: toml::Table =
-            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true).parse().unwrap();
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, false).parse().unwrap();
         for section in ["auth", "roles", "rate_limit", "kill_switch", "audit", "validation"] {
             assert!(on.contains_key(section), "{section}");
         }
         assert_eq!(on["validation"]["enabled"].as_bool(), Some(true));
+        assert!(!on.contains_key("telemetry"));
+        g.otlp_url = Some("http://127.0.0.1:4318".into());
+        let traced: toml::Table =
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, true).parse().unwrap();
+        assert_eq!(traced["telemetry"]["otlp_endpoint"].as_str(), Some("http://127.0.0.1:4318"));
+        assert_eq!(traced["telemetry"]["sample_ratio"].as_float(), Some(1.0));
     }
 }

@@ -10,6 +10,7 @@ mod gateway_config;
 mod http_client;
 mod load;
 mod mcp;
+mod otlp_sink;
 mod pg;
 mod process;
 mod report;

@@ -56,10 +56,17 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         bins.sentinel.parent().map_or(String::new(), |p| p.display().to_string())
     );
 
-    let needs_pg = scenarios.iter().any(|s| s.governance == Governance::On) || !args.no_startup;
+    let needs_pg =
+        scenarios.iter().any(|s| matches!(s.governance, Governance::On | Governance::Traced)) || !args.no_startup;
     let db = if needs_pg { Some(PgDb::create(&args.pg).await?) } else { None };
     // The secret tokens are signed with; `no-audit` scenarios use it without the database.
-    let governed = Governed::new(db.as_ref().map_or("none", |db| db.url.as_str()));
+    let mut governed = Governed::new(db.as_ref().map_or("none", |db| db.url.as_str()));
+    let sink = if scenarios.iter().any(|s| s.governance == Governance::Traced) {
+        Some(crate::otlp_sink::Sink::start().await?)
+    } else {
+        None
+    };
+    governed.otlp_url = sink.as_ref().map(|s| s.url.clone());
 
     if !args.no_startup {
         startup::measure(&bins, startup_runs, settle, db.as_ref().map(|_| &governed)).await?;
@@ -70,6 +77,10 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     }
     println!("\n== summary (ratio = sentinel/direct throughput; added p50 = sentinel p50 - direct p50) ==");
     print!("{}", report::summary(&outcomes));
+    if let Some(sink) = &sink {
+        let (requests, bytes) = sink.received();
+        println!("traced scenarios: {requests} OTLP exports received, {bytes} bytes");
+    }
     let errors: u64 = outcomes.iter().map(|o| o.errors()).sum();
     println!("total wrong answers: {errors}");
     Ok(errors)

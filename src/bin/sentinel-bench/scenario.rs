@@ -54,7 +54,7 @@ pub fn from_args(a: &Args) -> Vec<Scenario> {
 }
 
 /// `--smoke`: each backend kind, both generations, both governance settings and both payloads
-/// appear at least once, with few clients.
+/// appear at least once, with few clients; and one traced scenario (spans exported).
 pub fn smoke() -> Vec<Scenario> {
     use BackendKind::*;
     use Generation::*;
@@ -72,6 +72,7 @@ pub fn smoke() -> Vec<Scenario> {
         s(Http, Off, 4, Small, Legacy),
         s(Stdio, On, 4, Small, Legacy),
         s(StdioHttp, Off, 2, OneMb, Modern),
+        s(Http, Traced, 4, Small, Modern),
     ]
 }
 
