@@ -19,10 +19,16 @@ async fn metric(gw: &Gateway, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The records stored so far; none while the gateway has not yet created its table (it migrates
+/// the store in the background, so it may answer calls before).
 async fn store_records(gw: &Gateway) -> Vec<AuditRecord> {
     let store =
         SqlStore::connect(&format!("sqlite://{}", gw.dir.path().join("sentinel-audit.db").display())).await.unwrap();
-    store.query(&AuditQuery { limit: 10_000, ..Default::default() }).await.unwrap()
+    match store.query(&AuditQuery { limit: 10_000, ..Default::default() }).await {
+        Ok(records) => records,
+        Err(e) if format!("{e:#}").contains("no such table") => Vec::new(),
+        Err(e) => panic!("{e:#}"),
+    }
 }
 
 /// Bytes of every file under `dir`.
