@@ -32,6 +32,18 @@ const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Columns bound per record by `insert`.
 const COLUMNS: usize = 16;
 
+/// Runs the same code on whichever pool a `SqlStore` has (the two pools are different types),
+/// for the small tables beside the audit records that take one SQL text in both dialects.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::audit::store::SqlStore::Sqlite($pool) => $body,
+            $crate::audit::store::SqlStore::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 #[derive(Clone)]
 pub enum SqlStore {
     Sqlite(sqlx::SqlitePool),

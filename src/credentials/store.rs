@@ -8,17 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use super::{Keys, OpenError};
-use crate::audit::store::SqlStore;
-
-/// Runs the same code on whichever pool the store has (the two pools are different types).
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            SqlStore::Sqlite($pool) => $body,
-            SqlStore::Postgres($pool) => $body,
-        }
-    };
-}
+use crate::audit::store::{SqlStore, on_pool};
 
 /// What `list` shows of a stored credential: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -191,7 +191,9 @@ pub async fn watch(
                     tracing::info!("kill switch: the store answers again");
                     warned = false;
                 }
-                if runtime.set(entries.clone()) {
+                // Cloned only when the list changed: most polls find it as it was.
+                if runtime.set(entries) {
+                    let entries = runtime.entries();
                     write_cache(&cache, &entries);
                     changed(&entries);
                 }

@@ -4,16 +4,7 @@
 use anyhow::Context;
 
 use super::{Entry, Kind};
-use crate::audit::store::SqlStore;
-
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            SqlStore::Sqlite($pool) => $body,
-            SqlStore::Postgres($pool) => $body,
-        }
-    };
-}
+use crate::audit::store::{SqlStore, on_pool};
 
 /// Every entry, in a stable order (so that an unchanged table reads as an unchanged list).
 pub async fn list(store: &SqlStore) -> anyhow::Result<Vec<Entry>> {
