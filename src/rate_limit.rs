@@ -109,6 +109,16 @@ impl RateLimited {
     }
 }
 
+/// One client's bucket for one name (a tool, or a `per = "glob"` rule's glob), and its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket<'a> {
+    pub quota: Quota,
+    pub client: &'a str,
+    pub name: &'a str,
+    /// [`SCOPE_CLIENT_TOOL`] or [`SCOPE_CLIENT_GLOB`], for the refusal.
+    pub scope: &'static str,
+}
+
 type Buckets<C> = governor::RateLimiter<u128, DashMapStateStore<u128>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// The gateway's rate limiter, built once per config. Generic over the clock so that tests can drive time.
@@ -237,6 +247,17 @@ impl<C: Clock + Clone> RateLimiter<C> {
         })
     }
 
+    /// The bucket `check` would take a cell from, resolved without taking it: for limits shared
+    /// by replicas ([`shared::SharedLimits`]), which keep the cells in Redis. `None`: not limited.
+    pub fn bucket<'a>(&'a self, client: &'a str, tool: &'a str) -> Option<Bucket<'a>> {
+        let rule = self.rule(client, tool)?;
+        let quota = self.limiters[rule.limiter].0;
+        Some(match &rule.shared {
+            Some(shared) => Bucket { quota, client, name: shared, scope: SCOPE_CLIENT_GLOB },
+            None => Bucket { quota, client, name: tool, scope: SCOPE_CLIENT_TOOL },
+        })
+    }
+
     /// Drops the buckets that are full again (a fresh bucket would behave the same) and releases their memory.
     pub fn shrink(&self) {
         for (_, buckets) in &self.limiters {
@@ -301,6 +322,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
     }
 }
 
+pub mod shared;
 #[cfg(test)]
 mod tests;
 
