@@ -14,6 +14,7 @@ pub mod front;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gateway;
+pub mod heap;
 pub mod jsonrpc;
 pub mod kill_switch;
 pub mod line_codec;

@@ -158,6 +158,8 @@ struct Shared {
     /// the spool: for tests.
     read_back: AtomicU64,
     fsyncs: AtomicU64,
+    /// Times the drainer gave the heap back after a catch-up: for tests.
+    trims: AtomicU64,
     /// The batches just written, handed from the spool writer to the drainer.
     live: std::sync::Mutex<Live>,
 }
@@ -271,6 +273,7 @@ impl AuditWriter {
             cursor: (0, 0),
             rescan: true,
             stored_not_removed: Vec::new(),
+            read_from_disk: 0,
             dead_letters: crate::audit::dead_letter::path(&base),
             store_id: settings.store_id.clone(),
             stop: stop.clone(),

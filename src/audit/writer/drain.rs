@@ -26,6 +26,12 @@ use crate::audit::{AuditRecord, AuditStore, StoreError};
 /// How often an idle drainer looks again without being woken.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
+/// Records read back from disk (a catch-up after an outage, a restart or a slow store) after
+/// which the drainer, once caught up, gives the freed heap back to the kernel (`crate::heap`).
+/// Catching up allocates far more at once than the steady state does; a few thousand records
+/// (a few seconds of busy traffic) is where what the allocator keeps becomes megabytes.
+pub(super) const TRIM_AFTER_RECORDS: usize = 5_000;
+
 /// Why the drainer stopped early: its writer was dropped.
 struct Stopped;
 
@@ -55,6 +61,8 @@ pub(super) struct Drainer {
     pub(super) rescan: bool,
     /// Segments fully stored whose deletion failed; skipped until deleted.
     pub(super) stored_not_removed: Vec<u64>,
+    /// Records read back from disk since the heap was last trimmed (see `caught_up`).
+    pub(super) read_from_disk: usize,
     /// The dead-letter file (beside the spool folders), and the store's identity its lines name.
     pub(super) dead_letters: PathBuf,
     pub(super) store_id: String,
@@ -105,10 +113,17 @@ impl Drainer {
                     Shared::add(&self.shared.written, records.len() - refused);
                     self.shared.take_backlog(records.len());
                     self.shared.stored.notify_waiters();
+                    drop(records);
+                    if !more {
+                        self.caught_up().await;
+                    }
                     // What memory still holds is not gathered for.
                     return Ok(more);
                 }
-                FromMemory::Idle => return Ok(false),
+                FromMemory::Idle => {
+                    self.caught_up().await;
+                    return Ok(false);
+                }
                 FromMemory::Behind => {}
             }
         }
@@ -181,6 +196,7 @@ impl Drainer {
                     Err(e) => return self.io_failed("reading", e).await,
                 };
                 Shared::add(&self.shared.read_back, read.records.len());
+                self.read_from_disk += read.records.len();
                 if read.corrupt > 0 {
                     Shared::add(&self.shared.failed, read.corrupt);
                     self.shared.take_backlog(read.corrupt);
@@ -213,6 +229,23 @@ impl Drainer {
         // from memory can follow on at once.
         self.cursor = (sealed_below, 0);
         Ok(progressed)
+    }
+
+    /// Called when memory holds nothing more to store: if a catch-up from disk led here, the
+    /// heap it grew is given back (`crate::heap`), on a blocking thread since a trim takes the
+    /// allocator's locks for a few milliseconds. Under steady traffic this point is reached
+    /// after every pass, so the count of records read from disk decides, not the moment.
+    async fn caught_up(&mut self) {
+        if self.read_from_disk < TRIM_AFTER_RECORDS {
+            return;
+        }
+        self.read_from_disk = 0;
+        let _ = blocking(|| {
+            crate::heap::release_free_memory();
+            Ok(())
+        })
+        .await;
+        Shared::add(&self.shared.trims, 1);
     }
 
     /// Connects to the store (and migrates it), retrying with exponential backoff and jitter

@@ -245,6 +245,40 @@ async fn a_store_outage_loses_and_duplicates_nothing() {
     assert_eq!(writer.stats().backlog, 0);
 }
 
+/// Catching up on an outage's backlog grows the heap far beyond what the steady state needs;
+/// once caught up the drainer gives it back (once), and the steady state never trims.
+#[tokio::test]
+async fn the_heap_is_given_back_once_after_catching_up_on_a_backlog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = FakeStore::down();
+    let writer = AuditWriter::start(store.clone(), settings(tmp.path())).unwrap();
+    let n = drain::TRIM_AFTER_RECORDS + 500;
+    let calls: Vec<_> = (0..8)
+        .map(|k| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for i in (k..n).step_by(8) {
+                    writer.record(record(i)).await.expect("durable");
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    assert_eq!(writer.shared.trims.load(Ordering::SeqCst), 0, "nothing to give back while the store is down");
+
+    store.down.store(false, Ordering::SeqCst);
+    eventually("backlog stored", || writer.stats().written == n as u64).await;
+    eventually("heap trimmed after the catch-up", || writer.shared.trims.load(Ordering::SeqCst) == 1).await;
+
+    // The steady state (from memory) does not trim again.
+    record_n(&writer, 300).await;
+    writer.flush().await;
+    assert_eq!(writer.stats().written, n as u64 + 300);
+    assert_eq!(writer.shared.trims.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_slow_store_does_not_slow_calls() {
     let tmp = tempfile::tempdir().unwrap();
