@@ -29,6 +29,7 @@ pub mod param_headers;
 pub mod policy;
 pub mod protocol;
 pub mod rate_limit;
+pub mod replica;
 pub mod schema;
 pub mod session;
 pub mod std_streams;

@@ -16,8 +16,8 @@
 //! over HTTP, as headers (src/gateway/forward.rs).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -48,7 +48,6 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
-static REPLICA: OnceLock<String> = OnceLock::new();
 /// Whether the last export failed: the log says so when that changes, not at every batch.
 static FAILING: AtomicBool = AtomicBool::new(false);
 
@@ -66,16 +65,9 @@ pub fn dropped() -> [u64; 2] {
     [DROPPED_QUEUE_FULL.load(Ordering::Relaxed), DROPPED_EXPORT_FAILED.load(Ordering::Relaxed)]
 }
 
-/// This process's replica id, as spans carry it (`sentinel.replica`): host name and pid.
+/// This process's replica id, as spans carry it (`sentinel.replica`): see [`crate::replica`].
 pub fn replica_id() -> &'static str {
-    REPLICA.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}-{}", std::process::id())
-    })
+    crate::replica::id()
 }
 
 /// Flushes and stops the exporter when dropped (at the end of `main`).

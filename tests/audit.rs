@@ -461,7 +461,8 @@ async fn kill_9_under_load_then_restart(audit_extra: &str) {
     proxy.cut();
     let at_cut = load.answered_ok();
     eventually("calls answered from the spool", || async { load.answered_ok() >= at_cut + 40 }).await;
-    let status = std::process::Command::new("kill").args(["-KILL", &gw.child.id().to_string()]).status().unwrap();
+    let first_pid = gw.child.id();
+    let status = std::process::Command::new("kill").args(["-KILL", &first_pid.to_string()]).status().unwrap();
     assert!(status.success());
     let (ok, sent, _) = load.stop().await;
     let dir = gw.dir.clone();
@@ -471,7 +472,14 @@ async fn kill_9_under_load_then_restart(audit_extra: &str) {
     let gw = tokio::task::spawn_blocking(move || Gateway::start_at(dir, &[])).await.unwrap();
     eventually("the spool replayed", || async { audit_stat(&gw, "backlog").await == 0 }).await;
     assert!(audit_stat(&gw, "replayed").await > 0, "nothing was replayed");
-    let counts = markers(&stored(&db.store).await);
+    let records = stored(&db.store).await;
+    // Every call was answered by the first process: its records name it as their replica,
+    // also those the second process replayed from the spool.
+    let first = format!("-{first_pid}");
+    let others: Vec<_> =
+        records.iter().filter(|r| !r.replica.as_deref().is_some_and(|id| id.ends_with(&first))).collect();
+    assert!(others.is_empty(), "records not naming replica *{first}: {:?}", &others[..others.len().min(3)]);
+    let counts = markers(&records);
     assert_no_duplicates(&counts);
     let lost: Vec<_> = ok.iter().filter(|m| !counts.contains_key(*m)).collect();
     assert!(
@@ -637,6 +645,14 @@ async fn two_processes_on_one_config_lose_no_records() {
     }
     let store = default_sqlite(&gw).await;
     settled(&gw, &store, 22).await;
+    // Each process names itself as the replica of its records: host name and pid.
+    let replicas: BTreeMap<String, usize> = stored(&store).await.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.replica.clone().expect("every record names its replica")).or_default() += 1;
+        m
+    });
+    let serve = replicas.iter().find(|(id, _)| id.ends_with(&format!("-{}", gw.child.id())));
+    assert_eq!(serve.map(|(_, n)| *n), Some(21), "{replicas:?}");
+    assert_eq!(replicas.len(), 2, "one replica id per process: {replicas:?}");
     store.close().await;
 }
 

@@ -49,6 +49,7 @@ fn record(i: usize) -> AuditRecord {
         backend_latency_ms: Some(0.25),
         response_bytes: 100,
         trace_id: None,
+        replica: Some("gw-1".into()),
     }
 }
 

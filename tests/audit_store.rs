@@ -74,6 +74,7 @@ fn record(i: usize) -> AuditRecord {
         backend_latency_ms: (i % 2 == 1).then_some(i as f64 * 1.25),
         response_bytes: i as u64 * 1000,
         trace_id: (i % 3 != 2).then(|| format!("{:032x}", 0x4bf9_2f35_77b3_4da6_u128 + i as u128)),
+        replica: (i % 5 != 4).then(|| format!("host-{}.example-{}", i % 3, 1000 + i)),
     }
 }
 

@@ -102,6 +102,11 @@ pub struct AuditRecord {
     /// `[telemetry]` is on: the way from this record to its trace. Absent from older spools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The replica that answered (`crate::replica`): kept in the record, not added by the
+    /// store, because a spool left by one process may be stored by another. Absent from
+    /// older spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
@@ -191,6 +196,7 @@ impl AuditRecord {
             backend_latency_ms: None,
             response_bytes: 0,
             trace_id: None,
+            replica: Some(crate::replica::id().to_string()),
         }
     }
 

@@ -155,6 +155,7 @@ struct JsonRecord<'a> {
     backend_latency_ms: Option<f64>,
     response_bytes: u64,
     trace_id: Option<&'a str>,
+    replica: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -188,6 +189,7 @@ impl<'a> JsonRecord<'a> {
             backend_latency_ms: r.backend_latency_ms,
             response_bytes: r.response_bytes,
             trace_id: r.trace_id.as_deref(),
+            replica: r.replica.as_deref(),
         }
     }
 }
@@ -213,6 +215,8 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
         response_bytes: u64,
         #[serde(default)]
         trace_id: Option<String>,
+        #[serde(default)]
+        replica: Option<String>,
     }
     let l: Line = serde_json::from_str(line)?;
     let ts = humantime::parse_rfc3339(&l.ts)?.duration_since(UNIX_EPOCH)?;
@@ -233,6 +237,7 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
         backend_latency_ms: l.backend_latency_ms,
         response_bytes: l.response_bytes,
         trace_id: l.trace_id,
+        replica: l.replica,
     })
 }
 
