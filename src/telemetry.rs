@@ -15,7 +15,6 @@
 //! parent of the request's span; the backend gets the backend span's context in `_meta` and,
 //! over HTTP, as headers (src/gateway/forward.rs).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -221,6 +220,20 @@ pub struct TraceParent {
     pub tracestate: Option<String>,
 }
 
+impl opentelemetry::propagation::Extractor for TraceParent {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => Some(&self.traceparent),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        ["traceparent"].into_iter().chain(self.tracestate.as_ref().map(|_| "tracestate")).collect()
+    }
+}
+
 /// Longest `traceparent`/`tracestate` taken from a client (W3C: 55 and 512 bytes); a longer
 /// one is ignored, not truncated.
 const MAX_TRACESTATE_BYTES: usize = 512;
@@ -271,23 +284,24 @@ impl TraceParent {
     }
 
     fn context(&self) -> opentelemetry::Context {
-        let mut carrier = HashMap::with_capacity(2);
-        carrier.insert("traceparent".to_string(), self.traceparent.clone());
-        if let Some(s) = &self.tracestate {
-            carrier.insert("tracestate".to_string(), s.clone());
-        }
-        TraceContextPropagator::new().extract(&carrier)
+        // The propagator reads the two fields in place: no map of copies per request.
+        TraceContextPropagator::new().extract(self)
     }
 
-    /// The context of `span`, to send on; `None` when the span is not recorded.
+    /// The context of `span`, to send on; `None` when the span is not recorded. Written as
+    /// the W3C propagator writes it (version 00, only the sampled flag), without its map.
     pub fn of(span: &tracing::Span) -> Option<TraceParent> {
         let cx = span.context();
-        if !cx.span().span_context().is_valid() {
-            return None;
-        }
-        let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
-        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-        Some(TraceParent { traceparent: carrier.remove("traceparent")?, tracestate: carrier.remove("tracestate") })
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| TraceParent::of_context(sc))
+    }
+
+    fn of_context(sc: &opentelemetry::trace::SpanContext) -> TraceParent {
+        let flags = sc.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
+        let traceparent = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), flags.to_u8());
+        let tracestate = Some(sc.trace_state().header()).filter(|s| !s.is_empty());
+        TraceParent { traceparent, tracestate }
     }
 }
 
@@ -392,6 +406,8 @@ pub fn record_outcome(span: &tracing::Span, r: &crate::audit::AuditRecord) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -419,6 +435,21 @@ mod tests {
         assert_eq!(TraceParent::new(TP, Some(&state)).unwrap().tracestate, None, "an oversized tracestate is dropped");
         assert!(!TraceParent::new("not a traceparent", None).unwrap().context().span().span_context().is_valid());
         assert!(TraceParent::new(TP, None).unwrap().context().span().span_context().is_valid());
+    }
+
+    /// What is sent on is what the W3C propagator would write, read back to the same context.
+    #[test]
+    fn the_context_sent_on_is_the_propagators() {
+        for (tp, state) in [(TP, Some("a=b,c=d")), ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", None)] {
+            let parent = TraceParent::new(tp, state).unwrap();
+            let cx = parent.context();
+            let mut carrier = HashMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+            let ours = TraceParent::of_context(cx.span().span_context());
+            assert_eq!(ours.traceparent, carrier["traceparent"]);
+            assert_eq!(ours.tracestate.as_deref(), Some(carrier["tracestate"].as_str()).filter(|s| !s.is_empty()));
+            assert_eq!(ours, parent, "read back unchanged");
+        }
     }
 
     #[test]

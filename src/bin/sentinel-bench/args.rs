@@ -24,6 +24,10 @@ pub struct Args {
     /// tracing costs, by difference with `on`).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["off", "on"])]
     pub governance: Vec<Governance>,
+    /// The `sample_ratio` of `traced` scenarios: 1.0 (every trace exported, the measure)
+    /// or lower, for what tracing costs at the ratio a busy deployment would run.
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_ratio: f64,
     /// Concurrent clients, each sending its next call as soon as the last is answered.
     #[arg(long, value_delimiter = ',', default_values = ["1", "16", "64", "256"])]
     pub clients: Vec<usize>,
@@ -82,7 +86,7 @@ impl Governance {
             Governance::Off => "off",
             Governance::On => "on",
             Governance::NoAudit => "on, audit none",
-            Governance::Traced => "on, traced 100%",
+            Governance::Traced => "on, traced",
         }
     }
 }
@@ -113,6 +117,7 @@ impl Args {
         ensure!((1..=MAX_ROUNDS).contains(&self.rounds), "--rounds: 1..={MAX_ROUNDS}");
         ensure!(!self.round.is_zero() && self.round <= MAX_ROUND, "--round: more than 0, at most {MAX_ROUND:?}");
         ensure!(self.calls.is_none_or(|c| (1..=MAX_CALLS).contains(&c)), "--calls: 1..={MAX_CALLS}");
+        ensure!((0.0..=1.0).contains(&self.trace_ratio), "--trace-ratio: 0.0..=1.0");
         ensure!(self.startup_runs <= MAX_STARTUP_RUNS, "--startup-runs: at most {MAX_STARTUP_RUNS}");
         ensure!(
             !(self.backend.is_empty()

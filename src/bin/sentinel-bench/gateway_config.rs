@@ -30,13 +30,15 @@ pub struct Governed {
     pub secret: String,
     pub audit_url: String,
     pub otlp_url: Option<String>,
+    /// `[telemetry] sample_ratio` of traced scenarios.
+    pub sample_ratio: f64,
 }
 
 impl Governed {
     pub fn new(audit_url: &str) -> Governed {
         // 64 hex digits of randomness, per run.
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        Governed { secret, audit_url: audit_url.to_string(), otlp_url: None }
+        Governed { secret, audit_url: audit_url.to_string(), otlp_url: None, sample_ratio: 1.0 }
     }
 
     /// A token for `sub` with the bench role, as `sentinel token` mints them.
@@ -77,7 +79,11 @@ pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, aud
             let store = if audit { g.audit_url.as_str() } else { "none" };
             c.push_str(&format!("[audit]\nurl = {}\n\n[validation]\nenabled = true\n\n", lit(store)));
             if let (true, Some(otlp)) = (traced, &g.otlp_url) {
-                c.push_str(&format!("[telemetry]\notlp_endpoint = {}\nsample_ratio = 1.0\n\n", lit(otlp)));
+                c.push_str(&format!(
+                    "[telemetry]\notlp_endpoint = {}\nsample_ratio = {:?}\n\n",
+                    lit(otlp),
+                    g.sample_ratio
+                ));
             }
         }
     }

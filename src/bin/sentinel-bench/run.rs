@@ -67,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         None
     };
     governed.otlp_url = sink.as_ref().map(|s| s.url.clone());
+    governed.sample_ratio = args.trace_ratio;
 
     if !args.no_startup {
         startup::measure(&bins, startup_runs, settle, db.as_ref().map(|_| &governed)).await?;
@@ -79,7 +80,10 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     print!("{}", report::summary(&outcomes));
     if let Some(sink) = &sink {
         let (requests, bytes) = sink.received();
-        println!("traced scenarios: {requests} OTLP exports received, {bytes} bytes");
+        println!(
+            "traced scenarios (sample_ratio {}): {requests} OTLP exports received, {bytes} bytes",
+            args.trace_ratio
+        );
     }
     let errors: u64 = outcomes.iter().map(|o| o.errors()).sum();
     println!("total wrong answers: {errors}");
