@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::slot::Slot;
-use super::{Gateway, Live, rate_limit_settings, start_backends};
+use super::start::{rate_limit_settings, start_backends};
+use super::{Gateway, Live};
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, BackendConfig, Config};
 use crate::policy::Policy;
