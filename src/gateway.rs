@@ -133,10 +133,6 @@ impl Gateway {
         }
     }
 
-    pub fn auth_enabled(&self) -> bool {
-        self.auth.load().is_some()
-    }
-
     pub fn audit_stats(&self) -> AuditStats {
         self.audit_writer.as_ref().map(|w| w.stats()).unwrap_or_default()
     }

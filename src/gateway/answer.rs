@@ -20,7 +20,7 @@ pub struct Listening {
     pub ack: String,
     pub notifications: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
     /// The request, registered in its session so that `notifications/cancelled` ends it.
-    pub call: crate::session::InFlight,
+    pub call: crate::session::RegisteredCall,
 }
 
 impl From<String> for Framed {

@@ -20,7 +20,7 @@ use crate::jsonrpc;
 use crate::method::Method;
 use crate::param_headers;
 use crate::protocol::{self, Generation, Params};
-use crate::session::{InFlight, Relayed, Session};
+use crate::session::{RegisteredCall, Relayed, Session};
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
@@ -45,7 +45,7 @@ pub(super) struct Prepared<'a> {
     /// The progress token the backend sees instead.
     our_token: Option<String>,
     /// Unregisters the call when it ends; its token is cancelled when the client cancels it.
-    in_flight: InFlight,
+    in_flight: RegisteredCall,
     /// The backend call's span (telemetry), and its context as the backend receives it.
     span: tracing::Span,
     trace: Option<crate::telemetry::TraceParent>,

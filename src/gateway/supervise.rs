@@ -102,11 +102,7 @@ impl Gateway {
             // A backend that died again while being listed sent its down-notice while this
             // loop still ran (and was ignored): go round again.
             if !slot.retired.is_cancelled() && !slot.is_up() {
-                let r = {
-                    let mut s = slot.supervision.lock().expect("supervision lock");
-                    let ran_for = s.1.elapsed();
-                    s.0.on_exit(ran_for)
-                };
+                let r = slot.supervision.lock().expect("supervision lock").on_exit();
                 self.tasks.spawn(self.clone().restart(i, r.delay));
             }
         })
@@ -123,7 +119,7 @@ impl Gateway {
             if let Some(old) = slot.backend.swap(None) {
                 old.terminate(std::time::Duration::from_secs(1)).await;
             }
-            slot.supervision.lock().expect("supervision lock").1 = std::time::Instant::now();
+            slot.supervision.lock().expect("supervision lock").started = std::time::Instant::now();
             match Backend::start(i, cfg.clone(), self.backend_client.clone(), self.notices.clone()).await {
                 Ok(b) => {
                     let b = Arc::new(b);
@@ -149,11 +145,7 @@ impl Gateway {
                     return;
                 }
                 Err(e) => {
-                    let r = {
-                        let mut s = slot.supervision.lock().expect("supervision lock");
-                        let ran_for = s.1.elapsed();
-                        s.0.on_exit(ran_for)
-                    };
+                    let r = slot.supervision.lock().expect("supervision lock").on_exit();
                     tracing::error!(backend = %cfg.name, "restart failed: {e:#}; next attempt in {:?}", r.delay);
                     delay = r.delay;
                 }
@@ -221,11 +213,7 @@ pub(super) async fn notice_loop(
                 if slot.restarting.load(Ordering::Acquire) {
                     continue;
                 }
-                let restart = {
-                    let mut s = slot.supervision.lock().expect("supervision lock");
-                    let ran_for = s.1.elapsed();
-                    s.0.on_exit(ran_for)
-                };
+                let restart = slot.supervision.lock().expect("supervision lock").on_exit();
                 let kind = if restart.crash_loop {
                     tracing::error!(backend = %name, attempt = restart.attempt, "backend is in a crash loop: {why}; restarting in {:?}", restart.delay);
                     crate::alerts::AlertKind::CrashLoop
