@@ -35,6 +35,7 @@ pub use answer::{Answer, Framed, Listening};
 pub(crate) use caller::RequestCtx;
 pub use caller::{ANONYMOUS, Caller, Ctx};
 pub use pipeline::{Admission, Route};
+pub use reload::ReloadError;
 pub use slot::Slot;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -118,7 +118,7 @@ impl Gateway {
         route: Route,
         audit: &AuditRecord,
     ) -> Result<Prepared<'a>, Refusal> {
-        let mut meta = params.meta().map_err(Refusal::InvalidParams)?;
+        let mut meta = params.meta()?;
         let client_token = match meta.remove("progressToken") {
             Some(t) => Some(serde_json::value::to_raw_value(&t).map_err(|e| Refusal::InvalidParams(e.to_string()))?),
             None => None,

@@ -35,8 +35,8 @@ impl Gateway {
             Method::Initialize => Answer::Result(self.initialize(session, params.as_deref())?),
             Method::Ping => Answer::Result("{}".into()),
             Method::SetLogLevel => {
-                let p = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
-                let level = p.str("level").map_err(Refusal::InvalidParams)?.unwrap_or_default();
+                let p = Params::parse(params.as_deref())?;
+                let level = p.str("level")?.unwrap_or_default();
                 let rank = protocol::log_level_rank(&level)
                     .ok_or_else(|| Refusal::InvalidParams(format!("unknown log level `{level}`")))?;
                 session.set_log_level(rank);
@@ -66,8 +66,8 @@ impl Gateway {
     }
 
     fn initialize(&self, session: &Session, params: Option<&RawValue>) -> Result<String, Refusal> {
-        let p = Params::parse(params).map_err(Refusal::InvalidParams)?;
-        let requested = p.str("protocolVersion").map_err(Refusal::InvalidParams)?;
+        let p = Params::parse(params)?;
+        let requested = p.str("protocolVersion")?;
         let version = protocol::negotiate_legacy(requested.as_deref());
         let caps: serde_json::Value =
             p.0.get("capabilities")

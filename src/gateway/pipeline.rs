@@ -192,7 +192,7 @@ impl Gateway {
         audit: &mut AuditRecord,
     ) -> Result<Admission, Refusal> {
         // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
-        let mut params = Params::parse(params.as_deref()).map_err(Refusal::InvalidParams)?;
+        let mut params = Params::parse(params.as_deref())?;
         let arguments = strict_arguments(method, &mut params)?;
         let redactor = self.redactor.load();
         audit.arguments = arguments.as_ref().map(|a| redactor.redact(a));
@@ -249,10 +249,7 @@ impl Gateway {
 /// a spelling the backend never saw.
 fn target(method: Method, params: &Params) -> Result<String, Refusal> {
     let required = |k: &str| -> Result<String, Refusal> {
-        params
-            .str(k)
-            .map_err(Refusal::InvalidParams)?
-            .ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
+        params.str(k)?.ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
     };
     let normal = |uri: String| -> Result<String, Refusal> {
         match crate::uri::normalize(&uri) {
@@ -297,14 +294,14 @@ pub enum Admission {
 /// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so
 /// the backend gets exactly what was checked, never the client's raw bytes.
 fn strict_arguments(method: Method, params: &mut Params) -> Result<Option<Value>, Refusal> {
-    let known: &[&str] = match method {
+    let known: &[&'static str] = match method {
         Method::ToolsCall | Method::PromptsGet => &["name", "arguments", "_meta"],
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => &["uri", "_meta"],
         _ => &["ref", "argument", "context", "_meta"],
     };
-    params.check_case_variants(known).map_err(Refusal::InvalidParams)?;
+    params.check_case_variants(known)?;
     for raw in params.0.values() {
-        crate::strict_json::check_unique_keys(raw.get()).map_err(Refusal::InvalidParams)?;
+        crate::strict_json::check_unique_keys(raw.get()).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
     }
     if !matches!(method, Method::ToolsCall | Method::PromptsGet) {
         return Ok(None);
