@@ -4,8 +4,9 @@
 //! - `start.rs`: start-up and shutdown, and the background tasks' owner;
 //! - `dispatch.rs`: `handle`, the one place every client message passes through;
 //! - `pipeline.rs`: the governed path of a request, its stages numbered, with `forward.rs`
-//!   (rewriting a call for its backend and relaying it) and `audited.rs` (the record written
-//!   whatever the outcome, streamed results included);
+//!   (a call rewritten for its backend and sent), `route.rs` (which backend serves a name),
+//!   `relay.rs` (the backend's notifications and requests relayed to the client) and
+//!   `audited.rs` (the record written whatever the outcome, streamed results included);
 //! - `own_methods.rs`: the methods the gateway answers itself (handshake, lists, listen);
 //! - `sessions.rs`: the table of session-based clients; `subscriptions.rs`: listen streams,
 //!   resource subscriptions and notifications fanned out to clients;
@@ -24,7 +25,9 @@ mod health;
 mod lists;
 mod own_methods;
 mod pipeline;
+mod relay;
 mod reload;
+mod route;
 mod sessions;
 mod slot;
 mod start;
@@ -34,8 +37,9 @@ mod supervise;
 pub use answer::{Answer, Framed, Listening};
 pub(crate) use caller::RequestCtx;
 pub use caller::{ANONYMOUS, Caller, Ctx};
-pub use pipeline::{Admission, Route};
+pub use pipeline::Admission;
 pub use reload::ReloadError;
+pub use route::Route;
 pub use slot::Slot;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,8 +10,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
+use super::Route;
 use super::audited::{PendingAudit, error_code, is_tool_error};
-pub use super::forward::Route;
 use super::{Answer, Caller, Gateway, RequestCtx};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::SchemaErrors;
