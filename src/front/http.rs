@@ -245,7 +245,7 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         if let Some(tool) = gw.catalog().tool(body_value).filter(|t| !t.param_headers.is_empty()) {
             let args = target.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
             param_headers::check(&tool.param_headers, &args, |name| header(h, name).map(str::to_string))
-                .map_err(Refusal::HeaderMismatch)?;
+                .map_err(|e| Refusal::HeaderMismatch(e.to_string()))?;
         }
     }
     Ok(())
