@@ -53,6 +53,12 @@ pub enum Refusal {
     MalformedModern(String),
 }
 
+impl From<crate::protocol::ParamsError> for Refusal {
+    fn from(e: crate::protocol::ParamsError) -> Refusal {
+        Refusal::InvalidParams(e.to_string())
+    }
+}
+
 impl Refusal {
     /// The one table: JSON-RPC code, HTTP status, and data a program can act on.
     pub fn classify(&self) -> (i64, StatusCode, Option<Value>) {

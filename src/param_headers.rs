@@ -14,39 +14,61 @@ pub struct ParamHeader {
     pub path: Vec<String>,
 }
 
+/// Why a tool's `x-mcp-header` annotations are invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAnnotation {
+    #[error("x-mcp-header must be a string")]
+    NotAString,
+    #[error("x-mcp-header `{0}` is not on a property reachable through `properties` only")]
+    Unreachable(String),
+    #[error("x-mcp-header `{0}` is not a valid header name token")]
+    BadName(String),
+    #[error("x-mcp-header `{name}` is on a property of type {kind:?}; only string, integer and boolean are allowed")]
+    BadType { name: String, kind: Option<String> },
+    #[error("x-mcp-header `{0}` is used twice")]
+    UsedTwice(String),
+}
+
+/// Why a client's `Mcp-Param-*` headers do not match the body it sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderMismatch {
+    #[error("the {header} header is required: argument `{argument}` is present")]
+    Missing { header: String, argument: String },
+    #[error("the {0} header is not validly encoded")]
+    BadEncoding(String),
+    #[error("{header} header value '{sent}' does not match body value '{body}'")]
+    Differs { header: String, sent: String, body: String },
+}
+
 /// The annotations of a tool's `inputSchema`, or why they are invalid (the tool is then not
 /// offered to clients, as the spec asks of clients on HTTP).
-pub fn extract(schema: &Value) -> Result<Vec<ParamHeader>, String> {
+pub fn extract(schema: &Value) -> Result<Vec<ParamHeader>, BadAnnotation> {
     let mut out = Vec::new();
     walk(schema, &mut Vec::new(), true, &mut out)?;
     let mut seen = std::collections::HashSet::new();
     for p in &out {
         if !seen.insert(p.header.to_ascii_lowercase()) {
-            return Err(format!("x-mcp-header `{}` is used twice", p.header));
+            return Err(BadAnnotation::UsedTwice(p.header.clone()));
         }
     }
     Ok(out)
 }
 
-fn walk(v: &Value, path: &mut Vec<String>, reachable: bool, out: &mut Vec<ParamHeader>) -> Result<(), String> {
+fn walk(v: &Value, path: &mut Vec<String>, reachable: bool, out: &mut Vec<ParamHeader>) -> Result<(), BadAnnotation> {
     match v {
         Value::Object(m) => {
             if let Some(h) = m.get("x-mcp-header") {
-                let name = h.as_str().ok_or("x-mcp-header must be a string")?;
+                let name = h.as_str().ok_or(BadAnnotation::NotAString)?;
                 if !reachable || path.is_empty() {
-                    return Err(format!(
-                        "x-mcp-header `{name}` is not on a property reachable through `properties` only"
-                    ));
+                    return Err(BadAnnotation::Unreachable(name.to_string()));
                 }
                 if name.is_empty() || !name.bytes().all(is_tchar) {
-                    return Err(format!("x-mcp-header `{name}` is not a valid header name token"));
+                    return Err(BadAnnotation::BadName(name.to_string()));
                 }
                 match m.get("type").and_then(Value::as_str) {
                     Some("string" | "integer" | "boolean") => {}
                     other => {
-                        return Err(format!(
-                            "x-mcp-header `{name}` is on a property of type {other:?}; only string, integer and boolean are allowed"
-                        ));
+                        return Err(BadAnnotation::BadType { name: name.to_string(), kind: other.map(str::to_string) });
                     }
                 }
                 out.push(ParamHeader { header: format!("Mcp-Param-{name}"), path: path.clone() });
@@ -115,21 +137,25 @@ pub fn headers_for(params: &[ParamHeader], arguments: &Value) -> Vec<(String, St
 }
 
 /// Checks a client's `Mcp-Param-*` headers against the body; `get` reads a header by name.
-pub fn check(params: &[ParamHeader], arguments: &Value, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+pub fn check(
+    params: &[ParamHeader],
+    arguments: &Value,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<(), HeaderMismatch> {
     for p in params {
         let Some(body) = value(arguments, &p.path) else { continue };
         let Some(raw) = get(&p.header) else {
-            return Err(format!("the {} header is required: argument `{}` is present", p.header, p.path.join(".")));
+            return Err(HeaderMismatch::Missing { header: p.header.clone(), argument: p.path.join(".") });
         };
         let Some(text) = decode(raw.trim()) else {
-            return Err(format!("the {} header is not validly encoded", p.header));
+            return Err(HeaderMismatch::BadEncoding(p.header.clone()));
         };
         let same = match &body {
             Value::Number(n) => text.parse::<f64>().ok() == n.as_f64(),
             other => text == as_text(other),
         };
         if !same {
-            return Err(format!("{} header value '{text}' does not match body value '{}'", p.header, as_text(&body)));
+            return Err(HeaderMismatch::Differs { header: p.header.clone(), sent: text, body: as_text(&body) });
         }
     }
     Ok(())

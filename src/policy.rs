@@ -18,7 +18,7 @@ pub struct Policy {
 
 impl Policy {
     /// The policy of `c`, with the run-time kill switch `runtime` (kept across reloads).
-    pub fn from_config(c: &Config, runtime: Arc<crate::kill_switch::Runtime>) -> Result<Policy, String> {
+    pub fn from_config(c: &Config, runtime: Arc<crate::kill_switch::Runtime>) -> Result<Policy, PolicyError> {
         Ok(Policy {
             rbac: Rbac::new(&c.roles)?,
             kill: KillSwitch::new(&c.kill_switch, runtime)?,
@@ -32,12 +32,21 @@ impl Policy {
     }
 }
 
-fn globset(globs: &[String]) -> Result<GlobSet, String> {
+/// A role or kill-switch glob that does not compile: the config cannot become a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("`{glob}`: {source}")]
+    BadGlob { glob: String, source: globset::Error },
+    #[error("{0}")]
+    GlobSet(globset::Error),
+}
+
+fn globset(globs: &[String]) -> Result<GlobSet, PolicyError> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
-        b.add(Glob::new(g).map_err(|e| format!("`{g}`: {e}"))?);
+        b.add(Glob::new(g).map_err(|source| PolicyError::BadGlob { glob: g.clone(), source })?);
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(PolicyError::GlobSet)
 }
 
 /// What a caller may reach.
@@ -60,11 +69,11 @@ pub struct Rbac {
 }
 
 impl Rbac {
-    pub fn new(roles: &[RoleConfig]) -> Result<Rbac, String> {
+    pub fn new(roles: &[RoleConfig]) -> Result<Rbac, PolicyError> {
         let roles = roles
             .iter()
             .map(|r| Ok((r.name.clone(), Role { allow: globset(&r.allow)?, deny: globset(&r.deny)? })))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, PolicyError>>()?;
         Ok(Rbac { roles })
     }
 
@@ -89,7 +98,7 @@ pub struct KillSwitch {
 }
 
 impl KillSwitch {
-    pub fn new(cfg: &KillSwitchConfig, runtime: Arc<crate::kill_switch::Runtime>) -> Result<KillSwitch, String> {
+    pub fn new(cfg: &KillSwitchConfig, runtime: Arc<crate::kill_switch::Runtime>) -> Result<KillSwitch, PolicyError> {
         Ok(KillSwitch { tools: globset(&cfg.tools)?, backends: cfg.backends.iter().cloned().collect(), runtime })
     }
 

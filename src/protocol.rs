@@ -95,30 +95,46 @@ impl Serialize for Params {
     }
 }
 
+/// Why a request's `params` (or its `_meta`) cannot be read: answered -32602 with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    /// Not an object, or an object with a duplicate key.
+    #[error("params must be an object: {0}")]
+    NotAnObject(serde_json::Error),
+    #[error("key `{key}` is a case variant of `{known}`; use `{known}`")]
+    CaseVariant { key: String, known: &'static str },
+    #[error("`{0}` must be a string")]
+    NotAString(String),
+    #[error("`_meta` must be an object")]
+    MetaNotAnObject,
+    #[error("`_meta.io.modelcontextprotocol/protocolVersion` must be a string")]
+    VersionNotAString,
+}
+
 impl Params {
     /// Parses params; absent params are an empty object.
-    pub fn parse(raw: Option<&RawValue>) -> Result<Params, String> {
+    pub fn parse(raw: Option<&RawValue>) -> Result<Params, ParamsError> {
         match raw {
             None => Ok(Params::default()),
-            Some(r) => serde_json::from_str(r.get()).map_err(|e| format!("params must be an object: {e}")),
+            Some(r) => serde_json::from_str(r.get()).map_err(ParamsError::NotAnObject),
         }
     }
 
     /// Refuses keys that differ from a known key only in case (`Name` beside `name`).
-    pub fn check_case_variants(&self, known: &[&str]) -> Result<(), String> {
+    pub fn check_case_variants(&self, known: &[&'static str]) -> Result<(), ParamsError> {
         for k in self.0.keys() {
             if let Some(kn) = known.iter().find(|kn| kn.eq_ignore_ascii_case(k) && **kn != k.as_str()) {
-                return Err(format!("key `{k}` is a case variant of `{kn}`; use `{kn}`"));
+                return Err(ParamsError::CaseVariant { key: k.clone(), known: kn });
             }
         }
         Ok(())
     }
 
-    pub fn str(&self, key: &str) -> Result<Option<String>, String> {
+    pub fn str(&self, key: &str) -> Result<Option<String>, ParamsError> {
         match self.0.get(key) {
             None => Ok(None),
             Some(v) => {
-                serde_json::from_str::<String>(v.get()).map(Some).map_err(|_| format!("`{key}` must be a string"))
+                serde_json::from_str::<String>(v.get()).map(Some).map_err(|_| ParamsError::NotAString(key.to_string()))
             }
         }
     }
@@ -129,7 +145,7 @@ impl Params {
     }
 
     /// The `_meta` object decoded (it is small), or empty.
-    pub fn meta(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    pub fn meta(&self) -> Result<serde_json::Map<String, serde_json::Value>, ParamsError> {
         match self.0.get("_meta") {
             None => Ok(Default::default()),
             Some(v) => Params::meta_of(v),
@@ -137,8 +153,8 @@ impl Params {
     }
 
     /// A `_meta` value as a map.
-    pub fn meta_of(raw: &RawValue) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        serde_json::from_str(raw.get()).map_err(|_| "`_meta` must be an object".to_string())
+    pub fn meta_of(raw: &RawValue) -> Result<serde_json::Map<String, serde_json::Value>, ParamsError> {
+        serde_json::from_str(raw.get()).map_err(|_| ParamsError::MetaNotAnObject)
     }
 
     pub fn set_meta(&mut self, meta: &serde_json::Map<String, serde_json::Value>) {
@@ -165,11 +181,11 @@ pub struct ModernMeta {
 
 impl ModernMeta {
     /// `Ok(None)` when the request carries no modern protocol version at all.
-    pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Result<Option<ModernMeta>, String> {
+    pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Result<Option<ModernMeta>, ParamsError> {
         let Some(v) = meta.get(META_PROTOCOL_VERSION) else {
             return Ok(None);
         };
-        let version = v.as_str().ok_or("`_meta.io.modelcontextprotocol/protocolVersion` must be a string")?.to_string();
+        let version = v.as_str().ok_or(ParamsError::VersionNotAString)?.to_string();
         let capabilities = meta.get(META_CLIENT_CAPABILITIES).cloned().unwrap_or(serde_json::Value::Null);
         let log_level = meta.get(META_LOG_LEVEL).and_then(|l| l.as_str()).map(str::to_string);
         Ok(Some(ModernMeta { version, capabilities, log_level }))

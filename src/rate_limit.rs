@@ -91,6 +91,16 @@ pub struct RateLimitSettings {
     pub clients: Vec<(String, Quota)>,
 }
 
+/// A `[rate_limit]` glob that does not compile: the limiter cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("rate_limit.{section}: bad glob {pattern:?}: {source}")]
+pub struct BadRateLimitGlob {
+    /// `clients` or `tools`.
+    pub section: &'static str,
+    pub pattern: String,
+    pub source: globset::Error,
+}
+
 /// A refused call: JSON-RPC -32013 with `retry_after_ms`, `limit` and `scope`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limited ({limit}, scope {scope}): retry after {retry_after:?}")]
@@ -154,21 +164,21 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
 }
 
 impl RateLimiter {
-    pub fn new(settings: &RateLimitSettings) -> Result<RateLimiter, String> {
+    pub fn new(settings: &RateLimitSettings) -> Result<RateLimiter, BadRateLimitGlob> {
         RateLimiter::with_clock(settings, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> RateLimiter<C> {
     /// A limiter on `clock` (governor's `FakeRelativeClock` in tests). A bad glob is an error naming it.
-    pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Result<RateLimiter<C>, String> {
+    pub fn with_clock(settings: &RateLimitSettings, clock: C) -> Result<RateLimiter<C>, BadRateLimitGlob> {
         RateLimiter::build(settings, clock, (RandomState::new(), RandomState::new()), &[])
     }
 
     /// The limiter for a reloaded `[rate_limit]`: a quota that is still configured keeps its buckets (a client
     /// that used up its burst does not get a fresh one because an unrelated line changed); a new or changed
     /// quota starts full; a removed one is dropped.
-    pub fn reconfigured(&self, settings: &RateLimitSettings) -> Result<RateLimiter<C>, String> {
+    pub fn reconfigured(&self, settings: &RateLimitSettings) -> Result<RateLimiter<C>, BadRateLimitGlob> {
         RateLimiter::build(settings, self.clock.clone(), self.seeds.clone(), &self.limiters)
             .map(|l| l.with_max_keys(self.max_keys))
     }
@@ -178,7 +188,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
         clock: C,
         seeds: (RandomState, RandomState),
         keep: &[(Quota, Arc<Buckets<C>>)],
-    ) -> Result<RateLimiter<C>, String> {
+    ) -> Result<RateLimiter<C>, BadRateLimitGlob> {
         let mut quotas: Vec<Quota> = Vec::new();
         let mut index_of = |q: Quota| match quotas.iter().position(|&x| x == q) {
             Some(i) => i,
@@ -190,15 +200,19 @@ impl<C: Clock + Clone> RateLimiter<C> {
         // A shared bucket is keyed by a text no name can be (names have no NUL), so it never
         // meets a per-tool bucket of the same client.
         let shared = |q: Quota, what: &str, pattern: &str| (q.per == Per::Glob).then(|| format!("\0{what}\0{pattern}"));
-        let mut rules = |what: &str, list: &[(String, Quota)]| -> Result<Vec<(GlobMatcher, Rule)>, String> {
-            list.iter()
-                .map(|(pattern, q)| {
-                    let glob =
-                        Glob::new(pattern).map_err(|e| format!("rate_limit.{what}: bad glob {pattern:?}: {e}"))?;
-                    Ok((glob.compile_matcher(), Rule { limiter: index_of(*q), shared: shared(*q, what, pattern) }))
-                })
-                .collect()
-        };
+        let mut rules =
+            |what: &'static str, list: &[(String, Quota)]| -> Result<Vec<(GlobMatcher, Rule)>, BadRateLimitGlob> {
+                list.iter()
+                    .map(|(pattern, q)| {
+                        let glob = Glob::new(pattern).map_err(|source| BadRateLimitGlob {
+                            section: what,
+                            pattern: pattern.clone(),
+                            source,
+                        })?;
+                        Ok((glob.compile_matcher(), Rule { limiter: index_of(*q), shared: shared(*q, what, pattern) }))
+                    })
+                    .collect()
+            };
         let clients = rules("clients", &settings.clients)?;
         let tools = rules("tools", &settings.tools)?;
         let default = settings.default.map(|q| Rule { limiter: index_of(q), shared: shared(q, "default", "*") });

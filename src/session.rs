@@ -20,6 +20,12 @@ pub struct Session {
     state: Mutex<State>,
 }
 
+/// A call in the session's table: which registration of the id it is, and how to cancel it.
+struct CallEntry {
+    seq: u64,
+    token: CancellationToken,
+}
+
 #[derive(Default)]
 struct State {
     generation: Option<Generation>,
@@ -31,7 +37,7 @@ struct State {
     /// Requests relayed to this client, awaiting its answer, by the id the gateway gave them.
     relayed: HashMap<String, oneshot::Sender<Reply>>,
     /// Calls in flight by the client's raw JSON-RPC id, so `notifications/cancelled` can stop them.
-    in_flight: HashMap<String, (u64, CancellationToken)>,
+    in_flight: HashMap<String, CallEntry>,
     /// Ids cancelled before their call was registered (the cancellation overtook the request).
     cancelled_early: VecDeque<String>,
     next_call: u64,
@@ -117,7 +123,7 @@ impl Session {
     /// unique among a client's outstanding requests). The call is unregistered when the
     /// returned guard drops, however its future ends (answered, or aborted because the client
     /// went away): a leftover entry would keep the session busy and never reaped.
-    pub fn start_call(self: &Arc<Self>, id: &str) -> Option<InFlight> {
+    pub fn start_call(self: &Arc<Self>, id: &str) -> Option<RegisteredCall> {
         let mut s = self.st();
         if s.in_flight.contains_key(id) {
             return None;
@@ -129,15 +135,15 @@ impl Session {
             token.cancel();
         }
         let seq = s.next_call;
-        s.in_flight.insert(id.to_string(), (seq, token.clone()));
-        Some(InFlight { session: self.clone(), id: id.to_string(), seq, token })
+        s.in_flight.insert(id.to_string(), CallEntry { seq, token: token.clone() });
+        Some(RegisteredCall { session: self.clone(), id: id.to_string(), seq, token })
     }
 
     pub fn cancel_call(&self, id: &str) -> bool {
         let mut s = self.st();
         match s.in_flight.remove(id) {
-            Some((_, t)) => {
-                t.cancel();
+            Some(call) => {
+                call.token.cancel();
                 true
             }
             None => {
@@ -185,8 +191,8 @@ impl Session {
     /// Cancels everything in flight (session ended).
     pub fn close(&self) {
         let mut s = self.st();
-        for (_, (_, t)) in s.in_flight.drain() {
-            t.cancel();
+        for (_, call) in s.in_flight.drain() {
+            call.token.cancel();
         }
         s.relayed.clear();
         s.outbound = None;
@@ -196,18 +202,18 @@ impl Session {
 /// A registered call: its cancellation token, and a sequence number that tells it apart from
 /// a later call reusing the same id. Dropping it unregisters the call, like the backends'
 /// in-flight guards.
-pub struct InFlight {
+pub struct RegisteredCall {
     session: Arc<Session>,
     id: String,
     seq: u64,
     pub token: CancellationToken,
 }
 
-impl Drop for InFlight {
+impl Drop for RegisteredCall {
     fn drop(&mut self) {
         let mut s = self.session.st();
         // Unless the id was since reused by another call (this one was cancelled and removed).
-        if s.in_flight.get(&self.id).is_some_and(|(seq, _)| *seq == self.seq) {
+        if s.in_flight.get(&self.id).is_some_and(|call| call.seq == self.seq) {
             s.in_flight.remove(&self.id);
         }
     }

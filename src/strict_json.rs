@@ -19,9 +19,21 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 /// message is the one callers see; no tool argument is legitimately this deep.
 const MAX_DEPTH: usize = 100;
 
+/// Why a JSON text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotStrictJson {
+    /// `at` is the JSON Pointer of the object, or "the top level".
+    #[error("duplicate key `{key}` at {at}")]
+    DuplicateKey { key: String, at: String },
+    #[error("nested too deeply at {at} (limit {MAX_DEPTH})")]
+    TooDeep { at: String },
+    #[error("invalid JSON: {0}")]
+    Invalid(String),
+}
+
 /// Checks that `json` is one valid JSON value in which no object has the same key twice (keys are compared after
 /// unescaping, so `"a"` and `"\u0061"` clash). The error names the JSON Pointer of the offending object.
-pub fn check_unique_keys(json: &str) -> Result<(), String> {
+pub fn check_unique_keys(json: &str) -> Result<(), NotStrictJson> {
     // The refusal is passed out of band: serde_json would append " at line L column C" to a custom error, and the
     // path already says where the problem is.
     let refusal = Cell::new(None);
@@ -29,7 +41,7 @@ pub fn check_unique_keys(json: &str) -> Result<(), String> {
     let walked = Walk { path: &Path::Root, depth: 0, refusal: &refusal }.deserialize(&mut de).and_then(|()| de.end());
     match (walked, refusal.take()) {
         (Err(_), Some(refusal)) => Err(refusal),
-        (Err(e), None) => Err(format!("invalid JSON: {e}")),
+        (Err(e), None) => Err(NotStrictJson::Invalid(e.to_string())),
         (Ok(()), _) => Ok(()),
     }
 }
@@ -68,11 +80,11 @@ struct Walk<'a> {
     path: &'a Path<'a>,
     /// Number of objects/arrays enclosing this value.
     depth: usize,
-    refusal: &'a Cell<Option<String>>,
+    refusal: &'a Cell<Option<NotStrictJson>>,
 }
 
 impl Walk<'_> {
-    fn refuse<E: de::Error>(&self, refusal: String) -> E {
+    fn refuse<E: de::Error>(&self, refusal: NotStrictJson) -> E {
         let error = E::custom(&refusal);
         self.refusal.set(Some(refusal));
         error
@@ -81,7 +93,7 @@ impl Walk<'_> {
     fn enter_container<E: de::Error>(&self) -> Result<usize, E> {
         let depth = self.depth + 1;
         if depth > MAX_DEPTH {
-            return Err(self.refuse(format!("nested too deeply at {} (limit {MAX_DEPTH})", self.path.describe())));
+            return Err(self.refuse(NotStrictJson::TooDeep { at: self.path.describe() }));
         }
         Ok(depth)
     }
@@ -107,7 +119,9 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if seen.contains(&key) {
-                return Err(self.refuse(format!("duplicate key `{key}` at {}", self.path.describe())));
+                return Err(
+                    self.refuse(NotStrictJson::DuplicateKey { key: key.into_owned(), at: self.path.describe() })
+                );
             }
             map.next_value_seed(Walk { path: &Path::Key(&key, self.path), depth, refusal: self.refusal })?;
             seen.insert(key);
@@ -191,61 +205,66 @@ impl<'de> Visitor<'de> for KeySeed {
 mod tests {
     use super::*;
 
+    /// The check, with its refusal as the text clients see.
+    fn checked(json: &str) -> Result<(), String> {
+        check_unique_keys(json).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn accepts_unique_keys_at_every_depth() {
-        assert_eq!(check_unique_keys(r#"{"a": 1, "b": {"a": 2, "c": [1, {"a": 3}]}, "d": null}"#), Ok(()));
+        assert_eq!(checked(r#"{"a": 1, "b": {"a": 2, "c": [1, {"a": 3}]}, "d": null}"#), Ok(()));
         for scalar in ["1", "-2.5e10", "\"s\"", "true", "null", "[]", "{}", "18446744073709551616"] {
-            assert_eq!(check_unique_keys(scalar), Ok(()), "{scalar}");
+            assert_eq!(checked(scalar), Ok(()), "{scalar}");
         }
     }
 
     #[test]
     fn refuses_flat_duplicate() {
-        assert_eq!(check_unique_keys(r#"{"a": 1, "b": 2, "a": 3}"#), Err("duplicate key `a` at the top level".into()));
+        assert_eq!(checked(r#"{"a": 1, "b": 2, "a": 3}"#), Err("duplicate key `a` at the top level".into()));
     }
 
     #[test]
     fn names_the_path_of_a_nested_duplicate() {
         let json = r#"{"arguments": {"items": [{}, {"a": 1}, {"b": [], "a": 1, "a": 2}]}}"#;
-        assert_eq!(check_unique_keys(json), Err("duplicate key `a` at /arguments/items/2".into()));
+        assert_eq!(checked(json), Err("duplicate key `a` at /arguments/items/2".into()));
     }
 
     #[test]
     fn same_key_in_sibling_objects_is_fine() {
-        assert_eq!(check_unique_keys(r#"[{"a": 1}, {"a": 2}, {"x": {"a": 3}, "a": 4}]"#), Ok(()));
+        assert_eq!(checked(r#"[{"a": 1}, {"a": 2}, {"x": {"a": 3}, "a": 4}]"#), Ok(()));
     }
 
     #[test]
     fn keys_equal_after_unescaping_are_duplicates() {
-        assert_eq!(check_unique_keys(r#"{"a": 1, "\u0061": 2}"#), Err("duplicate key `a` at the top level".into()));
-        assert_eq!(check_unique_keys(r#"{"\u0061": 1, "a": 2}"#), Err("duplicate key `a` at the top level".into()));
-        assert_eq!(check_unique_keys(r#"{"a": 1, "A": 2, "a\u0000": 3}"#), Ok(()));
+        assert_eq!(checked(r#"{"a": 1, "\u0061": 2}"#), Err("duplicate key `a` at the top level".into()));
+        assert_eq!(checked(r#"{"\u0061": 1, "a": 2}"#), Err("duplicate key `a` at the top level".into()));
+        assert_eq!(checked(r#"{"a": 1, "A": 2, "a\u0000": 3}"#), Ok(()));
     }
 
     #[test]
     fn path_segments_are_json_pointer_escaped() {
-        let err = check_unique_keys(r#"{"a/b": {"~": {"k": 1, "k": 2}}}"#).unwrap_err();
+        let err = checked(r#"{"a/b": {"~": {"k": 1, "k": 2}}}"#).unwrap_err();
         assert_eq!(err, "duplicate key `k` at /a~1b/~0");
     }
 
     #[test]
     fn refuses_deep_nesting_cleanly() {
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
-        assert_eq!(check_unique_keys(&ok), Ok(()));
+        assert_eq!(checked(&ok), Ok(()));
 
         for depth in [MAX_DEPTH + 1, 128, 129, 100_000] {
             let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-            let err = check_unique_keys(&deep).unwrap_err();
+            let err = checked(&deep).unwrap_err();
             assert!(err.starts_with("nested too deeply at /0/0/"), "{depth}: {err}");
         }
         let objects = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
-        assert!(check_unique_keys(&objects).unwrap_err().starts_with("nested too deeply at /a/a/"));
+        assert!(checked(&objects).unwrap_err().starts_with("nested too deeply at /a/a/"));
     }
 
     #[test]
     fn refuses_invalid_json() {
         for bad in ["", "{", r#"{"a" 1}"#, r#"{"a": 1,}"#, "[1, 2", "{} {}", "{\"a\": tru}", "{1: 2}", "'a'"] {
-            let err = check_unique_keys(bad).unwrap_err();
+            let err = checked(bad).unwrap_err();
             assert!(err.starts_with("invalid JSON: "), "{bad:?}: {err}");
         }
     }
@@ -253,6 +272,6 @@ mod tests {
     #[test]
     fn duplicate_found_before_a_later_syntax_error_is_reported() {
         // Either answer refuses the input; naming the duplicate is the more useful one.
-        assert_eq!(check_unique_keys(r#"{"a": 1, "a": 2, "#), Err("duplicate key `a` at the top level".into()));
+        assert_eq!(checked(r#"{"a": 1, "a": 2, "#), Err("duplicate key `a` at the top level".into()));
     }
 }

@@ -142,7 +142,7 @@ impl StdioConn {
                 r.progress.insert(tok.clone(), ev.clone());
             }
         }
-        let guard = InFlight { conn: self, id, token: opts.progress_token.clone(), done: false };
+        let guard = RoutedCall { conn: self, id, token: opts.progress_token.clone(), done: false };
         if self.lines.send(jsonrpc::request(&id.to_string(), method, &params)).is_err() {
             return Err(BackendError::Unreachable(format!("backend `{}` is not running", self.name)));
         }
@@ -194,14 +194,14 @@ fn signal_group(pgid: i32, signal: i32) {
 
 /// Removes a call's routes when it ends; a call dropped before its answer (client cancelled,
 /// timed out) is cancelled at the backend too.
-struct InFlight<'a> {
+struct RoutedCall<'a> {
     conn: &'a StdioConn,
     id: u64,
     token: Option<String>,
     done: bool,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for RoutedCall<'_> {
     fn drop(&mut self) {
         let mut r = self.conn.routes.lock().expect("routes lock");
         r.calls.remove(&self.id);

@@ -22,8 +22,8 @@ pub fn modern_meta_raw(msg: &Message) -> Result<Option<ModernMeta>, Refusal> {
     let Some(params) = msg.params.as_deref() else { return Ok(None) };
     let Ok(p) = serde_json::from_str::<MetaOnly>(params.get()) else { return Ok(None) };
     let Some(raw) = p.meta else { return Ok(None) };
-    let meta = Params::meta_of(raw).map_err(Refusal::MalformedModern)?;
-    ModernMeta::from_meta(&meta).map_err(Refusal::MalformedModern)
+    let meta = Params::meta_of(raw).map_err(|e| Refusal::MalformedModern(e.to_string()))?;
+    ModernMeta::from_meta(&meta).map_err(|e| Refusal::MalformedModern(e.to_string()))
 }
 
 /// The checks every stateless request passes, in the spec's order: required `_meta` fields

@@ -9,35 +9,51 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::slot::Slot;
-use super::{Gateway, Live, rate_limit_settings, start_backends};
+use super::start::{rate_limit_settings, start_backends};
+use super::{Gateway, Live};
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, BackendConfig, Config};
 use crate::policy::Policy;
+
+/// Why a reload was refused (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file would weaken authentication on the socket the gateway listens on.
+    #[error("{0}")]
+    WeakensAuth(String),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("rate limits: {0}")]
+    RateLimits(#[from] crate::rate_limit::BadRateLimitGlob),
+    /// The authenticator could not be built (keys unreadable or unusable).
+    #[error("auth: {0:#}")]
+    Auth(anyhow::Error),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
 
 /// How long a retired backend's calls may run on after the reload, beyond its call timeout.
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Applies `new`; on success returns a line saying what changed. On error nothing changed.
-    pub async fn reload(self: &Arc<Self>, mut new: Config) -> Result<String, String> {
+    pub async fn reload(self: &Arc<Self>, mut new: Config) -> Result<String, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.live.load_full();
 
         // 1. What can refuse the file, before anything changes. First: never weaken
         // authentication on the socket actually bound (the running `listen`, not the file's).
         if let Some(why) = crate::config::auth_downgrade(old.config.server.listen, &old.config.auth, &new.auth) {
-            return Err(why);
+            return Err(ReloadError::WeakensAuth(why));
         }
-        let policy =
-            Policy::from_config(&new, self.policy.load().kill.runtime.clone()).map_err(|e| format!("policy: {e}"))?;
-        let limiter =
-            self.limiter.load().reconfigured(&rate_limit_settings(&new)).map_err(|e| format!("rate limits: {e}"))?;
+        let policy = Policy::from_config(&new, self.policy.load().kill.runtime.clone())?;
+        let limiter = self.limiter.load().reconfigured(&rate_limit_settings(&new))?;
         // Rebuilt even when unchanged: a reload is how rotated keys in a JWKS file are picked up.
         let auth = match &new.auth {
             AuthConfig::Disabled => None,
-            AuthConfig::Jwt(j) => Some(Arc::new(
-                Authenticator::new(j.clone(), self.client.clone()).await.map_err(|e| format!("auth: {e:#}"))?,
-            )),
+            AuthConfig::Jwt(j) => {
+                Some(Arc::new(Authenticator::new(j.clone(), self.client.clone()).await.map_err(ReloadError::Auth)?))
+            }
         };
         let needs_restart = restart_only_changes(&old.config, &new);
         // What stays in force until a restart stays in the config others read, too.
@@ -65,7 +81,7 @@ impl Gateway {
             for b in started.into_iter().filter_map(|(b, _)| b) {
                 b.terminate(Duration::from_secs(1)).await;
             }
-            return Err("the gateway is shutting down".into());
+            return Err(ReloadError::ShuttingDown);
         }
         for (cfg, (backend, listing)) in to_start.iter().zip(started) {
             slots.push(Arc::new(Slot::new(cfg.clone(), backend, listing, &self.shutdown)));

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
-use crate::backend::backoff::RestartPolicy;
+use crate::backend::backoff::{Restart, RestartPolicy};
 use crate::backend::breaker::CircuitBreaker;
 use crate::catalog::Listing;
 use crate::config::BackendConfig;
@@ -26,8 +26,8 @@ pub struct Slot {
     pub config: BackendConfig,
     /// The running backend; empty while down or restarting.
     pub(super) backend: ArcSwapOption<Backend>,
-    /// Its restart policy and when its current process started.
-    pub(super) supervision: Mutex<(RestartPolicy, Instant)>,
+    /// Its restart schedule and when its current process started.
+    pub(super) supervision: Mutex<Supervision>,
     /// A restart loop is running (further down-notices are its own failed tries).
     pub(super) restarting: AtomicBool,
     pub(super) breaker: CircuitBreaker,
@@ -40,6 +40,20 @@ pub struct Slot {
     pub(super) retired: CancellationToken,
     in_flight: AtomicUsize,
     idle: Notify,
+}
+
+/// A backend's restart schedule and when its current process (or connection) started.
+pub(super) struct Supervision {
+    pub restarts: RestartPolicy,
+    pub started: Instant,
+}
+
+impl Supervision {
+    /// The backend stopped (or failed to start): when to try again, from how long it ran.
+    pub fn on_exit(&mut self) -> Restart {
+        let ran_for = self.started.elapsed();
+        self.restarts.on_exit(ran_for)
+    }
 }
 
 /// A list refresh in progress, and the list kinds changed since it began.
@@ -60,7 +74,10 @@ impl Slot {
             breaker: CircuitBreaker::new(config.circuit),
             config,
             backend: ArcSwapOption::new(backend),
-            supervision: Mutex::new((RestartPolicy::new(Default::default()), Instant::now())),
+            supervision: Mutex::new(Supervision {
+                restarts: RestartPolicy::new(Default::default()),
+                started: Instant::now(),
+            }),
             restarting: AtomicBool::new(false),
             listing: Mutex::new(listing),
             refresh: Refresh::default(),
@@ -83,9 +100,9 @@ impl Slot {
     }
 
     /// Counts a call in until the guard is dropped, so that retiring the slot can wait for it.
-    pub(super) fn enter(&self) -> InFlight<'_> {
+    pub(super) fn enter(&self) -> CallOnSlot<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self)
+        CallOnSlot(self)
     }
 
     /// Retires the slot: no more restarts; once the calls in flight have finished (or after
@@ -114,10 +131,10 @@ impl Slot {
     }
 }
 
-/// One call in flight on a slot.
-pub(super) struct InFlight<'a>(&'a Slot);
+/// One call counted in on a slot until it drops, so that retiring the slot waits for it.
+pub(super) struct CallOnSlot<'a>(&'a Slot);
 
-impl Drop for InFlight<'_> {
+impl Drop for CallOnSlot<'_> {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();

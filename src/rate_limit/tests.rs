@@ -89,7 +89,7 @@ fn nothing_configured_means_unlimited_and_no_state() {
 #[test]
 fn bad_glob_is_named() {
     let settings = RateLimitSettings { tools: vec![("a__[x".into(), quota(60, 1))], ..Default::default() };
-    let err = RateLimiter::new(&settings).err().unwrap();
+    let err = RateLimiter::new(&settings).err().unwrap().to_string();
     assert!(err.contains("rate_limit.tools") && err.contains("a__[x"), "{err}");
 }
 

@@ -1,0 +1,208 @@
+//! Relaying between a backend and the client whose call it is running: the backend's
+//! notifications (progress, log messages) and its server-to-client requests (sampling,
+//! elicitation, roots), asked of the client and answered back; and a stateless backend's
+//! `input_required` answered the old way for a session-based client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Gateway, RequestCtx};
+use crate::backend::{self, Event, Reply};
+use crate::error::Refusal;
+use crate::jsonrpc;
+use crate::protocol::{self, Generation, Params};
+use crate::session::{Relayed, Session};
+
+/// One call in flight, as the relay needs to know it.
+pub(super) struct Call<'a> {
+    pub req: RequestCtx<'a>,
+    /// The client's own progress token, restored on the backend's progress notifications.
+    pub client_token: Option<Box<RawValue>>,
+    pub cancelled: CancellationToken,
+    /// How long a relayed request may wait for the client: the backend's call timeout.
+    pub timeout: Duration,
+    /// The backend span's context, for an HTTP backend's headers (telemetry on).
+    pub trace: Option<crate::telemetry::TraceParent>,
+}
+
+/// Why a backend's request cannot be put to the client.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CannotAsk {
+    #[error("the client has no session to receive `{0}`")]
+    NoSession(String),
+    #[error("the client did not declare the `{0}` capability")]
+    Undeclared(&'static str),
+    #[error(
+        "the client has no open stream to receive this request (send Accept: text/event-stream or open the GET stream)"
+    )]
+    NoStream,
+    #[error("the client's stream closed")]
+    StreamClosed,
+}
+
+impl Gateway {
+    /// Asks a session-based client each of a stateless backend's `inputRequests` as a
+    /// server-to-client request, and sets `inputResponses` and `requestState` for the retry.
+    /// Returns an answer instead when the client refused (its error ends the call).
+    pub(super) async fn answer_input_required(
+        &self,
+        result: &str,
+        params: &mut Params,
+        call: &Call<'_>,
+    ) -> Result<Option<Reply>, Refusal> {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            method: String,
+            params: Option<Box<RawValue>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct InputRequired {
+            #[serde(rename = "inputRequests", default)]
+            input_requests: IndexMap<String, Request>,
+            #[serde(rename = "requestState")]
+            request_state: Option<Box<RawValue>>,
+        }
+        let ir: InputRequired = serde_json::from_str(result)
+            .map_err(|e| Refusal::NotBridged(format!("the backend sent a malformed input_required result: {e}")))?;
+        let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
+        let out = call.req.ctx.out.cloned().or_else(|| call.req.session.outbound());
+        for (key, req) in ir.input_requests {
+            let (pending, rx) = self
+                .ask_client(call.req.session, &req.method, req.params.as_deref(), out.clone())
+                .map_err(|e| Refusal::NotBridged(e.to_string()))?;
+            match wait_client(call, pending, rx).await {
+                Some(Reply::Result(r)) => {
+                    responses.insert(key, r);
+                }
+                Some(err @ Reply::Error(_)) => return Ok(Some(err)),
+                Some(Reply::Streamed(_)) | None => {
+                    return Err(Refusal::NotBridged(format!("the client did not answer `{}`", req.method)));
+                }
+            }
+        }
+        params.0.insert("inputResponses".into(), serde_json::value::to_raw_value(&responses).expect("map serializes"));
+        match ir.request_state {
+            Some(s) => params.0.insert("requestState".into(), s),
+            None => params.0.shift_remove("requestState"),
+        };
+        Ok(None)
+    }
+
+    /// Passes one backend event to the client whose call it belongs to.
+    pub(super) fn relay(&self, ev: Event, call: &Call<'_>) {
+        let (session, ctx) = (call.req.session, call.req.ctx);
+        let out = ctx.out.cloned().or_else(|| if ctx.modern.is_none() { session.outbound() } else { None });
+        match ev {
+            Event::Notification { method, params } => {
+                let Some(out) = out else { return };
+                let Some(params) = params else { return };
+                let Ok(mut p) = Params::parse(Some(&params)) else { return };
+                if method == "notifications/progress" {
+                    let Some(tok) = &call.client_token else { return };
+                    p.0.insert("progressToken".into(), tok.clone());
+                } else if method == "notifications/message" {
+                    let level = p.str("level").ok().flatten().and_then(|l| protocol::log_level_rank(&l)).unwrap_or(0);
+                    let min = match ctx.modern {
+                        // A stateless client gets log messages only when it asked for them.
+                        Some(m) => match m.log_level.as_deref().and_then(protocol::log_level_rank) {
+                            Some(min) => min,
+                            None => return,
+                        },
+                        None => session.log_level().unwrap_or(0),
+                    };
+                    if level < min {
+                        return;
+                    }
+                }
+                let _ = out.send(jsonrpc::notification(&method, &p.to_json()));
+            }
+            Event::Request { method, params, reply } => {
+                if ctx.modern.is_some() {
+                    return refuse(
+                        reply,
+                        format!(
+                            "the client speaks MCP 2026-07-28; relaying `{method}` to it from a session-based server is not supported yet"
+                        ),
+                    );
+                }
+                match self.ask_client(session, &method, params.as_deref(), out) {
+                    Err(why) => refuse(reply, why.to_string()),
+                    Ok((pending, rx)) => {
+                        let (timeout, cancelled) = (call.timeout, call.cancelled.clone());
+                        self.tasks.spawn(async move {
+                            let answer = tokio::select! {
+                                r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
+                                _ = cancelled.cancelled() => None,
+                            };
+                            drop(pending);
+                            match answer {
+                                Some(r) => {
+                                    let _ = reply.send(r);
+                                }
+                                None => refuse(reply, "the client did not answer in time, or the call ended".into()),
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a server-to-client request (sampling, elicitation, roots) to a session-based
+    /// client; returns the id it was given and where its answer arrives. Refused when the
+    /// client cannot take it.
+    fn ask_client(
+        &self,
+        session: &Arc<Session>,
+        method: &str,
+        params: Option<&RawValue>,
+        out: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<(Relayed, oneshot::Receiver<Reply>), CannotAsk> {
+        if !matches!(session.generation(), Some(Generation::Legacy(_))) {
+            return Err(CannotAsk::NoSession(method.to_string()));
+        }
+        let capability = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => "",
+        };
+        if !capability.is_empty() && session.capabilities().get(capability).is_none() {
+            return Err(CannotAsk::Undeclared(capability));
+        }
+        let Some(out) = out else {
+            return Err(CannotAsk::NoStream);
+        };
+        let rid = format!("\"sentinel-{}\"", self.next_seq());
+        let (tx, rx) = oneshot::channel();
+        let line = jsonrpc::request(&rid, method, params.map(RawValue::get).unwrap_or("{}"));
+        let pending = session.expect_reply_guarded(rid, tx);
+        if out.send(line).is_err() {
+            return Err(CannotAsk::StreamClosed);
+        }
+        Ok((pending, rx))
+    }
+}
+
+/// Waits for a session-based client's answer to a request the gateway sent it, bounded by the
+/// call's timeout and its cancellation; the pending entry is removed however this ends
+/// (`pending` drops with the future).
+async fn wait_client(call: &Call<'_>, pending: Relayed, rx: oneshot::Receiver<Reply>) -> Option<Reply> {
+    let answer = tokio::select! {
+        r = tokio::time::timeout(call.timeout, rx) => r.ok().and_then(Result::ok),
+        _ = call.cancelled.cancelled() => None,
+    };
+    drop(pending);
+    answer
+}
+
+/// Answers a backend's server-to-client request with an error at once, so it never waits.
+pub(super) fn refuse(reply: oneshot::Sender<Reply>, message: String) {
+    let e = serde_json::json!({ "code": jsonrpc::code::INTERNAL_ERROR, "message": message }).to_string();
+    let _ = reply.send(Reply::Error(backend::raw(e)));
+}

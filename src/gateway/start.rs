@@ -1,0 +1,217 @@
+//! Start-up and shutdown: the gateway built from its config, its backends started, and its
+//! background tasks (notice loop, restart loops, housekeeping, watches) given their owner.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use super::health::watch_audit;
+use super::sessions::SessionTable;
+use super::slot::Slot;
+use super::supervise::notice_loop;
+use super::{Gateway, Live};
+use crate::audit::AuditSink;
+use crate::auth::Authenticator;
+use crate::backend::http_client::BackendClient;
+use crate::backend::{Backend, Notice};
+use crate::catalog::{Catalog, Listing};
+use crate::config::{AuthConfig, Config};
+use crate::policy::Policy;
+use crate::rate_limit::{Quota, RateLimitSettings, RateLimiter};
+
+/// How often the JWKS (file or URL) is read again, whatever tokens arrive.
+const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Gateway {
+    /// Starts every backend (concurrently), lists what they offer and builds the catalog.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let kills = Arc::new(crate::kill_switch::Runtime::default());
+        let kills_cache = (config.audit.url != "none").then(|| {
+            let file = crate::kill_switch::cache_file(
+                &config.audit.spool_dir,
+                &crate::audit::store::identity(&config.audit.url),
+            );
+            // In force before the store answers: what was switched off stays off across a restart.
+            kills.set(crate::kill_switch::read_cache(&file).unwrap_or_default());
+            file
+        });
+        let policy = Policy::from_config(&config, kills.clone()).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let config_redact_keys = config.audit.redact_keys.clone();
+        let audit_writer = crate::audit::open::open(&config.audit)?;
+        let audit: Arc<dyn AuditSink> = match &audit_writer {
+            Some(w) => w.clone(),
+            None => Arc::new(crate::audit::NoStore),
+        };
+        let limiter =
+            RateLimiter::new(&rate_limit_settings(&config)).map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
+        let auth = match &config.auth {
+            AuthConfig::Disabled => {
+                tracing::warn!("authentication is disabled: every local caller may use every tool");
+                None
+            }
+            AuthConfig::Jwt(j) => Some(Authenticator::new(j.clone(), client.clone()).await?),
+        };
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+        let metrics = crate::metrics::Metrics::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let backend_client = BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION")))?;
+        let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
+        let slots: Vec<Arc<Slot>> = config
+            .backends
+            .iter()
+            .zip(started)
+            .map(|(cfg, (backend, listing))| {
+                metrics.backend_configured(&cfg.name);
+                metrics.backend_up(&cfg.name, backend.is_some());
+                metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
+                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown))
+            })
+            .collect();
+        let down: Vec<usize> =
+            slots.iter().enumerate().filter(|(_, s)| s.backend().is_none()).map(|(i, _)| i).collect();
+        let alerter = crate::alerts::Alerter::start(&config.alerts, client.clone());
+        let gw = Arc::new(Gateway {
+            live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
+            reloading: tokio::sync::Mutex::new(()),
+            client,
+            backend_client,
+            notices: notices_tx,
+            metrics,
+            catalog: ArcSwap::from_pointee(Catalog::default()),
+            sessions: SessionTable::default(),
+            listeners: Mutex::new(Vec::new()),
+            policy: ArcSwap::from_pointee(policy),
+            limiter: ArcSwap::from_pointee(limiter),
+            auth: arc_swap::ArcSwapOption::new(auth.map(Arc::new)),
+            audit,
+            audit_writer,
+            redactor: ArcSwap::from_pointee(crate::audit::redact::Redactor::new(&config_redact_keys)),
+            alerter: ArcSwap::from_pointee(alerter),
+            denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
+            seq: AtomicU64::new(1),
+            shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
+        });
+        gw.rebuild_catalog();
+        gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));
+        // A backend that did not start keeps being retried, with backoff.
+        for i in down {
+            gw.tasks.spawn(gw.clone().restart(i, std::time::Duration::ZERO));
+        }
+        // Rate-limit state of clients that went quiet is dropped, so memory stays bounded.
+        let weak = Arc::downgrade(&gw);
+        let stop = gw.shutdown.clone();
+        gw.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let Some(gw) = weak.upgrade() else { break };
+                gw.limiter.load().shrink();
+                gw.denied_auth.shrink(std::time::Instant::now());
+            }
+        });
+        gw.tasks.spawn(watch_audit(Arc::downgrade(&gw), gw.shutdown.clone()));
+        if let Some(cache) = kills_cache {
+            // A change of the run-time kill switch changes what every list shows.
+            let weak = Arc::downgrade(&gw);
+            let url = gw.config().audit.url.clone();
+            gw.tasks.spawn(crate::kill_switch::watch(kills, url, cache, gw.shutdown.clone(), move |entries| {
+                tracing::info!(entries = entries.len(), "kill switch changed");
+                if let Some(gw) = weak.upgrade() {
+                    for kind in ["tools", "prompts", "resources"] {
+                        gw.broadcast_list_changed(kind);
+                    }
+                }
+            }));
+        }
+        // Keys an issuer removed from its JWKS stop being accepted within this period, not only
+        // when a token with an unknown `kid` happens to trigger a refetch.
+        let weak = Arc::downgrade(&gw);
+        let stop = gw.shutdown.clone();
+        gw.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(JWKS_REFRESH);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let Some(gw) = weak.upgrade() else { break };
+                let auth = gw.auth.load_full();
+                drop(gw);
+                if let Some(auth) = auth {
+                    let _ = auth.refresh_keys().await;
+                }
+            }
+        });
+        Ok(gw)
+    }
+
+    /// Stops every stdio backend's process group (shutdown): TERM, then KILL after `grace`.
+    /// Shutdown is declared first, so that their exits are not taken for crashes (no "backend
+    /// is down" error, no restart): `sentinel stdio` gets here when its client closes stdin.
+    pub async fn stop_backends(&self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
+        futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
+    }
+
+    /// Shutdown: ends the gateway's background tasks and waits up to `grace` for them (audit
+    /// records of calls that just ended are handed to the writer before it flushes).
+    pub async fn stop_tasks(&self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(left = self.tasks.len(), "background tasks still running after {grace:?}; stopping anyway");
+        }
+    }
+
+    /// Writes out every queued audit record (shutdown).
+    pub async fn flush_audit(&self) {
+        self.audit.flush().await;
+    }
+}
+
+/// Starts backends concurrently (numbering their slots from `first`) and lists what each
+/// offers; one that fails to start is logged and left for its restart loop.
+pub(super) async fn start_backends(
+    first: usize,
+    configs: &[crate::config::BackendConfig],
+    client: &BackendClient,
+    notices: &mpsc::UnboundedSender<(usize, Notice)>,
+) -> Vec<(Option<Arc<Backend>>, Listing)> {
+    let starts = configs.iter().enumerate().map(|(k, cfg)| async move {
+        match Backend::start(first + k, cfg.clone(), client.clone(), notices.clone()).await {
+            Ok(b) => {
+                let b = Arc::new(b);
+                crate::backend::spawn_listener(&b);
+                let listing = b.listing().await;
+                (Some(b), listing)
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                (None, Listing::default())
+            }
+        }
+    });
+    futures::future::join_all(starts).await
+}
+
+pub(super) fn rate_limit_settings(c: &Config) -> RateLimitSettings {
+    let q = |q: &crate::config::QuotaConfig| Quota { per_minute: q.per_minute, burst: q.burst, per: q.per };
+    RateLimitSettings {
+        default: c.rate_limit.default.as_ref().map(q),
+        tools: c.rate_limit.tools.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
+        clients: c.rate_limit.clients.iter().map(|(g, x)| (g.clone(), q(x))).collect(),
+    }
+}
