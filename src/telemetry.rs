@@ -45,6 +45,9 @@ const EXPORT_DELAY: Duration = Duration::from_secs(1);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// `sample_ratio` as a threshold on a random `u64`: a new trace is sampled when the draw is
+/// below it; `u64::MAX` means every trace.
+static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
 static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Whether the last export failed: the log says so when that changes, not at every batch.
@@ -112,8 +115,9 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(Bounded { inner: batch, queued })
-        // A client's decision is followed (its sampled flag); new traces are sampled at the ratio.
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+        // Sampling is decided before a request's first span is made (`decide`): a span that
+        // exists is one to record.
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("sentinel");
@@ -126,6 +130,7 @@ where
         .with_level(false)
         .with_tracked_inactivity(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| m.target() == TARGET));
+    SAMPLE_BELOW.store(sample_below(cfg.sample_ratio), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok((layer, Guard(provider)))
 }
@@ -305,13 +310,63 @@ impl TraceParent {
     }
 }
 
-/// Makes `parent` (a client's context) the parent of `span`, which must not have children yet.
-/// An invalid `traceparent` is ignored: the span starts a trace of its own.
-pub fn set_parent(span: &tracing::Span, parent: &TraceParent) {
-    let cx = parent.context();
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
+/// Whether a new request is traced, decided before its first span is made: a request that is
+/// not makes no span at all, so with `sample_ratio` below 1 the calls left out cost (almost)
+/// nothing. The SDK's own sampler would decide only once `tracing` had built each span, and
+/// half of what tracing costs a call is that building (docs/performance.md, "Tracing").
+pub enum Trace {
+    /// Not traced: the client's context said so (sampled flag 0, passed on untouched in
+    /// `_meta`), or the draw at `sample_ratio` did.
+    Not,
+    /// A trace of its own.
+    Root,
+    /// A child of the client's span, which is sampled.
+    Child(opentelemetry::Context),
+}
+
+/// Decides for a request whose client sent `parent` (from `_meta`, or the `traceparent`
+/// header): a valid client context's sampled flag is followed; otherwise a draw at
+/// `sample_ratio`. An invalid `traceparent` counts as none.
+pub fn decide(parent: Option<&TraceParent>) -> Trace {
+    if let Some(cx) = parent.map(TraceParent::context) {
+        let (valid, sampled) = {
+            let span = cx.span();
+            let sc = span.span_context();
+            (sc.is_valid(), sc.is_sampled())
+        };
+        if valid {
+            return if sampled { Trace::Child(cx) } else { Trace::Not };
+        }
     }
+    let below = SAMPLE_BELOW.load(Ordering::Relaxed);
+    // uuid's v4 draws from a thread-local generator: no system call per request.
+    if below == u64::MAX || (uuid::Uuid::new_v4().as_u128() as u64) < below { Trace::Root } else { Trace::Not }
+}
+
+impl Trace {
+    /// Makes the client's span the parent of `span` (the request's first), for a child.
+    pub fn adopt(self, span: &tracing::Span) {
+        if let Trace::Child(cx) = self {
+            let _ = span.set_parent(cx);
+        }
+    }
+}
+
+fn sample_below(ratio: f64) -> u64 {
+    if ratio >= 1.0 { u64::MAX } else { (ratio.max(0.0) * u64::MAX as f64) as u64 }
+}
+
+/// The server span of one HTTP request to `/mcp` (`POST`), the first of a traced request.
+pub fn http_span(path: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        "http.request",
+        "otel.name" = "POST /mcp",
+        "otel.kind" = "server",
+        "http.request.method" = "POST",
+        "url.path" = path,
+        "http.response.status_code" = tracing::field::Empty,
+    )
 }
 
 /// The trace id of `span` (32 hex digits), for the audit record; `None` when not recorded.
@@ -349,11 +404,12 @@ pub fn request_span(method: &str, transport: &str) -> tracing::Span {
     )
 }
 
-/// A stage of the pipeline, as a child of the current span.
+/// A stage of the pipeline, as a child of the current span; none when the request is not
+/// traced (no current span: see [`decide`]), rather than a trace of its own.
 #[macro_export]
 macro_rules! stage_span {
     ($name:literal $(, $($field:tt)*)?) => {
-        if $crate::telemetry::enabled() {
+        if $crate::telemetry::enabled() && !tracing::Span::current().is_none() {
             tracing::info_span!(target: $crate::telemetry::TARGET, $name $(, $($field)*)?)
         } else {
             tracing::Span::none()
@@ -450,6 +506,15 @@ mod tests {
             assert_eq!(ours.tracestate.as_deref(), Some(carrier["tracestate"].as_str()).filter(|s| !s.is_empty()));
             assert_eq!(ours, parent, "read back unchanged");
         }
+    }
+
+    #[test]
+    fn the_sampling_threshold_follows_the_ratio() {
+        assert_eq!(sample_below(1.0), u64::MAX);
+        assert_eq!(sample_below(0.0), 0);
+        assert_eq!(sample_below(-1.0), 0);
+        let half = sample_below(0.5);
+        assert!(half.abs_diff(u64::MAX / 2) < u64::MAX / 1000, "{half}");
     }
 
     #[test]

@@ -308,6 +308,52 @@ async fn telemetry_off_exports_nothing() {
     assert!(!gw.log().contains("trace_id="), "no trace id in the access log");
 }
 
+/// Sampling is decided before a request makes any span: at `sample_ratio = 0.0` a call without
+/// a client context is not traced at all, a client's sampled context is followed (traced), and
+/// a client's unsampled one is too (no span; its context goes on to the backend untouched).
+#[tokio::test]
+async fn sampling_is_decided_before_any_span_is_made() {
+    let receiver = Receiver::start().await;
+    let http = MockHttp::start(&["--generation", "legacy"]);
+    let telemetry = telemetry_section(&receiver.url).replace("sample_ratio = 1.0", "sample_ratio = 0.0");
+    let gw = Gateway::start(&format!("{telemetry}{}", http_backend("h", None, &http.url)));
+    let c = HttpClient::modern(&gw.url);
+    let whoami = |meta: Option<Value>| {
+        let mut params = json!({"name": "h__whoami", "arguments": {}});
+        if let Some(m) = meta {
+            params["_meta"] = m;
+        }
+        params
+    };
+
+    // No client context, ratio 0: not traced.
+    let r = c.request("tools/call", whoami(None)).await;
+    assert!(r.json()["result"].is_object(), "{r:?}");
+    let report = r.json()["result"]["structuredContent"].clone();
+    assert!(report["meta"].get("traceparent").is_none() && report["headers"].get("traceparent").is_none(), "{report}");
+
+    // The client's unsampled context: not traced, passed on as it came.
+    let unsampled = format!("00-{}-{CLIENT_SPAN}-00", "2".repeat(32));
+    let r = c.request("tools/call", whoami(Some(json!({"traceparent": unsampled})))).await;
+    assert_eq!(r.json()["result"]["structuredContent"]["meta"]["traceparent"], unsampled.as_str(), "{r:?}");
+
+    // The client's sampled context: traced, whatever the ratio.
+    let r = c.request("tools/call", whoami(Some(json!({"traceparent": client_traceparent()})))).await;
+    let sent = r.json()["result"]["structuredContent"]["meta"]["traceparent"].as_str().unwrap_or_default().to_string();
+    assert_eq!(parse_traceparent(&sent).0, CLIENT_TRACE, "{r:?}");
+    receiver.trace(CLIENT_TRACE, &["POST /mcp", "tools/call", "sentinel.policy", "tools/call h"]).await;
+
+    // Longer than the export interval (1 s) twice over: nothing else was exported.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let traces: std::collections::BTreeSet<String> =
+        receiver.got.lock().unwrap().spans.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(traces, [CLIENT_TRACE.to_string()].into(), "only the sampled call made spans");
+    let records = audit_json(&gw);
+    let traced: Vec<_> = records.iter().filter(|r| r["tool"] == "h__whoami").map(|r| r["trace_id"].clone()).collect();
+    assert_eq!(traced.len(), 3, "{records:?}");
+    assert_eq!(traced.iter().filter(|t| !t.is_null()).collect::<Vec<_>>(), [&Value::from(CLIENT_TRACE)]);
+}
+
 /// A collector that is down costs calls nothing, and the spans it did not take are counted.
 #[tokio::test]
 async fn spans_not_exported_are_counted() {

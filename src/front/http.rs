@@ -56,20 +56,16 @@ fn method_of(msg: &Message) -> Option<Method> {
 /// `_meta.traceparent` of the body, or else the `traceparent` header), and authentication and
 /// the MCP request's span are its children.
 async fn post_traced(state: State<Arc<Gateway>>, peer: Peer, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    use crate::telemetry::{Trace, TraceParent};
     use tracing::Instrument;
-    let span = crate::stage_span!(
-        "http.request",
-        "otel.name" = "POST /mcp",
-        "otel.kind" = "server",
-        "http.request.method" = "POST",
-        "url.path" = uri.path(),
-        "http.response.status_code" = tracing::field::Empty,
-    );
-    let parent = crate::telemetry::TraceParent::from_body(&body)
-        .or_else(|| crate::telemetry::TraceParent::from_headers(&headers));
-    if let Some(p) = parent {
-        crate::telemetry::set_parent(&span, &p);
+    let parent = TraceParent::from_body(&body).or_else(|| TraceParent::from_headers(&headers));
+    // Decided here for the whole request: the pipeline makes its spans only inside this one.
+    let trace = crate::telemetry::decide(parent.as_ref());
+    if let Trace::Not = trace {
+        return post(state, peer, uri, headers, body).await;
     }
+    let span = crate::telemetry::http_span(uri.path());
+    trace.adopt(&span);
     let resp = post(state, peer, uri, headers, body).instrument(span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     resp

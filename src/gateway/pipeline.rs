@@ -30,18 +30,24 @@ impl Gateway {
         method: Result<Method, &str>,
         params: Option<Box<RawValue>>,
     ) -> Result<Answer, Refusal> {
-        let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
-        let span = crate::telemetry::request_span(label, req.session.transport);
-        if span.is_none() {
+        use crate::telemetry::{Trace, TraceParent};
+        if !crate::telemetry::enabled() {
             return self.govern_in_span(req, method, params).await;
         }
-        // The client's context (`_meta.traceparent`) is the parent; over HTTP the HTTP
-        // request's span is, which took the client's context already (front/http.rs).
-        if tracing::Span::current().is_none() {
-            if let Some(parent) = crate::telemetry::TraceParent::from_params(params.as_deref()) {
-                crate::telemetry::set_parent(&span, &parent);
-            }
+        // Over HTTP the front door decided whether the request is traced, and its span (the
+        // parent of this one) took the client's context (front/http.rs): without it, the
+        // request is not traced. Over stdio the decision is made here, from `_meta`.
+        let trace = match (tracing::Span::current().is_none(), req.session.transport) {
+            (false, _) => Trace::Root,
+            (true, "stdio") => crate::telemetry::decide(TraceParent::from_params(params.as_deref()).as_ref()),
+            (true, _) => Trace::Not,
+        };
+        if let Trace::Not = trace {
+            return self.govern_in_span(req, method, params).await;
         }
+        let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
+        let span = crate::telemetry::request_span(label, req.session.transport);
+        trace.adopt(&span);
         let generation = match (req.ctx.modern, req.session.generation()) {
             (Some(_), _) => Some(crate::protocol::MODERN),
             (None, Some(g)) => Some(g.version()),
