@@ -46,13 +46,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
 
 use crate::audit::AuditSink;
 use crate::audit::writer::{AuditStats, AuditWriter};
 use crate::auth::Authenticator;
 use crate::backend::http_client::BackendClient;
-use crate::backend::{Backend, Notice};
+use crate::backend::{Backend, Notices};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::policy::Policy;
@@ -68,7 +67,7 @@ pub struct Gateway {
     client: reqwest::Client,
     /// Reaches HTTP backends (a client of its own: see `backend::http_client`).
     backend_client: BackendClient,
-    notices: mpsc::UnboundedSender<(usize, Notice)>,
+    notices: Notices,
     pub metrics: crate::metrics::Metrics,
     catalog: ArcSwap<Catalog>,
     /// Session-based clients (HTTP sessions and stdio), for server-initiated notifications.

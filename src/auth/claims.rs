@@ -73,10 +73,15 @@ impl ClaimRules {
     }
 }
 
+/// A `role_claim` that names no claim.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a claim name or dotted path")]
+pub struct BadRoleClaim(pub String);
+
 /// A role claim is a claim name or a dotted path of them.
-pub fn check_role_claim(role_claim: &str) -> Result<(), String> {
+pub fn check_role_claim(role_claim: &str) -> Result<(), BadRoleClaim> {
     if role_claim.is_empty() || role_claim.split('.').any(str::is_empty) {
-        return Err(format!("`{role_claim}` is not a claim name or dotted path"));
+        return Err(BadRoleClaim(role_claim.to_string()));
     }
     Ok(())
 }

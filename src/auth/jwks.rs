@@ -152,10 +152,20 @@ impl JwksSource {
     }
 }
 
+/// Why a JWKS URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadJwksUrl {
+    #[error("is not a valid URL: {0}")]
+    NotAUrl(<reqwest::Url as std::str::FromStr>::Err),
+    /// Keys fetched in clear text could be swapped by anyone on the path.
+    #[error("must use https:// (plain http:// only for a loopback address)")]
+    NotHttps,
+}
+
 /// A URL keys may be fetched from. The config check and the authenticator both ask this, so that
 /// `sentinel check` refuses exactly what `serve` would.
-pub fn jwks_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a valid URL: {e}"))?;
+pub fn jwks_url(url: &str) -> Result<reqwest::Url, BadJwksUrl> {
+    let parsed = reqwest::Url::parse(url).map_err(BadJwksUrl::NotAUrl)?;
     // Keys fetched in clear text could be swapped by anyone on the path: plain http only on this machine.
     let host = parsed.host_str().unwrap_or_default();
     let loopback = host.eq_ignore_ascii_case("localhost")
@@ -163,7 +173,7 @@ pub fn jwks_url(url: &str) -> Result<reqwest::Url, String> {
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if loopback => Ok(parsed),
-        _ => Err("must use https:// (plain http:// only for a loopback address)".into()),
+        _ => Err(BadJwksUrl::NotHttps),
     }
 }
 

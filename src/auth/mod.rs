@@ -29,10 +29,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::time::Instant;
 
 use claims::ClaimRules;
-pub use claims::{check_role_claim, mint_hs256};
+pub use claims::{BadRoleClaim, check_role_claim, mint_hs256};
 pub use error::AuthError;
+pub use jwks::{BadJwksUrl, check_jwks_file, jwks_url};
 use jwks::{JwksSource, KeySet};
-pub use jwks::{check_jwks_file, jwks_url};
 pub use settings::AuthSettings;
 
 /// RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output (256 bits).

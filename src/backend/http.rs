@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http_client::{BackendClient, body_stream, content_length};
 use super::sse_limit::LimitError;
-use super::{BackendError, CallOpts, Event, Notice, Reply};
+use super::{BackendError, CallOpts, Event, Notice, Notices, Reply, SlotNotice};
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
@@ -39,7 +39,7 @@ struct Inner {
     /// Requests that failed in a row (no usable answer); reset by any answer. The backend
     /// counts as down at `DOWN_AFTER`: an HTTP backend has no process to watch.
     failures: AtomicU32,
-    notices: mpsc::UnboundedSender<(usize, Notice)>,
+    notices: Notices,
 }
 
 /// Why a POST got no usable answer.
@@ -75,7 +75,7 @@ impl HttpConn {
         index: usize,
         config: &BackendConfig,
         client: BackendClient,
-        notices: mpsc::UnboundedSender<(usize, Notice)>,
+        notices: Notices,
     ) -> anyhow::Result<HttpConn> {
         let TransportConfig::Http { url, headers } = &config.transport else {
             unreachable!("http backend without http transport")
@@ -441,7 +441,7 @@ impl Inner {
     fn on_notification(&self, msg: Message, events: Option<&mpsc::UnboundedSender<Event>>) {
         let method = msg.method.unwrap_or_default();
         if let Some(n) = Notice::of(&method, msg.params.as_deref()) {
-            let _ = self.notices.send((self.index, n));
+            let _ = self.notices.send(SlotNotice { slot: self.index, notice: n });
             return;
         }
         if let Some(ev) = events {

@@ -55,6 +55,16 @@ pub enum Event {
     Request { method: String, params: Option<Box<RawValue>>, reply: oneshot::Sender<Reply> },
 }
 
+/// A notice and the number of the slot whose backend sent it.
+#[derive(Debug)]
+pub struct SlotNotice {
+    pub slot: usize,
+    pub notice: Notice,
+}
+
+/// Where backends send their notices: the gateway's notice loop.
+pub type Notices = mpsc::UnboundedSender<SlotNotice>;
+
 /// Backend-wide news, not tied to a call.
 #[derive(Debug)]
 pub enum Notice {
@@ -148,7 +158,7 @@ impl Backend {
         index: usize,
         config: BackendConfig,
         client: http_client::BackendClient,
-        notices: mpsc::UnboundedSender<(usize, Notice)>,
+        notices: Notices,
     ) -> anyhow::Result<Backend> {
         let conn = match &config.transport {
             TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices)?),

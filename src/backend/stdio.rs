@@ -18,7 +18,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::line_codec::{Line, LineCodec};
 
-use super::{BackendError, CallOpts, Event, Notice, Reply};
+use super::{BackendError, CallOpts, Event, Notice, Notices, Reply, SlotNotice};
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
 
@@ -73,11 +73,7 @@ pub struct StdioConn {
 }
 
 impl StdioConn {
-    pub fn spawn(
-        index: usize,
-        config: &BackendConfig,
-        notices: mpsc::UnboundedSender<(usize, Notice)>,
-    ) -> anyhow::Result<StdioConn> {
+    pub fn spawn(index: usize, config: &BackendConfig, notices: Notices) -> anyhow::Result<StdioConn> {
         let TransportConfig::Stdio { command, args, env, inherit_env, cwd } = &config.transport else {
             unreachable!("stdio backend without stdio transport")
         };
@@ -220,7 +216,7 @@ struct Reader {
     index: usize,
     routes: Arc<Mutex<Routes>>,
     lines: mpsc::UnboundedSender<String>,
-    notices: mpsc::UnboundedSender<(usize, Notice)>,
+    notices: Notices,
 }
 
 impl Reader {
@@ -333,7 +329,7 @@ impl Reader {
     }
 
     fn notice(&self, n: Notice) {
-        let _ = self.notices.send((self.index, n));
+        let _ = self.notices.send(SlotNotice { slot: self.index, notice: n });
     }
 
     /// The one client call in flight, if there is exactly one. The gateway's own requests

@@ -68,7 +68,7 @@ fn auth_keys(src: &Source, config: &Config) -> Vec<Finding> {
         problem("jwks_file", format!("cannot load the JWKS from `{}`: {e}", f.display()));
     }
     if let Err(e) = crate::auth::check_role_claim(&j.role_claim) {
-        problem("role_claim", e);
+        problem("role_claim", e.to_string());
     }
     out
 }

@@ -15,7 +15,7 @@ use super::{Gateway, Live};
 use crate::audit::AuditSink;
 use crate::auth::Authenticator;
 use crate::backend::http_client::BackendClient;
-use crate::backend::{Backend, Notice};
+use crate::backend::{Backend, Notices};
 use crate::catalog::{Catalog, Listing};
 use crate::config::{AuthConfig, Config};
 use crate::policy::Policy;
@@ -188,7 +188,7 @@ pub(super) async fn start_backends(
     first: usize,
     configs: &[crate::config::BackendConfig],
     client: &BackendClient,
-    notices: &mpsc::UnboundedSender<(usize, Notice)>,
+    notices: &Notices,
 ) -> Vec<(Option<Arc<Backend>>, Listing)> {
     let starts = configs.iter().enumerate().map(|(k, cfg)| async move {
         match Backend::start(first + k, cfg.clone(), client.clone(), notices.clone()).await {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::Gateway;
 use super::slot::Slot;
-use crate::backend::{Backend, Notice};
+use crate::backend::{Backend, Notice, SlotNotice};
 use crate::catalog::{self, Catalog};
 
 impl Gateway {
@@ -183,11 +183,11 @@ impl Gateway {
 
 pub(super) async fn notice_loop(
     gw: Weak<Gateway>,
-    mut rx: mpsc::UnboundedReceiver<(usize, Notice)>,
+    mut rx: mpsc::UnboundedReceiver<SlotNotice>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     // At shutdown backends exit on purpose: nothing they announce matters any more.
-    while let Some(Some((i, notice))) = stop.run_until_cancelled(rx.recv()).await {
+    while let Some(Some(SlotNotice { slot: i, notice })) = stop.run_until_cancelled(rx.recv()).await {
         let Some(gw) = gw.upgrade() else { break };
         match notice {
             // A backend a reload is still starting has no slot yet (that reload lists it), and a
