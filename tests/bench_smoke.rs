@@ -35,7 +35,7 @@ fn the_smoke_run_completes_with_every_answer_right() {
     for needle in [
         "| http | on |",
         "| stdio | on |",
-        "| http | on, traced 100% |",
+        "| http | on, traced |",
         "2025-11-25",
         "2026-07-28",
         "| 1mb |",
