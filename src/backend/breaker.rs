@@ -1,5 +1,8 @@
 //! A circuit breaker per backend: after `failures` consecutive failed calls the backend is left alone for a
-//! `cooldown`, then one probe call decides whether it is healthy again.
+//! while, then one probe call decides whether it is healthy again. The first open lasts [`FIRST_OPEN`], and
+//! each failed probe doubles it up to `cooldown`: a backend that restarts in a second or two (a redeploy, a
+//! crash) is probed again at once, while one that stays down is left alone for longer and longer. A fixed
+//! `cooldown` kept a restarted server refused for its whole 30 s although it was back after 2 s.
 //!
 //! An explicit state machine, shaped like linkerd's consecutive-failures breaker:
 //!
@@ -25,12 +28,15 @@ use tokio::time::Instant;
 /// probe's outcome is not known yet, and it is usually known within a call's time.
 const PROBE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the breaker stays open the first time (or `cooldown`, if shorter); doubled by each failed probe.
+pub const FIRST_OPEN: Duration = Duration::from_secs(1);
+
 /// A backend's breaker, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {
     /// Consecutive failures that open the breaker.
     pub failures: NonZeroU32,
-    /// How long an open breaker refuses calls before letting one probe through.
+    /// The longest an open breaker refuses calls before letting one probe through (see [`FIRST_OPEN`]).
     pub cooldown: Duration,
 }
 
@@ -83,6 +89,8 @@ enum Phase {
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
+    /// Opens since the breaker last closed: the exponent of how long the next open lasts.
+    opens: u32,
     /// Bumped on every change of phase. A permit remembers the epoch it was issued in, and its verdict counts
     /// only in that same epoch: a slow call let through while closed must not close a breaker that has since
     /// opened, nor reopen one that a probe has just closed.
@@ -98,7 +106,10 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     pub fn new(settings: BreakerSettings) -> Self {
-        CircuitBreaker { settings, inner: Mutex::new(Inner { phase: Phase::Closed { failures: 0 }, epoch: 0 }) }
+        CircuitBreaker {
+            settings,
+            inner: Mutex::new(Inner { phase: Phase::Closed { failures: 0 }, opens: 0, epoch: 0 }),
+        }
     }
 
     /// Before a call: a permit to go ahead (to be settled with its verdict), or a refusal while the breaker is
@@ -155,12 +166,15 @@ impl CircuitBreaker {
                     inner.phase = Phase::Closed { failures };
                     return None;
                 }
-                (State::Closed, Phase::Open { until: Instant::now() + self.settings.cooldown })
+                (State::Closed, Phase::Open { until: Instant::now() + self.open_for(&mut inner) })
             }
             // Only the probe is issued in a half-open epoch, so this verdict is the probe's.
-            (Phase::HalfOpen { .. }, true) => (State::HalfOpen, Phase::Closed { failures: 0 }),
+            (Phase::HalfOpen { .. }, true) => {
+                inner.opens = 0;
+                (State::HalfOpen, Phase::Closed { failures: 0 })
+            }
             (Phase::HalfOpen { .. }, false) => {
-                (State::HalfOpen, Phase::Open { until: Instant::now() + self.settings.cooldown })
+                (State::HalfOpen, Phase::Open { until: Instant::now() + self.open_for(&mut inner) })
             }
             // Opening bumps the epoch, so no permit of this epoch is still out.
             (Phase::Open { .. }, _) => return None,
@@ -169,6 +183,14 @@ impl CircuitBreaker {
         inner.epoch += 1;
         let to = if matches!(phase, Phase::Closed { .. }) { State::Closed } else { State::Open };
         Some(Transition { from, to })
+    }
+
+    /// How long the open that starts now lasts: [`FIRST_OPEN`] doubled for each open since the breaker last
+    /// closed, at most `cooldown`.
+    fn open_for(&self, inner: &mut Inner) -> Duration {
+        let doublings = inner.opens.min(16);
+        inner.opens = inner.opens.saturating_add(1);
+        FIRST_OPEN.saturating_mul(1 << doublings).min(self.settings.cooldown)
     }
 
     /// A permit dropped without a verdict: if it was the probe, the next caller may probe.
@@ -249,14 +271,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn refusal_carries_the_remaining_cooldown() {
+    async fn refusal_carries_the_remaining_open_time() {
         let b = breaker(1);
         fail(&b, 1);
-        assert_eq!(b.acquire().unwrap_err().retry_after, COOLDOWN);
-        tokio::time::advance(Duration::from_millis(12_500)).await;
+        assert_eq!(b.acquire().unwrap_err().retry_after, FIRST_OPEN);
+        tokio::time::advance(Duration::from_millis(400)).await;
         let refused = b.acquire().unwrap_err();
-        assert_eq!(refused.retry_after, Duration::from_millis(17_500));
-        assert_eq!(refused.retry_after_ms(), 17_500);
+        assert_eq!(refused.retry_after, Duration::from_millis(600));
+        assert_eq!(refused.retry_after_ms(), 600);
+    }
+
+    /// Each failed probe doubles the open time, up to `cooldown`; a successful probe starts again from the
+    /// first: a backend back after a restart is probed within a second, one that stays down less and less.
+    #[tokio::test(start_paused = true)]
+    async fn open_time_doubles_per_failed_probe_up_to_the_cooldown_and_resets_on_close() {
+        let b = breaker(1);
+        fail(&b, 1);
+        let mut expected = FIRST_OPEN;
+        for _ in 0..8 {
+            assert_eq!(b.acquire().unwrap_err().retry_after, expected);
+            tokio::time::advance(expected).await;
+            assert_eq!(b.acquire().unwrap().failure(), Some(REOPENED));
+            expected = (expected * 2).min(COOLDOWN);
+        }
+        assert_eq!(expected, COOLDOWN, "capped");
+        tokio::time::advance(COOLDOWN).await;
+        assert_eq!(b.acquire().unwrap().success(), Some(CLOSED));
+        fail(&b, 1);
+        assert_eq!(b.acquire().unwrap_err().retry_after, FIRST_OPEN, "closed, the next open is short again");
     }
 
     #[tokio::test(start_paused = true)]
@@ -323,14 +365,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn probe_failure_reopens_for_a_full_cooldown() {
+    async fn probe_failure_reopens_for_twice_as_long() {
         let b = breaker(2);
         fail(&b, 2);
-        tokio::time::advance(COOLDOWN).await;
+        tokio::time::advance(FIRST_OPEN).await;
         assert_eq!(b.acquire().unwrap().failure(), Some(REOPENED));
         assert_eq!(b.state(), State::Open);
-        assert_eq!(b.acquire().unwrap_err().retry_after, COOLDOWN);
-        tokio::time::advance(COOLDOWN).await;
+        assert_eq!(b.acquire().unwrap_err().retry_after, FIRST_OPEN * 2);
+        tokio::time::advance(FIRST_OPEN * 2).await;
         assert!(b.acquire().unwrap().is_probe());
     }
 
