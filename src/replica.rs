@@ -10,11 +10,12 @@ static ID: OnceLock<String> = OnceLock::new();
 /// The id, made on first use: `<hostname>-<pid>`.
 pub fn id() -> &'static str {
     ID.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
+        let host = host_name().unwrap_or_else(|| "localhost".into());
         format!("{host}-{}", std::process::id())
     })
+}
+
+/// This machine's host name, as the kernel has it; `None` when it cannot be read or is empty.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
 }

@@ -67,11 +67,6 @@ pub fn dropped() -> [u64; 2] {
     [DROPPED_QUEUE_FULL.load(Ordering::Relaxed), DROPPED_EXPORT_FAILED.load(Ordering::Relaxed)]
 }
 
-/// This process's replica id, as spans carry it (`sentinel.replica`): see [`crate::replica`].
-pub fn replica_id() -> &'static str {
-    crate::replica::id()
-}
-
 /// Flushes and stops the exporter when dropped (at the end of `main`).
 pub struct Guard(SdkTracerProvider);
 
@@ -107,7 +102,7 @@ where
                 .build(),
         )
         .build();
-    let mut attributes = vec![opentelemetry::KeyValue::new("service.instance.id", replica_id().to_string())];
+    let mut attributes = vec![opentelemetry::KeyValue::new("service.instance.id", crate::replica::id().to_string())];
     attributes.extend(cfg.resource_attributes.iter().map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())));
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name(cfg.service_name.clone())
@@ -405,7 +400,7 @@ pub fn request_span(method: &str, transport: &str) -> tracing::Span {
         "sentinel.outcome" = tracing::field::Empty,
         "rpc.jsonrpc.error_code" = tracing::field::Empty,
         "enduser.id" = tracing::field::Empty,
-        "sentinel.replica" = replica_id(),
+        "sentinel.replica" = crate::replica::id(),
         "sentinel.audit.id" = tracing::field::Empty,
     )
 }

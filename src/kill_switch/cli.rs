@@ -152,8 +152,10 @@ fn operator() -> String {
         .into_iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(login_name);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    if host.is_empty() { user } else { format!("{user}@{host}") }
+    match crate::replica::host_name() {
+        Some(host) => format!("{user}@{host}"),
+        None => user,
+    }
 }
 
 /// The name of this process's user from the password database, else `uid N`.
