@@ -107,7 +107,7 @@ fn pipeline(c: &mut Criterion) {
     // Every measured call must take the full success path, not an early refusal.
     for params in [ECHO, RICH] {
         let mut audit = start_record(&caller);
-        match gw.admit(&caller, &access, sentinel::method::Method::ToolsCall, Some(raw(params)), &mut audit) {
+        match gw.admit(&caller, &access, read(raw(params)), &mut audit) {
             Ok(Admission::Forward(..)) => {}
             Ok(Admission::Answered(_)) => panic!("{params}: arguments refused by the schema"),
             Err(e) => panic!("{params}: refused: {e}"),
@@ -163,8 +163,7 @@ fn pipeline(c: &mut Criterion) {
             b.iter_batched(
                 || (raw(params), start_record(&caller)),
                 |(params, mut audit)| {
-                    let admission =
-                        gw.admit(&caller, &access, sentinel::method::Method::ToolsCall, Some(params), &mut audit);
+                    let admission = gw.admit(&caller, &access, read(params), &mut audit);
                     drop(black_box(admission));
                     audit
                 },
@@ -183,8 +182,7 @@ fn pipeline(c: &mut Criterion) {
                 let caller = authenticate(&gw, black_box(&token));
                 let access = caller.access().expect("accepted");
                 let mut audit = start_record(&caller);
-                let admission =
-                    gw.admit(&caller, &access, sentinel::method::Method::ToolsCall, Some(params), &mut audit);
+                let admission = gw.admit(&caller, &access, read(params), &mut audit);
                 drop(black_box(admission));
                 audit.set_latency(started.elapsed());
                 LogSink.record(audit).now_or_never().expect("the log sink never waits").expect("log sink");
@@ -200,3 +198,11 @@ fn pipeline(c: &mut Criterion) {
 
 criterion_group!(benches, pipeline);
 criterion_main!(benches);
+
+/// A `tools/call`'s params read as the front door reads them (strictly: part of the cost).
+fn read(params: Box<serde_json::value::RawValue>) -> sentinel::request::Call {
+    match sentinel::request::Request::parse("tools/call".into(), Some(params)) {
+        Ok(sentinel::request::Request::Call(call)) => call,
+        other => panic!("not a readable call: {other:?}"),
+    }
+}

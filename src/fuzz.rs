@@ -37,6 +37,14 @@ pub fn jsonrpc(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::jsonrpc::has_top_level_key(text, "result");
     }
+    // The typed read every client message goes through: whatever it accepts as a call has a
+    // target and params that serialize.
+    if let crate::request::Incoming::Request { request: Ok(crate::request::Request::Call(c)), .. } =
+        crate::request::Incoming::parse(msg)
+    {
+        assert!(c.method.is_call());
+        let _ = c.params.to_json();
+    }
 }
 
 /// The duplicate-key check: whatever it accepts is valid JSON.

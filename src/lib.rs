@@ -30,6 +30,7 @@ pub mod policy;
 pub mod protocol;
 pub mod rate_limit;
 pub mod replica;
+pub mod request;
 pub mod schema;
 pub mod session;
 pub mod std_streams;

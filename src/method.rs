@@ -105,6 +105,93 @@ impl Method {
     }
 }
 
+/// The notifications the gateway reads or sends, in one table like the methods'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notification {
+    Cancelled,
+    Initialized,
+    RootsListChanged,
+    Progress,
+    Message,
+    ToolsListChanged,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourcesUpdated,
+    SubscriptionsAcknowledged,
+}
+
+const NOTIFICATIONS: [(Notification, &str); 10] = [
+    (Notification::Cancelled, "notifications/cancelled"),
+    (Notification::Initialized, "notifications/initialized"),
+    (Notification::RootsListChanged, "notifications/roots/list_changed"),
+    (Notification::Progress, "notifications/progress"),
+    (Notification::Message, "notifications/message"),
+    (Notification::ToolsListChanged, "notifications/tools/list_changed"),
+    (Notification::PromptsListChanged, "notifications/prompts/list_changed"),
+    (Notification::ResourcesListChanged, "notifications/resources/list_changed"),
+    (Notification::ResourcesUpdated, "notifications/resources/updated"),
+    (Notification::SubscriptionsAcknowledged, "notifications/subscriptions/acknowledged"),
+];
+
+impl FromStr for Notification {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<Notification, UnknownMethod> {
+        NOTIFICATIONS.iter().find(|(_, name)| *name == s).map(|(n, _)| *n).ok_or(UnknownMethod)
+    }
+}
+
+impl Notification {
+    /// The notification's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        NOTIFICATIONS
+            .iter()
+            .find(|(n, _)| *n == self)
+            .map(|(_, name)| *name)
+            .expect("every notification is in the table")
+    }
+
+    /// The list-changed notification of a catalog list (`tools`, `prompts`, `resources`).
+    pub fn list_changed(kind: &str) -> Option<Notification> {
+        match kind {
+            "tools" => Some(Notification::ToolsListChanged),
+            "prompts" => Some(Notification::PromptsListChanged),
+            "resources" => Some(Notification::ResourcesListChanged),
+            _ => None,
+        }
+    }
+}
+
+/// The requests a backend may send the gateway's client (relayed to it), by the client
+/// capability each needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRequest {
+    Sampling,
+    Elicitation,
+    Roots,
+}
+
+const SERVER_REQUESTS: [(ServerRequest, &str, &str); 3] = [
+    (ServerRequest::Sampling, "sampling/createMessage", "sampling"),
+    (ServerRequest::Elicitation, "elicitation/create", "elicitation"),
+    (ServerRequest::Roots, "roots/list", "roots"),
+];
+
+impl FromStr for ServerRequest {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<ServerRequest, UnknownMethod> {
+        SERVER_REQUESTS.iter().find(|(_, name, _)| *name == s).map(|(r, _, _)| *r).ok_or(UnknownMethod)
+    }
+}
+
+impl ServerRequest {
+    /// The client capability the request needs.
+    pub fn capability(self) -> &'static str {
+        SERVER_REQUESTS.iter().find(|(r, _, _)| *r == self).map(|(_, _, c)| *c).expect("in the table")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +207,16 @@ mod tests {
         assert_eq!(names.len(), TABLE.len());
         assert_eq!("tools/cal".parse::<Method>(), Err(UnknownMethod));
         assert_eq!("Tools/call".parse::<Method>(), Err(UnknownMethod));
+    }
+
+    #[test]
+    fn notification_names_round_trip() {
+        for (n, name) in NOTIFICATIONS {
+            assert_eq!(name.parse::<Notification>(), Ok(n));
+            assert_eq!(n.as_str(), name);
+        }
+        assert_eq!(Notification::list_changed("prompts"), Some(Notification::PromptsListChanged));
+        assert_eq!("sampling/createMessage".parse::<ServerRequest>().map(ServerRequest::capability), Ok("sampling"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::jsonrpc::{self, Kind, Message};
 use crate::method::Method;
 use crate::param_headers;
 use crate::protocol::{self, ModernMeta};
+use crate::request::{Incoming, Request, method_of};
 use crate::session::Session;
 use prelude::{Peer, accepts_only_sse, accepts_sse, authenticated, header, prelude, unauthenticated};
 use respond::{
@@ -47,8 +48,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// The method a message names, if the gateway serves it.
-fn method_of(msg: &Message) -> Option<Method> {
+/// The method a message names, if the gateway serves it (a lookup in the method table,
+/// before the message is read: the front door's routing needs only this).
+fn method_named(msg: &Message) -> Option<Method> {
     msg.method.as_deref().and_then(|m| m.parse().ok())
 }
 
@@ -108,7 +110,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
-    if method_of(&msg) == Some(Method::Initialize) && matches!(super::modern_meta_raw(&msg), Ok(None)) {
+    if method_named(&msg) == Some(Method::Initialize) && matches!(super::modern_meta_raw(&msg), Ok(None)) {
         let Some(session) = gw.new_session("http", caller.subject()) else {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -117,16 +119,16 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
             );
         };
         let sid = session.id.clone();
-        let ctx = Ctx { caller: &caller, modern: None, out: None, peer };
-        let Some((status, body)) = gw.handle(&session, msg, ctx).await else {
+        let ctx = Ctx { caller: &caller, modern: None, out: None, peer, trace_parent: None };
+        let Some((status, body)) = gw.handle(&session, Incoming::parse(msg), ctx).await else {
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
         };
         let body = body.into_string().await.unwrap_or_default();
-        // Only a successful initialize opens a session.
-        let ok = Message::parse(body.as_bytes()).is_ok_and(|m| m.result.is_some());
+        // Only a successful initialize opens a session (and only a successful one settles its
+        // generation: the answer need not be read again to know).
         let mut resp = json_response(status, body);
-        if ok {
+        if session.generation().is_some() {
             resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("uuid is a header value"));
         } else {
             gw.end_session(&sid);
@@ -159,9 +161,6 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
             "Bad Request: no Mcp-Session-Id header; send initialize first (2025-11-25), or per-request _meta (2026-07-28)",
         );
     };
-    if let Err(r) = check_headers(&gw, &headers, &msg, &modern) {
-        return fail(r);
-    }
     let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
     dispatch(gw, session, msg, Some(modern), caller, &headers, peer).await
 }
@@ -170,7 +169,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
 /// header, the `_meta` fields, header against body, the version itself, then `Mcp-Method`,
 /// `Mcp-Name` and `Mcp-Param-*` against the body — so that nothing routing on headers sees
 /// a different request than the one the gateway authorizes.
-fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> Result<(), Refusal> {
+fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Incoming, m: &ModernMeta) -> Result<(), Refusal> {
     let Some(v) = header(h, "mcp-protocol-version") else {
         return Err(Refusal::HeaderMismatch("the MCP-Protocol-Version header is required".into()));
     };
@@ -192,7 +191,11 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         )));
     }
     super::check_modern(m)?;
-    let name = msg.method.as_deref().unwrap_or_default();
+    let Incoming::Request { request, .. } = msg else { return Ok(()) };
+    let name = match request {
+        Ok(Request::Other(name)) => name.as_str(),
+        _ => method_of(request).map(Method::as_str).unwrap_or_default(),
+    };
     match header(h, "mcp-method").map(str::trim) {
         None => return Err(Refusal::HeaderMismatch("the Mcp-Method header is required".into())),
         Some(v) if v != name => {
@@ -202,29 +205,17 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
         }
         _ => {}
     }
-    let method = method_of(msg);
-    let key = match method {
-        Some(Method::ToolsCall | Method::PromptsGet) => "name",
-        Some(Method::ResourcesRead) => "uri",
-        _ => return Ok(()),
+    let method = method_of(request);
+    if !matches!(method, Some(Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead)) {
+        return Ok(());
+    }
+    // What the headers are checked against: the name or URI as sent, and a tool's arguments
+    // (from the request as read; when its params could not be read, what could be).
+    let (body_value, arguments) = match request {
+        Ok(Request::Call(c)) => (c.target.as_str(), c.arguments.as_ref()),
+        Err(bad) => (bad.asked.as_deref().unwrap_or_default(), bad.arguments.as_ref()),
+        Ok(_) => ("", None),
     };
-    /// Only what the headers are checked against, borrowed (the pipeline parses `params`
-    /// strictly later; anything malformed here reads as empty and fails the comparison).
-    #[derive(serde::Deserialize, Default)]
-    struct Target<'a> {
-        #[serde(borrow, default)]
-        name: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow, default)]
-        uri: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow, default)]
-        arguments: Option<&'a serde_json::value::RawValue>,
-    }
-    let target: Target = msg.params.as_deref().and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
-    let body_value = match key {
-        "name" => target.name.as_deref(),
-        _ => target.uri.as_deref(),
-    }
-    .unwrap_or_default();
     match h.get("mcp-name").and_then(|v| v.to_str().ok()) {
         None => return Err(Refusal::HeaderMismatch("the Mcp-Name header is required for this method".into())),
         Some(v) => match param_headers::decode(v.trim()) {
@@ -239,9 +230,11 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Message, m: &ModernMeta) -> 
     }
     if method == Some(Method::ToolsCall) {
         if let Some(tool) = gw.catalog().tool(body_value).filter(|t| !t.param_headers.is_empty()) {
-            let args = target.arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or_default();
-            param_headers::check(&tool.param_headers, &args, |name| header(h, name).map(str::to_string))
-                .map_err(|e| Refusal::HeaderMismatch(e.to_string()))?;
+            let null = serde_json::Value::Null;
+            param_headers::check(&tool.param_headers, arguments.unwrap_or(&null), |name| {
+                header(h, name).map(str::to_string)
+            })
+            .map_err(|e| Refusal::HeaderMismatch(e.to_string()))?;
         }
     }
     Ok(())
@@ -257,15 +250,36 @@ async fn dispatch(
     headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
 ) -> Response {
-    if !matches!(msg.kind(), Some(Kind::Request)) {
-        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer }).await {
+    let msg = Incoming::parse(msg);
+    if let Some(m) = modern.as_ref().filter(|_| msg.is_request()) {
+        if let Err(r) = check_headers(&gw, headers, &msg, m) {
+            let Incoming::Request { id, .. } = &msg else { unreachable!("a request") };
+            return json_response(r.status(), r.to_response(Some(id)));
+        }
+    }
+    if !msg.is_request() {
+        return match gw
+            .handle(
+                &session,
+                msg,
+                Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer, trace_parent: None },
+            )
+            .await
+        {
             Some((status, body)) if status != StatusCode::OK => framed_response(status, body),
             _ => StatusCode::ACCEPTED.into_response(),
         };
     }
-    let streams = method_of(&msg).is_some_and(Method::makes_backend_work);
+    let streams = msg.method().is_some_and(Method::makes_backend_work);
     if !(streams && accepts_sse(headers)) {
-        return match gw.handle(&session, msg, Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer }).await {
+        return match gw
+            .handle(
+                &session,
+                msg,
+                Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer, trace_parent: None },
+            )
+            .await
+        {
             Some((_, Framed::Listen(l))) => listen_stream(l),
             Some((StatusCode::OK, body)) if accepts_only_sse(headers) => sse_one(body).await,
             Some((status, body)) => framed_response(status, body),
@@ -281,7 +295,7 @@ async fn dispatch(
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     // In the request's span (telemetry): the call's spans stay in its trace.
     let guard = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer };
+        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer, trace_parent: None };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
     })));
     tokio::select! {

@@ -11,6 +11,7 @@ use crate::line_codec::{Line, LineCodec};
 
 use crate::gateway::{Caller, Ctx, Framed, Gateway, Listening};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::request::Incoming;
 
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
 pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
@@ -72,8 +73,21 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
                     return;
                 }
             };
-            let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer: None };
+            // The client's trace context, read from `_meta` before the message is (telemetry on).
+            let parent = if crate::telemetry::enabled() {
+                crate::telemetry::TraceParent::from_params(msg.params.as_deref())
+            } else {
+                None
+            };
+            let ctx = Ctx {
+                caller: &caller,
+                modern: modern.as_ref(),
+                out: Some(&tx),
+                peer: None,
+                trace_parent: parent.as_ref(),
+            };
             let id = msg.id.clone();
+            let msg = Incoming::parse(msg);
             // Lines are written whole: a streamed result is gathered here (one copy, not the
             // three of a result parsed and framed again). One that broke off (or could not be
             // audited, fail-closed) is answered with an error instead.

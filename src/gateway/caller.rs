@@ -61,6 +61,9 @@ pub struct Ctx<'a> {
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
     /// The client's address (HTTP), for throttling what refusals cost; `None` on stdio.
     pub peer: Option<std::net::IpAddr>,
+    /// Over stdio, the trace context of the request's `_meta` (read only with telemetry on);
+    /// over HTTP the front door decided tracing before the request was read.
+    pub trace_parent: Option<&'a crate::telemetry::TraceParent>,
 }
 
 /// One request on its way through the pipeline: the front door's context, the session it

@@ -4,69 +4,57 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
-use serde_json::value::RawValue;
-
 use super::{Answer, Ctx, Framed, Gateway, RequestCtx, lists};
-use crate::backend::Reply;
 use crate::error::Refusal;
-use crate::jsonrpc::{self, Kind, Message};
-use crate::method::Method;
+use crate::jsonrpc;
+use crate::request::{self, ClientNotification, Incoming};
 use crate::session::Session;
+use http::StatusCode;
 
 impl Gateway {
-    /// Handles one client message; returns the HTTP status and the response to send, if any.
+    /// Handles one client message, read by its front door ([`Incoming::parse`]); returns the
+    /// HTTP status and the response to send, if any.
     pub async fn handle(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        msg: Message,
+        msg: Incoming,
         ctx: Ctx<'_>,
     ) -> Option<(StatusCode, Framed)> {
         session.touch();
-        match msg.kind() {
-            None => {
-                let r = Refusal::InvalidRequest("not a JSON-RPC 2.0 request, notification or response".into());
-                Some((r.status(), r.to_response(msg.id.as_deref()).into()))
-            }
-            Some(Kind::Response) => {
-                let id = msg.id.as_ref().map(|i| i.get().to_string()).unwrap_or_default();
-                let reply = match (msg.result, msg.error) {
-                    (Some(r), _) => Reply::Result(r),
-                    (_, Some(e)) => Reply::Error(e),
-                    _ => return None,
-                };
+        match msg {
+            Incoming::Invalid { id, refusal } => Some((refusal.status(), refusal.to_response(id.as_deref()).into())),
+            Incoming::Nothing => None,
+            Incoming::Response { id, reply } => {
                 if !session.deliver_reply(&id, reply) {
                     let id = crate::audit::bounded(&id, crate::audit::MAX_NAME_BYTES);
                     tracing::debug!(%id, "a client answered a request nobody waits for");
                 }
                 None
             }
-            Some(Kind::Notification) => {
-                self.notification(session, msg.method.as_deref().unwrap_or_default(), msg.params.as_deref());
+            Incoming::Notification(n) => {
+                match n {
+                    ClientNotification::Cancelled(Some(id)) => {
+                        session.cancel_call(id.get());
+                    }
+                    ClientNotification::Cancelled(None) | ClientNotification::Known(_) => {}
+                    ClientNotification::Other(method) => {
+                        let method = crate::audit::bounded(&method, crate::audit::MAX_METHOD_BYTES);
+                        tracing::debug!(%method, "ignoring client notification")
+                    }
+                }
                 None
             }
-            Some(Kind::Request) => {
-                let valid = msg.id_is_valid();
-                let id = msg.id.expect("request has an id");
-                if !valid {
-                    let r = Refusal::InvalidRequest("the id must be a string or an integer".into());
-                    return Some((r.status(), r.to_response(Some(&id)).into()));
-                }
-                if msg.jsonrpc.as_deref() != Some("2.0") {
-                    let r = Refusal::InvalidRequest("`jsonrpc` must be \"2.0\"".into());
-                    return Some((r.status(), r.to_response(Some(&id)).into()));
-                }
-                let name = msg.method.unwrap_or_default();
-                let method = name.parse::<Method>().map_err(|_| name.as_str());
+            Incoming::Request { id, request } => {
+                let method = request::method_of(&request);
                 let req = RequestCtx { session, id: &id, ctx };
-                let (status, text) = match self.govern(req, method, msg.params).await {
+                let (status, text) = match self.govern(req, request).await {
                     // A stateless client gets the fields its revision requires on every result.
                     Ok(Answer::Result(r)) if ctx.modern.is_some() => {
-                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(method.ok(), r)))
+                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(method, r)))
                     }
                     Ok(Answer::Result(r)) => (StatusCode::OK, jsonrpc::result(&id, &r)),
                     Ok(Answer::Stream(body)) => {
-                        let fields = if ctx.modern.is_some() { lists::modern_fields(method.ok()) } else { &[] };
+                        let fields = if ctx.modern.is_some() { lists::modern_fields(method) } else { &[] };
                         return Some((StatusCode::OK, Framed::result(&id, body, fields)));
                     }
                     Ok(Answer::Error(e)) => {
@@ -86,26 +74,6 @@ impl Gateway {
             }
         }
     }
-
-    fn notification(&self, session: &Session, method: &str, params: Option<&RawValue>) {
-        match method {
-            "notifications/cancelled" => {
-                #[derive(serde::Deserialize)]
-                struct P {
-                    #[serde(rename = "requestId")]
-                    request_id: Box<RawValue>,
-                }
-                if let Some(p) = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()) {
-                    session.cancel_call(p.request_id.get());
-                }
-            }
-            "notifications/initialized" | "notifications/roots/list_changed" => {}
-            other => {
-                let method = crate::audit::bounded(other, crate::audit::MAX_METHOD_BYTES);
-                tracing::debug!(%method, "ignoring client notification")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -121,8 +89,9 @@ mod tests {
     }
 
     async fn send(gw: &Arc<Gateway>, session: &Arc<Session>, text: &str) -> Option<(StatusCode, String)> {
-        let msg = Message::parse(text.as_bytes()).expect("JSON");
-        let ctx = Ctx { caller: &super::super::Caller::Anonymous, modern: None, out: None, peer: None };
+        let msg = Incoming::parse(crate::jsonrpc::Message::parse(text.as_bytes()).expect("JSON"));
+        let ctx =
+            Ctx { caller: &super::super::Caller::Anonymous, modern: None, out: None, peer: None, trace_parent: None };
         let (status, framed) = gw.handle(session, msg, ctx).await?;
         Some((status, framed.into_string().await.expect("whole")))
     }

@@ -14,6 +14,7 @@ use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
 use crate::error::Refusal;
 use crate::method::Method;
 use crate::protocol::{self, Generation, Params};
+use crate::request;
 use crate::session::{RegisteredCall, Session};
 
 /// A call ready to send: rewritten for its backend (progress token, request id) and
@@ -84,11 +85,11 @@ impl Gateway {
         &self,
         req: RequestCtx<'a>,
         backend: &Backend,
-        method: Method,
-        mut params: Params,
+        call: request::Call,
         route: Route,
         audit: &AuditRecord,
     ) -> Result<Prepared<'a>, Refusal> {
+        let (method, mut params) = (call.method, call.params);
         let mut meta = params.meta()?;
         let client_token = match meta.remove("progressToken") {
             Some(t) => Some(serde_json::value::to_raw_value(&t).map_err(|e| Refusal::InvalidParams(e.to_string()))?),

@@ -9,20 +9,19 @@ use serde_json::value::RawValue;
 use super::{Answer, Ctx, Gateway, lists};
 use crate::catalog;
 use crate::error::Refusal;
-use crate::method::Method;
 use crate::policy::Access;
-use crate::protocol::{self, Generation, Params};
+use crate::protocol::{self, Generation};
+use crate::request::{Listing, Request};
 use crate::session::Session;
 
 impl Gateway {
-    /// The protocol's own methods (handshake, lists, discovery); lists show a caller only
-    /// what it may use.
+    /// The protocol's own methods (handshake, lists, discovery, listen): one arm per request
+    /// the gateway answers itself. Lists show a caller only what it may use.
     pub(super) async fn protocol_method(
         &self,
         session: &Arc<Session>,
         id: &RawValue,
-        method: Method,
-        params: Option<Box<RawValue>>,
+        request: Request,
         access: &Access,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
@@ -31,49 +30,38 @@ impl Gateway {
         let catalog = self.catalog();
         let live = self.live.load();
         let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
-        let answer = match method {
-            Method::Initialize => Answer::Result(self.initialize(session, params.as_deref())?),
-            Method::Ping => Answer::Result("{}".into()),
-            Method::SetLogLevel => {
-                let p = Params::parse(params.as_deref())?;
-                let level = p.str("level")?.unwrap_or_default();
-                let rank = protocol::log_level_rank(&level)
-                    .ok_or_else(|| Refusal::InvalidParams(format!("unknown log level `{level}`")))?;
+        let answer = match request {
+            Request::Initialize { version, capabilities } => {
+                let version = protocol::negotiate_legacy(version.as_deref());
+                session.initialize(Generation::Legacy(version), capabilities);
+                Answer::Result(lists::initialize_result(version))
+            }
+            Request::Ping => Answer::Result("{}".into()),
+            Request::SetLogLevel(rank) => {
                 session.set_log_level(rank);
                 Answer::Result("{}".into())
             }
-            Method::Discover => Answer::Result(lists::discover()),
-            Method::ToolsList => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
-            Method::PromptsList => Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern)),
-            Method::ResourcesList => Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern)),
-            Method::TemplatesList => {
+            Request::Discover => Answer::Result(lists::discover()),
+            Request::List(Listing::Tools) => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
+            Request::List(Listing::Prompts) => {
+                Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern))
+            }
+            Request::List(Listing::Resources) => {
+                Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern))
+            }
+            Request::List(Listing::Templates) => {
                 Answer::Result(lists::list("resourceTemplates", &catalog.templates_json(visible), modern))
             }
-            Method::Listen if modern => Answer::Listen(self.listen(session, access, id, params.as_deref())?),
-            Method::Listen => {
+            Request::Listen(filter) if modern => Answer::Listen(self.listen(session, access, id, filter)?),
+            Request::Listen(_) => {
                 return Err(Refusal::InvalidRequest(
                     "subscriptions/listen is a stream; send it to /mcp directly".into(),
                 ));
             }
-            Method::ToolsCall
-            | Method::PromptsGet
-            | Method::ResourcesRead
-            | Method::ResourcesSubscribe
-            | Method::ResourcesUnsubscribe
-            | Method::Complete => return Err(Refusal::MethodNotFound(method.as_str().to_string())),
+            // The pipeline sends calls down the governed path and refuses unknown methods.
+            Request::Call(c) => return Err(Refusal::MethodNotFound(c.method.as_str().to_string())),
+            Request::Other(name) => return Err(Refusal::MethodNotFound(name)),
         };
         Ok(answer)
-    }
-
-    fn initialize(&self, session: &Session, params: Option<&RawValue>) -> Result<String, Refusal> {
-        let p = Params::parse(params)?;
-        let requested = p.str("protocolVersion")?;
-        let version = protocol::negotiate_legacy(requested.as_deref());
-        let caps: serde_json::Value =
-            p.0.get("capabilities")
-                .and_then(|c| serde_json::from_str(c.get()).ok())
-                .unwrap_or_else(|| serde_json::json!({}));
-        session.initialize(Generation::Legacy(version), caps);
-        Ok(lists::initialize_result(version))
     }
 }

@@ -1,13 +1,12 @@
 //! The governed path of every request, in one function that reads top to bottom:
-//! authenticate, parse strictly, name the target, RBAC, resolve it, kill switch, rate limit,
-//! argument schema, forward — and the audit record, written whatever the outcome. Both front
-//! doors come through here.
+//! authenticate, the request as read (strictly, by src/request.rs), name the target, RBAC,
+//! resolve it, kill switch, rate limit, argument schema, the backend, its circuit breaker,
+//! forward — and the audit record, written whatever the outcome. Both front doors come
+//! through here.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
-use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use super::Route;
@@ -18,7 +17,7 @@ use crate::config::SchemaErrors;
 use crate::error::Refusal;
 use crate::method::Method;
 use crate::policy::Access;
-use crate::protocol::Params;
+use crate::request::{BadRequest, Call, Request, method_of};
 use crate::schema::{self, Violation};
 
 impl Gateway {
@@ -27,25 +26,24 @@ impl Gateway {
     pub(super) async fn govern(
         self: &Arc<Self>,
         req: RequestCtx<'_>,
-        method: Result<Method, &str>,
-        params: Option<Box<RawValue>>,
+        request: Result<Request, Box<BadRequest>>,
     ) -> Result<Answer, Refusal> {
-        use crate::telemetry::{Trace, TraceParent};
+        use crate::telemetry::Trace;
         if !crate::telemetry::enabled() {
-            return self.govern_in_span(req, method, params).await;
+            return self.govern_in_span(req, request).await;
         }
         // Over HTTP the front door decided whether the request is traced, and its span (the
         // parent of this one) took the client's context (front/http.rs): without it, the
         // request is not traced. Over stdio the decision is made here, from `_meta`.
         let trace = match (tracing::Span::current().is_none(), req.session.transport) {
             (false, _) => Trace::Root,
-            (true, "stdio") => crate::telemetry::decide(TraceParent::from_params(params.as_deref()).as_ref()),
+            (true, "stdio") => crate::telemetry::decide(req.ctx.trace_parent),
             (true, _) => Trace::Not,
         };
         if let Trace::Not = trace {
-            return self.govern_in_span(req, method, params).await;
+            return self.govern_in_span(req, request).await;
         }
-        let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
+        let label = method_of(&request).map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
         let span = crate::telemetry::request_span(label, req.session.transport);
         trace.adopt(&span);
         let generation = match (req.ctx.modern, req.session.generation()) {
@@ -54,33 +52,34 @@ impl Gateway {
             (None, None) => None,
         };
         crate::telemetry::record_caller(&span, req.ctx.caller.client(), &req.session.id, generation);
-        self.govern_in_span(req, method, params).instrument(span).await
+        self.govern_in_span(req, request).instrument(span).await
     }
 
     async fn govern_in_span(
         self: &Arc<Self>,
         req: RequestCtx<'_>,
-        method: Result<Method, &str>,
-        params: Option<Box<RawValue>>,
+        request: Result<Request, Box<BadRequest>>,
     ) -> Result<Answer, Refusal> {
         let (session, ctx) = (req.session, req.ctx);
         let started = Instant::now();
+        let method = method_of(&request);
         let session_id = (!session.id.is_empty()).then_some(session.id.as_str());
         let label = method.map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
+        let is_call = method.is_some_and(Method::is_call);
         let mut audit =
             AuditRecord::start(label, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
         audit.trace_id = crate::telemetry::current_trace_id();
         // Until the pipeline has answered, the record waits in a guard that writes it if this
         // future is dropped (the client went away mid-call).
-        let mut pending = PendingAudit::new(self.clone(), audit, started, method.is_ok_and(Method::is_call));
-        let result = self.pipeline(req, method, params, pending.record()).await;
+        let mut pending = PendingAudit::new(self.clone(), audit, started, is_call);
+        let result = self.pipeline(req, request, pending.record()).await;
         let mut audit = pending.take();
         if let Ok(Answer::Stream(body)) = result {
             // A streamed result is audited once its size and outcome are known: before it is
             // answered if it is small, at its end if not.
             return self.audited_stream(body, audit, started).await;
         }
-        if method.is_ok_and(Method::is_call) || result.is_err() {
+        if is_call || result.is_err() {
             audit.set_latency(started.elapsed());
             match &result {
                 Ok(Answer::Result(r)) => {
@@ -124,33 +123,44 @@ impl Gateway {
     async fn pipeline(
         &self,
         req: RequestCtx<'_>,
-        method: Result<Method, &str>,
-        params: Option<Box<RawValue>>,
+        request: Result<Request, Box<BadRequest>>,
         audit: &mut AuditRecord,
     ) -> Result<Answer, Refusal> {
         let ctx = req.ctx;
         // 1. Authenticate: the front door checked the token; a refused caller stops here.
         let access = ctx.caller.access()?;
-        let method = method.map_err(|name| Refusal::MethodNotFound(name.to_string()))?;
-        // Methods the stateless revision removed are unknown to a stateless request.
-        if ctx.modern.is_some() && method.removed_in_stateless() {
-            return Err(Refusal::MethodNotFound(method.as_str().to_string()));
-        }
-        if !method.is_call() {
-            return self.protocol_method(req.session, req.id, method, params, &access, ctx).await;
-        }
+        // 2. The request as its front door read it (src/request.rs): a method the gateway does
+        // not serve, one the stateless revision removed, or params that cannot be read for it
+        // are refused here, after authentication.
+        let call = match request {
+            Ok(Request::Other(name)) => return Err(Refusal::MethodNotFound(name)),
+            Ok(r) if ctx.modern.is_some() && r.method().is_some_and(Method::removed_in_stateless) => {
+                return Err(Refusal::MethodNotFound(r.method().map(Method::as_str).unwrap_or_default().into()));
+            }
+            Err(bad) if ctx.modern.is_some() && bad.method.removed_in_stateless() => {
+                return Err(Refusal::MethodNotFound(bad.method.as_str().into()));
+            }
+            Ok(Request::Call(call)) => Ok(call),
+            Ok(own) => return self.protocol_method(req.session, req.id, own, &access, ctx).await,
+            Err(bad) if !bad.method.is_call() => return Err(bad.refusal),
+            Err(bad) => Err(bad),
+        };
         // A call that could leave no trace is not made (unless the operator chose fail-open).
         if !self.audit.writable() && !self.config().audit.fail_open {
             return Err(Refusal::AuditUnavailable);
         }
+        let call = call.map_err(|bad| {
+            audit.arguments = bad.arguments.as_ref().map(|a| self.redactor.load().redact(a));
+            bad.refusal
+        })?;
 
-        // 2–8. Parse, name, RBAC, resolve, kill switch, rate limit, schema.
-        let admitted =
-            crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, method, params, audit));
-        let (params, route) = match admitted? {
-            Admission::Forward(params, route) => (params, route),
+        // 3–8. Name, RBAC, resolve, kill switch, rate limit, schema.
+        let admitted = crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, call, audit));
+        let (call, route) = match admitted? {
+            Admission::Forward(call, route) => (call, route),
             Admission::Answered(answer) => return Ok(answer),
         };
+        let method = call.method;
 
         // 9. The owning backend, which must be up. The call is counted in until answered: a
         // reload that retires the backend lets it finish.
@@ -166,7 +176,7 @@ impl Gateway {
         if let Some(answer) = self.subscription(req.session, &backend, method, &route.name) {
             return Ok(answer);
         }
-        let call = self.prepare(req, &backend, method, params, route, audit)?;
+        let call = self.prepare(req, &backend, call, route, audit)?;
 
         // 10. Circuit breaker: a backend that keeps failing is refused fast rather than waited on.
         let permit = slot.breaker.acquire().map_err(|r| Refusal::BackendUnavailable {
@@ -193,19 +203,16 @@ impl Gateway {
         &self,
         caller: &Caller,
         access: &Access,
-        method: Method,
-        params: Option<Box<RawValue>>,
+        mut call: Call,
         audit: &mut AuditRecord,
     ) -> Result<Admission, Refusal> {
-        // 2. Parse strictly: duplicate keys and case variants are refused, `arguments` re-serialized.
-        let mut params = Params::parse(params.as_deref())?;
-        let arguments = strict_arguments(method, &mut params)?;
         let redactor = self.redactor.load();
-        audit.arguments = arguments.as_ref().map(|a| redactor.redact(a));
+        audit.arguments = call.arguments.as_ref().map(|a| redactor.redact(a));
 
-        // 3. The name the call is about, as asked: a tool or prompt name, or a resource URI
-        // (which must be in normal form, so that policy judges the resource and not a spelling).
-        let name = target(method, &params)?;
+        // 3. The name the call is about, as asked (read strictly with the request: a resource
+        // URI is in normal form, so that policy judges the resource and not a spelling).
+        let method = call.method;
+        let name = std::mem::take(&mut call.target);
         audit.set_target(method, &name, &redactor);
         let policy = self.policy.load();
 
@@ -216,7 +223,7 @@ impl Gateway {
         }
 
         // 5. Resolve: which backend serves the name or URI, under what name there.
-        let route = self.route(method, &mut params, name, arguments.as_ref())?;
+        let route = self.route(&mut call, name)?;
         let backend_name = self.slot(route.backend).config.name.clone();
         audit.backend = Some(backend_name.clone());
 
@@ -238,88 +245,23 @@ impl Gateway {
 
         // 8. Arguments against the tool's inputSchema, before any backend sees them.
         if method == Method::ToolsCall && policy.validation.enabled {
-            if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, arguments.as_ref()) {
+            if let Err(violations) = self.catalog().validators.validate_call(&route.exposed, call.arguments.as_ref()) {
                 audit.outcome = Outcome::InvalidArgs;
                 return schema_refusal(&route, violations, policy.validation.schema_errors).map(Admission::Answered);
             }
         }
-        Ok(Admission::Forward(params, route))
-    }
-}
-
-/// The name policy judges for a call, exactly as the client asked for it: `name` of a tool or
-/// prompt, a resource's `uri`, or the prompt name or URI a completion's `ref` points at.
-/// Resource URIs that RFC 3986 normalisation would change are refused (with the normal form
-/// in the message): a glob written for `test://docs/*` must not be met by `test://docs/../x`,
-/// and refusing keeps "what is authorized is what is forwarded" without the gateway choosing
-/// a spelling the backend never saw.
-fn target(method: Method, params: &Params) -> Result<String, Refusal> {
-    let required = |k: &str| -> Result<String, Refusal> {
-        params.str(k)?.ok_or_else(|| Refusal::InvalidParams(format!("`{k}` is required")))
-    };
-    let normal = |uri: String| -> Result<String, Refusal> {
-        match crate::uri::normalize(&uri) {
-            std::borrow::Cow::Borrowed(_) => Ok(uri),
-            std::borrow::Cow::Owned(n) => Err(Refusal::InvalidParams(format!(
-                "the resource URI is not in normal form (RFC 3986: dot-segments, percent-escapes, scheme case); send `{}`",
-                crate::audit::bounded(&n, crate::audit::MAX_URI_BYTES)
-            ))),
-        }
-    };
-    match method {
-        Method::ToolsCall | Method::PromptsGet => required("name"),
-        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => normal(required("uri")?),
-        Method::Complete => {
-            #[derive(serde::Deserialize)]
-            struct Ref {
-                #[serde(rename = "type")]
-                kind: Option<String>,
-                name: Option<String>,
-                uri: Option<String>,
-            }
-            let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
-            let r: Ref =
-                serde_json::from_str(r.get()).map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
-            match r.kind.as_deref() {
-                Some("ref/prompt") => Ok(r.name.unwrap_or_default()),
-                Some("ref/resource") => normal(r.uri.unwrap_or_default()),
-                _ => Err(Refusal::InvalidParams("`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into())),
-            }
-        }
-        _ => Err(Refusal::MethodNotFound(method.as_str().to_string())),
+        Ok(Admission::Forward(call, route))
     }
 }
 
 /// What the policy stages decided: forward the call, or it is already answered (arguments
 /// refused as a tool result).
+// Not boxed: it is returned once per call and taken apart at once; boxing the call would
+// cost an allocation on every call to save a move.
+#[allow(clippy::large_enum_variant)]
 pub enum Admission {
-    Forward(Params, Route),
+    Forward(Call, Route),
     Answered(Answer),
-}
-
-/// Parses `arguments` (tools and prompts) strictly and puts back its re-serialized form, so
-/// the backend gets exactly what was checked, never the client's raw bytes.
-fn strict_arguments(method: Method, params: &mut Params) -> Result<Option<Value>, Refusal> {
-    let known: &[&'static str] = match method {
-        Method::ToolsCall | Method::PromptsGet => &["name", "arguments", "_meta"],
-        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => &["uri", "_meta"],
-        _ => &["ref", "argument", "context", "_meta"],
-    };
-    params.check_case_variants(known)?;
-    for raw in params.0.values() {
-        crate::strict_json::check_unique_keys(raw.get()).map_err(|e| Refusal::InvalidParams(e.to_string()))?;
-    }
-    if !matches!(method, Method::ToolsCall | Method::PromptsGet) {
-        return Ok(None);
-    }
-    let Some(raw) = params.0.get("arguments") else { return Ok(None) };
-    let value: Value =
-        serde_json::from_str(raw.get()).map_err(|e| Refusal::InvalidParams(format!("`arguments`: {e}")))?;
-    if !value.is_object() {
-        return Err(Refusal::InvalidParams("`arguments` must be an object".into()));
-    }
-    params.0.insert("arguments".into(), serde_json::value::to_raw_value(&value).expect("a value serializes"));
-    Ok(Some(value))
 }
 
 /// Arguments that fail the schema: by default a tool result with `isError: true` listing every

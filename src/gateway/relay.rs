@@ -15,6 +15,7 @@ use super::{Gateway, RequestCtx};
 use crate::backend::{self, Event, Reply};
 use crate::error::Refusal;
 use crate::jsonrpc;
+use crate::method::{Notification, ServerRequest};
 use crate::protocol::{self, Generation, Params};
 use crate::session::{Relayed, Session};
 
@@ -102,10 +103,11 @@ impl Gateway {
                 let Some(out) = out else { return };
                 let Some(params) = params else { return };
                 let Ok(mut p) = Params::parse(Some(&params)) else { return };
-                if method == "notifications/progress" {
+                let kind = method.parse::<Notification>().ok();
+                if kind == Some(Notification::Progress) {
                     let Some(tok) = &call.client_token else { return };
                     p.0.insert("progressToken".into(), tok.clone());
-                } else if method == "notifications/message" {
+                } else if kind == Some(Notification::Message) {
                     let level = p.str("level").ok().flatten().and_then(|l| protocol::log_level_rank(&l)).unwrap_or(0);
                     let min = match ctx.modern {
                         // A stateless client gets log messages only when it asked for them.
@@ -166,14 +168,12 @@ impl Gateway {
         if !matches!(session.generation(), Some(Generation::Legacy(_))) {
             return Err(CannotAsk::NoSession(method.to_string()));
         }
-        let capability = match method {
-            "sampling/createMessage" => "sampling",
-            "elicitation/create" => "elicitation",
-            "roots/list" => "roots",
-            _ => "",
-        };
-        if !capability.is_empty() && session.capabilities().get(capability).is_none() {
-            return Err(CannotAsk::Undeclared(capability));
+        // A request the client never declared it can take is refused; one the gateway does
+        // not know is passed on (the client answers it if it can).
+        if let Ok(capability) = method.parse::<ServerRequest>().map(ServerRequest::capability) {
+            if session.capabilities().get(capability).is_none() {
+                return Err(CannotAsk::Undeclared(capability));
+            }
         }
         let Some(out) = out else {
             return Err(CannotAsk::NoStream);

@@ -5,7 +5,7 @@ use super::Gateway;
 use crate::error::Refusal;
 use crate::method::Method;
 use crate::param_headers;
-use crate::protocol::Params;
+use crate::request::Call;
 
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
@@ -20,30 +20,23 @@ pub struct Route {
 
 impl Gateway {
     /// Finds the backend that serves `exposed` (the name or URI the pipeline judged) and
-    /// rewrites it to the backend's own name. `params` were checked strictly already;
-    /// `arguments` is the parsed form of a tool's arguments.
-    pub(super) fn route(
-        &self,
-        method: Method,
-        params: &mut Params,
-        exposed: String,
-        arguments: Option<&serde_json::Value>,
-    ) -> Result<Route, Refusal> {
+    /// rewrites the call to the backend's own name.
+    pub(super) fn route(&self, call: &mut Call, exposed: String) -> Result<Route, Refusal> {
         let catalog = self.catalog();
         let simple = |backend, exposed: String, name| Route { backend, exposed, name, param_headers: Vec::new() };
-        match method {
+        match call.method {
             Method::ToolsCall => {
                 let e = catalog.tool(&exposed).ok_or_else(|| Refusal::UnknownTool(exposed.clone()))?;
-                let param_headers = match arguments {
+                let param_headers = match &call.arguments {
                     Some(args) if !e.param_headers.is_empty() => param_headers::headers_for(&e.param_headers, args),
                     _ => Vec::new(),
                 };
-                params.set_str("name", &e.original);
+                call.params.set_str("name", &e.original);
                 Ok(Route { backend: e.backend, exposed, name: e.original.clone(), param_headers })
             }
             Method::PromptsGet => {
                 let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
-                params.set_str("name", &e.original);
+                call.params.set_str("name", &e.original);
                 Ok(simple(e.backend, exposed, e.original.clone()))
             }
             Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
@@ -51,21 +44,22 @@ impl Gateway {
                 Ok(simple(b, exposed.clone(), exposed))
             }
             Method::Complete => {
-                let r = params.0.get("ref").ok_or_else(|| Refusal::InvalidParams("`ref` is required".into()))?;
-                let mut r: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r.get())
-                    .map_err(|_| Refusal::InvalidParams("`ref` must be an object".into()))?;
-                let route = if r.get("type").and_then(|t| t.as_str()) == Some("ref/prompt") {
+                let Some(r) = call.reference.as_mut() else {
+                    return Err(Refusal::InvalidParams("`ref` is required".into()));
+                };
+                let route = if r.prompt {
                     let e = catalog.prompt(&exposed).ok_or_else(|| Refusal::UnknownPrompt(exposed.clone()))?;
-                    r.insert("name".into(), e.original.clone().into());
+                    r.fields.insert("name".into(), e.original.clone().into());
                     simple(e.backend, exposed, e.original.clone())
                 } else {
                     let b = catalog.resource_backend(&exposed).ok_or(Refusal::UnknownResource(exposed.clone()))?;
                     simple(b, exposed.clone(), exposed)
                 };
-                params.0.insert("ref".into(), serde_json::value::to_raw_value(&r).expect("map serializes"));
+                let rewritten = serde_json::value::to_raw_value(&r.fields).expect("map serializes");
+                call.params.0.insert("ref".into(), rewritten);
                 Ok(route)
             }
-            _ => Err(Refusal::MethodNotFound(method.as_str().to_string())),
+            method => Err(Refusal::MethodNotFound(method.as_str().to_string())),
         }
     }
 }

@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 use super::{Gateway, Listening};
 use crate::error::Refusal;
 use crate::jsonrpc;
-use crate::method::Method;
+use crate::method::{Method, Notification};
 use crate::policy::Access;
 use crate::protocol::{self, Generation, Params};
+use crate::request::ListenFilter;
 use crate::session::Session;
 
 /// A stateless client's open `subscriptions/listen` stream and what it asked to hear.
@@ -36,29 +37,11 @@ impl Gateway {
         session: &Arc<Session>,
         access: &Access,
         id: &RawValue,
-        params: Option<&RawValue>,
+        mut f: ListenFilter,
     ) -> Result<Listening, Refusal> {
         let Some(call) = session.start_call(id.get()) else {
             return Err(Refusal::InvalidRequest(format!("request id {} is already in flight", id.get())));
         };
-        #[derive(serde::Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Filter {
-            #[serde(default)]
-            tools_list_changed: bool,
-            #[serde(default)]
-            prompts_list_changed: bool,
-            #[serde(default)]
-            resources_list_changed: bool,
-            #[serde(default)]
-            resource_subscriptions: Vec<String>,
-        }
-        #[derive(serde::Deserialize, Default)]
-        struct P {
-            #[serde(default)]
-            notifications: Filter,
-        }
-        let mut f = params.and_then(|p| serde_json::from_str::<P>(p.get()).ok()).unwrap_or_default().notifications;
         let (policy, catalog) = (self.policy.load(), self.catalog());
         // The same judgement as `resources/subscribe`: a URI in normal form, that a backend
         // serves, that the caller may read.
@@ -81,7 +64,8 @@ impl Gateway {
             honored.insert("resourceSubscriptions".into(), f.resource_subscriptions.clone().into());
         }
         let ack = format!(
-            r#"{{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{{"_meta":{{"{}":{}}},"notifications":{}}}}}"#,
+            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"_meta":{{"{}":{}}},"notifications":{}}}}}"#,
+            Notification::SubscriptionsAcknowledged.as_str(),
             protocol::META_SUBSCRIPTION_ID,
             id.get(),
             serde_json::Value::Object(honored)
@@ -139,7 +123,7 @@ impl Gateway {
 
     /// Tells every client that asked that a list changed.
     pub(super) fn broadcast_list_changed(&self, kind: &str) {
-        let method = format!("notifications/{kind}/list_changed");
+        let Some(method) = Notification::list_changed(kind).map(Notification::as_str) else { return };
         let legacy = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
         // Only session-based clients (they initialized) get unsolicited list changes; a
         // stateless client asks for them with subscriptions/listen.
@@ -172,7 +156,7 @@ impl Gateway {
     pub(super) fn broadcast_resource_updated(&self, params: &RawValue) {
         let Ok(mut p) = Params::parse(Some(params)) else { return };
         let Ok(Some(uri)) = p.str("uri") else { return };
-        let legacy = jsonrpc::notification("notifications/resources/updated", params.get());
+        let legacy = jsonrpc::notification(Notification::ResourcesUpdated.as_str(), params.get());
         self.sessions.for_each(|s| {
             if s.is_subscribed(&uri) {
                 if let Some(out) = s.outbound() {
@@ -186,7 +170,7 @@ impl Gateway {
             let mut meta = p.meta().unwrap_or_default();
             meta.insert(protocol::META_SUBSCRIPTION_ID.into(), serde_json::from_str(l.id.get()).unwrap_or_default());
             p.set_meta(&meta);
-            let _ = l.tx.send(jsonrpc::notification("notifications/resources/updated", &p.to_json()));
+            let _ = l.tx.send(jsonrpc::notification(Notification::ResourcesUpdated.as_str(), &p.to_json()));
         }
     }
 }

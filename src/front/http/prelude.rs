@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use super::respond::{framed_response, refuse};
 use crate::gateway::{Caller, Ctx, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::request::Incoming;
 use crate::session::Session;
 
 /// The caller of a request to `/mcp` whose Host and Origin are allowed (a refused caller
@@ -140,7 +141,8 @@ pub(super) async fn unauthenticated(
     let answered = match msg {
         Some(msg) if matches!(msg.kind(), Some(Kind::Request)) => {
             let session = Arc::new(Session::new(String::new(), "http", None));
-            gw.handle(&session, msg, Ctx { caller, modern: None, out: None, peer }).await
+            let ctx = Ctx { caller, modern: None, out: None, peer, trace_parent: None };
+            gw.handle(&session, Incoming::envelope(msg), ctx).await
         }
         _ => None,
     };
