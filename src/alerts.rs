@@ -40,6 +40,8 @@ pub enum AlertKind {
     /// A name or resource URI hidden because it falls in another backend's namespace, or two
     /// backends offer it.
     NameClash,
+    /// The Redis of `[cluster]` stopped answering: limits fall back per `on_redis_failure`.
+    RedisDown,
 }
 
 impl AlertKind {
@@ -55,6 +57,7 @@ impl AlertKind {
             AlertKind::AuditStoreDown => "audit_store_down",
             AlertKind::AuditDeadLetter => "audit_dead_letter",
             AlertKind::NameClash => "name_clash",
+            AlertKind::RedisDown => "redis_down",
         }
     }
 

@@ -268,6 +268,10 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // Before anything reads it (the log, spans, audit records).
+    if let Some(id) = config.cluster.as_ref().and_then(|c| c.replica_id.clone()) {
+        crate::replica::set(id);
+    }
     let _log = log.map(|verbose| crate::log::init(true, verbose, config.telemetry.as_ref()));
     let rt = runtime.enable_all().build().expect("tokio runtime");
     match rt.block_on(f(config)) {

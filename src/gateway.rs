@@ -96,6 +96,8 @@ pub struct Gateway {
     /// written after their call, drains of retired backends): closed and awaited at shutdown
     /// (`stop_tasks`), so that none is cut off mid-write and none outlives the gateway.
     tasks: tokio_util::task::TaskTracker,
+    /// State shared with other replicas through Redis (`[cluster]`); `None`: one process.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The config in force and the slots of the backends it names.

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod catalog;
 pub mod cli;
 pub mod client_config;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod error;

@@ -144,6 +144,10 @@ pub struct Metrics {
     /// totals at each scrape, as the audit writer's are.
     spans_dropped: Family<ReasonLabel, Counter>,
     spans_dropped_seen: [AtomicU64; 2],
+    /// `[cluster]`: whether Redis decided the last call's limit, and the calls it did not.
+    redis_up: Gauge,
+    redis_failures: Counter,
+    redis_failures_seen: AtomicU64,
 }
 
 impl Metrics {
@@ -167,6 +171,9 @@ impl Metrics {
             audit_suppressed: Family::default(),
             spans_dropped: Family::default(),
             spans_dropped_seen: Default::default(),
+            redis_up: Gauge::default(),
+            redis_failures: Counter::default(),
+            redis_failures_seen: AtomicU64::new(0),
         };
         for reason in crate::telemetry::DROP_REASONS {
             let _ = m.spans_dropped.get_or_create(&ReasonLabel { reason });
@@ -246,6 +253,18 @@ impl Metrics {
             "sentinel_telemetry_spans_dropped",
             "Trace spans not exported, by reason: the export queue was full, or the collector did not take them",
             dropped,
+        );
+        let redis_up = self.redis_up.clone();
+        self.add(
+            "sentinel_redis_up",
+            "Whether the Redis of [cluster] decided the last call's rate limit (1) or not (0); 0 without [cluster]",
+            redis_up,
+        );
+        let redis_failures = self.redis_failures.clone();
+        self.add(
+            "sentinel_redis_failures",
+            "Calls whose rate limit the Redis of [cluster] did not decide in time (on_redis_failure decided them)",
+            redis_failures,
         );
         self
     }
@@ -348,6 +367,16 @@ impl Metrics {
             if total > before {
                 self.audit_records.get_or_create(&ResultLabel { result }).inc_by(total - before);
             }
+        }
+    }
+
+    /// `[cluster]`'s Redis: up or not, and its failures since start (monotonic, like the audit
+    /// writer's totals).
+    pub fn set_redis(&self, up: bool, failures: u64) {
+        self.redis_up.set(i64::from(up));
+        let before = self.redis_failures_seen.fetch_max(failures, Ordering::Relaxed);
+        if failures > before {
+            self.redis_failures.inc_by(failures - before);
         }
     }
 

@@ -15,6 +15,12 @@ pub fn id() -> &'static str {
     })
 }
 
+/// Sets the id (`[cluster] replica_id`). Only before the first use of [`id`]: the id never
+/// changes while the process runs. Returns whether it was set.
+pub fn set(id: String) -> bool {
+    ID.set(id).is_ok()
+}
+
 /// This machine's host name, as the kernel has it; `None` when it cannot be read or is empty.
 pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())

@@ -267,8 +267,8 @@ pub struct Reference {
 
 impl Call {
     fn parse(method: Method, raw: Option<&RawValue>) -> Result<Call, Box<BadRequest>> {
-        let mut params =
-            Params::parse(raw).map_err(|e| Box::new(BadRequest { method, refusal: e.into(), arguments: None, asked: None }))?;
+        let mut params = Params::parse(raw)
+            .map_err(|e| Box::new(BadRequest { method, refusal: e.into(), arguments: None, asked: None }))?;
         let asked = match method {
             Method::ToolsCall | Method::PromptsGet => params.str("name").ok().flatten(),
             Method::ResourcesRead => params.str("uri").ok().flatten(),

@@ -136,6 +136,10 @@ fn literal_secrets(src: &Source, config: &Config) -> Vec<Finding> {
     if literal(&audit_url) && src.raw_string(&audit_url).is_some_and(|u| has_password(&u)) {
         flag(audit_url, "write the password as \"${PGPASSWORD}\" (e.g. postgres://sentinel:${PGPASSWORD}@host/db)");
     }
+    let redis_url = key(&["cluster", "redis"]);
+    if literal(&redis_url) && src.raw_string(&redis_url).is_some_and(|u| has_password(&u)) {
+        flag(redis_url, "write the password as \"${REDIS_PASSWORD}\" (e.g. redis://:${REDIS_PASSWORD}@host:6379)");
+    }
     for (i, w) in config.alerts.webhooks.iter().enumerate() {
         let path = key(&["alerts", "webhook", &i.to_string(), "url"]);
         // Discord and Slack webhook URLs are credentials: whoever has one can post.

@@ -257,7 +257,7 @@ pub fn rate_limit(src: &Source, raw: Option<RawRateLimit>, problems: &mut Vec<Pr
     if r.store.is_some() {
         problems.push(src.problem(
             &key(&["rate_limit", "store"]),
-            "a shared rate-limit store is not supported by this build yet; remove `store` (limits are per process)",
+            "is not a setting; remove `store` (limits are per process; replicas share theirs through `[cluster] redis`)",
         ));
     }
     let default = r.default.and_then(|q| quota(src, &key(&["rate_limit", "default"]), q, problems));

@@ -4,6 +4,8 @@
 mod alerts;
 mod telemetry;
 pub use telemetry::TelemetryConfig;
+mod cluster;
+pub use cluster::{ClusterConfig, OnRedisFailure};
 mod checks;
 mod credentials;
 mod governance;
@@ -35,7 +37,7 @@ pub const EMBEDDED_NAME: &str = "<embedded default>";
 
 /// The settings read once at start: a reload leaves them as they were, says so in its log line,
 /// and sets `sentinel_config_restart_pending{setting}` for those the file changes.
-pub const RESTART_ONLY: [&str; 9] = [
+pub const RESTART_ONLY: [&str; 10] = [
     "server.listen",
     "server.max_body_bytes",
     "audit.url",
@@ -45,6 +47,7 @@ pub const RESTART_ONLY: [&str; 9] = [
     "audit.retain",
     "audit.queue/batch/flush_interval",
     "telemetry",
+    "cluster",
 ];
 
 /// Default file name looked up in the working directory.
@@ -70,6 +73,8 @@ pub struct Config {
     pub credentials: Option<std::sync::Arc<crate::credentials::Keys>>,
     /// Where traces are exported; `None` (no `[telemetry]`): no tracing at all.
     pub telemetry: Option<TelemetryConfig>,
+    /// State shared by replicas through Redis; `None` (no `[cluster]`): one process, no Redis.
+    pub cluster: Option<ClusterConfig>,
     /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
     /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
@@ -470,6 +475,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     let audit = governance::audit(src, raw.audit, base, problems, warnings);
     let alerts = alerts::alerts(src, raw.alerts, problems);
     let telemetry = telemetry::telemetry(src, raw.telemetry, problems);
+    let cluster = cluster::cluster(src, raw.cluster, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -484,6 +490,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         alerts,
         credentials: None,
         telemetry,
+        cluster,
         warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),

@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub alerts: Option<RawAlerts>,
     pub credentials: Option<super::credentials::RawCredentials>,
     pub telemetry: Option<RawTelemetry>,
+    pub cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]

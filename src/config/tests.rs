@@ -58,7 +58,7 @@ fn governance_sections() {
         "shorter than 32 bytes",
         "no backend is named `nope`",
         "must both be at least 1",
-        "shared rate-limit store",
+        "replicas share theirs through `[cluster] redis`",
         "not a valid glob",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
@@ -69,6 +69,36 @@ fn governance_sections() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("only be disabled on a loopback"), "{err}");
+}
+
+#[test]
+fn cluster_section() {
+    let auth = "[auth]\ndisabled = true\n";
+    assert!(parse_exact(auth).unwrap().cluster.is_none(), "no section: one process, no Redis");
+    let c = parse_exact(&format!("{auth}[cluster]\nredis = \"redis://:pw@r:6379\"\nreplica_id = \"a-1\"\n"))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(
+        (c.on_redis_failure, c.replica_id.as_deref(), c.key_prefix.as_str()),
+        (OnRedisFailure::Local, Some("a-1"), "sentinel:")
+    );
+    assert!(!format!("{c:?}").contains("pw"), "the password is never printed: {c:?}");
+    let c =
+        parse_exact(&format!("{auth}[cluster]\nredis = \"rediss://r\"\non_redis_failure = \"fail_closed\"\n")).unwrap();
+    assert_eq!(c.cluster.unwrap().on_redis_failure, OnRedisFailure::FailClosed);
+    let err = parse_exact(&format!("{auth}[cluster]\nredis = \"http://r\"\n")).unwrap_err().to_string();
+    assert!(err.contains("not a redis:// or rediss:// URL"), "{err}");
+    let err = parse_exact(&format!(
+        "{auth}[cluster]\nredis = \"redis://r\"\nsecret_file = \"/s\"\non_redis_failure = \"maybe\"\nreplica_id = \"a b\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    for want in ["secret_file", "not a policy", "printable ASCII"] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let err = parse_exact(&format!("{auth}[cluster]\non_redis_failure = \"local\"\n")).unwrap_err().to_string();
+    assert!(err.contains("is required in [cluster]"), "{err}");
 }
 
 #[test]

@@ -76,6 +76,17 @@ pub(crate) struct RequestCtx<'a> {
     pub ctx: Ctx<'a>,
 }
 
+impl RequestCtx<'_> {
+    /// The generation the request speaks: stateless when it carries the 2026-07-28 `_meta`,
+    /// else its session's (none before `initialize`).
+    pub fn generation(&self) -> Option<crate::protocol::Generation> {
+        match self.ctx.modern {
+            Some(_) => Some(crate::protocol::Generation::Modern),
+            None => self.session.generation(),
+        }
+    }
+}
+
 /// The caller as the pipeline sees it.
 impl Caller {
     pub fn access(&self) -> Result<crate::policy::Access, Refusal> {

@@ -29,10 +29,17 @@ impl Gateway {
             .collect();
         let detail = serde_json::json!({
             "ready": ready,
+            "replica": crate::replica::id(),
             "config": live.config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
             "audit": self.audit_detail(),
             "backends": backends,
         });
+        let mut detail = detail;
+        // Redis does not decide readiness: every replica shares it, so taking replicas out of
+        // the load balancer for it would help nothing; `on_redis_failure` decides what calls get.
+        if let Some(c) = &self.cluster {
+            detail["cluster"] = c.detail();
+        }
         (ready, detail)
     }
 
@@ -71,6 +78,9 @@ impl Gateway {
             [a.written, a.spooled, a.replayed, a.failed, a.dead_lettered],
             store_up,
         );
+        if let Some(c) = &self.cluster {
+            self.metrics.set_redis(c.is_up(), c.failures());
+        }
         self.metrics.render()
     }
 }

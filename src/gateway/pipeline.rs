@@ -46,12 +46,8 @@ impl Gateway {
         let label = method_of(&request).map_or(crate::audit::UNKNOWN_METHOD, Method::as_str);
         let span = crate::telemetry::request_span(label, req.session.transport);
         trace.adopt(&span);
-        let generation = match (req.ctx.modern, req.session.generation()) {
-            (Some(_), _) => Some(crate::protocol::MODERN),
-            (None, Some(g)) => Some(g.version()),
-            (None, None) => None,
-        };
-        crate::telemetry::record_caller(&span, req.ctx.caller.client(), &req.session.id, generation);
+        let version = req.generation().map(crate::protocol::Generation::version);
+        crate::telemetry::record_caller(&span, req.ctx.caller.client(), &req.session.id, version);
         self.govern_in_span(req, request).instrument(span).await
     }
 
@@ -155,7 +151,8 @@ impl Gateway {
         })?;
 
         // 3–8. Name, RBAC, resolve, kill switch, rate limit, schema.
-        let admitted = crate::stage_span!("sentinel.policy").in_scope(|| self.admit(ctx.caller, &access, call, audit));
+        let admitted =
+            self.admit(ctx.caller, &access, call, audit).instrument(crate::stage_span!("sentinel.policy")).await;
         let (call, route) = match admitted? {
             Admission::Forward(call, route) => (call, route),
             Admission::Answered(answer) => return Ok(answer),
@@ -197,9 +194,11 @@ impl Gateway {
         // 12. Audit: `govern` writes the record, whatever the outcome.
     }
 
-    /// The policy stages of a call, without I/O: what the pipeline checks before anything is
-    /// forwarded. Public so that the benchmark can measure the gateway's own cost per call.
-    pub fn admit(
+    /// The policy stages of a call: what the pipeline checks before anything is forwarded.
+    /// Without `[cluster]` there is no I/O (the future is ready at once); with it, the rate
+    /// limit is one Redis round trip. Public so that the benchmark can measure the gateway's
+    /// own cost per call.
+    pub async fn admit(
         &self,
         caller: &Caller,
         access: &Access,
@@ -233,14 +232,11 @@ impl Gateway {
         }
 
         // 7. Rate limit, per client per name (or per glob), for every call that reaches a
-        // backend's work (without authentication, local callers share the client `anonymous`).
+        // backend's work (without authentication, local callers share the client `anonymous`);
+        // with `[cluster]`, the bucket is in Redis, shared by every replica.
         if method.makes_backend_work() {
             let subject = caller.client().unwrap_or(super::ANONYMOUS);
-            self.limiter.load().check(subject, &route.exposed).map_err(|l| Refusal::RateLimited {
-                retry_after_ms: l.retry_after_ms(),
-                limit: l.limit.clone(),
-                scope: l.scope.clone(),
-            })?;
+            self.rate_limit(subject, &route.exposed, &backend_name).await?;
         }
 
         // 8. Arguments against the tool's inputSchema, before any backend sees them.
@@ -256,6 +252,39 @@ impl Gateway {
 
 /// What the policy stages decided: forward the call, or it is already answered (arguments
 /// refused as a tool result).
+impl Gateway {
+    /// Stage 7: one cell from the caller's bucket for `name`, in this process or, with
+    /// `[cluster]`, in Redis; when Redis does not decide in time, `on_redis_failure` does.
+    async fn rate_limit(&self, subject: &str, name: &str, backend: &str) -> Result<(), Refusal> {
+        let limiter = self.limiter.load();
+        let refused = |l: crate::rate_limit::RateLimited| Refusal::RateLimited {
+            retry_after_ms: l.retry_after_ms(),
+            limit: l.limit,
+            scope: l.scope,
+        };
+        let Some(cluster) = &self.cluster else { return limiter.check(subject, name).map_err(refused) };
+        let Some(bucket) = limiter.bucket(subject, name) else { return Ok(()) };
+        match cluster.take(&bucket).await {
+            Ok(decided) => decided.map_err(refused),
+            Err(outage) => {
+                if outage.first {
+                    use crate::alerts::{Alert, AlertKind};
+                    let text = format!("Redis does not answer ({}); {}", outage.reason, cluster.effect());
+                    self.alerter.load().notify(Alert::new(AlertKind::RedisDown, "redis", text));
+                }
+                match cluster.on_failure() {
+                    crate::config::OnRedisFailure::Local => limiter.check(subject, name).map_err(refused),
+                    crate::config::OnRedisFailure::FailClosed => Err(Refusal::BackendUnavailable {
+                        backend: backend.to_string(),
+                        reason: "the shared rate limits (Redis) cannot be checked and [cluster] on_redis_failure is \"fail_closed\"; retry when Redis is back".into(),
+                        retry_after_ms: 1000,
+                    }),
+                }
+            }
+        }
+    }
+}
+
 // Not boxed: it is returned once per call and taken apart at once; boxing the call would
 // cost an allocation on every call to save a move.
 #[allow(clippy::large_enum_variant)]

@@ -149,6 +149,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
                 (o.queue, o.batch, o.flush_interval) != (n.queue, n.batch, n.flush_interval)
             }
             "telemetry" => old.telemetry != new.telemetry,
+            "cluster" => old.cluster != new.cluster,
             other => unreachable!("RESTART_ONLY names `{other}`, which reload does not compare"),
         })
         .collect()

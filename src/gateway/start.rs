@@ -77,6 +77,11 @@ impl Gateway {
         let down: Vec<usize> =
             slots.iter().enumerate().filter(|(_, s)| s.backend().is_none()).map(|(i, _)| i).collect();
         let alerter = crate::alerts::Alerter::start(&config.alerts, client.clone());
+        let tasks = tokio_util::task::TaskTracker::new();
+        let cluster = match &config.cluster {
+            Some(c) => Some(crate::cluster::Cluster::start(c.clone(), &tasks, shutdown.clone()).await),
+            None => None,
+        };
         let gw = Arc::new(Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
@@ -97,7 +102,8 @@ impl Gateway {
             denied_auth: crate::audit::throttle::Throttle::new(std::time::Instant::now()),
             seq: AtomicU64::new(1),
             shutdown,
-            tasks: tokio_util::task::TaskTracker::new(),
+            tasks,
+            cluster,
         });
         gw.rebuild_catalog();
         gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));

@@ -36,9 +36,11 @@ impl Proxy {
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else { return };
                     let (mut client, mut server) = (client, server);
+                    // A cut wins over bytes waiting to be copied: nothing passes after `cut`.
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        biased;
                         _ = cut.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                     }
                 });
             }

@@ -1,0 +1,113 @@
+//! `[cluster]`: state shared by every replica through Redis (issue #13). Absent, the gateway is
+//! one process with no Redis dependency, exactly as before. So far what is shared is the rate
+//! limits (src/cluster.rs); sessions are not yet, so the key that would seal them
+//! (`secret_file`) is refused rather than accepted and ignored.
+
+use serde::Deserialize;
+
+use super::key;
+use super::source::{Problem, Source};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCluster {
+    pub redis: Option<String>,
+    pub secret_file: Option<String>,
+    pub on_redis_failure: Option<String>,
+    pub replica_id: Option<String>,
+    pub key_prefix: Option<String>,
+}
+
+/// What a replica does while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisFailure {
+    /// Each replica falls back to its own limits, logs (and alerts) once, and goes back to the
+    /// shared ones when Redis answers again.
+    Local,
+    /// Calls that draw from a rate limit are refused (-32014) until Redis answers again.
+    FailClosed,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` URL (may carry a password: never printed, see `Debug`).
+    pub redis: String,
+    pub on_redis_failure: OnRedisFailure,
+    /// This replica's id in audit records, spans and logs; `None`: `<hostname>-<pid>`.
+    pub replica_id: Option<String>,
+    /// Prepended to every Redis key, so that several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &super::governance::redact_url(&self.redis))
+            .field("on_redis_failure", &self.on_redis_failure)
+            .field("replica_id", &self.replica_id)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// Longest replica id and key prefix: both go into every audit record or Redis key.
+const MAX_ID_BYTES: usize = 128;
+
+pub fn cluster(src: &Source, raw: Option<RawCluster>, problems: &mut Vec<Problem>) -> Option<ClusterConfig> {
+    let c = raw?;
+    let at = |k: &str| key(&["cluster", k]);
+    if c.secret_file.is_some() {
+        problems.push(src.problem(
+            &at("secret_file"),
+            "sessions are not shared across replicas by this build yet (only rate limits are), so there is nothing to seal; remove `secret_file`",
+        ));
+    }
+    let redis = match c.redis {
+        Some(url) => match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty()) => url,
+            _ => {
+                problems.push(
+                    src.problem(&at("redis"), "is not a redis:// or rediss:// URL (e.g. \"redis://127.0.0.1:6379\")"),
+                );
+                return None;
+            }
+        },
+        None => {
+            problems.push(src.problem(
+                &at("redis"),
+                "is required in [cluster] (e.g. \"redis://127.0.0.1:6379\"); remove the section to run one process without Redis",
+            ));
+            return None;
+        }
+    };
+    let on_redis_failure = match c.on_redis_failure.as_deref() {
+        None | Some("local") => OnRedisFailure::Local,
+        Some("fail_closed") => OnRedisFailure::FailClosed,
+        Some(other) => {
+            problems.push(src.problem(
+                &at("on_redis_failure"),
+                format!("`{other}` is not a policy: use \"local\" (the default) or \"fail_closed\""),
+            ));
+            OnRedisFailure::Local
+        }
+    };
+    let printable = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES && s.bytes().all(|b| b.is_ascii_graphic());
+    let replica_id = c.replica_id.filter(|id| {
+        let ok = printable(id);
+        if !ok {
+            problems.push(src.problem(
+                &at("replica_id"),
+                format!("must be 1 to {MAX_ID_BYTES} printable ASCII characters without spaces"),
+            ));
+        }
+        ok
+    });
+    let key_prefix = c.key_prefix.unwrap_or_else(|| "sentinel:".into());
+    if key_prefix.len() > MAX_ID_BYTES || !key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.push(src.problem(
+            &at("key_prefix"),
+            format!("must be at most {MAX_ID_BYTES} printable ASCII characters without spaces"),
+        ));
+    }
+    Some(ClusterConfig { redis, on_redis_failure, replica_id, key_prefix })
+}
