@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::tasks::Tasks;
 
 /// Longest one webhook delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -204,19 +207,30 @@ pub struct Alerter {
     /// `None` without webhooks: every alert is a no-op.
     tx: Option<mpsc::Sender<Alert>>,
     dropped: AtomicU64,
+    /// The sender task.
+    tasks: Tasks,
 }
 
 impl Alerter {
     /// Starts the sender task (inside a tokio runtime) when any webhook is configured; it ends
-    /// when the `Alerter` is dropped.
+    /// when the `Alerter` is closed or dropped, once the alerts queued have gone out.
     pub fn start(config: &AlertsConfig, client: reqwest::Client) -> Alerter {
         let dedup = Arc::new(Mutex::new(Dedup::new(config.min_interval)));
+        let tasks = Tasks::new();
         let tx = (!config.webhooks.is_empty()).then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(send_loop(rx, dedup.clone(), config.webhooks.clone(), client));
+            let sender = send_loop(rx, dedup.clone(), config.webhooks.clone(), client, tasks.token());
+            tasks.spawn_to_completion(sender);
             tx
         });
-        Alerter { dedup, tx, dropped: AtomicU64::new(0) }
+        Alerter { dedup, tx, dropped: AtomicU64::new(0), tasks }
+    }
+
+    /// Stops taking alerts and waits up to `grace` for those queued to go out (shutdown, and
+    /// an `Alerter` a reload replaced); later ones are dropped as by a full queue. False if
+    /// they had not gone out within `grace`.
+    pub async fn close(&self, grace: std::time::Duration) -> bool {
+        self.tasks.stop("alerts", grace).await
     }
 
     pub fn enabled(&self) -> bool {
@@ -229,18 +243,34 @@ impl Alerter {
             tracing::debug!(kind = alert.kind.as_str(), subject = %alert.subject, "alert suppressed (sent recently)");
             return;
         }
-        if tx.try_send(alert).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(dropped, "alert queue full: alert dropped");
+        match tx.try_send(alert) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(dropped, "alert queue full: alert dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(dropped, "alerts closed (shutdown or reload): alert dropped");
+            }
         }
     }
 }
 
+impl Drop for Alerter {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
+}
+
+/// Sends each alert as it comes, and held problems when their window ends, until `stop`:
+/// then the alerts already queued still go out, and it ends.
 async fn send_loop(
     mut rx: mpsc::Receiver<Alert>,
     dedup: Arc<Mutex<Dedup>>,
     webhooks: Vec<Webhook>,
     client: reqwest::Client,
+    stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(HELD_CHECK);
     loop {
@@ -250,6 +280,10 @@ async fn send_loop(
                 None => break,
             },
             _ = tick.tick() => dedup.lock().expect("alerts lock").due(Instant::now()),
+            () = stop.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
         };
         for alert in alerts {
             let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();

@@ -10,6 +10,7 @@ use crate::audit::query::AuditOpts;
 use crate::config::{self, Config, Needs};
 use crate::front;
 use crate::gateway::Gateway;
+use crate::tasks::Tasks;
 
 #[derive(Parser)]
 #[command(name = "sentinel", version, about = "A governed MCP gateway: one chokepoint for every MCP call")]
@@ -287,7 +288,10 @@ where
 const DEV_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    tokio::spawn(crate::log::report_dropped());
+    // What runs beside the gateway (dropped-log reports, SIGHUP reloads, the idle-session
+    // reaper): ended last, so that shutdown itself is covered.
+    let beside = Tasks::new();
+    beside.spawn(crate::log::report_dropped());
     let embedded = config.path.is_none();
     let dev_token = match (&config.dev_secret_file, &config.auth) {
         (Some(_), config::AuthConfig::Jwt(j)) => match &j.hs256_secret {
@@ -337,12 +341,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     print!("{banner}");
     if let Some(path) = path {
-        tokio::spawn(reload_on_sighup(gw.clone(), path));
+        beside.spawn(reload_on_sighup(gw.clone(), path));
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let reaper = gw.clone();
-    tokio::spawn(async move {
+    beside.spawn(async move {
         loop {
             // A quarter of the idle timeout (read each round: a reload may change it), so a
             // session is ended within 1.25× its timeout; at most a minute apart.
@@ -378,7 +382,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     flushing.stop_tasks(TASK_STOP_GRACE).await;
     flushing.flush_audit().await;
     flushing.stop_backends(BACKEND_STOP_GRACE).await;
+    flushing.close_audit_and_alerts(TASK_STOP_GRACE).await;
     tracing::info!("stopped");
+    beside.stop("serve", TASK_STOP_GRACE).await;
     Ok(())
 }
 
@@ -433,13 +439,16 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    tokio::spawn(crate::log::report_dropped());
+    let beside = Tasks::new();
+    beside.spawn(crate::log::report_dropped());
     crate::credentials::check_at_start(&config).await?;
     let gw: Arc<Gateway> = Gateway::start(config).await?;
     let served = front::stdio::serve(gw.clone(), caller).await;
     gw.stop_tasks(TASK_STOP_GRACE).await;
     gw.flush_audit().await;
     gw.stop_backends(BACKEND_STOP_GRACE).await;
+    gw.close_audit_and_alerts(TASK_STOP_GRACE).await;
+    beside.stop("stdio", TASK_STOP_GRACE).await;
     served
 }
 

@@ -36,5 +36,6 @@ pub mod schema;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;
+pub mod tasks;
 pub mod telemetry;
 pub mod uri;

@@ -116,6 +116,35 @@ async fn notify_returns_at_once_and_counts_what_a_full_queue_drops() {
     assert!(alerter.dropped.load(Ordering::Relaxed) >= 19);
 }
 
+/// Closing (shutdown, or a reload replacing the alerter) sends what was queued, then ends the
+/// sender; later alerts are dropped.
+#[tokio::test]
+async fn close_sends_what_was_queued_then_ends() {
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(r): axum::extract::State<Arc<Mutex<Vec<String>>>>, body: String| async move {
+                    r.lock().unwrap().push(body);
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = AlertsConfig { webhooks: vec![Webhook { url, format: Format::Generic }], min_interval: WINDOW };
+    let alerter = Alerter::start(&config, reqwest::Client::new());
+    alerter.notify(alert(AlertKind::BackendDown, "a"));
+    alerter.notify(alert(AlertKind::BackendDown, "b"));
+    assert!(alerter.close(Duration::from_secs(20)).await, "the sender ended");
+    let sent = received.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    alerter.notify(alert(AlertKind::BackendDown, "c"));
+    assert_eq!(alerter.dropped.load(Ordering::Relaxed), 1);
+}
+
 #[test]
 fn without_webhooks_nothing_is_started() {
     // No runtime here: starting a task would panic.

@@ -34,7 +34,7 @@ pub fn open(c: &AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
     let writer = AuditWriter::start(store.clone(), settings)
         .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))?;
     if let Some(retain) = c.retain {
-        tokio::spawn(prune(Arc::downgrade(&store), retain));
+        writer.spawn(prune(Arc::downgrade(&store), retain));
     }
     Ok(Some(writer))
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::spool::{Spool, Written};
 use super::{AuditRecord, AuditSink, AuditStore, AuditUnavailable, BoxFuture};
+use crate::tasks::Tasks;
 use drain::Drainer;
 
 /// How long `record()` waits for room in a full queue before giving up on the record.
@@ -223,8 +224,9 @@ impl Shared {
     }
 }
 
-/// The durable audit sink: spool first, store behind it. Dropping it stops its tasks (records
-/// already acknowledged stay in the spool for the next start); call `flush()` first on shutdown.
+/// The durable audit sink: spool first, store behind it. `close()` (or dropping it) stops its
+/// tasks: what is queued is written to the spool and synced, and records not yet stored stay
+/// in the spool for the next start; call `flush()` first on shutdown.
 pub struct AuditWriter {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
@@ -233,7 +235,9 @@ pub struct AuditWriter {
     /// identity: for reporting other stores' folders (`foreign_spools`).
     base: PathBuf,
     store_id: String,
-    stop: CancellationToken,
+    /// The spool writer, the drainer and retention (`open`): both of the first watch its
+    /// token and end in their own way (see `close`).
+    tasks: Tasks,
     /// Holds this process's spool folder (see `spool::claim`).
     _lock: std::fs::File,
 }
@@ -263,7 +267,8 @@ impl AuditWriter {
         shared.sealed_below.store(spool.sealed_below(), Ordering::Release);
 
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
-        let stop = CancellationToken::new();
+        let tasks = Tasks::new();
+        let stop = tasks.token();
         let drainer = Drainer {
             store,
             dir: settings.spool_dir.clone(),
@@ -291,18 +296,33 @@ impl AuditWriter {
             syncing: None,
             many_threads: tokio::runtime::Handle::current().runtime_flavor()
                 == tokio::runtime::RuntimeFlavor::MultiThread,
+            stop,
         };
-        tokio::spawn(spool_writer.run());
-        tokio::spawn(drainer.run());
+        tasks.spawn_to_completion(spool_writer.run());
+        tasks.spawn_to_completion(drainer.run());
         Ok(Arc::new(AuditWriter {
             tx,
             shared,
             fail_open: settings.fail_open,
             base,
             store_id: settings.store_id,
-            stop,
+            tasks,
             _lock: lock,
         }))
+    }
+
+    /// Runs `task` beside the writer's own until the writer stops (retention: `open`).
+    pub(super) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Stops the writer's tasks and waits up to `grace` for them (shutdown, after `flush()`):
+    /// the spool writer takes no more records (later ones are refused as by a stopped
+    /// writer), writes and syncs those already queued, and ends; the drainer ends between
+    /// inserts (what it had not stored stays in the spool, for the next start). False if they
+    /// had not ended within `grace`.
+    pub async fn close(&self, grace: Duration) -> bool {
+        self.tasks.stop("audit writer", grace).await
     }
 
     /// The store's reason for the latest record moved to the dead-letter file.
@@ -396,13 +416,13 @@ impl AuditSink for AuditWriter {
 
 impl Drop for AuditWriter {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.tasks.cancel();
     }
 }
 
 /// The spool writer task: queue → spool, one write per batch, and one fsync per batch (before
 /// its acknowledgements with `Durability::Fsync`, in the background otherwise). Ends when the
-/// handle is dropped.
+/// writer is closed or dropped, once what was queued is written and synced.
 struct SpoolWriter {
     /// Locked only inside `spawn_blocking` by this task alone: the mutex just lets the blocking
     /// closure borrow the spool.
@@ -420,6 +440,8 @@ struct SpoolWriter {
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     /// Whether the runtime has more than one worker thread (see `commit`).
     many_threads: bool,
+    /// Cancelled by `close` (or the handle's drop): the queue is closed to new records.
+    stop: CancellationToken,
 }
 
 impl SpoolWriter {
@@ -446,9 +468,14 @@ impl SpoolWriter {
                     self.probe().await;
                     continue;
                 }
+                // The records already queued are still received (and acknowledged) after this.
+                () = self.stop.cancelled(), if !self.rx.is_closed() => {
+                    self.rx.close();
+                    continue;
+                }
             };
             let Some(first) = first else {
-                // The handle is gone: what was written is synced, as on a flush.
+                // Closed, or the handle is gone: what was written is synced, as on a flush.
                 self.sync().await;
                 return;
             };

@@ -17,6 +17,7 @@ use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
 use crate::protocol::{self, Generation};
+use crate::tasks::Tasks;
 
 pub struct HttpConn {
     inner: Arc<Inner>,
@@ -40,6 +41,9 @@ struct Inner {
     /// counts as down at `DOWN_AFTER`: an HTTP backend has no process to watch.
     failures: AtomicU32,
     notices: Notices,
+    /// The backend's tasks (see `Backend::tasks`): the GET stream, answers to the backend's
+    /// requests, cancellation notices.
+    tasks: Tasks,
 }
 
 /// Why a POST got no usable answer.
@@ -76,6 +80,7 @@ impl HttpConn {
         config: &BackendConfig,
         client: BackendClient,
         notices: Notices,
+        tasks: &Tasks,
     ) -> anyhow::Result<HttpConn> {
         let TransportConfig::Http { url, headers } = &config.transport else {
             unreachable!("http backend without http transport")
@@ -100,6 +105,7 @@ impl HttpConn {
                 reinit: tokio::sync::Mutex::new(()),
                 failures: AtomicU32::new(0),
                 notices,
+                tasks: tasks.clone(),
             }),
         })
     }
@@ -108,7 +114,7 @@ impl HttpConn {
         self.inner.state.lock().expect("state lock").generation = Some(g);
         if matches!(g, Generation::Legacy(_)) {
             // The GET stream carries list_changed and other session-wide notifications.
-            tokio::spawn(listen(self.inner.clone()));
+            self.inner.tasks.spawn(listen(self.inner.clone()));
         }
     }
 
@@ -210,7 +216,7 @@ impl HttpConn {
                 self.inner.state.lock().expect("state lock").lost = false;
                 self.notify("notifications/initialized", "{}".into()).await;
                 // The old session's GET stream died with it.
-                tokio::spawn(listen(self.inner.clone()));
+                self.inner.tasks.spawn(listen(self.inner.clone()));
                 tracing::info!(backend = %self.inner.name, "new backend session open");
                 Ok(())
             }
@@ -251,7 +257,10 @@ impl Drop for CancelOnDrop {
         if self.armed {
             let inner = self.inner.clone();
             let params = super::cancelled_params(self.id);
-            tokio::spawn(async move {
+            // Sent even when the backend is being stopped (a reload retiring it as its last
+            // call is cut short): the server lives on and should stop the work. Bounded by
+            // its timeout, and waited for by the stop.
+            self.inner.tasks.spawn_to_completion(async move {
                 let body = jsonrpc::notification("notifications/cancelled", &params);
                 let opts = CallOpts::default();
                 let post = inner.post("notifications/cancelled", None, body, None, &opts);
@@ -478,7 +487,7 @@ impl Inner {
         };
         // Answer in the background: the backend may keep streaming while it waits.
         let inner = Inner::clone_handle(self);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let body = answer.await;
             let _ = inner.post_raw(body).await;
         });
@@ -562,3 +571,6 @@ async fn read_limited(resp: http::Response<hyper::body::Incoming>, max: usize) -
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,14 +51,15 @@ impl Subscriptions {
 }
 
 /// Keeps one listen stream open to a stateless backend for as long as the backend lives,
-/// reopening it when the subscribed URIs change or the stream ends. The task holds the
-/// backend only while a stream is open; it ends once the backend is dropped.
+/// reopening it when the subscribed URIs change or the stream ends. The task is the
+/// backend's own (it ends when the backend is terminated); it holds the backend only while it
+/// waits on it, and ends once the backend is dropped.
 pub fn spawn(backend: &Arc<Backend>) {
     if backend.generation != Generation::Modern {
         return;
     }
     let weak: Weak<Backend> = Arc::downgrade(backend);
-    tokio::spawn(async move {
+    backend.tasks.spawn(async move {
         let mut failures = 0u32;
         loop {
             let Some(b) = weak.upgrade() else { return };

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::catalog::Listing;
 use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
+use crate::tasks::Tasks;
 
 pub use listen::spawn as spawn_listener;
 pub use result_body::{Piece, ResultBody, Summary};
@@ -135,6 +136,14 @@ impl Conn {
             Conn::Http(c) => c.notify(method, params).await,
         }
     }
+
+    /// Stops the process group first (its pipes' tasks end with it), then the tasks.
+    async fn stop(&self, tasks: &Tasks, name: &str, grace: Duration) {
+        if let Conn::Stdio(c) = self {
+            c.terminate(grace).await;
+        }
+        tasks.stop(&format!("backend `{name}`"), grace).await;
+    }
 }
 
 /// One started backend.
@@ -145,6 +154,16 @@ pub struct Backend {
     /// Resource URIs clients subscribed to (stateless backends: carried on the listen stream).
     pub subscriptions: listen::Subscriptions,
     conn: Conn,
+    /// Its connection's background tasks (a child's reader and pipes, an HTTP backend's GET
+    /// stream, a stateless backend's listen stream, answers to the backend's requests):
+    /// stopped and awaited by `terminate`, told to end when the backend is dropped.
+    tasks: Tasks,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
 }
 
 /// Whether the backend advertises a capability (`tools`, `prompts`, `resources`, `completions`).
@@ -160,17 +179,17 @@ impl Backend {
         client: http_client::BackendClient,
         notices: Notices,
     ) -> anyhow::Result<Backend> {
+        let tasks = Tasks::new();
         let conn = match &config.transport {
-            TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices)?),
-            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices)?),
+            TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices, &tasks)?),
+            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks)?),
         };
         let hs = match handshake::handshake(&conn, &config).await {
             Ok(hs) => hs,
             Err(e) => {
-                // A process that started but would not talk must not stay behind.
-                if let Conn::Stdio(c) = &conn {
-                    c.terminate(Duration::from_secs(1)).await;
-                }
+                // A process that started but would not talk must not stay behind, nor must
+                // anything its connection started.
+                conn.stop(&tasks, &config.name, Duration::from_secs(1)).await;
                 return Err(e);
             }
         };
@@ -184,6 +203,7 @@ impl Backend {
             subscriptions: Default::default(),
             config,
             conn,
+            tasks,
         })
     }
 
@@ -218,11 +238,10 @@ impl Backend {
         }
     }
 
-    /// Stops a stdio backend's whole process group (TERM, then KILL after `grace`).
+    /// Stops the backend: a stdio backend's whole process group (TERM, then KILL after
+    /// `grace`), then its connection's tasks (waiting up to `grace` for them).
     pub async fn terminate(&self, grace: Duration) {
-        if let Conn::Stdio(c) = &self.conn {
-            c.terminate(grace).await;
-        }
+        self.conn.stop(&self.tasks, &self.config.name, grace).await;
     }
 
     /// Sends a notification (e.g. `notifications/cancelled`) to the backend.

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::line_codec::{Line, LineCodec};
+use crate::tasks::Tasks;
 
 use super::{BackendError, CallOpts, Event, Notice, Notices, Reply, SlotNotice};
 use crate::config::{BackendConfig, TransportConfig};
@@ -73,7 +74,8 @@ pub struct StdioConn {
 }
 
 impl StdioConn {
-    pub fn spawn(index: usize, config: &BackendConfig, notices: Notices) -> anyhow::Result<StdioConn> {
+    /// Starts the child; its pipes' tasks are `tasks`' (see `Backend::tasks`).
+    pub fn spawn(index: usize, config: &BackendConfig, notices: Notices, tasks: &Tasks) -> anyhow::Result<StdioConn> {
         let TransportConfig::Stdio { command, args, env, inherit_env, cwd } = &config.transport else {
             unreachable!("stdio backend without stdio transport")
         };
@@ -103,14 +105,32 @@ impl StdioConn {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (lines_tx, lines_rx) = mpsc::unbounded_channel();
 
-        tokio::spawn(crate::line_writer::write_lines(stdin, lines_rx));
-        tokio::spawn(super::stderr::drain(name.clone(), stderr));
-        let reader = Reader { name: name.clone(), routes: routes.clone(), lines: lines_tx.clone(), notices, index };
+        tasks.spawn(async move {
+            let _ = crate::line_writer::write_lines(stdin, lines_rx).await;
+        });
+        // Not cut short by a stop: it ends when the pipe does, which a stopped (or crashed)
+        // process group closes, and what is still in the pipe then (a crash's traceback) is
+        // the most useful part of the log.
+        tasks.spawn_to_completion(super::stderr::drain(name.clone(), stderr));
+        let reader = Reader {
+            name: name.clone(),
+            routes: routes.clone(),
+            lines: lines_tx.clone(),
+            notices,
+            index,
+            tasks: tasks.clone(),
+        };
         let max = config.max_message_bytes;
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
         let (exited_tx, exited) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let why = reader.run(FramedRead::new(stdout, LineCodec::new(max))).await;
+        let stop = tasks.token();
+        // Watches the stop itself: whatever ends the reading, the process is stopped and reaped.
+        tasks.spawn_to_completion(async move {
+            let frames = FramedRead::new(stdout, LineCodec::new(max));
+            let why = match stop.run_until_cancelled(reader.run(frames)).await {
+                Some(why) => why,
+                None => "stopped by the gateway".into(),
+            };
             // Calls in flight fail now, not when the process finally exits; a process whose
             // output is gone is of no use, so it is stopped — with anything it started.
             reader.close(why);
@@ -217,6 +237,8 @@ struct Reader {
     routes: Arc<Mutex<Routes>>,
     lines: mpsc::UnboundedSender<String>,
     notices: Notices,
+    /// For the answers to the backend's requests, sent when the client has answered.
+    tasks: Tasks,
 }
 
 impl Reader {
@@ -375,7 +397,7 @@ impl Reader {
             return;
         }
         let lines = self.lines.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let line = match rx.await {
                 Ok(Reply::Result(r)) => jsonrpc::result(&id, r.get()),
                 Ok(Reply::Error(e)) => jsonrpc::error_raw(Some(&id), e.get()),
@@ -418,3 +440,6 @@ pub(crate) fn progress_token(params: &RawValue) -> Option<String> {
         other => Some(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -114,6 +114,9 @@ impl TokenExchange {
                 let token = c.token.clone();
                 if c.usable_until.saturating_duration_since(now) < REFRESH_AHEAD && slot.pending.is_none() {
                     // Refreshed in the background: this caller goes on with the token it has.
+                    // Fire-and-forget by design: no caller waits for it (one that needs the
+                    // token meanwhile shares it through `pending`), it is bounded by
+                    // `EXCHANGE_TIMEOUT`, and all it touches is this cache.
                     let refresh = self.start(subject, subject_token);
                     slot.pending = Some(refresh.clone());
                     tokio::spawn(refresh);

@@ -35,6 +35,9 @@ pub enum ReloadError {
 /// How long a retired backend's calls may run on after the reload, beyond its call timeout.
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long the alerts a replaced `[alerts]` section had queued may take to go out.
+const REPLACED_ALERTS_GRACE: Duration = Duration::from_secs(30);
+
 impl Gateway {
     /// Applies `new`; on success returns a line saying what changed. On error nothing changed.
     pub async fn reload(self: &Arc<Self>, mut new: Config) -> Result<String, ReloadError> {
@@ -96,7 +99,11 @@ impl Gateway {
         self.auth.store(auth);
         self.redactor.store(Arc::new(crate::audit::redact::Redactor::new(&new.audit.redact_keys)));
         if new.alerts != old.config.alerts {
-            self.alerter.store(Arc::new(crate::alerts::Alerter::start(&new.alerts, self.client.clone())));
+            let replaced = self.alerter.swap(Arc::new(crate::alerts::Alerter::start(&new.alerts, self.client.clone())));
+            // What it had queued still goes out, to the webhooks it had.
+            self.tasks.spawn(async move {
+                replaced.close(REPLACED_ALERTS_GRACE).await;
+            });
         }
         let names: Vec<String> = new.backends.iter().map(|b| b.name.clone()).collect();
         self.metrics.restart_pending(&needs_restart);

@@ -186,6 +186,22 @@ impl Gateway {
     pub async fn flush_audit(&self) {
         self.audit.flush().await;
     }
+
+    /// Shutdown, last: ends the audit writer's tasks (what it has queued is spooled and synced;
+    /// what is not stored yet stays in the spool for the next start) and the alerts' sender
+    /// (alerts queued go out first), waiting up to `grace` for each.
+    pub async fn close_audit_and_alerts(&self, grace: std::time::Duration) {
+        let alerter = self.alerter.load_full();
+        let audit = async {
+            if let Some(w) = &self.audit_writer {
+                w.close(grace).await;
+            }
+        };
+        let alerts = async {
+            alerter.close(grace).await;
+        };
+        tokio::join!(audit, alerts);
+    }
 }
 
 /// Starts backends concurrently (numbering their slots from `first`) and lists what each

@@ -380,6 +380,26 @@ async fn acknowledged_records_survive_a_crash() {
     assert_eq!(store.repeats.load(Ordering::SeqCst), 0);
 }
 
+/// Closing (shutdown) ends both tasks: what was acknowledged stays in the spool while the store
+/// is down, a record after it is refused, and the next start stores what was spooled.
+#[tokio::test]
+async fn close_ends_both_tasks_and_keeps_what_was_spooled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = settings(tmp.path());
+    let first = AuditWriter::start(FakeStore::down(), settings.clone()).unwrap();
+    let ids = record_n(&first, 5).await;
+    assert!(first.close(Duration::from_secs(20)).await, "the spool writer and the drainer ended");
+    let refused = first.record(record(9)).await.unwrap_err();
+    assert!(refused.0.contains("stopped"), "{refused}");
+    assert_eq!(first.stats().spooled, 5);
+    drop(first);
+
+    let store = Arc::new(FakeStore::default());
+    let second = AuditWriter::start(store.clone(), settings).unwrap();
+    eventually("replayed", || second.stats().replayed == 5).await;
+    assert_eq!(store.ids(), ids);
+}
+
 #[tokio::test]
 async fn flush_gives_up_on_a_dead_store_within_its_bound() {
     let tmp = tempfile::tempdir().unwrap();
