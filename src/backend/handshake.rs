@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{BackendError, CallOpts, Conn, Reply};
 use crate::config::BackendConfig;
 use crate::jsonrpc::code;
+use crate::method::Method;
 use crate::protocol::{self, Generation};
 
 pub struct Handshake {
@@ -34,8 +35,11 @@ pub(super) fn initialize_params() -> String {
 
 pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Result<Handshake> {
     let params = serde_json::json!({ "_meta": modern_meta() }).to_string();
-    let probe =
-        tokio::time::timeout(config.probe_timeout, conn.request("server/discover", params, &CallOpts::default())).await;
+    let probe = tokio::time::timeout(
+        config.probe_timeout,
+        conn.request(Method::Discover.as_str(), params, &CallOpts::default()),
+    )
+    .await;
     match probe {
         Ok(Ok(Reply::Streamed(_))) => unreachable!("the probe is not asked for as a stream"),
         Ok(Ok(Reply::Result(r))) => {
@@ -68,7 +72,7 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
 
     let init = tokio::time::timeout(
         super::HANDSHAKE_TIMEOUT,
-        conn.request("initialize", initialize_params(), &CallOpts::default()),
+        conn.request(Method::Initialize.as_str(), initialize_params(), &CallOpts::default()),
     )
     .await
     .map_err(|_| {
@@ -89,6 +93,6 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
             protocol::SUPPORTED.join(", ")
         );
     };
-    conn.notify("notifications/initialized", "{}".into()).await;
+    conn.notify(crate::method::Notification::Initialized.as_str(), "{}".into()).await;
     Ok(Handshake { generation: Generation::Legacy(version), capabilities: v["capabilities"].clone() })
 }

@@ -13,6 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::http_client::{BackendClient, body_stream, content_length};
 use super::sse_limit::LimitError;
 use super::{BackendError, CallOpts, Event, Notice, Notices, Reply, SlotNotice};
+use crate::method::Notification;
+
+/// Whether `method` is the handshake (the one request a lost session may still send).
+fn is_initialize(method: &str) -> bool {
+    method == crate::method::Method::Initialize.as_str()
+}
 use crate::config::{BackendConfig, TransportConfig};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::param_headers;
@@ -141,11 +147,11 @@ impl HttpConn {
     }
 
     async fn request_in_session(&self, method: &str, params: &str, opts: &CallOpts) -> Result<Reply, BackendError> {
-        if method != "initialize" && self.inner.state.lock().expect("state lock").lost {
+        if !is_initialize(method) && self.inner.state.lock().expect("state lock").lost {
             self.reinitialize(None).await?;
         }
         match self.request_once(method, params, opts).await {
-            Err(PostError::SessionEnded(old)) if method != "initialize" => {
+            Err(PostError::SessionEnded(old)) if !is_initialize(method) => {
                 // A session-based backend that restarted (or expired our session) says so
                 // (404, or 400 from several SDKs' servers): the request never ran, so open a
                 // new session and send it once more, instead of failing every later call.
@@ -171,10 +177,10 @@ impl HttpConn {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = jsonrpc::request(&id.to_string(), method, params);
         let legacy = matches!(self.generation(), Some(Generation::Legacy(_)));
-        let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: legacy && method != "initialize" };
+        let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: legacy && !is_initialize(method) };
         let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
         guard.armed = false;
-        if method == "initialize" {
+        if is_initialize(method) {
             if let Ok((session, Reply::Result(r))) = &out {
                 // Later handshake messages (notifications/initialized) need the session and
                 // the negotiated version before the generation is formally set.
@@ -206,7 +212,13 @@ impl HttpConn {
         }
         tracing::warn!(backend = %self.inner.name, "backend forgot our session; initializing a new one");
         let generation = self.generation();
-        let init = self.request_once("initialize", &super::handshake::initialize_params(), &CallOpts::default()).await;
+        let init = self
+            .request_once(
+                crate::method::Method::Initialize.as_str(),
+                &super::handshake::initialize_params(),
+                &CallOpts::default(),
+            )
+            .await;
         // Keep the generation the backend was probed with (initialize set the version it negotiated).
         if self.generation().is_none() {
             self.inner.state.lock().expect("state lock").generation = generation;
@@ -214,7 +226,7 @@ impl HttpConn {
         match init {
             Ok(Reply::Result(_)) => {
                 self.inner.state.lock().expect("state lock").lost = false;
-                self.notify("notifications/initialized", "{}".into()).await;
+                self.notify(Notification::Initialized.as_str(), "{}".into()).await;
                 // The old session's GET stream died with it.
                 self.inner.tasks.spawn(listen(self.inner.clone()));
                 tracing::info!(backend = %self.inner.name, "new backend session open");
@@ -261,9 +273,9 @@ impl Drop for CancelOnDrop {
             // call is cut short): the server lives on and should stop the work. Bounded by
             // its timeout, and waited for by the stop.
             self.inner.tasks.spawn_to_completion(async move {
-                let body = jsonrpc::notification("notifications/cancelled", &params);
+                let body = jsonrpc::notification(Notification::Cancelled.as_str(), &params);
                 let opts = CallOpts::default();
-                let post = inner.post("notifications/cancelled", None, body, None, &opts);
+                let post = inner.post(Notification::Cancelled.as_str(), None, body, None, &opts);
                 let _ = tokio::time::timeout(NOTIFY_TIMEOUT, post).await;
             });
         }
@@ -279,7 +291,7 @@ impl Inner {
         let version = match st.generation {
             Some(g) => g.version(),
             // Probing: `server/discover` goes out modern, `initialize` carries no version header.
-            None if method == "initialize" => "",
+            None if is_initialize(method) => "",
             None => protocol::MODERN,
         };
         if !version.is_empty() {

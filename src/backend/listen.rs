@@ -89,7 +89,7 @@ pub fn spawn(backend: &Arc<Backend>) {
             let started = tokio::time::Instant::now();
             let opts = CallOpts::default();
             let outcome = {
-                let listen = b.conn.request("subscriptions/listen", params, &opts);
+                let listen = b.conn.request(crate::method::Method::Listen.as_str(), params, &opts);
                 tokio::select! {
                     r = listen => Some(r),
                     _ = b.subscriptions.changed.notified() => None,

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::Listing;
 use crate::config::{BackendConfig, TransportConfig};
+use crate::method::Method;
 use crate::protocol::{self, Generation, Params};
 use crate::tasks::Tasks;
 
@@ -80,11 +81,12 @@ pub enum Notice {
 impl Notice {
     /// The backend-wide notice a notification carries, if it is one.
     fn of(method: &str, params: Option<&RawValue>) -> Option<Notice> {
-        match method {
-            "notifications/tools/list_changed" => Some(Notice::ListChanged("tools")),
-            "notifications/prompts/list_changed" => Some(Notice::ListChanged("prompts")),
-            "notifications/resources/list_changed" => Some(Notice::ListChanged("resources")),
-            "notifications/resources/updated" => params.map(|p| Notice::ResourceUpdated(p.to_owned())),
+        use crate::method::Notification;
+        match method.parse::<Notification>().ok()? {
+            Notification::ToolsListChanged => Some(Notice::ListChanged("tools")),
+            Notification::PromptsListChanged => Some(Notice::ListChanged("prompts")),
+            Notification::ResourcesListChanged => Some(Notice::ListChanged("resources")),
+            Notification::ResourcesUpdated => params.map(|p| Notice::ResourceUpdated(p.to_owned())),
             _ => None,
         }
     }
@@ -258,7 +260,7 @@ impl Backend {
         };
         if has(&self.capabilities, "tools") {
             l.tools = self
-                .list_all("tools/list", "tools")
+                .list_all(Method::ToolsList, "tools")
                 .await
                 .iter()
                 .filter_map(|r| crate::catalog::Listed::parse(r))
@@ -266,20 +268,21 @@ impl Backend {
         }
         if has(&self.capabilities, "prompts") {
             l.prompts = self
-                .list_all("prompts/list", "prompts")
+                .list_all(Method::PromptsList, "prompts")
                 .await
                 .iter()
                 .filter_map(|r| crate::catalog::Listed::parse(r))
                 .collect();
         }
         if l.has_resources {
-            l.resources = keyed(self.list_all("resources/list", "resources").await, "uri");
-            l.templates = keyed(self.list_all("resources/templates/list", "resourceTemplates").await, "uriTemplate");
+            l.resources = keyed(self.list_all(Method::ResourcesList, "resources").await, "uri");
+            l.templates = keyed(self.list_all(Method::TemplatesList, "resourceTemplates").await, "uriTemplate");
         }
         l
     }
 
-    async fn list_all(&self, method: &str, key: &str) -> Vec<Box<RawValue>> {
+    async fn list_all(&self, method: Method, key: &str) -> Vec<Box<RawValue>> {
+        let method = method.as_str();
         #[derive(serde::Deserialize)]
         struct Page {
             #[serde(rename = "nextCursor")]

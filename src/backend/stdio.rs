@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::line_codec::{Line, LineCodec};
+use crate::method::Notification;
 use crate::tasks::Tasks;
 
 use super::{BackendError, CallOpts, Event, Notice, Notices, Reply, SlotNotice};
@@ -226,7 +227,7 @@ impl Drop for RoutedCall<'_> {
         }
         drop(r);
         if !self.done {
-            self.conn.notify("notifications/cancelled", super::cancelled_params(self.id));
+            self.conn.notify(Notification::Cancelled.as_str(), super::cancelled_params(self.id));
         }
     }
 }
@@ -323,15 +324,15 @@ impl Reader {
 
     fn notification(&self, msg: Message) {
         let method = msg.method.unwrap_or_default();
-        match method.as_str() {
-            "notifications/progress" => {
+        match method.parse::<Notification>() {
+            Ok(Notification::Progress) => {
                 let token = msg.params.as_deref().and_then(progress_token);
                 let target = token.and_then(|t| self.routes.lock().expect("routes lock").progress.get(&t).cloned());
                 if let Some(ev) = target {
                     let _ = ev.send(Event::Notification { method, params: msg.params });
                 }
             }
-            "notifications/message" => {
+            Ok(Notification::Message) => {
                 // Session-based servers do not say which request a log line belongs to on
                 // stdio; it can only be attributed when exactly one call is in flight.
                 match self.sole_caller() {
@@ -370,7 +371,7 @@ impl Reader {
     fn server_request(&self, msg: Message) {
         let id = msg.id.expect("request has id");
         let method = msg.method.unwrap_or_default();
-        if method == "ping" {
+        if method == crate::method::Method::Ping.as_str() {
             let _ = self.lines.send(jsonrpc::result(&id, "{}"));
             return;
         }

@@ -205,7 +205,7 @@ mod tests {
         let changed = config(
             "[server]\nlisten = \"127.0.0.1:9\"\nmax_body_bytes = 7\n[audit]\nurl = \"sqlite://other.db\"\n\
              on_audit_failure = \"fail_open\"\ndurability = \"fsync\"\nspool_dir = \"other-spool\"\nretain = \"1d\"\nqueue = 7\n\
-             [telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\n",
         );
         assert_eq!(restart_only_changes(&old, &changed), crate::config::RESTART_ONLY);
     }
