@@ -26,7 +26,7 @@ fn the_smoke_run_completes_with_every_answer_right() {
         .filter(|l| l.starts_with("| http ") || l.starts_with("| stdio"))
         .map(|l| l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect())
         .collect();
-    assert_eq!(rows.len(), 5, "{stdout}");
+    assert_eq!(rows.len(), 6, "{stdout}");
     for row in &rows {
         let number = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("column {i} of {row:?}"));
         assert!(number(5) > 0.0 && number(6) > 0.0, "a side answered no call: {row:?}");
@@ -36,6 +36,7 @@ fn the_smoke_run_completes_with_every_answer_right() {
         "| http | on |",
         "| stdio | on |",
         "| http | on, traced |",
+        "| http | on, [cluster] |",
         "2025-11-25",
         "2026-07-28",
         "| 1mb |",

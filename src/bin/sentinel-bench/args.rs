@@ -21,13 +21,17 @@ pub struct Args {
     /// rate limit, kill switch, schema validation, audit to PostgreSQL), `no-audit` (all of
     /// `on` but the audit store: what the audit trail costs, by difference), or `traced` (`on`
     /// with `[telemetry]` exporting every trace, sample_ratio 1.0, to a local OTLP sink: what
-    /// tracing costs, by difference with `on`).
+    /// tracing costs, by difference with `on`), or `cluster` (`on` with `[cluster]`: rate limits
+    /// taken in Redis, one round trip per call: what sharing state across replicas costs).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["off", "on"])]
     pub governance: Vec<Governance>,
     /// The `sample_ratio` of `traced` scenarios: 1.0 (every trace exported, the measure)
     /// or lower, for what tracing costs at the ratio a busy deployment would run.
     #[arg(long, default_value_t = 1.0)]
     pub trace_ratio: f64,
+    /// The Redis of `cluster` scenarios (keys under a prefix of the run's own).
+    #[arg(long, env = "SENTINEL_TEST_REDIS", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
     /// Concurrent clients, each sending its next call as soon as the last is answered.
     #[arg(long, value_delimiter = ',', default_values = ["1", "16", "64", "256"])]
     pub clients: Vec<usize>,
@@ -78,6 +82,7 @@ pub enum Governance {
     On,
     NoAudit,
     Traced,
+    Cluster,
 }
 
 impl Governance {
@@ -87,6 +92,7 @@ impl Governance {
             Governance::On => "on",
             Governance::NoAudit => "on, audit none",
             Governance::Traced => "on, traced",
+            Governance::Cluster => "on, [cluster]",
         }
     }
 }

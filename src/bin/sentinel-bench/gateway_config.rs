@@ -32,13 +32,24 @@ pub struct Governed {
     pub otlp_url: Option<String>,
     /// `[telemetry] sample_ratio` of traced scenarios.
     pub sample_ratio: f64,
+    /// `[cluster] redis` of cluster scenarios, and the run's own key prefix there.
+    pub redis_url: String,
+    pub key_prefix: String,
 }
 
 impl Governed {
     pub fn new(audit_url: &str) -> Governed {
         // 64 hex digits of randomness, per run.
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        Governed { secret, audit_url: audit_url.to_string(), otlp_url: None, sample_ratio: 1.0 }
+        let key_prefix = format!("sentinel-bench-{}:", uuid::Uuid::new_v4().simple());
+        Governed {
+            secret,
+            audit_url: audit_url.to_string(),
+            otlp_url: None,
+            sample_ratio: 1.0,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix,
+        }
     }
 
     /// A token for `sub` with the bench role, as `sentinel token` mints them.
@@ -58,8 +69,15 @@ fn lit(s: &str) -> String {
 
 /// The whole config: loopback on a free port, the governance sections, then the backends
 /// (each `required`, so that `/ready` means they answer). `audit: false` keeps the rest of
-/// governance but no audit store; `traced` adds `[telemetry]` (every trace exported).
-pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, audit: bool, traced: bool) -> String {
+/// governance but no audit store; `traced` adds `[telemetry]` (every trace exported), and
+/// `cluster` `[cluster]` (rate limits in Redis).
+pub fn config(
+    backends: &[(&str, BackendSpec)],
+    governed: Option<&Governed>,
+    audit: bool,
+    traced: bool,
+    cluster: bool,
+) -> String {
     let mut c = String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n");
     match governed {
         None => c.push_str("[auth]\ndisabled = true\n\n[audit]\nurl = \"none\"\n\n[validation]\nenabled = false\n\n"),
@@ -85,6 +103,13 @@ pub fn config(backends: &[(&str, BackendSpec)], governed: Option<&Governed>, aud
                     g.sample_ratio
                 ));
             }
+            if cluster {
+                c.push_str(&format!(
+                    "[cluster]\nredis = {}\nkey_prefix = {}\n\n",
+                    lit(&g.redis_url),
+                    lit(&g.key_prefix)
+                ));
+            }
         }
     }
     for (name, spec) in backends {
@@ -106,12 +131,14 @@ mod tests {
     #[test]
     fn both_configs_are_toml_with_the_sections_they_promise() {
         let mock = Path::new("/bin/mcp-mock");
-        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None, true, false).parse().unwrap();
+        let off: toml::Table = config(&[("mock", BackendSpec::Stdio(mock))], None, true, false, false).parse().unwrap();
         assert_eq!(off["auth"]["disabled"].as_bool(), Some(true));
         assert_eq!(off["audit"]["url"].as_str(), Some("none"));
         let mut g = Governed::new("postgres://postgres@127.0.0.1/x");
         let on: toml::Table =
-            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, false).parse().unwrap();
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, false, false)
+                .parse()
+                .unwrap();
         for section in ["auth", "roles", "rate_limit", "kill_switch", "audit", "validation"] {
             assert!(on.contains_key(section), "{section}");
         }
@@ -119,8 +146,17 @@ mod tests {
         assert!(!on.contains_key("telemetry"));
         g.otlp_url = Some("http://127.0.0.1:4318".into());
         let traced: toml::Table =
-            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, true).parse().unwrap();
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, true, false)
+                .parse()
+                .unwrap();
         assert_eq!(traced["telemetry"]["otlp_endpoint"].as_str(), Some("http://127.0.0.1:4318"));
         assert_eq!(traced["telemetry"]["sample_ratio"].as_float(), Some(1.0));
+        assert!(!traced.contains_key("cluster"));
+        let cluster: toml::Table =
+            config(&[("mock", BackendSpec::Http("http://127.0.0.1:1/mcp"))], Some(&g), true, false, true)
+                .parse()
+                .unwrap();
+        assert_eq!(cluster["cluster"]["redis"].as_str(), Some("redis://127.0.0.1:6379"));
+        assert!(cluster["cluster"]["key_prefix"].as_str().is_some_and(|p| p.starts_with("sentinel-bench-")));
     }
 }

@@ -57,7 +57,8 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     );
 
     let needs_pg =
-        scenarios.iter().any(|s| matches!(s.governance, Governance::On | Governance::Traced)) || !args.no_startup;
+        scenarios.iter().any(|s| matches!(s.governance, Governance::On | Governance::Traced | Governance::Cluster))
+            || !args.no_startup;
     let db = if needs_pg { Some(PgDb::create(&args.pg).await?) } else { None };
     // The secret tokens are signed with; `no-audit` scenarios use it without the database.
     let mut governed = Governed::new(db.as_ref().map_or("none", |db| db.url.as_str()));
@@ -68,6 +69,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     };
     governed.otlp_url = sink.as_ref().map(|s| s.url.clone());
     governed.sample_ratio = args.trace_ratio;
+    governed.redis_url = args.redis.clone();
 
     if !args.no_startup {
         startup::measure(&bins, startup_runs, settle, db.as_ref().map(|_| &governed)).await?;

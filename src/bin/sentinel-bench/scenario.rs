@@ -54,7 +54,8 @@ pub fn from_args(a: &Args) -> Vec<Scenario> {
 }
 
 /// `--smoke`: each backend kind, both generations, both governance settings and both payloads
-/// appear at least once, with few clients; and one traced scenario (spans exported).
+/// appear at least once, with few clients; one traced scenario (spans exported), and one with
+/// `[cluster]` (rate limits in the machine's Redis).
 pub fn smoke() -> Vec<Scenario> {
     use BackendKind::*;
     use Generation::*;
@@ -73,6 +74,7 @@ pub fn smoke() -> Vec<Scenario> {
         s(Stdio, On, 4, Small, Legacy),
         s(StdioHttp, Off, 2, OneMb, Modern),
         s(Http, Traced, 4, Small, Modern),
+        s(Http, Cluster, 4, Small, Modern),
     ]
 }
 

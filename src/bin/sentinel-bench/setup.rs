@@ -39,10 +39,11 @@ impl Pair {
     pub async fn start(s: &Scenario, bins: &Bins, governed: &Governed) -> anyhow::Result<Pair> {
         let governed = match s.governance {
             Governance::Off => None,
-            Governance::On | Governance::NoAudit | Governance::Traced => Some(governed),
+            Governance::On | Governance::NoAudit | Governance::Traced | Governance::Cluster => Some(governed),
         };
-        let audit = matches!(s.governance, Governance::On | Governance::Traced);
+        let audit = matches!(s.governance, Governance::On | Governance::Traced | Governance::Cluster);
         let traced = s.governance == Governance::Traced;
+        let cluster = s.governance == Governance::Cluster;
         let dir = tempfile::tempdir()?;
         let mut servers = Vec::new();
         let (direct, direct_pid, sentinel, gateway_pid) = match s.backend {
@@ -51,7 +52,8 @@ impl Pair {
                 cmd.args(["--http", "127.0.0.1:0"]).stderr(std::process::Stdio::null());
                 let mock = Server::start(cmd, "mcp-mock --http")?;
                 let direct = http_clients(&mock.url, TOOL, s, None).await?;
-                let config = gateway_config::config(&[("mock", BackendSpec::Http(&mock.url))], governed, audit, traced);
+                let config =
+                    gateway_config::config(&[("mock", BackendSpec::Http(&mock.url))], governed, audit, traced, cluster);
                 let gw = serve(bins, dir.path(), &config, governed).await?;
                 let sentinel = http_clients(&gw.url, GATEWAY_TOOL, s, governed).await?;
                 let pids = (mock.pid(), gw.pid());
@@ -64,8 +66,13 @@ impl Pair {
                 let direct = StdioClients::spawn(mock, TOOL, s.generation, s.payload).await?;
                 let direct_pid = direct.pid;
                 let direct = Target::Stdio(direct);
-                let config =
-                    gateway_config::config(&[("mock", BackendSpec::Stdio(&bins.mock))], governed, audit, traced);
+                let config = gateway_config::config(
+                    &[("mock", BackendSpec::Stdio(&bins.mock))],
+                    governed,
+                    audit,
+                    traced,
+                    cluster,
+                );
                 if s.backend == BackendKind::Stdio {
                     let front = sentinel_stdio(bins, dir.path(), &config, governed)?;
                     let clients = StdioClients::spawn(front, GATEWAY_TOOL, s.generation, s.payload).await?;

@@ -18,7 +18,7 @@ pub async fn measure(bins: &Bins, runs: u32, settle: Duration, governed: Option<
         settings.push(("on (PostgreSQL)", Some(g)));
     }
     for (name, g) in settings {
-        let config = gateway_config::config(&[], g, true, false);
+        let config = gateway_config::config(&[], g, true, false, false);
         let mut times = Vec::new();
         let mut rss_kb = 0;
         for _ in 0..runs.max(1) {
@@ -48,7 +48,8 @@ pub async fn measure(bins: &Bins, runs: u32, settle: Duration, governed: Option<
             seven.iter().take(backends).map(|n| (n.as_str(), BackendSpec::Stdio(&bins.mock))).collect();
         let dir = tempfile::tempdir()?;
         let gw =
-            setup::serve(bins, dir.path(), &gateway_config::config(&specs, governed, true, false), governed).await?;
+            setup::serve(bins, dir.path(), &gateway_config::config(&specs, governed, true, false, false), governed)
+                .await?;
         tokio::time::sleep(settle).await;
         let m = rss::read(gw.pid()).unwrap_or_default();
         let label = format!("{name}, governance {}", if governed.is_some() { "on" } else { "off" });
