@@ -29,6 +29,7 @@ mod relay;
 mod reload;
 mod route;
 mod sessions;
+mod shared_sessions;
 mod slot;
 mod start;
 mod subscriptions;

@@ -43,6 +43,8 @@ struct State {
     next_call: u64,
     subscriptions: HashSet<String>,
     last_used: Option<Instant>,
+    /// When this replica last refreshed the session's shared record (`[cluster]`).
+    shared_refresh: Option<Instant>,
 }
 
 impl Session {
@@ -85,6 +87,17 @@ impl Session {
         self.st().last_used = Some(Instant::now());
     }
 
+    /// Whether the session's shared record is due for a refresh (at most once per `every`),
+    /// marking it refreshed now if so.
+    pub fn refresh_due(&self, every: std::time::Duration) -> bool {
+        let mut s = self.st();
+        let due = s.shared_refresh.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            s.shared_refresh = Some(Instant::now());
+        }
+        due
+    }
+
     pub fn idle_for(&self) -> std::time::Duration {
         self.st().last_used.map(|t| t.elapsed()).unwrap_or_default()
     }
@@ -112,6 +125,19 @@ impl Session {
     }
 
     /// Delivers the client's answer to a relayed request; false if nobody waits for it.
+    /// Hands `reply` to the relayed request `id` waits for; gives it back when nothing here
+    /// waits for it (another replica may: `[cluster]`).
+    pub fn take_reply(&self, id: &str, reply: Reply) -> Option<Reply> {
+        let waiter = self.st().relayed.remove(id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(reply);
+                None
+            }
+            None => Some(reply),
+        }
+    }
+
     pub fn deliver_reply(&self, id: &str, reply: Reply) -> bool {
         match self.st().relayed.remove(id) {
             Some(tx) => tx.send(reply).is_ok(),

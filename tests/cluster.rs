@@ -169,3 +169,99 @@ async fn a_replica_starts_while_redis_is_away_and_joins_when_it_answers() {
     .await;
     assert!(joined.is_ok(), "connects in the background once Redis answers:\n{}", gw.log());
 }
+
+/// Two replicas on one Redis, with their own audit stores, under one key prefix.
+fn pair(prefix: &str, backend: &str, auth: &str) -> (Gateway, Gateway) {
+    let config = format!("{auth}{backend}[cluster]\nredis = \"redis://{}\"\nkey_prefix = \"{prefix}\"\n", redis_addr());
+    let env = common::governance::secret_env();
+    (Gateway::start_with_env(&config, &env), Gateway::start_with_env(&config, &env))
+}
+
+async fn delete(c: &HttpClient) -> u16 {
+    let mut req = c.http.delete(&c.url).header("mcp-session-id", c.session.clone().unwrap_or_default());
+    if let Some(t) = &c.token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_on_one_replica_is_served_by_the_other_and_ended_on_both() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &[]), "");
+    let mut c = HttpClient::legacy(&a.url, json!({})).await;
+    let sid = c.session.clone().expect("a session");
+    let level = c.request("logging/setLevel", json!({"level": "error"})).await.json();
+    assert!(level["error"].is_null(), "{level}");
+    for gw in [&b, &a, &b] {
+        c.url = gw.url.clone();
+        assert!(c.tool_names().await.contains(&"m__echo".to_string()), "tools/list on {}", gw.url);
+        let r = c.call("m__echo", json!({"text": "hi"})).await.json();
+        assert!(r["error"].is_null(), "a call on {}: {r}", gw.url);
+    }
+    c.url = b.url.clone();
+    assert_eq!(delete(&c).await, 200, "DELETE on the other replica");
+    for gw in [&a, &b] {
+        c.url = gw.url.clone();
+        let r = c.request("tools/list", json!({})).await;
+        assert_eq!(r.status, 404, "ended everywhere: {} on {}", r.body, gw.url);
+    }
+    // An id nobody opened is not found on either, and never becomes a session.
+    c.session = Some(uuid::Uuid::new_v4().to_string());
+    assert_eq!(c.request("tools/list", json!({})).await.status, 404);
+    assert_ne!(c.session.as_deref(), Some(sid.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_session_stays_bound_to_its_subject() {
+    use common::governance::{ADMIN_ROLE, hs256_auth, token};
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &[]), &hs256_auth(ADMIN_ROLE));
+    let alice = HttpClient::new(&a.url).with_token(&token("alice", &["admin"])).initialized(json!({})).await;
+    let mut mallory = HttpClient::new(&b.url).with_token(&token("mallory", &["admin"]));
+    mallory.session = alice.session.clone();
+    assert_eq!(mallory.request("tools/list", json!({})).await.status, 404, "another subject cannot use the id");
+    assert_eq!(delete(&mallory).await, 404, "nor end it");
+    let mut alice_on_b = alice;
+    alice_on_b.url = b.url.clone();
+    assert_eq!(alice_on_b.request("tools/list", json!({})).await.status, 200, "its subject can, on any replica");
+}
+
+/// A call on one replica whose backend asks the client for sampling; the client's answer
+/// reaches the other replica and is passed on to the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_answer_reaching_the_other_replica_gets_to_the_call() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &["--generation", "legacy"]), "");
+    let c = HttpClient::legacy(&a.url, json!({"sampling": {}})).await;
+    let body = json!({"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"m__test_sampling","arguments":{"prompt":"2+2?"}}});
+    let mut stream = c.stream(&body.to_string(), &[]).await;
+    let req: Value = serde_json::from_str(&stream.next().await.expect("a relayed request")).unwrap();
+    assert_eq!(req["method"], "sampling/createMessage", "{req}");
+    let mut on_b = HttpClient::new(&b.url);
+    on_b.session = c.session.clone();
+    let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"four"},"model":"m","stopReason":"endTurn"}});
+    assert_eq!(on_b.post_raw(&answer.to_string(), &[]).await.status, 202);
+    let resp = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("answered, not hung");
+    let resp: Value = serde_json::from_str(&resp.expect("the call's response")).unwrap();
+    assert_eq!(resp["id"], "call-1");
+    assert!(resp["result"]["content"][0]["text"].as_str().unwrap_or_default().contains("four"), "{resp}");
+}
+
+/// A slow call on one replica, cancelled by a notification that reaches the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_reaching_the_other_replica_stops_the_call() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &[]), "");
+    let c = HttpClient::legacy(&a.url, json!({})).await;
+    let body = json!({"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"m__slow","arguments":{"ms": 30000}}});
+    let call = tokio::spawn({
+        let post = c.post(&body.to_string(), &[]);
+        async move { post.send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut on_b = HttpClient::new(&b.url);
+    on_b.session = c.session.clone();
+    let cancel = on_b.notify("notifications/cancelled", json!({"requestId": "slow-1"})).await;
+    assert_eq!(cancel.status, 202);
+    let ended = tokio::time::timeout(Duration::from_secs(10), call).await;
+    assert!(ended.is_ok(), "the call on the first replica ends when the other hears the cancellation");
+    let log = a.log();
+    assert!(log.contains("outcome=\"cancelled\""), "audited as cancelled on the replica that ran it:\n{log}");
+}

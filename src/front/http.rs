@@ -94,7 +94,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
     // Session-based: an existing session, or an `initialize` that opens one.
     if let Some(sid) = header(&headers, "mcp-session-id") {
         // A session belongs to the subject that opened it: another caller cannot use its id.
-        let Some(session) = gw.session(sid).filter(|s| s.subject.as_deref() == caller.subject()) else {
+        let Some(session) = gw.find_session(sid, caller.subject()).await else {
             return refuse(
                 StatusCode::NOT_FOUND,
                 jsonrpc::code::INVALID_REQUEST,
@@ -129,6 +129,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
         // generation: the answer need not be read again to know).
         let mut resp = json_response(status, body);
         if session.generation().is_some() {
+            gw.share_session(&session);
             resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("uuid is a header value"));
         } else {
             gw.end_session(&sid);
@@ -331,7 +332,7 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, 
         // Stateless clients use subscriptions/listen instead.
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     };
-    let Some(session) = gw.session(sid).filter(|s| s.subject.as_deref() == caller.subject()) else {
+    let Some(session) = gw.find_session(sid, caller.subject()).await else {
         return refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found");
     };
     if !accepts_sse(&headers) {
@@ -360,9 +361,8 @@ async fn delete(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, head
     };
     match header(&headers, "mcp-session-id") {
         None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-        Some(sid)
-            if gw.session(sid).is_some_and(|s| s.subject.as_deref() == caller.subject()) && gw.end_session(sid) =>
-        {
+        Some(sid) if gw.find_session(sid, caller.subject()).await.is_some() => {
+            gw.end_session_everywhere(sid).await;
             StatusCode::OK.into_response()
         }
         Some(_) => refuse(StatusCode::NOT_FOUND, jsonrpc::code::INVALID_REQUEST, "Session not found"),

@@ -25,7 +25,12 @@ impl Gateway {
             Incoming::Invalid { id, refusal } => Some((refusal.status(), refusal.to_response(id.as_deref()).into())),
             Incoming::Nothing => None,
             Incoming::Response { id, reply } => {
-                if !session.deliver_reply(&id, reply) {
+                // The client's answer to a relayed request: to the call here that waits for it,
+                // or to the replica that holds that call.
+                if let Some(reply) = session.take_reply(&id, reply) {
+                    if self.pass_on_reply(session, id.clone(), reply).await {
+                        return None;
+                    }
                     let id = crate::audit::bounded(&id, crate::audit::MAX_NAME_BYTES);
                     tracing::debug!(%id, "a client answered a request nobody waits for");
                 }
@@ -34,7 +39,9 @@ impl Gateway {
             Incoming::Notification(n) => {
                 match n {
                     ClientNotification::Cancelled(Some(id)) => {
-                        session.cancel_call(id.get());
+                        if !session.cancel_call(id.get()) {
+                            self.pass_on_cancel(session, id.get()).await;
+                        }
                     }
                     ClientNotification::Cancelled(None) | ClientNotification::Known(_) => {}
                     ClientNotification::Other(method) => {

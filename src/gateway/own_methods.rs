@@ -39,6 +39,7 @@ impl Gateway {
             Request::Ping => Answer::Result("{}".into()),
             Request::SetLogLevel(rank) => {
                 session.set_log_level(rank);
+                self.share_session(session);
                 Answer::Result("{}".into())
             }
             Request::Discover => Answer::Result(lists::discover()),

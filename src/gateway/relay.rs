@@ -178,7 +178,7 @@ impl Gateway {
         let Some(out) = out else {
             return Err(CannotAsk::NoStream);
         };
-        let rid = format!("\"sentinel-{}\"", self.next_seq());
+        let rid = self.relayed_id();
         let (tx, rx) = oneshot::channel();
         let line = jsonrpc::request(&rid, method, params.map(RawValue::get).unwrap_or("{}"));
         let pending = session.expect_reply_guarded(rid, tx);

@@ -131,7 +131,7 @@ impl Gateway {
     }
 
     /// Ends a session already taken out of the table: its streams and subscriptions.
-    fn close_session(&self, s: &Session) {
+    pub(super) fn close_session(&self, s: &Session) {
         s.close();
         for uri in s.take_subscriptions() {
             self.count_subscription(&uri, false);

@@ -82,6 +82,7 @@ impl Gateway {
             Some(c) => Some(crate::cluster::Cluster::start(c.clone(), &tasks, shutdown.clone()).await),
             None => None,
         };
+        let bus = cluster.as_ref().map(|c| c.listen(&tasks, shutdown.clone()));
         let gw = Arc::new(Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
@@ -105,6 +106,19 @@ impl Gateway {
             tasks,
             cluster,
         });
+        if let Some(mut bus) = bus {
+            let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());
+            gw.tasks.spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        m = bus.recv() => m,
+                        _ = stop.cancelled() => return,
+                    };
+                    let (Some(message), Some(gw)) = (message, weak.upgrade()) else { return };
+                    gw.on_bus(message);
+                }
+            });
+        }
         gw.rebuild_catalog();
         gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));
         // A backend that did not start keeps being retried, with backoff.

@@ -77,6 +77,11 @@ impl SharedLimits {
         Ok(SharedLimits { conn, script: redis::Script::new(GCRA), prefix: prefix.to_string() })
     }
 
+    /// The connection (shared: clones multiplex on it), for the cluster's other keys.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Takes one cell from `bucket` in Redis, or says how long to wait. `Err` when Redis did
     /// not decide within [`CALL_TIMEOUT`].
     pub async fn check(&self, bucket: &Bucket<'_>) -> Result<Result<(), RateLimited>, Unavailable> {

@@ -1,6 +1,8 @@
-//! The replicas' shared state at run time (`[cluster]`, issue #13). What is shared so far: the
-//! rate limits, evaluated in Redis ([`SharedLimits`]), so that a quota of N per minute is N
-//! across all replicas.
+//! The replicas' shared state at run time (`[cluster]`, issue #13): the rate limits, evaluated
+//! in Redis ([`SharedLimits`]), so that a quota of N per minute is N across all replicas; the
+//! sessions of session-based clients (`sessions.rs`), so that any replica serves them; and
+//! what replicas tell each other (`bus.rs`): sessions ended, answers and cancellations that
+//! reached a replica other than the one holding the call.
 //!
 //! Redis being down or slow never holds a call: each call waits at most
 //! [`CALL_TIMEOUT`](crate::rate_limit::shared::CALL_TIMEOUT) for its limit, and then
@@ -15,6 +17,12 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod bus;
+mod sessions;
+
+pub use bus::BusMessage;
+pub use sessions::SharedSession;
 
 use crate::config::{ClusterConfig, OnRedisFailure};
 use crate::rate_limit::shared::{SharedLimits, Unavailable};
@@ -83,6 +91,18 @@ impl Cluster {
         cluster
     }
 
+    /// The Redis connection, once made.
+    fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        self.limits.load().as_ref().map(|l| l.connection())
+    }
+
+    /// Redis answered: an outage, if one was announced, is over.
+    fn answered(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) && self.outage_announced.swap(false, Ordering::Relaxed) {
+            tracing::info!("[cluster]: Redis answers again; state is shared again");
+        }
+    }
+
     async fn connect(&self) -> Result<(), Unavailable> {
         match SharedLimits::connect(&self.config.redis, &self.config.key_prefix).await {
             Ok(l) => {
@@ -105,9 +125,7 @@ impl Cluster {
         };
         match limits.check(bucket).await {
             Ok(decided) => {
-                if !self.up.swap(true, Ordering::Relaxed) && self.outage_announced.swap(false, Ordering::Relaxed) {
-                    tracing::info!("[cluster]: Redis answers again; rate limits are shared again");
-                }
+                self.answered();
                 Ok(decided)
             }
             Err(e) => Err(self.failed(e.0)),

@@ -1,0 +1,153 @@
+//! Sessions of session-based clients shared by every replica (`[cluster]`): a session opened
+//! on one replica is found on any other (`find_session`), still bound to its subject; ending
+//! it on one ends it on all; a client's answer or cancellation that reaches a replica other
+//! than the one holding the call is passed on to it (`on_bus`). Without `[cluster]` each of
+//! these is the local operation alone.
+
+use std::sync::Arc;
+
+use super::Gateway;
+use crate::backend::Reply;
+use crate::cluster::{BusMessage, SharedSession};
+use crate::protocol::{self, Generation};
+use crate::session::Session;
+
+impl Gateway {
+    /// The session `id`, if `subject` may use it: this replica's, or one another replica
+    /// opened (taken into this replica's table).
+    pub async fn find_session(&self, id: &str, subject: Option<&str>) -> Option<Arc<Session>> {
+        if let Some(s) = self.sessions.get(id) {
+            if s.subject.as_deref() != subject {
+                return None;
+            }
+            self.refresh_shared(&s);
+            return Some(s);
+        }
+        let cluster = self.cluster.as_ref()?;
+        let ttl = self.config().server.session_idle_timeout;
+        let record = cluster.load_session(id, ttl).await.ok()??;
+        if record.subject.as_deref() != subject {
+            return None;
+        }
+        let version = protocol::known_legacy(&record.version)?;
+        let s = Arc::new(Session::new(id.to_string(), "http", subject));
+        s.initialize(Generation::Legacy(version), record.capabilities);
+        if let Some(level) = record.log_level {
+            s.set_log_level(level);
+        }
+        let _ = s.refresh_due(std::time::Duration::ZERO);
+        // Another request of the session may have taken it in meanwhile.
+        if let Some(existing) = self.sessions.get(id) {
+            return Some(existing);
+        }
+        let admitted = self.sessions.insert(&s, self.config().server.max_sessions_per_subject)?;
+        self.metrics.sessions("http", admitted.open as i64);
+        if let Some(old) = admitted.evicted {
+            self.close_session(&old);
+        }
+        tracing::debug!(session = %id, "a session another replica opened is served here");
+        Some(s)
+    }
+
+    /// Shares a session's state (after `initialize`, and when its log level changes), in the
+    /// background: the client's answer does not wait for Redis.
+    pub fn share_session(&self, s: &Session) {
+        let (Some(cluster), Some(Generation::Legacy(version))) = (self.cluster.clone(), s.generation()) else {
+            return;
+        };
+        if s.transport != "http" {
+            return;
+        }
+        let record = SharedSession {
+            subject: s.subject.clone(),
+            version: version.to_string(),
+            capabilities: s.capabilities(),
+            log_level: s.log_level(),
+        };
+        let (id, ttl) = (s.id.clone(), self.config().server.session_idle_timeout);
+        let _ = s.refresh_due(std::time::Duration::ZERO);
+        self.tasks.spawn(async move {
+            if let Err(o) = cluster.save_session(&id, &record, ttl).await {
+                tracing::debug!(session = %id, "the session is not shared with other replicas: {}", o.reason);
+            }
+        });
+    }
+
+    /// Keeps a shared session's record alive while it is used here (at most a few times per
+    /// idle timeout, in the background).
+    fn refresh_shared(&self, s: &Session) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        let ttl = self.config().server.session_idle_timeout;
+        if s.transport != "http" || s.generation().is_none() || !s.refresh_due(ttl / 4) {
+            return;
+        }
+        let id = s.id.clone();
+        self.tasks.spawn(async move {
+            let _ = cluster.touch_session(&id, ttl).await;
+        });
+    }
+
+    /// Ends a session on every replica (the client's DELETE); whether it was found here.
+    pub async fn end_session_everywhere(&self, id: &str) -> bool {
+        let here = self.end_session(id);
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.delete_session(id).await;
+            let _ = cluster.publish(BusMessage::Ended { session: id.to_string() }).await;
+        }
+        here
+    }
+
+    /// A client's answer to a relayed request that nobody here waits for: passed on to the
+    /// other replicas (one of them may). Whether it went anywhere.
+    pub(super) async fn pass_on_reply(&self, session: &Session, id: String, reply: Reply) -> bool {
+        let Some(cluster) = &self.cluster else { return false };
+        let (result, error) = match reply {
+            Reply::Result(r) => (Some(r), None),
+            Reply::Error(e) => (None, Some(e)),
+            Reply::Streamed(_) => return false,
+        };
+        let message = BusMessage::Answer { session: session.id.clone(), id, result, error };
+        cluster.publish(message).await.is_ok()
+    }
+
+    /// A cancellation for a call not running here: passed on to the other replicas.
+    pub(super) async fn pass_on_cancel(&self, session: &Session, request: &str) {
+        if let Some(cluster) = &self.cluster {
+            let message = BusMessage::Cancel { session: session.id.clone(), request: request.to_string() };
+            let _ = cluster.publish(message).await;
+        }
+    }
+
+    /// What another replica said.
+    pub(super) fn on_bus(&self, message: BusMessage) {
+        match message {
+            BusMessage::Ended { session } => {
+                self.end_session(&session);
+            }
+            BusMessage::Answer { session, id, result, error } => {
+                let reply = match (result, error) {
+                    (Some(r), _) => Reply::Result(r),
+                    (_, Some(e)) => Reply::Error(e),
+                    _ => return,
+                };
+                if let Some(s) = self.sessions.get(&session) {
+                    s.deliver_reply(&id, reply);
+                }
+            }
+            BusMessage::Cancel { session, request } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    s.cancel_call(&request);
+                }
+            }
+        }
+    }
+
+    /// The id of a request relayed to a client: unique across replicas, so that the client's
+    /// answer finds its call whichever replica it reaches.
+    pub(super) fn relayed_id(&self) -> String {
+        match &self.cluster {
+            Some(_) => format!("\"sentinel-{}-{}\"", crate::replica::id(), self.next_seq()),
+            None => format!("\"sentinel-{}\"", self.next_seq()),
+        }
+    }
+}
