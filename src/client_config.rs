@@ -193,9 +193,9 @@ fn shell_word(s: &str) -> String {
 
 /// Loads the config for `client-config`: only the listen address, whether authentication is on,
 /// the file's path and the variables it names matter here, so no variable needs to be set.
-fn load(path: Option<&Path>) -> Result<Config, String> {
+fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     let path = config::resolve_path(path);
-    Config::load_with(path.as_deref(), Needs::Sections(&[])).map_err(|e| e.to_string())
+    Config::load_with(path.as_deref(), Needs::Sections(&[]))
 }
 
 /// The command: prints the snippets for `format` and returns the exit code.

@@ -56,6 +56,7 @@ impl Validators {
                 let compiled = match compile_one(schema, &patterns) {
                     Ok(v) => Compiled::Ready(v),
                     Err(why) => {
+                        let why = why.to_string();
                         problems.push(format!("tool {name:?}: inputSchema does not compile, calls are refused: {why}"));
                         Compiled::Broken(why)
                     }
@@ -113,14 +114,13 @@ pub fn violations_text(violations: &[Violation]) -> String {
     text
 }
 
-fn compile_one(schema: &Value, patterns: &PatternCache) -> Result<Validator, String> {
+fn compile_one(schema: &Value, patterns: &PatternCache) -> Result<Validator, jsonschema::ValidationError<'static>> {
     jsonschema::options()
         .offline()
         .with_pattern_options(PatternOptions::regex())
         .with_pattern_cache(patterns.clone())
         .should_validate_formats(true)
         .build(schema)
-        .map_err(|e| e.to_string())
 }
 
 fn root(message: String) -> Violation {

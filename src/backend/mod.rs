@@ -22,7 +22,7 @@ use crate::config::{BackendConfig, TransportConfig};
 use crate::protocol::{self, Generation, Params};
 
 pub use listen::spawn as spawn_listener;
-pub use result_body::{Piece, ResultBody, Summary};
+pub use result_body::{BrokenBody, Piece, ResultBody, Summary};
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
 #[derive(Debug)]

@@ -21,8 +21,8 @@ pub use governance::{
     AuditConfig, AuthConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
 };
 pub use governance::{auth_downgrade, redact_url};
-pub use source::{Needs, Problem, expand};
-pub use state::{DEV_SECRET_FILE, state_dir};
+pub use source::{ExpandError, Needs, Problem, expand};
+pub use state::{DEV_SECRET_FILE, StateError, state_dir};
 
 use raw::{RawBackend, RawConfig};
 use source::{Interpolation, Source};
@@ -225,8 +225,8 @@ impl Config {
         let env = |k: &str| std::env::var(k).ok();
         match path {
             None => {
-                let whole = |message: String| ConfigError(vec![Problem::whole(EMBEDDED_NAME, message)]);
-                let dir = state::state_dir().map_err(whole)?;
+                let dir =
+                    state::state_dir().map_err(|e| ConfigError(vec![Problem::whole(EMBEDDED_NAME, e.to_string())]))?;
                 Config::embedded(&dir)
             }
             Some(p) => {
@@ -243,7 +243,8 @@ impl Config {
     /// The embedded default, keeping its development secret, audit database and spool in the
     /// state directory `dir` (created if needed), so that every process on it agrees.
     pub fn embedded(dir: &Path) -> Result<Config, ConfigError> {
-        let secret = state::dev_secret(dir).map_err(|m| ConfigError(vec![Problem::whole(EMBEDDED_NAME, m)]))?;
+        let secret =
+            state::dev_secret(dir).map_err(|e| ConfigError(vec![Problem::whole(EMBEDDED_NAME, e.to_string())]))?;
         let env = |k: &str| if k == "SENTINEL_DEV_SECRET" { Some(secret.clone()) } else { std::env::var(k).ok() };
         let mut c = Config::parse_in(EMBEDDED_NAME, EMBEDDED_DEFAULT, None, dir, &env, Needs::All)?;
         c.dev_secret_file = Some(dir.join(DEV_SECRET_FILE));
