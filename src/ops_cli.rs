@@ -88,8 +88,15 @@ enum NoDaemon {
     NotSentinel { pid_file: PathBuf, pid: i32, exe: PathBuf },
 }
 
-/// The daemon started on `config_path`, or why there is none to talk to.
+/// Sends `signal` to process `pid`; signal 0 sends nothing, only asks whether the process
+/// exists and may be signalled. Hand-written over libc: std signals only its own children.
 #[allow(unsafe_code)]
+fn send_signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// The daemon started on `config_path`, or why there is none to talk to.
 fn find_daemon(config_path: Option<&Path>) -> Result<Daemon, NoDaemon> {
     let pid_file = pid_path(config_path);
     let text = match std::fs::read_to_string(&pid_file) {
@@ -106,9 +113,7 @@ fn find_daemon(config_path: Option<&Path>) -> Result<Daemon, NoDaemon> {
     };
     let addr: Option<SocketAddr> = lines.next().and_then(|l| l.trim().parse().ok());
     // Signal 0: does the process exist (and may we signal it)?
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours; signal 0 sends nothing.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        let error = std::io::Error::last_os_error();
+    if let Err(error) = send_signal(pid, 0) {
         if error.raw_os_error() == Some(libc::ESRCH) {
             return Err(NoDaemon::NotRunning { pid_file, pid });
         }
@@ -186,8 +191,8 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-            eprintln!("sentinel: cannot send SIGHUP to process {pid}: {}", std::io::Error::last_os_error());
+        if let Err(e) = send_signal(pid, libc::SIGHUP) {
+            eprintln!("sentinel: cannot send SIGHUP to process {pid}: {e}");
             return ExitCode::FAILURE;
         }
         // A reload that starts backends takes as long as their handshakes (each up to 30 s).

@@ -433,6 +433,7 @@ fn is_spool_folder(p: &Path) -> bool {
 /// An exclusive, non-blocking `flock` on `dir/.lock`; `None` when another process holds it.
 /// Hand-written over libc: the lock must be tied to this process's lifetime (released by the
 /// kernel even on `kill -9`), which only a held file descriptor gives.
+#[allow(unsafe_code)]
 fn lock_file(dir: &Path, create: bool) -> io::Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     let f = fs::OpenOptions::new().create(create).truncate(false).write(true).open(dir.join(".lock"))?;

@@ -178,6 +178,7 @@ impl StdioConn {
 
 /// Sends a signal to a whole process group. Hand-written over libc: tokio's `Child` can only
 /// signal the one process, and a backend (npx, uvx) usually starts children of its own.
+#[allow(unsafe_code)]
 fn signal_group(pgid: i32, signal: i32) {
     if pgid <= 1 {
         return;

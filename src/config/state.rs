@@ -54,11 +54,14 @@ pub fn state_dir() -> Result<PathBuf, StateError> {
 }
 
 /// The current user's home directory from the password database.
+#[allow(unsafe_code)]
 fn home_from_passwd() -> Option<PathBuf> {
     use std::ffi::CStr;
     use std::os::unix::ffi::OsStrExt;
     // Hand-written over libc: getpwuid_r is the only way to it, and no crate in the build wraps it.
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `passwd` is a C struct of integers and pointers, for which all zeroes (null
+    // pointers) is a valid value; none is read before getpwuid_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call and `buf` outlives the reads of `pwd` below.
@@ -108,6 +111,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), StateError> {
     }
 }
 
+#[allow(unsafe_code)]
 fn read(path: &Path) -> Result<String, StateError> {
     let unreadable = |error| StateError::Read { path: path.to_path_buf(), error };
     // Not followed: a link could point the gateway at a secret someone else chose.

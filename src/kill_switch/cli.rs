@@ -159,9 +159,12 @@ fn operator() -> String {
 }
 
 /// The name of this process's user from the password database, else `uid N`.
+#[allow(unsafe_code)]
 fn login_name() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
+    // SAFETY: `passwd` is a C struct of integers and pointers, for which all zeroes (null
+    // pointers) is a valid value; none is read before getpwuid_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut found: *mut libc::passwd = std::ptr::null_mut();
