@@ -9,6 +9,9 @@
 //!
 //! Run with `cargo bench --bench pipeline`.
 
+// `criterion_group!` makes a public function it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -126,6 +126,7 @@ enum Command {
     },
 }
 
+/// The `sentinel` command line: parses the arguments, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });

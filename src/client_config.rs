@@ -45,6 +45,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// What the snippets need from `config`: the URL (the running daemon's port if it chose one), the path, auth, the variables.
     pub fn from_config(config: &Config) -> Target {
         let config_path = config.path.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         // A daemon started on `:0` wrote the port it got to its pid file.

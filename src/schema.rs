@@ -27,6 +27,7 @@ use serde_json::Value;
 pub struct Violation {
     /// JSON pointer to the offending value inside `arguments`: `"/address/city"`, or `""` for `arguments` itself.
     pub path: String,
+    /// What is wrong with the value, without the value itself.
     pub message: String,
 }
 
@@ -94,10 +95,12 @@ impl Validators {
         }
     }
 
+    /// How many tools have a compiled (or broken) schema.
     pub fn len(&self) -> usize {
         self.tools.len()
     }
 
+    /// No tool at all.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }

@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What `stdin()` gives: the polled pipe or socket, or tokio's blocking stdin.
 pub type Input = Box<dyn AsyncRead + Unpin + Send>;
+/// What `stdout()` gives: the polled pipe or socket, or tokio's blocking stdout.
 pub type Output = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// stdin as an async reader.

@@ -14,17 +14,24 @@ const POLL: Duration = Duration::from_millis(500);
 /// How many records one `--follow` poll reads at most; more are read by the next page at once.
 const PAGE: usize = 1000;
 
+/// What `sentinel audit` was asked for: the filters, and how to print.
 #[derive(Debug, Clone)]
 pub struct AuditOpts {
     /// Only records from this time on.
     pub since: Option<SystemTime>,
+    /// Only records of this subject (the token's `sub`).
     pub client: Option<String>,
+    /// Only records about names matching this glob.
     pub tool: Option<String>,
+    /// Only records of this backend.
     pub backend: Option<String>,
     /// An outcome word (`ok`, `denied_rbac`, ...); checked before the store is opened.
     pub outcome: Option<String>,
+    /// How many records at most (the newest, printed oldest first).
     pub limit: usize,
+    /// One JSON object per line instead of a table.
     pub json: bool,
+    /// Keep printing new records as they are stored.
     pub follow: bool,
 }
 
@@ -140,6 +147,7 @@ pub enum BadSince {
         "`{0}` is neither a duration back from now (\"15m\", \"2h\", \"7d\") nor a UTC time \
          (\"2026-12-01T09:00:00Z\", \"2026-12-01 09:00:00\", \"2026-12-01\")"
     )]
+    /// Neither a duration nor a time in one of the accepted forms.
     NotATime(String),
 }
 

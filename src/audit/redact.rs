@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+/// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
 /// Secret-looking key names, normalised: a key whose normalised form contains one is redacted.
@@ -60,6 +61,7 @@ impl Redactor {
         Redactor { patterns }
     }
 
+    /// Whether `key` looks like it names a secret (a pattern appears in it, case and separators ignored).
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalized(key);
         self.patterns.iter().any(|p| key.contains(p.as_str()))

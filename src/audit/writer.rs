@@ -64,6 +64,7 @@ pub enum Durability {
 /// Runtime settings of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    /// The configured spool folder (this store's records go in a subfolder tagged with its identity).
     pub spool_dir: PathBuf,
     /// The identity of the store (`store::identity`): the spool folder is tagged with it, only
     /// folders with the same tag are replayed, and dead letters name it.
@@ -80,10 +81,12 @@ pub struct AuditSettings {
     /// batches grow by themselves while the previous write runs. With `Durability::Write`, also
     /// the longest a written record waits for its background fsync.
     pub flush_interval: Duration,
+    /// Whether `record()` waits for the fsync or only for the write.
     pub durability: Durability,
 }
 
 impl AuditSettings {
+    /// Settings for tests and benchmarks: a store named `test-store`, fail-closed, write durability.
     pub fn new(spool_dir: impl Into<PathBuf>) -> AuditSettings {
         AuditSettings {
             spool_dir: spool_dir.into(),
@@ -316,6 +319,7 @@ impl AuditWriter {
         crate::audit::spool::foreign(&self.base, &self.store_id)
     }
 
+    /// A snapshot of the writer's counters: queue, spool backlog, store, dead letters.
     pub fn stats(&self) -> AuditStats {
         let s = &self.shared;
         AuditStats {

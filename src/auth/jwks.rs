@@ -50,22 +50,28 @@ fn malformed(why: &str) -> AuthError {
 /// the causes only; the authenticator says where from (`auth: loading the JWKS from ...`).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
+    /// The file could not be opened.
     #[error("cannot open: {0}")]
     Open(std::io::Error),
+    /// The file could not be read.
     #[error("cannot read: {0}")]
     Read(std::io::Error),
+    /// More than 1 MiB: no real JWKS is that large.
     #[error("larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
     /// No answer from the URL (the error without the URL, whose query may hold a secret).
     #[error("request failed: {}", crate::net_error::causes(.0))]
     Request(reqwest::Error),
+    /// The URL answered with a status other than success.
     #[error("HTTP status {0}")]
     Status(http::StatusCode),
     /// The answer broke off (the error without the URL).
     #[error("reading failed: {}", crate::net_error::causes(.0))]
     Body(reqwest::Error),
+    /// Not JSON, or no `keys` array.
     #[error("not a JWKS (a JSON object with a `keys` array): {0}")]
     NotJwks(serde_json::Error),
+    /// Every key was skipped: none is an RS256 or ES256 (P-256) signature key.
     #[error("the JWKS holds no RS256 or ES256 (P-256) signature key")]
     NoSigningKey,
 }

@@ -46,7 +46,9 @@ const VERIFIED_CAPACITY: usize = 4096;
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The token's `sub`.
     pub subject: String,
+    /// The roles from the configured `role_claim` (empty when the token has none).
     pub roles: Vec<String>,
     /// `exp`, in seconds since the Unix epoch (always present: tokens without `exp` are refused).
     pub expires_at: Option<u64>,

@@ -42,13 +42,17 @@ pub struct BrokenBody(pub hyper::Error);
 pub struct Summary {
     /// The result's size in bytes, closing brace included.
     pub bytes: u64,
+    /// The result has `isError: true` at its top level (a tool that failed).
     pub is_error: bool,
     /// The result is an object: its closing `}` was held back (`closing`).
     pub object: bool,
     /// The object has no members (a field added needs no comma).
     pub empty: bool,
+    /// It has a top-level `resultType` (a stateless client needs one).
     pub has_result_type: bool,
+    /// It has a top-level `cacheScope` (`resources/read` for a stateless client).
     pub has_cache_scope: bool,
+    /// It has a top-level `ttlMs` (likewise).
     pub has_ttl_ms: bool,
 }
 
@@ -88,7 +92,9 @@ impl Summary {
 /// One piece of a result: raw bytes, or the end.
 #[derive(Debug)]
 pub enum Piece {
+    /// Bytes of the result, in order, as they arrived.
     Data(Bytes),
+    /// The result ended; nothing follows.
     End(Summary),
 }
 

@@ -16,6 +16,7 @@ pub struct Problem {
     pub location: String,
     /// Dotted key path (`backend.1.http.url`), empty for whole-file problems.
     pub key: String,
+    /// What is wrong, for the operator.
     pub message: String,
 }
 
@@ -211,11 +212,14 @@ enum Node<'d> {
 /// written, and nothing is said about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
+    /// Every section's variables.
     All,
+    /// Only the variables of these top-level sections.
     Sections(&'static [&'static str]),
 }
 
 impl Needs {
+    /// Whether the variables of top-level `section` must be set.
     pub fn covers(self, section: &str) -> bool {
         match self {
             Needs::All => true,
@@ -299,6 +303,7 @@ pub fn references(s: &str) -> Vec<String> {
 /// Why a `${NAME}` reference in a config value cannot be replaced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
+    /// A `${` without its `}`.
     #[error("unterminated `${{` (write `$${{` for a literal `${{`)")]
     Unterminated,
     /// What stands between the braces (empty, or not letters, digits and `_`).

@@ -22,23 +22,48 @@ pub enum StateError {
         "no home directory (HOME is not set and the user has no passwd entry) for the embedded default's state; \
          set XDG_STATE_HOME, or write a config file"
     )]
+    /// Neither `XDG_STATE_HOME` nor a home directory to put the state in.
     NoHome,
+    /// The state directory could not be made.
     #[error("cannot create the state directory {}: {error}", dir.display())]
-    CreateDir { dir: PathBuf, error: std::io::Error },
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// A new secret could not be written.
     #[error("cannot write the development secret {}: {error}", path.display())]
-    Write { path: PathBuf, error: std::io::Error },
+    Write {
+        /// The secret's file.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// The secret could not be opened or read (a link is not followed).
     #[error("cannot read the development secret {}: {error}", path.display())]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        /// The secret's file.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
     /// A link, a directory, or another user's file: it could hold a secret someone else chose.
     #[error("the development secret {} is not a file of this user's; remove it", .0.display())]
     NotOwned(PathBuf),
-    /// Group or other may read it (`mode` is its permission bits).
+    /// Group or other may read it.
     #[error(
         "the development secret {shown} is readable by others (mode {mode:03o}): anyone who reads it can mint \
          an admin token; remove it (a new one is made) or run `chmod 600 {shown}`",
         shown = path.display()
     )]
-    ReadableByOthers { path: PathBuf, mode: u32 },
+    ReadableByOthers {
+        /// The secret's file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Too short to be a secret made here: a file someone else wrote.
     #[error("the development secret {} is shorter than 32 bytes; remove it (a new one is made)", .0.display())]
     TooShort(PathBuf),
 }

@@ -83,11 +83,13 @@ pub enum BadKey {
     /// 64 characters that looked like hex but did not decode.
     #[error("{0}")]
     Hex(hex::FromHexError),
+    /// Neither 64 hex digits nor base64.
     #[error("not base64 or 64 hex digits")]
     NotEncoded,
     /// Decoded, but not to 32 bytes (the length it has).
     #[error("a key is {KEY_BYTES} bytes, this one is {0}; make one with `openssl rand -base64 32`")]
     WrongLength(usize),
+    /// aws-lc-rs refused the bytes as an AES-256 key.
     #[error("not a usable AES-256 key")]
     Unusable,
 }
@@ -115,6 +117,7 @@ impl CredentialKey {
         Ok(CredentialKey { aead, id })
     }
 
+    /// The short id rows name this key by: a MAC of a fixed label, not the key.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -161,7 +164,9 @@ fn aad(subject: &str, backend: &str) -> Vec<u8> {
 /// The keys a gateway holds: the one it seals with, and during a rotation the one before.
 #[derive(Debug)]
 pub struct Keys {
+    /// The key new values are sealed with.
     pub current: CredentialKey,
+    /// The key before a rotation, still able to open what it sealed.
     pub previous: Option<CredentialKey>,
 }
 
