@@ -122,7 +122,7 @@ fn pipeline(c: &mut Criterion) {
 
     let body = echo_body();
     group.bench_function("serde_json parse of the same request body (baseline)", |b| {
-        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid JSON"))
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid JSON"));
     });
 
     // A client sends the same token on every call: after the first, it is remembered.
@@ -130,7 +130,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             let caller = authenticate(&gw, black_box(&token));
             caller.access().expect("accepted")
-        })
+        });
     });
 
     // The first call with a token: signature and claims checked (a fresh subject per token,
@@ -156,7 +156,7 @@ fn pipeline(c: &mut Criterion) {
                 caller.access().expect("accepted")
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 
     for (name, params) in
@@ -172,7 +172,7 @@ fn pipeline(c: &mut Criterion) {
                     audit
                 },
                 BatchSize::SmallInput,
-            )
+            );
         });
     }
 
@@ -193,7 +193,7 @@ fn pipeline(c: &mut Criterion) {
                 LogSink.record(audit).now_or_never().expect("the log sink never waits").expect("log sink");
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 
     group.finish();

@@ -403,12 +403,12 @@ async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
                 }
                 Err(e) => {
                     gw.metrics.config_reload(false);
-                    tracing::error!("config reload refused: {e}; the running config stays")
+                    tracing::error!("config reload refused: {e}; the running config stays");
                 }
             },
             Err(e) => {
                 gw.metrics.config_reload(false);
-                tracing::error!("config reload refused; the running config stays:\n{e}")
+                tracing::error!("config reload refused; the running config stays:\n{e}");
             }
         }
     }

@@ -223,7 +223,7 @@ mod tests {
             port_chosen_at_start: false,
             config_path: Some("/etc/s.toml".into()),
             auth,
-            variables: variables.iter().map(|v| v.to_string()).collect(),
+            variables: variables.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

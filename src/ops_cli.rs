@@ -444,7 +444,7 @@ async fn check_credentials(report: &mut Report, config: &Config) {
         Ok(Ok(Err(e))) => report.line(Status::Fail, format!("credential store: {e:#}")),
         // An unreachable store is reported by the audit check already.
         Ok(Err(_)) | Err(_) => {
-            report.line(Status::Warn, "credential store: not checked (the audit store did not answer)")
+            report.line(Status::Warn, "credential store: not checked (the audit store did not answer)");
         }
     }
 }
@@ -536,7 +536,7 @@ async fn check_backends(report: &mut Report, config: Config) {
             Err(e) => {
                 let why = format!("{e:#}");
                 let named = format!("backend `{}`", b.name);
-                report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") })
+                report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") });
             }
         }
     }

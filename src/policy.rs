@@ -128,8 +128,8 @@ mod tests {
     fn role(name: &str, allow: &[&str], deny: &[&str]) -> RoleConfig {
         RoleConfig {
             name: name.into(),
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-            deny: deny.iter().map(|s| s.to_string()).collect(),
+            allow: allow.iter().map(std::string::ToString::to_string).collect(),
+            deny: deny.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 
@@ -140,7 +140,7 @@ mod tests {
             role("researcher", &["exa__*", "context7__*"], &["exa__deep_research"]),
         ])
         .unwrap();
-        let r = |roles: &[&str]| Access::Roles(roles.iter().map(|s| s.to_string()).collect());
+        let r = |roles: &[&str]| Access::Roles(roles.iter().map(std::string::ToString::to_string).collect());
         assert!(rbac.allows(&r(&["researcher"]), "exa__search"));
         assert!(!rbac.allows(&r(&["researcher"]), "exa__deep_research"));
         assert!(!rbac.allows(&r(&["researcher"]), "firecrawl__scrape"));

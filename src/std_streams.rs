@@ -129,7 +129,7 @@ impl Restore {
             [libc::STDIN_FILENO, libc::STDOUT_FILENO].map(|fd| unsafe { libc::fcntl(fd, libc::F_GETFL) })
         });
         let which = usize::try_from(fd).ok().filter(|&i| i < 2 && original[i] >= 0)?;
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         live.0 += 1;
         live.1[which] = true;
         Some(Restore)
@@ -139,7 +139,7 @@ impl Restore {
 impl Drop for Restore {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         live.0 -= 1;
         if live.0 > 0 {
             return;

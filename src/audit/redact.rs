@@ -54,7 +54,7 @@ fn normalized(key: &str) -> String {
 impl Redactor {
     /// `extra`: the configured `redact_keys`, added to [`SECRET_KEY_PATTERNS`].
     pub fn new(extra: &[String]) -> Redactor {
-        let mut patterns: Vec<String> = SECRET_KEY_PATTERNS.iter().map(|p| p.to_string()).collect();
+        let mut patterns: Vec<String> = SECRET_KEY_PATTERNS.iter().map(std::string::ToString::to_string).collect();
         patterns.extend(extra.iter().map(|k| normalized(k)).filter(|k| !k.is_empty()));
         patterns.sort();
         patterns.dedup();

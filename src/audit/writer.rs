@@ -209,7 +209,7 @@ impl Shared {
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         // The lock guards plain data only: a panic elsewhere cannot leave it half-updated.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records whether the store answered: logs a change, and keeps when it went down.
@@ -217,7 +217,7 @@ impl Shared {
         if self.store_up.swap(up, Ordering::Relaxed) == up {
             return;
         }
-        let mut since = self.store_down_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.store_down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *since = if up { None } else { Some(Instant::now()) };
     }
 
@@ -261,7 +261,7 @@ impl AuditWriter {
         }
         let shared = Arc::new(Shared::default());
         shared.writable.store(true, Ordering::Relaxed);
-        *shared.store_down_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *shared.store_down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         shared.backlog.store(leftover as u64, Ordering::Relaxed);
         shared.sealed_below.store(spool.sealed_below(), Ordering::Release);
 
@@ -310,7 +310,7 @@ impl AuditWriter {
 
     /// The store's reason for the latest record moved to the dead-letter file.
     pub fn last_refusal(&self) -> Option<String> {
-        self.shared.last_refusal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.last_refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Folders in the configured spool folder that hold records for other stores, waiting for
@@ -331,7 +331,11 @@ impl AuditWriter {
             backlog: s.backlog.load(Ordering::Relaxed),
             dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
             store_up: s.store_up.load(Ordering::Relaxed),
-            store_down_for: s.store_down_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed()),
+            store_down_for: s
+                .store_down_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .map(|t| t.elapsed()),
         }
     }
 
@@ -572,7 +576,7 @@ impl SpoolWriter {
             self.synced(in_flight.await.unwrap_or_else(|e| Err(io::Error::other(e))));
         }
         if self.unsynced_since.take().is_some() {
-            let done = self.with_spool(|spool| spool.sync()).await;
+            let done = self.with_spool(super::spool::Spool::sync).await;
             self.synced(done);
         }
     }

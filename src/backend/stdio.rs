@@ -318,7 +318,7 @@ impl Reader {
                         let _ = ev.send(Event::Notification { method, params: msg.params });
                     }
                     None => {
-                        tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log")
+                        tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log");
                     }
                 }
             }

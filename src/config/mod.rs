@@ -340,7 +340,7 @@ fn in_file_order(mut problems: Vec<Problem>) -> Vec<Problem> {
 }
 
 pub(super) fn key(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).collect()
+    parts.iter().map(std::string::ToString::to_string).collect()
 }
 
 fn duration(

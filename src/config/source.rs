@@ -159,12 +159,12 @@ impl<'a> Source<'a> {
         };
         let mut path = Vec::new();
         let mut unset = Vec::new();
-        for (k, v) in table.iter_mut() {
+        for (k, v) in &mut table {
             path.push(k.clone());
             let needed = needs.covers(k);
             interpolate(v, &mut path, env, found, &mut |p, m| {
                 if needed {
-                    unset.push(self.problem(p, m))
+                    unset.push(self.problem(p, m));
                 }
             });
             path.pop();
@@ -268,7 +268,7 @@ fn interpolate(
                 Ok(out) => *s = out,
                 Err(e) => {
                     found.unresolved.push(path.join("."));
-                    report(path, e.to_string())
+                    report(path, e.to_string());
                 }
             }
         }

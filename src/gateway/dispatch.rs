@@ -102,7 +102,7 @@ impl Gateway {
             "notifications/initialized" | "notifications/roots/list_changed" => {}
             other => {
                 let method = crate::audit::bounded(other, crate::audit::MAX_METHOD_BYTES);
-                tracing::debug!(%method, "ignoring client notification")
+                tracing::debug!(%method, "ignoring client notification");
             }
         }
     }
