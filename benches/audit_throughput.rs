@@ -331,6 +331,7 @@ async fn drained(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
 
 /// CPU time (user + system) a process has used so far; zero once it is gone (a PostgreSQL
 /// backend that closed takes its time with it, so figures can only be under-counted).
+#[allow(unsafe_code)]
 fn cpu_time(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // Fields after the parenthesised command name, which may itself hold spaces.
@@ -484,9 +485,11 @@ async fn insert_cost(
 }
 
 /// CPU time (user + system) of this whole process so far.
+#[allow(unsafe_code)]
 fn own_cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: `rusage` is a C struct of integers, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)

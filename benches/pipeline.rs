@@ -9,6 +9,9 @@
 //!
 //! Run with `cargo bench --bench pipeline`.
 
+// `criterion_group!` makes a public function it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,7 +122,7 @@ fn pipeline(c: &mut Criterion) {
 
     let body = echo_body();
     group.bench_function("serde_json parse of the same request body (baseline)", |b| {
-        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid JSON"))
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid JSON"));
     });
 
     // A client sends the same token on every call: after the first, it is remembered.
@@ -127,7 +130,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             let caller = authenticate(&gw, black_box(&token));
             caller.access().expect("accepted")
-        })
+        });
     });
 
     // The first call with a token: signature and claims checked (a fresh subject per token,
@@ -153,7 +156,7 @@ fn pipeline(c: &mut Criterion) {
                 caller.access().expect("accepted")
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 
     for (name, params) in
@@ -168,7 +171,7 @@ fn pipeline(c: &mut Criterion) {
                     audit
                 },
                 BatchSize::SmallInput,
-            )
+            );
         });
     }
 
@@ -188,7 +191,7 @@ fn pipeline(c: &mut Criterion) {
                 LogSink.record(audit).now_or_never().expect("the log sink never waits").expect("log sink");
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 
     group.finish();

@@ -29,16 +29,26 @@ const QUEUE: usize = 64;
 /// Discord refuses `content` longer than 2000 characters.
 const MAX_TEXT_CHARS: usize = 1900;
 
+/// What happened; each kind has a recovery kind or none, and is deduplicated per subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AlertKind {
+    /// A stdio backend exited (or an HTTP one stopped answering) and is being restarted.
     BackendDown,
+    /// A backend that was down or crash-looping answers again.
     BackendUp,
+    /// A backend's circuit breaker opened: its calls are refused until a probe succeeds.
     CircuitOpen,
+    /// The circuit closed again after a successful probe.
     CircuitClosed,
+    /// A backend keeps dying soon after each restart.
     CrashLoop,
+    /// The audit store stopped answering: records pile up in the local spool.
     AuditSpooling,
+    /// Not even the audit spool can be written (calls refused, or let through with `fail_open`).
     AuditFailClosed,
+    /// The audit store has not answered for a while; the spool holds the backlog.
     AuditStoreDown,
+    /// The audit store refused records for good; they went to the dead-letter file.
     AuditDeadLetter,
     /// A name or resource URI hidden because it falls in another backend's namespace, or two
     /// backends offer it.
@@ -48,6 +58,7 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// The stable machine word for this kind, as webhooks and logs show it.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::BackendDown => "backend_down",
@@ -79,20 +90,25 @@ impl AlertKind {
     }
 }
 
+/// One event to report to the webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
+    /// What happened.
     pub kind: AlertKind,
     /// The backend's name, or `"audit"`.
     pub subject: String,
+    /// One line for a human, sent as the alert's text.
     pub message: String,
 }
 
 impl Alert {
+    /// An alert of `kind` about `subject` (a backend's name, or `"audit"`).
     pub fn new(kind: AlertKind, subject: impl Into<String>, message: impl Into<String>) -> Alert {
         Alert { kind, subject: subject.into(), message: message.into() }
     }
 }
 
+/// The body a webhook expects: Sentinel's own JSON, or a chat service's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `{"kind","subject","message","ts","gateway":"sentinel"}`.
@@ -103,14 +119,17 @@ pub enum Format {
     Slack,
 }
 
+/// One `[[alerts.webhook]]`: where alerts are posted and in which format.
 #[derive(Clone, PartialEq)]
 pub struct Webhook {
     /// A secret: Discord and Slack URLs are their own credential. Only `host()` is ever logged.
     pub url: String,
+    /// The shape of the body posted.
     pub format: Format,
 }
 
 impl Webhook {
+    /// The URL's host alone: the one part of a webhook that may be logged.
     pub fn host(&self) -> String {
         reqwest::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default()
     }
@@ -122,8 +141,10 @@ impl fmt::Debug for Webhook {
     }
 }
 
+/// `[alerts]`: the webhooks and how often one alert may repeat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
+    /// Every webhook receives every alert.
     pub webhooks: Vec<Webhook>,
     /// The same (kind, subject) is sent at most once per this window.
     pub min_interval: Duration,
@@ -233,10 +254,13 @@ impl Alerter {
         self.tasks.stop("alerts", grace).await
     }
 
+    /// Whether any webhook is configured (without one, `notify` does nothing).
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
+    /// Queues `alert` for the webhooks, unless the same kind and subject went out within
+    /// `min_interval`. Never waits: a full queue drops the alert (and logs the count).
     pub fn notify(&self, alert: Alert) {
         let Some(tx) = &self.tx else { return };
         if !self.dedup.lock().expect("alerts lock").admit(&alert, Instant::now()) {

@@ -16,7 +16,9 @@ use crate::schema::Validators;
 /// One tool or prompt as a backend listed it: its own name and the raw object.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// Its name at the backend.
     pub name: String,
+    /// The object's members, raw and in the backend's order.
     pub fields: IndexMap<String, Box<RawValue>>,
 }
 
@@ -32,21 +34,28 @@ impl Listed {
 /// What one backend offers, as it listed it.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
+    /// Its tools, in its order.
     pub tools: Vec<Listed>,
+    /// Its prompts, in its order.
     pub prompts: Vec<Listed>,
     /// (uri, raw resource object)
     pub resources: Vec<(String, Box<RawValue>)>,
     /// (uriTemplate, raw template object)
     pub templates: Vec<(String, Box<RawValue>)>,
+    /// It declared the `resources` capability.
     pub has_resources: bool,
+    /// It declared the `completions` capability.
     pub has_completions: bool,
 }
 
 /// A tool or prompt in the catalog.
 #[derive(Debug)]
 pub struct Entry {
+    /// The name clients see (`<backend>__<tool>`, or as `naming` and `prefix` make it).
     pub exposed: String,
+    /// The slot number of the backend that serves it.
     pub backend: usize,
+    /// Its name at that backend.
     pub original: String,
     /// The exposed object: the backend's bytes with only `name` rewritten.
     pub json: String,
@@ -54,9 +63,12 @@ pub struct Entry {
     pub param_headers: Vec<ParamHeader>,
 }
 
+/// Everything the backends offer, under the names clients see: built once per change of any listing and shared.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// Every tool, in config order and each backend's own order.
     pub tools: Vec<Entry>,
+    /// Every prompt, likewise.
     pub prompts: Vec<Entry>,
     tool_index: HashMap<String, usize>,
     prompt_index: HashMap<String, usize>,
@@ -80,8 +92,11 @@ pub struct Catalog {
 pub struct Source<'a> {
     /// The number entries carry to name this backend (the gateway's slot number).
     pub index: usize,
+    /// The backend's name in the config.
     pub name: &'a str,
+    /// What its names are prefixed with (may be empty).
     pub prefix: &'a str,
+    /// What it listed.
     pub listing: &'a Listing,
 }
 
@@ -209,10 +224,12 @@ impl Catalog {
         owners
     }
 
+    /// The tool clients know as `exposed`.
     pub fn tool(&self, exposed: &str) -> Option<&Entry> {
         self.tool_index.get(exposed).map(|i| &self.tools[*i])
     }
 
+    /// The prompt clients know as `exposed`.
     pub fn prompt(&self, exposed: &str) -> Option<&Entry> {
         self.prompt_index.get(exposed).map(|i| &self.prompts[*i])
     }
@@ -240,18 +257,22 @@ impl Catalog {
         }
     }
 
+    /// The `tools` array of a `tools/list` result: the tools `filter` keeps, as JSON text.
     pub fn tools_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
         join(&self.tools, filter)
     }
 
+    /// The `prompts` array of a `prompts/list` result, likewise.
     pub fn prompts_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
         join(&self.prompts, filter)
     }
 
+    /// The `resources` array of a `resources/list` result, likewise.
     pub fn resources_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
         join(&self.resources, filter)
     }
 
+    /// The `resourceTemplates` array of a `resources/templates/list` result, likewise.
     pub fn templates_json(&self, filter: impl Fn(&Entry) -> bool) -> String {
         join(&self.templates, filter)
     }

@@ -127,6 +127,7 @@ enum Command {
     },
 }
 
+/// The `sentinel` command line: parses the arguments, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });
@@ -412,12 +413,12 @@ async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
                 }
                 Err(e) => {
                     gw.metrics.config_reload(false);
-                    tracing::error!("config reload refused: {e}; the running config stays")
+                    tracing::error!("config reload refused: {e}; the running config stays");
                 }
             },
             Err(e) => {
                 gw.metrics.config_reload(false);
-                tracing::error!("config reload refused; the running config stays:\n{e}")
+                tracing::error!("config reload refused; the running config stays:\n{e}");
             }
         }
     }

@@ -45,6 +45,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// What the snippets need from `config`: the URL (the running daemon's port if it chose one), the path, auth, the variables.
     pub fn from_config(config: &Config) -> Target {
         let config_path = config.path.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
         // A daemon started on `:0` wrote the port it got to its pid file.
@@ -193,9 +194,9 @@ fn shell_word(s: &str) -> String {
 
 /// Loads the config for `client-config`: only the listen address, whether authentication is on,
 /// the file's path and the variables it names matter here, so no variable needs to be set.
-fn load(path: Option<&Path>) -> Result<Config, String> {
+fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     let path = config::resolve_path(path);
-    Config::load_with(path.as_deref(), Needs::Sections(&[])).map_err(|e| e.to_string())
+    Config::load_with(path.as_deref(), Needs::Sections(&[]))
 }
 
 /// The command: prints the snippets for `format` and returns the exit code.
@@ -222,7 +223,7 @@ mod tests {
             port_chosen_at_start: false,
             config_path: Some("/etc/s.toml".into()),
             auth,
-            variables: variables.iter().map(|v| v.to_string()).collect(),
+            variables: variables.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

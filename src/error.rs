@@ -8,39 +8,97 @@ use serde_json::{Value, json};
 use crate::audit::Outcome;
 use crate::jsonrpc::{self, code};
 
+/// Why a request was refused or failed: each variant one refusal, its text the JSON-RPC error
+/// message and its fields the `data` a program acts on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     /// No valid credentials. HTTP answers 401 with `WWW-Authenticate: Bearer`.
     #[error("Not authenticated: {message}")]
-    Unauthenticated { reason: &'static str, message: String },
+    Unauthenticated {
+        /// `AuthError::reason`'s stable word, sent as `data.reason`.
+        reason: &'static str,
+        /// Why the token was refused, for a human.
+        message: String,
+    },
+    /// The caller's roles do not allow the name.
     #[error("Forbidden: your roles do not allow `{tool}`")]
-    Forbidden { tool: String, roles: Vec<String> },
+    Forbidden {
+        /// The exposed name asked for.
+        tool: String,
+        /// The caller's roles, sent back so the client can tell which identity was judged.
+        roles: Vec<String>,
+    },
+    /// The kill switch has the name or its backend off.
     #[error("`{tool}` is switched off by the operator")]
-    Killed { tool: String, backend: String },
+    Killed {
+        /// The exposed name asked for.
+        tool: String,
+        /// The backend that serves it.
+        backend: String,
+    },
+    /// The caller's quota for the name is spent.
     #[error("Rate limited: {limit} for `{scope}`; retry in {retry_after_ms} ms")]
-    RateLimited { retry_after_ms: u64, limit: String, scope: String },
+    RateLimited {
+        /// When the next call would be allowed.
+        retry_after_ms: u64,
+        /// The quota, as configured (`"60/min"`).
+        limit: String,
+        /// The name or glob the quota counts.
+        scope: String,
+    },
+    /// The arguments fail the tool's `inputSchema`.
     #[error("Invalid arguments for `{tool}`: {summary}")]
-    InvalidArguments { tool: String, summary: String, violations: Vec<(String, String)> },
+    InvalidArguments {
+        /// The exposed tool name.
+        tool: String,
+        /// How many violations, in one line.
+        summary: String,
+        /// Each violation as (JSON pointer into the arguments, message).
+        violations: Vec<(String, String)>,
+    },
+    /// No tool of that name in the catalog.
     #[error("Unknown tool: {0}")]
     UnknownTool(String),
+    /// No prompt of that name in the catalog.
     #[error("Unknown prompt: {0}")]
     UnknownPrompt(String),
+    /// No backend owns that resource URI.
     #[error("Resource not found: {0}")]
     UnknownResource(String),
+    /// The params do not have the shape the method requires.
     #[error("Invalid params: {0}")]
     InvalidParams(String),
+    /// Not a request the gateway can take (in this session state, or at all).
     #[error("Invalid request: {0}")]
     InvalidRequest(String),
+    /// A method the gateway does not serve.
     #[error("Method not found: {0}")]
     MethodNotFound(String),
+    /// The backend cannot be reached now: down, crashed, or its circuit open.
     #[error("Backend `{backend}` is unavailable: {reason}")]
-    BackendUnavailable { backend: String, reason: String, retry_after_ms: u64 },
+    BackendUnavailable {
+        /// The backend's name.
+        backend: String,
+        /// What went wrong, for a human.
+        reason: String,
+        /// When trying again may help (a circuit's remaining open time, else a second).
+        retry_after_ms: u64,
+    },
+    /// The backend did not answer within its timeout.
     #[error("Backend `{backend}` did not answer within {timeout_ms} ms")]
-    BackendTimeout { backend: String, timeout_ms: u64 },
+    BackendTimeout {
+        /// The backend's name.
+        backend: String,
+        /// Its configured timeout.
+        timeout_ms: u64,
+    },
+    /// An `Mcp-*` header disagrees with the body it came with.
     #[error("Header mismatch: {0}")]
     HeaderMismatch(String),
+    /// A protocol version the gateway does not speak.
     #[error("Unsupported protocol version `{0}`")]
     UnsupportedVersion(String),
+    /// A stateless backend's request for input that could not be relayed to the client.
     #[error("{0}")]
     NotBridged(String),
     /// The audit trail cannot be written and the policy is fail-closed.
@@ -131,10 +189,12 @@ impl Refusal {
         }
     }
 
+    /// The HTTP status the HTTP front door answers this refusal with.
     pub fn status(&self) -> StatusCode {
         self.classify().1
     }
 
+    /// The JSON-RPC error response to request `id`, as text.
     pub fn to_response(&self, id: Option<&RawValue>) -> String {
         let (c, _, data) = self.classify();
         jsonrpc::error(id, c, &self.to_string(), data.as_ref())

@@ -13,6 +13,7 @@
 //! return memory on their own terms; there it does nothing. No crate wraps this one libc call.
 
 /// Returns free heap pages to the kernel (glibc), or does nothing (other C libraries).
+#[allow(unsafe_code)]
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers and only reorganises the allocator's free lists

@@ -4,6 +4,8 @@
 //! stay `RawValue`s, so a backend's result can be spliced into the client's response byte
 //! for byte (`_meta`, unknown fields, key order and number spelling all survive).
 
+#![allow(missing_docs)] // TODO(lead): documented with the typed request
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

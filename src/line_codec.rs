@@ -7,7 +7,9 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder};
 /// One line from the client: a message's bytes (not yet known to be UTF-8 or JSON: both are
 /// the parser's to refuse, with -32700), or the notice that a line was over the limit.
 pub enum Line {
+    /// A whole line, without its newline.
     Message(Bytes),
+    /// A line longer than the limit (its bytes skipped).
     TooLong,
 }
 
@@ -18,6 +20,7 @@ pub enum Line {
 pub struct LineCodec(AnyDelimiterCodec);
 
 impl LineCodec {
+    /// A codec refusing lines longer than `max` bytes.
     pub fn new(max: usize) -> LineCodec {
         LineCodec(AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max))
     }

@@ -151,6 +151,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Every family registered, empty.
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::default(),
@@ -295,10 +296,12 @@ impl Metrics {
         self.rate_limited.get_or_create(&ToolLabel { tool: tool.to_owned() }).inc();
     }
 
+    /// Sets `sentinel_backend_up` for `backend`.
     pub fn backend_up(&self, backend: &str, up: bool) {
         self.backend_up.get_or_create(&backend_label(backend)).set(i64::from(up));
     }
 
+    /// Sets `sentinel_circuit_state` for `backend`.
     pub fn circuit_state(&self, backend: &str, state: CircuitGauge) {
         self.circuit_state.get_or_create(&backend_label(backend)).set(state as i64);
     }
@@ -327,10 +330,12 @@ impl Metrics {
         self.circuit_state.remove(&backend_label(backend));
     }
 
+    /// Counts one restart of `backend`'s process.
     pub fn backend_restarted(&self, backend: &str) {
         self.backend_restarts.get_or_create(&backend_label(backend)).inc();
     }
 
+    /// Counts one config reload, taken (`ok`) or refused.
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.get_or_create(&ResultLabel { result }).inc();

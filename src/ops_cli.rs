@@ -61,43 +61,70 @@ struct Daemon {
     addr: Option<SocketAddr>,
 }
 
-/// The daemon started on `config_path`, or why there is none to talk to (each reason a
-/// sentence for the operator: no file, a malformed one, a stale one after a crash).
-fn find_daemon(config_path: Option<&Path>) -> Result<Daemon, String> {
+/// Why there is no daemon to talk to: each a sentence for the operator (no file, a malformed
+/// one, a stale one after a crash), naming the pid file it read.
+#[derive(Debug, thiserror::Error)]
+enum NoDaemon {
+    /// No pid file; `serve` names the command that would have written it (` -c FILE`, or none).
+    #[error("no daemon to reload: {} does not exist (is `sentinel serve{serve_args}` running?)", pid_file.display())]
+    NoPidFile { pid_file: PathBuf, serve_args: String },
+    #[error("cannot read the pid file {}: {error}", pid_file.display())]
+    Unreadable { pid_file: PathBuf, error: std::io::Error },
+    #[error("the pid file {} is malformed; remove it and restart the daemon", .0.display())]
+    Malformed(PathBuf),
+    #[error(
+        "no daemon to reload: the pid file {} names process {pid}, which is not running (a stale file from a crash; remove it)",
+        pid_file.display()
+    )]
+    NotRunning { pid_file: PathBuf, pid: i32 },
+    #[error("cannot signal process {pid} from {}: {error}", pid_file.display())]
+    CannotSignal { pid_file: PathBuf, pid: i32, error: std::io::Error },
+    /// The pid was reused by another program (`exe`) after a crash.
+    #[error(
+        "the pid file {} names process {pid}, which is `{}`, not sentinel (a stale file from a crash; remove it)",
+        pid_file.display(),
+        exe.display()
+    )]
+    NotSentinel { pid_file: PathBuf, pid: i32, exe: PathBuf },
+}
+
+/// Sends `signal` to process `pid`; signal 0 sends nothing, only asks whether the process
+/// exists and may be signalled. Hand-written over libc: std signals only its own children.
+#[allow(unsafe_code)]
+fn send_signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// The daemon started on `config_path`, or why there is none to talk to.
+fn find_daemon(config_path: Option<&Path>) -> Result<Daemon, NoDaemon> {
     let pid_file = pid_path(config_path);
-    let shown = pid_file.display();
     let text = match std::fs::read_to_string(&pid_file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let config = config_path.map(|p| format!(" -c {}", p.display())).unwrap_or_default();
-            return Err(format!("no daemon to reload: {shown} does not exist (is `sentinel serve{config}` running?)"));
+            let serve_args = config_path.map(|p| format!(" -c {}", p.display())).unwrap_or_default();
+            return Err(NoDaemon::NoPidFile { pid_file, serve_args });
         }
-        Err(e) => return Err(format!("cannot read the pid file {shown}: {e}")),
+        Err(error) => return Err(NoDaemon::Unreadable { pid_file, error }),
     };
     let mut lines = text.lines();
     let Some(pid) = lines.next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) else {
-        return Err(format!("the pid file {shown} is malformed; remove it and restart the daemon"));
+        return Err(NoDaemon::Malformed(pid_file));
     };
     let addr: Option<SocketAddr> = lines.next().and_then(|l| l.trim().parse().ok());
     // Signal 0: does the process exist (and may we signal it)?
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Err(format!(
-                "no daemon to reload: the pid file {shown} names process {pid}, which is not running (a stale file from a crash; remove it)"
-            ));
+    if let Err(error) = send_signal(pid, 0) {
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            return Err(NoDaemon::NotRunning { pid_file, pid });
         }
-        return Err(format!("cannot signal process {pid} from {shown}: {err}"));
+        return Err(NoDaemon::CannotSignal { pid_file, pid, error });
     }
     // After a crash the pid may have been reused by another program: never send it SIGHUP (whose
     // default action is to end the process). Unreadable (another user's process) is left to `kill`.
     if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
         let name = exe.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         if !name.starts_with("sentinel") {
-            return Err(format!(
-                "the pid file {shown} names process {pid}, which is `{}`, not sentinel (a stale file from a crash; remove it)",
-                exe.display()
-            ));
+            return Err(NoDaemon::NotSentinel { pid_file, pid, exe });
         }
     }
     Ok(Daemon { pid, addr })
@@ -164,8 +191,8 @@ pub fn reload(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-            eprintln!("sentinel: cannot send SIGHUP to process {pid}: {}", std::io::Error::last_os_error());
+        if let Err(e) = send_signal(pid, libc::SIGHUP) {
+            eprintln!("sentinel: cannot send SIGHUP to process {pid}: {e}");
             return ExitCode::FAILURE;
         }
         // A reload that starts backends takes as long as their handshakes (each up to 30 s).
@@ -417,7 +444,7 @@ async fn check_credentials(report: &mut Report, config: &Config) {
         Ok(Ok(Err(e))) => report.line(Status::Fail, format!("credential store: {e:#}")),
         // An unreachable store is reported by the audit check already.
         Ok(Err(_)) | Err(_) => {
-            report.line(Status::Warn, "credential store: not checked (the audit store did not answer)")
+            report.line(Status::Warn, "credential store: not checked (the audit store did not answer)");
         }
     }
 }
@@ -509,7 +536,7 @@ async fn check_backends(report: &mut Report, config: Config) {
             Err(e) => {
                 let why = format!("{e:#}");
                 let named = format!("backend `{}`", b.name);
-                report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") })
+                report.line(Status::Fail, if why.starts_with(&named) { why } else { format!("{named}: {why}") });
             }
         }
     }

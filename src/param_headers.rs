@@ -17,14 +17,24 @@ pub struct ParamHeader {
 /// Why a tool's `x-mcp-header` annotations are invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadAnnotation {
+    /// The annotation's value is not a string.
     #[error("x-mcp-header must be a string")]
     NotAString,
+    /// On a property inside an array, a combinator or a `$ref`: no single argument value.
     #[error("x-mcp-header `{0}` is not on a property reachable through `properties` only")]
     Unreachable(String),
+    /// Not an HTTP header name token.
     #[error("x-mcp-header `{0}` is not a valid header name token")]
     BadName(String),
+    /// On a property whose value cannot be a header.
     #[error("x-mcp-header `{name}` is on a property of type {kind:?}; only string, integer and boolean are allowed")]
-    BadType { name: String, kind: Option<String> },
+    BadType {
+        /// The header name.
+        name: String,
+        /// The property's `type`, if it has one.
+        kind: Option<String>,
+    },
+    /// Two properties claim the same header.
     #[error("x-mcp-header `{0}` is used twice")]
     UsedTwice(String),
 }
@@ -32,12 +42,27 @@ pub enum BadAnnotation {
 /// Why a client's `Mcp-Param-*` headers do not match the body it sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderMismatch {
+    /// The body has the argument but the request lacks its header.
     #[error("the {header} header is required: argument `{argument}` is present")]
-    Missing { header: String, argument: String },
+    Missing {
+        /// The `Mcp-Param-*` header name.
+        header: String,
+        /// The argument it mirrors.
+        argument: String,
+    },
+    /// The header's value does not decode (the named header).
     #[error("the {0} header is not validly encoded")]
     BadEncoding(String),
+    /// The header and the body say different things.
     #[error("{header} header value '{sent}' does not match body value '{body}'")]
-    Differs { header: String, sent: String, body: String },
+    Differs {
+        /// The `Mcp-Param-*` header name.
+        header: String,
+        /// What the header said (decoded).
+        sent: String,
+        /// What the body's argument says.
+        body: String,
+    },
 }
 
 /// The annotations of a tool's `inputSchema`, or why they are invalid (the tool is then not

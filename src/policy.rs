@@ -11,8 +11,11 @@ use crate::config::{Config, KillSwitchConfig, RoleConfig, ValidationConfig};
 
 /// The reloadable policy of one config version: roles, kill switch, validation mode.
 pub struct Policy {
+    /// Who may see and call what.
     pub rbac: Rbac,
+    /// What is switched off.
     pub kill: KillSwitch,
+    /// Whether and how tool arguments are checked against their schemas.
     pub validation: ValidationConfig,
 }
 
@@ -35,8 +38,15 @@ impl Policy {
 /// A role or kill-switch glob that does not compile: the config cannot become a policy.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// One glob does not parse.
     #[error("`{glob}`: {source}")]
-    BadGlob { glob: String, source: globset::Error },
+    BadGlob {
+        /// The glob as written.
+        glob: String,
+        /// globset's reason.
+        source: globset::Error,
+    },
+    /// The globs parse but do not build into one matcher.
     #[error("{0}")]
     GlobSet(globset::Error),
 }
@@ -69,6 +79,7 @@ pub struct Rbac {
 }
 
 impl Rbac {
+    /// Compiles every role's allow and deny globs.
     pub fn new(roles: &[RoleConfig]) -> Result<Rbac, PolicyError> {
         let roles = roles
             .iter()
@@ -94,14 +105,17 @@ impl Rbac {
 pub struct KillSwitch {
     tools: GlobSet,
     backends: HashSet<String>,
+    /// What `sentinel kill-switch` switched off, shared by every config version.
     pub runtime: Arc<crate::kill_switch::Runtime>,
 }
 
 impl KillSwitch {
+    /// The config's `[kill_switch]` compiled, over the run-time list `runtime`.
     pub fn new(cfg: &KillSwitchConfig, runtime: Arc<crate::kill_switch::Runtime>) -> Result<KillSwitch, PolicyError> {
         Ok(KillSwitch { tools: globset(&cfg.tools)?, backends: cfg.backends.iter().cloned().collect(), runtime })
     }
 
+    /// The exposed `name` of `backend` is off, by the config or at run time.
     pub fn is_killed(&self, name: &str, backend: &str) -> bool {
         self.backends.contains(backend) || self.tools.is_match(name) || self.runtime.is_killed(name, backend)
     }
@@ -114,8 +128,8 @@ mod tests {
     fn role(name: &str, allow: &[&str], deny: &[&str]) -> RoleConfig {
         RoleConfig {
             name: name.into(),
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-            deny: deny.iter().map(|s| s.to_string()).collect(),
+            allow: allow.iter().map(std::string::ToString::to_string).collect(),
+            deny: deny.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 
@@ -126,7 +140,7 @@ mod tests {
             role("researcher", &["exa__*", "context7__*"], &["exa__deep_research"]),
         ])
         .unwrap();
-        let r = |roles: &[&str]| Access::Roles(roles.iter().map(|s| s.to_string()).collect());
+        let r = |roles: &[&str]| Access::Roles(roles.iter().map(std::string::ToString::to_string).collect());
         assert!(rbac.allows(&r(&["researcher"]), "exa__search"));
         assert!(!rbac.allows(&r(&["researcher"]), "exa__deep_research"));
         assert!(!rbac.allows(&r(&["researcher"]), "firecrawl__scrape"));

@@ -42,8 +42,11 @@ const SWEEP_AT_CAP_EVERY: Duration = Duration::from_secs(1);
 /// A sustained rate and the burst allowed above it, and what shares one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
+    /// Calls per minute, sustained.
     pub per_minute: NonZeroU32,
+    /// Calls allowed at once on a full bucket.
     pub burst: NonZeroU32,
+    /// Whether each matched name has its own bucket or they share one.
     pub per: Per,
 }
 
@@ -84,6 +87,7 @@ struct Rule {
 /// The `[rate_limit]` section, validated: globs are still text, compiled by [`RateLimiter::new`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateLimitSettings {
+    /// The quota of names no tool glob matches; `None`: unlimited.
     pub default: Option<Quota>,
     /// Globs over exposed tool names, in config order: the first match wins.
     pub tools: Vec<(String, Quota)>,
@@ -97,7 +101,9 @@ pub struct RateLimitSettings {
 pub struct BadRateLimitGlob {
     /// `clients` or `tools`.
     pub section: &'static str,
+    /// The glob as written.
     pub pattern: String,
+    /// globset's reason.
     pub source: globset::Error,
 }
 
@@ -105,6 +111,7 @@ pub struct BadRateLimitGlob {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limited ({limit}, scope {scope}): retry after {retry_after:?}")]
 pub struct RateLimited {
+    /// How long until the call would be allowed.
     pub retry_after: Duration,
     /// The quota that refused, e.g. `"120/min burst 20"`.
     pub limit: String,
@@ -122,8 +129,11 @@ impl RateLimited {
 /// One client's bucket for one name (a tool, or a `per = "glob"` rule's glob), and its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket<'a> {
+    /// The quota the bucket fills at.
     pub quota: Quota,
+    /// The caller's subject.
     pub client: &'a str,
+    /// The name (or, for `per = "glob"`, the glob) counted.
     pub name: &'a str,
     /// [`SCOPE_CLIENT_TOOL`] or [`SCOPE_CLIENT_GLOB`], for the refusal.
     pub scope: &'static str,
@@ -164,6 +174,7 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
 }
 
 impl RateLimiter {
+    /// A limiter with `settings`' globs compiled and no buckets yet.
     pub fn new(settings: &RateLimitSettings) -> Result<RateLimiter, BadRateLimitGlob> {
         RateLimiter::with_clock(settings, DefaultClock::default())
     }
@@ -286,6 +297,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
         limiters_len(&self.limiters)
     }
 
+    /// No live bucket at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

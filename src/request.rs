@@ -20,19 +20,26 @@ use crate::protocol::{self, Params};
 pub enum Incoming {
     /// A request: its id and what it asks (or why that cannot be read).
     Request {
+        /// The request's id, raw (echoed in the answer byte for byte).
         id: Box<RawValue>,
+        /// What it asks, or why that cannot be read (answered after authentication).
         request: Result<Request, Box<BadRequest>>,
     },
     /// The client's answer to a request the gateway relayed to it (`sampling/createMessage`,
     /// `elicitation/create`, `roots/list`), for the call that waits for it.
     Response {
+        /// The id the gateway gave the relayed request, raw.
         id: String,
+        /// The client's `result` or `error`.
         reply: Reply,
     },
+    /// A notification from the client.
     Notification(ClientNotification),
     /// Not a valid JSON-RPC 2.0 message: answered at once with this refusal.
     Invalid {
+        /// The message's id, if it had one to answer to.
         id: Option<Box<RawValue>>,
+        /// What to answer.
         refusal: Refusal,
     },
     /// A response carrying neither `result` nor `error`: nothing to do.
@@ -109,16 +116,20 @@ pub fn method_of(request: &Result<Request, Box<BadRequest>>) -> Option<Method> {
 /// their params as leniently as before (the lists ignore theirs); calls strictly.
 #[derive(Debug)]
 pub enum Request {
+    /// The session-based handshake.
     Initialize {
         /// The version the client asked for, if any (negotiated down to one we speak).
         version: Option<String>,
         /// The client's capabilities (`{}` when absent or unreadable).
         capabilities: Value,
     },
+    /// `ping`.
     Ping,
     /// `logging/setLevel`, as the level's rank (see [`protocol::log_level_rank`]).
     SetLogLevel(u8),
+    /// `server/discover` (stateless).
     Discover,
+    /// One of the catalog lists, filtered by the caller's access.
     List(Listing),
     /// A stateless client's `subscriptions/listen`, with the notifications it asks for.
     Listen(ListenFilter),
@@ -185,6 +196,7 @@ impl Request {
 /// (boxed where returned: the rare path pays for its size, not every request).
 #[derive(Debug)]
 pub struct BadRequest {
+    /// The method, which the gateway serves.
     pub method: Method,
     /// The answer, given after authentication.
     pub refusal: Refusal,
@@ -197,9 +209,13 @@ pub struct BadRequest {
 /// The four catalog lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
+    /// `tools/list`.
     Tools,
+    /// `prompts/list`.
     Prompts,
+    /// `resources/list`.
     Resources,
+    /// `resources/templates/list`.
     Templates,
 }
 
@@ -219,12 +235,16 @@ impl Listing {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenFilter {
+    /// Tell of changes to the tool list.
     #[serde(default)]
     pub tools_list_changed: bool,
+    /// Tell of changes to the prompt list.
     #[serde(default)]
     pub prompts_list_changed: bool,
+    /// Tell of changes to the resource list.
     #[serde(default)]
     pub resources_list_changed: bool,
+    /// Tell of updates to these resources (those the caller may read).
     #[serde(default)]
     pub resource_subscriptions: Vec<String>,
 }
@@ -246,6 +266,7 @@ impl ListenFilter {
 /// re-serialized, so that the backend gets exactly what policy judged.
 #[derive(Debug)]
 pub struct Call {
+    /// One of the call methods ([`Method::is_call`]).
     pub method: Method,
     /// The params as they will be forwarded (the route rewrites the name).
     pub params: Params,
@@ -261,7 +282,9 @@ pub struct Call {
 /// A completion's `ref`: a prompt by name, or a resource by URI.
 #[derive(Debug)]
 pub struct Reference {
+    /// `ref/prompt` (else `ref/resource`).
     pub prompt: bool,
+    /// The `ref` object as sent.
     pub fields: Map<String, Value>,
 }
 

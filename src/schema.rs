@@ -27,6 +27,7 @@ use serde_json::Value;
 pub struct Violation {
     /// JSON pointer to the offending value inside `arguments`: `"/address/city"`, or `""` for `arguments` itself.
     pub path: String,
+    /// What is wrong with the value, without the value itself.
     pub message: String,
 }
 
@@ -56,6 +57,7 @@ impl Validators {
                 let compiled = match compile_one(schema, &patterns) {
                     Ok(v) => Compiled::Ready(v),
                     Err(why) => {
+                        let why = why.to_string();
                         problems.push(format!("tool {name:?}: inputSchema does not compile, calls are refused: {why}"));
                         Compiled::Broken(why)
                     }
@@ -93,10 +95,12 @@ impl Validators {
         }
     }
 
+    /// How many tools have a compiled (or broken) schema.
     pub fn len(&self) -> usize {
         self.tools.len()
     }
 
+    /// No tool at all.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }
@@ -113,14 +117,13 @@ pub fn violations_text(violations: &[Violation]) -> String {
     text
 }
 
-fn compile_one(schema: &Value, patterns: &PatternCache) -> Result<Validator, String> {
+fn compile_one(schema: &Value, patterns: &PatternCache) -> Result<Validator, jsonschema::ValidationError<'static>> {
     jsonschema::options()
         .offline()
         .with_pattern_options(PatternOptions::regex())
         .with_pattern_cache(patterns.clone())
         .should_validate_formats(true)
         .build(schema)
-        .map_err(|e| e.to_string())
 }
 
 fn root(message: String) -> Violation {

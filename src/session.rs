@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Reply;
 use crate::protocol::Generation;
 
+/// One client's session: who opened it, what it negotiated, and its calls in flight. Shared behind an `Arc`.
 pub struct Session {
     /// `Mcp-Session-Id` for HTTP sessions; a fixed label for stdio and stateless requests.
     pub id: String,
+    /// `http` or `stdio`, as the audit trail and the `sentinel_sessions` gauge name it.
     pub transport: &'static str,
     /// The authenticated subject that opened the session: only it may use the session's id.
     pub subject: Option<String>,
@@ -48,6 +50,7 @@ struct State {
 }
 
 impl Session {
+    /// A session of `subject` (if authenticated) over `transport`, just used.
     pub fn new(id: String, transport: &'static str, subject: Option<&str>) -> Session {
         Session {
             id,
@@ -61,28 +64,34 @@ impl Session {
         self.state.lock().expect("session lock")
     }
 
+    /// Records what `initialize` settled: the generation and the client's capabilities.
     pub fn initialize(&self, generation: Generation, capabilities: serde_json::Value) {
         let mut s = self.st();
         s.generation = Some(generation);
         s.capabilities = capabilities;
     }
 
+    /// The generation `initialize` settled; `None` before it.
     pub fn generation(&self) -> Option<Generation> {
         self.st().generation
     }
 
+    /// The capabilities the client declared.
     pub fn capabilities(&self) -> serde_json::Value {
         self.st().capabilities.clone()
     }
 
+    /// Forwards only log messages of this rank and above (`logging/setLevel`).
     pub fn set_log_level(&self, rank: u8) {
         self.st().log_level = Some(rank);
     }
 
+    /// The minimum log rank the client asked for; `None`: everything.
     pub fn log_level(&self) -> Option<u8> {
         self.st().log_level
     }
 
+    /// Marks the session used now (idle sessions are ended).
     pub fn touch(&self) {
         self.st().last_used = Some(Instant::now());
     }
@@ -98,6 +107,7 @@ impl Session {
         due
     }
 
+    /// How long since the session was last used.
     pub fn idle_for(&self) -> std::time::Duration {
         self.st().last_used.map(|t| t.elapsed()).unwrap_or_default()
     }
@@ -112,6 +122,7 @@ impl Session {
         true
     }
 
+    /// The open stream for server-initiated messages, if any.
     pub fn outbound(&self) -> Option<mpsc::UnboundedSender<String>> {
         self.st().outbound.clone().filter(|o| !o.is_closed())
     }
@@ -138,6 +149,7 @@ impl Session {
         }
     }
 
+    /// Hands `reply` to the relayed request `id` waits for; whether one did.
     pub fn deliver_reply(&self, id: &str, reply: Reply) -> bool {
         match self.st().relayed.remove(id) {
             Some(tx) => tx.send(reply).is_ok(),
@@ -165,6 +177,8 @@ impl Session {
         Some(RegisteredCall { session: self.clone(), id: id.to_string(), seq, token })
     }
 
+    /// Cancels the call with the client's id `id`; false when none is in flight (the id is then
+    /// remembered, bounded, in case the call is still on its way).
     pub fn cancel_call(&self, id: &str) -> bool {
         let mut s = self.st();
         match s.in_flight.remove(id) {
@@ -206,10 +220,12 @@ impl Session {
         self.st().subscriptions.remove(uri)
     }
 
+    /// Ends every subscription, returning their URIs.
     pub fn take_subscriptions(&self) -> Vec<String> {
         self.st().subscriptions.drain().collect()
     }
 
+    /// Whether the session is subscribed to `uri`.
     pub fn is_subscribed(&self, uri: &str) -> bool {
         self.st().subscriptions.contains(uri)
     }
@@ -232,6 +248,7 @@ pub struct RegisteredCall {
     session: Arc<Session>,
     id: String,
     seq: u64,
+    /// Cancelled when the client cancels the call or the session ends.
     pub token: CancellationToken,
 }
 

@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What `stdin()` gives: the polled pipe or socket, or tokio's blocking stdin.
 pub type Input = Box<dyn AsyncRead + Unpin + Send>;
+/// What `stdout()` gives: the polled pipe or socket, or tokio's blocking stdout.
 pub type Output = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// stdin as an async reader.
@@ -60,10 +62,12 @@ enum Kind {
 /// A duplicate of `fd` when it is a pipe or a stream socket (the duplicate shares the open
 /// file, so reading it reads stdin; dropping it leaves fd 0 and 1 open for the rest of the
 /// process).
+#[allow(unsafe_code)]
 fn pollable(fd: RawFd) -> Option<Kind> {
+    // SAFETY: `stat` is a C struct of integers, for which all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat only writes the struct it is given; fd 0 and 1 are open for the whole process
     // (or fstat fails with EBADF, handled).
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
@@ -74,18 +78,21 @@ fn pollable(fd: RawFd) -> Option<Kind> {
     }
     // With `2>&1` (or one socket for all three) stderr is the same file: non-blocking, a log
     // line written while it is full would be lost, and `eprintln!` would panic.
+    // SAFETY: as above.
     let mut err: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     if unsafe { libc::fstat(libc::STDERR_FILENO, &mut err) } == 0 && (err.st_dev, err.st_ino) == (st.st_dev, st.st_ino)
     {
         return None;
     }
-    // SAFETY: as above; the fd is valid for the duration of this call.
+    // SAFETY: fd 0 and 1 stay open for the whole process (fstat just saw this one open), so
+    // the borrow cannot outlive the descriptor; it ends with this statement.
     let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().ok()?;
     let restore = Restore::new(fd)?;
     Some(if socket { Kind::Socket(dup, restore) } else { Kind::Pipe(dup, restore) })
 }
 
+#[allow(unsafe_code)]
 fn is_stream_socket(fd: RawFd) -> bool {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -115,13 +122,14 @@ static LIVE: Mutex<(usize, [bool; 2])> = Mutex::new((0, [false; 2]));
 struct Restore;
 
 impl Restore {
+    #[allow(unsafe_code)]
     fn new(fd: RawFd) -> Option<Restore> {
         let original = ORIGINAL_FLAGS.get_or_init(|| {
             // SAFETY: F_GETFL takes no pointer; a closed fd gives -1, never restored.
             [libc::STDIN_FILENO, libc::STDOUT_FILENO].map(|fd| unsafe { libc::fcntl(fd, libc::F_GETFL) })
         });
         let which = usize::try_from(fd).ok().filter(|&i| i < 2 && original[i] >= 0)?;
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         live.0 += 1;
         live.1[which] = true;
         Some(Restore)
@@ -129,8 +137,9 @@ impl Restore {
 }
 
 impl Drop for Restore {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         live.0 -= 1;
         if live.0 > 0 {
             return;

@@ -22,11 +22,21 @@ const MAX_DEPTH: usize = 100;
 /// Why a JSON text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotStrictJson {
-    /// `at` is the JSON Pointer of the object, or "the top level".
+    /// An object has the same key twice.
     #[error("duplicate key `{key}` at {at}")]
-    DuplicateKey { key: String, at: String },
+    DuplicateKey {
+        /// The key, unescaped.
+        key: String,
+        /// The JSON Pointer of the object, or "the top level".
+        at: String,
+    },
+    /// More than `MAX_DEPTH` arrays and objects inside one another.
     #[error("nested too deeply at {at} (limit {MAX_DEPTH})")]
-    TooDeep { at: String },
+    TooDeep {
+        /// The JSON Pointer of the value past the limit.
+        at: String,
+    },
+    /// Not JSON at all (the parser's reason).
     #[error("invalid JSON: {0}")]
     Invalid(String),
 }

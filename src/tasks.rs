@@ -22,6 +22,7 @@ pub struct Tasks {
 }
 
 impl Tasks {
+    /// No tasks yet.
     pub fn new() -> Tasks {
         Tasks::default()
     }

@@ -216,7 +216,9 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
 /// A W3C trace context as it travels: `traceparent` and optional `tracestate`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TraceParent {
+    /// The `traceparent` header value.
     pub traceparent: String,
+    /// The `tracestate` header value, when there is one.
     pub tracestate: Option<String>,
 }
 

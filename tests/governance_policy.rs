@@ -337,7 +337,7 @@ async fn arguments_are_checked_against_the_schema_before_the_backend() {
 
     let cases = invalid_calls();
     for Invalid { what, args, paths: expected, says } in &cases {
-        let expected = sorted(expected.iter().map(|p| p.to_string()).collect());
+        let expected = sorted(expected.iter().map(std::string::ToString::to_string).collect());
         let v = c.call("m__validated", args.clone()).await.json();
         let result = &v["result"];
         assert_eq!(result["isError"], json!(true), "{what}: {v}");
@@ -377,7 +377,7 @@ async fn schema_errors_can_be_answered_as_jsonrpc_errors() {
         let v = r.json();
         assert_eq!(v["error"]["code"], json!(-32602), "{what}: {v}");
         assert_eq!(v["error"]["data"]["tool"], json!("m__validated"), "{what}: {v}");
-        let expected = sorted(expected.iter().map(|p| p.to_string()).collect());
+        let expected = sorted(expected.iter().map(std::string::ToString::to_string).collect());
         assert_eq!(sorted(paths(&v["error"]["data"]["violations"])), expected, "{what}: {v}");
     }
     audited_exactly(&gw, "invalid_args", cases.len()).await;

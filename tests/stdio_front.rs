@@ -281,6 +281,7 @@ async fn closing_stdin_exits_and_stops_the_backend() {
 /// generations, and the gateway exits when the client shuts its side, leaving the socket as it
 /// found it.
 #[tokio::test]
+#[allow(unsafe_code)] // fcntl(F_GETFL) to see the flags the gateway left on the descriptor
 async fn a_socket_as_stdin_and_stdout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&dir, "");
@@ -347,6 +348,7 @@ async fn a_socket_as_stdin_and_stdout() {
 /// open file is non-blocking while the gateway runs (this process holds the same open file),
 /// and blocking again after it exits, as the client left it.
 #[tokio::test]
+#[allow(unsafe_code)] // fcntl(F_GETFL) to see the flags the gateway left on the descriptor
 async fn a_pipe_as_stdin_is_polled_and_left_as_it_was() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&dir, "");
@@ -388,6 +390,7 @@ async fn a_pipe_as_stdin_is_polled_and_left_as_it_was() {
 /// With `2>&1` stdout is stderr's open file too: it stays blocking, so a log line written while
 /// the pipe is full waits instead of being lost (and `eprintln!` cannot fail on it).
 #[tokio::test]
+#[allow(unsafe_code)] // fcntl(F_GETFL) to see the flags the gateway left on the descriptor
 async fn stdout_shared_with_stderr_is_left_blocking() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (reader, writer) = std::io::pipe().unwrap();

@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use super::AuditRecord;
 
+/// The dead-letter file's name in the spool folder: one JSON line per refused record.
 pub const FILE: &str = "dead-letter.jsonl";
 
 /// A dead-letter file line is read only up to this size (a record with megabytes of
 /// arguments is still shown; a corrupt file cannot make `sentinel audit` read without end).
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
+/// A record the store refused for good, with when and why it was moved aside.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// When it was moved aside, milliseconds since the Unix epoch.
@@ -27,6 +29,7 @@ pub struct DeadLetter {
     pub store: String,
     /// The store's error.
     pub reason: String,
+    /// The record as it would have been stored.
     pub record: AuditRecord,
 }
 

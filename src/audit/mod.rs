@@ -20,15 +20,27 @@ pub mod writer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Answered with a result (a tool's own failure is `ToolError`).
     Ok,
+    /// The tool ran and said it failed (`isError: true` in its result).
     ToolError,
+    /// Refused: no valid token.
     DeniedAuth,
+    /// Refused by the caller's roles.
     DeniedRbac,
+    /// Refused: the kill switch has the tool or its backend off.
     Killed,
+    /// Refused: the caller's rate limit for this name is spent.
     RateLimited,
+    /// Refused as malformed: arguments that fail the `inputSchema`, bad params or headers, an
+    /// unknown name, method or protocol version.
     InvalidArgs,
+    /// The backend answered with a JSON-RPC error.
     BackendError,
+    /// The backend did not answer within its timeout.
     Timeout,
+    /// The backend could not be reached (down, crashed, circuit open), or the audit trail
+    /// could not be written under `fail_closed`.
     Unavailable,
     /// The call ended without an answer because its client cancelled it or went away (the
     /// request dropped mid-call or mid-result, `notifications/cancelled`, stdin closed).
@@ -51,10 +63,12 @@ impl Outcome {
         Outcome::Cancelled,
     ];
 
+    /// The outcome for its word (`sentinel audit --outcome`), if it is one.
     pub fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
+    /// The outcome's word in the store, the logs and `--outcome`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -83,20 +97,29 @@ pub struct AuditRecord {
     pub ts_ms: i64,
     /// The token's `sub`; `None` without authentication (or when it was refused).
     pub client: Option<String>,
+    /// The token's roles, as the RBAC check saw them.
     pub roles: Vec<String>,
+    /// The `Mcp-Session-Id` of a session-based client (bounded).
     pub session: Option<String>,
     /// `http` or `stdio`.
     pub transport: String,
+    /// The JSON-RPC method, or a label for one the gateway does not serve (bounded).
     pub method: String,
     /// The exposed tool or prompt name, or the resource URI.
     pub tool: Option<String>,
+    /// The backend that served (or would have served) the call; `None` when refused before routing.
     pub backend: Option<String>,
     /// The call's arguments as JSON text, with secrets redacted (see `redact`).
     pub arguments: Option<String>,
+    /// How the request ended.
     pub outcome: Outcome,
+    /// The JSON-RPC error code of the answer, if it was an error.
     pub error_code: Option<i64>,
+    /// Time from the request's arrival to its answer (or end of its streamed result).
     pub latency_ms: f64,
+    /// Time the backend took, when the call reached one.
     pub backend_latency_ms: Option<f64>,
+    /// Bytes of the result handed to the client (what had gone by, for one cut short).
     pub response_bytes: u64,
     /// The OpenTelemetry trace this request's spans belong to (32 hex digits), when
     /// `[telemetry]` is on: the way from this record to its trace. Absent from older spools.
@@ -113,8 +136,11 @@ pub struct AuditRecord {
 /// can reach the gateway chooses these, without a token too, and must not be able to fill the
 /// spool, the store or the log with them. Longer text is cut, with a marker saying how much.
 pub const MAX_METHOD_BYTES: usize = 128;
+/// Longest exposed tool, prompt or subject name kept.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest session id kept.
 pub const MAX_SESSION_BYTES: usize = 128;
+/// Longest resource URI kept (after its credentials are redacted).
 pub const MAX_URI_BYTES: usize = 2048;
 
 /// How a record names a method the gateway does not serve: a client can send any text there.
@@ -142,6 +168,7 @@ pub fn bounded(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// A durable home for audit records: SQLite or PostgreSQL. `insert` must be idempotent by
 /// `id` (a record replayed after a crash is not stored twice).
 pub trait AuditStore: Send + Sync + 'static {
+    /// Stores a batch; a record already stored (same `id`) is skipped, not an error.
     fn insert<'a>(&'a self, batch: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Reaches the store (and brings its schema up to date) if that is not done yet; the
@@ -160,10 +187,12 @@ pub struct StoreError {
     /// busy, out of space, or the error is not known to be about the records) the same batch
     /// is retried until it is stored.
     pub permanent: bool,
+    /// The store's error, without credentials.
     pub message: String,
 }
 
 impl StoreError {
+    /// A failure that retrying the same batch may cure (store down, busy, ...).
     pub fn transient(message: impl Into<String>) -> StoreError {
         StoreError { permanent: false, message: message.into() }
     }
@@ -213,6 +242,7 @@ impl AuditRecord {
         });
     }
 
+    /// Sets `latency_ms` from the time the request took.
     pub fn set_latency(&mut self, d: Duration) {
         self.latency_ms = d.as_secs_f64() * 1000.0;
     }
@@ -223,6 +253,7 @@ impl AuditRecord {
 #[error("audit record could not be written: {0}")]
 pub struct AuditUnavailable(pub String);
 
+/// A boxed future: what `AuditStore`'s methods return, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where the pipeline hands every record.

@@ -14,17 +14,24 @@ const POLL: Duration = Duration::from_millis(500);
 /// How many records one `--follow` poll reads at most; more are read by the next page at once.
 const PAGE: usize = 1000;
 
+/// What `sentinel audit` was asked for: the filters, and how to print.
 #[derive(Debug, Clone)]
 pub struct AuditOpts {
     /// Only records from this time on.
     pub since: Option<SystemTime>,
+    /// Only records of this subject (the token's `sub`).
     pub client: Option<String>,
+    /// Only records about names matching this glob.
     pub tool: Option<String>,
+    /// Only records of this backend.
     pub backend: Option<String>,
     /// An outcome word (`ok`, `denied_rbac`, ...); checked before the store is opened.
     pub outcome: Option<String>,
+    /// How many records at most (the newest, printed oldest first).
     pub limit: usize,
+    /// One JSON object per line instead of a table.
     pub json: bool,
+    /// Keep printing new records as they are stored.
     pub follow: bool,
 }
 
@@ -120,19 +127,28 @@ pub fn query(opts: &AuditOpts) -> anyhow::Result<AuditQuery> {
 
 /// `--since`: a duration back from now ("15m", "2h", "7d"), or a time in UTC
 /// ("2026-12-01T09:00:00Z", "2026-12-01 09:00:00", or a date, meaning its midnight).
-pub fn parse_since(s: &str) -> Result<SystemTime, String> {
+pub fn parse_since(s: &str) -> Result<SystemTime, BadSince> {
     if let Ok(d) = humantime::parse_duration(s) {
-        return SystemTime::now().checked_sub(d).ok_or_else(|| format!("`{s}` reaches back before 1970"));
+        return SystemTime::now().checked_sub(d).ok_or_else(|| BadSince::BeforeEpoch(s.to_string()));
     }
     let time = s.trim_end_matches(['Z', 'z']);
-    humantime::parse_rfc3339_weak(time).or_else(|_| humantime::parse_rfc3339_weak(&format!("{time} 00:00:00"))).map_err(
-        |_| {
-            format!(
-                "`{s}` is neither a duration back from now (\"15m\", \"2h\", \"7d\") nor a UTC time \
-                 (\"2026-12-01T09:00:00Z\", \"2026-12-01 09:00:00\", \"2026-12-01\")"
-            )
-        },
-    )
+    humantime::parse_rfc3339_weak(time)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{time} 00:00:00")))
+        .map_err(|_| BadSince::NotATime(s.to_string()))
+}
+
+/// Why a `--since` value was refused (clap shows it after the value); each holds the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSince {
+    /// A duration longer than the time since 1970.
+    #[error("`{0}` reaches back before 1970")]
+    BeforeEpoch(String),
+    #[error(
+        "`{0}` is neither a duration back from now (\"15m\", \"2h\", \"7d\") nor a UTC time \
+         (\"2026-12-01T09:00:00Z\", \"2026-12-01 09:00:00\", \"2026-12-01\")"
+    )]
+    /// Neither a duration nor a time in one of the accepted forms.
+    NotATime(String),
 }
 
 /// One record as `--json` prints it: `ts` as an RFC 3339 time (UTC, milliseconds) and
@@ -339,7 +355,8 @@ mod tests {
         assert_eq!(at("2026-12-01T09:00:00Z"), Ok(1_796_115_600));
         assert_eq!(at("2026-12-01 09:00:00"), Ok(1_796_115_600));
         assert_eq!(at("2026-12-01"), Ok(1_796_083_200));
-        assert!(at("yesterday").unwrap_err().contains("neither a duration"));
+        assert_eq!(at("yesterday"), Err(BadSince::NotATime("yesterday".into())));
+        assert!(at("yesterday").unwrap_err().to_string().contains("neither a duration"));
         let opts = AuditOpts { since: Some(UNIX_EPOCH + Duration::from_secs(40)), limit: 7, ..AuditOpts::default() };
         let q = query(&opts).unwrap();
         assert_eq!((q.since_ms, q.limit), (Some(40_000), 7));

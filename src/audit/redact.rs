@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+/// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
 /// Secret-looking key names, normalised: a key whose normalised form contains one is redacted.
@@ -53,13 +54,14 @@ fn normalized(key: &str) -> String {
 impl Redactor {
     /// `extra`: the configured `redact_keys`, added to [`SECRET_KEY_PATTERNS`].
     pub fn new(extra: &[String]) -> Redactor {
-        let mut patterns: Vec<String> = SECRET_KEY_PATTERNS.iter().map(|p| p.to_string()).collect();
+        let mut patterns: Vec<String> = SECRET_KEY_PATTERNS.iter().map(std::string::ToString::to_string).collect();
         patterns.extend(extra.iter().map(|k| normalized(k)).filter(|k| !k.is_empty()));
         patterns.sort();
         patterns.dedup();
         Redactor { patterns }
     }
 
+    /// Whether `key` looks like it names a secret (a pattern appears in it, case and separators ignored).
     pub fn is_secret_key(&self, key: &str) -> bool {
         let key = normalized(key);
         self.patterns.iter().any(|p| key.contains(p.as_str()))

@@ -45,21 +45,27 @@ struct OpenSegment {
 /// Where one batch landed: bytes `start..end` of segment `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
+    /// The segment's sequence number.
     pub seq: u64,
+    /// Offset of the batch's first byte.
     pub start: u64,
+    /// Offset just past its last byte.
     pub end: u64,
 }
 
 /// One segment file on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
+    /// Its sequence number, from its file name: segments are replayed in this order.
     pub seq: u64,
+    /// The file.
     pub path: PathBuf,
 }
 
 /// What reading a segment found.
 #[derive(Debug, Default)]
 pub struct SegmentRead {
+    /// The records of the complete lines read, in order.
     pub records: Vec<AuditRecord>,
     /// The byte offset just past the last complete line: where the next read should start.
     pub end: u64,
@@ -85,6 +91,7 @@ impl Spool {
         self
     }
 
+    /// The spool's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -281,6 +288,7 @@ impl Segment {
         }
     }
 
+    /// Deletes the segment's file (once every record in it is stored).
     pub fn remove(&self) -> io::Result<()> {
         fs::remove_file(&self.path)
     }
@@ -386,10 +394,13 @@ fn read_tag(dir: &Path) -> Option<String> {
 /// A spool folder that holds records for another store than this process's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ForeignSpool {
+    /// The folder.
     pub dir: PathBuf,
     /// The identity of the store its records are for.
     pub store: String,
+    /// How many segment files it holds.
     pub segments: usize,
+    /// Their total size.
     pub bytes: u64,
     /// Whether the process that made it still runs (judged by the pid in its name: a hint only).
     pub owner_running: bool,
@@ -433,6 +444,7 @@ fn is_spool_folder(p: &Path) -> bool {
 /// An exclusive, non-blocking `flock` on `dir/.lock`; `None` when another process holds it.
 /// Hand-written over libc: the lock must be tied to this process's lifetime (released by the
 /// kernel even on `kill -9`), which only a held file descriptor gives.
+#[allow(unsafe_code)]
 fn lock_file(dir: &Path, create: bool) -> io::Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     let f = fs::OpenOptions::new().create(create).truncate(false).write(true).open(dir.join(".lock"))?;

@@ -44,9 +44,12 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// An open audit database: the pool of whichever driver its URL names.
 #[derive(Clone)]
 pub enum SqlStore {
+    /// `sqlite://...` (the default, a file beside the config).
     Sqlite(sqlx::SqlitePool),
+    /// `postgres://...`.
     Postgres(sqlx::PgPool),
 }
 
@@ -55,10 +58,15 @@ pub enum SqlStore {
 pub struct AuditQuery {
     /// Only records at or after this time (ms since the Unix epoch).
     pub since_ms: Option<i64>,
+    /// Only this subject.
     pub client: Option<String>,
+    /// Only names matching this glob.
     pub tool: Option<String>,
+    /// Only this backend.
     pub backend: Option<String>,
+    /// Only this outcome.
     pub outcome: Option<Outcome>,
+    /// At most this many records.
     pub limit: usize,
     /// For `--follow`: only records whose id sorts after this one, **oldest first**. Without
     /// it, the newest `limit` records, **newest first**. Either way in id order: ids are UUIDv7,
@@ -112,6 +120,7 @@ impl SqlStore {
         }
     }
 
+    /// The records `q` selects, in the order its `after_id` says.
     pub async fn query(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
         if q.limit == 0 {
             return Ok(Vec::new());
@@ -149,6 +158,7 @@ impl SqlStore {
         }
     }
 
+    /// How many records the store holds (tests and benchmarks).
     pub async fn count(&self) -> anyhow::Result<u64> {
         let n: i64 = match self {
             SqlStore::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM audit_records").fetch_one(pool).await?,
@@ -187,6 +197,7 @@ pub struct ConnectingStore {
 }
 
 impl ConnectingStore {
+    /// A store for `url`, not connected yet.
     pub fn new(url: &str) -> ConnectingStore {
         ConnectingStore { url: url.to_string(), store: tokio::sync::OnceCell::new() }
     }

@@ -74,6 +74,7 @@ impl Source {
     }
 }
 
+/// Rate limits the `denied_auth` records of unauthenticated requests: per source, over a bounded map, and in total.
 pub struct Throttle {
     state: Mutex<State>,
 }
@@ -88,14 +89,17 @@ struct State {
 /// What became of one refusal's record.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Keep the record.
     Record,
-    /// Not recorded; `first` when this source has just started being throttled.
+    /// Not recorded.
     Suppress {
+        /// This source has just started being throttled (its first suppressed refusal is logged).
         first: bool,
     },
 }
 
 impl Throttle {
+    /// A throttle whose buckets are all full at `now`.
     pub fn new(now: Instant) -> Throttle {
         Throttle {
             state: Mutex::new(State { sources: HashMap::new(), overflow: Bucket::new(now), global: Bucket::new(now) }),

@@ -65,6 +65,7 @@ pub enum Durability {
 /// Runtime settings of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    /// The configured spool folder (this store's records go in a subfolder tagged with its identity).
     pub spool_dir: PathBuf,
     /// The identity of the store (`store::identity`): the spool folder is tagged with it, only
     /// folders with the same tag are replayed, and dead letters name it.
@@ -81,10 +82,12 @@ pub struct AuditSettings {
     /// batches grow by themselves while the previous write runs. With `Durability::Write`, also
     /// the longest a written record waits for its background fsync.
     pub flush_interval: Duration,
+    /// Whether `record()` waits for the fsync or only for the write.
     pub durability: Durability,
 }
 
 impl AuditSettings {
+    /// Settings for tests and benchmarks: a store named `test-store`, fail-closed, write durability.
     pub fn new(spool_dir: impl Into<PathBuf>) -> AuditSettings {
         AuditSettings {
             spool_dir: spool_dir.into(),
@@ -207,7 +210,7 @@ impl Shared {
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         // The lock guards plain data only: a panic elsewhere cannot leave it half-updated.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records whether the store answered: logs a change, and keeps when it went down.
@@ -215,7 +218,7 @@ impl Shared {
         if self.store_up.swap(up, Ordering::Relaxed) == up {
             return;
         }
-        let mut since = self.store_down_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.store_down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *since = if up { None } else { Some(Instant::now()) };
     }
 
@@ -262,7 +265,7 @@ impl AuditWriter {
         }
         let shared = Arc::new(Shared::default());
         shared.writable.store(true, Ordering::Relaxed);
-        *shared.store_down_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *shared.store_down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         shared.backlog.store(leftover as u64, Ordering::Relaxed);
         shared.sealed_below.store(spool.sealed_below(), Ordering::Release);
 
@@ -327,7 +330,7 @@ impl AuditWriter {
 
     /// The store's reason for the latest record moved to the dead-letter file.
     pub fn last_refusal(&self) -> Option<String> {
-        self.shared.last_refusal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.last_refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Folders in the configured spool folder that hold records for other stores, waiting for
@@ -336,6 +339,7 @@ impl AuditWriter {
         crate::audit::spool::foreign(&self.base, &self.store_id)
     }
 
+    /// A snapshot of the writer's counters: queue, spool backlog, store, dead letters.
     pub fn stats(&self) -> AuditStats {
         let s = &self.shared;
         AuditStats {
@@ -347,7 +351,11 @@ impl AuditWriter {
             backlog: s.backlog.load(Ordering::Relaxed),
             dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
             store_up: s.store_up.load(Ordering::Relaxed),
-            store_down_for: s.store_down_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed()),
+            store_down_for: s
+                .store_down_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .map(|t| t.elapsed()),
         }
     }
 
@@ -595,7 +603,7 @@ impl SpoolWriter {
             self.synced(in_flight.await.unwrap_or_else(|e| Err(io::Error::other(e))));
         }
         if self.unsynced_since.take().is_some() {
-            let done = self.with_spool(|spool| spool.sync()).await;
+            let done = self.with_spool(super::spool::Spool::sync).await;
             self.synced(done);
         }
     }

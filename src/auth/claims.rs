@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{AuthError, Identity, check_secret, unix_now};
+use super::{AuthError, Identity, MintError, check_secret, unix_now};
 
 pub(super) struct ClaimRules {
     issuer: Option<String>,
@@ -26,8 +25,8 @@ impl ClaimRules {
         audience: Option<String>,
         role_claim: &str,
         leeway: Duration,
-    ) -> anyhow::Result<ClaimRules> {
-        check_role_claim(role_claim).map_err(|e| anyhow::anyhow!("auth: role_claim {e}"))?;
+    ) -> Result<ClaimRules, BadRoleClaim> {
+        check_role_claim(role_claim)?;
         Ok(ClaimRules { issuer, audience, role_claim: role_claim.to_owned(), leeway: leeway.as_secs() })
     }
 
@@ -150,21 +149,21 @@ pub fn mint_hs256(
     ttl: Duration,
     issuer: Option<&str>,
     audience: Option<&str>,
-) -> anyhow::Result<String> {
+) -> Result<String, MintError> {
     check_secret(secret)?;
     if subject.is_empty() {
-        bail!("a token needs a subject");
+        return Err(MintError::NoSubject);
     }
     if ttl.as_secs() == 0 {
-        bail!("a token's lifetime must be at least one second");
+        return Err(MintError::ZeroLifetime);
     }
     let iat = unix_now();
-    let exp = iat.checked_add(ttl.as_secs()).context("token lifetime too long")?;
+    let exp = iat.checked_add(ttl.as_secs()).ok_or(MintError::LifetimeTooLong)?;
     let claims = MintedClaims { sub: subject, roles, iat, exp, iss: issuer, aud: audience };
     jsonwebtoken::encode(
         &Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .context("signing the token")
+    .map_err(MintError::Signing)
 }

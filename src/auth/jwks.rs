@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -47,6 +46,45 @@ fn malformed(why: &str) -> AuthError {
     AuthError::Malformed(why.to_owned())
 }
 
+/// Why a JWKS could not be loaded: from the file, from the URL, or what was read. The texts are
+/// the causes only; the authenticator says where from (`auth: loading the JWKS from ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The file could not be opened.
+    #[error("cannot open: {0}")]
+    Open(std::io::Error),
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    /// More than 1 MiB: no real JWKS is that large.
+    #[error("larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    /// No answer from the URL (the error without the URL, whose query may hold a secret).
+    #[error("request failed: {}", crate::net_error::causes(.0))]
+    Request(reqwest::Error),
+    /// The URL answered with a status other than success.
+    #[error("HTTP status {0}")]
+    Status(http::StatusCode),
+    /// The answer broke off (the error without the URL).
+    #[error("reading failed: {}", crate::net_error::causes(.0))]
+    Body(reqwest::Error),
+    /// Not JSON, or no `keys` array.
+    #[error("not a JWKS (a JSON object with a `keys` array): {0}")]
+    NotJwks(serde_json::Error),
+    /// Every key was skipped: none is an RS256 or ES256 (P-256) signature key.
+    #[error("the JWKS holds no RS256 or ES256 (P-256) signature key")]
+    NoSigningKey,
+}
+
+/// Why one key of a JWKS was skipped (logged; the rest of the set is still used).
+#[derive(Debug, thiserror::Error)]
+enum UnreadableKey {
+    #[error("{0}")]
+    NotAJwk(serde_json::Error),
+    #[error("invalid key material")]
+    Material(#[source] jsonwebtoken::errors::Error),
+}
+
 /// One usable key: its algorithm is fixed when the JWKS is read, from the key's own type.
 struct VerifyingKey {
     kid: Option<String>,
@@ -66,22 +104,22 @@ impl KeySet {
 
     /// Reads a JWKS, keeping the RS256 and ES256 (P-256) signature keys and skipping (with a warning) any other
     /// key, so that one exotic key does not make the whole set unusable.
-    pub fn parse(json: &[u8]) -> anyhow::Result<KeySet> {
+    pub fn parse(json: &[u8]) -> Result<KeySet, JwksError> {
         #[derive(Deserialize)]
         struct Raw {
             keys: Vec<serde_json::Value>,
         }
-        let raw: Raw = serde_json::from_slice(json).context("not a JWKS (a JSON object with a `keys` array)")?;
+        let raw: Raw = serde_json::from_slice(json).map_err(JwksError::NotJwks)?;
         let mut keys = Vec::new();
         for (index, value) in raw.keys.into_iter().enumerate() {
-            match serde_json::from_value::<Jwk>(value).map_err(anyhow::Error::from).and_then(usable) {
+            match serde_json::from_value::<Jwk>(value).map_err(UnreadableKey::NotAJwk).and_then(usable) {
                 Ok(Some(key)) => keys.push(key),
                 Ok(None) => tracing::debug!(index, "auth: skipping a JWKS key that is not an RS256/ES256 signing key"),
                 Err(e) => tracing::warn!(index, error = %e, "auth: skipping an unreadable JWKS key"),
             }
         }
         if keys.is_empty() {
-            bail!("the JWKS holds no RS256 or ES256 (P-256) signature key");
+            return Err(JwksError::NoSigningKey);
         }
         Ok(KeySet { keys })
     }
@@ -108,7 +146,7 @@ impl KeySet {
 }
 
 /// The key's algorithm comes from its own type; an `alg` member may only confirm it.
-fn usable(jwk: Jwk) -> anyhow::Result<Option<VerifyingKey>> {
+fn usable(jwk: Jwk) -> Result<Option<VerifyingKey>, UnreadableKey> {
     let common = &jwk.common;
     if matches!(common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
         return Ok(None);
@@ -127,7 +165,7 @@ fn usable(jwk: Jwk) -> anyhow::Result<Option<VerifyingKey>> {
         }
         _ => return Ok(None),
     };
-    let key = DecodingKey::from_jwk(&jwk).context("invalid key material")?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(UnreadableKey::Material)?;
     Ok(Some(VerifyingKey { kid: common.key_id.clone(), alg, key }))
 }
 
@@ -138,12 +176,11 @@ pub(super) enum JwksSource {
 }
 
 impl JwksSource {
-    pub fn url(url: &str, http: reqwest::Client) -> anyhow::Result<JwksSource> {
-        let parsed = jwks_url(url).map_err(|e| anyhow::anyhow!("auth: jwks_url {e}"))?;
-        Ok(JwksSource::Url { url: parsed, http })
+    pub fn url(url: &str, http: reqwest::Client) -> Result<JwksSource, BadJwksUrl> {
+        Ok(JwksSource::Url { url: jwks_url(url)?, http })
     }
 
-    pub async fn load(&self) -> anyhow::Result<KeySet> {
+    pub async fn load(&self) -> Result<KeySet, JwksError> {
         let bytes = match self {
             JwksSource::Url { url, http } => fetch(http, url).await?,
             JwksSource::File(path) => read_file(path).await?,
@@ -155,6 +192,7 @@ impl JwksSource {
 /// Why a JWKS URL is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BadJwksUrl {
+    /// Not a URL at all (the parser's reason).
     #[error("is not a valid URL: {0}")]
     NotAUrl(<reqwest::Url as std::str::FromStr>::Err),
     /// Keys fetched in clear text could be swapped by anyone on the path.
@@ -179,18 +217,15 @@ pub fn jwks_url(url: &str) -> Result<reqwest::Url, BadJwksUrl> {
 
 /// Reads a JWKS file now, as the authenticator will at start: the config check's way to refuse
 /// a missing or unusable key file before `serve` does.
-pub fn check_jwks_file(path: &std::path::Path) -> Result<(), String> {
+pub fn check_jwks_file(path: &std::path::Path) -> Result<(), JwksError> {
     use std::io::Read;
-    let read = || -> anyhow::Result<Vec<u8>> {
-        let file = std::fs::File::open(path).context("cannot open")?;
-        let mut body = Vec::new();
-        file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).context("cannot read")?;
-        if body.len() > MAX_JWKS_BYTES {
-            bail!("larger than {MAX_JWKS_BYTES} bytes");
-        }
-        Ok(body)
-    };
-    read().and_then(|body| KeySet::parse(&body)).map(|_| ()).map_err(|e| format!("{e:#}"))
+    let file = std::fs::File::open(path).map_err(JwksError::Open)?;
+    let mut body = Vec::new();
+    file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).map_err(JwksError::Read)?;
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(JwksError::TooLarge);
+    }
+    KeySet::parse(&body).map(|_| ())
 }
 
 impl fmt::Display for JwksSource {
@@ -216,7 +251,7 @@ pub(super) fn display_url(url: &str) -> String {
     }
 }
 
-async fn fetch(http: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Vec<u8>> {
+async fn fetch(http: &reqwest::Client, url: &reqwest::Url) -> Result<Vec<u8>, JwksError> {
     // `without_url`: reqwest puts the full URL in its errors, and the query may hold a secret.
     let mut response = http
         .get(url.clone())
@@ -224,31 +259,29 @@ async fn fetch(http: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Vec
         .timeout(FETCH_TIMEOUT)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("request failed: {}", crate::net_error::chain(e)))?;
+        .map_err(|e| JwksError::Request(e.without_url()))?;
     if !response.status().is_success() {
-        bail!("HTTP status {}", response.status());
+        return Err(JwksError::Status(response.status()));
     }
     if response.content_length().is_some_and(|len| len > MAX_JWKS_BYTES as u64) {
-        bail!("larger than {MAX_JWKS_BYTES} bytes");
+        return Err(JwksError::TooLarge);
     }
     let mut body = Vec::new();
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| anyhow::anyhow!("reading failed: {}", crate::net_error::chain(e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| JwksError::Body(e.without_url()))? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            bail!("larger than {MAX_JWKS_BYTES} bytes");
+            return Err(JwksError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
-async fn read_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    let file = tokio::fs::File::open(path).await.context("cannot open")?;
+async fn read_file(path: &PathBuf) -> Result<Vec<u8>, JwksError> {
+    let file = tokio::fs::File::open(path).await.map_err(JwksError::Open)?;
     let mut body = Vec::new();
-    file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).await.context("cannot read")?;
+    file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).await.map_err(JwksError::Read)?;
     if body.len() > MAX_JWKS_BYTES {
-        bail!("larger than {MAX_JWKS_BYTES} bytes");
+        return Err(JwksError::TooLarge);
     }
     Ok(body)
 }

@@ -21,7 +21,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,8 +29,8 @@ use tokio::time::Instant;
 
 use claims::ClaimRules;
 pub use claims::{BadRoleClaim, check_role_claim, mint_hs256};
-pub use error::AuthError;
-pub use jwks::{BadJwksUrl, check_jwks_file, jwks_url};
+pub use error::{AuthError, AuthSetupError, MintError, ShortSecret};
+pub use jwks::{BadJwksUrl, JwksError, check_jwks_file, jwks_url};
 use jwks::{JwksSource, KeySet};
 pub use settings::AuthSettings;
 
@@ -47,7 +46,9 @@ const VERIFIED_CAPACITY: usize = 4096;
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The token's `sub`.
     pub subject: String,
+    /// The roles from the configured `role_claim` (empty when the token has none).
     pub roles: Vec<String>,
     /// `exp`, in seconds since the Unix epoch (always present: tokens without `exp` are refused).
     pub expires_at: Option<u64>,
@@ -130,7 +131,7 @@ impl fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Validates the settings and loads the JWKS (file or URL) once; a JWKS that cannot be loaded is an error here.
-    pub async fn new(settings: AuthSettings, http: reqwest::Client) -> anyhow::Result<Authenticator> {
+    pub async fn new(settings: AuthSettings, http: reqwest::Client) -> Result<Authenticator, AuthSetupError> {
         let secret = match &settings.hs256_secret {
             Some(secret) => {
                 check_secret(secret)?;
@@ -139,20 +140,23 @@ impl Authenticator {
             None => None,
         };
         let source = match (settings.jwks_url, settings.jwks_file) {
-            (Some(_), Some(_)) => bail!("auth: set only one of jwks_url and jwks_file"),
-            (Some(url), None) => Some(JwksSource::url(&url, http)?),
+            (Some(_), Some(_)) => return Err(AuthSetupError::TwoJwksSources),
+            (Some(url), None) => Some(JwksSource::url(&url, http).map_err(AuthSetupError::JwksUrl)?),
             (None, Some(path)) => Some(JwksSource::File(path)),
             (None, None) => None,
         };
         if secret.is_none() && source.is_none() {
-            bail!("auth: no key to check tokens with; set hs256_secret, jwks_url or jwks_file");
+            return Err(AuthSetupError::NoKey);
         }
         if settings.max_token_bytes == 0 {
-            bail!("auth: max_token_bytes must be positive");
+            return Err(AuthSetupError::ZeroMaxTokenBytes);
         }
-        let rules = ClaimRules::new(settings.issuer, settings.audience, &settings.role_claim, settings.leeway)?;
+        let rules = ClaimRules::new(settings.issuer, settings.audience, &settings.role_claim, settings.leeway)
+            .map_err(AuthSetupError::RoleClaim)?;
         let keys = match &source {
-            Some(source) => source.load().await.with_context(|| format!("auth: loading the JWKS from {source}"))?,
+            Some(source) => {
+                source.load().await.map_err(|error| AuthSetupError::Jwks { from: source.to_string(), error })?
+            }
             None => KeySet::default(),
         };
         Ok(Authenticator {
@@ -193,7 +197,7 @@ impl Authenticator {
             return Err(miss);
         }
         *last_refetch = Some(Instant::now());
-        self.reload_keys().await.map_err(AuthError::KeysUnavailable)?;
+        self.reload_keys().await.map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
         drop(last_refetch);
         self.authenticate_cached(bearer)
     }
@@ -282,10 +286,10 @@ impl Authenticator {
         }
         let mut last_refetch = self.last_refetch.lock().await;
         *last_refetch = Some(Instant::now());
-        self.reload_keys().await.map_err(AuthError::KeysUnavailable)
+        self.reload_keys().await.map_err(|e| AuthError::KeysUnavailable(e.to_string()))
     }
 
-    async fn reload_keys(&self) -> Result<(), String> {
+    async fn reload_keys(&self) -> Result<(), JwksError> {
         let Some(source) = &self.source else { return Ok(()) };
         match source.load().await {
             Ok(keys) => {
@@ -294,7 +298,6 @@ impl Authenticator {
                 Ok(())
             }
             Err(e) => {
-                let e = format!("{e:#}");
                 tracing::warn!(error = %e, %source, "auth: JWKS reload failed; keeping the previous keys");
                 Err(e)
             }
@@ -302,14 +305,8 @@ impl Authenticator {
     }
 }
 
-fn check_secret(secret: &str) -> anyhow::Result<()> {
-    if secret.len() < MIN_SECRET_BYTES {
-        bail!(
-            "auth: hs256_secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); \
-             generate one with `openssl rand -base64 32`"
-        );
-    }
-    Ok(())
+fn check_secret(secret: &str) -> Result<(), ShortSecret> {
+    if secret.len() < MIN_SECRET_BYTES { Err(ShortSecret) } else { Ok(()) }
 }
 
 /// Accepts the bare token or a whole `Authorization` value, and forgives surrounding whitespace (a token read from

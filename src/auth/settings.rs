@@ -7,9 +7,11 @@ use std::time::Duration;
 /// How tokens are checked; secrets are already resolved (from env or `*_file`) by config.
 #[derive(Clone)]
 pub struct AuthSettings {
+    /// The shared HS256 secret (at least 32 bytes).
     pub hs256_secret: Option<String>,
     /// RS256 / ES256 keys fetched over HTTP(S).
     pub jwks_url: Option<String>,
+    /// RS256 / ES256 keys read from a file, re-read on reload.
     pub jwks_file: Option<PathBuf>,
     /// Required `iss` when set.
     pub issuer: Option<String>,

@@ -85,9 +85,11 @@ async fn minted_tokens_round_trip() {
     assert_eq!((identity.subject.as_str(), identity.roles), ("bob", roles));
     // The whole Authorization value (any case, stray whitespace) is accepted too.
     assert!(auth.authenticate(&format!("bearer  {token}\n")).await.is_ok());
-    assert!(mint_hs256("short", "bob", &[], Duration::from_secs(60), None, None).is_err());
-    assert!(mint_hs256(SECRET, "", &[], Duration::from_secs(60), None, None).is_err());
-    assert!(mint_hs256(SECRET, "bob", &[], Duration::ZERO, None, None).is_err());
+    let mint = |secret, sub, ttl| mint_hs256(secret, sub, &[], ttl, None, None).unwrap_err();
+    assert!(matches!(mint("short", "bob", Duration::from_secs(60)), MintError::ShortSecret(_)));
+    assert!(matches!(mint(SECRET, "", Duration::from_secs(60)), MintError::NoSubject));
+    assert!(matches!(mint(SECRET, "bob", Duration::ZERO), MintError::ZeroLifetime));
+    assert!(matches!(mint(SECRET, "bob", Duration::MAX), MintError::LifetimeTooLong));
 }
 
 #[tokio::test]
@@ -329,15 +331,16 @@ async fn unsafe_settings_are_refused_at_start() {
     let short = AuthSettings { hs256_secret: Some("s3cret".to_owned()), ..settings() };
     let e = Authenticator::new(short, http()).await.unwrap_err().to_string();
     assert!(e.contains("at least 32 bytes") && !e.contains("s3cret"), "{e}");
-    assert!(Authenticator::new(AuthSettings::default(), http()).await.is_err(), "no key at all");
+    assert!(matches!(Authenticator::new(AuthSettings::default(), http()).await, Err(AuthSetupError::NoKey)));
     let both = AuthSettings {
         jwks_url: Some("https://idp.example/jwks".to_owned()),
         jwks_file: Some("jwks.json".into()),
         ..settings()
     };
-    assert!(Authenticator::new(both, http()).await.is_err());
+    assert!(matches!(Authenticator::new(both, http()).await, Err(AuthSetupError::TwoJwksSources)));
     let bad_claim = AuthSettings { role_claim: "a..b".to_owned(), ..settings() };
-    assert!(Authenticator::new(bad_claim, http()).await.is_err());
+    let e = Authenticator::new(bad_claim, http()).await.unwrap_err();
+    assert_eq!(e.to_string(), "auth: role_claim `a..b` is not a claim name or dotted path");
     let debug = format!("{:?}", settings());
     assert!(!debug.contains(SECRET), "{debug}");
 }

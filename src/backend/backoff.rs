@@ -59,6 +59,7 @@ pub struct RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// A policy with no exits seen yet.
     pub fn new(settings: BackoffSettings) -> Self {
         RestartPolicy { settings, attempt: 0, quick_exits: 0, jitter: Jitter::from_entropy() }
     }

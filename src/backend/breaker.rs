@@ -60,7 +60,9 @@ pub enum State {
 /// A change of state caused by a verdict, for the caller to log, alert or count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
+    /// The state before the verdict.
     pub from: State,
+    /// The state after it.
     pub to: State,
 }
 
@@ -68,6 +70,7 @@ pub struct Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("circuit open: retry after {retry_after:?}")]
 pub struct Refused {
+    /// How long until the breaker lets a probe through.
     pub retry_after: Duration,
 }
 
@@ -105,6 +108,7 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// A closed breaker.
     pub fn new(settings: BreakerSettings) -> Self {
         CircuitBreaker {
             settings,

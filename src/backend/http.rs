@@ -402,7 +402,7 @@ impl Inner {
             head.extend_from_slice(&chunk);
             if let Found::Result(at) = scan.feed(&head) {
                 let head = head.freeze().slice(at..);
-                let rest = body.map(|c| c.map_err(net_error));
+                let rest = body.map(|c| c.map_err(super::BrokenBody));
                 return Ok(Reply::Streamed(ResultBody::streaming(self.name.clone(), head, rest, self.max_bytes)));
             }
         }

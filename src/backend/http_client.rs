@@ -34,6 +34,7 @@ pub struct BackendClient {
     user_agent: HeaderValue,
 }
 
+/// Why a request to a backend got no answer (connect, TLS, or the connection broke).
 pub type Error = hyper_util::client::legacy::Error;
 
 impl BackendClient {

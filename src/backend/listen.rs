@@ -64,8 +64,9 @@ pub fn spawn(backend: &Arc<Backend>) {
         loop {
             let Some(b) = weak.upgrade() else { return };
             let caps = &b.capabilities;
-            let flag =
-                |k: &str| caps.get(k).and_then(|c| c.get("listChanged")).and_then(|v| v.as_bool()).unwrap_or(false);
+            let flag = |k: &str| {
+                caps.get(k).and_then(|c| c.get("listChanged")).and_then(serde_json::Value::as_bool).unwrap_or(false)
+            };
             let mut filter = serde_json::Map::new();
             for (cap, key) in [
                 ("tools", "toolsListChanged"),

@@ -24,12 +24,14 @@ use crate::protocol::{self, Generation, Params};
 use crate::tasks::Tasks;
 
 pub use listen::spawn as spawn_listener;
-pub use result_body::{Piece, ResultBody, Summary};
+pub use result_body::{BrokenBody, Piece, ResultBody, Summary};
 
 /// What a backend answered to one request: its `result` or its `error`, as raw bytes.
 #[derive(Debug)]
 pub enum Reply {
+    /// The `result` value, whole.
     Result(Box<RawValue>),
+    /// The `error` object.
     Error(Box<RawValue>),
     /// A result handed on as it arrives (only when the call's `CallOpts::stream` allowed it).
     Streamed(ResultBody),
@@ -44,6 +46,7 @@ pub enum BackendError {
     /// The backend cannot be reached at all (connection refused, process gone).
     #[error("backend unreachable: {0}")]
     Unreachable(String),
+    /// No answer within the call's timeout.
     #[error("backend timed out")]
     Timeout,
 }
@@ -52,15 +55,29 @@ pub enum BackendError {
 #[derive(Debug)]
 pub enum Event {
     /// `notifications/progress` or `notifications/message` for this call.
-    Notification { method: String, params: Option<Box<RawValue>> },
+    Notification {
+        /// The notification's method.
+        method: String,
+        /// Its params, raw.
+        params: Option<Box<RawValue>>,
+    },
     /// A server-to-client request (sampling, elicitation, roots) made while serving this call.
-    Request { method: String, params: Option<Box<RawValue>>, reply: oneshot::Sender<Reply> },
+    Request {
+        /// The request's method.
+        method: String,
+        /// Its params, raw.
+        params: Option<Box<RawValue>>,
+        /// Where the client's answer goes, to be sent back to the backend.
+        reply: oneshot::Sender<Reply>,
+    },
 }
 
 /// A notice and the number of the slot whose backend sent it.
 #[derive(Debug)]
 pub struct SlotNotice {
+    /// The slot's index in the gateway's table of backends.
     pub slot: usize,
+    /// What the backend said.
     pub notice: Notice,
 }
 
@@ -101,7 +118,11 @@ fn cancelled_params(id: u64) -> String {
 /// minted for it (already written into the params).
 #[derive(Default)]
 pub struct CallOpts {
+    /// Where the call's progress, log messages and server-to-client requests go; `None`
+    /// drops them.
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// The progress token the gateway put in the params, by which the backend's progress
+    /// notifications are matched to this call.
     pub progress_token: Option<String>,
     /// The `Mcp-Name` value (tool or prompt name, resource URI) for HTTP backends.
     pub name: Option<String>,
@@ -150,8 +171,11 @@ impl Conn {
 
 /// One started backend.
 pub struct Backend {
+    /// Its `[[backend]]` entry.
     pub config: BackendConfig,
+    /// The protocol generation it speaks, settled by the handshake.
     pub generation: Generation,
+    /// The capabilities it declared.
     pub capabilities: serde_json::Value,
     /// Resource URIs clients subscribed to (stateless backends: carried on the listen stream).
     pub subscriptions: listen::Subscriptions,
@@ -321,6 +345,7 @@ impl Backend {
         out
     }
 
+    /// Its name in the config.
     pub fn name(&self) -> &str {
         &self.config.name
     }

@@ -30,18 +30,29 @@ use super::BackendError;
 /// holds in the gateway while its client reads slowly: 16 × 16 KiB.
 const PIECE: usize = 16 * 1024;
 
+/// Why the rest of a streamed answer could not be read: the connection to the backend broke
+/// mid-body. Shown as the transport's causes (`net_error::causes`), which is all the client and
+/// the audit learn of it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", crate::net_error::causes(.0))]
+pub struct BrokenBody(pub hyper::Error);
+
 /// What is known about a whole result once its last byte went by.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     /// The result's size in bytes, closing brace included.
     pub bytes: u64,
+    /// The result has `isError: true` at its top level (a tool that failed).
     pub is_error: bool,
     /// The result is an object: its closing `}` was held back (`closing`).
     pub object: bool,
     /// The object has no members (a field added needs no comma).
     pub empty: bool,
+    /// It has a top-level `resultType` (a stateless client needs one).
     pub has_result_type: bool,
+    /// It has a top-level `cacheScope` (`resources/read` for a stateless client).
     pub has_cache_scope: bool,
+    /// It has a top-level `ttlMs` (likewise).
     pub has_ttl_ms: bool,
 }
 
@@ -81,7 +92,9 @@ impl Summary {
 /// One piece of a result: raw bytes, or the end.
 #[derive(Debug)]
 pub enum Piece {
+    /// Bytes of the result, in order, as they arrived.
     Data(Bytes),
+    /// The result ended; nothing follows.
     End(Summary),
 }
 
@@ -135,7 +148,7 @@ impl ResultBody {
     /// at most `max` bytes of result are taken.
     pub fn streaming<S>(name: String, head: Bytes, rest: S, max: usize) -> ResultBody
     where
-        S: Stream<Item = Result<Bytes, String>> + Send + 'static,
+        S: Stream<Item = Result<Bytes, BrokenBody>> + Send + 'static,
     {
         let state = Streaming {
             name,
@@ -198,7 +211,7 @@ struct Streaming {
     /// `PIECE` bytes: a slice would keep the HTTP client's whole read buffer (up to ~400 KB)
     /// alive until the client has it, and the front door's queue would hold 16 of them.
     out: Bytes,
-    rest: Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+    rest: Pin<Box<dyn Stream<Item = Result<Bytes, BrokenBody>> + Send>>,
     max: usize,
     /// The summary, once the value ended, until the body has been read to its end.
     held: Option<Summary>,
@@ -541,7 +554,7 @@ mod tests {
             assert!(fed < bytes.len(), "no result in {text}");
         };
         let head = bytes.slice(start..fed);
-        let rest: Vec<Result<Bytes, String>> =
+        let rest: Vec<Result<Bytes, BrokenBody>> =
             (fed..bytes.len()).step_by(n).map(|i| Ok(bytes.slice(i..(i + n).min(bytes.len())))).collect();
         let mut body = ResultBody::streaming("b".into(), head, futures::stream::iter(rest), 1 << 20);
         let mut out = Vec::new();

@@ -15,10 +15,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+/// Why a size-limited event stream ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError<E> {
+    /// One event grew past the limit.
     #[error("a server-sent event exceeded the size limit")]
     TooLarge,
+    /// The underlying stream's own error.
     #[error(transparent)]
     Inner(E),
 }

@@ -199,6 +199,7 @@ impl StdioConn {
 
 /// Sends a signal to a whole process group. Hand-written over libc: tokio's `Child` can only
 /// signal the one process, and a backend (npx, uvx) usually starts children of its own.
+#[allow(unsafe_code)]
 fn signal_group(pgid: i32, signal: i32) {
     if pgid <= 1 {
         return;
@@ -340,7 +341,7 @@ impl Reader {
                         let _ = ev.send(Event::Notification { method, params: msg.params });
                     }
                     None => {
-                        tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log")
+                        tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log");
                     }
                 }
             }

@@ -24,11 +24,28 @@ use super::{Cluster, Outage};
 #[serde(rename_all = "snake_case")]
 pub enum BusMessage {
     /// The client ended the session (DELETE on some replica): every replica drops its copy.
-    Ended { session: String },
+    Ended {
+        /// The session's id.
+        session: String,
+    },
     /// A client's answer to a request the gateway relayed to it, for whichever replica waits.
-    Answer { session: String, id: String, result: Option<Box<RawValue>>, error: Option<Box<RawValue>> },
+    Answer {
+        /// The session the answer came in.
+        session: String,
+        /// The relayed request's id, raw (as the client sent it back).
+        id: String,
+        /// The answer's `result`, byte for byte…
+        result: Option<Box<RawValue>>,
+        /// …or its `error`.
+        error: Option<Box<RawValue>>,
+    },
     /// `notifications/cancelled` for a call that may run on another replica.
-    Cancel { session: String, request: String },
+    Cancel {
+        /// The session the notification came in.
+        session: String,
+        /// The cancelled request's id, raw.
+        request: String,
+    },
 }
 
 /// A message with its sender, so that a replica ignores its own (not flattened: see above).

@@ -49,6 +49,7 @@ pub struct Cluster {
 
 /// What became of a call's limit when Redis did not decide it.
 pub struct Outage {
+    /// Why Redis did not decide (for logs and alerts).
     pub reason: String,
     /// The first failure of this outage: the caller announces it (alert).
     pub first: bool,
@@ -155,10 +156,12 @@ impl Cluster {
         }
     }
 
+    /// What calls get while Redis is away (`on_redis_failure`).
     pub fn on_failure(&self) -> OnRedisFailure {
         self.config.on_redis_failure
     }
 
+    /// Whether Redis answered the last exchange (`/ready`, `sentinel_redis_up`).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }

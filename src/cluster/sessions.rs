@@ -16,7 +16,9 @@ pub struct SharedSession {
     pub subject: Option<String>,
     /// The negotiated protocol version.
     pub version: String,
+    /// The client's capabilities, as it declared them in `initialize`.
     pub capabilities: serde_json::Value,
+    /// `logging/setLevel`, as a rank; `None` until the client sets one.
     pub log_level: Option<u8>,
 }
 

@@ -100,7 +100,7 @@ fn literal_secrets(src: &Source, config: &Config) -> Vec<Finding> {
     let mut flag = |path: Vec<String>, instead: &str| {
         out.push(Finding::LiteralSecret(
             src.problem(&path, format!("a secret is written in the file; {instead} so that it stays out of it")),
-        ))
+        ));
     };
     if literal(&key(&["auth", "hs256_secret"])) {
         flag(key(&["auth", "hs256_secret"]), "write \"${SENTINEL_JWT_SECRET}\" or use `hs256_secret_file`");

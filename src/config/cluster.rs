@@ -32,6 +32,7 @@ pub enum OnRedisFailure {
 pub struct ClusterConfig {
     /// `redis://` or `rediss://` URL (may carry a password: never printed, see `Debug`).
     pub redis: String,
+    /// What calls get while Redis does not answer.
     pub on_redis_failure: OnRedisFailure,
     /// This replica's id in audit records, spans and logs; `None`: `<hostname>-<pid>`.
     pub replica_id: Option<String>,

@@ -70,6 +70,7 @@ pub struct RawValidation {
 pub enum AuthConfig {
     /// No authentication: every caller is trusted with every tool. Only on loopback.
     Disabled,
+    /// Bearer JWTs, checked as these settings say.
     Jwt(AuthSettings),
 }
 
@@ -83,23 +84,32 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
+/// One `[[role]]`: the names a token with this role may see and call.
 #[derive(Debug, Clone)]
 pub struct RoleConfig {
+    /// The role's name, as tokens carry it.
     pub name: String,
+    /// Globs over exposed names and resource URIs this role allows.
     pub allow: Vec<String>,
+    /// Globs this role denies, whatever another role allows.
     pub deny: Vec<String>,
 }
 
+/// A rate: a sustained rate with room for a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaConfig {
+    /// Calls per minute, sustained.
     pub per_minute: NonZeroU32,
+    /// Calls allowed at once on a full bucket.
     pub burst: NonZeroU32,
     /// One bucket per matched name (`"tool"`, the default), or one for all of them (`"glob"`).
     pub per: crate::rate_limit::Per,
 }
 
+/// `[rate_limit]`: quotas per client and name, first match wins.
 #[derive(Debug, Clone, Default)]
 pub struct RateLimitConfig {
+    /// The quota of names no `tools` glob matches; `None`: unlimited.
     pub default: Option<QuotaConfig>,
     /// (glob over exposed tool names, quota), in file order: the first match applies.
     pub tools: Vec<(String, QuotaConfig)>,
@@ -107,13 +117,16 @@ pub struct RateLimitConfig {
     pub clients: Vec<(String, QuotaConfig)>,
 }
 
+/// `[kill_switch]`: what the config switches off (the run-time list comes on top).
 #[derive(Debug, Clone, Default)]
 pub struct KillSwitchConfig {
     /// Globs over exposed tool (and prompt) names.
     pub tools: Vec<String>,
+    /// Backends switched off whole, by name.
     pub backends: Vec<String>,
 }
 
+/// How a call whose arguments fail the schema is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchemaErrors {
     /// A tool result with `isError: true` listing every violation (the model can correct itself).
@@ -122,9 +135,12 @@ pub enum SchemaErrors {
     JsonRpc,
 }
 
+/// `[validation]`: checking tool arguments against their `inputSchema`.
 #[derive(Debug, Clone, Copy)]
 pub struct ValidationConfig {
+    /// Arguments are checked at all.
     pub enabled: bool,
+    /// How a failed check is answered.
     pub schema_errors: SchemaErrors,
 }
 
@@ -336,10 +352,15 @@ pub struct AuditConfig {
     pub redact_keys: Vec<String>,
     /// When even the spool cannot be written: refuse calls (-32016), or go on and count it.
     pub fail_open: bool,
+    /// The folder for the write-ahead spool and the dead-letter file.
     pub spool_dir: std::path::PathBuf,
+    /// Records older than this are pruned in the background; `None` keeps them all.
     pub retain: Option<Duration>,
+    /// How many records may wait for the spool writer.
     pub queue: usize,
+    /// The most records in one spool append and one store insert.
     pub batch: usize,
+    /// The longest the spool writer gathers a batch (and, with `durability = "write"`, the longest to its fsync).
     pub flush_interval: Duration,
     /// When a call's answer may go: once its record is written to the spool, or fsynced.
     pub durability: crate::audit::writer::Durability,

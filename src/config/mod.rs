@@ -23,8 +23,8 @@ pub use governance::{
     AuditConfig, AuthConfig, KillSwitchConfig, QuotaConfig, RateLimitConfig, RoleConfig, SchemaErrors, ValidationConfig,
 };
 pub use governance::{auth_downgrade, redact_url};
-pub use source::{Needs, Problem, expand};
-pub use state::{DEV_SECRET_FILE, state_dir};
+pub use source::{ExpandError, Needs, Problem, expand};
+pub use state::{DEV_SECRET_FILE, StateError, state_dir};
 
 use raw::{RawBackend, RawConfig};
 use source::{Interpolation, Source};
@@ -53,18 +53,28 @@ pub const RESTART_ONLY: [&str; 10] = [
 /// Default file name looked up in the working directory.
 pub const DEFAULT_FILE: &str = "sentinel.toml";
 
+/// A validated config: what the gateway runs on, with `Duration`s, resolved secrets and checked globs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where this config came from: a file, or `None` for the embedded default.
     pub path: Option<PathBuf>,
+    /// `[server]`: where and how clients connect.
     pub server: ServerConfig,
+    /// How exposed names are made from the backends' own.
     pub naming: Naming,
+    /// Every `[[backend]]`, in file order.
     pub backends: Vec<BackendConfig>,
+    /// `[auth]`: how callers are authenticated.
     pub auth: AuthConfig,
+    /// Every `[[role]]`.
     pub roles: Vec<RoleConfig>,
+    /// `[rate_limit]`.
     pub rate_limit: RateLimitConfig,
+    /// `[kill_switch]`.
     pub kill_switch: KillSwitchConfig,
+    /// `[validation]`.
     pub validation: ValidationConfig,
+    /// `[audit]`.
     pub audit: AuditConfig,
     /// Webhooks told of backend and audit trouble; none configured means no alerts.
     pub alerts: crate::alerts::AlertsConfig,
@@ -88,9 +98,12 @@ pub struct Config {
     pub dev_secret_file: Option<PathBuf>,
 }
 
+/// `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
+    /// The address the HTTP front door binds.
     pub listen: SocketAddr,
+    /// A non-loopback `listen` was asked for knowingly (it is refused otherwise).
     pub allow_public: bool,
     /// Origins (scheme://host[:port]) allowed besides loopback ones.
     pub allowed_origins: Vec<String>,
@@ -116,6 +129,7 @@ impl fmt::Debug for MetricsToken {
     }
 }
 
+/// How exposed names are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamingStyle {
     /// `<prefix><separator><tool>`, prefix defaulting to the backend name.
@@ -124,22 +138,29 @@ pub enum NamingStyle {
     ContextForge,
 }
 
+/// `[naming]`: the style and, for `prefixed`, what joins prefix and name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Naming {
+    /// Prefixed, or ContextForge's.
     pub style: NamingStyle,
+    /// What goes between prefix and name (`__`).
     pub separator: String,
 }
 
+/// One `[[backend]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
+    /// Its unique name: in logs, metrics, the audit trail and (by default) its tools' prefix.
     pub name: String,
     /// Effective prefix; empty keeps the backend's own names.
     pub prefix: String,
+    /// How it is reached.
     pub transport: TransportConfig,
     /// Longest a call may take before the client gets -32015.
     pub timeout: Duration,
     /// How long the `server/discover` probe waits before assuming a session-based server.
     pub probe_timeout: Duration,
+    /// `/ready` answers 503 while this backend is down or its circuit is open.
     pub required: bool,
     /// When the backend counts as failing, and for how long calls are then refused fast.
     pub circuit: crate::backend::breaker::BreakerSettings,
@@ -147,18 +168,27 @@ pub struct BackendConfig {
     pub max_message_bytes: usize,
 }
 
+/// How a backend is reached.
 #[derive(Clone, PartialEq)]
 pub enum TransportConfig {
+    /// A child process speaking MCP on its stdin and stdout.
     Stdio {
+        /// The program.
         command: String,
+        /// Its arguments.
         args: Vec<String>,
+        /// Variables set for it (besides the safe defaults passed on).
         env: BTreeMap<String, String>,
         /// Variables passed on from Sentinel's environment besides the safe defaults.
         inherit_env: Vec<String>,
+        /// Its working folder; `None`: Sentinel's.
         cwd: Option<PathBuf>,
     },
+    /// A Streamable HTTP server.
     Http {
+        /// Its MCP endpoint.
         url: String,
+        /// Headers sent with every request (an `Authorization` for the backend, say).
         headers: Vec<(String, String)>,
     },
 }
@@ -230,8 +260,8 @@ impl Config {
         let env = |k: &str| std::env::var(k).ok();
         match path {
             None => {
-                let whole = |message: String| ConfigError(vec![Problem::whole(EMBEDDED_NAME, message)]);
-                let dir = state::state_dir().map_err(whole)?;
+                let dir =
+                    state::state_dir().map_err(|e| ConfigError(vec![Problem::whole(EMBEDDED_NAME, e.to_string())]))?;
                 Config::embedded(&dir)
             }
             Some(p) => {
@@ -248,7 +278,8 @@ impl Config {
     /// The embedded default, keeping its development secret, audit database and spool in the
     /// state directory `dir` (created if needed), so that every process on it agrees.
     pub fn embedded(dir: &Path) -> Result<Config, ConfigError> {
-        let secret = state::dev_secret(dir).map_err(|m| ConfigError(vec![Problem::whole(EMBEDDED_NAME, m)]))?;
+        let secret =
+            state::dev_secret(dir).map_err(|e| ConfigError(vec![Problem::whole(EMBEDDED_NAME, e.to_string())]))?;
         let env = |k: &str| if k == "SENTINEL_DEV_SECRET" { Some(secret.clone()) } else { std::env::var(k).ok() };
         let mut c = Config::parse_in(EMBEDDED_NAME, EMBEDDED_DEFAULT, None, dir, &env, Needs::All)?;
         c.dev_secret_file = Some(dir.join(DEV_SECRET_FILE));
@@ -314,7 +345,7 @@ fn in_file_order(mut problems: Vec<Problem>) -> Vec<Problem> {
 }
 
 pub(super) fn key(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).collect()
+    parts.iter().map(std::string::ToString::to_string).collect()
 }
 
 fn duration(

@@ -16,6 +16,7 @@ pub struct Problem {
     pub location: String,
     /// Dotted key path (`backend.1.http.url`), empty for whole-file problems.
     pub key: String,
+    /// What is wrong, for the operator.
     pub message: String,
 }
 
@@ -158,12 +159,12 @@ impl<'a> Source<'a> {
         };
         let mut path = Vec::new();
         let mut unset = Vec::new();
-        for (k, v) in table.iter_mut() {
+        for (k, v) in &mut table {
             path.push(k.clone());
             let needed = needs.covers(k);
             interpolate(v, &mut path, env, found, &mut |p, m| {
                 if needed {
-                    unset.push(self.problem(p, m))
+                    unset.push(self.problem(p, m));
                 }
             });
             path.pop();
@@ -211,11 +212,14 @@ enum Node<'d> {
 /// written, and nothing is said about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
+    /// Every section's variables.
     All,
+    /// Only the variables of these top-level sections.
     Sections(&'static [&'static str]),
 }
 
 impl Needs {
+    /// Whether the variables of top-level `section` must be set.
     pub fn covers(self, section: &str) -> bool {
         match self {
             Needs::All => true,
@@ -262,9 +266,9 @@ fn interpolate(
             }
             match expand(s, env) {
                 Ok(out) => *s = out,
-                Err(msg) => {
+                Err(e) => {
                     found.unresolved.push(path.join("."));
-                    report(path, msg)
+                    report(path, e.to_string());
                 }
             }
         }
@@ -296,7 +300,22 @@ pub fn references(s: &str) -> Vec<String> {
     names.into_inner()
 }
 
-pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Why a `${NAME}` reference in a config value cannot be replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A `${` without its `}`.
+    #[error("unterminated `${{` (write `$${{` for a literal `${{`)")]
+    Unterminated,
+    /// What stands between the braces (empty, or not letters, digits and `_`).
+    #[error("`${{{0}}}` is not a valid environment variable reference")]
+    BadName(String),
+    /// The variable the environment does not have.
+    #[error("environment variable `{0}` is not set (export it, or put the value in the file)")]
+    Unset(String),
+}
+
+/// `s` with every `${NAME}` replaced by `env`'s value for it and `$${` by a literal `${`.
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -307,19 +326,15 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
             let Some(end) = tail.find('}') else {
-                return Err("unterminated `${` (write `$${` for a literal `${`)".into());
+                return Err(ExpandError::Unterminated);
             };
             let name = &tail[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+                return Err(ExpandError::BadName(name.to_string()));
             }
             match env(name) {
                 Some(val) => out.push_str(&val),
-                None => {
-                    return Err(format!(
-                        "environment variable `{name}` is not set (export it, or put the value in the file)"
-                    ));
-                }
+                None => return Err(ExpandError::Unset(name.to_string())),
             }
             rest = &tail[end + 1..];
         } else {

@@ -14,26 +14,79 @@ use std::path::{Path, PathBuf};
 /// The development secret's file name in the state directory.
 pub const DEV_SECRET_FILE: &str = "dev-secret";
 
+/// Why the embedded default has no state directory or no usable development secret. Each is
+/// one sentence for the operator, shown as a problem of the embedded default.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "no home directory (HOME is not set and the user has no passwd entry) for the embedded default's state; \
+         set XDG_STATE_HOME, or write a config file"
+    )]
+    /// Neither `XDG_STATE_HOME` nor a home directory to put the state in.
+    NoHome,
+    /// The state directory could not be made.
+    #[error("cannot create the state directory {}: {error}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// A new secret could not be written.
+    #[error("cannot write the development secret {}: {error}", path.display())]
+    Write {
+        /// The secret's file.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// The secret could not be opened or read (a link is not followed).
+    #[error("cannot read the development secret {}: {error}", path.display())]
+    Read {
+        /// The secret's file.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// A link, a directory, or another user's file: it could hold a secret someone else chose.
+    #[error("the development secret {} is not a file of this user's; remove it", .0.display())]
+    NotOwned(PathBuf),
+    /// Group or other may read it.
+    #[error(
+        "the development secret {shown} is readable by others (mode {mode:03o}): anyone who reads it can mint \
+         an admin token; remove it (a new one is made) or run `chmod 600 {shown}`",
+        shown = path.display()
+    )]
+    ReadableByOthers {
+        /// The secret's file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Too short to be a secret made here: a file someone else wrote.
+    #[error("the development secret {} is shorter than 32 bytes; remove it (a new one is made)", .0.display())]
+    TooShort(PathBuf),
+}
+
 /// The state directory (not created here).
-pub fn state_dir() -> Result<PathBuf, String> {
+pub fn state_dir() -> Result<PathBuf, StateError> {
     let from_env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = from_env("XDG_STATE_HOME").filter(|d| d.is_absolute()) {
         return Ok(dir.join("sentinel"));
     }
-    let home = from_env("HOME").or_else(home_from_passwd).ok_or_else(|| {
-        "no home directory (HOME is not set and the user has no passwd entry) for the embedded default's state; \
-         set XDG_STATE_HOME, or write a config file"
-            .to_string()
-    })?;
+    let home = from_env("HOME").or_else(home_from_passwd).ok_or(StateError::NoHome)?;
     Ok(home.join(".local/state/sentinel"))
 }
 
 /// The current user's home directory from the password database.
+#[allow(unsafe_code)]
 fn home_from_passwd() -> Option<PathBuf> {
     use std::ffi::CStr;
     use std::os::unix::ffi::OsStrExt;
     // Hand-written over libc: getpwuid_r is the only way to it, and no crate in the build wraps it.
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `passwd` is a C struct of integers and pointers, for which all zeroes (null
+    // pointers) is a valid value; none is read before getpwuid_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call and `buf` outlives the reads of `pwd` below.
@@ -50,13 +103,13 @@ fn home_from_passwd() -> Option<PathBuf> {
 /// The development secret in `dir`, made on first use: 32 random bytes as hex, in a file only
 /// this user may read (the directory is `0700`, the file `0600`). A file someone else could
 /// read or replace is refused rather than used: whoever knows the secret is `admin`.
-pub fn dev_secret(dir: &Path) -> Result<String, String> {
+pub fn dev_secret(dir: &Path) -> Result<String, StateError> {
     let path = dir.join(DEV_SECRET_FILE);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create the state directory {}: {e}", dir.display()))?;
+        .map_err(|error| StateError::CreateDir { dir: dir.to_path_buf(), error })?;
     if !path.exists() {
         create(dir, &path)?;
     }
@@ -65,7 +118,7 @@ pub fn dev_secret(dir: &Path) -> Result<String, String> {
 
 /// Writes a fresh secret to a file of its own, then links it into place: two processes
 /// starting at once both end up reading the one that won, never a half-written file.
-fn create(dir: &Path, path: &Path) -> Result<(), String> {
+fn create(dir: &Path, path: &Path) -> Result<(), StateError> {
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let tmp = dir.join(format!(".{DEV_SECRET_FILE}.{}", uuid::Uuid::new_v4().simple()));
     let written = fs::OpenOptions::new()
@@ -79,35 +132,29 @@ fn create(dir: &Path, path: &Path) -> Result<(), String> {
     match linked {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot write the development secret {}: {e}", path.display())),
+        Err(error) => Err(StateError::Write { path: path.to_path_buf(), error }),
     }
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    let shown = path.display();
+#[allow(unsafe_code)]
+fn read(path: &Path) -> Result<String, StateError> {
+    let unreadable = |error| StateError::Read { path: path.to_path_buf(), error };
     // Not followed: a link could point the gateway at a secret someone else chose.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("cannot read the development secret {shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read the development secret {shown}: {e}"))?;
+    let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     if !meta.is_file() || meta.uid() != uid {
-        return Err(format!("the development secret {shown} is not a file of this user's; remove it"));
+        return Err(StateError::NotOwned(path.to_path_buf()));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "the development secret {shown} is readable by others (mode {mode:03o}): anyone who reads it can mint \
-             an admin token; remove it (a new one is made) or run `chmod 600 {shown}`"
-        ));
+        return Err(StateError::ReadableByOthers { path: path.to_path_buf(), mode });
     }
-    let text = std::io::read_to_string(file).map_err(|e| format!("cannot read the development secret {shown}: {e}"))?;
+    let text = std::io::read_to_string(file).map_err(unreadable)?;
     let secret = text.trim().to_string();
     if secret.len() < 32 {
-        return Err(format!("the development secret {shown} is shorter than 32 bytes; remove it (a new one is made)"));
+        return Err(StateError::TooShort(path.to_path_buf()));
     }
     Ok(secret)
 }
@@ -136,6 +183,8 @@ mod tests {
         let path = dir.path().join(DEV_SECRET_FILE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let e = dev_secret(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::ReadableByOthers { mode: 0o644, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("readable by others (mode 644)") && e.contains("chmod 600"), "{e}");
     }
 
@@ -146,6 +195,8 @@ mod tests {
         fs::write(&elsewhere, "0123456789abcdef0123456789abcdef\n").unwrap();
         fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.path().join(DEV_SECRET_FILE)).unwrap();
-        assert!(dev_secret(dir.path()).unwrap_err().contains("cannot read the development secret"));
+        let e = dev_secret(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::Read { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot read the development secret"), "{e}");
     }
 }

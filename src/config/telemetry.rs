@@ -22,6 +22,7 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
     /// Share of new traces recorded (0.0–1.0); a client's sampled flag is followed either way.
     pub sample_ratio: f64,
+    /// The `service.name` spans carry (`sentinel` by default).
     pub service_name: String,
     /// Extra OpenTelemetry resource attributes (`deployment.environment`, …).
     pub resource_attributes: Vec<(String, String)>,

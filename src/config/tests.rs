@@ -126,6 +126,10 @@ fn env_interpolation_and_missing_variable() {
         "{err}"
     );
     assert_eq!(expand("a$${b}c$d", &|_| None).unwrap(), "a${b}c$d");
+    let refused = |s: &str| expand(s, &|_| None).unwrap_err().to_string();
+    assert_eq!(refused("x${A"), "unterminated `${` (write `$${` for a literal `${`)");
+    assert_eq!(refused("${a-b}"), "`${a-b}` is not a valid environment variable reference");
+    assert_eq!(expand("${NOPE}", &|_| None), Err(ExpandError::Unset("NOPE".into())));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use super::{MAX_SECRET_BYTES, store};
 use crate::audit::store::SqlStore;
 use crate::config::{Config, redact_url};
 
+/// `sentinel credentials`'s subcommands.
 #[derive(Subcommand)]
 pub enum Action {
     /// Store a user's credential for a backend: the secret from stdin (or --from-file), sealed
@@ -31,8 +32,10 @@ pub enum Action {
     /// Remove a user's credential for a backend
     Remove {
         #[arg(long)]
+        #[allow(missing_docs)] // clap would show a doc comment in --help, which has none for it
         sub: String,
         #[arg(long)]
+        #[allow(missing_docs)] // clap would show a doc comment in --help, which has none for it
         backend: String,
     },
     /// Show who has a credential for which backend (never the secret)
@@ -55,6 +58,7 @@ pub enum Action {
 /// The longest subject or backend name accepted, as the audit trail bounds them.
 const MAX_NAME_BYTES: usize = 256;
 
+/// Runs one `sentinel credentials` subcommand against the store in `config`'s audit database.
 pub async fn run(config: Config, action: Action) -> anyhow::Result<()> {
     let keys = config.credentials.clone().context(
         "this config has no `[credentials]` section: add one with `key_file` (make the key with `openssl rand \

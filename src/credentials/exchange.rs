@@ -34,10 +34,15 @@ const MAX_ERROR_TEXT: usize = 300;
 /// Where and as whom to exchange.
 #[derive(Clone)]
 pub struct ExchangeSettings {
+    /// The provider's token endpoint.
     pub token_url: reqwest::Url,
+    /// Sentinel's client id there.
     pub client_id: String,
+    /// Sentinel's client secret there (never logged).
     pub client_secret: String,
+    /// The `audience` asked for, if the provider wants one.
     pub audience: Option<String>,
+    /// The `scope` asked for, if any.
     pub scope: Option<String>,
 }
 
@@ -57,7 +62,9 @@ impl std::fmt::Debug for ExchangeSettings {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("token exchange at {url} failed: {reason}")]
 pub struct ExchangeError {
+    /// The token endpoint, as logs show it.
     pub url: String,
+    /// What the provider (or the network) said.
     pub reason: String,
 }
 
@@ -98,6 +105,7 @@ struct ErrorAnswer {
 }
 
 impl TokenExchange {
+    /// An exchanger with an empty cache.
     pub fn new(settings: ExchangeSettings, http: reqwest::Client) -> TokenExchange {
         TokenExchange { settings, http, slots: Arc::default() }
     }

@@ -77,31 +77,47 @@ pub enum OpenError {
     Corrupt,
 }
 
+/// Why a text is not a credential key (the config check says it after the file or variable).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BadKey {
+    /// 64 characters that looked like hex but did not decode.
+    #[error("{0}")]
+    Hex(hex::FromHexError),
+    /// Neither 64 hex digits nor base64.
+    #[error("not base64 or 64 hex digits")]
+    NotEncoded,
+    /// Decoded, but not to 32 bytes (the length it has).
+    #[error("a key is {KEY_BYTES} bytes, this one is {0}; make one with `openssl rand -base64 32`")]
+    WrongLength(usize),
+    /// aws-lc-rs refused the bytes as an AES-256 key.
+    #[error("not a usable AES-256 key")]
+    Unusable,
+}
+
+/// An AES-256 key's length.
+const KEY_BYTES: usize = 32;
+
 impl CredentialKey {
     /// The key from its text: 32 bytes in base64 (`openssl rand -base64 32`) or hex (64 digits),
     /// surrounding whitespace ignored.
-    pub fn parse(text: &str) -> Result<CredentialKey, String> {
+    pub fn parse(text: &str) -> Result<CredentialKey, BadKey> {
         let t = text.trim();
         let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            hex::decode(t).map_err(|e| e.to_string())?
+            hex::decode(t).map_err(BadKey::Hex)?
         } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .map_err(|_| "not base64 or 64 hex digits".to_string())?
+            base64::engine::general_purpose::STANDARD.decode(t).map_err(|_| BadKey::NotEncoded)?
         };
-        if bytes.len() != 32 {
-            return Err(format!(
-                "a key is 32 bytes, this one is {}; make one with `openssl rand -base64 32`",
-                bytes.len()
-            ));
+        if bytes.len() != KEY_BYTES {
+            return Err(BadKey::WrongLength(bytes.len()));
         }
-        let aead = RandomizedNonceKey::new(&AES_256_GCM, &bytes).map_err(|_| "not a usable AES-256 key".to_string())?;
+        let aead = RandomizedNonceKey::new(&AES_256_GCM, &bytes).map_err(|_| BadKey::Unusable)?;
         // The id is a MAC of a fixed label under the key: it names the key without revealing it.
         let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &bytes), b"sentinel credential key id");
         let id = hex::encode(&tag.as_ref()[..8]);
         Ok(CredentialKey { aead, id })
     }
 
+    /// The short id rows name this key by: a MAC of a fixed label, not the key.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -148,7 +164,9 @@ fn aad(subject: &str, backend: &str) -> Vec<u8> {
 /// The keys a gateway holds: the one it seals with, and during a rotation the one before.
 #[derive(Debug)]
 pub struct Keys {
+    /// The key new values are sealed with.
     pub current: CredentialKey,
+    /// The key before a rotation, still able to open what it sealed.
     pub previous: Option<CredentialKey>,
 }
 
@@ -180,8 +198,10 @@ mod tests {
     fn keys_parse_from_hex_or_base64_and_nothing_else() {
         assert!(CredentialKey::parse(K1).is_ok());
         assert!(CredentialKey::parse(&format!("  {K2}\n")).is_ok());
-        assert!(CredentialKey::parse("c2hvcnQ=").unwrap_err().contains("32 bytes"));
-        assert!(CredentialKey::parse("not a key at all!").is_err());
+        let short = CredentialKey::parse("c2hvcnQ=").unwrap_err();
+        assert_eq!(short, BadKey::WrongLength(5));
+        assert_eq!(short.to_string(), "a key is 32 bytes, this one is 5; make one with `openssl rand -base64 32`");
+        assert_eq!(CredentialKey::parse("not a key at all!").unwrap_err(), BadKey::NotEncoded);
         assert_ne!(CredentialKey::parse(K1).unwrap().id(), CredentialKey::parse(K2).unwrap().id());
         // The id is stable: rows sealed today are recognised after a restart.
         assert_eq!(CredentialKey::parse(K1).unwrap().id(), CredentialKey::parse(K1).unwrap().id());

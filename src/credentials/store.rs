@@ -13,7 +13,9 @@ use crate::audit::store::{SqlStore, on_pool};
 /// What `list` shows of a stored credential: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
+    /// Whose it is: the token's `sub`.
     pub subject: String,
+    /// The backend it is for.
     pub backend: String,
     /// The id of the key that sealed it.
     pub key_id: String,
@@ -24,7 +26,9 @@ pub struct Entry {
 /// A sealed secret as read back for a call.
 #[derive(Debug)]
 pub struct Sealed {
+    /// The id of the key that sealed it.
     pub key_id: String,
+    /// Nonce, ciphertext and tag.
     pub sealed: Vec<u8>,
 }
 

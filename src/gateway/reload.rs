@@ -26,8 +26,8 @@ pub enum ReloadError {
     #[error("rate limits: {0}")]
     RateLimits(#[from] crate::rate_limit::BadRateLimitGlob),
     /// The authenticator could not be built (keys unreadable or unusable).
-    #[error("auth: {0:#}")]
-    Auth(anyhow::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -54,9 +54,7 @@ impl Gateway {
         // Rebuilt even when unchanged: a reload is how rotated keys in a JWKS file are picked up.
         let auth = match &new.auth {
             AuthConfig::Disabled => None,
-            AuthConfig::Jwt(j) => {
-                Some(Arc::new(Authenticator::new(j.clone(), self.client.clone()).await.map_err(ReloadError::Auth)?))
-            }
+            AuthConfig::Jwt(j) => Some(Arc::new(Authenticator::new(j.clone(), self.client.clone()).await?)),
         };
         let needs_restart = restart_only_changes(&old.config, &new);
         // What stays in force until a restart stays in the config others read, too.

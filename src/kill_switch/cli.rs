@@ -12,6 +12,7 @@ use crate::audit::AuditRecord;
 use crate::audit::store::SqlStore;
 use crate::config::{Config, redact_url};
 
+/// What `add` and `remove` name: a tool glob or a backend.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum What {
     /// A glob over exposed names: tools, prompts, resource URIs (`exa__deep_*`)
@@ -29,11 +30,13 @@ impl From<What> for Kind {
     }
 }
 
+/// `sentinel kill-switch`'s subcommands.
 #[derive(Subcommand)]
 pub enum Action {
     /// Switch a tool glob or a backend off on every gateway of this audit database (within 1 s)
     Add {
         #[arg(value_enum)]
+        #[allow(missing_docs)] // clap would show a doc comment in --help, which has none for it
         what: What,
         /// The glob or the backend's name
         target: String,
@@ -44,7 +47,9 @@ pub enum Action {
     /// Switch it on again
     Remove {
         #[arg(value_enum)]
+        #[allow(missing_docs)] // clap would show a doc comment in --help, which has none for it
         what: What,
+        #[allow(missing_docs)] // clap would show a doc comment in --help, which has none for it
         target: String,
     },
     /// What is switched off: the config's `[kill_switch]` and what was added here, with who and why
@@ -58,6 +63,7 @@ pub enum Action {
 /// Longest glob, backend name or reason accepted, as the audit trail bounds names.
 const MAX_TEXT_BYTES: usize = 256;
 
+/// Runs one `sentinel kill-switch` subcommand against the audit database of `config`.
 pub async fn run(config: Config, action: Action) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.audit.url != "none",
@@ -159,9 +165,12 @@ fn operator() -> String {
 }
 
 /// The name of this process's user from the password database, else `uid N`.
+#[allow(unsafe_code)]
 fn login_name() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
+    // SAFETY: `passwd` is a C struct of integers and pointers, for which all zeroes (null
+    // pointers) is a valid value; none is read before getpwuid_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut found: *mut libc::passwd = std::ptr::null_mut();

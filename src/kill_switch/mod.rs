@@ -33,6 +33,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind's word in the store and in `sentinel kill-switch list`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Tool => "tool",
@@ -40,6 +41,7 @@ impl Kind {
         }
     }
 
+    /// The kind for its word in the store, if it is one.
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "tool" => Some(Kind::Tool),
@@ -52,9 +54,13 @@ impl Kind {
 /// One thing switched off at run time, and by whom.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// A tool glob or a backend.
     pub kind: Kind,
+    /// The glob, or the backend's name.
     pub target: String,
+    /// Why, as the operator gave it.
     pub reason: Option<String>,
+    /// Who switched it off: `user@host` of the `sentinel kill-switch` that added it.
     pub added_by: String,
     /// ms since the Unix epoch.
     pub added_ms: i64,
@@ -63,6 +69,7 @@ pub struct Entry {
 /// The entries in force, compiled for the hot path.
 #[derive(Default)]
 pub struct Switched {
+    /// The entries as read from the store, for `list` and change detection.
     pub entries: Vec<Entry>,
     tools: GlobSet,
     backends: HashSet<String>,
@@ -91,6 +98,7 @@ impl Switched {
         Switched { entries, tools, backends }
     }
 
+    /// The exposed `name` of `backend` is switched off by one of the entries.
     pub fn is_killed(&self, name: &str, backend: &str) -> bool {
         (!self.backends.is_empty() && self.backends.contains(backend))
             || (!self.entries.is_empty() && self.tools.is_match(name))
@@ -105,10 +113,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The exposed `name` of `backend` is switched off by the list in force.
     pub fn is_killed(&self, name: &str, backend: &str) -> bool {
         self.current.load().is_killed(name, backend)
     }
 
+    /// A copy of the entries in force.
     pub fn entries(&self) -> Vec<Entry> {
         self.current.load().entries.clone()
     }

@@ -33,7 +33,7 @@ pub fn secret_env() -> [(&'static str, &'static str); 1] {
 
 /// A valid token for `sub` with these roles, minted by the library as `sentinel token` does.
 pub fn token(sub: &str, roles: &[&str]) -> String {
-    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    let roles: Vec<String> = roles.iter().map(std::string::ToString::to_string).collect();
     sentinel::auth::mint_hs256(SECRET, sub, &roles, Duration::from_secs(3600), Some(ISSUER), Some(AUDIENCE))
         .expect("mint")
 }

@@ -505,7 +505,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    eventually_within(Duration::from_secs(20), what, f).await
+    eventually_within(Duration::from_secs(20), what, f).await;
 }
 
 /// [`eventually`] with a deadline of its own (a cold backend start on a loaded machine).

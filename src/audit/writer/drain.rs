@@ -358,7 +358,7 @@ impl Drainer {
             }
         }
         Shared::add(&self.shared.dead_lettered, 1);
-        *self.shared.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.message.clone());
+        *self.shared.last_refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.message.clone());
         tracing::error!(id = %record.id, reason = %e, file = %self.dead_letters.display(), "audit store refused a record for good; moved to the dead-letter file");
         Ok(())
     }

@@ -117,7 +117,7 @@ pub fn config(
         match spec {
             BackendSpec::Http(url) => c.push_str(&format!("http = {{ url = {} }}\n\n", lit(url))),
             BackendSpec::Stdio(mock) => {
-                c.push_str(&format!("stdio = {{ command = {} }}\n\n", lit(&mock.to_string_lossy())))
+                c.push_str(&format!("stdio = {{ command = {} }}\n\n", lit(&mock.to_string_lossy())));
             }
         }
     }

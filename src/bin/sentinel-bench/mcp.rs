@@ -113,7 +113,7 @@ pub fn check_call(
     match payload.bytes() {
         None => ensure!(*text == format!("{client}-{seq}"), "text {text:?} for client {client} seq {seq}"),
         Some(n) => {
-            ensure!(text.len() == n && text.bytes().all(|b| b == b'x'), "a {}-byte text, not {n} x's", text.len())
+            ensure!(text.len() == n && text.bytes().all(|b| b == b'x'), "a {}-byte text, not {n} x's", text.len());
         }
     }
     Ok(())

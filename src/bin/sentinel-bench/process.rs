@@ -84,6 +84,7 @@ impl Drop for Server {
 }
 
 /// SIGTERM, up to 10 s for a graceful exit, then SIGKILL.
+#[allow(unsafe_code)]
 pub fn terminate(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;

@@ -30,6 +30,7 @@ pub fn cpu(pid: u32) -> Option<Duration> {
     cpu_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+#[allow(unsafe_code)]
 fn cpu_of(stat: &str) -> Option<Duration> {
     // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
     // utime and stime are fields 14 and 15, in clock ticks.
@@ -56,8 +57,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn reads_cpu_ticks_past_an_odd_name() {
         let stat = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         assert_eq!(super::cpu_of(stat), Some(std::time::Duration::from_micros(300 * 1_000_000 / hz)));
     }

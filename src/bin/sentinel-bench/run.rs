@@ -52,7 +52,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             Stop::After(d) => format!("{d:?}"),
             Stop::Calls(n) => format!("{n} calls"),
         },
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         bins.sentinel.parent().map_or(String::new(), |p| p.display().to_string())
     );
 
@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             args.trace_ratio
         );
     }
-    let errors: u64 = outcomes.iter().map(|o| o.errors()).sum();
+    let errors: u64 = outcomes.iter().map(super::scenario::Outcome::errors).sum();
     println!("total wrong answers: {errors}");
     Ok(errors)
 }

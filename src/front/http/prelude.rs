@@ -70,7 +70,7 @@ pub(super) fn host_origin_ok(gw: &Gateway, h: &HeaderMap, uri: &Uri) -> Result<(
     let config = gw.config();
     let s = &config.server;
     // HTTP/2 carries the host as the URI's authority rather than a Host header.
-    let Some(host) = header(h, "host").or_else(|| uri.authority().map(|a| a.as_str())) else {
+    let Some(host) = header(h, "host").or_else(|| uri.authority().map(http::uri::Authority::as_str)) else {
         return Err("a Host header is required");
     };
     {
