@@ -33,7 +33,7 @@ use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 use sqlx::Connection;
 
-const MODERN: &str = "2026-07-28";
+const STATELESS: &str = "2026-07-28";
 const TOOL: &str = "mock__echo";
 
 struct Settings {
@@ -280,13 +280,13 @@ async fn round(http: &reqwest::Client, url: &str, clients: usize, length: Durati
 async fn call(http: &reqwest::Client, url: &str, client: usize, seq: u64) -> anyhow::Result<()> {
     let id = format!("{client}-{seq}");
     let body = format!(
-        r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"{TOOL}","arguments":{{"client":{client},"seq":{seq}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"{TOOL}","arguments":{{"client":{client},"seq":{seq}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{STATELESS}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     );
     let resp = http
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", MODERN)
+        .header("mcp-protocol-version", STATELESS)
         .header("mcp-method", "tools/call")
         .header("mcp-name", TOOL)
         .body(body)

@@ -108,7 +108,7 @@ pub enum Refusal {
     AuditUnavailable,
     /// A stateless request without the `_meta` the 2026-07-28 revision requires.
     #[error("Invalid params: {0}")]
-    MalformedModern(String),
+    MalformedStateless(String),
 }
 
 impl From<crate::protocol::ParamsError> for Refusal {
@@ -161,7 +161,7 @@ impl Refusal {
             ),
             Refusal::NotBridged(_) => (code::INTERNAL_ERROR, StatusCode::OK, None),
             Refusal::AuditUnavailable => (code::AUDIT_UNAVAILABLE, StatusCode::OK, None),
-            Refusal::MalformedModern(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
+            Refusal::MalformedStateless(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
         }
     }
 
@@ -185,7 +185,7 @@ impl Refusal {
             | Refusal::MethodNotFound(_)
             | Refusal::HeaderMismatch(_)
             | Refusal::UnsupportedVersion(_)
-            | Refusal::MalformedModern(_) => Outcome::InvalidArgs,
+            | Refusal::MalformedStateless(_) => Outcome::InvalidArgs,
         }
     }
 

@@ -27,7 +27,7 @@ pub fn jsonrpc(data: &[u8]) {
     let Ok(msg) = crate::jsonrpc::Message::parse(data) else { return };
     let _ = msg.kind();
     let _ = msg.id_is_valid();
-    let _ = crate::front::modern_meta(&msg);
+    let _ = crate::front::stateless_meta(&msg);
     if let Some(p) = msg.params.as_deref() {
         if let Ok(params) = crate::protocol::Params::parse(Some(p)) {
             let _ = params.meta();

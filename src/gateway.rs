@@ -16,8 +16,6 @@
 //!
 //! Calls go down this list's dependencies, never back up to the module that called.
 
-#![allow(missing_docs)] // TODO(lead): documented with the typed request
-
 mod answer;
 mod audited;
 mod caller;
@@ -61,6 +59,7 @@ use crate::policy::Policy;
 use crate::rate_limit::RateLimiter;
 use sessions::SessionTable;
 
+/// The running gateway: every client message passes its `handle`.
 pub struct Gateway {
     /// The running config and the backends it names; swapped whole by a reload.
     live: ArcSwap<Live>,
@@ -71,6 +70,7 @@ pub struct Gateway {
     /// Reaches HTTP backends (a client of its own: see `backend::http_client`).
     backend_client: BackendClient,
     notices: Notices,
+    /// The Prometheus families served at `/metrics`.
     pub metrics: crate::metrics::Metrics,
     catalog: ArcSwap<Catalog>,
     /// Session-based clients (HTTP sessions and stdio), for server-initiated notifications.
@@ -105,6 +105,7 @@ pub struct Gateway {
 
 /// The config in force and the slots of the backends it names.
 pub struct Live {
+    /// The config in force.
     pub config: Arc<Config>,
     /// Every slot made since start, retired ones included: append-only, so that a slot's
     /// number never changes (see `slot.rs`).
@@ -142,14 +143,17 @@ impl Gateway {
         }
     }
 
+    /// The audit writer's counters (zero without a store).
     pub fn audit_stats(&self) -> AuditStats {
         self.audit_writer.as_ref().map(|w| w.stats()).unwrap_or_default()
     }
 
+    /// Whether a call's audit record can be made durable now (store or spool).
     pub fn audit_writable(&self) -> bool {
         self.audit.writable()
     }
 
+    /// The catalog in force (tools, prompts, resources of every backend up).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
     }
@@ -159,6 +163,7 @@ impl Gateway {
         self.live.load().slots.get(i).and_then(|s| s.backend())
     }
 
+    /// How many configured backends are up.
     pub fn backends_up(&self) -> usize {
         self.live.load().active().filter(|(_, s)| s.is_up()).count()
     }

@@ -4,27 +4,40 @@
 //! stay `RawValue`s, so a backend's result can be spliced into the client's response byte
 //! for byte (`_meta`, unknown fields, key order and number spelling all survive).
 
-#![allow(missing_docs)] // TODO(lead): documented with the typed request
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Standard JSON-RPC and MCP error codes the gateway emits itself.
 pub mod code {
+    /// The message is not JSON.
     pub const PARSE_ERROR: i64 = -32700;
+    /// Not a valid JSON-RPC request.
     pub const INVALID_REQUEST: i64 = -32600;
+    /// The method is not served.
     pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The params cannot be read for the method.
     pub const INVALID_PARAMS: i64 = -32602;
+    /// The gateway failed.
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// No valid credentials.
     pub const UNAUTHENTICATED: i64 = -32010;
+    /// The caller's roles do not allow the name.
     pub const FORBIDDEN: i64 = -32011;
+    /// The tool or its backend is switched off.
     pub const KILLED: i64 = -32012;
+    /// Over the caller's quota.
     pub const RATE_LIMITED: i64 = -32013;
+    /// The call's audit record cannot be made durable (fail-closed).
     pub const AUDIT_UNAVAILABLE: i64 = -32016;
+    /// The backend is down, exited, or its circuit is open.
     pub const BACKEND_UNAVAILABLE: i64 = -32014;
+    /// The backend did not answer in time.
     pub const BACKEND_TIMEOUT: i64 = -32015;
+    /// A stateless request's headers do not match its body.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// The client lacks a capability the call needs.
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    /// A protocol version the gateway does not speak.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
@@ -33,16 +46,22 @@ pub mod code {
 #[derive(Debug, Deserialize)]
 pub struct Message {
     #[serde(default)]
+    /// `"2.0"` for a valid message.
     pub jsonrpc: Option<String>,
     #[serde(default, deserialize_with = "raw_id")]
+    /// The id, raw (a request's or a response's).
     pub id: Option<Box<RawValue>>,
     #[serde(default)]
+    /// A request's or notification's method.
     pub method: Option<String>,
     #[serde(default)]
+    /// The params, raw.
     pub params: Option<Box<RawValue>>,
     #[serde(default)]
+    /// A response's result, raw.
     pub result: Option<Box<RawValue>>,
     #[serde(default)]
+    /// A response's error, raw.
     pub error: Option<Box<RawValue>>,
 }
 
@@ -52,17 +71,23 @@ fn raw_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>
     Box::<RawValue>::deserialize(d).map(Some)
 }
 
+/// What a message is, by the fields it has.
 pub enum Kind {
+    /// A method and an id.
     Request,
+    /// A method without an id.
     Notification,
+    /// An id with a result or an error.
     Response,
 }
 
 impl Message {
+    /// Parses the envelope; `params`, `result` and `error` stay raw.
     pub fn parse(bytes: &[u8]) -> Result<Message, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 
+    /// What the message is; `None` for a combination JSON-RPC does not allow.
     pub fn kind(&self) -> Option<Kind> {
         match (&self.method, &self.id, &self.result, &self.error) {
             (Some(_), Some(_), None, None) => Some(Kind::Request),
@@ -110,10 +135,12 @@ pub fn error(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serd
     error_raw(id, &obj.to_string())
 }
 
+/// A notification's text, `params` copied verbatim.
 pub fn notification(method: &str, params: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","method":{},"params":{params}}}"#, serde_json::to_string(method).unwrap_or_default())
 }
 
+/// A request's text, the id and `params` copied verbatim.
 pub fn request(id: &str, method: &str, params: &str) -> String {
     format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{params}}}"#,
@@ -122,7 +149,7 @@ pub fn request(id: &str, method: &str, params: &str) -> String {
 }
 
 /// Adds `,"key":value` right before the closing brace of a JSON object, leaving every other
-/// byte in place. Used to add `resultType` to a legacy backend's result for a modern client; at
+/// byte in place. Used to add `resultType` to a session-based backend's result for a stateless client; at
 /// the end, as a streamed result gets it (its end is the first place it is known to lack it).
 pub fn splice_field(object: &str, key: &str, value: &str) -> String {
     let trimmed = object.trim_end();

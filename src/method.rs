@@ -3,29 +3,41 @@
 //! itself). Every other module asks this table instead of matching method strings, so that
 //! adding a method means adding one row here and one arm in the dispatch.
 
-#![allow(missing_docs)] // TODO(lead): documented with the typed request
-
 use std::fmt;
 use std::str::FromStr;
 
 /// A request method the gateway understands. Anything else is unknown to it (-32601).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// `initialize`
     Initialize,
+    /// `ping`
     Ping,
+    /// `logging/setLevel`
     SetLogLevel,
+    /// `server/discover`
     Discover,
+    /// `tools/list`
     ToolsList,
+    /// `prompts/list`
     PromptsList,
+    /// `resources/list`
     ResourcesList,
+    /// `resources/templates/list`
     TemplatesList,
     /// A stateless client's stream of notifications.
     Listen,
+    /// `tools/call`
     ToolsCall,
+    /// `prompts/get`
     PromptsGet,
+    /// `resources/read`
     ResourcesRead,
+    /// `resources/subscribe`
     ResourcesSubscribe,
+    /// `resources/unsubscribe`
     ResourcesUnsubscribe,
+    /// `completion/complete`
     Complete,
 }
 
@@ -110,15 +122,25 @@ impl Method {
 /// The notifications the gateway reads or sends, in one table like the methods'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Notification {
+    /// `notifications/cancelled`
     Cancelled,
+    /// `notifications/initialized`
     Initialized,
+    /// `notifications/roots/list_changed`
     RootsListChanged,
+    /// `notifications/progress`
     Progress,
+    /// `notifications/message` (a log line)
     Message,
+    /// `notifications/tools/list_changed`
     ToolsListChanged,
+    /// `notifications/prompts/list_changed`
     PromptsListChanged,
+    /// `notifications/resources/list_changed`
     ResourcesListChanged,
+    /// `notifications/resources/updated`
     ResourcesUpdated,
+    /// `notifications/subscriptions/acknowledged`
     SubscriptionsAcknowledged,
 }
 
@@ -168,8 +190,11 @@ impl Notification {
 /// capability each needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerRequest {
+    /// `sampling/createMessage`
     Sampling,
+    /// `elicitation/create`
     Elicitation,
+    /// `roots/list`
     Roots,
 }
 

@@ -1,7 +1,5 @@
 //! MCP protocol generations, versions, reserved `_meta` keys, and strict request params.
 
-#![allow(missing_docs)] // TODO(lead): documented with the typed request
-
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -10,17 +8,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The stateless revision: per-request `_meta`, `server/discover`, no sessions.
-pub const MODERN: &str = "2026-07-28";
+pub const STATELESS: &str = "2026-07-28";
 /// Session-based revisions, newest first.
-pub const LEGACY: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+pub const SESSION_BASED: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 /// Every version the gateway speaks, newest first (what `UnsupportedProtocolVersion` lists).
-pub const SUPPORTED: [&str; 4] = [MODERN, LEGACY[0], LEGACY[1], LEGACY[2]];
+pub const SUPPORTED: [&str; 4] = [STATELESS, SESSION_BASED[0], SESSION_BASED[1], SESSION_BASED[2]];
 
+/// `_meta` key of a stateless request's protocol version.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of a stateless client's capabilities.
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of a stateless client's name and version.
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+/// `_meta` key of the server's name and version in stateless results.
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// `_meta` key of the log level a stateless client wants.
 pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+/// `_meta` key tying a notification to its `subscriptions/listen`.
 pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// Sentinel's own `_meta` key carrying the gateway's request id to backends.
 pub const META_REQUEST_ID: &str = "dev.sentinel/requestId";
@@ -29,16 +33,17 @@ pub const META_REQUEST_ID: &str = "dev.sentinel/requestId";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
     /// Session-based, with the negotiated version.
-    Legacy(&'static str),
+    SessionBased(&'static str),
     /// Stateless 2026-07-28.
-    Modern,
+    Stateless,
 }
 
 impl Generation {
+    /// The protocol version this generation speaks.
     pub fn version(self) -> &'static str {
         match self {
-            Generation::Legacy(v) => v,
-            Generation::Modern => MODERN,
+            Generation::SessionBased(v) => v,
+            Generation::Stateless => STATELESS,
         }
     }
 }
@@ -49,15 +54,17 @@ impl fmt::Display for Generation {
     }
 }
 
-/// The legacy version to answer `initialize` with: the client's if we speak it, else our newest.
-pub fn negotiate_legacy(requested: Option<&str>) -> &'static str {
-    requested.and_then(|r| LEGACY.iter().find(|v| **v == r).copied()).unwrap_or(LEGACY[0])
+/// The session-based version to answer `initialize` with: the client's if we speak it, else our newest.
+pub fn negotiate_session_based(requested: Option<&str>) -> &'static str {
+    requested.and_then(|r| SESSION_BASED.iter().find(|v| **v == r).copied()).unwrap_or(SESSION_BASED[0])
 }
 
-pub fn known_legacy(v: &str) -> Option<&'static str> {
-    LEGACY.iter().find(|x| **x == v).copied()
+/// The session-based version `v`, if the gateway speaks it.
+pub fn known_session_based(v: &str) -> Option<&'static str> {
+    SESSION_BASED.iter().find(|x| **x == v).copied()
 }
 
+/// The gateway's `serverInfo`.
 pub fn server_info() -> serde_json::Value {
     serde_json::json!({ "name": "sentinel", "version": env!("CARGO_PKG_VERSION") })
 }
@@ -103,13 +110,22 @@ pub enum ParamsError {
     /// Not an object, or an object with a duplicate key.
     #[error("params must be an object: {0}")]
     NotAnObject(serde_json::Error),
+    /// A key differs from a known one only in case.
     #[error("key `{key}` is a case variant of `{known}`; use `{known}`")]
-    CaseVariant { key: String, known: &'static str },
+    CaseVariant {
+        /// The key as sent.
+        key: String,
+        /// The known key it is a variant of.
+        known: &'static str,
+    },
     #[error("`{0}` must be a string")]
+    /// A param that must be a string is not.
     NotAString(String),
     #[error("`_meta` must be an object")]
+    /// `_meta` is not an object.
     MetaNotAnObject,
     #[error("`_meta.io.modelcontextprotocol/protocolVersion` must be a string")]
+    /// `_meta`'s protocol version is not a string.
     VersionNotAString,
 }
 
@@ -132,6 +148,7 @@ impl Params {
         Ok(())
     }
 
+    /// The string param `key`, if present.
     pub fn str(&self, key: &str) -> Result<Option<String>, ParamsError> {
         match self.0.get(key) {
             None => Ok(None),
@@ -141,6 +158,7 @@ impl Params {
         }
     }
 
+    /// Sets the string param `key`.
     pub fn set_str(&mut self, key: &str, value: &str) {
         let raw = RawValue::from_string(serde_json::to_string(value).unwrap_or_default()).expect("valid json string");
         self.0.insert(key.to_string(), raw);
@@ -159,6 +177,7 @@ impl Params {
         serde_json::from_str(raw.get()).map_err(|_| ParamsError::MetaNotAnObject)
     }
 
+    /// Replaces `_meta` (removed when empty).
     pub fn set_meta(&mut self, meta: &serde_json::Map<String, serde_json::Value>) {
         if meta.is_empty() {
             self.0.shift_remove("_meta");
@@ -168,29 +187,33 @@ impl Params {
         }
     }
 
+    /// The params as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
     }
 }
 
-/// What the modern `_meta` of a client request says.
+/// What the stateless `_meta` of a client request says.
 #[derive(Debug, Clone)]
-pub struct ModernMeta {
+pub struct StatelessMeta {
+    /// The protocol version the request names.
     pub version: String,
+    /// The client's capabilities (`Null` when absent).
     pub capabilities: serde_json::Value,
+    /// The log level the client wants notifications at, if any.
     pub log_level: Option<String>,
 }
 
-impl ModernMeta {
-    /// `Ok(None)` when the request carries no modern protocol version at all.
-    pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Result<Option<ModernMeta>, ParamsError> {
+impl StatelessMeta {
+    /// `Ok(None)` when the request carries no stateless protocol version at all.
+    pub fn from_meta(meta: &serde_json::Map<String, serde_json::Value>) -> Result<Option<StatelessMeta>, ParamsError> {
         let Some(v) = meta.get(META_PROTOCOL_VERSION) else {
             return Ok(None);
         };
         let version = v.as_str().ok_or(ParamsError::VersionNotAString)?.to_string();
         let capabilities = meta.get(META_CLIENT_CAPABILITIES).cloned().unwrap_or(serde_json::Value::Null);
         let log_level = meta.get(META_LOG_LEVEL).and_then(|l| l.as_str()).map(str::to_string);
-        Ok(Some(ModernMeta { version, capabilities, log_level }))
+        Ok(Some(StatelessMeta { version, capabilities, log_level }))
     }
 }
 

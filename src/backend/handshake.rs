@@ -15,9 +15,9 @@ pub struct Handshake {
     pub capabilities: Value,
 }
 
-fn modern_meta() -> Value {
+fn stateless_meta() -> Value {
     serde_json::json!({
-        protocol::META_PROTOCOL_VERSION: protocol::MODERN,
+        protocol::META_PROTOCOL_VERSION: protocol::STATELESS,
         protocol::META_CLIENT_CAPABILITIES: {},
         protocol::META_CLIENT_INFO: protocol::server_info(),
     })
@@ -26,7 +26,7 @@ fn modern_meta() -> Value {
 /// What the gateway sends a session-based backend in `initialize`.
 pub(super) fn initialize_params() -> String {
     serde_json::json!({
-        "protocolVersion": protocol::LEGACY[0],
+        "protocolVersion": protocol::SESSION_BASED[0],
         "capabilities": super::gateway_client_capabilities(),
         "clientInfo": protocol::server_info(),
     })
@@ -34,7 +34,7 @@ pub(super) fn initialize_params() -> String {
 }
 
 pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Result<Handshake> {
-    let params = serde_json::json!({ "_meta": modern_meta() }).to_string();
+    let params = serde_json::json!({ "_meta": stateless_meta() }).to_string();
     let probe = tokio::time::timeout(
         config.probe_timeout,
         conn.request(Method::Discover.as_str(), params, &CallOpts::default()),
@@ -44,10 +44,10 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
         Ok(Ok(Reply::Streamed(_))) => unreachable!("the probe is not asked for as a stream"),
         Ok(Ok(Reply::Result(r))) => {
             let v: Value = serde_json::from_str(r.get()).unwrap_or_default();
-            let speaks_modern =
-                v["supportedVersions"].as_array().is_some_and(|a| a.iter().any(|x| x == protocol::MODERN));
-            if speaks_modern {
-                return Ok(Handshake { generation: Generation::Modern, capabilities: v["capabilities"].clone() });
+            let speaks_stateless =
+                v["supportedVersions"].as_array().is_some_and(|a| a.iter().any(|x| x == protocol::STATELESS));
+            if speaks_stateless {
+                return Ok(Handshake { generation: Generation::Stateless, capabilities: v["capabilities"].clone() });
             }
             tracing::info!(backend = %config.name, "server/discover lists no version Sentinel speaks statelessly; trying initialize");
         }
@@ -86,7 +86,7 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
     };
     let v: Value = serde_json::from_str(result.get())?;
     let version = v["protocolVersion"].as_str().unwrap_or_default();
-    let Some(version) = protocol::known_legacy(version) else {
+    let Some(version) = protocol::known_session_based(version) else {
         anyhow::bail!(
             "backend `{}` answered initialize with protocol version `{version}`, which Sentinel does not speak (it speaks {})",
             config.name,
@@ -94,5 +94,5 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
         );
     };
     conn.notify(crate::method::Notification::Initialized.as_str(), "{}".into()).await;
-    Ok(Handshake { generation: Generation::Legacy(version), capabilities: v["capabilities"].clone() })
+    Ok(Handshake { generation: Generation::SessionBased(version), capabilities: v["capabilities"].clone() })
 }

@@ -118,7 +118,7 @@ impl HttpConn {
 
     pub fn set_generation(&self, g: Generation) {
         self.inner.state.lock().expect("state lock").generation = Some(g);
-        if matches!(g, Generation::Legacy(_)) {
+        if matches!(g, Generation::SessionBased(_)) {
             // The GET stream carries list_changed and other session-wide notifications.
             self.inner.tasks.spawn(listen(self.inner.clone()));
         }
@@ -176,8 +176,8 @@ impl HttpConn {
     async fn request_once(&self, method: &str, params: &str, opts: &CallOpts) -> Result<Reply, PostError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = jsonrpc::request(&id.to_string(), method, params);
-        let legacy = matches!(self.generation(), Some(Generation::Legacy(_)));
-        let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: legacy && !is_initialize(method) };
+        let session_based = matches!(self.generation(), Some(Generation::SessionBased(_)));
+        let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: session_based && !is_initialize(method) };
         let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
         guard.armed = false;
         if is_initialize(method) {
@@ -186,10 +186,10 @@ impl HttpConn {
                 // the negotiated version before the generation is formally set.
                 let version = serde_json::from_str::<serde_json::Value>(r.get())
                     .ok()
-                    .and_then(|v| v["protocolVersion"].as_str().and_then(protocol::known_legacy));
+                    .and_then(|v| v["protocolVersion"].as_str().and_then(protocol::known_session_based));
                 let mut st = self.inner.state.lock().expect("state lock");
                 st.session = session.clone();
-                st.generation = version.map(Generation::Legacy);
+                st.generation = version.map(Generation::SessionBased);
             }
         }
         out.map(|(_, r)| r)
@@ -290,9 +290,9 @@ impl Inner {
         let st = self.state.lock().expect("state lock");
         let version = match st.generation {
             Some(g) => g.version(),
-            // Probing: `server/discover` goes out modern, `initialize` carries no version header.
+            // Probing: `server/discover` goes out stateless, `initialize` carries no version header.
             None if is_initialize(method) => "",
-            None => protocol::MODERN,
+            None => protocol::STATELESS,
         };
         if !version.is_empty() {
             h.insert("mcp-protocol-version", HeaderValue::from_static(version));
@@ -302,7 +302,7 @@ impl Inner {
                 h.insert("mcp-session-id", v);
             }
         }
-        if version == protocol::MODERN {
+        if version == protocol::STATELESS {
             if let Ok(v) = HeaderValue::from_str(method) {
                 h.insert("mcp-method", v);
             }

@@ -55,7 +55,7 @@ impl Subscriptions {
 /// backend's own (it ends when the backend is terminated); it holds the backend only while it
 /// waits on it, and ends once the backend is dropped.
 pub fn spawn(backend: &Arc<Backend>) {
-    if backend.generation != Generation::Modern {
+    if backend.generation != Generation::Stateless {
         return;
     }
     let weak: Weak<Backend> = Arc::downgrade(backend);
@@ -86,7 +86,7 @@ pub fn spawn(backend: &Arc<Backend>) {
                 b.subscriptions.changed.notified().await;
                 continue;
             }
-            let params = super::modern_params(serde_json::json!({ "notifications": filter }), &CallOpts::default());
+            let params = super::stateless_params(serde_json::json!({ "notifications": filter }), &CallOpts::default());
             let started = tokio::time::Instant::now();
             let opts = CallOpts::default();
             let outcome = {

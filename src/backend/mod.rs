@@ -237,8 +237,8 @@ impl Backend {
     /// backend's timeout.
     pub async fn call(&self, method: &str, params: Params, opts: &CallOpts) -> Result<Reply, BackendError> {
         let params = match self.generation {
-            Generation::Modern => modern_params_of(params, opts),
-            Generation::Legacy(_) => {
+            Generation::Stateless => stateless_params_of(params, opts),
+            Generation::SessionBased(_) => {
                 let mut params = params;
                 let mut meta = params.meta().unwrap_or_default();
                 meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
@@ -352,9 +352,9 @@ impl Backend {
 }
 
 /// Params for a stateless backend: the per-request `_meta` the 2026-07-28 revision requires.
-fn modern_params_of(mut params: Params, opts: &CallOpts) -> String {
+fn stateless_params_of(mut params: Params, opts: &CallOpts) -> String {
     let mut meta = params.meta().unwrap_or_default();
-    meta.insert(protocol::META_PROTOCOL_VERSION.into(), protocol::MODERN.into());
+    meta.insert(protocol::META_PROTOCOL_VERSION.into(), protocol::STATELESS.into());
     meta.insert(
         protocol::META_CLIENT_CAPABILITIES.into(),
         opts.client_capabilities.clone().unwrap_or_else(|| serde_json::json!({})),
@@ -368,9 +368,9 @@ fn modern_params_of(mut params: Params, opts: &CallOpts) -> String {
     params.to_json()
 }
 
-pub(crate) fn modern_params(v: serde_json::Value, opts: &CallOpts) -> String {
+pub(crate) fn stateless_params(v: serde_json::Value, opts: &CallOpts) -> String {
     let params: Params = serde_json::from_value(v).unwrap_or_default();
-    modern_params_of(params, opts)
+    stateless_params_of(params, opts)
 }
 
 fn keyed(items: Vec<Box<RawValue>>, key: &str) -> Vec<(String, Box<RawValue>)> {

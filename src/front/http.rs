@@ -24,7 +24,7 @@ use crate::gateway::{Caller, Ctx, Framed, Gateway};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::method::Method;
 use crate::param_headers;
-use crate::protocol::{self, ModernMeta};
+use crate::protocol::{self, StatelessMeta};
 use crate::request::{Incoming, Request, method_of};
 use crate::session::Session;
 use prelude::{Peer, accepts_only_sse, accepts_sse, authenticated, header, prelude, unauthenticated};
@@ -33,6 +33,7 @@ use respond::{
 };
 use side::{health, metrics, ready, resource_metadata};
 
+/// The HTTP front door: `/mcp` and the side endpoints, behind the Host/Origin check and the body limit.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let limit = gw.config().server.max_body_bytes;
     // With telemetry off, POST is served as it always was: no span, not even an empty one.
@@ -110,7 +111,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
-    if method_named(&msg) == Some(Method::Initialize) && matches!(super::modern_meta_raw(&msg), Ok(None)) {
+    if method_named(&msg) == Some(Method::Initialize) && matches!(super::stateless_meta_raw(&msg), Ok(None)) {
         let Some(session) = gw.new_session("http", caller.subject()) else {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -119,7 +120,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
             );
         };
         let sid = session.id.clone();
-        let ctx = Ctx { caller: &caller, modern: None, out: None, peer, trace_parent: None };
+        let ctx = Ctx { caller: &caller, stateless: None, out: None, peer, trace_parent: None };
         let Some((status, body)) = gw.handle(&session, Incoming::parse(msg), ctx).await else {
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
@@ -139,14 +140,14 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
 
     // Stateless 2026-07-28.
     let header_version = header(&headers, "mcp-protocol-version");
-    let modern = match super::modern_meta_raw(&msg) {
+    let stateless = match super::stateless_meta_raw(&msg) {
         Ok(m) => m,
         Err(r) => return fail(r),
     };
     let is_request = matches!(msg.kind(), Some(Kind::Request));
-    let Some(modern) = modern.filter(|_| is_request).or_else(|| {
+    let Some(stateless) = stateless.filter(|_| is_request).or_else(|| {
         // A version header alone still marks the request as stateless: it then lacks `_meta`.
-        (is_request && header_version == Some(protocol::MODERN)).then(|| ModernMeta {
+        (is_request && header_version == Some(protocol::STATELESS)).then(|| StatelessMeta {
             version: String::new(),
             capabilities: serde_json::Value::Null,
             log_level: None,
@@ -163,27 +164,27 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
         );
     };
     let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
-    dispatch(gw, session, msg, Some(modern), caller, &headers, peer).await
+    dispatch(gw, session, msg, Some(stateless), caller, &headers, peer).await
 }
 
 /// The 2026-07-28 checks, in the order the spec's conformance suite expects: the version
 /// header, the `_meta` fields, header against body, the version itself, then `Mcp-Method`,
 /// `Mcp-Name` and `Mcp-Param-*` against the body — so that nothing routing on headers sees
 /// a different request than the one the gateway authorizes.
-fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Incoming, m: &ModernMeta) -> Result<(), Refusal> {
+fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Incoming, m: &StatelessMeta) -> Result<(), Refusal> {
     let Some(v) = header(h, "mcp-protocol-version") else {
         return Err(Refusal::HeaderMismatch("the MCP-Protocol-Version header is required".into()));
     };
     if m.version.is_empty() {
-        return Err(Refusal::MalformedModern(format!(
+        return Err(Refusal::MalformedStateless(format!(
             "a {} request must carry `_meta.{}` and `_meta.{}`",
-            protocol::MODERN,
+            protocol::STATELESS,
             protocol::META_PROTOCOL_VERSION,
             protocol::META_CLIENT_CAPABILITIES
         )));
     }
     if !m.capabilities.is_object() {
-        super::check_modern(m)?;
+        super::check_stateless(m)?;
     }
     if v != m.version {
         return Err(Refusal::HeaderMismatch(format!(
@@ -191,7 +192,7 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Incoming, m: &ModernMeta) ->
             m.version
         )));
     }
-    super::check_modern(m)?;
+    super::check_stateless(m)?;
     let Incoming::Request { request, .. } = msg else { return Ok(()) };
     let name = match request {
         Ok(Request::Other(name)) => name.as_str(),
@@ -246,13 +247,13 @@ async fn dispatch(
     gw: Arc<Gateway>,
     session: Arc<Session>,
     msg: Message,
-    modern: Option<ModernMeta>,
+    stateless: Option<StatelessMeta>,
     caller: Caller,
     headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
 ) -> Response {
     let msg = Incoming::parse(msg);
-    if let Some(m) = modern.as_ref().filter(|_| msg.is_request()) {
+    if let Some(m) = stateless.as_ref().filter(|_| msg.is_request()) {
         if let Err(r) = check_headers(&gw, headers, &msg, m) {
             let Incoming::Request { id, .. } = &msg else { unreachable!("a request") };
             return json_response(r.status(), r.to_response(Some(id)));
@@ -263,7 +264,7 @@ async fn dispatch(
             .handle(
                 &session,
                 msg,
-                Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer, trace_parent: None },
+                Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None },
             )
             .await
         {
@@ -277,7 +278,7 @@ async fn dispatch(
             .handle(
                 &session,
                 msg,
-                Ctx { caller: &caller, modern: modern.as_ref(), out: None, peer, trace_parent: None },
+                Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None },
             )
             .await
         {
@@ -296,7 +297,7 @@ async fn dispatch(
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     // In the request's span (telemetry): the call's spans stay in its trace.
     let guard = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let ctx = Ctx { caller: &caller, modern: modern.as_ref(), out: Some(&tx), peer, trace_parent: None };
+        let ctx = Ctx { caller: &caller, stateless: stateless.as_ref(), out: Some(&tx), peer, trace_parent: None };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
     })));
     tokio::select! {

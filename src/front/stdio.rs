@@ -64,7 +64,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
         };
         let (gw, session, tx, caller) = (gw.clone(), session.clone(), tx.clone(), caller.clone());
         tasks.spawn(async move {
-            let modern = match super::modern_meta(&msg) {
+            let stateless = match super::stateless_meta(&msg) {
                 Ok(m) => m,
                 Err(r) => {
                     if matches!(msg.kind(), Some(Kind::Request)) {
@@ -81,7 +81,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
             };
             let ctx = Ctx {
                 caller: &caller,
-                modern: modern.as_ref(),
+                stateless: stateless.as_ref(),
                 out: Some(&tx),
                 peer: None,
                 trace_parent: parent.as_ref(),

@@ -5,6 +5,7 @@ use serde_json::value::RawValue;
 
 /// A response ready to send: whole, or with a backend's result still streaming in.
 pub enum Framed {
+    /// A result known whole.
     Whole(String),
     /// The response's bytes as they come; an error cuts the response off (the result broke,
     /// or its audit record could not be stored under a fail-closed policy).
@@ -17,7 +18,9 @@ pub enum Framed {
 /// then each notification as it comes. It ends when the client cancels the request (`call`)
 /// or goes away, or when the gateway shuts down.
 pub struct Listening {
+    /// The `notifications/subscriptions/acknowledged` sent first.
     pub ack: String,
+    /// The stream's notifications, as they come.
     pub notifications: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
     /// The request, registered in its session so that `notifications/cancelled` ends it.
     pub call: crate::session::RegisteredCall,
@@ -72,6 +75,7 @@ impl Framed {
 
 /// How a request ended, before it is framed as a response.
 pub enum Answer {
+    /// A result, to be sent as the response's `result`.
     Result(String),
     /// A backend's result on its way (see `backend::ResultBody`); audited when it ends.
     Stream(crate::backend::ResultBody),

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::error::Refusal;
-use crate::protocol::ModernMeta;
+use crate::protocol::StatelessMeta;
 use crate::session::Session;
 
 /// Who is calling, as the front door established it.
@@ -15,6 +15,7 @@ use crate::session::Session;
 pub enum Caller {
     /// Authentication is disabled (loopback only).
     Anonymous,
+    /// A caller whose token was accepted.
     User(crate::auth::Identity),
     /// The credentials were refused: every request is answered -32010 (HTTP 401).
     Refused(crate::auth::AuthError),
@@ -42,6 +43,7 @@ impl Caller {
         }
     }
 
+    /// The token's roles (none for an anonymous or refused caller).
     pub fn roles(&self) -> &[String] {
         match self {
             Caller::User(i) => &i.roles,
@@ -53,9 +55,10 @@ impl Caller {
 /// What the front door knows about one request beyond the message itself.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
+    /// Who is calling.
     pub caller: &'a Caller,
     /// The validated stateless `_meta`, for 2026-07-28 requests.
-    pub modern: Option<&'a ModernMeta>,
+    pub stateless: Option<&'a StatelessMeta>,
     /// This request's own stream (SSE response, or stdout) for its notifications and
     /// server-to-client requests; `None` when the client asked for a plain JSON answer.
     pub out: Option<&'a mpsc::UnboundedSender<String>>,
@@ -80,8 +83,8 @@ impl RequestCtx<'_> {
     /// The generation the request speaks: stateless when it carries the 2026-07-28 `_meta`,
     /// else its session's (none before `initialize`).
     pub fn generation(&self) -> Option<crate::protocol::Generation> {
-        match self.ctx.modern {
-            Some(_) => Some(crate::protocol::Generation::Modern),
+        match self.ctx.stateless {
+            Some(_) => Some(crate::protocol::Generation::Stateless),
             None => self.session.generation(),
         }
     }
@@ -89,6 +92,7 @@ impl RequestCtx<'_> {
 
 /// The caller as the pipeline sees it.
 impl Caller {
+    /// What the caller may reach (stage 1): refused callers and expired tokens stop here.
     pub fn access(&self) -> Result<crate::policy::Access, Refusal> {
         match self {
             Caller::Anonymous => Ok(crate::policy::Access::Unrestricted),

@@ -46,7 +46,7 @@ impl Gateway {
                     ClientNotification::Cancelled(None) | ClientNotification::Known(_) => {}
                     ClientNotification::Other(method) => {
                         let method = crate::audit::bounded(&method, crate::audit::MAX_METHOD_BYTES);
-                        tracing::debug!(%method, "ignoring client notification")
+                        tracing::debug!(%method, "ignoring client notification");
                     }
                 }
                 None
@@ -56,23 +56,23 @@ impl Gateway {
                 let req = RequestCtx { session, id: &id, ctx };
                 let (status, text) = match self.govern(req, request).await {
                     // A stateless client gets the fields its revision requires on every result.
-                    Ok(Answer::Result(r)) if ctx.modern.is_some() => {
-                        (StatusCode::OK, jsonrpc::result(&id, &lists::modern_result(method, r)))
+                    Ok(Answer::Result(r)) if ctx.stateless.is_some() => {
+                        (StatusCode::OK, jsonrpc::result(&id, &lists::stateless_result(method, r)))
                     }
                     Ok(Answer::Result(r)) => (StatusCode::OK, jsonrpc::result(&id, &r)),
                     Ok(Answer::Stream(body)) => {
-                        let fields = if ctx.modern.is_some() { lists::modern_fields(method) } else { &[] };
+                        let fields = if ctx.stateless.is_some() { lists::stateless_fields(method) } else { &[] };
                         return Some((StatusCode::OK, Framed::result(&id, body, fields)));
                     }
                     Ok(Answer::Error(e)) => {
                         let status =
-                            if ctx.modern.is_some() { lists::http_status_of_error(&e) } else { StatusCode::OK };
+                            if ctx.stateless.is_some() { lists::http_status_of_error(&e) } else { StatusCode::OK };
                         (status, jsonrpc::error_raw(Some(&id), &e))
                     }
                     Ok(Answer::Cancelled) => return None,
                     Ok(Answer::Listen(l)) => return Some((StatusCode::OK, Framed::Listen(l))),
                     // Over stateless HTTP an unknown method is a 404 (the spec's version probe relies on it).
-                    Err(r @ Refusal::MethodNotFound(_)) if ctx.modern.is_some() => {
+                    Err(r @ Refusal::MethodNotFound(_)) if ctx.stateless.is_some() => {
                         (StatusCode::NOT_FOUND, r.to_response(Some(&id)))
                     }
                     Err(r) => (r.status(), r.to_response(Some(&id))),
@@ -97,8 +97,13 @@ mod tests {
 
     async fn send(gw: &Arc<Gateway>, session: &Arc<Session>, text: &str) -> Option<(StatusCode, String)> {
         let msg = Incoming::parse(crate::jsonrpc::Message::parse(text.as_bytes()).expect("JSON"));
-        let ctx =
-            Ctx { caller: &super::super::Caller::Anonymous, modern: None, out: None, peer: None, trace_parent: None };
+        let ctx = Ctx {
+            caller: &super::super::Caller::Anonymous,
+            stateless: None,
+            out: None,
+            peer: None,
+            trace_parent: None,
+        };
         let (status, framed) = gw.handle(session, msg, ctx).await?;
         Some((status, framed.into_string().await.expect("whole")))
     }

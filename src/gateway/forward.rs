@@ -155,7 +155,7 @@ impl Gateway {
             Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
             _ => return None,
         };
-        (!forward || backend.generation == Generation::Modern).then(|| Answer::Result("{}".into()))
+        (!forward || backend.generation == Generation::Stateless).then(|| Answer::Result("{}".into()))
     }
 
     /// Calls the backend; when a stateless backend answers a session-based client with
@@ -170,19 +170,19 @@ impl Gateway {
         progress_token: Option<String>,
         call: &Call<'_>,
     ) -> Result<BackendOutcome, Refusal> {
-        let bridges = call.req.ctx.modern.is_none() && backend.generation == Generation::Modern;
+        let bridges = call.req.ctx.stateless.is_none() && backend.generation == Generation::Stateless;
         let opts = |events| CallOpts {
             events: Some(events),
             progress_token: progress_token.clone(),
             name: Some(route.name.clone()),
-            client_capabilities: match (call.req.ctx.modern, backend.generation) {
+            client_capabilities: match (call.req.ctx.stateless, backend.generation) {
                 (Some(m), _) => Some(m.capabilities.clone()),
                 // The gateway answers a stateless backend's input requests for a session-based
                 // client, so the backend may ask for what that client declared.
-                (None, Generation::Modern) => Some(call.req.session.capabilities()),
-                (None, Generation::Legacy(_)) => None,
+                (None, Generation::Stateless) => Some(call.req.session.capabilities()),
+                (None, Generation::SessionBased(_)) => None,
             },
-            log_level: match call.req.ctx.modern {
+            log_level: match call.req.ctx.stateless {
                 Some(m) => m.log_level.clone(),
                 // Session-based clients filter by their own level at the gateway.
                 None => Some("debug".into()),

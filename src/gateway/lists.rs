@@ -48,8 +48,8 @@ pub fn discover() -> String {
 }
 
 /// `{"<key>":[...]}`, with the cache fields a stateless client expects.
-pub fn list(key: &str, items: &str, modern: bool) -> String {
-    if modern {
+pub fn list(key: &str, items: &str, stateless: bool) -> String {
+    if stateless {
         format!(
             r#"{{"{key}":{items},"resultType":"complete","ttlMs":{LIST_TTL_MS},"cacheScope":"private","_meta":{{"{META_SERVER_INFO}":{}}}}}"#,
             protocol::server_info()
@@ -62,11 +62,11 @@ pub fn list(key: &str, items: &str, modern: bool) -> String {
 /// Adds what the 2026-07-28 revision requires of a result and a session-based backend did
 /// not send (`resultType`; `ttlMs`/`cacheScope` on cacheable results), leaving every byte
 /// the backend sent in place.
-pub fn modern_result(method: Option<Method>, mut r: String) -> String {
+pub fn stateless_result(method: Option<Method>, mut r: String) -> String {
     if !r.trim_start().starts_with('{') {
         return r;
     }
-    for (key, value) in modern_fields(method) {
+    for (key, value) in stateless_fields(method) {
         if !jsonrpc::has_top_level_key(&r, key) {
             r = jsonrpc::splice_field(&r, key, value);
         }
@@ -76,7 +76,7 @@ pub fn modern_result(method: Option<Method>, mut r: String) -> String {
 
 /// The fields a stateless client must find in a result, with the value given when the
 /// backend's result lacks them (`modern_result` for whole results).
-pub fn modern_fields(method: Option<Method>) -> &'static [(&'static str, &'static str)] {
+pub fn stateless_fields(method: Option<Method>) -> &'static [(&'static str, &'static str)] {
     if method == Some(Method::ResourcesRead) {
         &[("resultType", "\"complete\""), ("cacheScope", "\"private\""), ("ttlMs", "0")]
     } else {

@@ -25,15 +25,15 @@ impl Gateway {
         access: &Access,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
-        let modern = ctx.modern.is_some();
+        let stateless = ctx.stateless.is_some();
         let policy = self.policy.load();
         let catalog = self.catalog();
         let live = self.live.load();
         let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
         let answer = match request {
             Request::Initialize { version, capabilities } => {
-                let version = protocol::negotiate_legacy(version.as_deref());
-                session.initialize(Generation::Legacy(version), capabilities);
+                let version = protocol::negotiate_session_based(version.as_deref());
+                session.initialize(Generation::SessionBased(version), capabilities);
                 Answer::Result(lists::initialize_result(version))
             }
             Request::Ping => Answer::Result("{}".into()),
@@ -43,17 +43,19 @@ impl Gateway {
                 Answer::Result("{}".into())
             }
             Request::Discover => Answer::Result(lists::discover()),
-            Request::List(Listing::Tools) => Answer::Result(lists::list("tools", &catalog.tools_json(visible), modern)),
+            Request::List(Listing::Tools) => {
+                Answer::Result(lists::list("tools", &catalog.tools_json(visible), stateless))
+            }
             Request::List(Listing::Prompts) => {
-                Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), modern))
+                Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), stateless))
             }
             Request::List(Listing::Resources) => {
-                Answer::Result(lists::list("resources", &catalog.resources_json(visible), modern))
+                Answer::Result(lists::list("resources", &catalog.resources_json(visible), stateless))
             }
             Request::List(Listing::Templates) => {
-                Answer::Result(lists::list("resourceTemplates", &catalog.templates_json(visible), modern))
+                Answer::Result(lists::list("resourceTemplates", &catalog.templates_json(visible), stateless))
             }
-            Request::Listen(filter) if modern => Answer::Listen(self.listen(session, access, id, filter)?),
+            Request::Listen(filter) if stateless => Answer::Listen(self.listen(session, access, id, filter)?),
             Request::Listen(_) => {
                 return Err(Refusal::InvalidRequest(
                     "subscriptions/listen is a stream; send it to /mcp directly".into(),

@@ -130,10 +130,10 @@ impl Gateway {
         // are refused here, after authentication.
         let call = match request {
             Ok(Request::Other(name)) => return Err(Refusal::MethodNotFound(name)),
-            Ok(r) if ctx.modern.is_some() && r.method().is_some_and(Method::removed_in_stateless) => {
+            Ok(r) if ctx.stateless.is_some() && r.method().is_some_and(Method::removed_in_stateless) => {
                 return Err(Refusal::MethodNotFound(r.method().map(Method::as_str).unwrap_or_default().into()));
             }
-            Err(bad) if ctx.modern.is_some() && bad.method.removed_in_stateless() => {
+            Err(bad) if ctx.stateless.is_some() && bad.method.removed_in_stateless() => {
                 return Err(Refusal::MethodNotFound(bad.method.as_str().into()));
             }
             Ok(Request::Call(call)) => Ok(call),
@@ -288,8 +288,11 @@ impl Gateway {
 // Not boxed: it is returned once per call and taken apart at once; boxing the call would
 // cost an allocation on every call to save a move.
 #[allow(clippy::large_enum_variant)]
+/// What the policy stages decided about a call.
 pub enum Admission {
+    /// Forward the call (rewritten for its backend) along this route.
     Forward(Call, Route),
+    /// Already answered (arguments refused as a tool result).
     Answered(Answer),
 }
 

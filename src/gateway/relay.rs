@@ -97,7 +97,7 @@ impl Gateway {
     /// Passes one backend event to the client whose call it belongs to.
     pub(super) fn relay(&self, ev: Event, call: &Call<'_>) {
         let (session, ctx) = (call.req.session, call.req.ctx);
-        let out = ctx.out.cloned().or_else(|| if ctx.modern.is_none() { session.outbound() } else { None });
+        let out = ctx.out.cloned().or_else(|| if ctx.stateless.is_none() { session.outbound() } else { None });
         match ev {
             Event::Notification { method, params } => {
                 let Some(out) = out else { return };
@@ -109,7 +109,7 @@ impl Gateway {
                     p.0.insert("progressToken".into(), tok.clone());
                 } else if kind == Some(Notification::Message) {
                     let level = p.str("level").ok().flatten().and_then(|l| protocol::log_level_rank(&l)).unwrap_or(0);
-                    let min = match ctx.modern {
+                    let min = match ctx.stateless {
                         // A stateless client gets log messages only when it asked for them.
                         Some(m) => match m.log_level.as_deref().and_then(protocol::log_level_rank) {
                             Some(min) => min,
@@ -124,7 +124,7 @@ impl Gateway {
                 let _ = out.send(jsonrpc::notification(&method, &p.to_json()));
             }
             Event::Request { method, params, reply } => {
-                if ctx.modern.is_some() {
+                if ctx.stateless.is_some() {
                     return refuse(
                         reply,
                         format!(
@@ -165,7 +165,7 @@ impl Gateway {
         params: Option<&RawValue>,
         out: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<(Relayed, oneshot::Receiver<Reply>), CannotAsk> {
-        if !matches!(session.generation(), Some(Generation::Legacy(_))) {
+        if !matches!(session.generation(), Some(Generation::SessionBased(_))) {
             return Err(CannotAsk::NoSession(method.to_string()));
         }
         // A request the client never declared it can take is refused; one the gateway does

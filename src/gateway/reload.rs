@@ -22,13 +22,16 @@ pub enum ReloadError {
     #[error("{0}")]
     WeakensAuth(String),
     #[error("policy: {0}")]
+    /// Roles or the kill switch cannot be compiled.
     Policy(#[from] crate::policy::PolicyError),
     #[error("rate limits: {0}")]
+    /// A rate-limit glob does not compile.
     RateLimits(#[from] crate::rate_limit::BadRateLimitGlob),
     /// The authenticator could not be built (keys unreadable or unusable).
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
     #[error("the gateway is shutting down")]
+    /// The gateway is shutting down: nothing is reloaded.
     ShuttingDown,
 }
 

@@ -10,11 +10,13 @@ use crate::request::Call;
 /// Where a call goes: the backend, the name or URI it is about, and the `Mcp-Param-*`
 /// headers its arguments call for.
 pub struct Route {
+    /// The slot of the backend that serves the call.
     pub backend: usize,
     /// The name policy is about: the exposed tool or prompt name, or the resource URI.
     pub exposed: String,
     /// The name or URI at the backend.
     pub name: String,
+    /// The `Mcp-Param-*` headers the tool's arguments call for (HTTP backends).
     pub param_headers: Vec<(String, String)>,
 }
 

@@ -119,10 +119,12 @@ impl Gateway {
         Some(s)
     }
 
+    /// This replica's session `id`, if open here (see `find_session` for any replica's).
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions.get(id)
     }
 
+    /// Ends the session `id` here; whether it was open.
     pub fn end_session(&self, id: &str) -> bool {
         let Some(removed) = self.sessions.remove(id) else { return false };
         self.metrics.sessions(removed.session.transport, removed.open as i64);

@@ -29,9 +29,9 @@ impl Gateway {
         if record.subject.as_deref() != subject {
             return None;
         }
-        let version = protocol::known_legacy(&record.version)?;
+        let version = protocol::known_session_based(&record.version)?;
         let s = Arc::new(Session::new(id.to_string(), "http", subject));
-        s.initialize(Generation::Legacy(version), record.capabilities);
+        s.initialize(Generation::SessionBased(version), record.capabilities);
         if let Some(level) = record.log_level {
             s.set_log_level(level);
         }
@@ -52,7 +52,7 @@ impl Gateway {
     /// Shares a session's state (after `initialize`, and when its log level changes), in the
     /// background: the client's answer does not wait for Redis.
     pub fn share_session(&self, s: &Session) {
-        let (Some(cluster), Some(Generation::Legacy(version))) = (self.cluster.clone(), s.generation()) else {
+        let (Some(cluster), Some(Generation::SessionBased(version))) = (self.cluster.clone(), s.generation()) else {
             return;
         };
         if s.transport != "http" {

@@ -22,7 +22,9 @@ use crate::backend::breaker::CircuitBreaker;
 use crate::catalog::Listing;
 use crate::config::BackendConfig;
 
+/// One configured backend: its config, the running connection (if up) and its circuit breaker.
 pub struct Slot {
+    /// The backend's config, as the file says.
     pub config: BackendConfig,
     /// The running backend; empty while down or restarting.
     pub(super) backend: ArcSwapOption<Backend>,
@@ -87,14 +89,17 @@ impl Slot {
         }
     }
 
+    /// The backend's name.
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
+    /// The running connection, if the backend is up.
     pub fn backend(&self) -> Option<Arc<Backend>> {
         self.backend.load_full()
     }
 
+    /// Whether the backend is up.
     pub fn is_up(&self) -> bool {
         self.backend.load().as_ref().is_some_and(|b| b.is_alive())
     }

@@ -109,7 +109,7 @@ impl Gateway {
     pub(super) fn count_subscription(&self, uri: &str, add: bool) {
         let Some(b) = self.catalog().resource_backend(uri).and_then(|i| self.backend(i)) else { return };
         let changed = if add { b.subscriptions.add(uri) } else { b.subscriptions.remove(uri) };
-        if changed && b.generation != Generation::Modern {
+        if changed && b.generation != Generation::Stateless {
             let method = if add { Method::ResourcesSubscribe } else { Method::ResourcesUnsubscribe }.as_str();
             let params = serde_json::json!({ "uri": uri });
             self.tasks.spawn(async move {
@@ -124,7 +124,7 @@ impl Gateway {
     /// Tells every client that asked that a list changed.
     pub(super) fn broadcast_list_changed(&self, kind: &str) {
         let Some(method) = Notification::list_changed(kind).map(Notification::as_str) else { return };
-        let legacy = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
+        let session_based = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
         // Only session-based clients (they initialized) get unsolicited list changes; a
         // stateless client asks for them with subscriptions/listen.
         self.sessions.for_each(|s| {
@@ -132,7 +132,7 @@ impl Gateway {
                 return;
             }
             if let Some(out) = s.outbound() {
-                let _ = out.send(legacy.clone());
+                let _ = out.send(session_based.clone());
             }
         });
         let mut listeners = self.listeners.lock().expect("listeners lock");
@@ -156,11 +156,11 @@ impl Gateway {
     pub(super) fn broadcast_resource_updated(&self, params: &RawValue) {
         let Ok(mut p) = Params::parse(Some(params)) else { return };
         let Ok(Some(uri)) = p.str("uri") else { return };
-        let legacy = jsonrpc::notification(Notification::ResourcesUpdated.as_str(), params.get());
+        let session_based = jsonrpc::notification(Notification::ResourcesUpdated.as_str(), params.get());
         self.sessions.for_each(|s| {
             if s.is_subscribed(&uri) {
                 if let Some(out) = s.outbound() {
-                    let _ = out.send(legacy.clone());
+                    let _ = out.send(session_based.clone());
                 }
             }
         });

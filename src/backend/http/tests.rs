@@ -105,7 +105,7 @@ async fn post(State(s): State<Arc<Server>>, headers: HeaderMap, body: String) ->
             let sid = format!("s{}", s.opened.fetch_add(1, Ordering::SeqCst) + 1);
             s.sessions.lock().unwrap().push(sid.clone());
             let result = json!({
-                "protocolVersion": protocol::LEGACY[0],
+                "protocolVersion": protocol::SESSION_BASED[0],
                 "capabilities": {"tools": {"listChanged": true}},
                 "serverInfo": {"name": "test", "version": "1"},
             });
@@ -200,7 +200,7 @@ async fn call(backend: &Backend, method: &str, p: Value, opts: &CallOpts) -> Val
 #[tokio::test]
 async fn the_handshake_opens_a_session_that_later_calls_carry() {
     let s = started().await;
-    assert_eq!(s.backend.generation, Generation::Legacy(protocol::LEGACY[0]));
+    assert_eq!(s.backend.generation, Generation::SessionBased(protocol::SESSION_BASED[0]));
     assert_eq!(s.server.posted("initialize").len(), 1);
     assert_eq!(s.server.posted("notifications/initialized")[0].0.as_deref(), Some("s1"));
     let answer = call(&s.backend, "echo", json!({}), &CallOpts::default()).await;
