@@ -35,8 +35,11 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// One YAML document, merge keys (`<<: *anchor`) applied as Compose applies them.
 fn yaml(p: &Path) -> Value {
-    let v: serde_norway::Value = serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut v: serde_norway::Value =
+        serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    v.apply_merge().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::to_value(v).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -167,22 +170,36 @@ fn alert_rules_have_names_and_expressions() {
     assert_eq!(job["static_configs"][0]["targets"][0], "sentinel:8800");
 }
 
-#[test]
-fn docker_config_passes_check() {
+/// `sentinel check` on a shipped config with placeholder values for every variable the
+/// deployment files set: (passed, what it printed).
+fn check_config(path: &Path, jwt_secret: &str) -> (bool, String) {
     let out = std::process::Command::new(sentinel_bin())
         .args(["check", "-c"])
-        .arg(root().join("deploy/sentinel.docker.toml"))
-        .env("SENTINEL_JWT_SECRET", "placeholder-secret-0123456789abcdef0123456789")
+        .arg(path)
+        .env("SENTINEL_JWT_SECRET", jwt_secret)
         .env("POSTGRES_USER", "sentinel")
         .env("POSTGRES_PASSWORD", "placeholder")
         .env("POSTGRES_DB", "sentinel")
+        .env("REDIS_PASSWORD", "placeholder")
+        .env("SENTINEL_REPLICA_ID", "sentinel-1")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!stdout.contains("warning"), "{stdout}");
-    let text = read(&root().join("deploy/sentinel.docker.toml"));
-    assert!(text.contains("listen = \"0.0.0.0:8800\"") && text.contains("allow_public = true"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const PLACEHOLDER_SECRET: &str = "placeholder-secret-0123456789abcdef0123456789";
+
+#[test]
+fn docker_and_cluster_configs_pass_check() {
+    for file in ["deploy/sentinel.docker.toml", "deploy/sentinel.cluster.toml"] {
+        let (ok, out) = check_config(&root().join(file), PLACEHOLDER_SECRET);
+        assert!(ok, "{file}: {out}");
+        assert!(!out.contains("warning"), "{file}: {out}");
+        let text = read(&root().join(file));
+        assert!(text.contains("listen = \"0.0.0.0:8800\"") && text.contains("allow_public = true"), "{file}");
+    }
+    let cluster = read(&root().join("deploy/sentinel.cluster.toml"));
+    assert!(cluster.contains("[cluster]") && cluster.contains("replica_id = \"${SENTINEL_REPLICA_ID}\""));
 }
 
 #[test]
@@ -295,4 +312,69 @@ fn compose_file_passes_the_compose_spec_schema() {
     let broken = dir.path().join("docker-compose.yml");
     std::fs::write(&broken, "services:\n  sentinel:\n    image: x\n    ports: 8800\n    restart: sometimes\n").unwrap();
     assert!(!run(&broken).status.success(), "the schema check rejects an invalid compose file");
+}
+
+/// The `scale` profile: three replicas on the cluster config, each with its id and volume,
+/// Redis and HAProxy; HAProxy's servers are exactly those replicas, with the session stick
+/// table (tests/load_balancer.rs runs this HAProxy config in front of real replicas).
+#[test]
+fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
+    let c = yaml(&root().join("docker-compose.yml"));
+    let services = c["services"].as_object().expect("services");
+    let replicas = ["sentinel-1", "sentinel-2", "sentinel-3"];
+    for s in replicas.iter().chain(&["redis", "haproxy"]) {
+        assert_eq!(services[*s]["profiles"], json!(["scale"]), "{s}");
+    }
+    for r in replicas {
+        let s = &services[r];
+        assert_eq!(s["environment"]["SENTINEL_REPLICA_ID"], r);
+        assert!(s["environment"]["REDIS_PASSWORD"].is_string() && s["environment"]["SENTINEL_JWT_SECRET"].is_string());
+        assert_eq!(
+            s["volumes"],
+            json!([
+                "./deploy/sentinel.cluster.toml:/etc/sentinel/sentinel.toml:ro",
+                format!("{r}-data:/var/lib/sentinel")
+            ]),
+            "{r}: the cluster config, and a spool volume of its own"
+        );
+        assert!(c["volumes"].as_object().unwrap().contains_key(&format!("{r}-data")));
+        for dep in ["postgres", "redis"] {
+            assert_eq!(s["depends_on"][dep]["condition"], "service_healthy", "{r} waits for {dep}");
+        }
+        assert!(s["healthcheck"]["test"].to_string().contains("/health"));
+        assert!(s.get("ports").is_none(), "{r} is reached through HAProxy only");
+        assert_eq!(s["image"], services["sentinel"]["image"], "{r} runs the gateway's image");
+    }
+    let haproxy = &services["haproxy"];
+    assert_eq!(haproxy["ports"], json!(["127.0.0.1:8880:8800"]));
+    assert_eq!(haproxy["volumes"], json!(["./deploy/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]));
+    for r in replicas {
+        assert_eq!(haproxy["depends_on"][r]["condition"], "service_healthy");
+    }
+
+    let cfg = read(&root().join("deploy/haproxy/haproxy.cfg"));
+    let servers: Vec<(&str, &str)> = cfg
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap(), w.next().unwrap())
+        })
+        .collect();
+    let expected: Vec<(&str, String)> = replicas.iter().map(|r| (*r, format!("{r}:8800"))).collect();
+    assert_eq!(servers.iter().map(|(n, a)| (*n, a.to_string())).collect::<Vec<_>>(), expected);
+    for needle in [
+        "bind :8800",
+        "balance roundrobin",
+        "option redispatch",
+        "retries 3",
+        "retry-on conn-failure",
+        "uri /ready",
+        "hdr Host localhost",
+        "stick store-response res.hdr(mcp-session-id)",
+        "stick match req.hdr(mcp-session-id)",
+        "issue #13",
+    ] {
+        assert!(cfg.contains(needle), "haproxy.cfg lacks `{needle}`");
+    }
 }
