@@ -378,3 +378,121 @@ fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
         assert!(cfg.contains(needle), "haproxy.cfg lacks `{needle}`");
     }
 }
+
+/// Every manifest under deploy/kubernetes/, parsed.
+fn manifests() -> Vec<(PathBuf, Value)> {
+    files(&root().join("deploy/kubernetes"))
+        .into_iter()
+        .filter(|p| ext(p) == "yaml")
+        .map(|p| (p.clone(), yaml(&p)))
+        .collect()
+}
+
+fn manifest(kind: &str) -> Value {
+    let mut found: Vec<Value> = manifests().into_iter().map(|(_, v)| v).filter(|v| v["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} in deploy/kubernetes/");
+    found.remove(0)
+}
+
+/// kubernetes-validate (installed into target/peers from PyPI; the schemas are in the package,
+/// so no network is needed) finds every manifest valid in strict mode (no unknown fields), and
+/// catches a broken one.
+#[test]
+fn kubernetes_manifests_pass_the_schema_validator() {
+    let peers = common::peers::ensure();
+    let validate = peers.dir.join("venv/bin/kubernetes-validate");
+    let run = |files: &[PathBuf]| {
+        std::process::Command::new(&validate)
+            .args(["--strict", "--kubernetes-version", "1.33"])
+            .args(files)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", validate.display()))
+    };
+    let files: Vec<PathBuf> = manifests().into_iter().map(|(p, _)| p).collect();
+    assert!(files.len() >= 4, "Deployment, Service, ConfigMap, Secret: {files:?}");
+    let out = run(&files);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !text.contains("WARN"), "kubernetes-validate:\n{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("deployment.yaml");
+    let text = read(&root().join("deploy/kubernetes/deployment.yaml"));
+    std::fs::write(
+        &broken,
+        text.replace("replicas: 3", "replicas: three").replace("readinessProbe:", "readinesProbe:"),
+    )
+    .unwrap();
+    assert!(!run(&[broken]).status.success(), "the validator rejects an invalid manifest");
+}
+
+/// What docs/scaling.md promises of the manifests: three replicas, probed on /health and
+/// /ready with a Host the gateway accepts, non-root, secrets from the Secret, the ConfigMap's
+/// config valid and clustered, and the Secret's placeholder refused by the gateway.
+#[test]
+fn kubernetes_manifests_run_three_probed_non_root_replicas() {
+    let d = manifest("Deployment");
+    let spec = &d["spec"];
+    assert_eq!(spec["replicas"], 3);
+    let pod = &spec["template"]["spec"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    assert_eq!(&spec["selector"]["matchLabels"], labels);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001, "the image's user");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
+    for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready"), ("startupProbe", "/health")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(
+            get["httpHeaders"],
+            json!([{"name": "Host", "value": "localhost"}]),
+            "{probe}: a Host Sentinel accepts"
+        );
+    }
+
+    let secret = manifest("Secret");
+    let env = c["env"].as_array().unwrap();
+    let from_secret = |var: &str| {
+        let e = env.iter().find(|e| e["name"] == var).unwrap_or_else(|| panic!("no {var}"));
+        let r = &e["valueFrom"]["secretKeyRef"];
+        assert_eq!(r["name"], secret["metadata"]["name"], "{var}");
+        let key = r["key"].as_str().unwrap();
+        assert!(secret["stringData"][key].is_string(), "{var}: the Secret has no `{key}`");
+        secret["stringData"][key].as_str().unwrap().to_string()
+    };
+    let jwt_placeholder = from_secret("SENTINEL_JWT_SECRET");
+    from_secret("REDIS_PASSWORD");
+    from_secret("POSTGRES_PASSWORD");
+    let id = env.iter().find(|e| e["name"] == "SENTINEL_REPLICA_ID").expect("SENTINEL_REPLICA_ID");
+    assert_eq!(id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+
+    // The ConfigMap is mounted as the config file, which is valid, clustered and needs only
+    // the variables the Deployment sets.
+    let cm = manifest("ConfigMap");
+    let volume =
+        pod["volumes"].as_array().unwrap().iter().find(|v| v["configMap"].is_object()).expect("a ConfigMap volume");
+    assert_eq!(volume["configMap"]["name"], cm["metadata"]["name"]);
+    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap();
+    assert_eq!(mount["mountPath"], "/etc/sentinel");
+    assert!(c["args"].to_string().contains("/etc/sentinel/sentinel.toml"));
+    let toml = cm["data"]["sentinel.toml"].as_str().expect("sentinel.toml in the ConfigMap");
+    assert!(toml.contains("[cluster]"));
+    for var in ["SENTINEL_JWT_SECRET", "REDIS_PASSWORD", "POSTGRES_PASSWORD", "SENTINEL_REPLICA_ID"] {
+        assert!(toml.contains(&format!("${{{var}}}")) && env.iter().any(|e| e["name"] == var), "{var}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sentinel.toml");
+    std::fs::write(&file, toml).unwrap();
+    let (ok, out) = check_config(&file, PLACEHOLDER_SECRET);
+    assert!(ok && !out.contains("warning"), "the ConfigMap's sentinel.toml: {out}");
+    let (ok, out) = check_config(&file, &jwt_placeholder);
+    assert!(!ok, "the Secret's placeholder JWT secret is refused: {out}");
+
+    let svc = manifest("Service");
+    assert_eq!(&svc["spec"]["selector"], labels);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], c["ports"][0]["name"]);
+    assert!(read(&root().join("deploy/kubernetes/secret.yaml")).contains("EXAMPLE ONLY"));
+}
