@@ -345,6 +345,10 @@ fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
         assert!(s.get("ports").is_none(), "{r} is reached through HAProxy only");
         assert_eq!(s["image"], services["sentinel"]["image"], "{r} runs the gateway's image");
     }
+    // Compose checks `${VAR:?}` in every profile's services: the single gateway's `.env` must
+    // not need the scale profile's Redis password. Redis refuses to start without it instead.
+    assert!(!read(&root().join("docker-compose.yml")).contains("REDIS_PASSWORD:?"));
+    assert!(services["redis"]["command"].to_string().contains("set REDIS_PASSWORD in .env"));
     let haproxy = &services["haproxy"];
     assert_eq!(haproxy["ports"], json!(["127.0.0.1:8880:8800"]));
     assert_eq!(haproxy["volumes"], json!(["./deploy/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]));
