@@ -35,6 +35,7 @@ struct Cluster {
 impl Cluster {
     /// One mock backend; `m__echo` limited to 10 calls a minute (burst 10) across the replicas.
     async fn start() -> Cluster {
+        common::haproxy::binary(); // before starting anything else
         let db = PgDb::create().await;
         let prefix = format!("sentinel-lb-test-{}:", uuid::Uuid::new_v4());
         let replicas: Vec<Gateway> = REPLICAS

@@ -19,8 +19,9 @@ pub struct Haproxy {
     dir: tempfile::TempDir,
 }
 
-/// `haproxy` on PATH, or where Debian puts it (`/usr/sbin` is not on every user's PATH).
-fn binary() -> PathBuf {
+/// `haproxy` on PATH, or where Debian puts it (`/usr/sbin` is not on every user's PATH); a
+/// missing one fails the test saying how to install it.
+pub fn binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
