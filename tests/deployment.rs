@@ -35,8 +35,11 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// One YAML document, merge keys (`<<: *anchor`) applied as Compose applies them.
 fn yaml(p: &Path) -> Value {
-    let v: serde_norway::Value = serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut v: serde_norway::Value =
+        serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    v.apply_merge().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::to_value(v).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -167,22 +170,36 @@ fn alert_rules_have_names_and_expressions() {
     assert_eq!(job["static_configs"][0]["targets"][0], "sentinel:8800");
 }
 
-#[test]
-fn docker_config_passes_check() {
+/// `sentinel check` on a shipped config with placeholder values for every variable the
+/// deployment files set: (passed, what it printed).
+fn check_config(path: &Path, jwt_secret: &str) -> (bool, String) {
     let out = std::process::Command::new(sentinel_bin())
         .args(["check", "-c"])
-        .arg(root().join("deploy/sentinel.docker.toml"))
-        .env("SENTINEL_JWT_SECRET", "placeholder-secret-0123456789abcdef0123456789")
+        .arg(path)
+        .env("SENTINEL_JWT_SECRET", jwt_secret)
         .env("POSTGRES_USER", "sentinel")
         .env("POSTGRES_PASSWORD", "placeholder")
         .env("POSTGRES_DB", "sentinel")
+        .env("REDIS_PASSWORD", "placeholder")
+        .env("SENTINEL_REPLICA_ID", "sentinel-1")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!stdout.contains("warning"), "{stdout}");
-    let text = read(&root().join("deploy/sentinel.docker.toml"));
-    assert!(text.contains("listen = \"0.0.0.0:8800\"") && text.contains("allow_public = true"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const PLACEHOLDER_SECRET: &str = "placeholder-secret-0123456789abcdef0123456789";
+
+#[test]
+fn docker_and_cluster_configs_pass_check() {
+    for file in ["deploy/sentinel.docker.toml", "deploy/sentinel.cluster.toml"] {
+        let (ok, out) = check_config(&root().join(file), PLACEHOLDER_SECRET);
+        assert!(ok, "{file}: {out}");
+        assert!(!out.contains("warning"), "{file}: {out}");
+        let text = read(&root().join(file));
+        assert!(text.contains("listen = \"0.0.0.0:8800\"") && text.contains("allow_public = true"), "{file}");
+    }
+    let cluster = read(&root().join("deploy/sentinel.cluster.toml"));
+    assert!(cluster.contains("[cluster]") && cluster.contains("replica_id = \"${SENTINEL_REPLICA_ID}\""));
 }
 
 #[test]
@@ -295,4 +312,191 @@ fn compose_file_passes_the_compose_spec_schema() {
     let broken = dir.path().join("docker-compose.yml");
     std::fs::write(&broken, "services:\n  sentinel:\n    image: x\n    ports: 8800\n    restart: sometimes\n").unwrap();
     assert!(!run(&broken).status.success(), "the schema check rejects an invalid compose file");
+}
+
+/// The `scale` profile: three replicas on the cluster config, each with its id and volume,
+/// Redis and HAProxy; HAProxy's servers are exactly those replicas, with the session stick
+/// table (tests/load_balancer.rs runs this HAProxy config in front of real replicas).
+#[test]
+fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
+    let c = yaml(&root().join("docker-compose.yml"));
+    let services = c["services"].as_object().expect("services");
+    let replicas = ["sentinel-1", "sentinel-2", "sentinel-3"];
+    for s in replicas.iter().chain(&["redis", "haproxy"]) {
+        assert_eq!(services[*s]["profiles"], json!(["scale"]), "{s}");
+    }
+    for r in replicas {
+        let s = &services[r];
+        assert_eq!(s["environment"]["SENTINEL_REPLICA_ID"], r);
+        assert!(s["environment"]["REDIS_PASSWORD"].is_string() && s["environment"]["SENTINEL_JWT_SECRET"].is_string());
+        assert_eq!(
+            s["volumes"],
+            json!([
+                "./deploy/sentinel.cluster.toml:/etc/sentinel/sentinel.toml:ro",
+                format!("{r}-data:/var/lib/sentinel")
+            ]),
+            "{r}: the cluster config, and a spool volume of its own"
+        );
+        assert!(c["volumes"].as_object().unwrap().contains_key(&format!("{r}-data")));
+        for dep in ["postgres", "redis"] {
+            assert_eq!(s["depends_on"][dep]["condition"], "service_healthy", "{r} waits for {dep}");
+        }
+        assert!(s["healthcheck"]["test"].to_string().contains("/health"));
+        assert!(s.get("ports").is_none(), "{r} is reached through HAProxy only");
+        assert_eq!(s["image"], services["sentinel"]["image"], "{r} runs the gateway's image");
+    }
+    // Compose checks `${VAR:?}` in every profile's services: the single gateway's `.env` must
+    // not need the scale profile's Redis password. Redis refuses to start without it instead.
+    assert!(!read(&root().join("docker-compose.yml")).contains("REDIS_PASSWORD:?"));
+    assert!(services["redis"]["command"].to_string().contains("set REDIS_PASSWORD in .env"));
+    let haproxy = &services["haproxy"];
+    assert_eq!(haproxy["ports"], json!(["127.0.0.1:8880:8800"]));
+    assert_eq!(haproxy["volumes"], json!(["./deploy/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]));
+    for r in replicas {
+        assert_eq!(haproxy["depends_on"][r]["condition"], "service_healthy");
+    }
+
+    let cfg = read(&root().join("deploy/haproxy/haproxy.cfg"));
+    let servers: Vec<(&str, &str)> = cfg
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap(), w.next().unwrap())
+        })
+        .collect();
+    let expected: Vec<(&str, String)> = replicas.iter().map(|r| (*r, format!("{r}:8800"))).collect();
+    assert_eq!(servers.iter().map(|(n, a)| (*n, a.to_string())).collect::<Vec<_>>(), expected);
+    for needle in [
+        "bind :8800",
+        "balance roundrobin",
+        "option redispatch",
+        "retries 3",
+        "retry-on conn-failure",
+        "uri /ready",
+        "hdr Host localhost",
+        "stick store-response res.hdr(mcp-session-id)",
+        "stick match req.hdr(mcp-session-id)",
+        "issue #13",
+    ] {
+        assert!(cfg.contains(needle), "haproxy.cfg lacks `{needle}`");
+    }
+}
+
+/// Every manifest under deploy/kubernetes/, parsed.
+fn manifests() -> Vec<(PathBuf, Value)> {
+    files(&root().join("deploy/kubernetes"))
+        .into_iter()
+        .filter(|p| ext(p) == "yaml")
+        .map(|p| (p.clone(), yaml(&p)))
+        .collect()
+}
+
+fn manifest(kind: &str) -> Value {
+    let mut found: Vec<Value> = manifests().into_iter().map(|(_, v)| v).filter(|v| v["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} in deploy/kubernetes/");
+    found.remove(0)
+}
+
+/// kubernetes-validate (installed into target/peers from PyPI; the schemas are in the package,
+/// so no network is needed) finds every manifest valid in strict mode (no unknown fields), and
+/// catches a broken one.
+#[test]
+fn kubernetes_manifests_pass_the_schema_validator() {
+    let peers = common::peers::ensure();
+    let validate = peers.dir.join("venv/bin/kubernetes-validate");
+    let run = |files: &[PathBuf]| {
+        std::process::Command::new(&validate)
+            .args(["--strict", "--kubernetes-version", "1.33"])
+            .args(files)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", validate.display()))
+    };
+    let files: Vec<PathBuf> = manifests().into_iter().map(|(p, _)| p).collect();
+    assert!(files.len() >= 4, "Deployment, Service, ConfigMap, Secret: {files:?}");
+    let out = run(&files);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !text.contains("WARN"), "kubernetes-validate:\n{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("deployment.yaml");
+    let text = read(&root().join("deploy/kubernetes/deployment.yaml"));
+    std::fs::write(
+        &broken,
+        text.replace("replicas: 3", "replicas: three").replace("readinessProbe:", "readinesProbe:"),
+    )
+    .unwrap();
+    assert!(!run(&[broken]).status.success(), "the validator rejects an invalid manifest");
+}
+
+/// What docs/scaling.md promises of the manifests: three replicas, probed on /health and
+/// /ready with a Host the gateway accepts, non-root, secrets from the Secret, the ConfigMap's
+/// config valid and clustered, and the Secret's placeholder refused by the gateway.
+#[test]
+fn kubernetes_manifests_run_three_probed_non_root_replicas() {
+    let d = manifest("Deployment");
+    let spec = &d["spec"];
+    assert_eq!(spec["replicas"], 3);
+    let pod = &spec["template"]["spec"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    assert_eq!(&spec["selector"]["matchLabels"], labels);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001, "the image's user");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
+    for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready"), ("startupProbe", "/health")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(
+            get["httpHeaders"],
+            json!([{"name": "Host", "value": "localhost"}]),
+            "{probe}: a Host Sentinel accepts"
+        );
+    }
+
+    let secret = manifest("Secret");
+    let env = c["env"].as_array().unwrap();
+    let from_secret = |var: &str| {
+        let e = env.iter().find(|e| e["name"] == var).unwrap_or_else(|| panic!("no {var}"));
+        let r = &e["valueFrom"]["secretKeyRef"];
+        assert_eq!(r["name"], secret["metadata"]["name"], "{var}");
+        let key = r["key"].as_str().unwrap();
+        assert!(secret["stringData"][key].is_string(), "{var}: the Secret has no `{key}`");
+        secret["stringData"][key].as_str().unwrap().to_string()
+    };
+    let jwt_placeholder = from_secret("SENTINEL_JWT_SECRET");
+    from_secret("REDIS_PASSWORD");
+    from_secret("POSTGRES_PASSWORD");
+    let id = env.iter().find(|e| e["name"] == "SENTINEL_REPLICA_ID").expect("SENTINEL_REPLICA_ID");
+    assert_eq!(id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+
+    // The ConfigMap is mounted as the config file, which is valid, clustered and needs only
+    // the variables the Deployment sets.
+    let cm = manifest("ConfigMap");
+    let volume =
+        pod["volumes"].as_array().unwrap().iter().find(|v| v["configMap"].is_object()).expect("a ConfigMap volume");
+    assert_eq!(volume["configMap"]["name"], cm["metadata"]["name"]);
+    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap();
+    assert_eq!(mount["mountPath"], "/etc/sentinel");
+    assert!(c["args"].to_string().contains("/etc/sentinel/sentinel.toml"));
+    let toml = cm["data"]["sentinel.toml"].as_str().expect("sentinel.toml in the ConfigMap");
+    assert!(toml.contains("[cluster]"));
+    for var in ["SENTINEL_JWT_SECRET", "REDIS_PASSWORD", "POSTGRES_PASSWORD", "SENTINEL_REPLICA_ID"] {
+        assert!(toml.contains(&format!("${{{var}}}")) && env.iter().any(|e| e["name"] == var), "{var}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sentinel.toml");
+    std::fs::write(&file, toml).unwrap();
+    let (ok, out) = check_config(&file, PLACEHOLDER_SECRET);
+    assert!(ok && !out.contains("warning"), "the ConfigMap's sentinel.toml: {out}");
+    let (ok, out) = check_config(&file, &jwt_placeholder);
+    assert!(!ok, "the Secret's placeholder JWT secret is refused: {out}");
+
+    let svc = manifest("Service");
+    assert_eq!(&svc["spec"]["selector"], labels);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], c["ports"][0]["name"]);
+    assert!(read(&root().join("deploy/kubernetes/secret.yaml")).contains("EXAMPLE ONLY"));
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod governance;
+pub mod haproxy;
 pub mod peers;
 pub mod pg;
 pub mod proxy;
