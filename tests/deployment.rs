@@ -315,8 +315,8 @@ fn compose_file_passes_the_compose_spec_schema() {
 }
 
 /// The `scale` profile: three replicas on the cluster config, each with its id and volume,
-/// Redis and HAProxy; HAProxy's servers are exactly those replicas, with the session stick
-/// table (tests/load_balancer.rs runs this HAProxy config in front of real replicas).
+/// Redis and HAProxy; HAProxy's servers are exactly those replicas, round robin with no
+/// stickiness (tests/load_balancer.rs runs this HAProxy config in front of real replicas).
 #[test]
 fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
     let c = yaml(&root().join("docker-compose.yml"));
@@ -375,12 +375,11 @@ fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
         "retry-on conn-failure",
         "uri /ready",
         "hdr Host localhost",
-        "stick store-response res.hdr(mcp-session-id)",
-        "stick match req.hdr(mcp-session-id)",
-        "issue #13",
+        "No stickiness",
     ] {
         assert!(cfg.contains(needle), "haproxy.cfg lacks `{needle}`");
     }
+    assert!(!cfg.contains("stick-table") && !cfg.contains("stick match"), "sessions are shared: no stick table");
 }
 
 /// Every manifest under deploy/kubernetes/, parsed.

@@ -2,9 +2,8 @@
 //! (`deploy/haproxy/haproxy.cfg`, tests/common/haproxy.rs), sharing the machine's Redis
 //! (`[cluster]`, a key prefix per test) and one PostgreSQL audit database (a database per
 //! test). What a client of the load balancer sees: stateless clients served by every replica
-//! under one quota and one kill switch; session-based clients kept on their replica by the
-//! stick table, and what happens to them when that replica dies (today: 404, then a new session
-//! on a survivor, until sessions are shared — issue #13).
+//! under one quota and one kill switch; session-based clients served by every replica with no
+//! stickiness, their sessions outliving the replica that opened them.
 
 mod common;
 
@@ -189,7 +188,7 @@ async fn the_kill_switch_reaches_every_replica_behind_the_load_balancer() {
 
     let config = cluster.config();
     tokio::task::spawn_blocking(move || {
-        kill_switch(&config, &["add", "tool", "m__test_simple_text", "--reason", "lb test"])
+        kill_switch(&config, &["add", "tool", "m__test_simple_text", "--reason", "lb test"]);
     })
     .await
     .unwrap();
@@ -211,57 +210,44 @@ async fn the_kill_switch_reaches_every_replica_behind_the_load_balancer() {
     assert!(took < Duration::from_secs(1), "served by every replica again only after {took:?}");
 }
 
-/// A session-based client through the load balancer: kept on its replica by the stick table
-/// for a whole conversation; without it, its requests that reach the other replica are 404.
-/// One replica SIGKILLed: stateless requests keep succeeding (the shipped config's retries and
-/// redispatch), a session on the survivor goes on, and a session of the dead replica gets 404
-/// and initializes again on the survivor — today's behaviour until sessions are shared.
+/// A session-based client through plain round robin (no stickiness): one session's requests
+/// alternate between the replicas and all succeed (sessions are shared through Redis); DELETE
+/// ends it on both. One replica SIGKILLed mid-session: stateless requests keep succeeding (the
+/// shipped config's retries and redispatch), and every session, whichever replica opened it,
+/// goes on on the survivor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_stay_on_their_replica_and_start_again_when_it_dies() {
+async fn sessions_are_served_by_every_replica_and_outlive_the_one_that_opened_them() {
     let mut cluster = Cluster::start().await;
 
-    // Without the stick table: 404 from the replica that does not hold the session.
-    let plain = HttpClient::legacy(&cluster.lb.plain_url, json!({})).await;
-    let mut statuses = BTreeMap::<String, BTreeSet<u16>>::new();
-    for _ in 0..4 {
-        let r = plain.request("tools/list", json!({})).await;
-        statuses.entry(served_by(&r)).or_default().insert(r.status);
-    }
-    let mut seen: Vec<&BTreeSet<u16>> = statuses.values().collect();
-    seen.sort();
-    assert_eq!(seen, [&BTreeSet::from([200]), &BTreeSet::from([404])], "plain round robin, by replica: {statuses:?}");
-
-    // With it: a conversation of one session stays on one replica; DELETE ends it.
+    // A long conversation of one session over plain round robin: every request succeeds, and
+    // both replicas served it.
     let s = HttpClient::legacy(&cluster.lb.url, json!({})).await;
-    let mut by = BTreeSet::new();
+    let mut by = BTreeMap::<String, usize>::new();
     for i in 0..12 {
         let r = if i % 3 == 0 {
             s.request("tools/list", json!({})).await
         } else {
             s.call("m__test_simple_text", json!({})).await
         };
-        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
         assert!(r.json()["error"].is_null(), "{:?}", r.json());
-        by.insert(served_by(&r));
+        *by.entry(served_by(&r)).or_default() += 1;
     }
-    assert_eq!(by.len(), 1, "one session, one replica: {by:?}");
+    assert_eq!(by.len(), 2, "one session, served by both replicas: {by:?}");
     let del =
         s.http.delete(&cluster.lb.url).header("mcp-session-id", s.session.as_ref().unwrap()).send().await.unwrap();
     assert_eq!(del.status(), 200);
-    assert_eq!(s.request("tools/list", json!({})).await.status, 404, "ended");
-
-    // One session on each replica (initialize is round robin).
-    let mut sessions = BTreeMap::<String, HttpClient>::new();
-    for _ in 0..6 {
-        let c = HttpClient::legacy(&cluster.lb.url, json!({})).await;
-        let r = c.request("ping", json!({})).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        sessions.entry(served_by(&r)).or_insert(c);
-        if sessions.len() == 2 {
-            break;
-        }
+    for _ in 0..2 {
+        assert_eq!(s.request("tools/list", json!({})).await.status, 404, "ended on both replicas");
     }
-    assert_eq!(sessions.len(), 2, "initialize reaches both replicas");
+
+    // A session opened on each replica (directly), then used through the load balancer.
+    let mut sessions = BTreeMap::<String, HttpClient>::new();
+    for (id, gw) in REPLICAS.iter().zip(&cluster.replicas) {
+        let mut c = HttpClient::legacy(&gw.as_ref().expect("running").url, json!({})).await;
+        c.url = cluster.lb.url.clone();
+        sessions.insert(id.to_string(), c);
+    }
     let (victim, survivor) = (REPLICAS[0], REPLICAS[1]);
 
     cluster.kill(victim);
@@ -274,29 +260,14 @@ async fn sessions_stay_on_their_replica_and_start_again_when_it_dies() {
         assert!(r.json()["error"].is_null(), "{:?}", r.json());
         assert_eq!(served_by(&r), survivor);
     }
-    // The survivor's session goes on.
-    let r = sessions[survivor].call("m__test_simple_text", json!({})).await;
-    assert_eq!((r.status, served_by(&r)), (200, survivor.to_string()), "{r:?}");
-
-    // The dead replica's session is unknown to the survivor (today: sessions are not shared)...
-    let orphan = &sessions[victim];
-    let r = orphan.request("tools/list", json!({})).await;
-    assert_eq!((r.status, served_by(&r)), (404, survivor.to_string()), "{r:?}");
-    // ...so the client initializes again, on the survivor, and carries on.
-    let again = HttpClient::legacy(&cluster.lb.url, json!({})).await;
-    for _ in 0..4 {
-        let r = again.call("m__test_simple_text", json!({})).await;
-        assert_eq!((r.status, served_by(&r)), (200, survivor.to_string()), "{r:?}");
+    // Both sessions go on, the dead replica's included: the survivor knows it from Redis.
+    for (opened_by, c) in &sessions {
+        for _ in 0..3 {
+            let r = c.call("m__test_simple_text", json!({})).await;
+            assert_eq!((r.status, served_by(&r)), (200, survivor.to_string()), "session opened by {opened_by}: {r:?}");
+            assert!(r.json()["error"].is_null(), "{:?}", r.json());
+        }
     }
-    let del = again
-        .http
-        .delete(&cluster.lb.url)
-        .header("mcp-session-id", again.session.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 200);
-    assert_eq!(again.request("tools/list", json!({})).await.status, 404);
 
     // HAProxy's health checks take the dead replica out.
     eventually("HAProxy marks the killed replica down", || async {

@@ -60,7 +60,7 @@ pub fn cluster(src: &Source, raw: Option<RawCluster>, problems: &mut Vec<Problem
     if c.secret_file.is_some() {
         problems.push(src.problem(
             &at("secret_file"),
-            "sessions are not shared across replicas by this build yet (only rate limits are), so there is nothing to seal; remove `secret_file`",
+            "nothing this build shares needs sealing yet (sessions are shared as records in Redis); remove `secret_file`",
         ));
     }
     let redis = match c.redis {

@@ -1,9 +1,7 @@
 //! A real HAProxy (Debian's `haproxy` package, which `.ci/run` installs) on loopback in front of
 //! real replicas, running the config the project ships (`deploy/haproxy/haproxy.cfg`) with its
-//! `bind` and `server` lines pointed here. Two entry points: `url` (the shipped backend: round
-//! robin, sessions kept on their replica by the `mcp-session-id` stick table) and `plain_url`
-//! (round robin and nothing else, to show what a session-based client meets without it). Every
-//! answer names the server that gave it in `x-served-by`.
+//! `bind` and `server` lines pointed here: round robin, no stickiness. Every answer names the
+//! server that gave it in `x-served-by`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +11,6 @@ use std::time::{Duration, Instant};
 pub struct Haproxy {
     /// `/mcp` through the shipped backend.
     pub url: String,
-    /// `/mcp` through a plain round-robin backend.
-    pub plain_url: String,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -43,14 +39,8 @@ fn free_port() -> u16 {
 
 /// The shipped config with its listeners on `ports` and its servers replaced by `servers`; the
 /// `resolvers` section goes (the servers are addresses, and no DNS server is asked anything).
-/// Added: an admin socket (to see the servers' health), `x-served-by`, and the plain backend.
-pub fn config(
-    shipped: &str,
-    servers: &[(&str, SocketAddr)],
-    port: u16,
-    plain_port: u16,
-    dir: &std::path::Path,
-) -> String {
+/// Added: an admin socket (to see the servers' health) and `x-served-by`.
+pub fn config(shipped: &str, servers: &[(&str, SocketAddr)], port: u16, dir: &std::path::Path) -> String {
     let server_lines: String = servers.iter().map(|(name, addr)| format!("    server {name} {addr}\n")).collect();
     let served_by = "    http-response set-header x-served-by %[srv_name]\n";
     let mut out = String::new();
@@ -67,7 +57,7 @@ pub fn config(
             out.push('\n');
             match section {
                 "global" => {
-                    out.push_str(&format!("    stats socket {}/admin.sock mode 600 level admin\n", dir.display()))
+                    out.push_str(&format!("    stats socket {}/admin.sock mode 600 level admin\n", dir.display()));
                 }
                 "backend" => out.push_str(served_by),
                 _ => {}
@@ -90,10 +80,6 @@ pub fn config(
         }
     }
     assert!(servers_written, "the shipped HAProxy config has no `server` line");
-    out.push_str(&format!(
-        "\nfrontend plain\n    bind 127.0.0.1:{plain_port}\n    default_backend plain\n\n\
-         backend plain\n    balance roundrobin\n{served_by}{server_lines}"
-    ));
     out
 }
 
@@ -108,9 +94,9 @@ impl Haproxy {
         let mut last_error = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let (port, plain_port) = (free_port(), free_port());
+            let port = free_port();
             let cfg = dir.path().join("haproxy.cfg");
-            std::fs::write(&cfg, config(&shipped, servers, port, plain_port, dir.path())).unwrap();
+            std::fs::write(&cfg, config(&shipped, servers, port, dir.path())).unwrap();
             let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
             // -db: stay in the foreground, so that the test owns the process and its end.
             let child = Command::new(&bin)
@@ -122,12 +108,7 @@ impl Haproxy {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-            let mut lb = Haproxy {
-                url: format!("http://127.0.0.1:{port}/mcp"),
-                plain_url: format!("http://127.0.0.1:{plain_port}/mcp"),
-                child,
-                dir,
-            };
+            let mut lb = Haproxy { url: format!("http://127.0.0.1:{port}/mcp"), child, dir };
             match lb.wait_until_serving(servers.len()) {
                 Ok(()) => return lb,
                 Err(e) => {
@@ -135,7 +116,7 @@ impl Haproxy {
                         "{e}\n--- haproxy.cfg ---\n{}\n--- log ---\n{}",
                         std::fs::read_to_string(&cfg).unwrap(),
                         lb.log()
-                    )
+                    );
                 }
             }
         }
