@@ -50,6 +50,20 @@ async fn metrics(gw: &Gateway) -> String {
     reqwest::get(format!("{}/metrics", gw.base())).await.unwrap().text().await.unwrap()
 }
 
+/// Whether `gw` says Redis is up again within 15 s, calling meanwhile (a call is what notices).
+async fn redis_up_again(gw: &Gateway, c: &HttpClient) -> bool {
+    let up = async {
+        loop {
+            let _ = code(c).await;
+            if ready(gw).await["cluster"]["redis"] == "up" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), up).await.is_ok()
+}
+
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
@@ -114,17 +128,7 @@ async fn redis_away_falls_back_to_local_limits_and_shares_again_when_back() {
 
     proxy.restore();
     // Back on the shared bucket, still empty from before the outage: refused again, by Redis.
-    let back = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let _ = code(&c).await;
-            if ready(&gw).await["cluster"]["redis"] == "up" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(back.is_ok(), "the replica uses Redis again once it is back:\n{}", gw.log());
+    assert!(redis_up_again(&gw, &c).await, "the replica uses Redis again once it is back:\n{}", gw.log());
     assert_eq!(code(&c).await, Some(-32013), "the shared bucket is still the one that was emptied");
 }
 
@@ -157,17 +161,7 @@ async fn a_replica_starts_while_redis_is_away_and_joins_when_it_answers() {
     assert_eq!(code(&c).await, None, "served on local limits");
     assert_eq!(ready(&gw).await["cluster"]["redis"], "down");
     proxy.restore();
-    let joined = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let _ = code(&c).await;
-            if ready(&gw).await["cluster"]["redis"] == "up" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert!(joined.is_ok(), "connects in the background once Redis answers:\n{}", gw.log());
+    assert!(redis_up_again(&gw, &c).await, "connects in the background once Redis answers:\n{}", gw.log());
 }
 
 /// Two replicas on one Redis, with their own audit stores, under one key prefix.

@@ -259,29 +259,17 @@ async fn dispatch(
             return json_response(r.status(), r.to_response(Some(id)));
         }
     }
+    // Answered as one JSON body (or 202), with no stream for the call's own messages.
+    let plain = Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None };
     if !msg.is_request() {
-        return match gw
-            .handle(
-                &session,
-                msg,
-                Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None },
-            )
-            .await
-        {
+        return match gw.handle(&session, msg, plain).await {
             Some((status, body)) if status != StatusCode::OK => framed_response(status, body),
             _ => StatusCode::ACCEPTED.into_response(),
         };
     }
     let streams = msg.method().is_some_and(Method::makes_backend_work);
     if !(streams && accepts_sse(headers)) {
-        return match gw
-            .handle(
-                &session,
-                msg,
-                Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None },
-            )
-            .await
-        {
+        return match gw.handle(&session, msg, plain).await {
             Some((_, Framed::Listen(l))) => listen_stream(l),
             Some((StatusCode::OK, body)) if accepts_only_sse(headers) => sse_one(body).await,
             Some((status, body)) => framed_response(status, body),
