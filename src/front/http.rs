@@ -130,7 +130,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
         // generation: the answer need not be read again to know).
         let mut resp = json_response(status, body);
         if session.generation().is_some() {
-            gw.share_session(&session);
+            gw.share_session(&session).await;
             resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("uuid is a header value"));
         } else {
             gw.end_session(&sid);

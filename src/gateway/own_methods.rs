@@ -39,7 +39,7 @@ impl Gateway {
             Request::Ping => Answer::Result("{}".into()),
             Request::SetLogLevel(rank) => {
                 session.set_log_level(rank);
-                self.share_session(session);
+                self.share_session(session).await;
                 Answer::Result("{}".into())
             }
             Request::Discover => Answer::Result(lists::discover()),

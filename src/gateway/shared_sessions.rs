@@ -49,9 +49,10 @@ impl Gateway {
         Some(s)
     }
 
-    /// Shares a session's state (after `initialize`, and when its log level changes), in the
-    /// background: the client's answer does not wait for Redis.
-    pub fn share_session(&self, s: &Session) {
+    /// Shares a session's state (after `initialize`, and when its log level changes) before
+    /// the client is answered: its next request may reach another replica at once. Bounded by
+    /// the Redis call timeout; a session Redis did not take is served here only.
+    pub async fn share_session(&self, s: &Session) {
         let (Some(cluster), Some(Generation::SessionBased(version))) = (self.cluster.clone(), s.generation()) else {
             return;
         };
@@ -66,11 +67,9 @@ impl Gateway {
         };
         let (id, ttl) = (s.id.clone(), self.config().server.session_idle_timeout);
         let _ = s.refresh_due(std::time::Duration::ZERO);
-        self.tasks.spawn(async move {
-            if let Err(o) = cluster.save_session(&id, &record, ttl).await {
-                tracing::debug!(session = %id, "the session is not shared with other replicas: {}", o.reason);
-            }
-        });
+        if let Err(o) = cluster.save_session(&id, &record, ttl).await {
+            tracing::debug!(session = %id, "the session is not shared with other replicas: {}", o.reason);
+        }
     }
 
     /// Keeps a shared session's record alive while it is used here (at most a few times per
