@@ -450,7 +450,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     gw.stop_backends(BACKEND_STOP_GRACE).await;
     gw.close_audit_and_alerts(TASK_STOP_GRACE).await;
     beside.stop("stdio", TASK_STOP_GRACE).await;
-    served
+    Ok(served?)
 }
 
 async fn dead_letters(config: Config, limit: usize, json: bool) -> anyhow::Result<()> {
