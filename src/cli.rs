@@ -455,11 +455,11 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
 
 async fn dead_letters(config: Config, limit: usize, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(config.audit.url != "none", "[audit] url = \"none\": there is no audit store, and no dead letters");
-    crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)
+    Ok(crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)?)
 }
 
 async fn audit(config: Config, opts: AuditOpts) -> anyhow::Result<()> {
-    crate::audit::query::run(&config.audit.url, opts).await
+    Ok(crate::audit::query::run(&config.audit.url, opts).await?)
 }
 
 async fn shutdown_signal() {
