@@ -450,16 +450,16 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     gw.stop_backends(BACKEND_STOP_GRACE).await;
     gw.close_audit_and_alerts(TASK_STOP_GRACE).await;
     beside.stop("stdio", TASK_STOP_GRACE).await;
-    served
+    Ok(served?)
 }
 
 async fn dead_letters(config: Config, limit: usize, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(config.audit.url != "none", "[audit] url = \"none\": there is no audit store, and no dead letters");
-    crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)
+    Ok(crate::audit::dead_letter::run(&config.audit.spool_dir, &config.audit.url, limit, json)?)
 }
 
 async fn audit(config: Config, opts: AuditOpts) -> anyhow::Result<()> {
-    crate::audit::query::run(&config.audit.url, opts).await
+    Ok(crate::audit::query::run(&config.audit.url, opts).await?)
 }
 
 async fn shutdown_signal() {

@@ -42,6 +42,7 @@ pub use pipeline::Admission;
 pub use reload::ReloadError;
 pub use route::Route;
 pub use slot::Slot;
+pub use start::StartError;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

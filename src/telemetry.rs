@@ -79,9 +79,14 @@ impl Drop for Guard {
     }
 }
 
+/// Why the OTLP exporter could not be built (the exporter's error, with its causes).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", crate::audit::store::chain(.0))]
+pub struct ExporterError(opentelemetry_otlp::ExporterBuildError);
+
 /// Builds the exporting layer for `[telemetry]`. Nothing is exported until the layer is part
 /// of the installed subscriber (`log::init`).
-pub fn layer<S>(cfg: &TelemetryConfig) -> anyhow::Result<(impl tracing_subscriber::Layer<S>, Guard)>
+pub fn layer<S>(cfg: &TelemetryConfig) -> Result<(impl tracing_subscriber::Layer<S>, Guard), ExporterError>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -91,7 +96,8 @@ where
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(traces_url(&cfg.otlp_endpoint))
         .with_timeout(EXPORT_TIMEOUT)
-        .build()?;
+        .build()
+        .map_err(ExporterError)?;
     let queued = Arc::new(AtomicUsize::new(0));
     let batch = BatchSpanProcessor::builder(Counted { inner: exporter, queued: queued.clone() })
         .with_batch_config(

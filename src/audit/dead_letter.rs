@@ -80,7 +80,7 @@ pub fn read(file: &Path) -> io::Result<(Vec<DeadLetter>, usize)> {
 
 /// `sentinel audit --dead-letter`: the letters the config's store refused, newest `limit`, as a
 /// table with the reason under each row, or as JSON lines (the letter objects).
-pub fn run(spool_dir: &Path, url: &str, limit: usize, json: bool) -> anyhow::Result<()> {
+pub fn run(spool_dir: &Path, url: &str, limit: usize, json: bool) -> Result<(), super::query::ShowError> {
     let file = path(spool_dir);
     let (letters, corrupt) = read(&file)?;
     let store = super::store::identity(url);

@@ -14,9 +14,19 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often retention looks whether the store is connected yet.
 const CONNECTED_LOOK: Duration = Duration::from_secs(10);
 
+/// The audit spool folder could not be made or locked.
+#[derive(Debug, thiserror::Error)]
+#[error("audit spool {}: {cause}", .dir.display())]
+pub struct SpoolError {
+    /// The configured spool folder.
+    pub dir: std::path::PathBuf,
+    /// Why.
+    pub cause: std::io::Error,
+}
+
 /// Starts the audit writer for `c` (inside a tokio runtime); `None` for `url = "none"`. Fails
 /// only when the spool folder cannot be made or locked.
-pub fn open(c: &AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
+pub fn open(c: &AuditConfig) -> Result<Option<Arc<AuditWriter>>, SpoolError> {
     if c.url == "none" {
         tracing::warn!("[audit] url = \"none\": calls leave no durable audit record");
         return Ok(None);
@@ -31,8 +41,8 @@ pub fn open(c: &AuditConfig) -> anyhow::Result<Option<Arc<AuditWriter>>> {
         flush_interval: c.flush_interval,
         durability: c.durability,
     };
-    let writer = AuditWriter::start(store.clone(), settings)
-        .map_err(|e| anyhow::anyhow!("audit spool {}: {e}", c.spool_dir.display()))?;
+    let writer =
+        AuditWriter::start(store.clone(), settings).map_err(|cause| SpoolError { dir: c.spool_dir.clone(), cause })?;
     if let Some(retain) = c.retain {
         writer.spawn(prune(Arc::downgrade(&store), retain));
     }

@@ -5,8 +5,69 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::store::{AuditQuery, SqlStore, id_floor};
+use super::store::{AuditQuery, SqlError, SqlStore, chain, id_floor};
 use super::{AuditRecord, Outcome};
+
+/// Why `sentinel audit` (or `sentinel audit --dead-letter`) could not show the records. Each
+/// variant's text includes its cause's.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    /// `--outcome` names no outcome.
+    #[error("`--outcome {0}` is not an outcome; use one of: {valid}", valid = outcomes())]
+    BadOutcome(String),
+    /// The SQLite file does not exist (reading must not create it).
+    #[error("no audit store at {0} yet: the gateway creates it when it starts")]
+    NoStore(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(SqlError),
+    /// Reading the dead-letter file or writing stdout failed.
+    #[error("{}", chain(.0))]
+    Io(std::io::Error),
+    /// A record could not be written as JSON.
+    #[error("{}", chain(.0))]
+    Json(serde_json::Error),
+}
+
+impl From<std::io::Error> for ShowError {
+    fn from(e: std::io::Error) -> Self {
+        ShowError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ShowError {
+    fn from(e: serde_json::Error) -> Self {
+        ShowError::Json(e)
+    }
+}
+
+impl From<SqlError> for ShowError {
+    fn from(e: SqlError) -> Self {
+        ShowError::Store(e)
+    }
+}
+
+/// Every outcome's word, comma-separated.
+fn outcomes() -> String {
+    Outcome::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Why a line is not a record as `--json` prints it.
+#[derive(Debug, thiserror::Error)]
+pub enum BadLine {
+    /// Not the JSON of a record.
+    #[error("{}", chain(.0))]
+    Json(serde_json::Error),
+    /// `ts` is not an RFC 3339 time.
+    #[error("{}", chain(.0))]
+    Time(humantime::TimestampError),
+    /// `ts` is before the Unix epoch.
+    #[error("{}", chain(.0))]
+    BeforeEpoch(std::time::SystemTimeError),
+    /// `ts` is too far in the future for milliseconds in 64 bits.
+    #[error("{}", chain(.0))]
+    TooLate(std::num::TryFromIntError),
+}
 
 /// How often `--follow` asks the store for new records.
 const POLL: Duration = Duration::from_millis(500);
@@ -52,12 +113,12 @@ impl Default for AuditOpts {
 
 /// Prints the newest `limit` matching records, oldest at the top (so `--follow` continues
 /// below them), then with `follow` keeps printing new ones until Ctrl-C.
-pub async fn run(url: &str, opts: AuditOpts) -> anyhow::Result<()> {
+pub async fn run(url: &str, opts: AuditOpts) -> Result<(), ShowError> {
     let mut q = query(&opts)?;
     // Reading must not leave an empty database behind (connecting would create one).
     let missing = url.strip_prefix("sqlite://").filter(|p| *p != ":memory:" && !std::path::Path::new(p).exists());
     if let Some(path) = missing {
-        anyhow::bail!("no audit store at {path} yet: the gateway creates it when it starts");
+        return Err(ShowError::NoStore(path.to_string()));
     }
     let store = SqlStore::connect(url).await?;
     let mut out = std::io::stdout().lock();
@@ -102,13 +163,10 @@ pub async fn run(url: &str, opts: AuditOpts) -> anyhow::Result<()> {
 
 /// The store query for these options; an unknown outcome word is an error
 /// listing the valid ones.
-pub fn query(opts: &AuditOpts) -> anyhow::Result<AuditQuery> {
+pub fn query(opts: &AuditOpts) -> Result<AuditQuery, ShowError> {
     let outcome = match &opts.outcome {
         None => None,
-        Some(word) => Some(Outcome::parse(word).ok_or_else(|| {
-            let valid: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
-            anyhow::anyhow!("`--outcome {word}` is not an outcome; use one of: {}", valid.join(", "))
-        })?),
+        Some(word) => Some(Outcome::parse(word).ok_or_else(|| ShowError::BadOutcome(word.clone()))?),
     };
     let since_ms = opts.since.map(|t| match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
@@ -211,7 +269,7 @@ impl<'a> JsonRecord<'a> {
 }
 
 /// Reads back a line `--json` printed: the record as the store keeps it.
-pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
+pub fn parse_json_line(line: &str) -> Result<AuditRecord, BadLine> {
     #[derive(serde::Deserialize)]
     struct Line {
         id: uuid::Uuid,
@@ -234,11 +292,14 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
         #[serde(default)]
         replica: Option<String>,
     }
-    let l: Line = serde_json::from_str(line)?;
-    let ts = humantime::parse_rfc3339(&l.ts)?.duration_since(UNIX_EPOCH)?;
+    let l: Line = serde_json::from_str(line).map_err(BadLine::Json)?;
+    let ts = humantime::parse_rfc3339(&l.ts)
+        .map_err(BadLine::Time)?
+        .duration_since(UNIX_EPOCH)
+        .map_err(BadLine::BeforeEpoch)?;
     Ok(AuditRecord {
         id: l.id,
-        ts_ms: i64::try_from(ts.as_millis())?,
+        ts_ms: i64::try_from(ts.as_millis()).map_err(BadLine::TooLate)?,
         client: l.client,
         roles: l.roles,
         session: l.session,
@@ -257,7 +318,7 @@ pub fn parse_json_line(line: &str) -> anyhow::Result<AuditRecord> {
     })
 }
 
-fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+fn print(out: &mut impl std::io::Write, records: &[AuditRecord], json: bool) -> Result<(), ShowError> {
     for r in records {
         if json {
             writeln!(out, "{}", serde_json::to_string(&JsonRecord::of(r))?)?;

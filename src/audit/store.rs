@@ -14,8 +14,7 @@ pub use identity::identity;
 use std::borrow::Cow;
 use std::time::Duration;
 
-use anyhow::Context;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{AuditRecord, AuditStore, BoxFuture, Outcome, StoreError};
 use crate::config::redact_url;
@@ -43,6 +42,120 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Why the audit database failed. The text of each variant includes its cause's (and that
+/// cause's causes'), and none is given as `source()`: a caller printing `{e:#}` sees it once.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The URL names no store this build knows (shown with its password hidden).
+    #[error("`{0}` is not an audit store URL; write \"sqlite://path.db\" or \"postgres://user@host/db\"")]
+    NotAStoreUrl(String),
+    /// The SQLite file could not be opened or created.
+    #[error("cannot open the audit store {url}: {cause}")]
+    Open {
+        /// The URL, its password hidden.
+        url: String,
+        /// Why.
+        cause: ConnectError,
+    },
+    /// The PostgreSQL server could not be reached or refused the connection.
+    #[error("cannot connect to the audit store {url}: {cause}")]
+    Connect {
+        /// The URL, its password hidden.
+        url: String,
+        /// Why.
+        cause: ConnectError,
+    },
+    /// Bringing the schema up to date failed.
+    #[error("audit store migration failed: {}", chain(.0))]
+    Migrate(MigrateError),
+    /// Reading records failed, or a stored record could not be read back.
+    #[error("audit query failed: {0}")]
+    Query(RowError),
+    /// Deleting old records failed.
+    #[error("audit retention (prune) failed: {}", chain(.0))]
+    Prune(sqlx::Error),
+    /// A statement failed (an insert, a count, a plan): the database's own error, which
+    /// `classify` reads to tell a refused record from a store that is down.
+    #[error("{}", chain(.0))]
+    Database(sqlx::Error),
+}
+
+/// Why a connection to the audit database could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The SQLite file did not exist and could not be created.
+    #[error("cannot create {}: {}", .path.display(), chain(.cause))]
+    Create {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The server did not answer in time.
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The driver's error (a bad URL, a refused connection, a failed login, ...).
+    #[error("{}", chain(.0))]
+    Database(sqlx::Error),
+}
+
+/// Why stored records could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// The statement failed.
+    #[error("{}", chain(.0))]
+    Database(sqlx::Error),
+    /// A stored id is not a UUID.
+    #[error("the store holds a malformed id `{id}`: {}", chain(.cause))]
+    MalformedId {
+        /// The id as stored.
+        id: String,
+        /// Why it does not parse.
+        cause: uuid::Error,
+    },
+    /// A record's roles are not a JSON array of strings.
+    #[error("record {id} has malformed roles: {}", chain(.cause))]
+    MalformedRoles {
+        /// The record's id.
+        id: String,
+        /// Why they do not parse.
+        cause: serde_json::Error,
+    },
+    /// A stored outcome is not one this build knows.
+    #[error("the store holds an unknown outcome `{0}`")]
+    UnknownOutcome(String),
+}
+
+impl From<sqlx::Error> for RowError {
+    fn from(e: sqlx::Error) -> Self {
+        RowError::Database(e)
+    }
+}
+
+impl From<sqlx::Error> for SqlError {
+    fn from(e: sqlx::Error) -> Self {
+        SqlError::Database(e)
+    }
+}
+
+impl From<sqlx::Error> for ConnectError {
+    fn from(e: sqlx::Error) -> Self {
+        ConnectError::Database(e)
+    }
+}
+
+/// An error and its causes, `: `-separated, as `anyhow` printed them with `{:#}`.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// An open audit database: the pool of whichever driver its URL names.
 #[derive(Clone)]
@@ -83,34 +196,33 @@ impl Default for AuditQuery {
 impl SqlStore {
     /// Opens `sqlite://PATH` (created if missing, WAL) or `postgres://...`. Errors name the
     /// URL with its password hidden.
-    pub async fn connect(url: &str) -> anyhow::Result<SqlStore> {
+    pub async fn connect(url: &str) -> Result<SqlStore, SqlError> {
         let shown = redact_url(url);
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            let pool = sqlite::connect(path).await.with_context(|| format!("cannot open the audit store {shown}"))?;
+            let pool = sqlite::connect(path).await.map_err(|cause| SqlError::Open { url: shown, cause })?;
             Ok(SqlStore::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool =
-                postgres::connect(url).await.with_context(|| format!("cannot connect to the audit store {shown}"))?;
+            let pool = postgres::connect(url).await.map_err(|cause| SqlError::Connect { url: shown, cause })?;
             Ok(SqlStore::Postgres(pool))
         } else {
-            anyhow::bail!(
-                "`{shown}` is not an audit store URL; write \"sqlite://path.db\" or \"postgres://user@host/db\""
-            )
+            Err(SqlError::NotAStoreUrl(shown))
         }
     }
 
     /// Brings the schema up to date with the migrations embedded in the binary. Safe to run
     /// at every start and from several processes at once (sqlx takes a lock).
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            SqlStore::Sqlite(pool) => Migrator::new(SQLITE_MIGRATIONS).await?.run(pool).await,
-            SqlStore::Postgres(pool) => Migrator::new(POSTGRES_MIGRATIONS).await?.run(pool).await,
-        }
-        .context("audit store migration failed")
+    pub async fn migrate(&self) -> Result<(), SqlError> {
+        let run = async {
+            match self {
+                SqlStore::Sqlite(pool) => Migrator::new(SQLITE_MIGRATIONS).await?.run(pool).await,
+                SqlStore::Postgres(pool) => Migrator::new(POSTGRES_MIGRATIONS).await?.run(pool).await,
+            }
+        };
+        run.await.map_err(SqlError::Migrate)
     }
 
     /// Stores a batch, skipping records already stored (by id), all or nothing.
-    pub async fn insert_batch(&self, batch: &[AuditRecord]) -> anyhow::Result<()> {
+    pub async fn insert_batch(&self, batch: &[AuditRecord]) -> Result<(), SqlError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -118,10 +230,11 @@ impl SqlStore {
             SqlStore::Sqlite(pool) => sqlite::insert(pool, batch).await,
             SqlStore::Postgres(pool) => postgres::insert(pool, batch).await,
         }
+        .map_err(SqlError::Database)
     }
 
     /// The records `q` selects, in the order its `after_id` says.
-    pub async fn query(&self, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+    pub async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, SqlError> {
         if q.limit == 0 {
             return Ok(Vec::new());
         }
@@ -129,37 +242,39 @@ impl SqlStore {
             SqlStore::Sqlite(pool) => sqlite::query(pool, q).await,
             SqlStore::Postgres(pool) => postgres::query(pool, q).await,
         }
-        .context("audit query failed")
+        .map_err(SqlError::Query)
     }
 
     /// Deletes the records older than this time (ms since the Unix epoch); returns how many.
-    pub async fn prune(&self, older_than_ms: i64) -> anyhow::Result<u64> {
+    pub async fn prune(&self, older_than_ms: i64) -> Result<u64, SqlError> {
         match self {
             SqlStore::Sqlite(pool) => sqlite::prune(pool, older_than_ms).await,
             SqlStore::Postgres(pool) => postgres::prune(pool, older_than_ms).await,
         }
-        .context("audit retention (prune) failed")
+        .map_err(SqlError::Prune)
     }
 
     /// The database's plan for `query(q)` (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY
     /// PLAN`), one line per row: the tests check that every filter is served by an index.
-    pub async fn explain(&self, q: &AuditQuery) -> anyhow::Result<Vec<String>> {
+    pub async fn explain(&self, q: &AuditQuery) -> Result<Vec<String>, SqlError> {
         match self {
             SqlStore::Sqlite(pool) => sqlite::explain(pool, q).await,
             SqlStore::Postgres(pool) => postgres::explain(pool, q).await,
         }
+        .map_err(SqlError::Database)
     }
 
     /// The database's plan for `prune(older_than_ms)`, as `explain` gives it.
-    pub async fn explain_prune(&self, older_than_ms: i64) -> anyhow::Result<Vec<String>> {
+    pub async fn explain_prune(&self, older_than_ms: i64) -> Result<Vec<String>, SqlError> {
         match self {
             SqlStore::Sqlite(pool) => sqlite::explain_prune(pool, older_than_ms).await,
             SqlStore::Postgres(pool) => postgres::explain_prune(pool, older_than_ms).await,
         }
+        .map_err(SqlError::Database)
     }
 
     /// How many records the store holds (tests and benchmarks).
-    pub async fn count(&self) -> anyhow::Result<u64> {
+    pub async fn count(&self) -> Result<u64, SqlError> {
         let n: i64 = match self {
             SqlStore::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM audit_records").fetch_one(pool).await?,
             SqlStore::Postgres(pool) => {
@@ -184,8 +299,8 @@ impl AuditStore for SqlStore {
     }
 }
 
-fn store_error(e: anyhow::Error) -> StoreError {
-    StoreError { permanent: classify::is_permanent(&e), message: format!("{e:#}") }
+fn store_error(e: SqlError) -> StoreError {
+    StoreError { permanent: classify::is_permanent(&e), message: e.to_string() }
 }
 
 /// The gateway's store: connected and migrated once the database answers, which need not be
@@ -232,7 +347,7 @@ impl AuditStore for ConnectingStore {
                 })
                 .await
                 .map(|_| ())
-                .map_err(|e: anyhow::Error| StoreError::transient(format!("audit store {shown}: {e:#}")))
+                .map_err(|e: SqlError| StoreError::transient(format!("audit store {shown}: {e}")))
         })
     }
 }
@@ -279,8 +394,8 @@ pub fn id_floor(ms: i64) -> uuid::Uuid {
     uuid::Uuid::from_bytes(bytes)
 }
 
-fn parse_outcome(s: &str) -> anyhow::Result<Outcome> {
-    Outcome::parse(s).with_context(|| format!("the store holds an unknown outcome `{s}`"))
+fn parse_outcome(s: &str) -> Result<Outcome, RowError> {
+    Outcome::parse(s).ok_or_else(|| RowError::UnknownOutcome(s.to_string()))
 }
 
 /// The byte count as the stores keep it (a signed 64-bit integer).

@@ -165,25 +165,25 @@ struct Shared {
     /// Times the drainer gave the heap back after a catch-up: for tests.
     trims: AtomicU64,
     /// The batches just written, handed from the spool writer to the drainer.
-    live: std::sync::Mutex<Live>,
+    live: std::sync::Mutex<RecentBatches>,
 }
 
 /// The spool's newest batches, still in memory: the drainer stores them from here instead of
 /// reading back what was just written. Locked only briefly, never across an `.await`.
 #[derive(Default)]
-struct Live {
-    batches: VecDeque<LiveBatch>,
+struct RecentBatches {
+    batches: VecDeque<RecentBatch>,
     records: usize,
     /// Where the spool writer's last successful write ended (segment, byte offset).
     written_to: Option<(u64, u64)>,
 }
 
-struct LiveBatch {
+struct RecentBatch {
     at: Written,
     records: Vec<AuditRecord>,
 }
 
-impl Live {
+impl RecentBatches {
     /// Keeps a batch just written for the drainer, unless `keep` is false (the store is down:
     /// the drainer will read the spool back anyway once the store answers, so holding batches
     /// until the oldest are dropped would only fill memory).
@@ -195,7 +195,7 @@ impl Live {
             return;
         }
         self.records += records.len();
-        self.batches.push_back(LiveBatch { at, records });
+        self.batches.push_back(RecentBatch { at, records });
         while self.records > LIVE_RECORDS_MAX {
             let Some(dropped) = self.batches.pop_front() else { break };
             self.records -= dropped.records.len();
@@ -208,7 +208,7 @@ impl Shared {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+    fn live(&self) -> std::sync::MutexGuard<'_, RecentBatches> {
         // The lock guards plain data only: a panic elsewhere cannot leave it half-updated.
         self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{BackendError, CallOpts, Conn, Reply};
+use super::{BackendError, CallOpts, Conn, HandshakeError, Reply};
 use crate::config::BackendConfig;
 use crate::jsonrpc::code;
 use crate::method::Method;
@@ -33,7 +33,7 @@ pub(super) fn initialize_params() -> String {
     .to_string()
 }
 
-pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Result<Handshake> {
+pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> Result<Handshake, HandshakeError> {
     let params = serde_json::json!({ "_meta": stateless_meta() }).to_string();
     let probe = tokio::time::timeout(
         config.probe_timeout,
@@ -60,7 +60,7 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
         // An HTTP server that answers the probe with a bare 4xx is a session-based one; one
         // that cannot be reached is nothing yet, so report it rather than fall back.
         Ok(Err(BackendError::Unreachable(why))) => {
-            anyhow::bail!("backend `{}` did not answer the probe: {why}", config.name)
+            return Err(HandshakeError::ProbeUnreachable { backend: config.name.clone(), why });
         }
         Ok(Err(BackendError::Unavailable(why))) => {
             tracing::info!(backend = %config.name, "server/discover failed ({why}); trying initialize");
@@ -75,23 +75,19 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> anyhow::Re
         conn.request(Method::Initialize.as_str(), initialize_params(), &CallOpts::default()),
     )
     .await
-    .map_err(|_| {
-        anyhow::anyhow!("backend `{}` did not answer initialize within {:?}", config.name, super::HANDSHAKE_TIMEOUT)
-    })?
-    .map_err(|e| anyhow::anyhow!("backend `{}`: initialize failed: {e}", config.name))?;
+    .map_err(|_| HandshakeError::InitializeTimeout { backend: config.name.clone(), timeout: super::HANDSHAKE_TIMEOUT })?
+    .map_err(|cause| HandshakeError::InitializeFailed { backend: config.name.clone(), cause })?;
     let result = match init {
         Reply::Result(r) => r,
-        Reply::Error(e) => anyhow::bail!("backend `{}` refused initialize: {}", config.name, e.get()),
+        Reply::Error(e) => {
+            return Err(HandshakeError::Refused { backend: config.name.clone(), error: e.get().to_string() });
+        }
         Reply::Streamed(_) => unreachable!("initialize is not asked for as a stream"),
     };
-    let v: Value = serde_json::from_str(result.get())?;
+    let v: Value = serde_json::from_str(result.get()).map_err(HandshakeError::BadAnswer)?;
     let version = v["protocolVersion"].as_str().unwrap_or_default();
     let Some(version) = protocol::known_session_based(version) else {
-        anyhow::bail!(
-            "backend `{}` answered initialize with protocol version `{version}`, which Sentinel does not speak (it speaks {})",
-            config.name,
-            protocol::SUPPORTED.join(", ")
-        );
+        return Err(HandshakeError::UnknownVersion { backend: config.name.clone(), version: version.to_string() });
     };
     conn.notify(crate::method::Notification::Initialized.as_str(), "{}".into()).await;
     Ok(Handshake { generation: Generation::SessionBased(version), capabilities: v["capabilities"].clone() })

@@ -87,22 +87,23 @@ impl HttpConn {
         client: BackendClient,
         notices: Notices,
         tasks: &Tasks,
-    ) -> anyhow::Result<HttpConn> {
+    ) -> Result<HttpConn, super::StartError> {
+        let bad = |e: &dyn std::fmt::Display| super::StartError::HttpConfig(e.to_string());
         let TransportConfig::Http { url, headers } = &config.transport else {
             unreachable!("http backend without http transport")
         };
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            let mut value = HeaderValue::from_str(v)?;
+            let mut value = HeaderValue::from_str(v).map_err(|e| bad(&e))?;
             value.set_sensitive(true);
-            map.insert(HeaderName::from_bytes(k.as_bytes())?, value);
+            map.insert(HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(&e))?, value);
         }
         Ok(HttpConn {
             inner: Arc::new(Inner {
                 name: config.name.clone(),
                 index,
-                url: reqwest::Url::parse(url)?,
-                uri: url.parse()?,
+                url: reqwest::Url::parse(url).map_err(|e| bad(&e))?,
+                uri: url.parse().map_err(|e: http::uri::InvalidUri| bad(&e))?,
                 headers: map,
                 client,
                 max_bytes: config.max_message_bytes,

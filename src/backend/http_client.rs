@@ -34,12 +34,23 @@ pub struct BackendClient {
     user_agent: HeaderValue,
 }
 
+/// Why the backend client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TLS configuration (protocol versions, the platform's verifier) was refused.
+    #[error("{}", crate::audit::store::chain(.0))]
+    Tls(rustls::Error),
+    /// The user agent is not a valid header value.
+    #[error("{0}")]
+    UserAgent(http::header::InvalidHeaderValue),
+}
+
 /// Why a request to a backend got no answer (connect, TLS, or the connection broke).
 pub type Error = hyper_util::client::legacy::Error;
 
 impl BackendClient {
     /// `user_agent` names the caller (`sentinel/VERSION`, or `... (doctor)`).
-    pub fn new(user_agent: &str) -> anyhow::Result<BackendClient> {
+    pub fn new(user_agent: &str) -> Result<BackendClient, ClientError> {
         use rustls_platform_verifier::BuilderVerifierExt;
         let mut http = HttpConnector::new();
         // https URLs go through the TLS layer, which gets them as plain TCP first.
@@ -48,8 +59,10 @@ impl BackendClient {
         http.set_nodelay(true);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_platform_verifier()?
+            .with_safe_default_protocol_versions()
+            .map_err(ClientError::Tls)?
+            .with_platform_verifier()
+            .map_err(ClientError::Tls)?
             .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -62,7 +75,7 @@ impl BackendClient {
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(READ_BUF_MAX)
             .build(https);
-        Ok(BackendClient { client, user_agent: HeaderValue::from_str(user_agent)? })
+        Ok(BackendClient { client, user_agent: HeaderValue::from_str(user_agent).map_err(ClientError::UserAgent)? })
     }
 
     /// Sends one request; the response's body is read by the caller. A redirect that keeps the

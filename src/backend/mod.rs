@@ -51,6 +51,79 @@ pub enum BackendError {
     Timeout,
 }
 
+/// Why a backend could not be started. Each variant's text includes its cause's; none is
+/// given as `source()`, so `{e:#}` prints it once.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A stdio backend's command could not be run.
+    #[error("backend `{backend}`: cannot start `{command}`: {cause} (is it installed and on PATH?)")]
+    Spawn {
+        /// The backend's name.
+        backend: String,
+        /// The command configured.
+        command: String,
+        /// Why it did not start.
+        cause: std::io::Error,
+    },
+    /// An HTTP backend's URL or a header it is configured with cannot be sent (the parser's text).
+    #[error("{0}")]
+    HttpConfig(String),
+    /// The process started or the URL is valid, but the backend would not complete the handshake.
+    #[error("{0}")]
+    Handshake(HandshakeError),
+}
+
+/// Why a started backend would not complete the MCP handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The `server/discover` probe could not reach the backend at all.
+    #[error("backend `{backend}` did not answer the probe: {why}")]
+    ProbeUnreachable {
+        /// The backend's name.
+        backend: String,
+        /// Why.
+        why: String,
+    },
+    /// No answer to `initialize` in time.
+    #[error("backend `{backend}` did not answer initialize within {timeout:?}")]
+    InitializeTimeout {
+        /// The backend's name.
+        backend: String,
+        /// How long the gateway waited.
+        timeout: Duration,
+    },
+    /// `initialize` got no usable answer.
+    #[error("backend `{backend}`: initialize failed: {cause}")]
+    InitializeFailed {
+        /// The backend's name.
+        backend: String,
+        /// Why.
+        cause: BackendError,
+    },
+    /// The backend answered `initialize` with a JSON-RPC error.
+    #[error("backend `{backend}` refused initialize: {error}")]
+    Refused {
+        /// The backend's name.
+        backend: String,
+        /// The error object, as JSON.
+        error: String,
+    },
+    /// The answer to `initialize` is not JSON.
+    #[error("{0}")]
+    BadAnswer(serde_json::Error),
+    /// The backend speaks a protocol version Sentinel does not.
+    #[error(
+        "backend `{backend}` answered initialize with protocol version `{version}`, which Sentinel does not speak (it speaks {})",
+        crate::protocol::SUPPORTED.join(", ")
+    )]
+    UnknownVersion {
+        /// The backend's name.
+        backend: String,
+        /// The version it answered with.
+        version: String,
+    },
+}
+
 /// A message from a backend that belongs to one call in flight.
 #[derive(Debug)]
 pub enum Event {
@@ -204,7 +277,7 @@ impl Backend {
         config: BackendConfig,
         client: http_client::BackendClient,
         notices: Notices,
-    ) -> anyhow::Result<Backend> {
+    ) -> Result<Backend, StartError> {
         let tasks = Tasks::new();
         let conn = match &config.transport {
             TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices, &tasks)?),
@@ -216,7 +289,7 @@ impl Backend {
                 // A process that started but would not talk must not stay behind, nor must
                 // anything its connection started.
                 conn.stop(&tasks, &config.name, Duration::from_secs(1)).await;
-                return Err(e);
+                return Err(StartError::Handshake(e));
             }
         };
         if let Conn::Http(h) = &conn {

@@ -76,7 +76,12 @@ pub struct StdioConn {
 
 impl StdioConn {
     /// Starts the child; its pipes' tasks are `tasks`' (see `Backend::tasks`).
-    pub fn spawn(index: usize, config: &BackendConfig, notices: Notices, tasks: &Tasks) -> anyhow::Result<StdioConn> {
+    pub fn spawn(
+        index: usize,
+        config: &BackendConfig,
+        notices: Notices,
+        tasks: &Tasks,
+    ) -> Result<StdioConn, super::StartError> {
         let TransportConfig::Stdio { command, args, env, inherit_env, cwd } = &config.transport else {
             unreachable!("stdio backend without stdio transport")
         };
@@ -96,8 +101,10 @@ impl StdioConn {
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            anyhow::anyhow!("backend `{}`: cannot start `{command}`: {e} (is it installed and on PATH?)", config.name)
+        let mut child = cmd.spawn().map_err(|cause| super::StartError::Spawn {
+            backend: config.name.clone(),
+            command: command.clone(),
+            cause,
         })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");

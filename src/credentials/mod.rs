@@ -30,14 +30,14 @@ const START_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Refuses to start with a key that cannot open the stored credentials: a wrong key is an
 /// error now, not garbage sent to a backend later. A store that does not answer yet does not
 /// stop the start (the gateway starts while its database is down); it is only logged.
-pub async fn check_at_start(config: &crate::config::Config) -> anyhow::Result<()> {
+pub async fn check_at_start(config: &crate::config::Config) -> Result<(), store::StoreError> {
     let Some(keys) = &config.credentials else { return Ok(()) };
     let check = async {
         let store = crate::audit::store::SqlStore::connect(&config.audit.url).await?;
         store.migrate().await?;
         let verified = store::verify(&store, keys).await;
         store.close().await;
-        Ok::<_, anyhow::Error>(verified)
+        Ok::<_, crate::audit::store::SqlError>(verified)
     };
     match tokio::time::timeout(START_CHECK_TIMEOUT, check).await {
         Ok(Ok(verified)) => verified,

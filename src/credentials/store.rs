@@ -5,10 +5,65 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-
 use super::{Keys, OpenError};
-use crate::audit::store::{SqlStore, on_pool};
+use crate::audit::store::{SqlStore, chain, on_pool};
+
+/// Why the credential table could not be read or changed, or a credential not opened. Each
+/// variant's text includes its cause's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Storing a credential failed.
+    #[error("storing the credential failed: {}", chain(.0))]
+    Set(sqlx::Error),
+    /// Removing a credential failed.
+    #[error("removing the credential failed: {}", chain(.0))]
+    Remove(sqlx::Error),
+    /// Reading a credential failed.
+    #[error("reading the credential failed: {}", chain(.0))]
+    Get(sqlx::Error),
+    /// Listing credentials failed.
+    #[error("listing credentials failed: {}", chain(.0))]
+    List(sqlx::Error),
+    /// Reading which keys sealed the credentials failed.
+    #[error("reading the credential store's keys failed: {}", chain(.0))]
+    KeyIds(sqlx::Error),
+    /// Resealing failed in the database (nothing was resealed: it is one transaction).
+    #[error("{}", chain(.0))]
+    Reseal(sqlx::Error),
+    /// A stored credential does not open with the keys this gateway holds.
+    #[error("the credential of `{subject}` at `{backend}` {cause}{}", if *.resealing { "; nothing was resealed" } else { "" })]
+    Open {
+        /// Whose it is.
+        subject: String,
+        /// The backend it is for.
+        backend: String,
+        /// Why it does not open.
+        cause: OpenError,
+        /// Whether a reseal found it (and so resealed nothing).
+        resealing: bool,
+    },
+    /// Some credentials were sealed with keys this gateway does not hold.
+    #[error(
+        "the credential store holds credentials this key cannot open ({foreign}); `[credentials]` key is {current}{}. \
+         Point `key_file` at the key they were stored with (or, during a rotation, `previous_key_file`), or remove \
+         them with `sentinel credentials remove`",
+        .previous.as_ref().map(|p| format!(" and the previous key is {p}")).unwrap_or_default()
+    )]
+    ForeignKeys {
+        /// How many each foreign key sealed (`N sealed with key ID`, comma-separated).
+        foreign: String,
+        /// The current key's id.
+        current: String,
+        /// The previous key's id, if one is configured.
+        previous: Option<String>,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Reseal(e)
+    }
+}
 
 /// What `list` shows of a stored credential: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,7 +93,13 @@ fn now_ms() -> i64 {
 
 /// Stores `secret` for (`subject`, `backend`), sealed with the current key; says whether one
 /// was there before (and is now replaced).
-pub async fn set(store: &SqlStore, keys: &Keys, subject: &str, backend: &str, secret: &[u8]) -> anyhow::Result<bool> {
+pub async fn set(
+    store: &SqlStore,
+    keys: &Keys,
+    subject: &str,
+    backend: &str,
+    secret: &[u8],
+) -> Result<bool, StoreError> {
     let sealed = keys.current.seal(subject, backend, secret);
     let existed = get(store, subject, backend).await?.is_some();
     on_pool!(store, pool => sqlx::query(
@@ -54,24 +115,24 @@ pub async fn set(store: &SqlStore, keys: &Keys, subject: &str, backend: &str, se
     .execute(pool)
     .await
     .map(|_| ()))
-    .context("storing the credential failed")?;
+    .map_err(StoreError::Set)?;
     Ok(existed)
 }
 
 /// Removes the credential of (`subject`, `backend`); says whether there was one.
-pub async fn remove(store: &SqlStore, subject: &str, backend: &str) -> anyhow::Result<bool> {
+pub async fn remove(store: &SqlStore, subject: &str, backend: &str) -> Result<bool, StoreError> {
     let n = on_pool!(store, pool => sqlx::query("DELETE FROM credentials WHERE subject = $1 AND backend = $2")
         .bind(subject)
         .bind(backend)
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))
-    .context("removing the credential failed")?;
+    .map_err(StoreError::Remove)?;
     Ok(n > 0)
 }
 
 /// The sealed credential of (`subject`, `backend`), if there is one.
-pub async fn get(store: &SqlStore, subject: &str, backend: &str) -> anyhow::Result<Option<Sealed>> {
+pub async fn get(store: &SqlStore, subject: &str, backend: &str) -> Result<Option<Sealed>, StoreError> {
     let row: Option<(String, Vec<u8>)> = on_pool!(store, pool => sqlx::query_as(
         "SELECT key_id, sealed FROM credentials WHERE subject = $1 AND backend = $2",
     )
@@ -79,20 +140,28 @@ pub async fn get(store: &SqlStore, subject: &str, backend: &str) -> anyhow::Resu
     .bind(backend)
     .fetch_optional(pool)
     .await)
-    .context("reading the credential failed")?;
+    .map_err(StoreError::Get)?;
     Ok(row.map(|(key_id, sealed)| Sealed { key_id, sealed }))
 }
 
 /// The credential of (`subject`, `backend`) opened, if there is one.
-pub async fn secret(store: &SqlStore, keys: &Keys, subject: &str, backend: &str) -> anyhow::Result<Option<Vec<u8>>> {
+pub async fn secret(
+    store: &SqlStore,
+    keys: &Keys,
+    subject: &str,
+    backend: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let Some(s) = get(store, subject, backend).await? else { return Ok(None) };
-    keys.open(&s.key_id, subject, backend, &s.sealed)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("the credential of `{subject}` at `{backend}` {e}"))
+    keys.open(&s.key_id, subject, backend, &s.sealed).map(Some).map_err(|cause| StoreError::Open {
+        subject: subject.to_string(),
+        backend: backend.to_string(),
+        cause,
+        resealing: false,
+    })
 }
 
 /// Every stored credential matching the filters, by backend then subject.
-pub async fn list(store: &SqlStore, subject: Option<&str>, backend: Option<&str>) -> anyhow::Result<Vec<Entry>> {
+pub async fn list(store: &SqlStore, subject: Option<&str>, backend: Option<&str>) -> Result<Vec<Entry>, StoreError> {
     let rows: Vec<(String, String, String, i64)> = on_pool!(store, pool => sqlx::query_as(
         "SELECT subject, backend, key_id, updated_ms FROM credentials \
          WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR backend = $2) ORDER BY backend, subject",
@@ -101,7 +170,7 @@ pub async fn list(store: &SqlStore, subject: Option<&str>, backend: Option<&str>
     .bind(backend)
     .fetch_all(pool)
     .await)
-    .context("listing credentials failed")?;
+    .map_err(StoreError::List)?;
     Ok(rows
         .into_iter()
         .map(|(subject, backend, key_id, updated_ms)| Entry { subject, backend, key_id, updated_ms })
@@ -109,37 +178,35 @@ pub async fn list(store: &SqlStore, subject: Option<&str>, backend: Option<&str>
 }
 
 /// How many credentials each key has sealed.
-pub async fn key_ids(store: &SqlStore) -> anyhow::Result<Vec<(String, i64)>> {
+pub async fn key_ids(store: &SqlStore) -> Result<Vec<(String, i64)>, StoreError> {
     on_pool!(store, pool => sqlx::query_as("SELECT key_id, COUNT(*) FROM credentials GROUP BY key_id ORDER BY key_id")
         .fetch_all(pool)
         .await)
-    .context("reading the credential store's keys failed")
+    .map_err(StoreError::KeyIds)
 }
 
 /// Fails, saying what to do, when some credential was sealed with a key this gateway does not
 /// hold: started with the wrong key, it would otherwise find out call by call.
-pub async fn verify(store: &SqlStore, keys: &Keys) -> anyhow::Result<()> {
+pub async fn verify(store: &SqlStore, keys: &Keys) -> Result<(), StoreError> {
     let foreign: Vec<String> = key_ids(store)
         .await?
         .into_iter()
         .filter(|(id, _)| !keys.holds(id))
         .map(|(id, n)| format!("{n} sealed with key {id}"))
         .collect();
-    anyhow::ensure!(
-        foreign.is_empty(),
-        "the credential store holds credentials this key cannot open ({}); `[credentials]` key is {}{}. Point \
-         `key_file` at the key they were stored with (or, during a rotation, `previous_key_file`), or remove them \
-         with `sentinel credentials remove`",
-        foreign.join(", "),
-        keys.current.id(),
-        keys.previous.as_ref().map(|p| format!(" and the previous key is {}", p.id())).unwrap_or_default(),
-    );
-    Ok(())
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::ForeignKeys {
+        foreign: foreign.join(", "),
+        current: keys.current.id().to_string(),
+        previous: keys.previous.as_ref().map(|p| p.id().to_string()),
+    })
 }
 
 /// Seals every credential not under the current key anew under it, in one transaction: after
 /// it, `previous_key_file` can go. Returns how many were resealed.
-pub async fn reseal(store: &SqlStore, keys: &Keys) -> anyhow::Result<u64> {
+pub async fn reseal(store: &SqlStore, keys: &Keys) -> Result<u64, StoreError> {
     verify(store, keys).await?;
     on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
@@ -150,8 +217,8 @@ pub async fn reseal(store: &SqlStore, keys: &Keys) -> anyhow::Result<u64> {
                 .await?;
         let mut n = 0;
         for (subject, backend, key_id, sealed) in rows {
-            let plain = keys.open(&key_id, &subject, &backend, &sealed).map_err(|e: OpenError| {
-                anyhow::anyhow!("the credential of `{subject}` at `{backend}` {e}; nothing was resealed")
+            let plain = keys.open(&key_id, &subject, &backend, &sealed).map_err(|cause: OpenError| {
+                StoreError::Open { subject: subject.clone(), backend: backend.clone(), cause, resealing: true }
             })?;
             sqlx::query("UPDATE credentials SET key_id = $1, sealed = $2 WHERE subject = $3 AND backend = $4")
                 .bind(keys.current.id())

@@ -13,11 +13,22 @@ use crate::gateway::{Caller, Ctx, Framed, Gateway, Listening};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::request::Incoming;
 
+/// Why serving the stdio client ended in an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gateway holds as many sessions as it may.
+    #[error("too many sessions")]
+    TooManySessions,
+    /// Reading stdin failed.
+    #[error("{}", crate::audit::store::chain(.0))]
+    Read(std::io::Error),
+}
+
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
-pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
+pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> Result<(), ServeError> {
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let mut writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
-    let session = gw.new_session("stdio", caller.subject()).ok_or_else(|| anyhow::anyhow!("too many sessions"))?;
+    let session = gw.new_session("stdio", caller.subject()).ok_or(ServeError::TooManySessions)?;
     let caller = Arc::new(caller);
     session.open_outbound(tx.clone());
     let mut lines = FramedRead::new(crate::std_streams::stdin(), LineCodec::new(gw.config().server.max_body_bytes));
@@ -50,7 +61,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> anyhow::Result<()> {
                 ));
                 continue;
             }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => return Err(ServeError::Read(e)),
         };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -21,17 +21,42 @@ use crate::config::{AuthConfig, Config};
 use crate::policy::Policy;
 use crate::rate_limit::{Quota, RateLimitSettings, RateLimiter};
 
+/// Why the gateway did not start. Each variant's text includes its cause's; none is given as
+/// `source()`, so `{e:#}` prints it once.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HTTP client (for the JWKS URL, OTLP) could not be built.
+    #[error("{}", crate::audit::store::chain(.0))]
+    HttpClient(reqwest::Error),
+    /// The policy in the config does not compile.
+    #[error("policy: {0}")]
+    Policy(crate::policy::PolicyError),
+    /// The audit spool folder could not be made or locked.
+    #[error("{0}")]
+    AuditSpool(crate::audit::open::SpoolError),
+    /// A rate limit's tool pattern is not valid.
+    #[error("rate limits: {0}")]
+    RateLimits(crate::rate_limit::BadRateLimitGlob),
+    /// Authentication could not be set up (the JWKS, the issuer).
+    #[error("{0}")]
+    Auth(crate::auth::AuthSetupError),
+    /// The client for HTTP backends could not be built.
+    #[error("{0}")]
+    BackendClient(crate::backend::http_client::ClientError),
+}
+
 /// How often the JWKS (file or URL) is read again, whatever tokens arrive.
 const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Gateway {
     /// Starts every backend (concurrently), lists what they offer and builds the catalog.
-    pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
+    pub async fn start(config: Config) -> Result<Arc<Gateway>, StartError> {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(StartError::HttpClient)?;
         let kills = Arc::new(crate::kill_switch::Runtime::default());
         let kills_cache = (config.audit.url != "none").then(|| {
             let file = crate::kill_switch::cache_file(
@@ -42,26 +67,26 @@ impl Gateway {
             kills.set(crate::kill_switch::read_cache(&file).unwrap_or_default());
             file
         });
-        let policy = Policy::from_config(&config, kills.clone()).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let policy = Policy::from_config(&config, kills.clone()).map_err(StartError::Policy)?;
         let config_redact_keys = config.audit.redact_keys.clone();
-        let audit_writer = crate::audit::open::open(&config.audit)?;
+        let audit_writer = crate::audit::open::open(&config.audit).map_err(StartError::AuditSpool)?;
         let audit: Arc<dyn AuditSink> = match &audit_writer {
             Some(w) => w.clone(),
             None => Arc::new(crate::audit::NoStore),
         };
-        let limiter =
-            RateLimiter::new(&rate_limit_settings(&config)).map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
+        let limiter = RateLimiter::new(&rate_limit_settings(&config)).map_err(StartError::RateLimits)?;
         let auth = match &config.auth {
             AuthConfig::Disabled => {
                 tracing::warn!("authentication is disabled: every local caller may use every tool");
                 None
             }
-            AuthConfig::Jwt(j) => Some(Authenticator::new(j.clone(), client.clone()).await?),
+            AuthConfig::Jwt(j) => Some(Authenticator::new(j.clone(), client.clone()).await.map_err(StartError::Auth)?),
         };
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let metrics = crate::metrics::Metrics::new();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let backend_client = BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION")))?;
+        let backend_client =
+            BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION"))).map_err(StartError::BackendClient)?;
         let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
         let slots: Vec<Arc<Slot>> = config
             .backends

@@ -209,7 +209,7 @@ pub async fn watch(
                 }
             }
             Err(e) => {
-                if !warned && !store::missing_table(&e) {
+                if !warned && !e.is_missing_table() {
                     tracing::warn!("kill switch: reading the list failed ({e:#}); the last list stays in force");
                     warned = true;
                 }

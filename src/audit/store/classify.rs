@@ -31,9 +31,11 @@ fn sqlite_permanent(code: i64) -> bool {
     matches!(code & 0xff, TOOBIG | CONSTRAINT | MISMATCH)
 }
 
+use super::SqlError;
+
 /// Whether `e` says the store refuses the records for good.
-pub fn is_permanent(e: &anyhow::Error) -> bool {
-    let Some(sqlx::Error::Database(db)) = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()) else {
+pub fn is_permanent(e: &SqlError) -> bool {
+    let SqlError::Database(sqlx::Error::Database(db)) = e else {
         return false;
     };
     let Some(code) = db.code() else { return false };
@@ -75,7 +77,7 @@ mod tests {
 
     #[test]
     fn errors_that_are_not_the_databases_are_transient() {
-        assert!(!is_permanent(&anyhow::anyhow!("connection refused")));
-        assert!(!is_permanent(&anyhow::Error::from(sqlx::Error::PoolTimedOut)));
+        assert!(!is_permanent(&SqlError::NotAStoreUrl("mysql://h/d".into())));
+        assert!(!is_permanent(&SqlError::Database(sqlx::Error::PoolTimedOut)));
     }
 }

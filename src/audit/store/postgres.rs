@@ -8,7 +8,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
-use super::{AuditQuery, WAIT, id_floor, parse_outcome, statements, stored_bytes};
+use super::{AuditQuery, ConnectError, RowError, WAIT, id_floor, parse_outcome, statements, stored_bytes};
 use crate::audit::{AuditRecord, Outcome};
 
 /// Milliseconds since the epoch as `timestamptz`, exactly (`to_timestamp` goes through a
@@ -19,27 +19,27 @@ const SELECT: &str = "SELECT id, (EXTRACT(EPOCH FROM ts) * 1000)::bigint AS ts_m
      transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
      response_bytes, trace_id, replica FROM audit_records";
 
-pub(super) async fn connect(url: &str) -> anyhow::Result<PgPool> {
+pub(super) async fn connect(url: &str) -> Result<PgPool, ConnectError> {
     let options = PgConnectOptions::from_str(url)?.application_name("sentinel");
     // One plain attempt first: the pool would retry a refused connection until its timeout,
     // and a server that is down should be reported at once.
     let first = tokio::time::timeout(WAIT, PgConnection::connect_with(&options))
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {WAIT:?}"))??;
+        .map_err(|_| ConnectError::NoAnswer(WAIT))??;
     first.close().await?;
     Ok(PgPoolOptions::new().max_connections(4).acquire_timeout(WAIT).connect_lazy_with(options))
 }
 
 /// Stores a batch with one COPY (see `copy`), or, when some of it is stored already (a replay
 /// after a crash between storing a batch and the spool learning so), with `INSERT_SKIPPING`.
-pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     match copy::copy(pool, batch).await {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             tracing::debug!("an audit batch holds records already stored (a replay); storing the rest");
             insert_skipping_stored(pool, batch).await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -60,7 +60,7 @@ const INSERT_SKIPPING: &str = "INSERT INTO audit_records (id, ts, client, roles,
      arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica) \
      ON CONFLICT (id) DO NOTHING";
 
-async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     // Only the size limit applies: the parameter count does not grow with the batch.
     let parts = statements(batch, usize::MAX);
     if let [part] = parts[..] {
@@ -76,7 +76,7 @@ async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> anyhow:
     Ok(())
 }
 
-async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) -> anyhow::Result<()> {
+async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) -> Result<(), sqlx::Error> {
     let opt =
         |f: fn(&AuditRecord) -> &Option<String>| part.iter().map(|r| f(r).as_deref().map(no_nul)).collect::<Vec<_>>();
     let req = |f: fn(&AuditRecord) -> &str| part.iter().map(|r| no_nul(f(r))).collect::<Vec<_>>();
@@ -135,15 +135,15 @@ fn no_nul(s: &str) -> Cow<'_, str> {
     if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
 }
 
-pub(super) async fn query(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+pub(super) async fn query(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditRecord>, RowError> {
     let rows = select(q, "").build().fetch_all(pool).await?;
     rows.iter().map(record).collect()
 }
 
 /// The database's plan for `query(q)`, one line per row.
-pub(super) async fn explain(pool: &PgPool, q: &AuditQuery) -> anyhow::Result<Vec<String>> {
+pub(super) async fn explain(pool: &PgPool, q: &AuditQuery) -> Result<Vec<String>, sqlx::Error> {
     let rows = select(q, "EXPLAIN ").build().fetch_all(pool).await?;
-    Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+    rows.iter().map(|r| r.try_get(0)).collect()
 }
 
 /// The statement `query` runs, after `prefix` (to explain it).
@@ -180,7 +180,7 @@ fn select<'a>(q: &'a AuditQuery, prefix: &str) -> QueryBuilder<'a, Postgres> {
     b
 }
 
-fn record(row: &PgRow) -> anyhow::Result<AuditRecord> {
+fn record(row: &PgRow) -> Result<AuditRecord, RowError> {
     let outcome: String = row.try_get("outcome")?;
     let bytes: i64 = row.try_get("response_bytes")?;
     Ok(AuditRecord {
@@ -208,17 +208,17 @@ fn record(row: &PgRow) -> anyhow::Result<AuditRecord> {
 const PRUNE: &str =
     "DELETE FROM audit_records WHERE id < $1 AND ts < (TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * $2)";
 
-pub(super) async fn prune(pool: &PgPool, older_than_ms: i64) -> anyhow::Result<u64> {
+pub(super) async fn prune(pool: &PgPool, older_than_ms: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(PRUNE).bind(id_floor(older_than_ms)).bind(older_than_ms).execute(pool).await?;
     Ok(done.rows_affected())
 }
 
 /// The database's plan for `prune`, one line per row.
-pub(super) async fn explain_prune(pool: &PgPool, older_than_ms: i64) -> anyhow::Result<Vec<String>> {
+pub(super) async fn explain_prune(pool: &PgPool, older_than_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(&format!("EXPLAIN {PRUNE}"))
         .bind(id_floor(older_than_ms))
         .bind(older_than_ms)
         .fetch_all(pool)
         .await?;
-    Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+    rows.iter().map(|r| r.try_get(0)).collect()
 }

@@ -4,11 +4,10 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::{AuditQuery, COLUMNS, WAIT, id_floor, parse_outcome, statements, stored_bytes};
+use super::{AuditQuery, COLUMNS, ConnectError, RowError, WAIT, id_floor, parse_outcome, statements, stored_bytes};
 use crate::audit::{AuditRecord, Outcome};
 
 /// SQLite's limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
@@ -17,7 +16,7 @@ const MAX_PARAMS: usize = 32766;
 const SELECT: &str = "SELECT id, ts_ms, client, roles, session, transport, method, tool, backend, arguments, \
      outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica FROM audit_records";
 
-pub(super) async fn connect(path: &str) -> anyhow::Result<SqlitePool> {
+pub(super) async fn connect(path: &str) -> Result<SqlitePool, ConnectError> {
     let options = if path == ":memory:" {
         SqliteConnectOptions::from_str("sqlite::memory:")?
     } else {
@@ -42,12 +41,12 @@ pub(super) async fn connect(path: &str) -> anyhow::Result<SqlitePool> {
 
 /// Creates a missing database file readable by its owner only: it holds who called what, with
 /// which arguments. SQLite gives the `-wal` and `-shm` files the same mode.
-fn create_private(path: &Path) -> anyhow::Result<()> {
+fn create_private(path: &Path) -> Result<(), ConnectError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        Err(cause) => Err(ConnectError::Create { path: path.to_path_buf(), cause }),
     }
 }
 
@@ -68,7 +67,7 @@ const PIECE_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 /// is ~100 KB); the bound keeps a process reading with many filter combinations from growing.
 const STATEMENT_CACHE: usize = 32;
 
-pub(super) async fn insert(pool: &SqlitePool, batch: &[AuditRecord]) -> anyhow::Result<()> {
+pub(super) async fn insert(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     // One transaction for the whole batch: all or nothing, and one fsync instead of one per piece.
     let mut tx = pool.begin().await?;
     for part in statements(batch, MAX_PARAMS) {
@@ -132,15 +131,15 @@ fn insert_sql(rows: usize) -> &'static str {
     texts.iter().find(|(n, _)| *n == rows).map(|(_, sql)| sql.as_str()).expect("a size of PIECE_ROWS")
 }
 
-pub(super) async fn query(pool: &SqlitePool, q: &AuditQuery) -> anyhow::Result<Vec<AuditRecord>> {
+pub(super) async fn query(pool: &SqlitePool, q: &AuditQuery) -> Result<Vec<AuditRecord>, RowError> {
     let rows = select(q, "").build().fetch_all(pool).await?;
     rows.iter().map(record).collect()
 }
 
 /// The database's plan for `query(q)`, one line per row.
-pub(super) async fn explain(pool: &SqlitePool, q: &AuditQuery) -> anyhow::Result<Vec<String>> {
+pub(super) async fn explain(pool: &SqlitePool, q: &AuditQuery) -> Result<Vec<String>, sqlx::Error> {
     let rows = select(q, "EXPLAIN QUERY PLAN ").build().fetch_all(pool).await?;
-    Ok(rows.iter().map(|r| r.try_get("detail")).collect::<Result<_, _>>()?)
+    rows.iter().map(|r| r.try_get("detail")).collect()
 }
 
 /// The statement `query` runs, after `prefix` (to explain it).
@@ -176,16 +175,16 @@ fn select<'a>(q: &'a AuditQuery, prefix: &str) -> QueryBuilder<'a, Sqlite> {
     b
 }
 
-fn record(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
+fn record(row: &SqliteRow) -> Result<AuditRecord, RowError> {
     let id: String = row.try_get("id")?;
     let roles: String = row.try_get("roles")?;
     let outcome: String = row.try_get("outcome")?;
     let bytes: i64 = row.try_get("response_bytes")?;
     Ok(AuditRecord {
-        id: id.parse().with_context(|| format!("the store holds a malformed id `{id}`"))?,
+        id: id.parse().map_err(|cause| RowError::MalformedId { id: id.clone(), cause })?,
         ts_ms: row.try_get("ts_ms")?,
         client: row.try_get("client")?,
-        roles: serde_json::from_str(&roles).with_context(|| format!("record {id} has malformed roles"))?,
+        roles: serde_json::from_str(&roles).map_err(|cause| RowError::MalformedRoles { id: id.clone(), cause })?,
         session: row.try_get("session")?,
         transport: row.try_get("transport")?,
         method: row.try_get("method")?,
@@ -205,16 +204,16 @@ fn record(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
 /// Retention. The id bound finds the rows through the primary key; the time test keeps it exact.
 const PRUNE: &str = "DELETE FROM audit_records WHERE id < ? AND ts_ms < ?";
 
-pub(super) async fn prune(pool: &SqlitePool, older_than_ms: i64) -> anyhow::Result<u64> {
+pub(super) async fn prune(pool: &SqlitePool, older_than_ms: i64) -> Result<u64, sqlx::Error> {
     let floor = id_floor(older_than_ms).hyphenated().to_string();
     let done = sqlx::query(PRUNE).bind(floor).bind(older_than_ms).execute(pool).await?;
     Ok(done.rows_affected())
 }
 
 /// The database's plan for `prune`, one line per row.
-pub(super) async fn explain_prune(pool: &SqlitePool, older_than_ms: i64) -> anyhow::Result<Vec<String>> {
+pub(super) async fn explain_prune(pool: &SqlitePool, older_than_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let floor = id_floor(older_than_ms).hyphenated().to_string();
     let rows =
         sqlx::query(&format!("EXPLAIN QUERY PLAN {PRUNE}")).bind(floor).bind(older_than_ms).fetch_all(pool).await?;
-    Ok(rows.iter().map(|r| r.try_get("detail")).collect::<Result<_, _>>()?)
+    rows.iter().map(|r| r.try_get("detail")).collect()
 }

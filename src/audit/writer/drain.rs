@@ -5,8 +5,8 @@
 //! holds (`StoreError::permanent`) is split in halves until the records it refuses are found
 //! alone; those go to the dead-letter file with the reason, and the rest are stored.
 //!
-//! In the steady state it takes the batches the spool writer just wrote from memory (`Live`),
-//! as long as each starts exactly where the stored prefix of the live segment ends; anything
+//! In the steady state it takes the batches the spool writer just wrote from memory
+//! (`RecentBatches`), as long as each starts exactly where the stored prefix of the live segment ends; anything
 //! else (records left by a previous run, a batch dropped from memory while the store was slow,
 //! a new segment) sends it back to reading the spool from disk, which is always right.
 
