@@ -275,3 +275,37 @@ async fn sessions_are_served_by_every_replica_and_outlive_the_one_that_opened_th
     })
     .await;
 }
+
+/// The official Python SDK client, session-based (`--mode legacy`), through plain round robin:
+/// its session's requests reach both replicas (the shared audit trail says which answered),
+/// and every call succeeds as it would on one gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_client_keeps_its_session_across_replicas() {
+    let peers = common::peers::ensure();
+    let cluster = Cluster::start().await;
+    let url = cluster.lb.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let call = ["--call", "m__test_simple_text", "{}"];
+        let mut args = vec!["--url", url.as_str(), "--mode", "legacy"];
+        for _ in 0..6 {
+            args.extend_from_slice(&call);
+        }
+        peers.sdk_client(&args)
+    })
+    .await
+    .unwrap();
+    assert!(out["protocolVersion"].as_str().is_some_and(|v| v.starts_with("2025-")), "a session-based session: {out}");
+    let calls = out["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 6, "{out}");
+    for c in calls {
+        assert_ne!(c["result"]["isError"], true, "{c}");
+    }
+    eventually("the 6 calls' audit records are in PostgreSQL", || async {
+        cluster.audited("m__test_simple_text").await.values().sum::<i64>() == 6
+    })
+    .await;
+    let audited = cluster.audited("m__test_simple_text").await;
+    let by_replica: BTreeSet<&str> =
+        audited.keys().filter(|(_, outcome)| outcome == "ok").map(|(r, _)| r.as_str()).collect();
+    assert_eq!(by_replica, BTreeSet::from(["a", "b"]), "one session's calls answered by both replicas: {audited:?}");
+}
