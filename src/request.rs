@@ -292,20 +292,22 @@ impl Call {
     fn parse(method: Method, raw: Option<&RawValue>) -> Result<Call, Box<BadRequest>> {
         let mut params = Params::parse(raw)
             .map_err(|e| Box::new(BadRequest { method, refusal: e.into(), arguments: None, asked: None }))?;
-        let asked = match method {
+        // The name or URI as sent, read leniently, only for a refusal: on the way of every
+        // call `target` reads it strictly, once.
+        let asked = |params: &Params| match method {
             Method::ToolsCall | Method::PromptsGet => params.str("name").ok().flatten(),
             Method::ResourcesRead => params.str("uri").ok().flatten(),
             _ => None,
         };
-        let arguments = strict_arguments(method, &mut params).map_err(|refusal| BadRequest {
-            method,
-            refusal,
-            arguments: None,
-            asked: asked.clone(),
-        })?;
+        let arguments = match strict_arguments(method, &mut params) {
+            Ok(a) => a,
+            Err(refusal) => {
+                return Err(Box::new(BadRequest { method, refusal, arguments: None, asked: asked(&params) }));
+            }
+        };
         match target(method, &params) {
             Ok((target, reference)) => Ok(Call { method, params, target, arguments, reference }),
-            Err(refusal) => Err(Box::new(BadRequest { method, refusal, arguments, asked })),
+            Err(refusal) => Err(Box::new(BadRequest { method, refusal, arguments, asked: asked(&params) })),
         }
     }
 }

@@ -128,14 +128,11 @@ impl Gateway {
         // 2. The request as its front door read it (src/request.rs): a method the gateway does
         // not serve, one the stateless revision removed, or params that cannot be read for it
         // are refused here, after authentication.
+        if let Some(m) = method_of(&request).filter(|m| ctx.stateless.is_some() && m.removed_in_stateless()) {
+            return Err(Refusal::MethodNotFound(m.as_str().into()));
+        }
         let call = match request {
             Ok(Request::Other(name)) => return Err(Refusal::MethodNotFound(name)),
-            Ok(r) if ctx.stateless.is_some() && r.method().is_some_and(Method::removed_in_stateless) => {
-                return Err(Refusal::MethodNotFound(r.method().map(Method::as_str).unwrap_or_default().into()));
-            }
-            Err(bad) if ctx.stateless.is_some() && bad.method.removed_in_stateless() => {
-                return Err(Refusal::MethodNotFound(bad.method.as_str().into()));
-            }
             Ok(Request::Call(call)) => Ok(call),
             Ok(own) => return self.protocol_method(req.session, req.id, own, &access, ctx).await,
             Err(bad) if !bad.method.is_call() => return Err(bad.refusal),
