@@ -210,15 +210,34 @@ impl SqlStore {
     }
 
     /// Brings the schema up to date with the migrations embedded in the binary. Safe to run
-    /// at every start and from several processes at once (sqlx takes a lock).
+    /// at every start and from several processes at once: on PostgreSQL sqlx takes an advisory
+    /// lock; SQLite has none, so a migration that fails is tried again (see below).
     pub async fn migrate(&self) -> Result<(), SqlError> {
-        let run = async {
+        let run = || async {
             match self {
                 SqlStore::Sqlite(pool) => Migrator::new(SQLITE_MIGRATIONS).await?.run(pool).await,
                 SqlStore::Postgres(pool) => Migrator::new(POSTGRES_MIGRATIONS).await?.run(pool).await,
             }
         };
-        run.await.map_err(SqlError::Migrate)
+        // Two processes migrating one SQLite file (a gateway starting while `sentinel
+        // kill-switch` or `credentials` opens the same store) both read the applied list, then
+        // the second one's CREATE fails on the first one's table ("already exists") or on its
+        // lock. Each migration commits with its record, so a second run sees it applied and goes
+        // on from there. A migration that is itself broken fails every time and is reported.
+        let mut attempt = 0;
+        loop {
+            match run().await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < SQLITE_MIGRATE_RETRIES && matches!(self, SqlStore::Sqlite(_)) => {
+                    attempt += 1;
+                    tracing::debug!(
+                        "audit store migration failed ({e}); trying again, another process may be migrating"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(SqlError::Migrate(e)),
+            }
+        }
     }
 
     /// Stores a batch, skipping records already stored (by id), all or nothing.
@@ -403,6 +422,9 @@ fn stored_bytes(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// How many times a failed SQLite migration is run again (100, 200, … ms apart).
+const SQLITE_MIGRATE_RETRIES: u32 = 5;
+
 /// Migrations compiled into the binary, one folder per dialect. Hand-listed rather than
 /// `sqlx::migrate!()`: that macro needs sqlx's proc-macro crate, which builds both drivers and
 /// SQLite's C source a second time, for one `include_str!` per file. The checksums are the same
@@ -444,6 +466,28 @@ impl MigrationSource<'static> for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two connections (as two processes would be) migrating one new SQLite file at once both
+    /// succeed, and the schema is whole: CI saw `sentinel kill-switch add` fail with "table
+    /// credentials already exists" while its gateway was still migrating the same file.
+    #[tokio::test]
+    async fn concurrent_sqlite_migrations_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..20 {
+            let url = format!("sqlite://{}", dir.path().join(format!("a{i}.db")).display());
+            let (a, b) = (SqlStore::connect(&url).await.unwrap(), SqlStore::connect(&url).await.unwrap());
+            let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+            assert!(ra.is_ok() && rb.is_ok(), "round {i}: {ra:?} / {rb:?}");
+            let SqlStore::Sqlite(pool) = &a else { unreachable!("a SQLite URL") };
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(applied as usize, SQLITE_MIGRATIONS.0.len(), "round {i}");
+            a.close().await;
+            b.close().await;
+        }
+    }
 
     fn record(arguments_len: usize) -> AuditRecord {
         let mut r = AuditRecord::start("tools/call", "http", Some("c"), &[], None);
