@@ -18,6 +18,7 @@
 
 mod answer;
 mod audited;
+mod bridge;
 mod caller;
 mod dispatch;
 mod forward;
@@ -102,6 +103,8 @@ pub struct Gateway {
     tasks: tokio_util::task::TaskTracker,
     /// State shared with other replicas through Redis (`[cluster]`); `None`: one process.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Stateless clients' calls parked while their session-based backend waits for answers.
+    bridges: Arc<bridge::Bridges>,
 }
 
 /// The config in force and the slots of the backends it names.

@@ -33,6 +33,7 @@ pub mod rate_limit;
 pub mod replica;
 pub mod request;
 pub mod schema;
+pub mod seal;
 pub mod session;
 pub mod std_streams;
 pub mod strict_json;

@@ -166,7 +166,13 @@ async fn a_replica_starts_while_redis_is_away_and_joins_when_it_answers() {
 
 /// Two replicas on one Redis, with their own audit stores, under one key prefix.
 fn pair(prefix: &str, backend: &str, auth: &str) -> (Gateway, Gateway) {
-    let config = format!("{auth}{backend}[cluster]\nredis = \"redis://{}\"\nkey_prefix = \"{prefix}\"\n", redis_addr());
+    pair_with(prefix, backend, auth, "")
+}
+
+/// `pair`, with more `[cluster]` keys.
+fn pair_with(prefix: &str, backend: &str, auth: &str, cluster: &str) -> (Gateway, Gateway) {
+    let config =
+        format!("{auth}{backend}[cluster]\nredis = \"redis://{}\"\nkey_prefix = \"{prefix}\"\n{cluster}", redis_addr());
     let env = common::governance::secret_env();
     (Gateway::start_with_env(&config, &env), Gateway::start_with_env(&config, &env))
 }
@@ -260,4 +266,113 @@ async fn a_cancellation_reaching_the_other_replica_stops_the_call() {
     assert!(ended.is_ok(), "the call on the first replica ends when the other hears the cancellation");
     let log = a.log();
     assert!(log.contains("outcome=\"cancelled\""), "audited as cancelled on the replica that ran it:\n{log}");
+}
+
+/// A stateless client's call on one replica whose session-based backend asks it something:
+/// the retry that carries the answer reaches the other replica, which passes it to the one
+/// holding the call (the replicas share `secret_file`, so either opens the state); rounds
+/// alternate between replicas until the backend answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_retry_reaching_the_other_replica_continues_the_call() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "a-cluster-secret-of-enough-length-0123456789\n").unwrap();
+    let sealed = format!("secret_file = {}\n", lit(secret.path().to_string_lossy()));
+    let (a, b) = pair_with(&prefix(), &mock_stdio_backend("m", None, &["--generation", "legacy"]), "", &sealed);
+    let tool = "m__test_input_required_result_multi_round";
+    let on = |gw: &Gateway| HttpClient::modern(&gw.url);
+    let first = rounds::call(&on(&a), tool, json!({})).await;
+    let (k1, _) = rounds::question(&first);
+    let second = rounds::call(
+        &on(&b),
+        tool,
+        rounds::retry(&first, &k1, json!({"action": "accept", "content": {"name": "Ada"}})),
+    )
+    .await;
+    let (k2, message) = rounds::question(&second);
+    assert!(message.starts_with("Step 2"), "the backend went on with the answer given on the other replica: {second}");
+    let done = rounds::call(
+        &on(&a),
+        tool,
+        rounds::retry(&second, &k2, json!({"action": "accept", "content": {"color": "red"}})),
+    )
+    .await;
+    assert_eq!(done["result"]["content"][0]["text"], "Ada likes red", "{done}");
+}
+
+/// Without `secret_file` each replica seals with a key of its own: a retry on the other replica
+/// is refused with a message that says what to configure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_secret_a_retry_on_the_other_replica_says_what_to_set() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &["--generation", "legacy"]), "");
+    let tool = "m__test_input_required_result_elicitation";
+    let first = rounds::call(&HttpClient::modern(&a.url), tool, json!({})).await;
+    let (k, _) = rounds::question(&first);
+    let answer = rounds::retry(&first, &k, json!({"action": "accept", "content": {"name": "Ada"}}));
+    let r = rounds::call(&HttpClient::modern(&b.url), tool, answer.clone()).await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("secret_file"), "{r}");
+    let done = rounds::call(&HttpClient::modern(&a.url), tool, answer).await;
+    assert_eq!(done["result"]["content"][0]["text"], "Hello, Ada!", "the replica that asked still continues it");
+}
+
+/// A stateless client's input rounds (MRTR) with a `[cluster]` of replicas.
+mod rounds {
+    use super::*;
+
+    pub async fn call(c: &HttpClient, tool: &str, extra: Value) -> Value {
+        let mut params = json!({"name": tool, "arguments": {}});
+        params.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        let mut params = modern_params(params);
+        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {}});
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]),
+        )
+        .await
+        .expect("answered, never hung");
+        serde_json::from_str(r.messages.last().unwrap_or_else(|| panic!("a response: {r:?}"))).unwrap()
+    }
+
+    /// The round's one question: its key and message.
+    pub fn question(r: &Value) -> (String, String) {
+        assert_eq!(r["result"]["resultType"], "input_required", "an input round: {r}");
+        let (key, q) = r["result"]["inputRequests"].as_object().expect("questions").iter().next().expect("one");
+        (key.clone(), q["params"]["message"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub fn retry(r: &Value, key: &str, answer: Value) -> Value {
+        json!({"requestState": r["result"]["requestState"], "inputResponses": {key: answer}})
+    }
+}
+
+/// With `secret_file`, a session record in Redis is sealed: nothing in it is readable there,
+/// the other replica still serves the session, and a record someone else wrote is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_session_records_are_unreadable_in_redis_and_forged_ones_are_refused() {
+    use redis::AsyncCommands;
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "a-cluster-secret-of-enough-length-0123456789\n").unwrap();
+    let sealed = format!("secret_file = {}\n", lit(secret.path().to_string_lossy()));
+    let prefix = prefix();
+    let (a, b) = pair_with(&prefix, &mock_stdio_backend("m", None, &[]), "", &sealed);
+    let mut c = HttpClient::legacy(&a.url, json!({"roots": {"listChanged": true}})).await;
+    let id = c.session.clone().unwrap();
+    let redis = redis::Client::open(format!("redis://{}", redis_addr())).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let stored: String = conn.get(format!("{prefix}session:{id}")).await.unwrap();
+    assert!(serde_json::from_str::<Value>(&stored).is_err() && !stored.contains("roots"), "sealed: {stored}");
+    c.url = b.url.clone();
+    assert_eq!(c.request("tools/list", json!({})).await.status, 200, "the other replica opens it");
+
+    // A plain record under a fresh id, as anyone with Redis access could write it.
+    let forged = uuid::Uuid::new_v4().to_string();
+    let record = json!({"subject": null, "version": "2025-11-25", "capabilities": {}, "log_level": null});
+    let _: () = conn.set_ex(format!("{prefix}session:{forged}"), record.to_string(), 60).await.unwrap();
+    c.session = Some(forged);
+    for gw in [&a, &b] {
+        c.url = gw.url.clone();
+        assert_eq!(c.request("tools/list", json!({})).await.status, 404, "a forged record on {}", gw.url);
+    }
+    assert!(b.log().contains("a session record in Redis is refused"), "and said so:\n{}", b.log());
 }

@@ -182,6 +182,7 @@ fn check_config(path: &Path, jwt_secret: &str) -> (bool, String) {
         .env("POSTGRES_DB", "sentinel")
         .env("REDIS_PASSWORD", "placeholder")
         .env("SENTINEL_REPLICA_ID", "sentinel-1")
+        .env("SENTINEL_CLUSTER_SECRET", PLACEHOLDER_SECRET)
         .output()
         .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -200,6 +201,7 @@ fn docker_and_cluster_configs_pass_check() {
     }
     let cluster = read(&root().join("deploy/sentinel.cluster.toml"));
     assert!(cluster.contains("[cluster]") && cluster.contains("replica_id = \"${SENTINEL_REPLICA_ID}\""));
+    assert!(cluster.contains("secret = \"${SENTINEL_CLUSTER_SECRET}\""), "the replicas seal what they share");
 }
 
 #[test]
@@ -328,7 +330,9 @@ fn compose_scale_profile_runs_three_replicas_behind_haproxy() {
     for r in replicas {
         let s = &services[r];
         assert_eq!(s["environment"]["SENTINEL_REPLICA_ID"], r);
-        assert!(s["environment"]["REDIS_PASSWORD"].is_string() && s["environment"]["SENTINEL_JWT_SECRET"].is_string());
+        for var in ["REDIS_PASSWORD", "SENTINEL_JWT_SECRET", "SENTINEL_CLUSTER_SECRET"] {
+            assert!(s["environment"][var].is_string(), "{r} gets {var}");
+        }
         assert_eq!(
             s["volumes"],
             json!([

@@ -34,6 +34,11 @@ struct Cluster {
 impl Cluster {
     /// One mock backend; `m__echo` limited to 10 calls a minute (burst 10) across the replicas.
     async fn start() -> Cluster {
+        Cluster::start_with(&[], "").await
+    }
+
+    /// `start`, the mock run with `mock_args`, and more `[cluster]` keys.
+    async fn start_with(mock_args: &[&str], cluster: &str) -> Cluster {
         common::haproxy::binary(); // before starting anything else
         let db = PgDb::create().await;
         let prefix = format!("sentinel-lb-test-{}:", uuid::Uuid::new_v4());
@@ -42,9 +47,9 @@ impl Cluster {
             .map(|id| {
                 Gateway::start(&format!(
                     "[audit]\nurl = {}\n{}[rate_limit]\ntools = {{ \"m__echo\" = {{ per_minute = 10, burst = 10 }} }}\n\
-                     [cluster]\nredis = {}\nkey_prefix = {}\nreplica_id = {}\n",
+                     [cluster]\nredis = {}\nkey_prefix = {}\nreplica_id = {}\n{cluster}",
                     lit(&db.url),
-                    mock_stdio_backend("m", None, &[]),
+                    mock_stdio_backend("m", None, mock_args),
                     lit(redis_url()),
                     lit(&prefix),
                     lit(id)
@@ -308,4 +313,71 @@ async fn the_python_sdk_client_keeps_its_session_across_replicas() {
     let by_replica: BTreeSet<&str> =
         audited.keys().filter(|(_, outcome)| outcome == "ok").map(|(r, _)| r.as_str()).collect();
     assert_eq!(by_replica, BTreeSet::from(["a", "b"]), "one session's calls answered by both replicas: {audited:?}");
+}
+
+/// A `[cluster]` secret in a file of the test's own, as `secret_file = ...`.
+fn shared_secret() -> (tempfile::NamedTempFile, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "a-cluster-secret-of-enough-length-0123456789\n").unwrap();
+    let key = format!("secret_file = {}\n", lit(file.path().to_string_lossy()));
+    (file, key)
+}
+
+/// A stateless 2026-07-28 client through round robin, calling a session-based backend's tool
+/// that asks for elicitation: the input round is answered by one replica and the retry that
+/// carries the answer by the other, which passes it to the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_input_round_is_continued_by_the_other_replica() {
+    let (_secret, key) = shared_secret();
+    let cluster = Cluster::start_with(&["--generation", "legacy"], &key).await;
+    let c = HttpClient::modern(&cluster.lb.url);
+    let tool = "m__test_input_required_result_elicitation";
+    let post = |extra: serde_json::Value| {
+        let mut params = json!({"name": tool, "arguments": {}});
+        params.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        let mut params = modern_params(params);
+        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {}});
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
+        let c = c.clone();
+        async move { c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await }
+    };
+    let first = post(json!({})).await;
+    let round = first.json();
+    assert_eq!(round["result"]["resultType"], "input_required", "{round}");
+    let (k, _) = round["result"]["inputRequests"].as_object().unwrap().iter().next().unwrap();
+    let answer = json!({"action": "accept", "content": {"name": "Lin"}});
+    let retry =
+        post(json!({"requestState": round["result"]["requestState"], "inputResponses": {k.as_str(): answer}})).await;
+    assert_ne!(served_by(&retry), served_by(&first), "the retry reached the other replica");
+    assert_eq!(retry.json()["result"]["content"][0]["text"], "Hello, Lin!", "{:?}", retry.json());
+}
+
+/// A session-based client through round robin: a call whose backend asks it for sampling (its
+/// answer lands on the other replica), then a slow call cancelled by a notification that lands
+/// on the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_answers_and_cancellations_reach_the_replica_holding_the_call() {
+    let cluster = Cluster::start_with(&["--generation", "legacy"], "").await;
+    let c = HttpClient::legacy(&cluster.lb.url, json!({"sampling": {}})).await;
+    let body = json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call","params":{"name":"m__test_sampling","arguments":{"prompt":"2+2?"}}});
+    let mut stream = c.stream(&body.to_string(), &[]).await;
+    let holder = stream.header("x-served-by").expect("x-served-by");
+    let req: serde_json::Value = serde_json::from_str(&stream.next().await.expect("a relayed request")).unwrap();
+    assert_eq!(req["method"], "sampling/createMessage", "{req}");
+    let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"four"},"model":"m","stopReason":"endTurn"}});
+    let posted = c.post_raw(&answer.to_string(), &[]).await;
+    assert_eq!(posted.status, 202);
+    assert_ne!(served_by(&posted), holder, "the answer reached the other replica");
+    let resp = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("answered, not hung");
+    let resp: serde_json::Value = serde_json::from_str(&resp.expect("the call's response")).unwrap();
+    assert!(resp["result"]["content"][0]["text"].as_str().unwrap_or_default().contains("four"), "{resp}");
+
+    let slow = json!({"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"m__slow","arguments":{"ms": 30000}}});
+    let mut stream = c.stream(&slow.to_string(), &[]).await;
+    let holder = stream.header("x-served-by").expect("x-served-by");
+    let cancel = c.notify("notifications/cancelled", json!({"requestId": "slow-1"})).await;
+    assert_eq!(cancel.status, 202);
+    assert_ne!(served_by(&cancel), holder, "the cancellation reached the other replica");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+    assert!(ended.is_ok(), "the call ends when the other replica hears the cancellation");
 }

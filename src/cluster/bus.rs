@@ -3,7 +3,9 @@
 //! holding the call. Each replica listens in a task of its own (reconnected when Redis comes
 //! back) and hands what it hears to the gateway. A message lost while Redis is away costs what
 //! the same loss costs on one replica: the waiting call times out, or the session lingers
-//! until its idle timeout.
+//! until its idle timeout. With `secret_file` every message is sealed (src/seal.rs), so one
+//! published by anyone who can only reach Redis (a forged answer to another user's sampling
+//! request, say) is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,41 @@ pub enum BusMessage {
         /// The cancelled request's id, raw.
         request: String,
     },
+    /// A stateless client's retry of a call parked on `replica` (its `requestState` says
+    /// which): the client's answers, for that replica to hand to the backend.
+    Resume {
+        /// The replica holding the parked call; the others ignore the message.
+        replica: String,
+        /// The parked call.
+        bridge: uuid::Uuid,
+        /// Names the round's outcome when it comes back.
+        ticket: uuid::Uuid,
+        /// The retry's `inputResponses`, raw.
+        responses: Box<RawValue>,
+    },
+    /// What the backend did next in a round another replica asked for.
+    Resumed {
+        /// The `ticket` of the `Resume` this answers.
+        ticket: uuid::Uuid,
+        /// The round's outcome.
+        round: BridgeRound,
+    },
+}
+
+/// How one round of a parked call ended (`gateway/bridge.rs`), as the retry is answered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BridgeRound {
+    /// The backend's result (its answer, or another `input_required` round), raw.
+    Result(Box<RawValue>),
+    /// The backend's JSON-RPC error, raw.
+    Error(Box<RawValue>),
+    /// The backend did not answer within its timeout.
+    Timeout,
+    /// The backend (or the replica holding the call) cannot be reached.
+    Unavailable(String),
+    /// No such parked call any more: it ended, expired, or its replica stopped.
+    Gone,
 }
 
 /// A message with its sender, so that a replica ignores its own (not flattened: see above).
@@ -54,6 +91,9 @@ struct Envelope {
     from: String,
     message: BusMessage,
 }
+
+/// What bus messages are sealed for (with `secret_file`): a session record cannot pass for one.
+const BUS_PURPOSE: &str = "bus";
 
 /// How long a replica waits to (re)subscribe before trying again.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
@@ -68,6 +108,10 @@ impl Cluster {
         let Some(mut conn) = self.connection() else { return Err(self.failed("not connected yet".into())) };
         let text = serde_json::to_string(&Envelope { from: crate::replica::id().to_string(), message })
             .expect("a bus message serializes");
+        let text = match &self.config.secret {
+            Some(sealer) => sealer.seal(BUS_PURPOSE, text.as_bytes()),
+            None => text,
+        };
         let publish = conn.publish::<_, _, ()>(self.channel(), text);
         self.timed(publish).await
     }
@@ -102,6 +146,16 @@ impl Cluster {
                             // The connection ended: subscribe again.
                             let Some(msg) = msg else { break };
                             let Ok(text) = msg.get_payload::<String>() else { continue };
+                            let text = match &cluster.config.secret {
+                                Some(sealer) => match sealer.open(BUS_PURPOSE, &text) {
+                                    Ok(plain) => String::from_utf8(plain).unwrap_or_default(),
+                                    Err(e) => {
+                                        tracing::warn!("[cluster]: a message on the bus is ignored: {e} (do all replicas have the same secret_file?)");
+                                        continue;
+                                    }
+                                },
+                                None => text,
+                            };
                             match serde_json::from_str::<Envelope>(&text) {
                                 Ok(e) if e.from != me => {
                                     if tx.send(e.message).is_err() {
@@ -143,6 +197,18 @@ mod tests {
                 error: None,
             },
             BusMessage::Cancel { session: "s".into(), request: "7".into() },
+            BusMessage::Resume {
+                replica: "r".into(),
+                bridge: uuid::Uuid::nil(),
+                ticket: uuid::Uuid::max(),
+                responses: raw(r#"{"k": {"action": "accept"}}"#).unwrap(),
+            },
+            BusMessage::Resumed {
+                ticket: uuid::Uuid::nil(),
+                round: BridgeRound::Result(raw(r#"{"x": 1e3}"#).unwrap()),
+            },
+            BusMessage::Resumed { ticket: uuid::Uuid::nil(), round: BridgeRound::Unavailable("down".into()) },
+            BusMessage::Resumed { ticket: uuid::Uuid::nil(), round: BridgeRound::Gone },
         ];
         for message in sent {
             let before = format!("{message:?}");

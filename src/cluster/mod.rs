@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 mod bus;
 mod sessions;
 
-pub use bus::BusMessage;
+pub use bus::{BridgeRound, BusMessage};
 pub use sessions::SharedSession;
 
 use crate::config::{ClusterConfig, OnRedisFailure};

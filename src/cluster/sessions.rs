@@ -1,7 +1,9 @@
 //! Session-based clients' sessions shared by every replica (`[cluster]`): what a session
 //! carries (its subject, negotiated version, client capabilities, log level) kept in Redis
 //! under its id, so that a request of the session reaching any replica is served there. The
-//! record expires after the session's idle timeout; each use refreshes it.
+//! record expires after the session's idle timeout; each use refreshes it. With `secret_file`
+//! the record is sealed for its session id (src/seal.rs): Redis holds nothing readable, and a
+//! record written or moved there by anyone else does not open.
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,10 @@ impl Cluster {
     pub async fn save_session(&self, id: &str, s: &SharedSession, ttl: std::time::Duration) -> Result<(), Outage> {
         let Some(mut conn) = self.connection() else { return Err(self.failed("not connected yet".into())) };
         let json = serde_json::to_string(s).expect("a session record serializes");
+        let json = match &self.config.secret {
+            Some(sealer) => sealer.seal(&format!("session:{id}"), json.as_bytes()),
+            None => json,
+        };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let set = conn.pset_ex::<_, _, ()>(self.session_key(id), json, ms);
         self.timed(set).await
@@ -53,7 +59,23 @@ impl Cluster {
             Ok(text)
         };
         let text: Option<String> = self.timed(get).await?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(text.and_then(|t| self.read_session(id, &t)))
+    }
+
+    /// A record as stored: sealed for its id when the replicas share a secret (one that does
+    /// not open, or is not sealed, was not written by a replica of this cluster and is not
+    /// trusted), plain JSON otherwise.
+    fn read_session(&self, id: &str, text: &str) -> Option<SharedSession> {
+        match &self.config.secret {
+            Some(sealer) => match sealer.open(&format!("session:{id}"), text) {
+                Ok(json) => serde_json::from_slice(&json).ok(),
+                Err(e) => {
+                    tracing::warn!(session = %id, "[cluster]: a session record in Redis is refused: {e}");
+                    None
+                }
+            },
+            None => serde_json::from_str(text).ok(),
+        }
     }
 
     /// Keeps a session's record alive (a use on this replica).

@@ -318,6 +318,9 @@ impl Config {
         let mut config = validate(&src, raw, path, &base, &mut problems);
         config.credentials =
             credentials::credentials(&src, raw_credentials, needs, &base, &config.audit, &mut problems);
+        if let Some(c) = config.cluster.as_mut() {
+            cluster::secret(&src, c, needs, &base, &mut problems);
+        }
         config.variables = std::mem::take(&mut found.variables);
         checks::run(&src, &mut config, &mut problems);
         // A value that could not be filled in is reported once, as unset, and judged no further.

@@ -102,6 +102,34 @@ fn cluster_section() {
 }
 
 #[test]
+fn the_cluster_secret_comes_from_a_file_or_a_variable_and_is_long_enough() {
+    let head = "[auth]\ndisabled = true\n[cluster]\nredis = \"redis://r\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let (good, short) = (dir.path().join("good"), dir.path().join("short"));
+    std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(&short, "tiny").unwrap();
+    let file = |p: &Path| format!("{head}secret_file = {:?}\n", p.to_str().unwrap());
+    let from_file = parse_exact(&file(&good)).unwrap().cluster.unwrap();
+    let from_env = parse_exact(&format!("{head}secret = \"${{JWT_SECRET}}\"\n")).unwrap().cluster.unwrap();
+    let (a, b) =
+        (from_file.secret.expect("sealer from the file"), from_env.secret.clone().expect("sealer from the variable"));
+    assert!(a.is_shared() && a == b, "the same secret gives the same key, however it is given");
+    assert!(!format!("{from_env:?}").contains("0123456789abcdef"), "never printed: {from_env:?}");
+    for (text, want) in [
+        (file(&short), "at least 32"),
+        (file(&dir.path().join("absent")), "cannot read"),
+        (format!("{head}secret = \"0123456789abcdef0123456789abcdef\"\n"), "must not be written in the config"),
+        (format!("{head}secret = \"${{TOKEN}}\"\n"), "at least 32"),
+        (format!("{}secret = \"${{JWT_SECRET}}\"\n", file(&good)), "not both"),
+    ] {
+        let err = parse_exact(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{text}: missing {want:?} in:\n{err}");
+    }
+    // A command that does not serve (`sentinel audit`) does not need the file.
+    assert!(parse_needing(&file(&dir.path().join("absent")), Needs::Sections(&["audit"])).is_ok());
+}
+
+#[test]
 fn every_unknown_key_is_listed_with_its_line() {
     let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n\n[[backend]]\nname = \"a\"\nstdio = { command = \"x\", argz = [] }\n")
         .unwrap_err();

@@ -2,15 +2,21 @@
 //! send it (relaying what the backend sends meanwhile, see `relay.rs`), and hand back the
 //! backend's answer as raw bytes.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::bridge::{self, Asked, Binding, Parked};
 use super::relay::{Call, refuse};
 use super::{Answer, Gateway, RequestCtx, Route};
 use crate::audit::AuditRecord;
 use crate::backend::breaker::{Permit, Transition};
 use crate::backend::{self, Backend, BackendError, CallOpts, Event, Reply};
+use crate::cluster::BridgeRound;
 use crate::error::Refusal;
 use crate::method::Method;
 use crate::protocol::{self, Generation, Params};
@@ -132,7 +138,7 @@ impl Gateway {
     /// Sends a prepared call to its backend, relays what the backend sends meanwhile to the
     /// client, and hands back how the call ended. A refusal here is the gateway's own (a
     /// stateless backend's input requests it could not bridge).
-    pub(super) async fn forward(&self, backend: &Backend, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
+    pub(super) async fn forward(&self, backend: &Arc<Backend>, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
         let Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace } = call;
         let call =
             Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout, trace };
@@ -163,7 +169,7 @@ impl Gateway {
     /// with its answers.
     async fn call_with_input(
         &self,
-        backend: &Backend,
+        backend: &Arc<Backend>,
         method: Method,
         mut params: Params,
         route: Route,
@@ -192,6 +198,11 @@ impl Gateway {
             // A bridged call's result is read whole, to see whether it asks for input.
             stream: !bridges,
         };
+        // A session-based backend may ask a stateless client something only as an input round.
+        if call.req.ctx.stateless.is_some() && matches!(backend.generation, Generation::SessionBased(_)) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            return self.call_parkable(backend, method, params, &route, opts(tx), rx, call).await;
+        }
         for _ in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::unbounded_channel();
             // Only a call that may be retried keeps a copy of its params.
@@ -211,6 +222,88 @@ impl Gateway {
             "backend `{}` asked for client input more than {MAX_INPUT_ROUNDS} times; giving up",
             backend.name()
         )))
+    }
+
+    /// A stateless client's call to a session-based backend (src/gateway/bridge.rs): when the
+    /// backend asks the client something, the call is parked and the client gets an
+    /// `input_required` round; its retry (`requestState`, `inputResponses`) continues the
+    /// parked call, on this replica or the one holding it.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_parkable(
+        &self,
+        backend: &Arc<Backend>,
+        method: Method,
+        mut params: Params,
+        route: &Route,
+        opts: CallOpts,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        call: &Call<'_>,
+    ) -> Result<BackendOutcome, Refusal> {
+        let binding = Binding {
+            subject: call.req.ctx.caller.subject().map(str::to_string),
+            method: method.as_str().to_string(),
+            name: route.exposed.clone(),
+        };
+        if let Some(state) = params.0.shift_remove("requestState") {
+            let state: String = serde_json::from_str(state.get())
+                .map_err(|_| Refusal::InvalidParams("requestState must be a string".into()))?;
+            let responses: IndexMap<String, Box<RawValue>> = match params.0.shift_remove("inputResponses") {
+                Some(r) => serde_json::from_str(r.get())
+                    .map_err(|e| Refusal::InvalidParams(format!("inputResponses must be an object: {e}")))?,
+                None => IndexMap::new(),
+            };
+            let resumed =
+                self.bridges.resume(&state, &binding, responses, self.cluster.as_ref(), backend.config.timeout);
+            let round = tokio::select! {
+                r = resumed => r?,
+                _ = call.cancelled.cancelled() => return Ok(BackendOutcome::Cancelled),
+            };
+            return Ok(match round {
+                BridgeRound::Result(r) => BackendOutcome::Replied(Reply::Result(r)),
+                BridgeRound::Error(e) => BackendOutcome::Replied(Reply::Error(e)),
+                BridgeRound::Timeout => BackendOutcome::Failed(BackendError::Timeout),
+                BridgeRound::Unavailable(why) => BackendOutcome::Failed(BackendError::Unavailable(why)),
+                BridgeRound::Gone => {
+                    return Err(Refusal::InvalidParams(
+                        "the call this requestState continues is over (the backend answered or timed out, or the replica holding it stopped); call the tool again without `requestState` and `inputResponses`".into(),
+                    ));
+                }
+            });
+        }
+        let capabilities = call.req.ctx.stateless.map(|m| m.capabilities.clone()).unwrap_or_default();
+        let mut pending: BoxFuture<'static, Result<Reply, BackendError>> = {
+            let (backend, name) = (backend.clone(), method.as_str());
+            Box::pin(async move { backend.call(name, params, &opts).await })
+        };
+        let outcome = loop {
+            tokio::select! {
+                r = &mut pending => break match r {
+                    Ok(reply) => BackendOutcome::Replied(reply),
+                    Err(e) => BackendOutcome::Failed(e),
+                },
+                Some(ev) = events.recv() => match ev {
+                    Event::Request { method, params, reply } => match bridge::askable(&method, &capabilities) {
+                        Ok(()) => {
+                            let parked = Parked { pending, events, capabilities, binding, timeout: backend.config.timeout };
+                            let result = self.bridges.park(&self.tasks, parked, Asked { method, params, reply });
+                            return Ok(BackendOutcome::Replied(Reply::Result(backend::raw(result))));
+                        }
+                        Err(why) => refuse(reply, why),
+                    },
+                    ev => self.relay(ev, call),
+                },
+                _ = call.cancelled.cancelled() => break BackendOutcome::Cancelled,
+            }
+        };
+        drop(pending);
+        events.close();
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
+                ev => self.relay(ev, call),
+            }
+        }
+        Ok(outcome)
     }
 
     /// One request to the backend, relaying its events to the caller until it answers or

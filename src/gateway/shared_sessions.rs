@@ -138,6 +138,15 @@ impl Gateway {
                     s.cancel_call(&request);
                 }
             }
+            BusMessage::Resume { replica, bridge, ticket, responses } => {
+                let Some(cluster) = self.cluster.clone() else { return };
+                if replica == crate::replica::id() {
+                    // Bounded by the longest backend timeout: the parked call's own ends sooner.
+                    let timeout = self.config().backends.iter().map(|b| b.timeout).max().unwrap_or_default();
+                    self.bridges.on_resume(&self.tasks, cluster, bridge, ticket, &responses, timeout);
+                }
+            }
+            BusMessage::Resumed { ticket, round } => self.bridges.on_resumed(ticket, round),
         }
     }
 

@@ -108,6 +108,18 @@ impl Gateway {
             None => None,
         };
         let bus = cluster.as_ref().map(|c| c.listen(&tasks, shutdown.clone()));
+        // What the replicas share seals `requestState` too, so that a retry opens on any of them.
+        let sealer = match config.cluster.as_ref().and_then(|c| c.secret.clone()) {
+            Some(s) => s,
+            None => {
+                if config.cluster.is_some() {
+                    tracing::warn!(
+                        "[cluster] has no secret_file: session records and bus messages in Redis are not sealed, and a stateless client's input round must come back to the replica that asked it"
+                    );
+                }
+                Arc::new(crate::seal::Sealer::ephemeral())
+            }
+        };
         let gw = Arc::new(Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
@@ -130,6 +142,7 @@ impl Gateway {
             shutdown,
             tasks,
             cluster,
+            bridges: Arc::new(super::bridge::Bridges::new(sealer)),
         });
         if let Some(mut bus) = bus {
             let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());

@@ -537,6 +537,11 @@ impl SseReader {
         SseReader { resp, buf: String::new(), pending: Default::default() }
     }
 
+    /// A response header, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.resp.headers().get(name).map(|v| v.to_str().unwrap_or_default().to_string())
+    }
+
     /// The next JSON-RPC message, `None` when the stream ends; panics after 30 s of silence.
     pub async fn next(&mut self) -> Option<String> {
         loop {
