@@ -133,7 +133,7 @@ pub fn main() -> ExitCode {
     let daemon = matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. });
     // Held to the end of `main`: dropping it writes out the lines still queued. The daemons
     // start their log once their config is read: its `[telemetry]` adds the span exporter.
-    let _log = (!daemon).then(|| crate::log::init(daemon, cli.verbose, None));
+    let _log = (!daemon).then(|| crate::log::init(daemon, cli.verbose, None, None));
     let verbose = cli.verbose;
     match cli.command {
         Command::Check { config } => check(config),
@@ -274,7 +274,8 @@ where
     if let Some(id) = config.cluster.as_ref().and_then(|c| c.replica_id.clone()) {
         crate::replica::set(id);
     }
-    let _log = log.map(|verbose| crate::log::init(true, verbose, config.telemetry.as_ref()));
+    let replica = config.cluster.is_some().then(crate::replica::id);
+    let _log = log.map(|verbose| crate::log::init(true, verbose, config.telemetry.as_ref(), replica));
     let rt = runtime.enable_all().build().expect("tokio runtime");
     match rt.block_on(f(config)) {
         Ok(()) => ExitCode::SUCCESS,

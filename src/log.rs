@@ -29,7 +29,10 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 ///
 /// With `telemetry`, a second layer exports the pipeline's spans (src/telemetry.rs); without
 /// it there is no such layer at all, and the subscriber is the log alone.
-pub fn init(daemon: bool, verbose: u8, telemetry: Option<&TelemetryConfig>) -> Guards {
+///
+/// With `replica` (a replica of a `[cluster]`), every line starts with `replica=<id>`, so that
+/// the lines of several replicas gathered in one place still say which one wrote them.
+pub fn init(daemon: bool, verbose: u8, telemetry: Option<&TelemetryConfig>, replica: Option<&'static str>) -> Guards {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
@@ -57,15 +60,48 @@ pub fn init(daemon: bool, verbose: u8, telemetry: Option<&TelemetryConfig>) -> G
         }
     };
     let Some((spans, telemetry)) = exporting else {
-        tracing_subscriber::fmt().with_writer(writer).with_ansi(ansi).with_env_filter(filter).init();
+        let format = Replica { id: replica, inner: tracing_subscriber::fmt::format() };
+        tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .event_format(format)
+            .init();
         return Guards { _log: guard, _telemetry: None };
     };
     // The exported spans stay out of the log's lines (their fields would change its format).
     let filter =
         filter.add_directive(format!("{}=off", crate::telemetry::TARGET).parse().expect("a target directive parses"));
-    let log = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).with_filter(filter);
+    let format = Replica { id: replica, inner: tracing_subscriber::fmt::format() };
+    let log =
+        tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).event_format(format).with_filter(filter);
     tracing_subscriber::registry().with(log).with(spans).init();
     Guards { _log: guard, _telemetry: Some(telemetry) }
+}
+
+/// The log's line format, with the replica's id in front when there is one.
+struct Replica<F> {
+    id: Option<&'static str>,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Replica<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(id) = self.id {
+            write!(writer, "replica={id} ")?;
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
 }
 
 /// What must live until the process ends (see [`init`]).

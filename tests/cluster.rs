@@ -375,4 +375,11 @@ async fn sealed_session_records_are_unreadable_in_redis_and_forged_ones_are_refu
         assert_eq!(c.request("tools/list", json!({})).await.status, 404, "a forged record on {}", gw.url);
     }
     assert!(b.log().contains("a session record in Redis is refused"), "and said so:\n{}", b.log());
+    // Each replica's log lines name it (`<hostname>-<pid>` without a replica_id).
+    for gw in [&a, &b] {
+        let me = format!("-{} ", gw.child.id());
+        let log = gw.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ") || l.contains(" WARN ")).collect();
+        assert!(!lines.is_empty() && lines.iter().all(|l| l.starts_with("replica=") && l.contains(&me)), "{lines:#?}");
+    }
 }
