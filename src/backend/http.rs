@@ -39,6 +39,8 @@ struct Inner {
     headers: HeaderMap,
     client: BackendClient,
     max_bytes: usize,
+    /// The answer to a `roots/list` no client call can take (`roots` in the config).
+    roots: Arc<str>,
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Serializes re-initialization after the backend forgot our session (restart, expiry).
@@ -107,6 +109,7 @@ impl HttpConn {
                 headers: map,
                 client,
                 max_bytes: config.max_message_bytes,
+                roots: config.roots.clone(),
                 next_id: AtomicU64::new(1),
                 state: Mutex::new(State::default()),
                 reinit: tokio::sync::Mutex::new(()),
@@ -471,11 +474,20 @@ impl Inner {
         }
     }
 
-    /// A server-to-client request on a call's stream: relayed to that call's client; the
-    /// client's answer is POSTed back.
+    /// A server-to-client request: `ping` is answered by the gateway itself, and a
+    /// `roots/list` that no call's client can take (on the GET stream) from the config; the
+    /// others, on a call's stream, are relayed to that call's client. The answer is POSTed back.
     async fn on_request(&self, msg: Message, events: Option<&mpsc::UnboundedSender<Event>>) {
         let id = msg.id.expect("request has id");
         let method = msg.method.unwrap_or_default();
+        if let Some(answer) = super::own_answer(&method, events, &self.roots) {
+            let inner = Inner::clone_handle(self);
+            let body = jsonrpc::result(&id, &answer);
+            self.tasks.spawn(async move {
+                let _ = inner.post_raw(body).await;
+            });
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         let relayed = events.is_some_and(|ev| {
             ev.send(Event::Request { method: method.clone(), params: msg.params, reply: tx }).is_ok()

@@ -458,6 +458,18 @@ fn keyed(items: Vec<Box<RawValue>>, key: &str) -> Vec<(String, Box<RawValue>)> {
 }
 
 /// Raw JSON from a string the gateway built itself (always valid JSON).
+/// What the gateway answers itself of a backend's server-to-client request, if anything:
+/// `ping` always (either side may ping at any time, and no client should be bothered with a
+/// backend's liveness check); `roots/list` from the backend's configured `roots` when there
+/// is no client call to put it to (`caller` is the call the request can be attributed to).
+pub(crate) fn own_answer(method: &str, caller: Option<&mpsc::UnboundedSender<Event>>, roots: &str) -> Option<String> {
+    if method == crate::method::Method::Ping.as_str() {
+        return Some("{}".into());
+    }
+    let is_roots = method.parse::<crate::method::ServerRequest>() == Ok(crate::method::ServerRequest::Roots);
+    (caller.is_none() && is_roots).then(|| roots.to_string())
+}
+
 pub(crate) fn raw(s: String) -> Box<RawValue> {
     RawValue::from_string(s).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is json"))
 }

@@ -122,6 +122,7 @@ impl StdioConn {
         tasks.spawn_to_completion(super::stderr::drain(name.clone(), stderr));
         let reader = Reader {
             name: name.clone(),
+            roots: config.roots.clone(),
             routes: routes.clone(),
             lines: lines_tx.clone(),
             notices,
@@ -242,6 +243,8 @@ impl Drop for RoutedCall<'_> {
 
 struct Reader {
     name: String,
+    /// The answer to a `roots/list` no client call can take (`roots` in the config).
+    roots: Arc<str>,
     index: usize,
     routes: Arc<Mutex<Routes>>,
     lines: mpsc::UnboundedSender<String>,
@@ -344,10 +347,10 @@ impl Reader {
                 // Session-based servers do not say which request a log line belongs to on
                 // stdio; it can only be attributed when exactly one call is in flight.
                 match self.sole_caller() {
-                    Some(ev) => {
+                    Ok(ev) => {
                         let _ = ev.send(Event::Notification { method, params: msg.params });
                     }
-                    None => {
+                    Err(_) => {
                         tracing::info!(backend = %self.name, params = %msg.params.as_deref().map(RawValue::get).unwrap_or(""), "backend log");
                     }
                 }
@@ -363,37 +366,43 @@ impl Reader {
         let _ = self.notices.send(SlotNotice { slot: self.index, notice: n });
     }
 
-    /// The one client call in flight, if there is exactly one. The gateway's own requests
-    /// (the listen stream, listings) carry no event channel and do not count.
-    fn sole_caller(&self) -> Option<mpsc::UnboundedSender<Event>> {
+    /// The one client call in flight, if there is exactly one; otherwise how many there are
+    /// (none, or several). The gateway's own requests (the listen stream, listings) carry no
+    /// event channel and do not count.
+    fn sole_caller(&self) -> Result<mpsc::UnboundedSender<Event>, usize> {
         let r = self.routes.lock().expect("routes lock");
         let mut with_events = r.calls.values().filter_map(|c| c.events.as_ref());
         match (with_events.next(), with_events.next()) {
-            (Some(ev), None) => Some(ev.clone()),
-            _ => None,
+            (Some(ev), None) => Ok(ev.clone()),
+            (None, _) => Err(0),
+            (Some(_), Some(_)) => Err(2 + with_events.count()),
         }
     }
 
-    /// A server-to-client request: relayed to the caller it can be attributed to, else
-    /// answered with an error at once so the backend never hangs.
+    /// A server-to-client request: `ping` is answered at once; the others are relayed to the
+    /// caller they can be attributed to; a `roots/list` no call can take is answered from the
+    /// config; anything else is answered with an error at once so the backend never hangs.
     fn server_request(&self, msg: Message) {
         let id = msg.id.expect("request has id");
         let method = msg.method.unwrap_or_default();
-        if method == crate::method::Method::Ping.as_str() {
-            let _ = self.lines.send(jsonrpc::result(&id, "{}"));
+        let sole = self.sole_caller();
+        if let Some(answer) = super::own_answer(&method, sole.as_ref().ok(), &self.roots) {
+            let _ = self.lines.send(jsonrpc::result(&id, &answer));
             return;
         }
-        let Some(ev) = self.sole_caller() else {
-            let line = jsonrpc::error(
-                Some(&id),
-                jsonrpc::code::INTERNAL_ERROR,
-                &format!(
-                    "Sentinel cannot tell which client call this `{method}` belongs to (several calls are in flight on this stdio backend)"
-                ),
-                None,
-            );
-            let _ = self.lines.send(line);
-            return;
+        let ev = match sole {
+            Ok(ev) => ev,
+            Err(n) => {
+                let why = if n == 0 {
+                    format!("no client call is in flight on this stdio backend to put `{method}` to")
+                } else {
+                    format!(
+                        "Sentinel cannot tell which client call this `{method}` belongs to ({n} calls are in flight on this stdio backend)"
+                    )
+                };
+                let _ = self.lines.send(jsonrpc::error(Some(&id), jsonrpc::code::INTERNAL_ERROR, &why, None));
+                return;
+            }
         };
         let (tx, rx) = oneshot::channel();
         if ev.send(Event::Request { method: method.clone(), params: msg.params, reply: tx }).is_err() {

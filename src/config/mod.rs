@@ -166,6 +166,10 @@ pub struct BackendConfig {
     pub circuit: crate::backend::breaker::BreakerSettings,
     /// Largest single message accepted from the backend.
     pub max_message_bytes: usize,
+    /// The answer to the backend's own `roots/list` when no client call can take the question
+    /// (asked at start, on the GET stream, or of a client that cannot answer it): the result's
+    /// JSON, `{"roots":[...]}` from `roots` (empty by default).
+    pub roots: std::sync::Arc<str>,
 }
 
 /// How a backend is reached.
@@ -701,7 +705,26 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         }
         Some(n) => n as usize,
     };
+    // `roots/list` answers name `file://` URIs only (the MCP specification requires it).
+    let mut roots = Vec::new();
+    for (n, r) in b.roots.unwrap_or_default().into_iter().enumerate() {
+        match reqwest::Url::parse(&r.uri) {
+            Ok(u) if u.scheme() == "file" => {}
+            _ => problems.push(src.problem(
+                &key(&["backend", &i.to_string(), "roots", &n.to_string(), "uri"]),
+                format!("`{}` is not a file:// URI (e.g. \"file:///srv/project\")", r.uri),
+            )),
+        }
+        let mut root = serde_json::Map::new();
+        root.insert("uri".into(), r.uri.into());
+        if let Some(name) = r.name {
+            root.insert("name".into(), name.into());
+        }
+        roots.push(serde_json::Value::Object(root));
+    }
+    let roots = serde_json::json!({ "roots": roots }).to_string().into();
     Some(BackendConfig {
+        roots,
         timeout: duration(src, &at("timeout"), b.timeout.as_deref(), Duration::from_secs(60), problems),
         probe_timeout: duration(
             src,

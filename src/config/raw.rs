@@ -65,6 +65,15 @@ pub struct RawBackend {
     pub required: Option<bool>,
     pub max_message_bytes: Option<u64>,
     pub circuit: Option<RawCircuit>,
+    pub roots: Option<Vec<RawRoot>>,
+}
+
+/// One of a backend's `roots`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoot {
+    pub uri: String,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

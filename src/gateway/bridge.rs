@@ -102,10 +102,22 @@ pub(super) struct Parked {
     pub binding: Binding,
     /// The backend's call timeout: how long a round's state stays good.
     pub timeout: Duration,
+    /// The backend's configured `roots/list` answer, for a client that cannot list its own.
+    pub roots: Arc<str>,
 }
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Answers a backend's question the client cannot be asked: `roots/list` with the backend's
+/// configured roots, anything else with an error saying why.
+pub(super) fn answer_unasked(method: &str, reply: oneshot::Sender<Reply>, why: String, roots: &str) {
+    if method.parse::<ServerRequest>() == Ok(ServerRequest::Roots) {
+        let _ = reply.send(Reply::Result(crate::backend::raw(roots.to_string())));
+    } else {
+        refuse(reply, why);
+    }
 }
 
 /// Whether a backend's request can become a question to a stateless client with these
@@ -173,7 +185,7 @@ impl Bridges {
                 match askable(&method, &life.parked.capabilities) {
                     Ok(()) if asked.len() < MAX_ASKED => asked.push(Asked { method, params, reply }),
                     Ok(()) => refuse(reply, format!("more than {MAX_ASKED} questions at once")),
-                    Err(why) => refuse(reply, why),
+                    Err(why) => answer_unasked(&method, reply, why, &life.parked.roots),
                 }
             }
         }
@@ -237,7 +249,7 @@ impl Bridges {
                                 let _ = round.send(BridgeRound::Result(crate::backend::raw(result)));
                                 break;
                             }
-                            Err(why) => refuse(reply, why),
+                            Err(why) => answer_unasked(&method, reply, why, &life.parked.roots),
                         }
                     }
                     // The retry's client went away: the next retry finds the call as it is.

@@ -140,8 +140,14 @@ impl Gateway {
     /// stateless backend's input requests it could not bridge).
     pub(super) async fn forward(&self, backend: &Arc<Backend>, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
         let Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace } = call;
-        let call =
-            Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout, trace };
+        let call = Call {
+            req,
+            client_token,
+            cancelled: in_flight.token.clone(),
+            timeout: backend.config.timeout,
+            trace,
+            roots: backend.config.roots.clone(),
+        };
         self.call_with_input(backend, method, params, route, our_token, &call).instrument(span).await
     }
 
@@ -284,11 +290,18 @@ impl Gateway {
                 Some(ev) = events.recv() => match ev {
                     Event::Request { method, params, reply } => match bridge::askable(&method, &capabilities) {
                         Ok(()) => {
-                            let parked = Parked { pending, events, capabilities, binding, timeout: backend.config.timeout };
+                            let parked = Parked {
+                                pending,
+                                events,
+                                capabilities,
+                                binding,
+                                timeout: backend.config.timeout,
+                                roots: backend.config.roots.clone(),
+                            };
                             let result = self.bridges.park(&self.tasks, parked, Asked { method, params, reply });
                             return Ok(BackendOutcome::Replied(Reply::Result(backend::raw(result))));
                         }
-                        Err(why) => refuse(reply, why),
+                        Err(why) => bridge::answer_unasked(&method, reply, why, &backend.config.roots),
                     },
                     ev => self.relay(ev, call),
                 },

@@ -29,6 +29,8 @@ pub(super) struct Call<'a> {
     pub timeout: Duration,
     /// The backend span's context, for an HTTP backend's headers (telemetry on).
     pub trace: Option<crate::telemetry::TraceParent>,
+    /// The backend's configured answer to `roots/list`, for a client that cannot be asked.
+    pub roots: Arc<str>,
 }
 
 /// Why a backend's request cannot be put to the client.
@@ -133,6 +135,10 @@ impl Gateway {
                     );
                 }
                 match self.ask_client(session, &method, params.as_deref(), out) {
+                    // A client that cannot list its roots gets the backend's configured ones.
+                    Err(_) if method.parse::<ServerRequest>() == Ok(ServerRequest::Roots) => {
+                        let _ = reply.send(Reply::Result(backend::raw(call.roots.to_string())));
+                    }
                     Err(why) => refuse(reply, why.to_string()),
                     Ok((pending, rx)) => {
                         let (timeout, cancelled) = (call.timeout, call.cancelled.clone());

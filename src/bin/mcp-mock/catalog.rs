@@ -113,6 +113,12 @@ fn gateway_tools() -> Vec<Value> {
                 "steps": {"type": "integer", "minimum": 0}, "delay_ms": {"type": "integer", "minimum": 0}}}),
         ),
         tool("crash", "Exits the process (code 3) without answering", no_args()),
+        tool("ping_and_roots", "Session-based: pings the client, then asks roots/list, mid-call", no_args()),
+        tool(
+            "roots_later",
+            "Session-based: answers at once, then asks roots/list outside any call after `ms`",
+            json!({"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0}}}),
+        ),
         tool("garbage", "Writes a non-JSON line, then answers", no_args()),
         tool(
             "stderr",

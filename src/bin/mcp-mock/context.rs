@@ -239,7 +239,7 @@ impl Ctx {
 
     /// A legacy server-to-client request: sent on this call's stream, answered by a
     /// JSON-RPC response from the client (stdin line or HTTP POST).
-    async fn request_client(&self, method: &str, params: Value) -> Result<Value, Flow> {
+    pub async fn request_client(&self, method: &str, params: Value) -> Result<Value, Flow> {
         let session = self.session.as_ref().ok_or(Flow::ToolError("no session".into()))?;
         let id = session.next_request_id();
         let (tx, rx) = tokio::sync::oneshot::channel();

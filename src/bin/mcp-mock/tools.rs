@@ -191,6 +191,30 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
         "exact_bytes" => Ok(ToolOutput::Raw(
             if ctx.era == Era::Modern { EXACT_BYTES_MODERN } else { EXACT_BYTES_LEGACY }.to_string(),
         )),
+        "ping_and_roots" => {
+            let pong = ctx.request_client("ping", json!({})).await?;
+            let roots = ctx.request_client("roots/list", json!({})).await?;
+            text(format!("ping answered {pong}; roots/list answered {roots}"))
+        }
+        "roots_later" => {
+            let session = ctx.session.clone().ok_or_else(|| Flow::ToolError("no session".into()))?;
+            let ms = u64_arg(ctx, "ms", 100);
+            // Detached: the question comes when no call of the client is in flight. The answer
+            // is a received message, so `--log` records it.
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                let id = session.next_request_id();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                session.pending.lock().unwrap().insert(id.clone(), tx);
+                let request = json!({"jsonrpc": "2.0", "id": id, "method": "roots/list", "params": {}});
+                let out = session.stream.lock().unwrap().clone();
+                if let Some(out) = out {
+                    let _ = out.send(crate::rpc::Frame::Line(request.to_string()));
+                }
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+            });
+            text(format!("roots/list will be asked in {ms} ms"))
+        }
         "slow" => {
             let ms = u64_arg(ctx, "ms", 1000);
             ctx.sleep_ms(ms).await?;
