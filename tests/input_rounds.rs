@@ -146,14 +146,24 @@ async fn a_round_belongs_to_the_subject_that_started_it() {
     assert_eq!(text(&done), "Hello, Alice!", "the owner's retry still continues it");
 }
 
-/// A question the client never declared it can take is not put to it: the backend hears the
-/// refusal (here the tool reports it), and the client gets the call's answer, not a round.
+/// A question the client never declared it can take is not put to it: the stateless client's
+/// call fails with -32021 naming the capability (HTTP 400), as a 2026-07-28 server answers, and
+/// the backend hears a refusal. A session-based client's backend gets -32601, as from a client
+/// without a handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undeclared_capability_is_never_asked() {
     let gw = legacy_mock();
     let c = HttpClient::modern(&gw.url);
-    let r = call(&c, "m__test_input_required_result_elicitation", &json!({"sampling": {}}), json!({})).await;
-    assert_ne!(r["result"]["resultType"], "input_required", "no round for an undeclared capability: {r}");
-    let body = r.to_string();
-    assert!(body.contains("elicitation"), "the refusal names the capability: {r}");
+    let tool = "m__test_input_required_result_elicitation";
+    let body = call_body(tool, json!({"sampling": {}}), json!({}));
+    let r = c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], -32021, "{e}");
+    assert_eq!(e["data"]["requiredCapabilities"], json!({"elicitation": {}}), "{e}");
+
+    let legacy = HttpClient::legacy(&gw.url, json!({})).await;
+    let r = legacy.call("m__test_sampling", json!({"prompt": "hi"})).await.json();
+    let t = r.to_string();
+    assert!(t.contains("-32601") && t.contains("did not declare the `sampling` capability"), "{r}");
 }

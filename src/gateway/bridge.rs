@@ -110,27 +110,45 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Answers a backend's question the client cannot be asked: `roots/list` with the backend's
-/// configured roots, anything else with an error saying why.
-pub(super) fn answer_unasked(method: &str, reply: oneshot::Sender<Reply>, why: String, roots: &str) {
-    if method.parse::<ServerRequest>() == Ok(ServerRequest::Roots) {
-        let _ = reply.send(Reply::Result(crate::backend::raw(roots.to_string())));
-    } else {
-        refuse(reply, why);
-    }
+/// What becomes of a backend's question to a stateless client.
+pub(super) enum Verdict {
+    /// Put it to the client in an input round.
+    Ask(Asked),
+    /// Answered here: `roots/list` from the backend's configured roots, or a request no
+    /// stateless client can take refused to the backend.
+    Answered,
+    /// The backend needs a capability the client did not declare: the backend's request is
+    /// refused, and the client's call fails with -32021 naming it (as a 2026-07-28 server
+    /// must answer such a call), never with whatever the backend makes of a refusal.
+    Missing(&'static str),
 }
 
-/// Whether a backend's request can become a question to a stateless client with these
-/// capabilities: one of the three MRTR carries, and declared.
-pub(super) fn askable(method: &str, capabilities: &serde_json::Value) -> Result<(), String> {
-    match method.parse::<ServerRequest>() {
-        Ok(r) if capabilities.get(r.capability()).is_some() => Ok(()),
-        Ok(r) => Err(format!(
-            "the client did not declare the `{}` capability, so the backend's `{method}` cannot be put to it",
-            r.capability()
-        )),
-        Err(_) => Err(format!("`{method}` cannot be put to a client that speaks MCP 2026-07-28")),
+/// Judges a backend's question to a stateless client with these capabilities.
+pub(super) fn judge(asked: Asked, capabilities: &serde_json::Value, roots: &str) -> Verdict {
+    let Ok(kind) = asked.method.parse::<ServerRequest>() else {
+        refuse(asked.reply, format!("`{}` cannot be put to a client that speaks MCP 2026-07-28", asked.method));
+        return Verdict::Answered;
+    };
+    if capabilities.get(kind.capability()).is_some() {
+        return Verdict::Ask(asked);
     }
+    if kind == ServerRequest::Roots {
+        // A client that cannot list its roots: the backend's configured ones.
+        let _ = asked.reply.send(Reply::Result(crate::backend::raw(roots.to_string())));
+        return Verdict::Answered;
+    }
+    super::relay::refuse_undeclared(asked.reply, kind.capability());
+    Verdict::Missing(kind.capability())
+}
+
+/// The error a stateless client's call ends with when its backend needs `capability`.
+pub(super) fn missing_capability(capability: &str) -> Box<RawValue> {
+    let e = serde_json::json!({
+        "code": crate::jsonrpc::code::MISSING_CLIENT_CAPABILITY,
+        "message": format!("The backend requires the client's `{capability}` capability for this request, and the client did not declare it"),
+        "data": { "requiredCapabilities": { capability: {} } },
+    });
+    crate::backend::raw(e.to_string())
 }
 
 impl Bridges {
@@ -182,10 +200,14 @@ impl Bridges {
         let mut asked = vec![first];
         while let Ok(ev) = life.parked.events.try_recv() {
             if let Event::Request { method, params, reply } = ev {
-                match askable(&method, &life.parked.capabilities) {
-                    Ok(()) if asked.len() < MAX_ASKED => asked.push(Asked { method, params, reply }),
-                    Ok(()) => refuse(reply, format!("more than {MAX_ASKED} questions at once")),
-                    Err(why) => answer_unasked(&method, reply, why, &life.parked.roots),
+                // A question behind one already asked that the client cannot take is refused
+                // to the backend alone: the round's questions still go out.
+                if let Verdict::Ask(a) = judge(Asked { method, params, reply }, &life.parked.capabilities, &life.parked.roots) {
+                    if asked.len() < MAX_ASKED {
+                        asked.push(a);
+                    } else {
+                        refuse(a.reply, format!("more than {MAX_ASKED} questions at once"));
+                    }
                 }
             }
         }
@@ -243,13 +265,17 @@ impl Bridges {
                     Some(ev) = life.parked.events.recv() => {
                         // Notifications of a parked call have no stream to go to.
                         let Event::Request { method, params, reply } = ev else { continue };
-                        match askable(&method, &life.parked.capabilities) {
-                            Ok(()) => {
-                                let result = self.ask(&mut life, Asked { method, params, reply });
+                        match judge(Asked { method, params, reply }, &life.parked.capabilities, &life.parked.roots) {
+                            Verdict::Ask(asked) => {
+                                let result = self.ask(&mut life, asked);
                                 let _ = round.send(BridgeRound::Result(crate::backend::raw(result)));
                                 break;
                             }
-                            Err(why) => answer_unasked(&method, reply, why, &life.parked.roots),
+                            Verdict::Answered => {}
+                            Verdict::Missing(capability) => {
+                                let _ = round.send(BridgeRound::Error(missing_capability(capability)));
+                                return;
+                            }
                         }
                     }
                     // The retry's client went away: the next retry finds the call as it is.

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::bridge::{self, Asked, Binding, Parked};
+use super::bridge::{self, Asked, Binding, Parked, Verdict};
 use super::relay::{Call, refuse};
 use super::{Answer, Gateway, RequestCtx, Route};
 use crate::audit::AuditRecord;
@@ -288,8 +288,8 @@ impl Gateway {
                     Err(e) => BackendOutcome::Failed(e),
                 },
                 Some(ev) = events.recv() => match ev {
-                    Event::Request { method, params, reply } => match bridge::askable(&method, &capabilities) {
-                        Ok(()) => {
+                    Event::Request { method, params, reply } => match bridge::judge(Asked { method, params, reply }, &capabilities, &backend.config.roots) {
+                        Verdict::Ask(asked) => {
                             let parked = Parked {
                                 pending,
                                 events,
@@ -298,10 +298,13 @@ impl Gateway {
                                 timeout: backend.config.timeout,
                                 roots: backend.config.roots.clone(),
                             };
-                            let result = self.bridges.park(&self.tasks, parked, Asked { method, params, reply });
+                            let result = self.bridges.park(&self.tasks, parked, asked);
                             return Ok(BackendOutcome::Replied(Reply::Result(backend::raw(result))));
                         }
-                        Err(why) => bridge::answer_unasked(&method, reply, why, &backend.config.roots),
+                        Verdict::Answered => {}
+                        Verdict::Missing(capability) => {
+                            break BackendOutcome::Replied(Reply::Error(bridge::missing_capability(capability)));
+                        }
                     },
                     ev => self.relay(ev, call),
                 },

@@ -139,6 +139,7 @@ impl Gateway {
                     Err(_) if method.parse::<ServerRequest>() == Ok(ServerRequest::Roots) => {
                         let _ = reply.send(Reply::Result(backend::raw(call.roots.to_string())));
                     }
+                    Err(CannotAsk::Undeclared(capability)) => refuse_undeclared(reply, capability),
                     Err(why) => refuse(reply, why.to_string()),
                     Ok((pending, rx)) => {
                         let (timeout, cancelled) = (call.timeout, call.cancelled.clone());
@@ -205,6 +206,14 @@ async fn wait_client(call: &Call<'_>, pending: Relayed, rx: oneshot::Receiver<Re
     };
     drop(pending);
     answer
+}
+
+/// Answers a backend's request for a capability the client did not declare, as a client
+/// without a handler for it would: -32601.
+pub(super) fn refuse_undeclared(reply: oneshot::Sender<Reply>, capability: &str) {
+    let message = format!("Method not found: the client did not declare the `{capability}` capability");
+    let e = serde_json::json!({ "code": jsonrpc::code::METHOD_NOT_FOUND, "message": message }).to_string();
+    let _ = reply.send(Reply::Error(backend::raw(e)));
 }
 
 /// Answers a backend's server-to-client request with an error at once, so it never waits.
