@@ -32,17 +32,18 @@ async fn sampling_request_is_relayed_to_the_caller() {
     }
 }
 
-/// Across generations there is no relay yet: the call still ends, with a clear error,
-/// instead of hanging.
+/// Across generations: a stateless client that did not declare sampling gets the spec's -32021
+/// naming it, at once, instead of a hang (one that did gets an input round: tests/input_rounds.rs).
 #[tokio::test]
-async fn stateless_client_gets_a_clear_error_not_a_hang() {
+async fn stateless_client_without_sampling_gets_the_specs_error_not_a_hang() {
     let gw = Gateway::start(&mock_stdio_backend("m", None, &["--generation", "legacy"]));
     let c = HttpClient::modern(&gw.url);
     let r =
         tokio::time::timeout(std::time::Duration::from_secs(20), c.call("m__test_sampling", json!({"prompt": "x"})))
             .await
             .expect("answered, not hung");
-    assert!(r.body.contains("2026-07-28"), "the error names the reason: {}", r.body);
+    assert_eq!(r.error_code(), Some(-32021), "{}", r.body);
+    assert_eq!(r.json()["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}), "{}", r.body);
 }
 
 #[tokio::test]

@@ -140,6 +140,25 @@ fn sdk_sees_server_everything_over_http_unchanged_through_sentinel() {
     }
 }
 
+/// A dual-generation server (the Python SDK) whose tool asks for sampling the session-based
+/// way, which it cannot do statelessly: a session-based client gets its answer directly, and
+/// must get the same through Sentinel (which speaks to the backend statelessly for stateless
+/// clients, and over a session of its own for session-based ones).
+#[test]
+fn a_dual_generation_servers_sampling_reaches_a_session_based_client_through_sentinel() {
+    let p = peers::ensure();
+    let server = p.dual_python_http();
+    let calls: &[(&str, &str)] = &[("ask_llm", r#"{"prompt":"capital of France?"}"#), ("add", r#"{"a":2,"b":3}"#)];
+    let answer = ["--mode", "legacy", "--answer-sampling", "Paris"];
+    let direct = sdk(&p, &["--url", &server.url], &answer, calls, "");
+    assert_eq!(direct["calls"][0]["result"]["content"][0]["text"], "sampled: Paris", "directly: {direct}");
+
+    let gw = Gateway::start(&http_backend("dual", None, &server.url));
+    let through = sdk(&p, &["--url", &gw.url], &answer, calls, "dual__");
+    assert_same_view(&direct, &through, "dual__", "the Python SDK's dual server, session-based client");
+    assert!(gw.log().contains("session_based_too=true"), "{}", gw.log());
+}
+
 #[test]
 fn sdk_sees_mcp_server_time_unchanged_through_sentinel() {
     let p = peers::ensure();

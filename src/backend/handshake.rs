@@ -70,6 +70,11 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> Result<Han
         }
     }
 
+    initialize(conn, config).await
+}
+
+/// The session-based handshake alone: `initialize`, then `notifications/initialized`.
+pub(super) async fn initialize(conn: &Conn, config: &BackendConfig) -> Result<Handshake, HandshakeError> {
     let init = tokio::time::timeout(
         super::HANDSHAKE_TIMEOUT,
         conn.request(Method::Initialize.as_str(), initialize_params(), &CallOpts::default()),

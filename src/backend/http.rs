@@ -41,6 +41,10 @@ struct Inner {
     max_bytes: usize,
     /// The answer to a `roots/list` no client call can take (`roots` in the config).
     roots: Arc<str>,
+    /// The client calls in flight on this connection, by request id: a server-to-client request
+    /// on the session's GET stream (where some SDKs send them) can be attributed to the call
+    /// when it is the only one.
+    callers: Mutex<std::collections::HashMap<u64, mpsc::UnboundedSender<Event>>>,
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Serializes re-initialization after the backend forgot our session (restart, expiry).
@@ -110,6 +114,7 @@ impl HttpConn {
                 client,
                 max_bytes: config.max_message_bytes,
                 roots: config.roots.clone(),
+                callers: Mutex::default(),
                 next_id: AtomicU64::new(1),
                 state: Mutex::new(State::default()),
                 reinit: tokio::sync::Mutex::new(()),
@@ -182,6 +187,7 @@ impl HttpConn {
         let body = jsonrpc::request(&id.to_string(), method, params);
         let session_based = matches!(self.generation(), Some(Generation::SessionBased(_)));
         let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: session_based && !is_initialize(method) };
+        let _caller = opts.events.as_ref().filter(|_| session_based).map(|ev| Caller::enter(&self.inner, id, ev));
         let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
         guard.armed = false;
         if is_initialize(method) {
@@ -286,7 +292,32 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A client call counted in `Inner::callers` while it runs.
+struct Caller {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Caller {
+    fn enter(inner: &Arc<Inner>, id: u64, events: &mpsc::UnboundedSender<Event>) -> Caller {
+        inner.callers.lock().expect("callers lock").insert(id, events.clone());
+        Caller { inner: inner.clone(), id }
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        self.inner.callers.lock().expect("callers lock").remove(&self.id);
+    }
+}
+
 impl Inner {
+    /// The one client call in flight on this connection, if there is exactly one.
+    fn sole_caller(&self) -> Option<mpsc::UnboundedSender<Event>> {
+        let callers = self.callers.lock().expect("callers lock");
+        (callers.len() == 1).then(|| callers.values().next().cloned()).flatten()
+    }
+
     fn request_headers(&self, method: &str, name: Option<&str>, params: &[(String, String)]) -> HeaderMap {
         let mut h = self.headers.clone();
         h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
@@ -554,7 +585,12 @@ async fn listen(inner: Arc<Inner>) {
         let Ok(msg) = Message::parse(ev.data.as_bytes()) else { continue };
         match msg.kind() {
             Some(Kind::Notification) => inner.on_notification(msg, None),
-            Some(Kind::Request) => inner.on_request(msg, None).await,
+            Some(Kind::Request) => {
+                // Sent outside any call's stream: the call it belongs to is the only one in
+                // flight, if there is only one.
+                let caller = inner.sole_caller();
+                inner.on_request(msg, caller.as_ref()).await;
+            }
             _ => {}
         }
     }

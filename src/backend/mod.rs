@@ -12,6 +12,7 @@ pub mod sse_limit;
 mod stderr;
 mod stdio;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -253,6 +254,14 @@ pub struct Backend {
     /// Resource URIs clients subscribed to (stateless backends: carried on the listen stream).
     pub subscriptions: listen::Subscriptions,
     conn: Conn,
+    /// For a stateless HTTP backend that also speaks the session-based protocol: a second
+    /// connection with a session of its own, for session-based clients' calls. Over it the
+    /// backend can ask the client things the way its session-based clients expect (a real
+    /// `sampling/createMessage` mid-call), which many dual-generation servers cannot do
+    /// statelessly at all (the Python SDK answers "no back-channel"). `None`: no such backend,
+    /// or it refused `initialize`; session-based clients are then bridged (`input_required`
+    /// put to them as requests).
+    session_based: Option<Arc<Backend>>,
     /// Its connection's background tasks (a child's reader and pipes, an HTTP backend's GET
     /// stream, a stateless backend's listen stream, answers to the backend's requests):
     /// stopped and awaited by `terminate`, told to end when the backend is dropped.
@@ -280,8 +289,12 @@ impl Backend {
     ) -> Result<Backend, StartError> {
         let tasks = Tasks::new();
         let conn = match &config.transport {
-            TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices, &tasks)?),
-            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks)?),
+            TransportConfig::Stdio { .. } => {
+                Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices.clone(), &tasks)?)
+            }
+            TransportConfig::Http { .. } => {
+                Conn::Http(http::HttpConn::new(index, &config, client.clone(), notices.clone(), &tasks)?)
+            }
         };
         let hs = match handshake::handshake(&conn, &config).await {
             Ok(hs) => hs,
@@ -295,15 +308,66 @@ impl Backend {
         if let Conn::Http(h) = &conn {
             h.set_generation(hs.generation);
         }
-        tracing::info!(backend = %config.name, generation = %hs.generation, "backend ready");
+        let session_based = match (&conn, hs.generation) {
+            (Conn::Http(_), Generation::Stateless) => {
+                Backend::start_session_based(index, config.clone(), client, notices).await.map(Arc::new)
+            }
+            _ => None,
+        };
+        tracing::info!(
+            backend = %config.name,
+            generation = %hs.generation,
+            session_based_too = session_based.is_some(),
+            "backend ready"
+        );
         Ok(Backend {
             generation: hs.generation,
             capabilities: hs.capabilities,
             subscriptions: Default::default(),
             config,
             conn,
+            session_based,
             tasks,
         })
+    }
+
+    /// The session-based companion of a stateless HTTP backend (see `session_based`): a
+    /// connection of its own that `initialize`s, or `None` when the backend does not.
+    async fn start_session_based(
+        index: usize,
+        config: BackendConfig,
+        client: http_client::BackendClient,
+        notices: Notices,
+    ) -> Option<Backend> {
+        let tasks = Tasks::new();
+        let conn = Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks).ok()?);
+        match handshake::initialize(&conn, &config).await {
+            Ok(hs) => {
+                if let Conn::Http(h) = &conn {
+                    h.set_generation(hs.generation);
+                }
+                Some(Backend {
+                    generation: hs.generation,
+                    capabilities: hs.capabilities,
+                    subscriptions: Default::default(),
+                    config,
+                    conn,
+                    session_based: None,
+                    tasks,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(backend = %config.name, "stateless only ({e}); session-based clients are bridged");
+                conn.stop(&tasks, &config.name, Duration::from_secs(1)).await;
+                None
+            }
+        }
+    }
+
+    /// The connection a session-based client's calls go over: the session-based companion
+    /// when the backend has one, else this one.
+    pub fn for_session_based_client(self: &Arc<Self>) -> &Arc<Backend> {
+        self.session_based.as_ref().unwrap_or(self)
     }
 
     /// Sends one request, adapting `_meta` to the backend's generation, bounded by the
@@ -340,6 +404,9 @@ impl Backend {
     /// Stops the backend: a stdio backend's whole process group (TERM, then KILL after
     /// `grace`), then its connection's tasks (waiting up to `grace` for them).
     pub async fn terminate(&self, grace: Duration) {
+        if let Some(s) = &self.session_based {
+            Box::pin(s.terminate(grace)).await;
+        }
         self.conn.stop(&self.tasks, &self.config.name, grace).await;
     }
 

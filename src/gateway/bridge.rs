@@ -202,7 +202,9 @@ impl Bridges {
             if let Event::Request { method, params, reply } = ev {
                 // A question behind one already asked that the client cannot take is refused
                 // to the backend alone: the round's questions still go out.
-                if let Verdict::Ask(a) = judge(Asked { method, params, reply }, &life.parked.capabilities, &life.parked.roots) {
+                if let Verdict::Ask(a) =
+                    judge(Asked { method, params, reply }, &life.parked.capabilities, &life.parked.roots)
+                {
                     if asked.len() < MAX_ASKED {
                         asked.push(a);
                     } else {

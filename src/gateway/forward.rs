@@ -140,6 +140,9 @@ impl Gateway {
     /// stateless backend's input requests it could not bridge).
     pub(super) async fn forward(&self, backend: &Arc<Backend>, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
         let Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace } = call;
+        // A session-based client is served over the backend's own session where it has one, as
+        // it would be directly (src/backend/mod.rs `session_based`).
+        let backend = if req.ctx.stateless.is_none() { backend.for_session_based_client() } else { backend };
         let call = Call {
             req,
             client_token,

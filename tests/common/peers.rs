@@ -109,7 +109,34 @@ impl Peers {
     }
 }
 
-/// A running `server-everything` serving Streamable HTTP at `url`.
+impl Peers {
+    /// `tests/py/dual_server.py` (the Python SDK, both generations) on a free loopback port.
+    pub fn dual_python_http(&self) -> EverythingHttp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/dual_server.py");
+        let mut child = Command::new(self.python())
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tests/py/dual_server.py");
+        // Readiness is uvicorn's `Uvicorn running on ...` on stderr.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Uvicorn running on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("dual_server.py did not start listening within 60s");
+        EverythingHttp { url: format!("http://127.0.0.1:{port}/mcp"), child }
+    }
+}
+
+/// A running `server-everything` (or other peer) serving Streamable HTTP at `url`.
 pub struct EverythingHttp {
     pub url: String,
     pub child: Child,

@@ -4,7 +4,7 @@ of the requested tools/call. The Rust tests in tests/third_party.rs run it again
 directly and through Sentinel and compare the two outputs.
 
 usage: sdk_client.py (--url URL | --stdio COMMAND [ARG...] --) [--env NAME=VALUE]... [--mode MODE]
-                     [--call NAME JSON]...
+                     [--answer-sampling TEXT] [--call NAME JSON]...
 
 --env sets a variable for the stdio server, as a client config's `env` does (the SDK adds only a
 few harmless variables of its own environment, such as PATH and HOME).
@@ -31,9 +31,19 @@ def dump(model):
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def sampler(text):
+    async def sample(*_args):
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=text), model="sdk-client", stopReason="endTurn"
+        )
+
+    return sample
+
+
 async def run(args, server):
     out = {}
-    callbacks = dict(sampling_callback=refuse, elicitation_callback=refuse, list_roots_callback=refuse)
+    sampling = sampler(args.answer_sampling) if args.answer_sampling is not None else refuse
+    callbacks = dict(sampling_callback=sampling, elicitation_callback=refuse, list_roots_callback=refuse)
     async with Client(server, mode=args.mode, cache=None, **callbacks) as client:
         out["protocolVersion"] = client.protocol_version
         out["tools"] = [dump(t) for t in (await client.list_tools()).tools]
@@ -57,6 +67,7 @@ def main():
     p.add_argument("--mode", default="auto", help="auto, legacy or a modern version such as 2026-07-28")
     p.add_argument("--call", nargs=2, action="append", metavar=("NAME", "JSON"))
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--answer-sampling", metavar="TEXT", help="answer sampling/createMessage with this text")
     args = p.parse_args(argv)
     if command:
         env = dict(e.split("=", 1) for e in args.env) if args.env else None
