@@ -1,7 +1,10 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, server mode) run
-//! against `mcp-mock` directly and against Sentinel fronting it, for both protocol
-//! generations. Sentinel must pass exactly the checks the mock passes on its own, and every
-//! check that does not pass anywhere must be explained in `tests/conformance/baseline.md`.
+//! against `mcp-mock` directly and against Sentinel fronting it (over stdio and over HTTP), for
+//! both client generations (the suite's spec version) and every backend generation (the mock
+//! speaking both, only the session-based one, or only the stateless one). In front of a mock
+//! speaking both, Sentinel must pass exactly the checks the mock passes on its own; in front of
+//! a single-generation mock, at least those (it bridges generations, so it may pass more). Every
+//! check that does not pass must be explained in `tests/conformance/baseline.md`.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,24 +14,69 @@ use std::time::{Duration, Instant};
 
 use common::{Gateway, LEGACY, MODERN, MockHttp, http_backend, mock_stdio_backend, peers};
 
-/// Where a run points the suite. Each run gets processes of its own: scenarios mutate the
-/// server (`test_trigger_tool_change`), so two runs must never share one.
+/// Which generations the mock speaks (`mcp-mock --generation`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Speaks {
+    Both,
+    Legacy,
+    Modern,
+}
+
+impl Speaks {
+    const ALL: [Speaks; 3] = [Speaks::Both, Speaks::Legacy, Speaks::Modern];
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Speaks::Both => &[],
+            Speaks::Legacy => &["--generation", "legacy"],
+            Speaks::Modern => &["--generation", "modern"],
+        }
+    }
+
+    /// What a target's name says of it: nothing for the default mock.
+    fn suffix(self) -> &'static str {
+        match self {
+            Speaks::Both => "",
+            Speaks::Legacy => "/legacy",
+            Speaks::Modern => "/modern",
+        }
+    }
+}
+
+/// Where a run points the suite, and what the mock behind it speaks. Each run gets processes of
+/// its own: scenarios mutate the server (`test_trigger_tool_change`), so two runs must never
+/// share one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Target {
-    Direct,
-    SentinelStdio,
-    SentinelHttp,
+    Direct(Speaks),
+    SentinelStdio(Speaks),
+    SentinelHttp(Speaks),
 }
 
 impl Target {
-    const ALL: [Target; 3] = [Target::Direct, Target::SentinelStdio, Target::SentinelHttp];
+    fn all() -> impl Iterator<Item = Target> {
+        Speaks::ALL.into_iter().flat_map(|s| [Target::Direct(s), Target::SentinelStdio(s), Target::SentinelHttp(s)])
+    }
 
-    fn name(self) -> &'static str {
+    fn speaks(self) -> Speaks {
         match self {
-            Target::Direct => "direct",
-            Target::SentinelStdio => "sentinel-stdio",
-            Target::SentinelHttp => "sentinel-http",
+            Target::Direct(s) | Target::SentinelStdio(s) | Target::SentinelHttp(s) => s,
         }
+    }
+
+    /// `direct`, `sentinel-stdio`, `sentinel-http`, with `/legacy` or `/modern` for a
+    /// single-generation mock (as the baseline names them).
+    fn name(self) -> String {
+        let base = match self {
+            Target::Direct(_) => "direct",
+            Target::SentinelStdio(_) => "sentinel-stdio",
+            Target::SentinelHttp(_) => "sentinel-http",
+        };
+        format!("{base}{}", self.speaks().suffix())
+    }
+
+    fn is_sentinel(self) -> bool {
+        !matches!(self, Target::Direct(_))
     }
 }
 
@@ -56,16 +104,16 @@ fn run_suite(target: Target, version: &str) -> Checks {
     let mock;
     let gateway;
     let url = match target {
-        Target::Direct => {
-            mock = MockHttp::start(&[]);
+        Target::Direct(s) => {
+            mock = MockHttp::start(s.args());
             mock.url.clone()
         }
-        Target::SentinelStdio => {
-            gateway = Gateway::start(&mock_stdio_backend("mock", Some(""), &[]));
+        Target::SentinelStdio(s) => {
+            gateway = Gateway::start(&mock_stdio_backend("mock", Some(""), s.args()));
             gateway.url.clone()
         }
-        Target::SentinelHttp => {
-            mock = MockHttp::start(&[]);
+        Target::SentinelHttp(s) => {
+            mock = MockHttp::start(s.args());
             gateway = Gateway::start(&http_backend("mock", Some(""), &mock.url));
             gateway.url.clone()
         }
@@ -153,11 +201,16 @@ struct Expected {
 }
 
 impl Expected {
+    /// `*` covers every run; `sentinel` every run through Sentinel; `sentinel/legacy` (or
+    /// `/modern`) both Sentinel runs in front of that mock; any other cell one run by name.
     fn covers(&self, version: &str, target: Target) -> bool {
         let spec = self.spec == "*" || self.spec == version;
         let target = match self.targets.as_str() {
             "*" => true,
-            "sentinel" => target != Target::Direct,
+            "sentinel" => target.is_sentinel(),
+            t if t.starts_with("sentinel/") => {
+                target.is_sentinel() && Some(target.speaks().suffix()) == t.strip_prefix("sentinel")
+            }
             t => t == target.name(),
         };
         spec && target
@@ -180,12 +233,9 @@ fn read_baseline() -> Vec<Expected> {
             reason: cells[3].into(),
         };
         assert!(!e.reason.is_empty(), "baseline entry `{}` has no reason", e.check);
-        assert!(
-            matches!(e.targets.as_str(), "*" | "sentinel" | "direct" | "sentinel-stdio" | "sentinel-http"),
-            "baseline entry `{}`: unknown target `{}`",
-            e.check,
-            e.targets
-        );
+        let known = ["*", "sentinel", "sentinel/legacy", "sentinel/modern"].contains(&e.targets.as_str())
+            || Target::all().any(|t| t.name() == e.targets);
+        assert!(known, "baseline entry `{}`: unknown target `{}`", e.check, e.targets);
         rows.push(e);
     }
     rows
@@ -196,24 +246,26 @@ fn sentinel_passes_what_the_mock_passes() {
     peers::ensure();
     let baseline = read_baseline();
 
-    // Six independent runs (three targets, two versions), concurrently: each is mostly waiting.
+    // Eighteen independent runs (nine targets, two versions), six at a time: each is mostly
+    // waiting, and all at once would only crowd two cores.
     let started = Instant::now();
-    let runs: Vec<((Target, &str), std::thread::JoinHandle<Checks>)> = [LEGACY, MODERN]
-        .into_iter()
-        .flat_map(|v| Target::ALL.map(|t| ((t, v), std::thread::spawn(move || run_suite(t, v)))))
-        .collect();
-    let results: BTreeMap<(Target, &str), Checks> =
-        runs.into_iter().map(|(k, h)| (k, h.join().expect("suite run panicked"))).collect();
-    println!("conformance suite: 6 runs in {:.1}s", started.elapsed().as_secs_f64());
+    let all: Vec<(Target, &str)> =
+        [LEGACY, MODERN].into_iter().flat_map(|v| Target::all().map(move |t| (t, v))).collect();
+    let mut results: BTreeMap<(Target, &str), Checks> = BTreeMap::new();
+    for batch in all.chunks(6) {
+        let runs: Vec<_> = batch.iter().map(|&(t, v)| ((t, v), std::thread::spawn(move || run_suite(t, v)))).collect();
+        results.extend(runs.into_iter().map(|(k, h)| (k, h.join().expect("suite run panicked"))));
+    }
+    println!("conformance suite: {} runs in {:.1}s", results.len(), started.elapsed().as_secs_f64());
     // `checks` counts distinct `scenario:check` ids; the suite's own total counts a check once
     // per report, and some (the SEP-2243 header checks) report once per tool parameter.
 
-    println!("\n| spec       | target         | checks | passed | failed | warnings | info |");
-    println!("|------------|----------------|--------|--------|--------|----------|------|");
+    println!("\n| spec       | target                | checks | passed | failed | warnings | info |");
+    println!("|------------|-----------------------|--------|--------|--------|----------|------|");
     for ((target, version), checks) in &results {
         let count = |s: &str| checks.values().filter(|o| o.status == s).count();
         println!(
-            "| {version} | {:<14} | {:>6} | {:>6} | {:>6} | {:>8} | {:>4} |",
+            "| {version} | {:<21} | {:>6} | {:>6} | {:>6} | {:>8} | {:>4} |",
             target.name(),
             checks.len(),
             count("SUCCESS"),
@@ -226,30 +278,41 @@ fn sentinel_passes_what_the_mock_passes() {
 
     let mut problems = Vec::new();
     for version in [LEGACY, MODERN] {
-        let direct = &results[&(Target::Direct, version)];
-        for target in [Target::SentinelStdio, Target::SentinelHttp] {
-            let through = &results[&(target, version)];
-            let keys: BTreeSet<&String> = direct.keys().chain(through.keys()).collect();
-            for key in keys {
-                let (d, s) = (direct.get(key), through.get(key));
-                let status = |o: Option<&Outcome>| o.map_or("absent", |o| o.status.as_str()).to_string();
-                // The passed sets must match; a check that passes on neither side (INFO on one,
-                // absent or WARNING on the other) is the baseline's business, not a difference.
-                if (status(d) == "SUCCESS") != (status(s) == "SUCCESS") {
-                    problems.push(format!(
-                        "{version} {}: `{key}` is {} direct but {} through Sentinel{}",
-                        target.name(),
-                        status(d),
-                        status(s),
-                        s.filter(|o| !o.message.is_empty()).map(|o| format!(" ({})", o.message)).unwrap_or_default()
-                    ));
+        for speaks in Speaks::ALL {
+            let direct = &results[&(Target::Direct(speaks), version)];
+            for target in [Target::SentinelStdio(speaks), Target::SentinelHttp(speaks)] {
+                let through = &results[&(target, version)];
+                let keys: BTreeSet<&String> = direct.keys().chain(through.keys()).collect();
+                for key in keys {
+                    let (d, s) = (direct.get(key), through.get(key));
+                    let status = |o: Option<&Outcome>| o.map_or("absent", |o| o.status.as_str()).to_string();
+                    // In front of the dual mock the passed sets must match; in front of a
+                    // single-generation one Sentinel may pass more (it bridges), never less. A
+                    // check that passes on neither side is the baseline's business.
+                    let (passes_direct, passes_through) = (status(d) == "SUCCESS", status(s) == "SUCCESS");
+                    let differs = if speaks == Speaks::Both {
+                        passes_direct != passes_through
+                    } else {
+                        passes_direct && !passes_through
+                    };
+                    if differs {
+                        problems.push(format!(
+                            "{version} {}: `{key}` is {} direct but {} through Sentinel{}",
+                            target.name(),
+                            status(d),
+                            status(s),
+                            s.filter(|o| !o.message.is_empty())
+                                .map(|o| format!(" ({})", o.message))
+                                .unwrap_or_default()
+                        ));
+                    }
                 }
             }
         }
     }
     for ((target, version), checks) in &results {
         for (key, outcome) in checks.iter().filter(|(_, o)| o.is_failure()) {
-            if !baseline.iter().any(|e| e.check == *key && e.covers(version, *target)) {
+            if !baseline.iter().any(|e| (e.check == *key || e.check == "*") && e.covers(version, *target)) {
                 problems.push(format!(
                     "{version} {}: `{key}` {} and is not in tests/conformance/baseline.md: {}",
                     target.name(),
@@ -265,7 +328,14 @@ fn sentinel_passes_what_the_mock_passes() {
             problems.push(format!("baseline entry `{}` ({} {}) matches no run", e.check, e.spec, e.targets));
         }
         for ((target, version), checks) in covered {
-            if !checks.get(&e.check).is_some_and(Outcome::is_failure) {
+            // `*` stands for every check of a run that cannot work at all (a client of one
+            // generation straight at a mock of the other): stale once nothing fails there.
+            let still = if e.check == "*" {
+                checks.values().any(Outcome::is_failure)
+            } else {
+                checks.get(&e.check).is_some_and(Outcome::is_failure)
+            };
+            if !still {
                 problems.push(format!(
                     "stale baseline entry: `{}` now passes (or is gone) for {version} {}; remove it ({})",
                     e.check,

@@ -167,3 +167,24 @@ async fn an_undeclared_capability_is_never_asked() {
     let t = r.to_string();
     assert!(t.contains("-32601") && t.contains("did not declare the `sampling` capability"), "{r}");
 }
+
+/// A call parked for its client's answers does not count when a stdio backend's question (which
+/// cannot name its call) is attributed: another client's call asking meanwhile gets its own
+/// question, instead of a refusal for "2 calls in flight".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_call_does_not_take_another_calls_questions() {
+    let gw = legacy_mock();
+    let modern = HttpClient::modern(&gw.url);
+    let first =
+        call(&modern, "m__test_input_required_result_elicitation", &json!({"elicitation": {}}), json!({})).await;
+    question(&first);
+    let legacy = HttpClient::legacy(&gw.url, json!({"sampling": {}})).await;
+    let body = json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call","params":{"name":"m__test_sampling","arguments":{"prompt":"2+2?"}}});
+    let mut stream = legacy.stream(&body.to_string(), &[]).await;
+    let asked: Value = serde_json::from_str(&stream.next().await.expect("a relayed request")).unwrap();
+    assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+    let answer = json!({"jsonrpc":"2.0","id":asked["id"],"result":{"role":"assistant","content":{"type":"text","text":"four"},"model":"m","stopReason":"endTurn"}});
+    legacy.post_raw(&answer.to_string(), &[]).await;
+    let done: Value = serde_json::from_str(&stream.next().await.expect("the answer")).unwrap();
+    assert!(text(&done).contains("four"), "{done}");
+}

@@ -2,7 +2,7 @@
 //! buffers: see `http_client`),
 //! JSON or SSE answers, the backend's session header kept for session-based servers.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use eventsource_stream::Eventsource;
@@ -44,7 +44,7 @@ struct Inner {
     /// The client calls in flight on this connection, by request id: a server-to-client request
     /// on the session's GET stream (where some SDKs send them) can be attributed to the call
     /// when it is the only one.
-    callers: Mutex<std::collections::HashMap<u64, mpsc::UnboundedSender<Event>>>,
+    callers: Mutex<std::collections::HashMap<u64, CallerEntry>>,
     next_id: AtomicU64,
     state: Mutex<State>,
     /// Serializes re-initialization after the backend forgot our session (restart, expiry).
@@ -187,7 +187,7 @@ impl HttpConn {
         let body = jsonrpc::request(&id.to_string(), method, params);
         let session_based = matches!(self.generation(), Some(Generation::SessionBased(_)));
         let mut guard = CancelOnDrop { inner: self.inner.clone(), id, armed: session_based && !is_initialize(method) };
-        let _caller = opts.events.as_ref().filter(|_| session_based).map(|ev| Caller::enter(&self.inner, id, ev));
+        let _caller = opts.events.as_ref().filter(|_| session_based).map(|ev| Caller::enter(&self.inner, id, ev, opts));
         let out = self.inner.post(method, opts.name.as_deref(), body, Some(id), opts).await;
         guard.armed = false;
         if is_initialize(method) {
@@ -292,6 +292,9 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A call's event channel, and whether it is parked (`CallOpts::parked`).
+type CallerEntry = (mpsc::UnboundedSender<Event>, Option<Arc<AtomicBool>>);
+
 /// A client call counted in `Inner::callers` while it runs.
 struct Caller {
     inner: Arc<Inner>,
@@ -299,8 +302,8 @@ struct Caller {
 }
 
 impl Caller {
-    fn enter(inner: &Arc<Inner>, id: u64, events: &mpsc::UnboundedSender<Event>) -> Caller {
-        inner.callers.lock().expect("callers lock").insert(id, events.clone());
+    fn enter(inner: &Arc<Inner>, id: u64, events: &mpsc::UnboundedSender<Event>, opts: &CallOpts) -> Caller {
+        inner.callers.lock().expect("callers lock").insert(id, (events.clone(), opts.parked.clone()));
         Caller { inner: inner.clone(), id }
     }
 }
@@ -312,10 +315,15 @@ impl Drop for Caller {
 }
 
 impl Inner {
-    /// The one client call in flight on this connection, if there is exactly one.
+    /// The one client call in flight on this connection that may be asking, if there is
+    /// exactly one (calls parked waiting for their client's answers do not count).
     fn sole_caller(&self) -> Option<mpsc::UnboundedSender<Event>> {
         let callers = self.callers.lock().expect("callers lock");
-        (callers.len() == 1).then(|| callers.values().next().cloned()).flatten()
+        let mut asking = callers.values().filter(|(_, parked)| super::may_ask(parked.as_ref()));
+        match (asking.next(), asking.next()) {
+            (Some((ev, _)), None) => Some(ev.clone()),
+            _ => None,
+        }
     }
 
     fn request_headers(&self, method: &str, name: Option<&str>, params: &[(String, String)]) -> HeaderMap {

@@ -212,6 +212,15 @@ pub struct CallOpts {
     /// The caller takes a result as a `Reply::Streamed` (it needs no more of it than a
     /// `Summary`); otherwise results come whole.
     pub stream: bool,
+    /// Set while the call waits for its client's answers between input rounds (it is parked,
+    /// src/gateway/bridge.rs): a server-to-client request that cannot name its call (stdio, a
+    /// GET stream) is then not this call's, so it does not count when attributing one.
+    pub parked: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Whether a call in flight can be the one a backend's unattributed request belongs to.
+pub(crate) fn may_ask(parked: Option<&Arc<std::sync::atomic::AtomicBool>>) -> bool {
+    !parked.is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 pub(crate) enum Conn {

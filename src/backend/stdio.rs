@@ -52,6 +52,8 @@ struct PendingCall {
     events: Option<mpsc::UnboundedSender<Event>>,
     /// The caller takes its result streamed (`CallOpts::stream`).
     stream: bool,
+    /// `CallOpts::parked`.
+    parked: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Default)]
@@ -162,7 +164,15 @@ impl StdioConn {
             if let Some(why) = &r.closed {
                 return Err(BackendError::Unreachable(why.clone()));
             }
-            r.calls.insert(id, PendingCall { reply: tx, events: opts.events.clone(), stream: opts.stream });
+            r.calls.insert(
+                id,
+                PendingCall {
+                    reply: tx,
+                    events: opts.events.clone(),
+                    stream: opts.stream,
+                    parked: opts.parked.clone(),
+                },
+            );
             if let (Some(tok), Some(ev)) = (&opts.progress_token, &opts.events) {
                 r.progress.insert(tok.clone(), ev.clone());
             }
@@ -368,10 +378,11 @@ impl Reader {
 
     /// The one client call in flight, if there is exactly one; otherwise how many there are
     /// (none, or several). The gateway's own requests (the listen stream, listings) carry no
-    /// event channel and do not count.
+    /// event channel and do not count, nor do calls parked waiting for their client's answers.
     fn sole_caller(&self) -> Result<mpsc::UnboundedSender<Event>, usize> {
         let r = self.routes.lock().expect("routes lock");
-        let mut with_events = r.calls.values().filter_map(|c| c.events.as_ref());
+        let mut with_events =
+            r.calls.values().filter(|c| super::may_ask(c.parked.as_ref())).filter_map(|c| c.events.as_ref());
         match (with_events.next(), with_events.next()) {
             (Some(ev), None) => Ok(ev.clone()),
             (None, _) => Err(0),

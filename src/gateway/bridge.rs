@@ -13,6 +13,7 @@
 //! way; that needs `secret_file`, so that every replica opens what another sealed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,6 +105,8 @@ pub(super) struct Parked {
     pub timeout: Duration,
     /// The backend's configured `roots/list` answer, for a client that cannot list its own.
     pub roots: Arc<str>,
+    /// Raised while the call waits for the client's answers (`CallOpts::parked`).
+    pub waiting: Arc<AtomicBool>,
 }
 
 fn now_ms() -> u64 {
@@ -166,6 +169,7 @@ impl Bridges {
         parked: Parked,
         first: Asked,
     ) -> String {
+        parked.waiting.store(true, Ordering::Relaxed);
         let mut life = Life { id: Uuid::new_v4(), parked, waiting: Vec::new(), seq: 0 };
         let result = self.ask(&mut life, first);
         let (tx, rx) = mpsc::channel(1);
@@ -244,6 +248,7 @@ impl Bridges {
                 () = tokio::time::sleep(KEEP_FINISHED), if finished.is_some() => return,
             };
             let Resume { mut responses, mut round } = resume;
+            life.parked.waiting.store(false, Ordering::Relaxed);
             // The client answers by key; a question left unanswered is refused to the backend.
             for (key, reply) in life.waiting.drain(..) {
                 match responses.shift_remove(&key) {
@@ -269,6 +274,7 @@ impl Bridges {
                         let Event::Request { method, params, reply } = ev else { continue };
                         match judge(Asked { method, params, reply }, &life.parked.capabilities, &life.parked.roots) {
                             Verdict::Ask(asked) => {
+                                life.parked.waiting.store(true, Ordering::Relaxed);
                                 let result = self.ask(&mut life, asked);
                                 let _ = round.send(BridgeRound::Result(crate::backend::raw(result)));
                                 break;

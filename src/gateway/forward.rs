@@ -3,6 +3,7 @@
 //! backend's answer as raw bytes.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use futures::future::BoxFuture;
 use indexmap::IndexMap;
@@ -206,11 +207,14 @@ impl Gateway {
             trace: call.trace.clone(),
             // A bridged call's result is read whole, to see whether it asks for input.
             stream: !bridges,
+            parked: None,
         };
         // A session-based backend may ask a stateless client something only as an input round.
         if call.req.ctx.stateless.is_some() && matches!(backend.generation, Generation::SessionBased(_)) {
             let (tx, rx) = mpsc::unbounded_channel();
-            return self.call_parkable(backend, method, params, &route, opts(tx), rx, call).await;
+            let waiting = Arc::new(AtomicBool::new(false));
+            let opts = CallOpts { parked: Some(waiting.clone()), ..opts(tx) };
+            return self.call_parkable(backend, method, params, &route, opts, waiting, rx, call).await;
         }
         for _ in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -245,6 +249,7 @@ impl Gateway {
         mut params: Params,
         route: &Route,
         opts: CallOpts,
+        waiting: Arc<AtomicBool>,
         mut events: mpsc::UnboundedReceiver<Event>,
         call: &Call<'_>,
     ) -> Result<BackendOutcome, Refusal> {
@@ -300,6 +305,7 @@ impl Gateway {
                                 binding,
                                 timeout: backend.config.timeout,
                                 roots: backend.config.roots.clone(),
+                                waiting,
                             };
                             let result = self.bridges.park(&self.tasks, parked, asked);
                             return Ok(BackendOutcome::Replied(Reply::Result(backend::raw(result))));
