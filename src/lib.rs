@@ -30,6 +30,7 @@ pub mod param_headers;
 pub mod policy;
 pub mod protocol;
 pub mod rate_limit;
+pub mod replay;
 pub mod replica;
 pub mod request;
 pub mod schema;

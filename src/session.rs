@@ -19,6 +19,8 @@ pub struct Session {
     pub transport: &'static str,
     /// The authenticated subject that opened the session: only it may use the session's id.
     pub subject: Option<String>,
+    /// Its calls' event streams, kept for a resume (src/replay.rs).
+    pub replay: crate::replay::Streams,
     state: Mutex<State>,
 }
 
@@ -56,6 +58,7 @@ impl Session {
             id,
             transport,
             subject: subject.map(str::to_string),
+            replay: crate::replay::Streams::default(),
             state: Mutex::new(State { last_used: Some(Instant::now()), ..Default::default() }),
         }
     }

@@ -115,6 +115,10 @@ pub struct ServerConfig {
     pub session_idle_timeout: Duration,
     /// Most session-based sessions one subject may hold; its oldest idle one makes way.
     pub max_sessions_per_subject: usize,
+    /// A session-based client's call answered as an event stream has its connection closed
+    /// after this long (with a `retry` hint), the call going on: the client resumes with
+    /// `GET` and `Last-Event-ID` (src/replay.rs). `None` (default): connections stay open.
+    pub stream_reconnect_after: Option<Duration>,
     /// The bearer token `/metrics` asks for; `None`: it answers without one.
     pub metrics_token: Option<MetricsToken>,
 }
@@ -436,8 +440,17 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         }
         Some(n) => n as usize,
     };
+    let stream_reconnect_after = s.stream_reconnect_after.as_deref().map(|v| {
+        let at = key(&["server", "stream_reconnect_after"]);
+        let d = duration(src, &at, Some(v), Duration::from_secs(60), problems);
+        if d < Duration::from_secs(1) {
+            problems.push(src.problem(&at, "must be at least 1s (clients wait `retry` before reconnecting)"));
+        }
+        d
+    });
     let metrics_token = metrics_token(src, s.metrics_token, s.metrics_token_file, problems, warnings);
     let server = ServerConfig {
+        stream_reconnect_after,
         listen,
         allow_public,
         allowed_origins,

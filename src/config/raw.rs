@@ -44,6 +44,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub session_idle_timeout: Option<String>,
     pub max_sessions_per_subject: Option<u64>,
+    pub stream_reconnect_after: Option<String>,
     pub metrics_token: Option<String>,
     pub metrics_token_file: Option<String>,
 }

@@ -283,6 +283,10 @@ async fn dispatch(
     // its HTTP status (400 for the protocol errors that require it).
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    // A session-based client's stream is resumable (src/replay.rs); a stateless one's is not
+    // (the 2026-07-28 transport removed resumption: closing it cancels the call).
+    let resumable_in = (stateless.is_none() && !session.id.is_empty()).then(|| session.clone());
+    let gw_config = gw.config();
     // In the request's span (telemetry): the call's spans stay in its trace.
     let guard = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move {
         let ctx = Ctx { caller: &caller, stateless: stateless.as_ref(), out: Some(&tx), peer, trace_parent: None };
@@ -301,7 +305,10 @@ async fn dispatch(
             })
             .filter_map(futures::future::ready);
             let stream = futures::stream::once(async move { first }).chain(UnboundedReceiverStream::new(rx)).chain(last);
-            sse(stream, Some(guard))
+            match resumable_in {
+                Some(session) => respond::resumable(session, stream, guard, gw_config.server.stream_reconnect_after),
+                None => sse(stream, Some(guard)),
+            }
         }
         done = &mut done_rx => match done.ok().flatten() {
             Some((status, body)) if status == StatusCode::OK && accepts_only_sse(headers) => sse_one(body).await,
@@ -330,6 +337,10 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, 
             jsonrpc::code::INVALID_REQUEST,
             "GET /mcp needs Accept: text/event-stream",
         );
+    }
+    // A resume of one of the session's call streams (2025-11-25 resumability).
+    if let Some(resumed) = header(&headers, "last-event-id").and_then(|id| respond::resumed(&session, id)) {
+        return resumed;
     }
     let (tx, rx) = mpsc::unbounded_channel();
     if !session.open_outbound(tx) {
