@@ -35,6 +35,7 @@ mod slot;
 mod start;
 mod subscriptions;
 mod supervise;
+mod task_handles;
 
 pub use answer::{Answer, Framed, Listening};
 pub(crate) use caller::RequestCtx;
@@ -105,6 +106,8 @@ pub struct Gateway {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Stateless clients' calls parked while their session-based backend waits for answers.
     bridges: Arc<bridge::Bridges>,
+    /// Backends' tasks created through the gateway (2025-11-25 experimental tasks).
+    task_handles: task_handles::TaskHandles,
 }
 
 /// The config in force and the slots of the backends it names.

@@ -135,6 +135,9 @@ pub enum Request {
     Listen(ListenFilter),
     /// A governed call that reaches a backend.
     Call(Call),
+    /// `tasks/get`, `tasks/result` or `tasks/cancel` of a task (the gateway's id), or
+    /// `tasks/list` (`None`).
+    Task(Method, Option<String>),
     /// A method the gateway does not serve (answered -32601: nothing is passed through).
     Other(String),
 }
@@ -174,6 +177,13 @@ impl Request {
             | Method::ResourcesSubscribe
             | Method::ResourcesUnsubscribe
             | Method::Complete => Request::Call(Call::parse(method, params.as_deref())?),
+            Method::TasksList => Request::Task(method, None),
+            Method::TasksGet | Method::TasksResult | Method::TasksCancel => {
+                let p = Params::parse(params.as_deref()).map_err(|e| bad(e.into()))?;
+                let id = p.str("taskId").map_err(|e| bad(e.into()))?;
+                let id = id.ok_or_else(|| bad(Refusal::InvalidParams("`taskId` is required".into())))?;
+                Request::Task(method, Some(id))
+            }
         })
     }
 
@@ -187,6 +197,7 @@ impl Request {
             Request::List(l) => l.method(),
             Request::Listen(_) => Method::Listen,
             Request::Call(c) => c.method,
+            Request::Task(m, _) => *m,
             Request::Other(_) => return None,
         })
     }

@@ -165,6 +165,8 @@ pub enum Notice {
     ListChanged(&'static str),
     /// `notifications/resources/updated` params, raw.
     ResourceUpdated(Box<RawValue>),
+    /// `notifications/tasks/status` params, raw (a task the gateway handed a client).
+    TaskStatus(Box<RawValue>),
     /// The connection ended (process exit, broken pipe).
     Closed(String),
 }
@@ -178,6 +180,7 @@ impl Notice {
             Notification::PromptsListChanged => Some(Notice::ListChanged("prompts")),
             Notification::ResourcesListChanged => Some(Notice::ListChanged("resources")),
             Notification::ResourcesUpdated => params.map(|p| Notice::ResourceUpdated(p.to_owned())),
+            Notification::TaskStatus => params.map(|p| Notice::TaskStatus(p.to_owned())),
             _ => None,
         }
     }

@@ -187,6 +187,8 @@ impl Gateway {
         call: &Call<'_>,
     ) -> Result<BackendOutcome, Refusal> {
         let bridges = call.req.ctx.stateless.is_none() && backend.generation == Generation::Stateless;
+        // A task-augmented call's answer is read whole: its task id is swapped for the gateway's.
+        let tasked = params.0.contains_key("task");
         let opts = |events| CallOpts {
             events: Some(events),
             progress_token: progress_token.clone(),
@@ -206,7 +208,7 @@ impl Gateway {
             param_headers: route.param_headers.clone(),
             trace: call.trace.clone(),
             // A bridged call's result is read whole, to see whether it asks for input.
-            stream: !bridges,
+            stream: !bridges && !tasked,
             parked: None,
         };
         // A session-based backend may ask a stateless client something only as an input round.

@@ -21,10 +21,14 @@ fn capabilities() -> serde_json::Value {
 const INSTRUCTIONS: &str =
     "Sentinel gateway: tools from several MCP servers, each named <server>__<tool> unless configured otherwise.";
 
-pub fn initialize_result(version: &str) -> String {
+pub fn initialize_result(version: &str, tasks: bool) -> String {
+    let mut caps = capabilities();
+    if tasks {
+        caps["tasks"] = serde_json::json!({ "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } });
+    }
     serde_json::json!({
         "protocolVersion": version,
-        "capabilities": capabilities(),
+        "capabilities": caps,
         "serverInfo": protocol::server_info(),
         "instructions": INSTRUCTIONS,
     })

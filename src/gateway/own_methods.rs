@@ -34,7 +34,12 @@ impl Gateway {
             Request::Initialize { version, capabilities } => {
                 let version = protocol::negotiate_session_based(version.as_deref());
                 session.initialize(Generation::SessionBased(version), capabilities);
-                Answer::Result(lists::initialize_result(version))
+                // Task-augmented tool calls, when some backend takes them (task_handles.rs).
+                let tasks = live
+                    .active()
+                    .filter_map(|(_, s)| s.backend())
+                    .any(|b| b.for_session_based_client().capabilities.pointer("/tasks/requests/tools/call").is_some());
+                Answer::Result(lists::initialize_result(version, tasks))
             }
             Request::Ping => Answer::Result("{}".into()),
             Request::SetLogLevel(rank) => {
@@ -64,6 +69,7 @@ impl Gateway {
             // The pipeline sends calls down the governed path and refuses unknown methods.
             Request::Call(c) => return Err(Refusal::MethodNotFound(c.method.as_str().to_string())),
             Request::Other(name) => return Err(Refusal::MethodNotFound(name)),
+            Request::Task(method, task) => return self.task_request(method, task, access, ctx).await,
         };
         Ok(answer)
     }

@@ -170,6 +170,10 @@ impl Gateway {
         if let Some(answer) = self.subscription(req.session, &backend, method, &route.name) {
             return Ok(answer);
         }
+        // A session-based client's task-augmented tool call: its task is handed back under an
+        // id of the gateway's (task_handles.rs).
+        let tasked = (method == Method::ToolsCall && ctx.stateless.is_none() && call.params.0.contains_key("task"))
+            .then(|| (route.backend, route.exposed.clone(), req.session));
         let call = self.prepare(req, &backend, call, route, audit)?;
 
         // 10. Circuit breaker: a backend that keeps failing is refused fast rather than waited on.
@@ -186,7 +190,12 @@ impl Gateway {
         if let Some(t) = outcome.as_ref().ok().and_then(|o| o.judge(permit)) {
             self.circuit_changed(backend.name(), t);
         }
-        outcome?.into_answer(&backend)
+        match (outcome?.into_answer(&backend)?, tasked) {
+            (Answer::Result(r), Some((slot, tool, session))) => {
+                self.adopt_task(r, slot, &tool, session, ctx.caller.subject()).map(Answer::Result)
+            }
+            (answer, _) => Ok(answer),
+        }
 
         // 12. Audit: `govern` writes the record, whatever the outcome.
     }

@@ -143,6 +143,7 @@ impl Gateway {
             tasks,
             cluster,
             bridges: Arc::new(super::bridge::Bridges::new(sealer)),
+            task_handles: Default::default(),
         });
         if let Some(mut bus) = bus {
             let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());

@@ -197,6 +197,7 @@ pub(super) async fn notice_loop(
                 gw.tasks.spawn(gw.clone().on_list_changed(i, kind));
             }
             Notice::ResourceUpdated(p) => gw.broadcast_resource_updated(&p),
+            Notice::TaskStatus(p) => gw.task_status(i, p.get()),
             Notice::Closed(why) => {
                 let slot = gw.slot(i);
                 let name = slot.name().to_string();

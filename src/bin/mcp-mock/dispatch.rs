@@ -119,9 +119,13 @@ async fn legacy(ctx: &mut Ctx) -> Result<ToolOutput, Flow> {
             *session.version.lock().unwrap() = version.to_string();
             *session.client_caps.lock().unwrap() = ctx.params.get("capabilities").cloned().unwrap_or(json!({}));
             session.ready.store(true, Ordering::SeqCst);
+            let mut caps = capabilities();
+            if ctx.server.tasks.is_some() {
+                caps["tasks"] = crate::tasks::capability();
+            }
             ok(json!({
                 "protocolVersion": version,
-                "capabilities": capabilities(),
+                "capabilities": caps,
                 "serverInfo": ctx.server.server_info(),
                 "instructions": "mcp-mock: a scriptable MCP test backend"
             }))
@@ -142,6 +146,18 @@ async fn legacy(ctx: &mut Ctx) -> Result<ToolOutput, Flow> {
             ok(json!({}))
         }
         "server/discover" | "subscriptions/listen" => Err(RpcError::method_not_found(&ctx.method).into()),
+        "tools/call" if ctx.params.get("task").is_some() => match &ctx.server.tasks {
+            Some(t) => t.create(ctx),
+            // A server without the capability ignores the task, as the spec says.
+            None => common(ctx).await,
+        },
+        "tools/call" if ctx.server.tasks.is_some() && str_param(ctx, "name") == "task_work" => {
+            crate::tasks::run_plain(ctx).await
+        }
+        "tasks/get" | "tasks/result" | "tasks/list" | "tasks/cancel" => match &ctx.server.tasks {
+            Some(t) => t.handle(ctx).await,
+            None => Err(RpcError::method_not_found(&ctx.method).into()),
+        },
         _ => common(ctx).await,
     }
 }

@@ -15,6 +15,7 @@ mod mrtr_tools;
 mod rpc;
 mod server;
 mod stdio;
+mod tasks;
 mod tools;
 
 use clap::Parser;
@@ -52,6 +53,9 @@ struct Cli {
     /// server-everything's "Bad Request: No valid session ID provided".
     #[arg(long, value_name = "STATUS", default_value = "404", value_parser = clap::value_parser!(u16).range(400..=404))]
     unknown_session_status: u16,
+    /// Declare 2025-11-25 tasks and offer `task_work`, which may run as one.
+    #[arg(long)]
+    tasks: bool,
 }
 
 #[tokio::main]
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut server = Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools);
     server.unknown_session_status = cli.unknown_session_status;
+    server.tasks = cli.tasks.then(tasks::Tasks::default);
     let server = Arc::new(server);
     match cli.http {
         Some(addr) => http::run(server, addr).await,

@@ -49,6 +49,8 @@ pub struct Server {
     /// HTTP status for a request naming a session this process does not know: the spec's
     /// 404, or 400 as server-everything answers ("No valid session ID provided").
     pub unknown_session_status: u16,
+    /// `--tasks`: 2025-11-25 tasks for `task_work` (session-based only).
+    pub tasks: Option<crate::tasks::Tasks>,
 }
 
 /// A modern subscription: where to deliver and what the client opted in to.
@@ -134,6 +136,7 @@ impl Server {
             listeners: Mutex::new(Vec::new()),
             next_listener: AtomicU64::new(0),
             unknown_session_status: 404,
+            tasks: None,
         }
     }
 
@@ -167,6 +170,9 @@ impl Server {
 
     pub fn tools(&self) -> Vec<Value> {
         let mut tools = self.static_tools.clone();
+        if self.tasks.is_some() {
+            tools.push(crate::tasks::tool());
+        }
         tools.extend(self.dynamic_tools.lock().unwrap().iter().map(|n| catalog::dynamic_tool(n)));
         tools
     }

@@ -1,0 +1,325 @@
+//! Backends' tasks (MCP 2025-11-25 experimental tasks) through the gateway. A session-based
+//! client's task-augmented `tools/call` goes down the governed path like any call; when the
+//! backend answers with a `CreateTaskResult`, its task id is swapped for one of the gateway's,
+//! remembered with the backend, the tool and the subject that created it. `tasks/get`,
+//! `tasks/result` and `tasks/cancel` then reach that backend only for that subject, and only
+//! while the caller may still use the tool (RBAC) and the tool is not switched off; `tasks/list`
+//! lists the subject's own tasks; a backend's `notifications/tasks/status` reaches the session
+//! that created the task. When a task is seen to end, one audit record says how (the tool's
+//! name, outcome, and the time since it was created).
+//!
+//! The 2026-07-28 tasks extension (`io.modelcontextprotocol/tasks`: polling `tasks/get`,
+//! `tasks/update`, unsolicited handles) is not served: stateless clients get -32601 for these
+//! methods, and a stateless client's task-augmented call goes to its backend as sent.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Answer, Ctx, Gateway};
+use crate::audit::{AuditRecord, Outcome};
+use crate::backend::{CallOpts, Reply};
+use crate::error::Refusal;
+use crate::method::Method;
+use crate::policy::Access;
+use crate::session::Session;
+
+/// How long a task is remembered without a `ttl` of its own, and at most.
+const DEFAULT_TTL: Duration = Duration::from_secs(60 * 60);
+const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Tasks remembered per subject: a client creating them without end cannot grow the table.
+const MAX_PER_SUBJECT: usize = 1000;
+
+/// One backend task as the gateway knows it.
+#[derive(Clone)]
+pub(super) struct Handle {
+    slot: usize,
+    backend: String,
+    backend_task: String,
+    subject: Option<String>,
+    session: String,
+    tool: String,
+    created: Instant,
+    expires: Instant,
+    audited: bool,
+}
+
+/// The tasks created through this gateway, by the gateway's task id.
+#[derive(Default)]
+pub(super) struct TaskHandles {
+    map: Mutex<HashMap<String, Handle>>,
+}
+
+impl TaskHandles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Handle>> {
+        self.map.lock().expect("task handles lock")
+    }
+
+    /// Remembers a backend's new task; the gateway's id for it, or `None` when the subject
+    /// already has as many as it may.
+    fn register(&self, h: Handle) -> Option<String> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, h| h.expires > now);
+        if map.values().filter(|o| o.subject == h.subject).count() >= MAX_PER_SUBJECT {
+            return None;
+        }
+        let id = format!("sentinel-task-{}", uuid::Uuid::new_v4());
+        map.insert(id.clone(), h);
+        Some(id)
+    }
+
+    /// The task `id`, if `subject` created it and it is still remembered.
+    fn get(&self, id: &str, subject: Option<&str>) -> Option<Handle> {
+        self.lock().get(id).filter(|h| h.subject.as_deref() == subject && h.expires > Instant::now()).cloned()
+    }
+
+    /// The gateway's id of a backend's task, and its handle.
+    fn by_backend(&self, slot: usize, backend_task: &str) -> Option<(String, Handle)> {
+        self.lock()
+            .iter()
+            .find(|(_, h)| h.slot == slot && h.backend_task == backend_task)
+            .map(|(k, h)| (k.clone(), h.clone()))
+    }
+
+    /// Marks the task's end as audited; true the first time.
+    fn first_end(&self, id: &str) -> bool {
+        self.lock().get_mut(id).is_some_and(|h| !std::mem::replace(&mut h.audited, true))
+    }
+
+    fn of_subject(&self, subject: Option<&str>) -> Vec<(String, Handle)> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, h)| h.subject.as_deref() == subject && h.expires > now)
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect()
+    }
+}
+
+/// Replaces the string at `pointer` (a task id) in a JSON text, if it is `from`.
+fn swap_id(text: &str, pointer: &str, from: &str, to: &str) -> Option<String> {
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    let slot = v.pointer_mut(pointer)?;
+    if slot.as_str() != Some(from) {
+        return None;
+    }
+    *slot = Value::String(to.to_string());
+    Some(v.to_string())
+}
+
+impl Gateway {
+    /// A backend answered a task-augmented `tools/call` with a `CreateTaskResult`: remember the
+    /// task and hand the client the gateway's id for it. Any other answer is passed on as is.
+    pub(super) fn adopt_task(
+        &self,
+        result: String,
+        slot: usize,
+        tool: &str,
+        session: &Session,
+        subject: Option<&str>,
+    ) -> Result<String, Refusal> {
+        let v: Value = match serde_json::from_str(&result) {
+            Ok(v) => v,
+            Err(_) => return Ok(result),
+        };
+        let Some(backend_task) = v.pointer("/task/taskId").and_then(Value::as_str) else { return Ok(result) };
+        let ttl =
+            v.pointer("/task/ttl").and_then(Value::as_u64).map_or(DEFAULT_TTL, Duration::from_millis).min(MAX_TTL);
+        let now = Instant::now();
+        let handle = Handle {
+            slot,
+            backend: self.slot(slot).name().to_string(),
+            backend_task: backend_task.to_string(),
+            subject: subject.map(str::to_string),
+            session: session.id.clone(),
+            tool: tool.to_string(),
+            created: now,
+            expires: now + ttl,
+            audited: false,
+        };
+        let id = self.task_handles.register(handle).ok_or_else(|| {
+            Refusal::InvalidRequest(format!("too many tasks ({MAX_PER_SUBJECT}); let some finish or expire first"))
+        })?;
+        Ok(swap_id(&result, "/task/taskId", backend_task, &id).unwrap_or(result))
+    }
+
+    /// `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/list` of a session-based client.
+    pub(super) async fn task_request(
+        &self,
+        method: Method,
+        task: Option<String>,
+        access: &Access,
+        ctx: Ctx<'_>,
+    ) -> Result<Answer, Refusal> {
+        let subject = ctx.caller.subject();
+        let Some(id) = task else { return self.task_list(subject).await };
+        let unknown = || Refusal::InvalidParams(format!("Unknown task `{id}`"));
+        let h = self.task_handles.get(&id, subject).ok_or_else(unknown)?;
+        // The same judgement as the call that created it, made again: a caller who lost the
+        // tool, or a tool switched off since, reaches its task no more.
+        let policy = self.policy.load();
+        if !policy.rbac.allows(access, &h.tool) {
+            return Err(Refusal::Forbidden { tool: h.tool, roles: ctx.caller.roles().to_vec() });
+        }
+        if policy.kill.is_killed(&h.tool, &h.backend) {
+            return Err(Refusal::Killed { tool: h.tool, backend: h.backend });
+        }
+        let reply = self.to_task_backend(&h, method.as_str(), &serde_json::json!({ "taskId": h.backend_task })).await?;
+        match reply {
+            Reply::Result(r) => {
+                let r = r.get();
+                let pointer = if method == Method::TasksResult {
+                    "/_meta/io.modelcontextprotocol~1related-task/taskId"
+                } else {
+                    "/taskId"
+                };
+                let out = swap_id(r, pointer, &h.backend_task, &id).unwrap_or_else(|| r.to_string());
+                let ended = match method {
+                    Method::TasksResult => {
+                        Some(if super::audited::is_tool_error(&out) { Outcome::ToolError } else { Outcome::Ok })
+                    }
+                    _ => terminal(&out),
+                };
+                if let Some(outcome) = ended {
+                    self.audit_task_end(&id, &h, outcome, ctx).await;
+                }
+                Ok(Answer::Result(out))
+            }
+            Reply::Error(e) => {
+                if method == Method::TasksResult {
+                    self.audit_task_end(&id, &h, Outcome::BackendError, ctx).await;
+                }
+                Ok(Answer::Error(e.get().to_string()))
+            }
+            Reply::Streamed(_) => unreachable!("asked for whole"),
+        }
+    }
+
+    async fn to_task_backend(&self, h: &Handle, method: &str, params: &Value) -> Result<Reply, Refusal> {
+        let slot = self.slot(h.slot);
+        let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
+            backend: h.backend.clone(),
+            reason: "it is down or restarting; see the gateway log".into(),
+            retry_after_ms: 1000,
+        })?;
+        let backend = backend.for_session_based_client();
+        let params = crate::protocol::Params::parse(Some(&crate::backend::raw(params.to_string())))?;
+        backend.call(method, params, &CallOpts::default()).await.map_err(|e| match e {
+            crate::backend::BackendError::Timeout => Refusal::BackendTimeout {
+                backend: h.backend.clone(),
+                timeout_ms: backend.config.timeout.as_millis() as u64,
+            },
+            crate::backend::BackendError::Unavailable(reason) | crate::backend::BackendError::Unreachable(reason) => {
+                Refusal::BackendUnavailable { backend: h.backend.clone(), reason, retry_after_ms: 1000 }
+            }
+        })
+    }
+
+    /// The subject's own tasks, as their backends list them now.
+    async fn task_list(&self, subject: Option<&str>) -> Result<Answer, Refusal> {
+        let mine = self.task_handles.of_subject(subject);
+        let mut slots: Vec<usize> = mine.iter().map(|(_, h)| h.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let mut tasks = Vec::new();
+        for slot in slots {
+            let Some((_, any)) = mine.iter().find(|(_, h)| h.slot == slot) else { continue };
+            let Ok(Reply::Result(r)) =
+                self.to_task_backend(any, Method::TasksList.as_str(), &serde_json::json!({})).await
+            else {
+                continue;
+            };
+            let listed: Value = serde_json::from_str(r.get()).unwrap_or_default();
+            for mut t in listed["tasks"].as_array().cloned().unwrap_or_default() {
+                let backend_task = t["taskId"].as_str().unwrap_or_default().to_string();
+                if let Some((id, _)) = mine.iter().find(|(_, h)| h.slot == slot && h.backend_task == backend_task) {
+                    t["taskId"] = Value::String(id.clone());
+                    tasks.push(t);
+                }
+            }
+        }
+        Ok(Answer::Result(serde_json::json!({ "tasks": tasks }).to_string()))
+    }
+
+    /// One audit record for a task's end: the tool's call, as it turned out.
+    async fn audit_task_end(&self, id: &str, h: &Handle, outcome: Outcome, ctx: Ctx<'_>) {
+        if !self.task_handles.first_end(id) {
+            return;
+        }
+        let session = (!h.session.is_empty()).then_some(h.session.as_str());
+        let mut record = AuditRecord::start("tools/call", "http", ctx.caller.client(), ctx.caller.roles(), session);
+        record.tool = Some(h.tool.clone());
+        record.backend = Some(h.backend.clone());
+        record.outcome = outcome;
+        record.set_latency(h.created.elapsed());
+        let _ = self.finish_audit(record).await;
+    }
+
+    /// A backend's `notifications/tasks/status`: to the session that created the task, with the
+    /// gateway's id.
+    pub(super) fn task_status(&self, slot: usize, params: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(params) else { return };
+        let Some(backend_task) = v["taskId"].as_str() else { return };
+        let Some((id, h)) = self.task_handles.by_backend(slot, backend_task) else { return };
+        let Some(out) = self.sessions.get(&h.session).and_then(|s| s.outbound()) else { return };
+        let params = swap_id(params, "/taskId", backend_task, &id).unwrap_or_else(|| params.to_string());
+        let _ = out.send(crate::jsonrpc::notification(crate::method::Notification::TaskStatus.as_str(), &params));
+    }
+}
+
+/// The outcome a task's state says it ended with, if it ended.
+fn terminal(task: &str) -> Option<Outcome> {
+    let v: Value = serde_json::from_str(task).ok()?;
+    match v["status"].as_str()? {
+        "completed" => Some(Outcome::Ok),
+        "failed" => Some(Outcome::BackendError),
+        "cancelled" => Some(Outcome::Cancelled),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_swapped_only_where_they_are_the_backends() {
+        let r = r#"{"task":{"taskId":"b-1","status":"working"}}"#;
+        assert_eq!(
+            swap_id(r, "/task/taskId", "b-1", "g-1").unwrap(),
+            r#"{"task":{"taskId":"g-1","status":"working"}}"#
+        );
+        assert!(swap_id(r, "/task/taskId", "other", "g-1").is_none());
+        let meta = r#"{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"b-1"}}}"#;
+        assert!(
+            swap_id(meta, "/_meta/io.modelcontextprotocol~1related-task/taskId", "b-1", "g-1").unwrap().contains("g-1")
+        );
+    }
+
+    #[test]
+    fn a_subject_sees_only_its_own_tasks_and_has_a_cap() {
+        let t = TaskHandles::default();
+        let h = |sub: &str| Handle {
+            slot: 0,
+            backend: "b".into(),
+            backend_task: uuid::Uuid::new_v4().to_string(),
+            subject: Some(sub.into()),
+            session: String::new(),
+            tool: "b__t".into(),
+            created: Instant::now(),
+            expires: Instant::now() + DEFAULT_TTL,
+            audited: false,
+        };
+        let id = t.register(h("alice")).unwrap();
+        assert!(t.get(&id, Some("alice")).is_some() && t.get(&id, Some("bob")).is_none() && t.get(&id, None).is_none());
+        assert!(t.first_end(&id) && !t.first_end(&id), "one end record");
+        for _ in 1..MAX_PER_SUBJECT {
+            t.register(h("alice")).unwrap();
+        }
+        assert!(t.register(h("alice")).is_none(), "capped");
+        assert!(t.register(h("bob")).is_some(), "per subject");
+    }
+}
