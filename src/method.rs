@@ -47,10 +47,12 @@ pub enum Method {
     TasksList,
     /// `tasks/cancel`
     TasksCancel,
+    /// `tasks/update` (the 2026-07-28 tasks extension)
+    TasksUpdate,
 }
 
 /// Every method with its wire name: the one place these strings are written.
-const TABLE: [(Method, &str); 19] = [
+const TABLE: [(Method, &str); 20] = [
     (Method::Initialize, "initialize"),
     (Method::Ping, "ping"),
     (Method::SetLogLevel, "logging/setLevel"),
@@ -70,6 +72,7 @@ const TABLE: [(Method, &str); 19] = [
     (Method::TasksResult, "tasks/result"),
     (Method::TasksList, "tasks/list"),
     (Method::TasksCancel, "tasks/cancel"),
+    (Method::TasksUpdate, "tasks/update"),
 ];
 
 /// A method name the gateway does not serve.
@@ -119,7 +122,7 @@ impl Method {
     }
 
     /// The methods the stateless revision (2026-07-28) removed: unknown to a stateless request.
-    /// (Its tasks are an extension with other methods and semantics, not served yet.)
+    /// Its tasks extension has no `tasks/result` or `tasks/list`.
     pub fn removed_in_stateless(self) -> bool {
         matches!(
             self,
@@ -128,12 +131,17 @@ impl Method {
                 | Method::SetLogLevel
                 | Method::ResourcesSubscribe
                 | Method::ResourcesUnsubscribe
-        ) || self.is_task()
+                | Method::TasksResult
+                | Method::TasksList
+        )
     }
 
-    /// The 2025-11-25 experimental tasks' methods.
+    /// The tasks' methods (2025-11-25 experimental tasks, and the 2026-07-28 extension's).
     pub fn is_task(self) -> bool {
-        matches!(self, Method::TasksGet | Method::TasksResult | Method::TasksList | Method::TasksCancel)
+        matches!(
+            self,
+            Method::TasksGet | Method::TasksResult | Method::TasksList | Method::TasksCancel | Method::TasksUpdate
+        )
     }
 }
 

@@ -135,9 +135,9 @@ pub enum Request {
     Listen(ListenFilter),
     /// A governed call that reaches a backend.
     Call(Call),
-    /// `tasks/get`, `tasks/result` or `tasks/cancel` of a task (the gateway's id), or
-    /// `tasks/list` (`None`).
-    Task(Method, Option<String>),
+    /// `tasks/get`, `tasks/result`, `tasks/cancel` or `tasks/update` of a task (the gateway's
+    /// id), or `tasks/list` (`None`), with the rest of the params (`inputResponses`).
+    Task(Method, Option<String>, Params),
     /// A method the gateway does not serve (answered -32601: nothing is passed through).
     Other(String),
 }
@@ -177,12 +177,13 @@ impl Request {
             | Method::ResourcesSubscribe
             | Method::ResourcesUnsubscribe
             | Method::Complete => Request::Call(Call::parse(method, params.as_deref())?),
-            Method::TasksList => Request::Task(method, None),
-            Method::TasksGet | Method::TasksResult | Method::TasksCancel => {
-                let p = Params::parse(params.as_deref()).map_err(|e| bad(e.into()))?;
+            Method::TasksList => Request::Task(method, None, Params::default()),
+            Method::TasksGet | Method::TasksResult | Method::TasksCancel | Method::TasksUpdate => {
+                let mut p = Params::parse(params.as_deref()).map_err(|e| bad(e.into()))?;
                 let id = p.str("taskId").map_err(|e| bad(e.into()))?;
                 let id = id.ok_or_else(|| bad(Refusal::InvalidParams("`taskId` is required".into())))?;
-                Request::Task(method, Some(id))
+                p.0.shift_remove("taskId");
+                Request::Task(method, Some(id), p)
             }
         })
     }
@@ -197,7 +198,7 @@ impl Request {
             Request::List(l) => l.method(),
             Request::Listen(_) => Method::Listen,
             Request::Call(c) => c.method,
-            Request::Task(m, _) => *m,
+            Request::Task(m, ..) => *m,
             Request::Other(_) => return None,
         })
     }

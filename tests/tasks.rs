@@ -135,7 +135,77 @@ async fn a_task_is_cancelled_and_its_status_reaches_the_session() {
         "{r}"
     );
 
-    // Stateless clients: these are not methods of 2026-07-28.
+    // A stateless client reaches only tasks of its own kind; tasks/result is not a 2026-07-28
+    // method.
     let modern = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
-    assert_eq!(modern.request("tasks/get", json!({"taskId": slow})).await.error_code(), Some(-32601));
+    assert_eq!(modern.request("tasks/get", json!({"taskId": slow})).await.error_code(), Some(-32602));
+    assert_eq!(modern.request("tasks/result", json!({"taskId": slow})).await.error_code(), Some(-32601));
+}
+
+/// A stateless client (2026-07-28) that declares the tasks extension, through a stateless
+/// backend that serves it: the task handle under the gateway's id, `tasks/get` until it carries
+/// the result, `tasks/update`, `tasks/cancel`, the subject binding, the end audited; the
+/// session-based methods it lacks are -32601.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_client_follows_its_task_through_the_extension() {
+    let config = format!("{}{}", hs256_auth(ADMIN_ROLE), mock_stdio_backend("m", None, &["--tasks"]));
+    let gw = Gateway::start_with_env(&config, &secret_env());
+    let alice = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
+    let bob = HttpClient::modern(&gw.url).with_token(&token("bob", &["admin"]));
+    let send = |c: &HttpClient, method: &str, params: Value| {
+        let mut params = modern_params(params);
+        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+            json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let name = params.get("name").and_then(Value::as_str).map(str::to_string);
+        let c = c.clone();
+        let method = method.to_string();
+        async move {
+            let mut h = vec![("mcp-method", method.as_str())];
+            if let Some(n) = &name {
+                h.push(("mcp-name", n.as_str()));
+            }
+            c.post_raw(&body, &h).await.json()
+        }
+    };
+    let discover = send(&alice, "server/discover", json!({})).await;
+    assert!(
+        discover["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"].is_object(),
+        "{discover}"
+    );
+
+    let created =
+        send(&alice, "tools/call", json!({"name": "m__task_work", "arguments": {"ms": 200, "text": "hi"}})).await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let id = created["result"]["taskId"].as_str().unwrap().to_string();
+    assert!(id.starts_with("sentinel-task-"), "{created}");
+    assert_eq!(send(&bob, "tasks/get", json!({"taskId": id})).await["error"]["code"], -32602, "another subject");
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = send(&alice, "tasks/get", json!({"taskId": id})).await;
+            if t["result"]["status"] == "completed" {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(done["result"]["taskId"], id.as_str(), "{done}");
+    assert_eq!(done["result"]["result"]["content"][0]["text"], "worked 200 ms: hi", "{done}");
+    let update = send(&alice, "tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
+    assert!(update["error"].is_null(), "{update}");
+    eventually("the task's end is audited", || async {
+        audit_records(&gw.log()).iter().filter(|r| r.get("tool").map(String::as_str) == Some("m__task_work")).count()
+            == 2
+    })
+    .await;
+
+    let slow = send(&alice, "tools/call", json!({"name": "m__task_work", "arguments": {"ms": 30000}})).await;
+    let slow = slow["result"]["taskId"].as_str().unwrap().to_string();
+    let cancelled = send(&alice, "tasks/cancel", json!({"taskId": slow})).await;
+    assert_eq!(cancelled["result"]["status"], "cancelled", "{cancelled}");
+    for method in ["tasks/result", "tasks/list"] {
+        assert_eq!(send(&alice, method, json!({"taskId": id})).await["error"]["code"], -32601, "{method}");
+    }
 }

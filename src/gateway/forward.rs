@@ -188,7 +188,8 @@ impl Gateway {
     ) -> Result<BackendOutcome, Refusal> {
         let bridges = call.req.ctx.stateless.is_none() && backend.generation == Generation::Stateless;
         // A task-augmented call's answer is read whole: its task id is swapped for the gateway's.
-        let tasked = params.0.contains_key("task");
+        let tasked =
+            method == Method::ToolsCall && super::task_handles::may_become_task(call.req.ctx.stateless, &params);
         let opts = |events| CallOpts {
             events: Some(events),
             progress_token: progress_token.clone(),

@@ -35,8 +35,11 @@ pub fn initialize_result(version: &str, tasks: bool) -> String {
     .to_string()
 }
 
-pub fn discover() -> String {
+pub fn discover(tasks: bool) -> String {
     let mut caps = capabilities();
+    if tasks {
+        caps["extensions"] = serde_json::json!({ "io.modelcontextprotocol/tasks": {} });
+    }
     // Stateless clients get logging per request and subscriptions through subscriptions/listen.
     caps.as_object_mut().expect("object").remove("logging");
     serde_json::json!({

@@ -47,7 +47,14 @@ impl Gateway {
                 self.share_session(session).await;
                 Answer::Result("{}".into())
             }
-            Request::Discover => Answer::Result(lists::discover()),
+            Request::Discover => {
+                // The tasks extension, when some backend serves it.
+                let tasks = live
+                    .active()
+                    .filter_map(|(_, s)| s.backend())
+                    .any(|b| b.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some());
+                Answer::Result(lists::discover(tasks))
+            }
             Request::List(Listing::Tools) => {
                 Answer::Result(lists::list("tools", &catalog.tools_json(visible), stateless))
             }
@@ -69,7 +76,7 @@ impl Gateway {
             // The pipeline sends calls down the governed path and refuses unknown methods.
             Request::Call(c) => return Err(Refusal::MethodNotFound(c.method.as_str().to_string())),
             Request::Other(name) => return Err(Refusal::MethodNotFound(name)),
-            Request::Task(method, task) => return self.task_request(method, task, access, ctx).await,
+            Request::Task(method, task, params) => return self.task_request(method, task, params, access, ctx).await,
         };
         Ok(answer)
     }

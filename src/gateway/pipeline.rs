@@ -172,7 +172,7 @@ impl Gateway {
         }
         // A session-based client's task-augmented tool call: its task is handed back under an
         // id of the gateway's (task_handles.rs).
-        let tasked = (method == Method::ToolsCall && ctx.stateless.is_none() && call.params.0.contains_key("task"))
+        let tasked = (method == Method::ToolsCall && super::task_handles::may_become_task(ctx.stateless, &call.params))
             .then(|| (route.backend, route.exposed.clone(), req.session));
         let call = self.prepare(req, &backend, call, route, audit)?;
 

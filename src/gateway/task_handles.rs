@@ -8,9 +8,11 @@
 //! that created the task. When a task is seen to end, one audit record says how (the tool's
 //! name, outcome, and the time since it was created).
 //!
-//! The 2026-07-28 tasks extension (`io.modelcontextprotocol/tasks`: polling `tasks/get`,
-//! `tasks/update`, unsolicited handles) is not served: stateless clients get -32601 for these
-//! methods, and a stateless client's task-augmented call goes to its backend as sent.
+//! Stateless clients get the same for the 2026-07-28 tasks extension
+//! (`io.modelcontextprotocol/tasks`, SEP-2663): a client that declared it may get a task handle
+//! (`resultType: "task"`) for a `tools/call`; `tasks/get` (which carries the result once the task
+//! completed), `tasks/update` and `tasks/cancel` follow it. Each generation reaches tasks of its
+//! own kind: a task is not bridged between the two.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +43,9 @@ pub(super) struct Handle {
     subject: Option<String>,
     session: String,
     tool: String,
+    /// Created by a stateless client (the extension's task) or a session-based one: each
+    /// generation reaches only its own kind.
+    stateless: bool,
     created: Instant,
     expires: Instant,
     audited: bool,
@@ -71,9 +76,13 @@ impl TaskHandles {
         Some(id)
     }
 
-    /// The task `id`, if `subject` created it and it is still remembered.
-    fn get(&self, id: &str, subject: Option<&str>) -> Option<Handle> {
-        self.lock().get(id).filter(|h| h.subject.as_deref() == subject && h.expires > Instant::now()).cloned()
+    /// The task `id`, if `subject` created it from a client of the same generation and it is
+    /// still remembered.
+    fn get(&self, id: &str, subject: Option<&str>, stateless: bool) -> Option<Handle> {
+        self.lock()
+            .get(id)
+            .filter(|h| h.subject.as_deref() == subject && h.stateless == stateless && h.expires > Instant::now())
+            .cloned()
     }
 
     /// The gateway's id of a backend's task, and its handle.
@@ -93,9 +102,22 @@ impl TaskHandles {
         let now = Instant::now();
         self.lock()
             .iter()
-            .filter(|(_, h)| h.subject.as_deref() == subject && h.expires > now)
+            .filter(|(_, h)| h.subject.as_deref() == subject && !h.stateless && h.expires > now)
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect()
+    }
+}
+
+/// Whether a `tools/call`'s answer may be a task handle: a session-based client's call carries
+/// `task` (2025-11-25); a stateless client declared the tasks extension in its capabilities
+/// (2026-07-28, where the server decides).
+pub(super) fn may_become_task(
+    stateless: Option<&crate::protocol::StatelessMeta>,
+    params: &crate::protocol::Params,
+) -> bool {
+    match stateless {
+        None => params.0.contains_key("task"),
+        Some(m) => m.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some(),
     }
 }
 
@@ -125,9 +147,15 @@ impl Gateway {
             Ok(v) => v,
             Err(_) => return Ok(result),
         };
-        let Some(backend_task) = v.pointer("/task/taskId").and_then(Value::as_str) else { return Ok(result) };
-        let ttl =
-            v.pointer("/task/ttl").and_then(Value::as_u64).map_or(DEFAULT_TTL, Duration::from_millis).min(MAX_TTL);
+        // 2025-11-25: `{"task": Task}`; the 2026-07-28 extension: the Task itself, as
+        // `resultType: "task"`.
+        let at = if v["resultType"] == "task" { "" } else { "/task" };
+        let Some(backend_task) = v.pointer(&format!("{at}/taskId")).and_then(Value::as_str) else { return Ok(result) };
+        let ttl = v
+            .pointer(&format!("{at}/ttl"))
+            .and_then(Value::as_u64)
+            .map_or(DEFAULT_TTL, Duration::from_millis)
+            .min(MAX_TTL);
         let now = Instant::now();
         let handle = Handle {
             slot,
@@ -136,6 +164,7 @@ impl Gateway {
             subject: subject.map(str::to_string),
             session: session.id.clone(),
             tool: tool.to_string(),
+            stateless: v["resultType"] == "task",
             created: now,
             expires: now + ttl,
             audited: false,
@@ -143,7 +172,7 @@ impl Gateway {
         let id = self.task_handles.register(handle).ok_or_else(|| {
             Refusal::InvalidRequest(format!("too many tasks ({MAX_PER_SUBJECT}); let some finish or expire first"))
         })?;
-        Ok(swap_id(&result, "/task/taskId", backend_task, &id).unwrap_or(result))
+        Ok(swap_id(&result, &format!("{at}/taskId"), backend_task, &id).unwrap_or(result))
     }
 
     /// `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/list` of a session-based client.
@@ -151,13 +180,19 @@ impl Gateway {
         &self,
         method: Method,
         task: Option<String>,
+        mut params: crate::protocol::Params,
         access: &Access,
         ctx: Ctx<'_>,
     ) -> Result<Answer, Refusal> {
+        // `tasks/update` is the extension's; `tasks/result` and `tasks/list` the session-based
+        // protocol's (a stateless request for those never gets here).
+        if method == Method::TasksUpdate && ctx.stateless.is_none() {
+            return Err(Refusal::MethodNotFound(method.as_str().into()));
+        }
         let subject = ctx.caller.subject();
         let Some(id) = task else { return self.task_list(subject).await };
         let unknown = || Refusal::InvalidParams(format!("Unknown task `{id}`"));
-        let h = self.task_handles.get(&id, subject).ok_or_else(unknown)?;
+        let h = self.task_handles.get(&id, subject, ctx.stateless.is_some()).ok_or_else(unknown)?;
         // The same judgement as the call that created it, made again: a caller who lost the
         // tool, or a tool switched off since, reaches its task no more.
         let policy = self.policy.load();
@@ -167,7 +202,8 @@ impl Gateway {
         if policy.kill.is_killed(&h.tool, &h.backend) {
             return Err(Refusal::Killed { tool: h.tool, backend: h.backend });
         }
-        let reply = self.to_task_backend(&h, method.as_str(), &serde_json::json!({ "taskId": h.backend_task })).await?;
+        params.0.insert("taskId".into(), crate::backend::raw(Value::String(h.backend_task.clone()).to_string()));
+        let reply = self.to_task_backend(&h, method.as_str(), params, ctx.stateless).await?;
         match reply {
             Reply::Result(r) => {
                 let r = r.get();
@@ -178,9 +214,7 @@ impl Gateway {
                 };
                 let out = swap_id(r, pointer, &h.backend_task, &id).unwrap_or_else(|| r.to_string());
                 let ended = match method {
-                    Method::TasksResult => {
-                        Some(if super::audited::is_tool_error(&out) { Outcome::ToolError } else { Outcome::Ok })
-                    }
+                    Method::TasksResult => Some(tool_outcome(&out)),
                     _ => terminal(&out),
                 };
                 if let Some(outcome) = ended {
@@ -198,16 +232,22 @@ impl Gateway {
         }
     }
 
-    async fn to_task_backend(&self, h: &Handle, method: &str, params: &Value) -> Result<Reply, Refusal> {
+    async fn to_task_backend(
+        &self,
+        h: &Handle,
+        method: &str,
+        params: crate::protocol::Params,
+        stateless: Option<&crate::protocol::StatelessMeta>,
+    ) -> Result<Reply, Refusal> {
         let slot = self.slot(h.slot);
         let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
             backend: h.backend.clone(),
             reason: "it is down or restarting; see the gateway log".into(),
             retry_after_ms: 1000,
         })?;
-        let backend = backend.for_session_based_client();
-        let params = crate::protocol::Params::parse(Some(&crate::backend::raw(params.to_string())))?;
-        backend.call(method, params, &CallOpts::default()).await.map_err(|e| match e {
+        let backend = if stateless.is_none() { backend.for_session_based_client() } else { &backend };
+        let opts = CallOpts { client_capabilities: stateless.map(|m| m.capabilities.clone()), ..CallOpts::default() };
+        backend.call(method, params, &opts).await.map_err(|e| match e {
             crate::backend::BackendError::Timeout => Refusal::BackendTimeout {
                 backend: h.backend.clone(),
                 timeout_ms: backend.config.timeout.as_millis() as u64,
@@ -227,9 +267,9 @@ impl Gateway {
         let mut tasks = Vec::new();
         for slot in slots {
             let Some((_, any)) = mine.iter().find(|(_, h)| h.slot == slot) else { continue };
-            let Ok(Reply::Result(r)) =
-                self.to_task_backend(any, Method::TasksList.as_str(), &serde_json::json!({})).await
-            else {
+            let listed =
+                self.to_task_backend(any, Method::TasksList.as_str(), crate::protocol::Params::default(), None);
+            let Ok(Reply::Result(r)) = listed.await else {
                 continue;
             };
             let listed: Value = serde_json::from_str(r.get()).unwrap_or_default();
@@ -270,10 +310,17 @@ impl Gateway {
     }
 }
 
+/// A tool result's outcome: a tool error or not.
+fn tool_outcome(result: &str) -> Outcome {
+    if super::audited::is_tool_error(result) { Outcome::ToolError } else { Outcome::Ok }
+}
+
 /// The outcome a task's state says it ended with, if it ended.
 fn terminal(task: &str) -> Option<Outcome> {
     let v: Value = serde_json::from_str(task).ok()?;
     match v["status"].as_str()? {
+        // The extension's `tasks/get` carries the tool's result once completed.
+        "completed" if v["result"].is_object() => Some(tool_outcome(&v["result"].to_string())),
         "completed" => Some(Outcome::Ok),
         "failed" => Some(Outcome::BackendError),
         "cancelled" => Some(Outcome::Cancelled),
@@ -309,12 +356,15 @@ mod tests {
             subject: Some(sub.into()),
             session: String::new(),
             tool: "b__t".into(),
+            stateless: false,
             created: Instant::now(),
             expires: Instant::now() + DEFAULT_TTL,
             audited: false,
         };
         let id = t.register(h("alice")).unwrap();
-        assert!(t.get(&id, Some("alice")).is_some() && t.get(&id, Some("bob")).is_none() && t.get(&id, None).is_none());
+        assert!(t.get(&id, Some("alice"), false).is_some());
+        assert!(t.get(&id, Some("bob"), false).is_none() && t.get(&id, None, false).is_none());
+        assert!(t.get(&id, Some("alice"), true).is_none(), "a session-based client's task only");
         assert!(t.first_end(&id) && !t.first_end(&id), "one end record");
         for _ in 1..MAX_PER_SUBJECT {
             t.register(h("alice")).unwrap();

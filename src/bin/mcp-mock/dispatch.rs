@@ -166,10 +166,34 @@ async fn modern(ctx: &mut Ctx) -> Result<ToolOutput, Flow> {
     match ctx.method.as_str() {
         "server/discover" => ok(json!({
             "supportedVersions": [MODERN_VERSION],
-            "capabilities": capabilities(),
+            "capabilities": if ctx.server.tasks.is_some() {
+                let mut c = capabilities();
+                c["extensions"] = json!({"io.modelcontextprotocol/tasks": {}});
+                c
+            } else {
+                capabilities()
+            },
             "instructions": "mcp-mock: a scriptable MCP test backend"
         })),
         "subscriptions/listen" => listen(ctx).await,
+        // The 2026-07-28 tasks extension: `task_work` becomes a task when the client declared
+        // the extension in this request's capabilities (the server decides, per request).
+        "tools/call"
+            if str_param(ctx, "name") == "task_work"
+                && ctx.client_caps().pointer("/extensions/io.modelcontextprotocol~1tasks").is_some() =>
+        {
+            match &ctx.server.tasks {
+                Some(t) => t.create(ctx),
+                None => crate::tasks::run_plain(ctx).await,
+            }
+        }
+        "tools/call" if ctx.server.tasks.is_some() && str_param(ctx, "name") == "task_work" => {
+            crate::tasks::run_plain(ctx).await
+        }
+        "tasks/get" | "tasks/update" | "tasks/cancel" => match &ctx.server.tasks {
+            Some(t) => t.handle(ctx).await,
+            None => Err(RpcError::method_not_found(&ctx.method).into()),
+        },
         "tools/call" | "prompts/get" => {
             let subject = ctx.mrtr_subject();
             ctx.prepare_mrtr(&subject)?;

@@ -1,7 +1,10 @@
-//! `--tasks`: the 2025-11-25 experimental tasks, for the `task_work` tool. A task-augmented
-//! `tools/call` (params carry `task`) answers at once with a `CreateTaskResult`; the work runs
-//! on, and `tasks/get`, `tasks/result` (waits for the end), `tasks/list` and `tasks/cancel`
-//! see it; a `notifications/tasks/status` goes to the session when it ends.
+//! `--tasks`: tasks for the `task_work` tool, in both generations' forms. Session-based (the
+//! 2025-11-25 experimental tasks): a task-augmented `tools/call` (params carry `task`) answers
+//! at once with `{"task": Task}`; `tasks/get`, `tasks/result` (waits for the end), `tasks/list`
+//! and `tasks/cancel` see it; a `notifications/tasks/status` goes to the session when it ends.
+//! Stateless (the 2026-07-28 `io.modelcontextprotocol/tasks` extension, SEP-2663): a call from a
+//! client that declared the extension answers `{"resultType": "task", ...Task}`; `tasks/get`
+//! carries the `result` once completed; `tasks/update` and `tasks/cancel`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -98,6 +101,11 @@ impl Tasks {
             }
         });
         self.tasks.lock().unwrap().insert(id.clone(), Task { state: rx, cancel, result });
+        if ctx.era == crate::server::Era::Modern {
+            let mut created = task_json(&id, "working", ttl);
+            created["resultType"] = json!("task");
+            return Ok(ToolOutput::Value(created));
+        }
         Ok(ToolOutput::Value(json!({"task": task_json(&id, "working", ttl)})))
     }
 
@@ -113,7 +121,18 @@ impl Tasks {
             let t = tasks.get(&id).ok_or_else(|| RpcError::invalid_params(format!("unknown task {id}")))?;
             (t.state.clone(), t.cancel.clone(), t.result.clone())
         };
+        let modern = ctx.era == crate::server::Era::Modern;
         match ctx.method.as_str() {
+            // The extension's tasks/get carries the result once the task completed.
+            "tasks/get" if modern => {
+                let mut t = state.borrow().clone();
+                if let Some(r) = result.lock().unwrap().clone() {
+                    t["result"] = r;
+                }
+                t["resultType"] = json!("complete");
+                Ok(ToolOutput::Value(t))
+            }
+            "tasks/update" => Ok(ToolOutput::Value(json!({"resultType": "complete"}))),
             "tasks/get" => Ok(ToolOutput::Value(state.borrow().clone())),
             "tasks/cancel" => {
                 cancel.cancel();
