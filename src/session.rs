@@ -32,6 +32,8 @@ struct CallEntry {
 struct State {
     generation: Option<Generation>,
     capabilities: serde_json::Value,
+    /// The client's `clientInfo` (`null` when it sent none).
+    client_info: serde_json::Value,
     /// Minimum log level rank (`logging/setLevel`); `None` forwards everything.
     log_level: Option<u8>,
     /// Where server-initiated messages go: the GET stream (HTTP) or stdout (stdio).
@@ -64,11 +66,12 @@ impl Session {
         self.state.lock().expect("session lock")
     }
 
-    /// Records what `initialize` settled: the generation and the client's capabilities.
-    pub fn initialize(&self, generation: Generation, capabilities: serde_json::Value) {
+    /// Records what `initialize` settled: the generation, the client's capabilities and info.
+    pub fn initialize(&self, generation: Generation, capabilities: serde_json::Value, client_info: serde_json::Value) {
         let mut s = self.st();
         s.generation = Some(generation);
         s.capabilities = capabilities;
+        s.client_info = client_info;
     }
 
     /// The generation `initialize` settled; `None` before it.
@@ -79,6 +82,11 @@ impl Session {
     /// The capabilities the client declared.
     pub fn capabilities(&self) -> serde_json::Value {
         self.st().capabilities.clone()
+    }
+
+    /// The `clientInfo` the client declared (`null` when none).
+    pub fn client_info(&self) -> serde_json::Value {
+        self.st().client_info.clone()
     }
 
     /// Forwards only log messages of this rank and above (`logging/setLevel`).
@@ -135,7 +143,6 @@ impl Session {
         Relayed { session: self.clone(), id }
     }
 
-    /// Delivers the client's answer to a relayed request; false if nobody waits for it.
     /// Hands `reply` to the relayed request `id` waits for; gives it back when nothing here
     /// waits for it (another replica may: `[cluster]`).
     pub fn take_reply(&self, id: &str, reply: Reply) -> Option<Reply> {

@@ -31,7 +31,8 @@ impl Gateway {
         }
         let version = protocol::known_session_based(&record.version)?;
         let s = Arc::new(Session::new(id.to_string(), "http", subject));
-        s.initialize(Generation::SessionBased(version), record.capabilities);
+        let client = record.client_info.get("name").and_then(serde_json::Value::as_str).unwrap_or("-").to_string();
+        s.initialize(Generation::SessionBased(version), record.capabilities, record.client_info);
         if let Some(level) = record.log_level {
             s.set_log_level(level);
         }
@@ -45,13 +46,13 @@ impl Gateway {
         if let Some(old) = admitted.evicted {
             self.close_session(&old);
         }
-        tracing::debug!(session = %id, "a session another replica opened is served here");
+        tracing::debug!(session = %id, %client, "a session another replica opened is served here");
         Some(s)
     }
 
-    /// Shares a session's state (after `initialize`, and when its log level changes) before
-    /// the client is answered: its next request may reach another replica at once. Bounded by
-    /// the Redis call timeout; a session Redis did not take is served here only.
+    /// Shares a session once `initialize` settled it, before the client is answered: its next
+    /// request may reach another replica at once. Bounded by the Redis call timeout; a session
+    /// Redis did not take is served here only.
     pub async fn share_session(&self, s: &Session) {
         let (Some(cluster), Some(Generation::SessionBased(version))) = (self.cluster.clone(), s.generation()) else {
             return;
@@ -63,12 +64,26 @@ impl Gateway {
             subject: s.subject.clone(),
             version: version.to_string(),
             capabilities: s.capabilities(),
+            client_info: s.client_info(),
             log_level: s.log_level(),
+            subscriptions: Vec::new(),
         };
         let (id, ttl) = (s.id.clone(), self.config().server.session_idle_timeout);
         let _ = s.refresh_due(std::time::Duration::ZERO);
         if let Err(o) = cluster.save_session(&id, &record, ttl).await {
             tracing::debug!(session = %id, "the session is not shared with other replicas: {}", o.reason);
+        }
+    }
+
+    /// Shares the log level a client set (`logging/setLevel`) before it is answered.
+    pub(super) async fn share_log_level(&self, s: &Session, rank: u8) {
+        let Some(cluster) = &self.cluster else { return };
+        if s.transport != "http" || !matches!(s.generation(), Some(Generation::SessionBased(_))) {
+            return;
+        }
+        let ttl = self.config().server.session_idle_timeout;
+        if let Err(o) = cluster.share_log_level(&s.id, rank, ttl).await {
+            tracing::debug!(session = %s.id, "the log level is not shared with other replicas: {}", o.reason);
         }
     }
 
