@@ -20,6 +20,9 @@ pub struct Session {
     /// The authenticated subject that opened the session: only it may use the session's id.
     pub subject: Option<String>,
     state: Mutex<State>,
+    /// Taken while a GET stream of the session opens or closes: a stream closing here must not
+    /// let go of what a new one opened meanwhile holds (`[cluster]`: the session's channel).
+    stream_turn: tokio::sync::Mutex<()>,
 }
 
 /// A call in the session's table: which registration of the id it is, and how to cancel it.
@@ -59,6 +62,7 @@ impl Session {
             transport,
             subject: subject.map(str::to_string),
             state: Mutex::new(State { last_used: Some(Instant::now()), ..Default::default() }),
+            stream_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -133,6 +137,11 @@ impl Session {
     /// The open stream for server-initiated messages, if any.
     pub fn outbound(&self) -> Option<mpsc::UnboundedSender<String>> {
         self.st().outbound.clone().filter(|o| !o.is_closed())
+    }
+
+    /// Waits for the session's GET stream to be its caller's to open or close (see `stream_turn`).
+    pub async fn stream_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stream_turn.lock().await
     }
 
     /// Registers a request relayed to the client, awaiting its answer. The entry is removed

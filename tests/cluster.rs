@@ -261,3 +261,57 @@ async fn a_cancellation_reaching_the_other_replica_stops_the_call() {
     let log = a.log();
     assert!(log.contains("outcome=\"cancelled\""), "audited as cancelled on the replica that ran it:\n{log}");
 }
+
+/// The next message on a stream, parsed; none within 10 s fails the test (keep-alives do not
+/// count).
+async fn next_message(stream: &mut SseReader, what: &str) -> Value {
+    let text = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within 10 s"))
+        .unwrap_or_else(|| panic!("the stream ended before {what}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is JSON ({e}): {text}"))
+}
+
+/// A call on one replica whose backend asks the client for sampling while the client's POST
+/// takes JSON only: with no GET stream anywhere it is refused at once; with the session's GET
+/// stream on the other replica (where it is the only one: a second is refused on either) the
+/// request reaches it there, the client answers through either replica and the call completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_the_client_reaches_its_get_stream_on_the_other_replica() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &["--generation", "legacy"]), "");
+    let mut c = HttpClient::legacy(&a.url, json!({"sampling": {}})).await;
+    c.accept = "application/json";
+    let ask = |id: &str| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"m__test_sampling","arguments":{"prompt":"2+2?"}}})
+            .to_string()
+    };
+    let started = std::time::Instant::now();
+    let r = c.post_raw(&ask("nowhere"), &[]).await;
+    assert!(r.body.contains("no open stream"), "refused for want of a stream: {}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "at once, not at the call's timeout");
+
+    let mut on_b = c.clone();
+    on_b.url = b.url.clone();
+    let mut stream = on_b.get_stream().await;
+    let second = c.http.get(&c.url).header("accept", "text/event-stream");
+    let second = second.header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(second.status(), 409, "one GET stream per session, across replicas");
+    for (n, answer_to) in [&b, &a].into_iter().enumerate() {
+        let id = format!("call-{n}");
+        let call = tokio::spawn({
+            let post = c.post(&ask(&id), &[]);
+            async move { post.send().await.unwrap().text().await.unwrap() }
+        });
+        let req = next_message(&mut stream, "the relayed request on the other replica's GET stream").await;
+        assert_eq!(req["method"], "sampling/createMessage", "{req}");
+        let mut answering = c.clone();
+        answering.url = answer_to.url.clone();
+        let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"four"},"model":"m","stopReason":"endTurn"}});
+        assert_eq!(answering.post_raw(&answer.to_string(), &[]).await.status, 202);
+        let resp = tokio::time::timeout(Duration::from_secs(10), call).await.expect("answered, not hung").unwrap();
+        let resp: Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("JSON ({e}): {resp}"));
+        assert_eq!(resp["id"], id.as_str());
+        let text = resp["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("four"), "answered through {}: {resp}", answer_to.url);
+    }
+}

@@ -1,9 +1,10 @@
-//! What one replica tells the others (`[cluster]`), through one Redis pub/sub channel: a
-//! session ended, a client's answer or cancellation that reached a replica other than the one
-//! holding the call. Each replica listens in a task of its own (reconnected when Redis comes
-//! back) and hands what it hears to the gateway. A message lost while Redis is away costs what
-//! the same loss costs on one replica: the waiting call times out, or the session lingers
-//! until its idle timeout.
+//! What one replica tells the others (`[cluster]`), through Redis pub/sub: on the bus, one
+//! channel every replica listens to, a session ended and a client's answer or cancellation that
+//! reached a replica other than the one holding the call; on a session's own channel, what is
+//! for the replica holding that session's GET stream (`streams.rs`). Each replica listens in a
+//! task of its own (reconnected when Redis comes back) and hands what it hears to the gateway.
+//! A message lost while Redis is away costs what the same loss costs on one replica: the
+//! waiting call times out, or the session lingers until its idle timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,32 @@ pub enum BusMessage {
         /// The cancelled request's id, raw.
         request: String,
     },
+    /// A message for the session's GET stream (a notification, a relayed request), to the
+    /// replica holding it. On the session's channel.
+    Deliver {
+        /// The session whose stream it is for.
+        session: String,
+        /// The JSON-RPC message, raw (carried as JSON, not as a string of it).
+        line: Box<RawValue>,
+    },
+}
+
+impl BusMessage {
+    /// The session the message is about.
+    pub fn session(&self) -> &str {
+        match self {
+            BusMessage::Ended { session }
+            | BusMessage::Answer { session, .. }
+            | BusMessage::Cancel { session, .. }
+            | BusMessage::Deliver { session, .. } => session,
+        }
+    }
+
+    /// The message as published, with its sender.
+    pub(super) fn encode(self) -> String {
+        serde_json::to_string(&Envelope { from: crate::replica::id().to_string(), message: self })
+            .expect("a bus message serializes")
+    }
 }
 
 /// A message with its sender, so that a replica ignores its own (not flattened: see above).
@@ -66,14 +93,13 @@ impl Cluster {
     /// Tells every other replica.
     pub async fn publish(&self, message: BusMessage) -> Result<(), Outage> {
         let Some(mut conn) = self.connection() else { return Err(self.failed("not connected yet".into())) };
-        let text = serde_json::to_string(&Envelope { from: crate::replica::id().to_string(), message })
-            .expect("a bus message serializes");
-        let publish = conn.publish::<_, _, ()>(self.channel(), text);
+        let publish = conn.publish::<_, _, ()>(self.channel(), message.encode());
         self.timed(publish).await
     }
 
-    /// Listens to the other replicas until `stop`, in a task owned by `tasks`: what they say
-    /// arrives on the returned channel.
+    /// Listens to the other replicas until `stop`, in a task owned by `tasks`: what they say on
+    /// the bus, and on the channels of the sessions whose GET stream this replica holds
+    /// (`streams.rs`; listened to again after a reconnection), arrives on the returned channel.
     pub fn listen(
         self: &Arc<Self>,
         tasks: &TaskTracker,
@@ -87,13 +113,22 @@ impl Cluster {
             let me = crate::replica::id();
             loop {
                 let subscribed = async {
-                    let mut ps = client.get_async_pubsub().await?;
-                    ps.subscribe(&channel).await?;
-                    redis::RedisResult::Ok(ps)
+                    let (mut sink, messages) = client.get_async_pubsub().await?.split();
+                    sink.subscribe(&channel).await?;
+                    redis::RedisResult::Ok((sink, messages))
                 };
                 match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
-                    Ok(Ok(ps)) => {
-                        let mut messages = ps.into_on_message();
+                    Ok(Ok((sink, mut messages))) => {
+                        // Published before the held streams are read: a stream held from now on
+                        // subscribes through it itself, one held before is subscribed here.
+                        *cluster.sink.lock().expect("cluster lock") = Some(sink.clone());
+                        let held = cluster.held_channels();
+                        if !held.is_empty() {
+                            let mut sink = sink;
+                            if let Err(e) = cluster.timed(sink.subscribe(&held)).await {
+                                tracing::debug!("[cluster]: cannot listen for the GET streams held here: {}", e.reason);
+                            }
+                        }
                         loop {
                             let msg = tokio::select! {
                                 m = messages.next() => m,
@@ -103,15 +138,18 @@ impl Cluster {
                             let Some(msg) = msg else { break };
                             let Ok(text) = msg.get_payload::<String>() else { continue };
                             match serde_json::from_str::<Envelope>(&text) {
-                                Ok(e) if e.from != me => {
+                                // A replica's own bus messages are not for it; what it sends a
+                                // session's channel is (it may hold the stream by now).
+                                Ok(e) if e.from == me && msg.get_channel_name() == channel => {}
+                                Ok(e) => {
                                     if tx.send(e.message).is_err() {
                                         return;
                                     }
                                 }
-                                Ok(_) => {}
                                 Err(e) => tracing::warn!("[cluster]: an unreadable message from another replica: {e}"),
                             }
                         }
+                        *cluster.sink.lock().expect("cluster lock") = None;
                     }
                     Ok(Err(e)) => tracing::debug!("[cluster]: cannot listen to the other replicas yet: {e}"),
                     Err(_) => tracing::debug!("[cluster]: cannot listen to the other replicas yet: no answer"),
@@ -143,12 +181,19 @@ mod tests {
                 error: None,
             },
             BusMessage::Cancel { session: "s".into(), request: "7".into() },
+            BusMessage::Deliver {
+                session: "s".into(),
+                line: RawValue::from_string(
+                    r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"x":1.50}}"#.into(),
+                )
+                .unwrap(),
+            },
         ];
         for message in sent {
             let before = format!("{message:?}");
-            let text = serde_json::to_string(&Envelope { from: "r".into(), message }).unwrap();
+            let text = message.encode();
             let back: Envelope = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!((back.from.as_str(), format!("{:?}", back.message)), ("r", before));
+            assert_eq!((back.from.as_str(), format!("{:?}", back.message)), (crate::replica::id(), before));
         }
     }
 }

@@ -134,8 +134,14 @@ impl Gateway {
     /// stateless backend's input requests it could not bridge).
     pub(super) async fn forward(&self, backend: &Backend, call: Prepared<'_>) -> Result<BackendOutcome, Refusal> {
         let Prepared { req, method, params, route, client_token, our_token, in_flight, span, trace } = call;
-        let call =
-            Call { req, client_token, cancelled: in_flight.token.clone(), timeout: backend.config.timeout, trace };
+        let call = Call {
+            req,
+            client_token,
+            cancelled: in_flight.token.clone(),
+            timeout: backend.config.timeout,
+            trace,
+            elsewhere_unreachable: std::sync::atomic::AtomicBool::new(false),
+        };
         self.call_with_input(backend, method, params, route, our_token, &call).instrument(span).await
     }
 
@@ -231,7 +237,7 @@ impl Gateway {
                     Ok(reply) => BackendOutcome::Replied(reply),
                     Err(e) => BackendOutcome::Failed(e),
                 },
-                Some(ev) = events.recv() => self.relay(ev, call),
+                Some(ev) = events.recv() => self.relay(ev, call).await,
                 _ = call.cancelled.cancelled() => break BackendOutcome::Cancelled,
             }
         };
@@ -242,7 +248,7 @@ impl Gateway {
         while let Ok(ev) = events.try_recv() {
             match ev {
                 Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
-                ev => self.relay(ev, call),
+                ev => self.relay(ev, call).await,
             }
         }
         outcome

@@ -1,7 +1,8 @@
 //! Sessions of session-based clients shared by every replica (`[cluster]`): a session opened
 //! on one replica is found on any other (`find_session`), still bound to its subject; ending
 //! it on one ends it on all; a client's answer or cancellation that reaches a replica other
-//! than the one holding the call is passed on to it (`on_bus`). Without `[cluster]` each of
+//! than the one holding the call is passed on to it, and what another replica has for a GET
+//! stream held here is written to it (`on_bus`; see `streams.rs`). Without `[cluster]` each of
 //! these is the local operation alone.
 
 use std::sync::Arc;
@@ -54,12 +55,10 @@ impl Gateway {
     /// request may reach another replica at once. Bounded by the Redis call timeout; a session
     /// Redis did not take is served here only.
     pub async fn share_session(&self, s: &Session) {
-        let (Some(cluster), Some(Generation::SessionBased(version))) = (self.cluster.clone(), s.generation()) else {
+        let (Some(cluster), Some(Generation::SessionBased(version))) = (self.sharing(s).cloned(), s.generation())
+        else {
             return;
         };
-        if s.transport != "http" {
-            return;
-        }
         let record = SharedSession {
             subject: s.subject.clone(),
             version: version.to_string(),
@@ -77,10 +76,7 @@ impl Gateway {
 
     /// Shares the log level a client set (`logging/setLevel`) before it is answered.
     pub(super) async fn share_log_level(&self, s: &Session, rank: u8) {
-        let Some(cluster) = &self.cluster else { return };
-        if s.transport != "http" || !matches!(s.generation(), Some(Generation::SessionBased(_))) {
-            return;
-        }
+        let Some(cluster) = self.sharing(s) else { return };
         let ttl = self.config().server.session_idle_timeout;
         if let Err(o) = cluster.share_log_level(&s.id, rank, ttl).await {
             tracing::debug!(session = %s.id, "the log level is not shared with other replicas: {}", o.reason);
@@ -151,6 +147,12 @@ impl Gateway {
             BusMessage::Cancel { session, request } => {
                 if let Some(s) = self.sessions.get(&session) {
                     s.cancel_call(&request);
+                }
+            }
+            // The session's GET stream is here (only its holder listens to its channel).
+            BusMessage::Deliver { session, line } => {
+                if let Some(out) = self.sessions.get(&session).and_then(|s| s.outbound()) {
+                    let _ = out.send(line.get().to_string());
                 }
             }
         }
