@@ -21,7 +21,8 @@ pub struct Session {
     pub subject: Option<String>,
     state: Mutex<State>,
     /// Taken while a GET stream of the session opens or closes: a stream closing here must not
-    /// let go of what a new one opened meanwhile holds (`[cluster]`: the session's channel).
+    /// let go of what a new one opened meanwhile holds (`[cluster]`: the session's channel and
+    /// its subscriptions).
     stream_turn: tokio::sync::Mutex<()>,
 }
 

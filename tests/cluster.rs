@@ -315,3 +315,63 @@ async fn a_request_for_the_client_reaches_its_get_stream_on_the_other_replica() 
         assert!(text.contains("four"), "answered through {}: {resp}", answer_to.url);
     }
 }
+
+/// A session's resource subscriptions go with it: its GET stream on one replica, a subscribe
+/// through the other, and the backend's update reaches the stream; an unsubscribe through
+/// either replica stops it; when the stream moves to the other replica, its subscriptions
+/// follow. One HTTP backend that both replicas reach (each with a session of its own there),
+/// as a remote MCP server is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_taken_on_one_replica_brings_updates_to_the_stream_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mock.log");
+    let mock = MockHttp::start(&["--generation", "legacy", "--log", log.to_str().unwrap()]);
+    let (a, b) = pair(&prefix(), &http_backend("m", None, &mock.url), "");
+    let count = |method: &str| mock_log(&log).iter().filter(|m| m["method"] == method).count();
+    let on_a = HttpClient::legacy(&a.url, json!({})).await;
+    let mut on_b = on_a.clone();
+    on_b.url = b.url.clone();
+    let mut stream = on_b.get_stream().await;
+
+    let (watched, marker) = (json!({"uri": "test://watched-resource"}), json!({"uri": "test://static-text"}));
+    for uri in [&watched, &marker] {
+        let r = on_a.request("resources/subscribe", uri.clone()).await.json();
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    // The replica holding the stream subscribes at the backend, once for each resource.
+    eventually("the backend hears both subscriptions", || async { count("resources/subscribe") == 2 }).await;
+    let r = on_a.call("m__update_resource", watched.clone()).await.json();
+    assert!(r["error"].is_null(), "{r}");
+    let update = next_message(&mut stream, "the resource update").await;
+    assert_eq!(update["method"], "notifications/resources/updated", "{update}");
+    assert_eq!(update["params"]["uri"], "test://watched-resource", "{update}");
+
+    let r = on_b.request("resources/unsubscribe", watched.clone()).await.json();
+    assert_eq!(r["result"], json!({}), "{r}");
+    eventually("the backend hears the unsubscribe", || async { count("resources/unsubscribe") == 1 }).await;
+    // The watched resource changes again, then the marker: only the marker's update comes.
+    for uri in [&watched, &marker] {
+        assert!(on_a.call("m__update_resource", uri.clone()).await.json()["error"].is_null());
+    }
+    let update = next_message(&mut stream, "the marker's update").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "no update after the unsubscribe: {update}");
+
+    // Subscribed again through the stream's replica, unsubscribed through the other.
+    assert_eq!(on_b.request("resources/subscribe", watched.clone()).await.json()["result"], json!({}));
+    assert_eq!(on_a.request("resources/unsubscribe", watched.clone()).await.json()["result"], json!({}));
+    eventually("the backend hears the second unsubscribe", || async { count("resources/unsubscribe") == 2 }).await;
+    for uri in [&watched, &marker] {
+        assert!(on_b.call("m__update_resource", uri.clone()).await.json()["error"].is_null());
+    }
+    let update = next_message(&mut stream, "the marker's update").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "no update after the unsubscribe: {update}");
+
+    // The stream moves to the other replica: the subscription that is left goes with it.
+    drop(stream);
+    eventually("the closed stream's replica lets go", || async { count("resources/unsubscribe") == 3 }).await;
+    let mut stream = on_a.get_stream().await;
+    eventually("the new stream's replica subscribes", || async { count("resources/subscribe") == 4 }).await;
+    assert!(on_b.call("m__update_resource", marker.clone()).await.json()["error"].is_null());
+    let update = next_message(&mut stream, "the marker's update on the new stream").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "{update}");
+}

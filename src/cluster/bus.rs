@@ -55,6 +55,22 @@ pub enum BusMessage {
         /// The JSON-RPC message, raw (carried as JSON, not as a string of it).
         line: Box<RawValue>,
     },
+    /// The client subscribed to a resource through a replica that does not hold its GET stream:
+    /// the one that does subscribes its backend. On the session's channel.
+    Subscribed {
+        /// The session that subscribed.
+        session: String,
+        /// The resource's URI.
+        uri: String,
+    },
+    /// The client unsubscribed through a replica that does not hold its GET stream. On the
+    /// session's channel.
+    Unsubscribed {
+        /// The session that unsubscribed.
+        session: String,
+        /// The resource's URI.
+        uri: String,
+    },
 }
 
 impl BusMessage {
@@ -64,7 +80,9 @@ impl BusMessage {
             BusMessage::Ended { session }
             | BusMessage::Answer { session, .. }
             | BusMessage::Cancel { session, .. }
-            | BusMessage::Deliver { session, .. } => session,
+            | BusMessage::Deliver { session, .. }
+            | BusMessage::Subscribed { session, .. }
+            | BusMessage::Unsubscribed { session, .. } => session,
         }
     }
 
@@ -188,6 +206,8 @@ mod tests {
                 )
                 .unwrap(),
             },
+            BusMessage::Subscribed { session: "s".into(), uri: "file:///a b".into() },
+            BusMessage::Unsubscribed { session: "s".into(), uri: "test://x".into() },
         ];
         for message in sent {
             let before = format!("{message:?}");

@@ -1,6 +1,6 @@
 //! The GET streams of shared sessions: each session has a channel of its own in Redis, which
 //! only the replica holding the session's GET stream listens to. A replica with something for
-//! that stream (a relayed request, a notification) publishes it there.
+//! that stream (a relayed request, a notification, a subscription change) publishes it there.
 //! Redis answers how many replicas received it, so a session with no stream anywhere is known
 //! at once (a relayed request is refused then, as on one replica, instead of waiting out the
 //! call's timeout), no other replica reads what is not for it, and a replica that dies stops

@@ -147,19 +147,28 @@ impl Gateway {
 
     /// Resource subscriptions are counted per backend across clients: the backend hears of
     /// the first subscriber and the last unsubscriber only (stateless backends through the
-    /// gateway's listen stream, session-based ones by the forwarded request). `None` when
-    /// the request must still be forwarded.
-    pub(super) fn subscription(
+    /// gateway's listen stream, session-based ones by the forwarded request). A shared
+    /// session's subscriptions are held by the replica holding its GET stream (`streams.rs`).
+    /// `None` when the request must still be forwarded.
+    pub(super) async fn subscription(
         &self,
         session: &Session,
         backend: &Backend,
         method: Method,
         uri: &str,
     ) -> Option<Answer> {
-        let forward = match method {
-            Method::ResourcesSubscribe => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
-            Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
+        let subscribe = match method {
+            Method::ResourcesSubscribe => true,
+            Method::ResourcesUnsubscribe => false,
             _ => return None,
+        };
+        if self.share_subscription(session, uri, subscribe).await {
+            return Some(Answer::Result("{}".into()));
+        }
+        let forward = if subscribe {
+            session.subscribe(uri.to_string()) && backend.subscriptions.add(uri)
+        } else {
+            session.unsubscribe(uri) && backend.subscriptions.remove(uri)
         };
         (!forward || backend.generation == Generation::Stateless).then(|| Answer::Result("{}".into()))
     }

@@ -34,6 +34,7 @@ impl Gateway {
         let s = Arc::new(Session::new(id.to_string(), "http", subject));
         let client = record.client_info.get("name").and_then(serde_json::Value::as_str).unwrap_or("-").to_string();
         s.initialize(Generation::SessionBased(version), record.capabilities, record.client_info);
+        // Its subscriptions stay with the replica holding its GET stream (`streams.rs`).
         if let Some(level) = record.log_level {
             s.set_log_level(level);
         }
@@ -153,6 +154,17 @@ impl Gateway {
             BusMessage::Deliver { session, line } => {
                 if let Some(out) = self.sessions.get(&session).and_then(|s| s.outbound()) {
                     let _ = out.send(line.get().to_string());
+                }
+            }
+            BusMessage::Subscribed { session, uri } => {
+                // Not once the stream closed: its subscriptions went with it.
+                if let Some(s) = self.sessions.get(&session).filter(|s| s.outbound().is_some()) {
+                    self.subscribe_here(&s, uri);
+                }
+            }
+            BusMessage::Unsubscribed { session, uri } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    self.unsubscribe_here(&s, &uri);
                 }
             }
         }

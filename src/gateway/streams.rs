@@ -4,6 +4,11 @@
 //! stream may be on another replica: a message for it is then handed to that replica through
 //! Redis (`cluster/streams.rs`), and only then, so that a session whose stream is here costs
 //! Redis nothing.
+//!
+//! The replica holding a shared session's GET stream is also the one whose backends are
+//! subscribed to the session's resources (see docs/scaling.md): it subscribes them, from the
+//! session's record, when the stream opens, and lets go of them when it closes. Its backend's
+//! `notifications/resources/updated` then reaches the stream without crossing Redis.
 
 use std::sync::Arc;
 
@@ -95,8 +100,8 @@ impl Gateway {
 
     /// Opens `session`'s GET stream here, its messages sent on `tx`; `None` when the session
     /// has one open already, here or (shared) on another replica. A shared session's stream
-    /// takes in what other replicas send it. Redis away: the stream opens, for what this
-    /// replica sends it.
+    /// takes in what other replicas send it and subscribes this replica's backends to the
+    /// session's resources. Redis away: the stream opens, for what this replica sends it.
     pub async fn open_stream(
         self: &Arc<Self>,
         session: &Arc<Session>,
@@ -116,25 +121,83 @@ impl Gateway {
             return None;
         }
         if let Some(c) = cluster {
+            // Listening before reading the record: a subscription another replica takes
+            // meanwhile is either in what is read or heard.
             if let Err(o) = c.hold_stream(&session.id).await {
                 tracing::debug!(session = %session.id, "other replicas cannot reach this GET stream: {}", o.reason);
+            }
+            let ttl = self.config().server.session_idle_timeout;
+            if let Ok(Some(record)) = c.load_session(&session.id, ttl).await {
+                for uri in record.subscriptions {
+                    self.subscribe_here(session, uri);
+                }
             }
         }
         Some(OpenStream { gw: self.clone(), session: session.clone() })
     }
 
     /// A shared session's GET stream closed here: other replicas' messages for it no longer
-    /// come here.
+    /// come here, and this replica's backends let go of its subscriptions (the next stream,
+    /// on any replica, takes them up from the record).
     async fn stream_closed(&self, session: &Session) {
         let Some(cluster) = self.sharing(session).cloned() else { return };
         let _turn = session.stream_turn().await;
-        // A new stream opened here meanwhile: it holds the channel now.
+        // A new stream opened here meanwhile: it holds the channel and subscriptions now.
         if session.outbound().is_some() {
             return;
         }
         if let Err(o) = cluster.release_stream(&session.id).await {
             tracing::debug!(session = %session.id, "a closed GET stream is still listened for: {}", o.reason);
         }
+        for uri in session.take_subscriptions() {
+            self.count_subscription(&uri, false);
+        }
+    }
+
+    /// Subscribes the session to `uri` at this replica's backend (counted with the others).
+    pub(super) fn subscribe_here(&self, session: &Session, uri: String) {
+        if session.subscribe(uri.clone()) {
+            self.count_subscription(&uri, true);
+        }
+    }
+
+    /// Ends the session's subscription to `uri` at this replica's backend, if it has one here.
+    pub(super) fn unsubscribe_here(&self, session: &Session, uri: &str) {
+        if session.unsubscribe(uri) {
+            self.count_subscription(uri, false);
+        }
+    }
+
+    /// A shared session's `resources/subscribe` or `unsubscribe`: recorded with the session
+    /// and, when its GET stream is not here, handed to the replica holding it (whose backends
+    /// hold the session's subscriptions). Whether that settled it; false when the change is
+    /// this replica's to make, as on one replica: the stream is here, the session is not
+    /// shared, or Redis is away. An unsubscribe always goes on here too, for a subscription
+    /// this replica took while Redis was away.
+    pub(super) async fn share_subscription(&self, session: &Session, uri: &str, subscribe: bool) -> bool {
+        let Some(cluster) = self.sharing(session) else { return false };
+        let ttl = self.config().server.session_idle_timeout;
+        match cluster.share_subscription(&session.id, uri, subscribe, ttl).await {
+            Ok(true) => {}
+            // Redis no longer has the session: this replica's copy is all there is.
+            Ok(false) => return false,
+            Err(o) => {
+                tracing::debug!(session = %session.id, "a subscription is kept by this replica only: {}", o.reason);
+                return false;
+            }
+        }
+        if session.outbound().is_some() {
+            return false;
+        }
+        let (id, uri) = (session.id.clone(), uri.to_string());
+        let message = if subscribe {
+            BusMessage::Subscribed { session: id, uri }
+        } else {
+            BusMessage::Unsubscribed { session: id, uri }
+        };
+        // No stream anywhere: the next one takes the subscription up from the record.
+        let _ = cluster.to_stream(message).await;
+        subscribe
     }
 }
 
