@@ -8,8 +8,10 @@
 //!   `relay.rs` (the backend's notifications and requests relayed to the client) and
 //!   `audited.rs` (the record written whatever the outcome, streamed results included);
 //! - `own_methods.rs`: the methods the gateway answers itself (handshake, lists, listen);
-//! - `sessions.rs`: the table of session-based clients; `subscriptions.rs`: listen streams,
-//!   resource subscriptions and notifications fanned out to clients;
+//! - `sessions.rs`: the table of session-based clients; `shared_sessions.rs`: those sessions
+//!   shared with other replicas (`[cluster]`); `streams.rs`: where a session's server-initiated
+//!   messages go, here or to the replica holding its GET stream; `subscriptions.rs`: listen
+//!   streams, resource subscriptions and notifications fanned out to clients;
 //! - `supervise.rs`: backends' notices, restarts, list refreshes and the catalog; `slot.rs`:
 //!   one configured backend; `reload.rs`: a new config swapped in;
 //! - `health.rs`: `/ready`, `/metrics` and the audit-trouble watch.
@@ -33,6 +35,7 @@ mod sessions;
 mod shared_sessions;
 mod slot;
 mod start;
+mod streams;
 mod subscriptions;
 mod supervise;
 mod task_handles;
@@ -45,6 +48,7 @@ pub use reload::ReloadError;
 pub use route::Route;
 pub use slot::Slot;
 pub use start::StartError;
+pub use streams::OpenStream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -122,6 +122,8 @@ pub enum Request {
         version: Option<String>,
         /// The client's capabilities (`{}` when absent or unreadable).
         capabilities: Value,
+        /// The client's `clientInfo` (`null` when absent or unreadable).
+        client_info: Value,
     },
     /// `ping`.
     Ping,
@@ -155,7 +157,9 @@ impl Request {
                     p.0.get("capabilities")
                         .and_then(|c| serde_json::from_str(c.get()).ok())
                         .unwrap_or_else(|| serde_json::json!({}));
-                Request::Initialize { version, capabilities }
+                let client_info =
+                    p.0.get("clientInfo").and_then(|c| serde_json::from_str(c.get()).ok()).unwrap_or_default();
+                Request::Initialize { version, capabilities, client_info }
             }
             Method::Ping => Request::Ping,
             Method::SetLogLevel => {
@@ -478,12 +482,16 @@ mod tests {
         );
         let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
         match request(init) {
-            Ok(Request::Initialize { version, capabilities }) => {
+            Ok(Request::Initialize { version, capabilities, client_info }) => {
                 assert_eq!(version.as_deref(), Some("2025-06-18"));
                 assert_eq!(capabilities, serde_json::json!({}));
+                assert_eq!(client_info, serde_json::Value::Null);
             }
             other => panic!("{other:?}"),
         }
+        let init =
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"clientInfo":{"name":"c","version":"1"}}}"#;
+        assert!(matches!(request(init), Ok(Request::Initialize { client_info, .. }) if client_info["name"] == "c"));
         let listen = r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}"#;
         assert!(matches!(request(listen), Ok(Request::Listen(ListenFilter { tools_list_changed: true, .. }))));
         for name in Method::all().map(Method::as_str) {

@@ -21,6 +21,8 @@ const TAG_LEN: usize = 16;
 /// A sealing key: the cluster's (derived from its shared secret) or this process's own.
 pub struct Sealer {
     key: RandomizedNonceKey,
+    /// Names things without revealing them (`tag`): a key of its own, derived likewise.
+    mac: hmac::Key,
     shared: bool,
     /// Names the key without revealing it (a MAC of a label): a reload tells a changed secret
     /// by it.
@@ -67,26 +69,39 @@ impl Sealer {
         }
         let mac = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
         let derived = hmac::sign(&mac, b"sentinel seal v1");
-        Ok(Sealer::with_key(derived.as_ref(), true, &hmac::sign(&mac, b"sentinel seal id").as_ref()[..8]))
+        let tags = hmac::sign(&mac, b"sentinel tag v1");
+        Ok(Sealer::with_key(
+            derived.as_ref(),
+            tags.as_ref(),
+            true,
+            &hmac::sign(&mac, b"sentinel seal id").as_ref()[..8],
+        ))
     }
 
     /// A key of this process alone: what it seals only it can open.
     pub fn ephemeral() -> Sealer {
-        let mut key = [0u8; 32];
-        let mut id = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut key).expect("the system's random source");
-        aws_lc_rs::rand::fill(&mut id).expect("the system's random source");
-        Sealer::with_key(&key, false, &id)
+        let (mut key, mut tags, mut id) = ([0u8; 32], [0u8; 32], [0u8; 8]);
+        for buf in [&mut key[..], &mut tags[..], &mut id[..]] {
+            aws_lc_rs::rand::fill(buf).expect("the system's random source");
+        }
+        Sealer::with_key(&key, &tags, false, &id)
     }
 
-    fn with_key(bytes: &[u8], shared: bool, id: &[u8]) -> Sealer {
+    fn with_key(bytes: &[u8], tags: &[u8], shared: bool, id: &[u8]) -> Sealer {
         let key = RandomizedNonceKey::new(&AES_256_GCM, bytes).expect("32 bytes is an AES-256 key");
-        Sealer { key, shared, id: id.try_into().expect("an 8-byte id") }
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, tags);
+        Sealer { key, mac, shared, id: id.try_into().expect("an 8-byte id") }
     }
 
     /// Whether other replicas hold the same key (`[cluster] secret_file`).
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    /// A name for `data` that reveals nothing of it (hex of an HMAC under the secret): the same
+    /// on every replica, so a sealed value can be found by it.
+    pub fn tag(&self, data: &str) -> String {
+        hex::encode(&hmac::sign(&self.mac, data.as_bytes()).as_ref()[..16])
     }
 
     /// `plain` sealed for `purpose`: URL-safe base64 of nonce, ciphertext and tag.

@@ -22,6 +22,10 @@ pub struct Session {
     /// Its calls' event streams, kept for a resume (src/replay.rs).
     pub replay: crate::replay::Streams,
     state: Mutex<State>,
+    /// Taken while a GET stream of the session opens or closes: a stream closing here must not
+    /// let go of what a new one opened meanwhile holds (`[cluster]`: the session's channel and
+    /// its subscriptions).
+    stream_turn: tokio::sync::Mutex<()>,
 }
 
 /// A call in the session's table: which registration of the id it is, and how to cancel it.
@@ -34,6 +38,8 @@ struct CallEntry {
 struct State {
     generation: Option<Generation>,
     capabilities: serde_json::Value,
+    /// The client's `clientInfo` (`null` when it sent none).
+    client_info: serde_json::Value,
     /// Minimum log level rank (`logging/setLevel`); `None` forwards everything.
     log_level: Option<u8>,
     /// Where server-initiated messages go: the GET stream (HTTP) or stdout (stdio).
@@ -60,6 +66,7 @@ impl Session {
             subject: subject.map(str::to_string),
             replay: crate::replay::Streams::default(),
             state: Mutex::new(State { last_used: Some(Instant::now()), ..Default::default() }),
+            stream_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -67,11 +74,12 @@ impl Session {
         self.state.lock().expect("session lock")
     }
 
-    /// Records what `initialize` settled: the generation and the client's capabilities.
-    pub fn initialize(&self, generation: Generation, capabilities: serde_json::Value) {
+    /// Records what `initialize` settled: the generation, the client's capabilities and info.
+    pub fn initialize(&self, generation: Generation, capabilities: serde_json::Value, client_info: serde_json::Value) {
         let mut s = self.st();
         s.generation = Some(generation);
         s.capabilities = capabilities;
+        s.client_info = client_info;
     }
 
     /// The generation `initialize` settled; `None` before it.
@@ -82,6 +90,11 @@ impl Session {
     /// The capabilities the client declared.
     pub fn capabilities(&self) -> serde_json::Value {
         self.st().capabilities.clone()
+    }
+
+    /// The `clientInfo` the client declared (`null` when none).
+    pub fn client_info(&self) -> serde_json::Value {
+        self.st().client_info.clone()
     }
 
     /// Forwards only log messages of this rank and above (`logging/setLevel`).
@@ -130,6 +143,11 @@ impl Session {
         self.st().outbound.clone().filter(|o| !o.is_closed())
     }
 
+    /// Waits for the session's GET stream to be its caller's to open or close (see `stream_turn`).
+    pub async fn stream_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stream_turn.lock().await
+    }
+
     /// Registers a request relayed to the client, awaiting its answer. The entry is removed
     /// when the guard drops, so a relayed request whose call was aborted does not keep the
     /// session busy.
@@ -138,7 +156,6 @@ impl Session {
         Relayed { session: self.clone(), id }
     }
 
-    /// Delivers the client's answer to a relayed request; false if nobody waits for it.
     /// Hands `reply` to the relayed request `id` waits for; gives it back when nothing here
     /// waits for it (another replica may: `[cluster]`).
     pub fn take_reply(&self, id: &str, reply: Reply) -> Option<Reply> {

@@ -360,15 +360,21 @@ async fn sealed_session_records_are_unreadable_in_redis_and_forged_ones_are_refu
     let id = c.session.clone().unwrap();
     let redis = redis::Client::open(format!("redis://{}", redis_addr())).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let stored: String = conn.get(format!("{prefix}session:{id}")).await.unwrap();
-    assert!(serde_json::from_str::<Value>(&stored).is_err() && !stored.contains("roots"), "sealed: {stored}");
+    let stored: std::collections::HashMap<String, String> =
+        conn.hgetall(format!("{prefix}session:{id}")).await.unwrap();
+    assert!(!stored.is_empty(), "a record");
+    for (field, value) in &stored {
+        assert!(serde_json::from_str::<Value>(value).is_err() && !value.contains("roots"), "sealed: {field} = {value}");
+    }
     c.url = b.url.clone();
     assert_eq!(c.request("tools/list", json!({})).await.status, 200, "the other replica opens it");
 
     // A plain record under a fresh id, as anyone with Redis access could write it.
     let forged = uuid::Uuid::new_v4().to_string();
-    let record = json!({"subject": null, "version": "2025-11-25", "capabilities": {}, "log_level": null});
-    let _: () = conn.set_ex(format!("{prefix}session:{forged}"), record.to_string(), 60).await.unwrap();
+    let record = json!({"subject": null, "version": "2025-11-25", "capabilities": {}, "client_info": null});
+    let key = format!("{prefix}session:{forged}");
+    let _: () = conn.hset(&key, "record", record.to_string()).await.unwrap();
+    let _: () = conn.expire(&key, 60).await.unwrap();
     c.session = Some(forged);
     for gw in [&a, &b] {
         c.url = gw.url.clone();
@@ -382,4 +388,118 @@ async fn sealed_session_records_are_unreadable_in_redis_and_forged_ones_are_refu
         let lines: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ") || l.contains(" WARN ")).collect();
         assert!(!lines.is_empty() && lines.iter().all(|l| l.starts_with("replica=") && l.contains(&me)), "{lines:#?}");
     }
+}
+
+/// The next message on a stream, parsed; none within 10 s fails the test (keep-alives do not
+/// count).
+async fn next_message(stream: &mut SseReader, what: &str) -> Value {
+    let text = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within 10 s"))
+        .unwrap_or_else(|| panic!("the stream ended before {what}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} is JSON ({e}): {text}"))
+}
+
+/// A call on one replica whose backend asks the client for sampling while the client's POST
+/// takes JSON only: with no GET stream anywhere it is refused at once; with the session's GET
+/// stream on the other replica (where it is the only one: a second is refused on either) the
+/// request reaches it there, the client answers through either replica and the call completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_the_client_reaches_its_get_stream_on_the_other_replica() {
+    let (a, b) = pair(&prefix(), &mock_stdio_backend("m", None, &["--generation", "legacy"]), "");
+    let mut c = HttpClient::legacy(&a.url, json!({"sampling": {}})).await;
+    c.accept = "application/json";
+    let ask = |id: &str| {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"m__test_sampling","arguments":{"prompt":"2+2?"}}})
+            .to_string()
+    };
+    let started = std::time::Instant::now();
+    let r = c.post_raw(&ask("nowhere"), &[]).await;
+    assert!(r.body.contains("no open stream"), "refused for want of a stream: {}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "at once, not at the call's timeout");
+
+    let mut on_b = c.clone();
+    on_b.url = b.url.clone();
+    let mut stream = on_b.get_stream().await;
+    let second = c.http.get(&c.url).header("accept", "text/event-stream");
+    let second = second.header("mcp-session-id", c.session.clone().unwrap()).send().await.unwrap();
+    assert_eq!(second.status(), 409, "one GET stream per session, across replicas");
+    for (n, answer_to) in [&b, &a].into_iter().enumerate() {
+        let id = format!("call-{n}");
+        let call = tokio::spawn({
+            let post = c.post(&ask(&id), &[]);
+            async move { post.send().await.unwrap().text().await.unwrap() }
+        });
+        let req = next_message(&mut stream, "the relayed request on the other replica's GET stream").await;
+        assert_eq!(req["method"], "sampling/createMessage", "{req}");
+        let mut answering = c.clone();
+        answering.url = answer_to.url.clone();
+        let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"four"},"model":"m","stopReason":"endTurn"}});
+        assert_eq!(answering.post_raw(&answer.to_string(), &[]).await.status, 202);
+        let resp = tokio::time::timeout(Duration::from_secs(10), call).await.expect("answered, not hung").unwrap();
+        let resp: Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("JSON ({e}): {resp}"));
+        assert_eq!(resp["id"], id.as_str());
+        let text = resp["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("four"), "answered through {}: {resp}", answer_to.url);
+    }
+}
+
+/// A session's resource subscriptions go with it: its GET stream on one replica, a subscribe
+/// through the other, and the backend's update reaches the stream; an unsubscribe through
+/// either replica stops it; when the stream moves to the other replica, its subscriptions
+/// follow. One HTTP backend that both replicas reach (each with a session of its own there),
+/// as a remote MCP server is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_taken_on_one_replica_brings_updates_to_the_stream_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mock.log");
+    let mock = MockHttp::start(&["--generation", "legacy", "--log", log.to_str().unwrap()]);
+    let (a, b) = pair(&prefix(), &http_backend("m", None, &mock.url), "");
+    let count = |method: &str| mock_log(&log).iter().filter(|m| m["method"] == method).count();
+    let on_a = HttpClient::legacy(&a.url, json!({})).await;
+    let mut on_b = on_a.clone();
+    on_b.url = b.url.clone();
+    let mut stream = on_b.get_stream().await;
+
+    let (watched, marker) = (json!({"uri": "test://watched-resource"}), json!({"uri": "test://static-text"}));
+    for uri in [&watched, &marker] {
+        let r = on_a.request("resources/subscribe", uri.clone()).await.json();
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    // The replica holding the stream subscribes at the backend, once for each resource.
+    eventually("the backend hears both subscriptions", || async { count("resources/subscribe") == 2 }).await;
+    let r = on_a.call("m__update_resource", watched.clone()).await.json();
+    assert!(r["error"].is_null(), "{r}");
+    let update = next_message(&mut stream, "the resource update").await;
+    assert_eq!(update["method"], "notifications/resources/updated", "{update}");
+    assert_eq!(update["params"]["uri"], "test://watched-resource", "{update}");
+
+    let r = on_b.request("resources/unsubscribe", watched.clone()).await.json();
+    assert_eq!(r["result"], json!({}), "{r}");
+    eventually("the backend hears the unsubscribe", || async { count("resources/unsubscribe") == 1 }).await;
+    // The watched resource changes again, then the marker: only the marker's update comes.
+    for uri in [&watched, &marker] {
+        assert!(on_a.call("m__update_resource", uri.clone()).await.json()["error"].is_null());
+    }
+    let update = next_message(&mut stream, "the marker's update").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "no update after the unsubscribe: {update}");
+
+    // Subscribed again through the stream's replica, unsubscribed through the other.
+    assert_eq!(on_b.request("resources/subscribe", watched.clone()).await.json()["result"], json!({}));
+    assert_eq!(on_a.request("resources/unsubscribe", watched.clone()).await.json()["result"], json!({}));
+    eventually("the backend hears the second unsubscribe", || async { count("resources/unsubscribe") == 2 }).await;
+    for uri in [&watched, &marker] {
+        assert!(on_b.call("m__update_resource", uri.clone()).await.json()["error"].is_null());
+    }
+    let update = next_message(&mut stream, "the marker's update").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "no update after the unsubscribe: {update}");
+
+    // The stream moves to the other replica: the subscription that is left goes with it.
+    drop(stream);
+    eventually("the closed stream's replica lets go", || async { count("resources/unsubscribe") == 3 }).await;
+    let mut stream = on_a.get_stream().await;
+    eventually("the new stream's replica subscribes", || async { count("resources/subscribe") == 4 }).await;
+    assert!(on_b.call("m__update_resource", marker.clone()).await.json()["error"].is_null());
+    let update = next_message(&mut stream, "the marker's update on the new stream").await;
+    assert_eq!(update["params"]["uri"], "test://static-text", "{update}");
 }

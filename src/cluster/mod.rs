@@ -1,8 +1,9 @@
 //! The replicas' shared state at run time (`[cluster]`, issue #13): the rate limits, evaluated
 //! in Redis ([`SharedLimits`]), so that a quota of N per minute is N across all replicas; the
-//! sessions of session-based clients (`sessions.rs`), so that any replica serves them; and
-//! what replicas tell each other (`bus.rs`): sessions ended, answers and cancellations that
-//! reached a replica other than the one holding the call.
+//! sessions of session-based clients (`sessions.rs`), so that any replica serves them; what
+//! replicas tell each other (`bus.rs`): sessions ended, answers and cancellations that reached
+//! a replica other than the one holding the call; and what is for a session's GET stream,
+//! handed to the replica holding it (`streams.rs`).
 //!
 //! Redis being down or slow never holds a call: each call waits at most
 //! [`CALL_TIMEOUT`](crate::rate_limit::shared::CALL_TIMEOUT) for its limit, and then
@@ -10,6 +11,7 @@
 //! when it starts and once when it ends; a replica that starts while Redis is away keeps
 //! trying to connect in the background, and the connection, once made, reconnects by itself.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 mod bus;
 mod sessions;
+mod streams;
 
 pub use bus::{BridgeRound, BusMessage};
 pub use sessions::SharedSession;
@@ -45,6 +48,12 @@ pub struct Cluster {
     failures: AtomicU64,
     /// Why Redis failed last (for `/ready`).
     last_error: std::sync::Mutex<Option<String>>,
+    /// The listener's connection, to listen to a session's channel when this replica takes its
+    /// GET stream (`streams.rs`); `None` while it is not connected.
+    sink: std::sync::Mutex<Option<redis::aio::PubSubSink>>,
+    /// The sessions whose GET stream this replica holds: their channels are listened to again
+    /// when the listener reconnects.
+    held: std::sync::Mutex<HashSet<String>>,
 }
 
 /// What became of a call's limit when Redis did not decide it.
@@ -66,6 +75,8 @@ impl Cluster {
             outage_announced: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
+            sink: std::sync::Mutex::new(None),
+            held: std::sync::Mutex::new(HashSet::new()),
         });
         let redis = crate::config::redact_url(&cluster.config.redis);
         match cluster.connect().await {

@@ -343,14 +343,19 @@ async fn get_stream(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, 
         return resumed;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    if !session.open_outbound(tx) {
+    let Some(open) = gw.open_stream(&session, tx).await else {
         return refuse(
             StatusCode::CONFLICT,
             jsonrpc::code::INVALID_REQUEST,
             "this session already has a GET stream open",
         );
-    }
-    sse(until_shutdown(&gw, UnboundedReceiverStream::new(rx)), None)
+    };
+    // The stream is let go of (`open` dropped) when the client goes away or the gateway stops.
+    let messages = UnboundedReceiverStream::new(rx).map(move |m| {
+        let _open = &open;
+        m
+    });
+    sse(until_shutdown(&gw, messages), None)
 }
 
 /// `DELETE /mcp`: ends a session.

@@ -151,25 +151,35 @@ impl Gateway {
             timeout: backend.config.timeout,
             trace,
             roots: backend.config.roots.clone(),
+            elsewhere_unreachable: std::sync::atomic::AtomicBool::new(false),
         };
         self.call_with_input(backend, method, params, route, our_token, &call).instrument(span).await
     }
 
     /// Resource subscriptions are counted per backend across clients: the backend hears of
     /// the first subscriber and the last unsubscriber only (stateless backends through the
-    /// gateway's listen stream, session-based ones by the forwarded request). `None` when
-    /// the request must still be forwarded.
-    pub(super) fn subscription(
+    /// gateway's listen stream, session-based ones by the forwarded request). A shared
+    /// session's subscriptions are held by the replica holding its GET stream (`streams.rs`).
+    /// `None` when the request must still be forwarded.
+    pub(super) async fn subscription(
         &self,
         session: &Session,
         backend: &Backend,
         method: Method,
         uri: &str,
     ) -> Option<Answer> {
-        let forward = match method {
-            Method::ResourcesSubscribe => session.subscribe(uri.to_string()) && backend.subscriptions.add(uri),
-            Method::ResourcesUnsubscribe => session.unsubscribe(uri) && backend.subscriptions.remove(uri),
+        let subscribe = match method {
+            Method::ResourcesSubscribe => true,
+            Method::ResourcesUnsubscribe => false,
             _ => return None,
+        };
+        if self.share_subscription(session, uri, subscribe).await {
+            return Some(Answer::Result("{}".into()));
+        }
+        let forward = if subscribe {
+            session.subscribe(uri.to_string()) && backend.subscriptions.add(uri)
+        } else {
+            session.unsubscribe(uri) && backend.subscriptions.remove(uri)
         };
         (!forward || backend.generation == Generation::Stateless).then(|| Answer::Result("{}".into()))
     }
@@ -318,7 +328,7 @@ impl Gateway {
                             break BackendOutcome::Replied(Reply::Error(bridge::missing_capability(capability)));
                         }
                     },
-                    ev => self.relay(ev, call),
+                    ev => self.relay(ev, call).await,
                 },
                 _ = call.cancelled.cancelled() => break BackendOutcome::Cancelled,
             }
@@ -328,7 +338,7 @@ impl Gateway {
         while let Ok(ev) = events.try_recv() {
             match ev {
                 Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
-                ev => self.relay(ev, call),
+                ev => self.relay(ev, call).await,
             }
         }
         Ok(outcome)
@@ -352,7 +362,7 @@ impl Gateway {
                     Ok(reply) => BackendOutcome::Replied(reply),
                     Err(e) => BackendOutcome::Failed(e),
                 },
-                Some(ev) = events.recv() => self.relay(ev, call),
+                Some(ev) = events.recv() => self.relay(ev, call).await,
                 _ = call.cancelled.cancelled() => break BackendOutcome::Cancelled,
             }
         };
@@ -363,7 +373,7 @@ impl Gateway {
         while let Ok(ev) = events.try_recv() {
             match ev {
                 Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
-                ev => self.relay(ev, call),
+                ev => self.relay(ev, call).await,
             }
         }
         outcome

@@ -31,9 +31,9 @@ impl Gateway {
         let live = self.live.load();
         let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
         let answer = match request {
-            Request::Initialize { version, capabilities } => {
+            Request::Initialize { version, capabilities, client_info } => {
                 let version = protocol::negotiate_session_based(version.as_deref());
-                session.initialize(Generation::SessionBased(version), capabilities);
+                session.initialize(Generation::SessionBased(version), capabilities, client_info);
                 // Task-augmented tool calls, when some backend takes them (task_handles.rs).
                 let tasks = live
                     .active()
@@ -44,7 +44,7 @@ impl Gateway {
             Request::Ping => Answer::Result("{}".into()),
             Request::SetLogLevel(rank) => {
                 session.set_log_level(rank);
-                self.share_session(session).await;
+                self.share_log_level(session, rank).await;
                 Answer::Result("{}".into())
             }
             Request::Discover => {

@@ -167,7 +167,7 @@ impl Gateway {
         })?;
         // Subscriptions are counted per backend across clients: only the first subscriber and
         // the last one leaving reach it.
-        if let Some(answer) = self.subscription(req.session, &backend, method, &route.name) {
+        if let Some(answer) = self.subscription(req.session, &backend, method, &route.name).await {
             return Ok(answer);
         }
         // A session-based client's task-augmented tool call: its task is handed back under an

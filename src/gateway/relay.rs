@@ -1,16 +1,19 @@
 //! Relaying between a backend and the client whose call it is running: the backend's
 //! notifications (progress, log messages) and its server-to-client requests (sampling,
 //! elicitation, roots), asked of the client and answered back; and a stateless backend's
-//! `input_required` answered the old way for a session-based client.
+//! `input_required` answered the old way for a session-based client. Each goes on the call's
+//! own stream, else on the session's GET stream, here or on another replica (`streams.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::streams::{Outbound, Undelivered};
 use super::{Gateway, RequestCtx};
 use crate::backend::{self, Event, Reply};
 use crate::error::Refusal;
@@ -31,6 +34,10 @@ pub(super) struct Call<'a> {
     pub trace: Option<crate::telemetry::TraceParent>,
     /// The backend's configured answer to `roots/list`, for a client that cannot be asked.
     pub roots: Arc<str>,
+    /// Set when a notification for a GET stream on another replica could not be handed over
+    /// (Redis away): the call's later notifications are dropped at once rather than each
+    /// waiting for Redis.
+    pub elsewhere_unreachable: AtomicBool,
 }
 
 /// Why a backend's request cannot be put to the client.
@@ -40,12 +47,8 @@ pub(super) enum CannotAsk {
     NoSession(String),
     #[error("the client did not declare the `{0}` capability")]
     Undeclared(&'static str),
-    #[error(
-        "the client has no open stream to receive this request (send Accept: text/event-stream or open the GET stream)"
-    )]
-    NoStream,
-    #[error("the client's stream closed")]
-    StreamClosed,
+    #[error(transparent)]
+    Undelivered(#[from] Undelivered),
 }
 
 impl Gateway {
@@ -73,10 +76,11 @@ impl Gateway {
         let ir: InputRequired = serde_json::from_str(result)
             .map_err(|e| Refusal::NotBridged(format!("the backend sent a malformed input_required result: {e}")))?;
         let mut responses: IndexMap<String, Box<RawValue>> = IndexMap::new();
-        let out = call.req.ctx.out.cloned().or_else(|| call.req.session.outbound());
+        let out = self.call_outbound(call);
         for (key, req) in ir.input_requests {
             let (pending, rx) = self
-                .ask_client(call.req.session, &req.method, req.params.as_deref(), out.clone())
+                .ask_client(call.req.session, &req.method, req.params.as_deref(), out.as_ref())
+                .await
                 .map_err(|e| Refusal::NotBridged(e.to_string()))?;
             match wait_client(call, pending, rx).await {
                 Some(Reply::Result(r)) => {
@@ -96,10 +100,20 @@ impl Gateway {
         Ok(None)
     }
 
+    /// Where a call's messages for the client go: the call's own stream, else (a session-based
+    /// client) the session's GET stream, wherever it is.
+    fn call_outbound(&self, call: &Call<'_>) -> Option<Outbound> {
+        match call.req.ctx.out {
+            Some(tx) => Some(Outbound::Here(tx.clone())),
+            None if call.req.ctx.stateless.is_none() => self.outbound(call.req.session),
+            None => None,
+        }
+    }
+
     /// Passes one backend event to the client whose call it belongs to.
-    pub(super) fn relay(&self, ev: Event, call: &Call<'_>) {
+    pub(super) async fn relay(&self, ev: Event, call: &Call<'_>) {
         let (session, ctx) = (call.req.session, call.req.ctx);
-        let out = ctx.out.cloned().or_else(|| if ctx.stateless.is_none() { session.outbound() } else { None });
+        let out = self.call_outbound(call);
         match ev {
             Event::Notification { method, params } => {
                 let Some(out) = out else { return };
@@ -123,7 +137,12 @@ impl Gateway {
                         return;
                     }
                 }
-                let _ = out.send(jsonrpc::notification(&method, &p.to_json()));
+                if out.is_elsewhere() && call.elsewhere_unreachable.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(Undelivered::Unreachable(_)) = out.send(jsonrpc::notification(&method, &p.to_json())).await {
+                    call.elsewhere_unreachable.store(true, Ordering::Relaxed);
+                }
             }
             Event::Request { method, params, reply } => {
                 if ctx.stateless.is_some() {
@@ -134,7 +153,7 @@ impl Gateway {
                         ),
                     );
                 }
-                match self.ask_client(session, &method, params.as_deref(), out) {
+                match self.ask_client(session, &method, params.as_deref(), out.as_ref()).await {
                     // A client that cannot list its roots gets the backend's configured ones.
                     Err(_) if method.parse::<ServerRequest>() == Ok(ServerRequest::Roots) => {
                         let _ = reply.send(Reply::Result(backend::raw(call.roots.to_string())));
@@ -165,12 +184,12 @@ impl Gateway {
     /// Sends a server-to-client request (sampling, elicitation, roots) to a session-based
     /// client; returns the id it was given and where its answer arrives. Refused when the
     /// client cannot take it.
-    fn ask_client(
+    async fn ask_client(
         &self,
         session: &Arc<Session>,
         method: &str,
         params: Option<&RawValue>,
-        out: Option<mpsc::UnboundedSender<String>>,
+        out: Option<&Outbound>,
     ) -> Result<(Relayed, oneshot::Receiver<Reply>), CannotAsk> {
         if !matches!(session.generation(), Some(Generation::SessionBased(_))) {
             return Err(CannotAsk::NoSession(method.to_string()));
@@ -183,15 +202,14 @@ impl Gateway {
             }
         }
         let Some(out) = out else {
-            return Err(CannotAsk::NoStream);
+            return Err(Undelivered::NoStream.into());
         };
         let rid = self.relayed_id();
         let (tx, rx) = oneshot::channel();
         let line = jsonrpc::request(&rid, method, params.map(RawValue::get).unwrap_or("{}"));
+        // Registered before it is sent: the answer may come back through another replica at once.
         let pending = session.expect_reply_guarded(rid, tx);
-        if out.send(line).is_err() {
-            return Err(CannotAsk::StreamClosed);
-        }
+        out.send(line).await?;
         Ok((pending, rx))
     }
 }

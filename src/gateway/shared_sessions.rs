@@ -1,7 +1,8 @@
 //! Sessions of session-based clients shared by every replica (`[cluster]`): a session opened
 //! on one replica is found on any other (`find_session`), still bound to its subject; ending
 //! it on one ends it on all; a client's answer or cancellation that reaches a replica other
-//! than the one holding the call is passed on to it (`on_bus`). Without `[cluster]` each of
+//! than the one holding the call is passed on to it, and what another replica has for a GET
+//! stream held here is written to it (`on_bus`; see `streams.rs`). Without `[cluster]` each of
 //! these is the local operation alone.
 
 use std::sync::Arc;
@@ -31,7 +32,9 @@ impl Gateway {
         }
         let version = protocol::known_session_based(&record.version)?;
         let s = Arc::new(Session::new(id.to_string(), "http", subject));
-        s.initialize(Generation::SessionBased(version), record.capabilities);
+        let client = record.client_info.get("name").and_then(serde_json::Value::as_str).unwrap_or("-").to_string();
+        s.initialize(Generation::SessionBased(version), record.capabilities, record.client_info);
+        // Its subscriptions stay with the replica holding its GET stream (`streams.rs`).
         if let Some(level) = record.log_level {
             s.set_log_level(level);
         }
@@ -45,30 +48,39 @@ impl Gateway {
         if let Some(old) = admitted.evicted {
             self.close_session(&old);
         }
-        tracing::debug!(session = %id, "a session another replica opened is served here");
+        tracing::debug!(session = %id, %client, "a session another replica opened is served here");
         Some(s)
     }
 
-    /// Shares a session's state (after `initialize`, and when its log level changes) before
-    /// the client is answered: its next request may reach another replica at once. Bounded by
-    /// the Redis call timeout; a session Redis did not take is served here only.
+    /// Shares a session once `initialize` settled it, before the client is answered: its next
+    /// request may reach another replica at once. Bounded by the Redis call timeout; a session
+    /// Redis did not take is served here only.
     pub async fn share_session(&self, s: &Session) {
-        let (Some(cluster), Some(Generation::SessionBased(version))) = (self.cluster.clone(), s.generation()) else {
+        let (Some(cluster), Some(Generation::SessionBased(version))) = (self.sharing(s).cloned(), s.generation())
+        else {
             return;
         };
-        if s.transport != "http" {
-            return;
-        }
         let record = SharedSession {
             subject: s.subject.clone(),
             version: version.to_string(),
             capabilities: s.capabilities(),
+            client_info: s.client_info(),
             log_level: s.log_level(),
+            subscriptions: Vec::new(),
         };
         let (id, ttl) = (s.id.clone(), self.config().server.session_idle_timeout);
         let _ = s.refresh_due(std::time::Duration::ZERO);
         if let Err(o) = cluster.save_session(&id, &record, ttl).await {
             tracing::debug!(session = %id, "the session is not shared with other replicas: {}", o.reason);
+        }
+    }
+
+    /// Shares the log level a client set (`logging/setLevel`) before it is answered.
+    pub(super) async fn share_log_level(&self, s: &Session, rank: u8) {
+        let Some(cluster) = self.sharing(s) else { return };
+        let ttl = self.config().server.session_idle_timeout;
+        if let Err(o) = cluster.share_log_level(&s.id, rank, ttl).await {
+            tracing::debug!(session = %s.id, "the log level is not shared with other replicas: {}", o.reason);
         }
     }
 
@@ -147,6 +159,23 @@ impl Gateway {
                 }
             }
             BusMessage::Resumed { ticket, round } => self.bridges.on_resumed(ticket, round),
+            // The session's GET stream is here (only its holder listens to its channel).
+            BusMessage::Deliver { session, line } => {
+                if let Some(out) = self.sessions.get(&session).and_then(|s| s.outbound()) {
+                    let _ = out.send(line.get().to_string());
+                }
+            }
+            BusMessage::Subscribed { session, uri } => {
+                // Not once the stream closed: its subscriptions went with it.
+                if let Some(s) = self.sessions.get(&session).filter(|s| s.outbound().is_some()) {
+                    self.subscribe_here(&s, uri);
+                }
+            }
+            BusMessage::Unsubscribed { session, uri } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    self.unsubscribe_here(&s, &uri);
+                }
+            }
         }
     }
 

@@ -152,6 +152,11 @@ fn gateway_tools() -> Vec<Value> {
             props(json!({"name": {"type": "string"}}), &["name"]),
         ),
         tool(
+            "update_resource",
+            "Announces notifications/resources/updated for `uri` to whoever subscribed to it",
+            props(json!({"uri": {"type": "string"}}), &["uri"]),
+        ),
+        tool(
             "log",
             "Emits one notifications/message",
             props(json!({"level": {"type": "string"}, "message": {"type": "string"}}), &["message"]),

@@ -217,6 +217,24 @@ impl Server {
         self.listeners.lock().unwrap().retain(|l| l.key != key);
     }
 
+    /// Announces `notifications/resources/updated` for `uri` to the legacy sessions subscribed
+    /// to it and to the modern listeners that named it in `resourceSubscriptions`.
+    pub fn resource_updated(&self, uri: &str) {
+        let method = "notifications/resources/updated";
+        for session in self.legacy_sinks.lock().unwrap().iter() {
+            if session.ready.load(Ordering::SeqCst) && session.subscriptions.lock().unwrap().contains(uri) {
+                session.push(notification(method, json!({"uri": uri})));
+            }
+        }
+        for l in self.listeners.lock().unwrap().iter() {
+            let named = l.filter.get("resourceSubscriptions").and_then(Value::as_array);
+            if named.is_some_and(|uris| uris.iter().any(|u| u == uri)) {
+                let params = json!({"uri": uri, "_meta": {META_SUBSCRIPTION: l.subscription_id}});
+                let _ = l.out.send(Frame::Line(notification(method, params)));
+            }
+        }
+    }
+
     /// Announces `notifications/{kind}/list_changed` to legacy sessions and to modern
     /// listeners that opted in (`toolsListChanged`, `promptsListChanged`, ...).
     pub fn list_changed(&self, kind: &str) {

@@ -278,6 +278,11 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
             ctx.server.list_changed("tools");
             text(format!("added tool {new}"))
         }
+        "update_resource" => {
+            let uri = str_arg(ctx, "uri");
+            ctx.server.resource_updated(uri);
+            text(format!("{uri} updated"))
+        }
         "log" => {
             let level = ctx.args().get("level").and_then(Value::as_str).unwrap_or("info");
             ctx.log(level, str_arg(ctx, "message"));
