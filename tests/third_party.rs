@@ -159,6 +159,24 @@ fn a_dual_generation_servers_sampling_reaches_a_session_based_client_through_sen
     assert!(gw.log().contains("session_based_too=true"), "{}", gw.log());
 }
 
+/// The same server over stdio, where one process speaks one generation: with
+/// `generation = "session-based"` its sampling reaches the official SDK client through Sentinel in
+/// both generations — relayed to a session-based client, and put to a 2026-07-28 client as an
+/// input round (which the SDK answers and retries), though the server cannot ask a 2026-07-28
+/// client at all directly.
+#[test]
+fn a_dual_stdio_servers_sampling_reaches_both_generations_through_sentinel() {
+    let p = peers::ensure();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dual_server.py");
+    let backend = stdio_backend("dual", &p.python().to_string_lossy(), &[&script.to_string_lossy(), "stdio"]);
+    let gw = Gateway::start(&format!("{backend}generation = \"session-based\"\n"));
+    let calls: &[(&str, &str)] = &[("ask_llm", r#"{"prompt":"capital of France?"}"#)];
+    for mode in ["legacy", common::MODERN] {
+        let out = sdk(&p, &["--url", &gw.url], &["--mode", mode, "--answer-sampling", "Paris"], calls, "dual__");
+        assert_eq!(out["calls"][0]["result"]["content"][0]["text"], "sampled: Paris", "SDK mode {mode}: {out}");
+    }
+}
+
 #[test]
 fn sdk_sees_mcp_server_time_unchanged_through_sentinel() {
     let p = peers::ensure();

@@ -34,6 +34,9 @@ pub(super) fn initialize_params() -> String {
 }
 
 pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> Result<Handshake, HandshakeError> {
+    if config.generation == crate::config::BackendGeneration::SessionBased {
+        return initialize(conn, config).await;
+    }
     let params = serde_json::json!({ "_meta": stateless_meta() }).to_string();
     let probe = tokio::time::timeout(
         config.probe_timeout,
@@ -70,6 +73,9 @@ pub(super) async fn handshake(conn: &Conn, config: &BackendConfig) -> Result<Han
         }
     }
 
+    if config.generation == crate::config::BackendGeneration::Stateless {
+        return Err(HandshakeError::NotStateless { backend: config.name.clone() });
+    }
     initialize(conn, config).await
 }
 

@@ -85,6 +85,14 @@ pub enum HandshakeError {
         /// Why.
         why: String,
     },
+    /// `generation = "stateless"`, and the backend did not answer `server/discover` with it.
+    #[error(
+        "backend `{backend}` does not answer server/discover with 2026-07-28, and its config says generation = \"stateless\" (use \"auto\" to fall back to initialize)"
+    )]
+    NotStateless {
+        /// The backend's name.
+        backend: String,
+    },
     /// No answer to `initialize` in time.
     #[error("backend `{backend}` did not answer initialize within {timeout:?}")]
     InitializeTimeout {
@@ -321,7 +329,7 @@ impl Backend {
             h.set_generation(hs.generation);
         }
         let session_based = match (&conn, hs.generation) {
-            (Conn::Http(_), Generation::Stateless) => {
+            (Conn::Http(_), Generation::Stateless) if config.generation == crate::config::BackendGeneration::Auto => {
                 Backend::start_session_based(index, config.clone(), client, notices).await.map(Arc::new)
             }
             _ => None,

@@ -174,6 +174,22 @@ pub struct BackendConfig {
     /// (asked at start, on the GET stream, or of a client that cannot answer it): the result's
     /// JSON, `{"roots":[...]}` from `roots` (empty by default).
     pub roots: std::sync::Arc<str>,
+    /// Which protocol generation to speak to the backend: probe (`Auto`), or one forced.
+    pub generation: BackendGeneration,
+}
+
+/// `generation` on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendGeneration {
+    /// Probe with `server/discover`, fall back to `initialize` (and a dual HTTP backend gets a
+    /// session of its own for session-based clients).
+    Auto,
+    /// `server/discover` only: a backend that does not answer it does not start.
+    Stateless,
+    /// `initialize` only, never probed: for a dual-generation stdio server whose tools ask the
+    /// client the session-based way (which it cannot do statelessly, and a stdio process speaks
+    /// one generation).
+    SessionBased,
 }
 
 /// How a backend is reached.
@@ -736,8 +752,23 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         roots.push(serde_json::Value::Object(root));
     }
     let roots = serde_json::json!({ "roots": roots }).to_string().into();
+    let generation = match b.generation.as_deref() {
+        None | Some("auto") => BackendGeneration::Auto,
+        Some("stateless") => BackendGeneration::Stateless,
+        Some("session-based") => BackendGeneration::SessionBased,
+        Some(other) => {
+            problems.push(src.problem(
+                &at("generation"),
+                format!(
+                    "`{other}` is not a generation: use \"auto\" (the default), \"stateless\" or \"session-based\""
+                ),
+            ));
+            BackendGeneration::Auto
+        }
+    };
     Some(BackendConfig {
         roots,
+        generation,
         timeout: duration(src, &at("timeout"), b.timeout.as_deref(), Duration::from_secs(60), problems),
         probe_timeout: duration(
             src,

@@ -67,6 +67,7 @@ pub struct RawBackend {
     pub max_message_bytes: Option<u64>,
     pub circuit: Option<RawCircuit>,
     pub roots: Option<Vec<RawRoot>>,
+    pub generation: Option<String>,
 }
 
 /// One of a backend's `roots`.

@@ -4,7 +4,7 @@ Streamable HTTP, as many real servers are: it answers `server/discover` (2026-07
 way; in stateless mode the SDK cannot ("no back-channel"), so a session-based client gets an
 answer only over a session. tests/third_party.rs drives it directly and through Sentinel.
 
-usage: dual_server.py PORT  (prints `listening on PORT` once it accepts connections)
+usage: dual_server.py PORT|stdio  (over HTTP, uvicorn logs `Uvicorn running on ...` once it listens)
 """
 
 import sys
@@ -30,4 +30,7 @@ def add(a: int, b: int) -> int:
 
 
 if __name__ == "__main__":
-    server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    if sys.argv[1] == "stdio":
+        server.run()
+    else:
+        server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
