@@ -420,3 +420,15 @@ fn telemetry_is_off_unless_configured() {
     assert!(text.contains("`telemetry.sample_ratio`: must be between 0.0 and 1.0"), "{text}");
     assert!(text.contains("`telemetry.resource_attributes.k`"), "{text}");
 }
+
+#[test]
+fn a_backends_generation_and_roots_are_checked() {
+    let b = |extra: &str| format!("[[backend]]\nname = \"b\"\nstdio = {{ command = \"x\" }}\n{extra}");
+    let c = parse(&b("generation = \"session-based\"\nroots = [{ uri = \"file:///srv\", name = \"srv\" }]\n")).unwrap();
+    assert_eq!(c.backends[0].generation, BackendGeneration::SessionBased);
+    assert_eq!(&*c.backends[0].roots, r#"{"roots":[{"uri":"file:///srv","name":"srv"}]}"#);
+    assert_eq!(parse(&b("")).unwrap().backends[0].generation, BackendGeneration::Auto);
+    assert_eq!(&*parse(&b("")).unwrap().backends[0].roots, r#"{"roots":[]}"#);
+    let err = parse(&b("generation = \"modern\"\nroots = [{ uri = \"http://x\" }]\n")).unwrap_err().to_string();
+    assert!(err.contains("is not a generation") && err.contains("not a file:// URI"), "{err}");
+}
