@@ -320,18 +320,7 @@ mod rounds {
     use super::*;
 
     pub async fn call(c: &HttpClient, tool: &str, extra: Value) -> Value {
-        let mut params = json!({"name": tool, "arguments": {}});
-        params.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
-        let mut params = modern_params(params);
-        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {}});
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
-        let r = tokio::time::timeout(
-            Duration::from_secs(20),
-            c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]),
-        )
-        .await
-        .expect("answered, never hung");
-        serde_json::from_str(r.messages.last().unwrap_or_else(|| panic!("a response: {r:?}"))).unwrap()
+        stateless_call(c, tool, json!({"elicitation": {}}), extra).await
     }
 
     /// The round's one question: its key and message.

@@ -6,29 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
 
-/// A stateless request body declaring `capabilities`, with `extra` params (the retry's).
-fn call_body(tool: &str, capabilities: Value, extra: Value) -> String {
-    let mut params = json!({"name": tool, "arguments": {}});
-    params.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
-    let mut params = modern_params(params);
-    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = capabilities;
-    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string()
-}
-
 async fn call(c: &HttpClient, tool: &str, capabilities: &Value, extra: Value) -> Value {
-    let body = call_body(tool, capabilities.clone(), extra);
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]),
-    )
-    .await
-    .expect("answered, never hung");
-    serde_json::from_str(r.messages.last().unwrap_or_else(|| panic!("a response: {r:?}"))).unwrap()
+    stateless_call(c, tool, capabilities.clone(), extra).await
 }
 
 /// The one question of an `input_required` round: (key, method, params).
@@ -155,7 +137,7 @@ async fn an_undeclared_capability_is_never_asked() {
     let gw = legacy_mock();
     let c = HttpClient::modern(&gw.url);
     let tool = "m__test_input_required_result_elicitation";
-    let body = call_body(tool, json!({"sampling": {}}), json!({}));
+    let body = stateless_call_body(tool, json!({"sampling": {}}), json!({}));
     let r = c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await;
     assert_eq!(r.status, 400, "{r:?}");
     let e = &r.json()["error"];

@@ -334,13 +334,7 @@ impl Gateway {
             }
         };
         drop(pending);
-        events.close();
-        while let Ok(ev) = events.try_recv() {
-            match ev {
-                Event::Request { reply, .. } => refuse(reply, "the call has ended".into()),
-                ev => self.relay(ev, call).await,
-            }
-        }
+        self.drain(events, call).await;
         Ok(outcome)
     }
 
@@ -367,8 +361,13 @@ impl Gateway {
             }
         };
         drop(pending);
-        // Notifications the backend sent before its answer must reach the client before it;
-        // requests it made can no longer be answered and are refused.
+        self.drain(events, call).await;
+        outcome
+    }
+
+    /// After a backend call ended: notifications it sent before its answer must reach the
+    /// client before it; requests it made can no longer be answered and are refused.
+    async fn drain(&self, mut events: mpsc::UnboundedReceiver<Event>, call: &Call<'_>) {
         events.close();
         while let Ok(ev) = events.try_recv() {
             match ev {
@@ -376,6 +375,5 @@ impl Gateway {
                 ev => self.relay(ev, call).await,
             }
         }
-        outcome
     }
 }

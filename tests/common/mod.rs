@@ -258,6 +258,28 @@ pub fn modern_params(mut params: Value) -> Value {
     params
 }
 
+/// A stateless `tools/call` body declaring `capabilities`, with `extra` params (an input
+/// round's retry: `requestState`, `inputResponses`).
+pub fn stateless_call_body(tool: &str, capabilities: Value, extra: Value) -> String {
+    let mut params = json!({"name": tool, "arguments": {}});
+    params.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    let mut params = modern_params(params);
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = capabilities;
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string()
+}
+
+/// That call sent, and its response parsed; a call that takes over 20 s fails the test.
+pub async fn stateless_call(c: &HttpClient, tool: &str, capabilities: Value, extra: Value) -> Value {
+    let body = stateless_call_body(tool, capabilities, extra);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.post_raw(&body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]),
+    )
+    .await
+    .expect("answered, never hung");
+    serde_json::from_str(r.messages.last().unwrap_or_else(|| panic!("a response: {r:?}"))).unwrap()
+}
+
 /// A minimal MCP client over Streamable HTTP, for either generation.
 #[derive(Clone)]
 pub struct HttpClient {

@@ -85,55 +85,43 @@ impl Peers {
     pub fn everything_http(&self) -> EverythingHttp {
         // The server takes its port from `PORT` and cannot pick one itself; a port just freed by
         // the OS is the best available (another process could take it in between, rarely).
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new(self.node())
-            .arg(self.everything())
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start server-everything over HTTP");
+        let port = free_port();
+        let mut cmd = Command::new(self.node());
+        cmd.arg(self.everything()).arg("streamableHttp").env("PORT", port.to_string());
         // Readiness is the line `MCP Streamable HTTP Server listening on port N` on stderr.
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on port") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60)).expect("server-everything did not start listening within 60s");
-        EverythingHttp { url: format!("http://127.0.0.1:{port}/mcp"), child }
+        http_peer(cmd, port, "listening on port", "server-everything")
+    }
+
+    /// `tests/py/dual_server.py` (the Python SDK, both generations) on a free loopback port.
+    pub fn dual_python_http(&self) -> EverythingHttp {
+        let port = free_port();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/dual_server.py");
+        let mut cmd = Command::new(self.python());
+        cmd.arg(script).arg(port.to_string());
+        // Readiness is uvicorn's `Uvicorn running on ...` on stderr.
+        http_peer(cmd, port, "Uvicorn running on", "tests/py/dual_server.py")
     }
 }
 
-impl Peers {
-    /// `tests/py/dual_server.py` (the Python SDK, both generations) on a free loopback port.
-    pub fn dual_python_http(&self) -> EverythingHttp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/dual_server.py");
-        let mut child = Command::new(self.python())
-            .arg(script)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tests/py/dual_server.py");
-        // Readiness is uvicorn's `Uvicorn running on ...` on stderr.
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("Uvicorn running on") {
-                    let _ = tx.send(());
-                }
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts an HTTP peer on `port`, ready once its stderr says `ready` (60 s at most).
+fn http_peer(mut cmd: Command, port: u16, ready: &'static str, what: &str) -> EverythingHttp {
+    let mut child =
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(ready) {
+                let _ = tx.send(());
             }
-        });
-        rx.recv_timeout(Duration::from_secs(60)).expect("dual_server.py did not start listening within 60s");
-        EverythingHttp { url: format!("http://127.0.0.1:{port}/mcp"), child }
-    }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} did not start listening within 60s"));
+    EverythingHttp { url: format!("http://127.0.0.1:{port}/mcp"), child }
 }
 
 /// A running `server-everything` (or other peer) serving Streamable HTTP at `url`.
