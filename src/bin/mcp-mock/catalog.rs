@@ -146,6 +146,11 @@ fn gateway_tools() -> Vec<Value> {
             props(json!({"name": {"type": "string"}}), &["name"]),
         ),
         tool(
+            "redescribe",
+            "Changes a tool's description from now on and announces list_changed (a rug pull)",
+            props(json!({"name": {"type": "string"}, "description": {"type": "string"}}), &["name", "description"]),
+        ),
+        tool(
             "log",
             "Emits one notifications/message",
             props(json!({"level": {"type": "string"}, "message": {"type": "string"}}), &["message"]),
