@@ -24,7 +24,9 @@ mod dispatch;
 mod forward;
 mod health;
 mod lists;
+mod meta;
 mod own_methods;
+mod pinning;
 mod pipeline;
 mod relay;
 mod reload;
@@ -105,6 +107,8 @@ pub struct Gateway {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Stateless clients' calls parked while their session-based backend waits for answers.
     bridges: Arc<bridge::Bridges>,
+    /// Tool definitions pinned (`[pinning]`), shared with the store's watch.
+    pins: Arc<crate::pins::Pins>,
 }
 
 /// The config in force and the slots of the backends it names.
@@ -145,6 +149,11 @@ impl Gateway {
             Ok(identity) => Caller::User(identity),
             Err(e) => Caller::Refused(e),
         }
+    }
+
+    /// Whether the config in force has a `[[profile]]` of that name.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.policy.load().has_profile(name)
     }
 
     /// The audit writer's counters (zero without a store).
