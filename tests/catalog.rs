@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::governance::{audit_records, hs256_auth, secret_env, token};
+use common::pg::PgDb;
 use common::webhook::{bodies, webhook_server};
 use common::*;
 use serde_json::{Value, json};
@@ -283,4 +284,46 @@ async fn meta_discovery_lists_three_tools_searches_describes_and_calls_through_t
     .await
     .expect("the session is told its list changed");
     assert!(note.contains("list_changed"));
+}
+
+/// Two replicas on one PostgreSQL: the first sight one pins is the other's pin too, and one
+/// approval brings a held tool back on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_of_one_database_share_pins_and_approvals() {
+    let db = PgDb::create().await;
+    let config =
+        format!("[pinning]\nmode = \"hold\"\n[audit]\nurl = {}\n{}", lit(&db.url), mock_stdio_backend("m", None, &[]));
+    let a = Gateway::start(&config);
+    let b = Gateway::start(&config);
+    let (ca, cb) = (HttpClient::modern(&a.url), HttpClient::modern(&b.url));
+    for c in [&ca, &cb] {
+        assert_eq!(c.call("m__echo", json!({})).await.error_code(), None);
+        let r = c.call("m__redescribe", json!({"name": "echo", "description": "v2 of echo"})).await;
+        assert_eq!(r.error_code(), None);
+    }
+    for c in [&ca, &cb] {
+        eventually("held on each replica", || async {
+            c.call("m__echo", json!({})).await.error_code() == Some(-32017)
+        })
+        .await;
+    }
+    let cfg = a.config_path();
+    eventually("the change is recorded", || {
+        let cfg = cfg.clone();
+        async move { pins(&cfg, &["list", "--changed"]).contains("m__echo") }
+    })
+    .await;
+    let listed = pins(&cfg, &["list", "--json"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("\"exposed\":\"m__echo\"")).count(),
+        1,
+        "one pin for both: {listed}"
+    );
+    pins(&cfg, &["approve", "--backend", "m"]);
+    for c in [&ca, &cb] {
+        eventually("served again on each replica", || async {
+            c.call("m__echo", json!({})).await.error_code().is_none()
+        })
+        .await;
+    }
 }

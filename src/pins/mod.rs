@@ -197,7 +197,12 @@ impl Pins {
 pub async fn load(pins: &Pins, url: &str) {
     let read = async {
         let db = crate::audit::store::SqlStore::connect(url).await.ok()?;
-        let rows = store::hashes(&db).await.ok();
+        let rows = match store::hashes(&db).await {
+            Ok(rows) => Some(rows),
+            // A store not migrated yet (a first start) has no pins: nothing to wait for.
+            Err(e) if e.is_missing_table() => Some(Vec::new()),
+            Err(_) => None,
+        };
         db.close().await;
         rows
     };
@@ -205,9 +210,13 @@ pub async fn load(pins: &Pins, url: &str) {
         Ok(Some(rows)) => {
             pins.set_from_store(rows);
         }
-        _ => tracing::warn!(
-            "pins: the store did not give the pins at start; tools seen before it does are judged against those it gives later"
-        ),
+        // The watch brings the store's pins when it answers, and the catalog is judged again
+        // against them then.
+        _ => {
+            tracing::warn!(
+                "pins: the store did not give the pins at start; tools are judged against them when it does"
+            );
+        }
     }
 }
 
