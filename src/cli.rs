@@ -76,7 +76,7 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
         /// Only this outcome: ok, tool_error, denied_auth, denied_rbac, killed, rate_limited,
-        /// invalid_args, backend_error, timeout, unavailable, cancelled
+        /// invalid_args, backend_error, timeout, unavailable, cancelled, held
         #[arg(long)]
         outcome: Option<String>,
         /// How many of the newest records to print
