@@ -181,3 +181,52 @@ pub fn pinning(src: &Source, raw: Option<RawPinning>, problems: &mut Vec<Problem
     };
     PinningConfig { mode }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse("t.toml", &format!("[auth]\ndisabled = true\n{text}"), None, &|_| None)
+    }
+
+    #[test]
+    fn profiles_overrides_and_pinning_are_read_and_checked_with_their_lines() {
+        let c = parse(
+            "[server]\ndiscovery = \"meta\"\n[pinning]\nmode = \"hold\"\n[roles.bot]\nallow = [\"*\"]\nprofiles = [\"r\"]\n\
+             [[profile]]\nname = \"r\"\nallow = [\"a__*\"]\ndiscovery = \"full\"\n\
+             [tool_overrides.\"a__x\"]\nname = \"x\"\nannotations = { readOnlyHint = true }\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.discovery, Discovery::Meta);
+        assert_eq!(c.pinning.mode, PinMode::Hold);
+        assert_eq!(c.profiles[0].discovery, Some(Discovery::Full));
+        assert_eq!(c.roles[0].profiles.as_deref(), Some(&["r".to_string()][..]));
+        let o = &c.tool_overrides["a__x"];
+        assert_eq!(
+            (o.name.as_deref(), o.annotations.as_ref().unwrap()["readOnlyHint"].as_bool()),
+            (Some("x"), Some(true))
+        );
+        assert_eq!(parse("").unwrap().pinning.mode, PinMode::Alert, "no section: alert, as before");
+
+        let err = parse(
+            "[pinning]\nmode = \"maybe\"\n[roles.bot]\nprofiles = [\"nope\"]\n[[profile]]\nname = \"a b\"\ndiscovery = \"some\"\n\
+             [[profile]]\nname = \"r\"\nallow = [\"[\"]\n[[profile]]\nname = \"r\"\n\
+             [tool_overrides.\"a__x\"]\nname = \"y\"\n[tool_overrides.\"a__z\"]\nname = \"y\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "t.toml:4: `pinning.mode`",
+            "no [[profile]] named `nope`",
+            "`a b` is not a profile name",
+            "`some` is not one of",
+            "not a valid glob",
+            "profile `r` is defined twice",
+            "`a__x` is already exposed as `y`",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    }
+}
