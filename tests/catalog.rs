@@ -99,6 +99,18 @@ async fn a_profile_lists_its_globs_intersected_with_the_roles_and_refuses_the_re
         "{metrics}"
     );
 
+    // `sentinel stdio --profile` with a profile the config lacks ends before any MCP traffic.
+    let out = Command::new(sentinel_bin())
+        .args(["stdio", "--profile", "nope", "-c"])
+        .arg(gw.config_path())
+        .env("SENTINEL_JWT_SECRET", common::governance::SECRET)
+        .env("SENTINEL_TOKEN", &dev)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such [[profile]]"), "{out:?}");
+
     // `sentinel stdio --profile` serves the same narrowed catalog.
     let mut stdio = StdioClient::spawn_with_env(
         &sentinel_bin(),
