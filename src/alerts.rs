@@ -55,6 +55,8 @@ pub enum AlertKind {
     NameClash,
     /// The Redis of `[cluster]` stopped answering: limits fall back per `on_redis_failure`.
     RedisDown,
+    /// A backend served a tool definition that differs from its pin (`[pinning]`).
+    ToolChanged,
 }
 
 impl AlertKind {
@@ -72,6 +74,7 @@ impl AlertKind {
             AlertKind::AuditDeadLetter => "audit_dead_letter",
             AlertKind::NameClash => "name_clash",
             AlertKind::RedisDown => "redis_down",
+            AlertKind::ToolChanged => "tool_definition_changed",
         }
     }
 

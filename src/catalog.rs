@@ -8,8 +8,15 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
-use crate::config::Naming;
+use crate::config::{Naming, ToolOverride};
 use crate::naming;
+use crate::pins::Definition;
+
+mod overrides;
+pub mod search;
+
+/// `[tool_overrides]`, by the exposed name they change.
+pub type Overrides = IndexMap<String, ToolOverride>;
 use crate::param_headers::{self, ParamHeader};
 use crate::schema::Validators;
 
@@ -61,6 +68,8 @@ pub struct Entry {
     pub json: String,
     /// `x-mcp-header` annotations of a tool's `inputSchema`.
     pub param_headers: Vec<ParamHeader>,
+    /// A tool's definition as its backend listed it (before any override), as pinning judges it.
+    pub pin: Option<Definition>,
 }
 
 /// Everything the backends offer, under the names clients see: built once per change of any listing and shared.
@@ -107,7 +116,7 @@ impl Catalog {
     /// backend's namespace (a backend with `prefix = ""` listing `other__tool`) is hidden, and
     /// a name (or resource URI, or template) that two backends offer is served by neither until
     /// the clash is resolved. Each such problem is reported in `clashes`.
-    pub fn build(naming: &Naming, sources: &[Source]) -> Arc<Catalog> {
+    pub fn build(naming: &Naming, overrides: &Overrides, sources: &[Source]) -> Arc<Catalog> {
         let mut c = Catalog::default();
         let mut tools = Vec::new();
         let mut prompts = Vec::new();
@@ -139,7 +148,7 @@ impl Catalog {
                     .get("inputSchema")
                     .and_then(|r| serde_json::from_str(r.get()).ok())
                     .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
-                let e = entry(naming, s, i, t);
+                let e = tool_entry(naming, overrides, s, i, t);
                 if trespasses(s, "tool", &e.exposed, &mut c.clashes) {
                     continue;
                 }
@@ -297,6 +306,7 @@ fn uri_entry(uri: &str, backend: usize, raw: &RawValue) -> Entry {
         original: uri.to_string(),
         json: raw.get().to_string(),
         param_headers: Vec::new(),
+        pin: None,
     }
 }
 
@@ -306,7 +316,23 @@ fn entry(naming: &Naming, s: &Source, backend: usize, item: &Listed) -> Entry {
     let name = serde_json::value::to_raw_value(&exposed).expect("string serializes");
     fields.insert("name".into(), name);
     let json = serde_json::to_string(&fields).expect("raw map serializes");
-    Entry { exposed, backend, original: item.name.clone(), json, param_headers: Vec::new() }
+    Entry { exposed, backend, original: item.name.clone(), json, param_headers: Vec::new(), pin: None }
+}
+
+/// A tool's entry: its exposed object as `[tool_overrides]` has it (keyed by the name the
+/// naming gives it), and its definition as the backend listed it, for pinning.
+fn tool_entry(naming: &Naming, overrides: &Overrides, s: &Source, backend: usize, item: &Listed) -> Entry {
+    let named = naming::exposed(naming, s.name, s.prefix, &item.name);
+    let o = overrides.get(&named);
+    let exposed = o.and_then(|o| o.name.clone()).unwrap_or(named);
+    let mut fields = item.fields.clone();
+    fields.insert("name".into(), serde_json::value::to_raw_value(&exposed).expect("string serializes"));
+    if let Some(o) = o {
+        overrides::apply(o, &mut fields);
+    }
+    let json = serde_json::to_string(&fields).expect("raw map serializes");
+    let pin = Some(Definition::of(&item.fields));
+    Entry { exposed, backend, original: item.name.clone(), json, param_headers: Vec::new(), pin }
 }
 
 /// Keeps backends in config order and each backend's own order (servers list
@@ -467,6 +493,7 @@ mod tests {
         let b = Listing { tools: vec![listed(r#"{"name":"echo"}"#)], ..Default::default() };
         let c = Catalog::build(
             &naming,
+            &Overrides::new(),
             &[
                 Source { index: 0, name: "one", prefix: "", listing: &a },
                 Source { index: 1, name: "two", prefix: "", listing: &b },
@@ -478,6 +505,7 @@ mod tests {
         assert_eq!(c.clashes.len(), 1, "{:?}", c.clashes);
         let c = Catalog::build(
             &naming,
+            &Overrides::new(),
             &[
                 Source { index: 0, name: "one", prefix: "one", listing: &a },
                 Source { index: 1, name: "two", prefix: "two", listing: &b },
@@ -509,6 +537,7 @@ mod tests {
         };
         let c = Catalog::build(
             &naming,
+            &Overrides::new(),
             &[
                 Source { index: 0, name: "squatter", prefix: "", listing: &squatter },
                 Source { index: 1, name: "other", prefix: "other", listing: &other },
@@ -546,6 +575,7 @@ mod tests {
         };
         let c = Catalog::build(
             &naming,
+            &Overrides::new(),
             &[
                 Source { index: 0, name: "a", prefix: "a", listing: &a },
                 Source { index: 1, name: "b", prefix: "b", listing: &b },

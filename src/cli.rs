@@ -35,6 +35,9 @@ enum Command {
     Stdio {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Serve this `[[profile]]` (a virtual server) instead of the whole catalog
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Validate a config file and list every problem with its location
     Check {
@@ -73,7 +76,7 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
         /// Only this outcome: ok, tool_error, denied_auth, denied_rbac, killed, rate_limited,
-        /// invalid_args, backend_error, timeout, unavailable, cancelled
+        /// invalid_args, backend_error, timeout, unavailable, cancelled, held
         #[arg(long)]
         outcome: Option<String>,
         /// How many of the newest records to print
@@ -114,6 +117,13 @@ enum Command {
         #[command(subcommand)]
         action: crate::kill_switch::cli::Action,
     },
+    /// Review and approve changed tool definitions (pinning; see docs/pins.md)
+    Pins {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crate::pins::cli::Action,
+    },
     /// Print what a client needs to connect: `claude mcp add` commands or `.mcp.json` snippets
     ClientConfig {
         /// claude-code: `claude mcp add` commands; json: `.mcp.json` snippets (HTTP and stdio)
@@ -124,6 +134,9 @@ enum Command {
         /// Put this token in the output instead of the ${SENTINEL_TOKEN} placeholder
         #[arg(long)]
         token: Option<String>,
+        /// Connect to this `[[profile]]` (`/mcp/<profile>`, `stdio --profile`) instead
+        #[arg(long)]
+        profile: Option<String>,
     },
 }
 
@@ -140,7 +153,9 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => run_daemon(tokio::runtime::Builder::new_multi_thread(), config, verbose, serve),
         // One client's calls need one thread, and on one thread no task is ever woken across
         // threads: over stdio that cost more than the calls themselves.
-        Command::Stdio { config } => run_daemon(tokio::runtime::Builder::new_current_thread(), config, verbose, stdio),
+        Command::Stdio { config, profile } => {
+            run_daemon(tokio::runtime::Builder::new_current_thread(), config, verbose, |c| stdio(c, profile))
+        }
         Command::Token { config, sub, roles, ttl } => token(config, &sub, &roles, &ttl),
         Command::Audit { config, since, client, tool, backend, outcome, limit, json, follow, dead_letter } => {
             let opts = AuditOpts { since, client, tool, backend, outcome, limit, json, follow };
@@ -162,7 +177,13 @@ pub fn main() -> ExitCode {
             // The store's URL, the backends' names and `[kill_switch]`: not the backends' secrets.
             run(config, Needs::Sections(&["audit"]), |c| crate::kill_switch::cli::run(c, action))
         }
-        Command::ClientConfig { format, config, token } => crate::client_config::run(format, config, token),
+        Command::Pins { config, action } => {
+            // The store's URL only: not the backends' secrets.
+            run(config, Needs::Sections(&["audit"]), |c| crate::pins::cli::run(c, action))
+        }
+        Command::ClientConfig { format, config, token, profile } => {
+            crate::client_config::run(format, config, token, profile)
+        }
     }
 }
 
@@ -425,7 +446,17 @@ async fn reload_on_sighup(gw: Arc<Gateway>, path: PathBuf) {
     }
 }
 
-async fn stdio(config: Config) -> anyhow::Result<()> {
+async fn stdio(config: Config, profile: Option<String>) -> anyhow::Result<()> {
+    // An unknown profile ends here, before any MCP traffic, as a bad token does.
+    if let Some(p) = &profile {
+        if !config.profiles.iter().any(|q| &q.name == p) {
+            let known: Vec<&str> = config.profiles.iter().map(|q| q.name.as_str()).collect();
+            anyhow::bail!(
+                "--profile {p}: the config has no such [[profile]] (it has: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            );
+        }
+    }
     // The token is checked before anything else starts: a bad one ends here, with one line.
     let caller = match &config.auth {
         config::AuthConfig::Disabled => crate::gateway::Caller::Anonymous,
@@ -445,7 +476,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     beside.spawn(crate::log::report_dropped());
     crate::credentials::check_at_start(&config).await?;
     let gw: Arc<Gateway> = Gateway::start(config).await?;
-    let served = front::stdio::serve(gw.clone(), caller).await;
+    let served = front::stdio::serve(gw.clone(), caller, profile).await;
     gw.stop_tasks(TASK_STOP_GRACE).await;
     gw.flush_audit().await;
     gw.stop_backends(BACKEND_STOP_GRACE).await;

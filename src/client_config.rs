@@ -42,6 +42,8 @@ pub struct Target {
     pub auth: bool,
     /// The variables the config refers to: the stdio gateway needs each one.
     pub variables: Vec<String>,
+    /// The `[[profile]]` to connect to (`/mcp/<profile>`, `stdio --profile`); `None`: all of it.
+    pub profile: Option<String>,
 }
 
 impl Target {
@@ -64,7 +66,16 @@ impl Target {
             config_path,
             auth: !matches!(config.auth, AuthConfig::Disabled),
             variables: config.variables.clone(),
+            profile: None,
         }
+    }
+
+    /// The same gateway's `[[profile]]` `name`: its URL and stdio arguments, and a server name
+    /// of its own in the client (`sentinel-<name>`), so that both can be added side by side.
+    pub fn in_profile(mut self, name: &str) -> Target {
+        self.url = format!("{}/{name}", self.url);
+        self.profile = Some(name.to_string());
+        self
     }
 }
 
@@ -142,15 +153,25 @@ pub fn render(format: Format, target: &Target, token: Option<&str>, env: &dyn Fn
         stdio_args.push("-c".into());
         stdio_args.push(p.display().to_string());
     }
+    if let Some(p) = &target.profile {
+        stdio_args.push("--profile".into());
+        stdio_args.push(p.clone());
+    }
+    let server = match &target.profile {
+        Some(p) => format!("sentinel-{p}"),
+        None => "sentinel".to_string(),
+    };
     let token_text = shown("SENTINEL_TOKEN");
     match format {
         Format::ClaudeCode => {
             out.push_str("\n# Over HTTP (a running `sentinel serve`):\n");
-            out.push_str(&format!("claude mcp add --transport http sentinel {}", target.url));
+            out.push_str(&format!("claude mcp add --transport http {server} {}", target.url));
             if target.auth {
                 out.push_str(&format!(" --header \"Authorization: Bearer {token_text}\""));
             }
-            out.push_str("\n\n# Over stdio (Claude Code starts its own gateway process):\nclaude mcp add sentinel");
+            out.push_str(&format!(
+                "\n\n# Over stdio (Claude Code starts its own gateway process):\nclaude mcp add {server}"
+            ));
             for name in &needed {
                 out.push_str(&format!(" -e {name}={}", shown(name)));
             }
@@ -174,9 +195,9 @@ pub fn render(format: Format, target: &Target, token: Option<&str>, env: &dyn Fn
             }
             let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("json");
             out.push_str("\n# .mcp.json over HTTP (a running `sentinel serve`):\n");
-            out.push_str(&pretty(json!({ "mcpServers": { "sentinel": http } })));
+            out.push_str(&pretty(json!({ "mcpServers": { server.as_str(): http } })));
             out.push_str("\n\n# .mcp.json over stdio (the client starts its own gateway process):\n");
-            out.push_str(&pretty(json!({ "mcpServers": { "sentinel": stdio } })));
+            out.push_str(&pretty(json!({ "mcpServers": { server.as_str(): stdio } })));
             out.push('\n');
         }
     }
@@ -200,7 +221,12 @@ fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
 }
 
 /// The command: prints the snippets for `format` and returns the exit code.
-pub fn run(format: Format, path: Option<PathBuf>, token: Option<String>) -> std::process::ExitCode {
+pub fn run(
+    format: Format,
+    path: Option<PathBuf>,
+    token: Option<String>,
+    profile: Option<String>,
+) -> std::process::ExitCode {
     let config = match load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -208,8 +234,16 @@ pub fn run(format: Format, path: Option<PathBuf>, token: Option<String>) -> std:
             return std::process::ExitCode::FAILURE;
         }
     };
+    let mut target = Target::from_config(&config);
+    if let Some(p) = &profile {
+        if !config.profiles.iter().any(|q| &q.name == p) {
+            eprintln!("sentinel: --profile {p}: the config has no such [[profile]]");
+            return std::process::ExitCode::FAILURE;
+        }
+        target = target.in_profile(p);
+    }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    print!("{}", render(format, &Target::from_config(&config), token.as_deref(), &env));
+    print!("{}", render(format, &target, token.as_deref(), &env));
     std::process::ExitCode::SUCCESS
 }
 
@@ -224,7 +258,21 @@ mod tests {
             config_path: Some("/etc/s.toml".into()),
             auth,
             variables: variables.iter().map(std::string::ToString::to_string).collect(),
+            profile: None,
         }
+    }
+
+    #[test]
+    fn a_profile_gets_its_path_its_stdio_flag_and_a_name_of_its_own() {
+        let t = target(true, &[]).in_profile("research");
+        let out = render(Format::ClaudeCode, &t, Some("tok"), &|_| None);
+        assert!(
+            out.contains("claude mcp add --transport http sentinel-research http://127.0.0.1:1/mcp/research"),
+            "{out}"
+        );
+        assert!(out.contains("-- sentinel stdio -c /etc/s.toml --profile research"), "{out}");
+        let out = render(Format::Json, &t, Some("tok"), &|_| None);
+        assert!(out.contains(r#""sentinel-research""#), "{out}");
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub enum Refusal {
         /// The backend that serves it.
         backend: String,
     },
+    /// The tool's definition changed since it was pinned, and `[pinning] mode = "hold"` keeps
+    /// it out of use until an operator approves it.
+    #[error("`{tool}` changed its definition and is held until an operator approves it (sentinel pins approve)")]
+    Held {
+        /// The exposed name asked for.
+        tool: String,
+        /// The backend that serves it.
+        backend: String,
+    },
     /// The caller's quota for the name is spent.
     #[error("Rate limited: {limit} for `{scope}`; retry in {retry_after_ms} ms")]
     RateLimited {
@@ -130,6 +139,9 @@ impl Refusal {
             Refusal::Killed { tool, backend } => {
                 (code::KILLED, StatusCode::OK, Some(json!({ "tool": tool, "backend": backend })))
             }
+            Refusal::Held { tool, backend } => {
+                (code::HELD, StatusCode::OK, Some(json!({ "tool": tool, "backend": backend })))
+            }
             Refusal::RateLimited { retry_after_ms, limit, scope } => (
                 code::RATE_LIMITED,
                 StatusCode::OK,
@@ -171,6 +183,7 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => Outcome::DeniedAuth,
             Refusal::Forbidden { .. } => Outcome::DeniedRbac,
             Refusal::Killed { .. } => Outcome::Killed,
+            Refusal::Held { .. } => Outcome::Held,
             Refusal::RateLimited { .. } => Outcome::RateLimited,
             Refusal::BackendUnavailable { .. } => Outcome::Unavailable,
             Refusal::BackendTimeout { .. } => Outcome::Timeout,

@@ -26,7 +26,9 @@ mod dispatch;
 mod forward;
 mod health;
 mod lists;
+mod meta;
 mod own_methods;
+mod pinning;
 mod pipeline;
 mod relay;
 mod reload;
@@ -112,6 +114,8 @@ pub struct Gateway {
     bridges: Arc<bridge::Bridges>,
     /// Backends' tasks created through the gateway (2025-11-25 experimental tasks).
     task_handles: task_handles::TaskHandles,
+    /// Tool definitions pinned (`[pinning]`), shared with the store's watch.
+    pins: Arc<crate::pins::Pins>,
 }
 
 /// The config in force and the slots of the backends it names.
@@ -152,6 +156,11 @@ impl Gateway {
             Ok(identity) => Caller::User(identity),
             Err(e) => Caller::Refused(e),
         }
+    }
+
+    /// Whether the config in force has a `[[profile]]` of that name.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.policy.load().has_profile(name)
     }
 
     /// The audit writer's counters (zero without a store).

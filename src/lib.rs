@@ -27,6 +27,7 @@ pub mod naming;
 pub mod net_error;
 pub mod ops_cli;
 pub mod param_headers;
+pub mod pins;
 pub mod policy;
 pub mod protocol;
 pub mod rate_limit;

@@ -85,6 +85,12 @@ struct BackendLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProfileLabels {
+    profile: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ToolLabel {
     tool: String,
 }
@@ -148,6 +154,13 @@ pub struct Metrics {
     redis_up: Gauge,
     redis_failures: Counter,
     redis_failures_seen: AtomicU64,
+    /// Requests that came in by a `[[profile]]`, by profile and outcome (`/mcp` itself is not
+    /// counted here: `sentinel_requests_total` has every request).
+    profile_requests: Family<ProfileLabels, Counter>,
+    /// Tool definitions served that differ from their pins, by backend (once per new definition).
+    definition_changes: Family<BackendLabel, Counter>,
+    /// Tools held out of lists and calls until approved (`[pinning] mode = "hold"`).
+    tools_held: Gauge,
 }
 
 impl Metrics {
@@ -175,6 +188,9 @@ impl Metrics {
             redis_up: Gauge::default(),
             redis_failures: Counter::default(),
             redis_failures_seen: AtomicU64::new(0),
+            profile_requests: Family::default(),
+            definition_changes: Family::default(),
+            tools_held: Gauge::default(),
         };
         for reason in crate::telemetry::DROP_REASONS {
             let _ = m.spans_dropped.get_or_create(&ReasonLabel { reason });
@@ -261,6 +277,20 @@ impl Metrics {
             "Whether the Redis of [cluster] decided the last call's rate limit (1) or not (0); 0 without [cluster]",
             redis_up,
         );
+        let profiles = self.profile_requests.clone();
+        self.add(
+            "sentinel_profile_requests",
+            "Requests that came in by a [[profile]], by profile and outcome",
+            profiles,
+        );
+        let changes = self.definition_changes.clone();
+        self.add(
+            "sentinel_tool_definition_changes",
+            "Tool definitions a backend served that differ from their pins, by backend",
+            changes,
+        );
+        let held = self.tools_held.clone();
+        self.add("sentinel_tools_held", "Tools held out of use until their changed definition is approved", held);
         let redis_failures = self.redis_failures.clone();
         self.add(
             "sentinel_redis_failures",
@@ -291,6 +321,23 @@ impl Metrics {
         }
     }
 
+    /// One request that came in by `profile`.
+    pub fn profile_request(&self, profile: &str, outcome: Outcome) {
+        self.profile_requests
+            .get_or_create(&ProfileLabels { profile: profile.to_owned(), outcome: outcome.as_str() })
+            .inc();
+    }
+
+    /// A backend served a tool definition that differs from its pin.
+    pub fn definition_changed(&self, backend: &str) {
+        self.definition_changes.get_or_create(&BackendLabel { backend: backend.to_owned() }).inc();
+    }
+
+    /// How many tools are held now.
+    pub fn tools_held(&self, n: usize) {
+        self.tools_held.set(n as i64);
+    }
+
     /// A call refused by a rate limit. `tool` must come from [`tool_label`].
     pub fn rate_limited(&self, tool: &str) {
         self.rate_limited.get_or_create(&ToolLabel { tool: tool.to_owned() }).inc();
@@ -311,6 +358,12 @@ impl Metrics {
     pub fn backend_configured(&self, backend: &str) {
         let _ = self.backend_restarts.get_or_create(&backend_label(backend));
         let _ = self.request_duration.get_or_create(&backend_label(backend));
+        let _ = self.definition_changes.get_or_create(&backend_label(backend));
+    }
+
+    /// Creates a `[[profile]]`'s series at zero (its requests answered, `outcome="ok"`).
+    pub fn profile_configured(&self, profile: &str) {
+        let _ = self.profile_requests.get_or_create(&ProfileLabels { profile: profile.to_owned(), outcome: "ok" });
     }
 
     /// Creates a listed tool's series at zero: its calls answered (`outcome="ok"`) and its
@@ -460,6 +513,7 @@ mod tests {
         m.backend_configured("github");
         m.backend_up("github", true);
         m.circuit_state("github", CircuitGauge::Closed);
+        m.profile_configured("research");
         let text = m.render();
         assert!(m.family_names().len() >= FAMILIES.len());
         for name in m.family_names() {

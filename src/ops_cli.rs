@@ -553,7 +553,7 @@ async fn check_backends(report: &mut Report, config: Config) {
         .iter()
         .map(|(i, b, l)| crate::catalog::Source { index: *i, name: &b.name, prefix: &b.prefix, listing: l })
         .collect();
-    let catalog = crate::catalog::Catalog::build(&config.naming, &sources);
+    let catalog = crate::catalog::Catalog::build(&config.naming, &config.tool_overrides, &sources);
     for clash in &catalog.clashes {
         report.line(Status::Fail, clash);
     }

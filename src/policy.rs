@@ -1,13 +1,14 @@
-//! Who may use what: role-based access over exposed names, and the kill switch. Both answer
-//! with one predicate each, used alike to filter lists and to gate calls, so a client is never
-//! shown something it may not use, nor allowed something it is not shown.
+//! Who may use what: role-based access over exposed names (narrowed by the `[[profile]]` a
+//! request came in by), the kill switch, and tools held by pinning. Each answers with one
+//! predicate, used alike to filter lists and to gate calls, so a client is never shown
+//! something it may not use, nor allowed something it is not shown.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::config::{Config, KillSwitchConfig, RoleConfig, ValidationConfig};
+use crate::config::{Config, Discovery, KillSwitchConfig, PinMode, ProfileConfig, RoleConfig, ValidationConfig};
 
 /// The reloadable policy of one config version: roles, kill switch, validation mode.
 pub struct Policy {
@@ -17,16 +18,37 @@ pub struct Policy {
     pub kill: KillSwitch,
     /// Whether and how tool arguments are checked against their schemas.
     pub validation: ValidationConfig,
+    /// What a changed tool definition does (`[pinning] mode`).
+    pub pin_mode: PinMode,
+    /// `tools/list` at `/mcp` (`[server] discovery`).
+    pub discovery: Discovery,
 }
 
 impl Policy {
     /// The policy of `c`, with the run-time kill switch `runtime` (kept across reloads).
     pub fn from_config(c: &Config, runtime: Arc<crate::kill_switch::Runtime>) -> Result<Policy, PolicyError> {
         Ok(Policy {
-            rbac: Rbac::new(&c.roles)?,
+            rbac: Rbac::new(&c.roles, &c.profiles)?,
             kill: KillSwitch::new(&c.kill_switch, runtime)?,
             validation: c.validation,
+            pin_mode: c.pinning.mode,
+            discovery: c.server.discovery,
         })
+    }
+
+    /// What `tools/list` holds for a caller who came in by `access`'s profile.
+    pub fn discovery(&self, access: &Access) -> Discovery {
+        access
+            .profile
+            .as_deref()
+            .and_then(|p| self.rbac.profiles.get(p))
+            .and_then(|p| p.discovery)
+            .unwrap_or(self.discovery)
+    }
+
+    /// Whether a profile of that name is configured.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.rbac.profiles.contains_key(name)
     }
 
     /// The one visibility predicate for lists: not switched off, and allowed for the caller.
@@ -59,43 +81,102 @@ fn globset(globs: &[String]) -> Result<GlobSet, PolicyError> {
     b.build().map_err(PolicyError::GlobSet)
 }
 
-/// What a caller may reach.
+/// What a caller may reach: who it is, and the `[[profile]]` it came in by.
 #[derive(Debug, Clone)]
-pub enum Access {
+pub struct Access {
+    who: Who,
+    /// The profile of the endpoint (`/mcp/<profile>`, `sentinel stdio --profile`); `None` at `/mcp`.
+    pub profile: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+enum Who {
     /// Authentication is disabled (loopback only): everything not killed.
     Unrestricted,
     /// The caller's roles from its token.
     Roles(Vec<String>),
 }
 
+impl Access {
+    /// Authentication is disabled (loopback only): everything not killed.
+    pub fn unrestricted() -> Access {
+        Access { who: Who::Unrestricted, profile: None }
+    }
+
+    /// The caller's roles from its token.
+    pub fn roles(roles: Vec<String>) -> Access {
+        Access { who: Who::Roles(roles), profile: None }
+    }
+
+    /// The same caller, come in by `profile`'s endpoint.
+    pub fn in_profile(mut self, profile: Option<&str>) -> Access {
+        self.profile = profile.map(Into::into);
+        self
+    }
+}
+
 struct Role {
     allow: GlobSet,
     deny: GlobSet,
+    /// The profiles where the role grants anything; `None`: everywhere.
+    profiles: Option<HashSet<String>>,
 }
 
-/// Allow and deny globs per role, over exposed tool and prompt names and resource URIs.
+/// A `[[profile]]` compiled: what it shows, and its `tools/list`.
+struct Profile {
+    allow: GlobSet,
+    deny: GlobSet,
+    discovery: Option<Discovery>,
+}
+
+/// Allow and deny globs per role, over exposed tool and prompt names and resource URIs, and
+/// the profiles that narrow them.
 pub struct Rbac {
     roles: HashMap<String, Role>,
+    profiles: HashMap<String, Profile>,
 }
 
 impl Rbac {
-    /// Compiles every role's allow and deny globs.
-    pub fn new(roles: &[RoleConfig]) -> Result<Rbac, PolicyError> {
+    /// Compiles every role's and profile's allow and deny globs.
+    pub fn new(roles: &[RoleConfig], profiles: &[ProfileConfig]) -> Result<Rbac, PolicyError> {
         let roles = roles
             .iter()
-            .map(|r| Ok((r.name.clone(), Role { allow: globset(&r.allow)?, deny: globset(&r.deny)? })))
+            .map(|r| {
+                let profiles = r.profiles.as_ref().map(|p| p.iter().cloned().collect());
+                Ok((r.name.clone(), Role { allow: globset(&r.allow)?, deny: globset(&r.deny)?, profiles }))
+            })
             .collect::<Result<_, PolicyError>>()?;
-        Ok(Rbac { roles })
+        let profiles = profiles
+            .iter()
+            .map(|p| {
+                let compiled = Profile { allow: globset(&p.allow)?, deny: globset(&p.deny)?, discovery: p.discovery };
+                Ok((p.name.clone(), compiled))
+            })
+            .collect::<Result<_, PolicyError>>()?;
+        Ok(Rbac { roles, profiles })
     }
 
-    /// Some role of the caller allows the name and none denies it (deny wins). Roles the
-    /// config does not know grant nothing.
+    /// The profile (if any) shows the name, some role of the caller usable in that profile
+    /// allows it, and none denies it (deny wins). A profile only narrows: it grants nothing
+    /// the roles do not. Roles (and profiles) the config does not know grant nothing.
     pub fn allows(&self, access: &Access, name: &str) -> bool {
-        let roles = match access {
-            Access::Unrestricted => return true,
-            Access::Roles(r) => r,
+        let profile = match access.profile.as_deref() {
+            None => None,
+            Some(p) => match self.profiles.get(p) {
+                Some(compiled) if compiled.allow.is_match(name) && !compiled.deny.is_match(name) => Some(p),
+                _ => return false,
+            },
         };
-        let known = || roles.iter().filter_map(|r| self.roles.get(r));
+        let roles = match &access.who {
+            Who::Unrestricted => return true,
+            Who::Roles(r) => r,
+        };
+        let usable = |r: &&Role| match (&r.profiles, profile) {
+            (None, _) => true,
+            (Some(only), Some(p)) => only.contains(p),
+            (Some(_), None) => false,
+        };
+        let known = || roles.iter().filter_map(|r| self.roles.get(r)).filter(usable);
         known().any(|r| r.allow.is_match(name)) && !known().any(|r| r.deny.is_match(name))
     }
 }
@@ -125,22 +206,49 @@ impl KillSwitch {
 mod tests {
     use super::*;
 
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(std::string::ToString::to_string).collect()
+    }
+
     fn role(name: &str, allow: &[&str], deny: &[&str]) -> RoleConfig {
-        RoleConfig {
-            name: name.into(),
-            allow: allow.iter().map(std::string::ToString::to_string).collect(),
-            deny: deny.iter().map(std::string::ToString::to_string).collect(),
-        }
+        RoleConfig { name: name.into(), allow: strings(allow), deny: strings(deny), profiles: None }
+    }
+
+    #[test]
+    fn a_profile_narrows_roles_and_roles_may_be_kept_to_profiles() {
+        let mut limited = role("limited", &["*"], &[]);
+        limited.profiles = Some(strings(&["research"]));
+        let research = ProfileConfig {
+            name: "research".into(),
+            allow: strings(&["exa__*", "context7__*"]),
+            deny: strings(&["exa__deep_*"]),
+            discovery: None,
+        };
+        let rbac = Rbac::new(&[role("researcher", &["exa__*", "fetch__*"], &[]), limited], &[research]).unwrap();
+        let r = |roles: &[&str], p: Option<&str>| Access::roles(strings(roles)).in_profile(p);
+        assert!(rbac.allows(&r(&["researcher"], Some("research")), "exa__search"));
+        assert!(!rbac.allows(&r(&["researcher"], Some("research")), "fetch__fetch"), "outside the profile");
+        assert!(!rbac.allows(&r(&["researcher"], Some("research")), "context7__docs"), "never wider than the role");
+        assert!(!rbac.allows(&r(&["researcher"], Some("research")), "exa__deep_research"), "the profile's deny");
+        assert!(rbac.allows(&r(&["researcher"], None), "fetch__fetch"));
+        assert!(rbac.allows(&r(&["limited"], Some("research")), "context7__docs"));
+        assert!(
+            !rbac.allows(&r(&["limited"], None), "context7__docs"),
+            "a role kept to profiles grants nothing at /mcp"
+        );
+        assert!(!rbac.allows(&r(&["researcher"], Some("nope")), "exa__search"), "an unknown profile shows nothing");
+        assert!(rbac.allows(&Access::unrestricted().in_profile(Some("research")), "exa__search"));
+        assert!(!rbac.allows(&Access::unrestricted().in_profile(Some("research")), "fetch__fetch"));
     }
 
     #[test]
     fn deny_wins_and_unknown_roles_grant_nothing() {
-        let rbac = Rbac::new(&[
-            role("admin", &["*"], &[]),
-            role("researcher", &["exa__*", "context7__*"], &["exa__deep_research"]),
-        ])
+        let rbac = Rbac::new(
+            &[role("admin", &["*"], &[]), role("researcher", &["exa__*", "context7__*"], &["exa__deep_research"])],
+            &[],
+        )
         .unwrap();
-        let r = |roles: &[&str]| Access::Roles(roles.iter().map(std::string::ToString::to_string).collect());
+        let r = |roles: &[&str]| Access::roles(strings(roles));
         assert!(rbac.allows(&r(&["researcher"]), "exa__search"));
         assert!(!rbac.allows(&r(&["researcher"]), "exa__deep_research"));
         assert!(!rbac.allows(&r(&["researcher"]), "firecrawl__scrape"));
@@ -148,7 +256,7 @@ mod tests {
         assert!(!rbac.allows(&r(&["admin", "researcher"]), "exa__deep_research"), "deny in any role wins");
         assert!(!rbac.allows(&r(&["stranger"]), "exa__search"));
         assert!(!rbac.allows(&r(&[]), "exa__search"));
-        assert!(rbac.allows(&Access::Unrestricted, "anything"));
+        assert!(rbac.allows(&Access::unrestricted(), "anything"));
         assert!(rbac.allows(&r(&["admin"]), "test://static/a/b"), "`*` spans `/` in URIs");
     }
 

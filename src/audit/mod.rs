@@ -45,11 +45,13 @@ pub enum Outcome {
     /// The call ended without an answer because its client cancelled it or went away (the
     /// request dropped mid-call or mid-result, `notifications/cancelled`, stdin closed).
     Cancelled,
+    /// Refused: the tool's definition changed and is held until approved (`[pinning]`).
+    Held,
 }
 
 impl Outcome {
     /// Every outcome. `as_str`'s exhaustive match is the reminder to list a new one here.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::ToolError,
         Outcome::DeniedAuth,
@@ -61,6 +63,7 @@ impl Outcome {
         Outcome::Timeout,
         Outcome::Unavailable,
         Outcome::Cancelled,
+        Outcome::Held,
     ];
 
     /// The outcome for its word (`sentinel audit --outcome`), if it is one.
@@ -82,6 +85,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
             Outcome::Cancelled => "cancelled",
+            Outcome::Held => "held",
         }
     }
 }
@@ -130,6 +134,10 @@ pub struct AuditRecord {
     /// older spools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// The `[[profile]]` the request came in by (`/mcp/<profile>`, `sentinel stdio
+    /// --profile`); `None` at `/mcp`. Absent from older spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
@@ -226,6 +234,7 @@ impl AuditRecord {
             response_bytes: 0,
             trace_id: None,
             replica: Some(crate::replica::id().to_string()),
+            profile: None,
         }
     }
 
@@ -313,6 +322,8 @@ impl LogSink {
             response_bytes = r.response_bytes,
             // Only when tracing is on: the line is as it was without it.
             trace_id = r.trace_id.as_deref(),
+            // Only for requests that came in by a profile.
+            profile = r.profile.as_deref(),
             "call"
         );
     }

@@ -32,6 +32,7 @@ pub struct RawRole {
     pub allow: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    pub profiles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +94,8 @@ pub struct RoleConfig {
     pub allow: Vec<String>,
     /// Globs this role denies, whatever another role allows.
     pub deny: Vec<String>,
+    /// The `[[profile]]`s where this role grants anything; `None`: everywhere, `/mcp` included.
+    pub profiles: Option<Vec<String>>,
 }
 
 /// A rate: a sustained rate with room for a burst.
@@ -242,7 +245,7 @@ pub fn roles(src: &Source, raw: IndexMap<String, RawRole>, problems: &mut Vec<Pr
                     glob_ok(src, &key(&["roles", &name, list, &i.to_string()]), g, problems);
                 }
             }
-            RoleConfig { name, allow: r.allow, deny: r.deny }
+            RoleConfig { name, allow: r.allow, deny: r.deny, profiles: r.profiles }
         })
         .collect()
 }

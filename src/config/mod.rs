@@ -6,6 +6,8 @@ mod telemetry;
 pub use telemetry::TelemetryConfig;
 mod cluster;
 pub use cluster::{ClusterConfig, OnRedisFailure};
+mod catalog;
+pub use catalog::{Discovery, PinMode, PinningConfig, ProfileConfig, ToolOverride};
 mod checks;
 mod credentials;
 mod governance;
@@ -85,6 +87,12 @@ pub struct Config {
     pub telemetry: Option<TelemetryConfig>,
     /// State shared by replicas through Redis; `None` (no `[cluster]`): one process, no Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Every `[[profile]]`, in file order.
+    pub profiles: Vec<ProfileConfig>,
+    /// `[tool_overrides]`, by the exposed name they change.
+    pub tool_overrides: indexmap::IndexMap<String, ToolOverride>,
+    /// `[pinning]`.
+    pub pinning: PinningConfig,
     /// Things accepted but worth changing (e.g. `[audit] url = "none"`).
     pub warnings: Vec<Problem>,
     /// Secrets written in the file itself (the HS256 secret, a backend's `Authorization`
@@ -121,6 +129,8 @@ pub struct ServerConfig {
     pub stream_reconnect_after: Option<Duration>,
     /// The bearer token `/metrics` asks for; `None`: it answers without one.
     pub metrics_token: Option<MetricsToken>,
+    /// What `tools/list` holds at `/mcp` (and for profiles that do not say).
+    pub discovery: Discovery,
 }
 
 /// The `/metrics` bearer token: a secret, so its Debug form hides it.
@@ -465,6 +475,8 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         d
     });
     let metrics_token = metrics_token(src, s.metrics_token, s.metrics_token_file, problems, warnings);
+    let discovery =
+        catalog::discovery(src, &key(&["server", "discovery"]), s.discovery.as_deref(), problems).unwrap_or_default();
     let server = ServerConfig {
         stream_reconnect_after,
         listen,
@@ -475,6 +487,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         session_idle_timeout,
         max_sessions_per_subject,
         metrics_token,
+        discovery,
     };
 
     let style = match raw.naming.style.as_deref() {
@@ -543,6 +556,19 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
     let alerts = alerts::alerts(src, raw.alerts, problems);
     let telemetry = telemetry::telemetry(src, raw.telemetry, problems);
     let cluster = cluster::cluster(src, raw.cluster, problems);
+    let profiles = catalog::profiles(src, raw.profiles, problems);
+    for r in &roles {
+        for (i, p) in r.profiles.iter().flatten().enumerate() {
+            if !profiles.iter().any(|q| &q.name == p) {
+                problems.push(src.problem(
+                    &key(&["roles", &r.name, "profiles", &i.to_string()]),
+                    format!("there is no [[profile]] named `{p}`"),
+                ));
+            }
+        }
+    }
+    let tool_overrides = catalog::overrides(src, raw.tool_overrides, problems);
+    let pinning = catalog::pinning(src, raw.pinning, problems);
     Config {
         path: path.map(Path::to_path_buf),
         server,
@@ -558,6 +584,9 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         credentials: None,
         telemetry,
         cluster,
+        profiles,
+        tool_overrides,
+        pinning,
         warnings: std::mem::take(warnings),
         literal_secrets: Vec::new(),
         variables: Vec::new(),

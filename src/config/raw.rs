@@ -33,6 +33,11 @@ pub struct RawConfig {
     pub credentials: Option<super::credentials::RawCredentials>,
     pub telemetry: Option<RawTelemetry>,
     pub cluster: Option<super::cluster::RawCluster>,
+    #[serde(default, rename = "profile")]
+    pub profiles: Vec<super::catalog::RawProfile>,
+    #[serde(default)]
+    pub tool_overrides: IndexMap<String, super::catalog::RawOverride>,
+    pub pinning: Option<super::catalog::RawPinning>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,7 @@ pub struct RawServer {
     pub stream_reconnect_after: Option<String>,
     pub metrics_token: Option<String>,
     pub metrics_token_file: Option<String>,
+    pub discovery: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

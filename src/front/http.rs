@@ -40,7 +40,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mcp = get(get_stream).delete(delete);
     let mcp = if crate::telemetry::enabled() { mcp.post(post_traced) } else { mcp.post(post) };
     Router::new()
-        .route("/mcp", mcp)
+        .route("/mcp", mcp.clone())
+        // A `[[profile]]`: the same front door, the catalog narrowed to the profile.
+        .route("/mcp/{profile}", mcp)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -74,10 +76,24 @@ async fn post_traced(state: State<Arc<Gateway>>, peer: Peer, uri: Uri, headers: 
     resp
 }
 
+/// The `[[profile]]` a path names (`/mcp/<profile>`); `Err` for a profile the config does
+/// not have.
+fn profile_of(gw: &Gateway, uri: &Uri) -> Result<Option<String>, ()> {
+    let Some(name) = uri.path().strip_prefix("/mcp/") else { return Ok(None) };
+    if gw.has_profile(name) { Ok(Some(name.to_string())) } else { Err(()) }
+}
+
 async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match prelude(&gw, &headers, &uri).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
+    };
+    let Ok(profile) = profile_of(&gw, &uri) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            jsonrpc::code::INVALID_REQUEST,
+            "No such profile ([[profile]] in the config)",
+        );
     };
     let msg = match Message::parse(&body) {
         Ok(m) => m,
@@ -107,7 +123,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
                 return fail(Refusal::UnsupportedVersion(v.to_string()));
             }
         }
-        return dispatch(gw, session, msg, None, caller, &headers, peer).await;
+        return dispatch(gw, session, msg, None, caller, &headers, peer, profile).await;
     }
     // `initialize` opens a session unless it carries stateless `_meta` (then it is a
     // 2026-07-28 request for a method that revision removed).
@@ -120,7 +136,8 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
             );
         };
         let sid = session.id.clone();
-        let ctx = Ctx { caller: &caller, stateless: None, out: None, peer, trace_parent: None };
+        let ctx =
+            Ctx { caller: &caller, stateless: None, out: None, peer, trace_parent: None, profile: profile.as_deref() };
         let Some((status, body)) = gw.handle(&session, Incoming::parse(msg), ctx).await else {
             gw.end_session(&sid);
             return StatusCode::ACCEPTED.into_response();
@@ -164,7 +181,7 @@ async fn post(State(gw): State<Arc<Gateway>>, Peer(peer): Peer, uri: Uri, header
         );
     };
     let session = Arc::new(Session::new(String::new(), "http", caller.subject()));
-    dispatch(gw, session, msg, Some(stateless), caller, &headers, peer).await
+    dispatch(gw, session, msg, Some(stateless), caller, &headers, peer, profile).await
 }
 
 /// The 2026-07-28 checks, in the order the spec's conformance suite expects: the version
@@ -243,6 +260,7 @@ fn check_headers(gw: &Gateway, h: &HeaderMap, msg: &Incoming, m: &StatelessMeta)
 }
 
 /// Runs one message through the gateway and frames the answer as JSON, SSE or 202.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used once; a struct would only rename them
 async fn dispatch(
     gw: Arc<Gateway>,
     session: Arc<Session>,
@@ -251,6 +269,7 @@ async fn dispatch(
     caller: Caller,
     headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
+    profile: Option<String>,
 ) -> Response {
     let msg = Incoming::parse(msg);
     if let Some(m) = stateless.as_ref().filter(|_| msg.is_request()) {
@@ -260,7 +279,14 @@ async fn dispatch(
         }
     }
     // Answered as one JSON body (or 202), with no stream for the call's own messages.
-    let plain = Ctx { caller: &caller, stateless: stateless.as_ref(), out: None, peer, trace_parent: None };
+    let plain = Ctx {
+        caller: &caller,
+        stateless: stateless.as_ref(),
+        out: None,
+        peer,
+        trace_parent: None,
+        profile: profile.as_deref(),
+    };
     if !msg.is_request() {
         return match gw.handle(&session, msg, plain).await {
             Some((status, body)) if status != StatusCode::OK => framed_response(status, body),
@@ -289,7 +315,14 @@ async fn dispatch(
     let gw_config = gw.config();
     // In the request's span (telemetry): the call's spans stay in its trace.
     let guard = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let ctx = Ctx { caller: &caller, stateless: stateless.as_ref(), out: Some(&tx), peer, trace_parent: None };
+        let ctx = Ctx {
+            caller: &caller,
+            stateless: stateless.as_ref(),
+            out: Some(&tx),
+            peer,
+            trace_parent: None,
+            profile: profile.as_deref(),
+        };
         let _ = done_tx.send(gw.handle(&session, msg, ctx).await);
     })));
     tokio::select! {

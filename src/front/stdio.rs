@@ -25,7 +25,8 @@ pub enum ServeError {
 }
 
 /// Serves one client until stdin closes. `caller` was authenticated once at start.
-pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> Result<(), ServeError> {
+pub async fn serve(gw: Arc<Gateway>, caller: Caller, profile: Option<String>) -> Result<(), ServeError> {
+    let profile: Option<Arc<str>> = profile.map(Into::into);
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let mut writer = tokio::spawn(crate::line_writer::write_lines(crate::std_streams::stdout(), rx));
     let session = gw.new_session("stdio", caller.subject()).ok_or(ServeError::TooManySessions)?;
@@ -73,7 +74,8 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> Result<(), ServeError> {
                 continue;
             }
         };
-        let (gw, session, tx, caller) = (gw.clone(), session.clone(), tx.clone(), caller.clone());
+        let (gw, session, tx, caller, profile) =
+            (gw.clone(), session.clone(), tx.clone(), caller.clone(), profile.clone());
         tasks.spawn(async move {
             let stateless = match super::stateless_meta(&msg) {
                 Ok(m) => m,
@@ -96,6 +98,7 @@ pub async fn serve(gw: Arc<Gateway>, caller: Caller) -> Result<(), ServeError> {
                 out: Some(&tx),
                 peer: None,
                 trace_parent: parent.as_ref(),
+                profile: profile.as_deref(),
             };
             let id = msg.id.clone();
             let msg = Incoming::parse(msg);

@@ -213,6 +213,9 @@ impl Gateway {
         if audit.outcome == Outcome::RateLimited {
             self.metrics.rate_limited(tool);
         }
+        if let Some(p) = &audit.profile {
+            self.metrics.profile_request(p, audit.outcome);
+        }
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Ctx<'a> {
     /// Over stdio, the trace context of the request's `_meta` (read only with telemetry on);
     /// over HTTP the front door decided tracing before the request was read.
     pub trace_parent: Option<&'a crate::telemetry::TraceParent>,
+    /// The `[[profile]]` the request came in by (`/mcp/<profile>`, `sentinel stdio
+    /// --profile`); `None` at `/mcp`. Checked to exist by the front door.
+    pub profile: Option<&'a str>,
 }
 
 /// One request on its way through the pipeline: the front door's context, the session it
@@ -95,13 +98,13 @@ impl Caller {
     /// What the caller may reach (stage 1): refused callers and expired tokens stop here.
     pub fn access(&self) -> Result<crate::policy::Access, Refusal> {
         match self {
-            Caller::Anonymous => Ok(crate::policy::Access::Unrestricted),
+            Caller::Anonymous => Ok(crate::policy::Access::unrestricted()),
             Caller::User(i) => {
                 // A token that expires during a long session stops working when it does, by the
                 // same check (and leeway) that accepted it.
                 i.check_time_now()
                     .map_err(|e| Refusal::Unauthenticated { reason: e.reason(), message: e.to_string() })?;
-                Ok(crate::policy::Access::Roles(i.roles.clone()))
+                Ok(crate::policy::Access::roles(i.roles.clone()))
             }
             Caller::Refused(e) => Err(Refusal::Unauthenticated { reason: e.reason(), message: e.to_string() }),
         }

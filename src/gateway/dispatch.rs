@@ -103,6 +103,7 @@ mod tests {
             out: None,
             peer: None,
             trace_parent: None,
+            profile: None,
         };
         let (status, framed) = gw.handle(session, msg, ctx).await?;
         Some((status, framed.into_string().await.expect("whole")))

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::{Answer, Ctx, Gateway, lists};
+use super::{Answer, Ctx, Gateway, lists, meta};
 use crate::catalog;
+use crate::config::Discovery;
 use crate::error::Refusal;
 use crate::policy::Access;
 use crate::protocol::{self, Generation};
@@ -30,6 +31,11 @@ impl Gateway {
         let catalog = self.catalog();
         let live = self.live.load();
         let visible = |e: &catalog::Entry| policy.visible(access, &e.exposed, live.slots[e.backend].name());
+        // Tools also leave the list while their changed definition is held.
+        let usable_tool = |e: &catalog::Entry| {
+            let backend = live.slots[e.backend].name();
+            policy.visible(access, &e.exposed, backend) && !self.is_held(&policy, e, backend)
+        };
         let answer = match request {
             Request::Initialize { version, capabilities, client_info } => {
                 let version = protocol::negotiate_session_based(version.as_deref());
@@ -55,9 +61,10 @@ impl Gateway {
                     .any(|b| b.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some());
                 Answer::Result(lists::discover(tasks))
             }
-            Request::List(Listing::Tools) => {
-                Answer::Result(lists::list("tools", &catalog.tools_json(visible), stateless))
-            }
+            Request::List(Listing::Tools) => match policy.discovery(access) {
+                Discovery::Full => Answer::Result(lists::list("tools", &catalog.tools_json(usable_tool), stateless)),
+                Discovery::Meta => Answer::Result(lists::list("tools", meta::TOOLS, stateless)),
+            },
             Request::List(Listing::Prompts) => {
                 Answer::Result(lists::list("prompts", &catalog.prompts_json(visible), stateless))
             }

@@ -11,9 +11,10 @@ use tracing::Instrument;
 
 use super::Route;
 use super::audited::{PendingAudit, error_code, is_tool_error};
+use super::meta::Meta;
 use super::{Answer, Caller, Gateway, RequestCtx};
 use crate::audit::{AuditRecord, Outcome};
-use crate::config::SchemaErrors;
+use crate::config::{Discovery, SchemaErrors};
 use crate::error::Refusal;
 use crate::method::Method;
 use crate::policy::Access;
@@ -65,6 +66,7 @@ impl Gateway {
         let mut audit =
             AuditRecord::start(label, session.transport, ctx.caller.client(), ctx.caller.roles(), session_id);
         audit.trace_id = crate::telemetry::current_trace_id();
+        audit.profile = ctx.profile.map(str::to_string);
         // Until the pipeline has answered, the record waits in a guard that writes it if this
         // future is dropped (the client went away mid-call).
         let mut pending = PendingAudit::new(self.clone(), audit, started, is_call);
@@ -124,7 +126,7 @@ impl Gateway {
     ) -> Result<Answer, Refusal> {
         let ctx = req.ctx;
         // 1. Authenticate: the front door checked the token; a refused caller stops here.
-        let access = ctx.caller.access()?;
+        let access = ctx.caller.access()?.in_profile(ctx.profile);
         // 2. The request as its front door read it (src/request.rs): a method the gateway does
         // not serve, one the stateless revision removed, or params that cannot be read for it
         // are refused here, after authentication.
@@ -146,6 +148,15 @@ impl Gateway {
             audit.arguments = bad.arguments.as_ref().map(|a| self.redactor.load().redact(a));
             bad.refusal
         })?;
+        // In `discovery = "meta"`, search and describe are answered here and `call_tool`
+        // becomes the call it names, which the stages below judge as a direct call.
+        let call = match self.policy.load().discovery(&access) {
+            Discovery::Meta if call.method == Method::ToolsCall => match self.meta(&access, call, audit)? {
+                Meta::Answered(result) => return Ok(Answer::Result(result)),
+                Meta::Call(call) => call,
+            },
+            _ => call,
+        };
 
         // 3–8. Name, RBAC, resolve, kill switch, rate limit, schema.
         let admitted =
@@ -232,9 +243,16 @@ impl Gateway {
         let backend_name = self.slot(route.backend).config.name.clone();
         audit.backend = Some(backend_name.clone());
 
-        // 6. Kill switch.
+        // 6. Kill switch, and pinning: a tool whose changed definition is held is refused
+        // until an operator approves it.
         if policy.kill.is_killed(&route.exposed, &backend_name) {
             return Err(Refusal::Killed { tool: route.exposed, backend: backend_name });
+        }
+        if method == Method::ToolsCall && policy.pin_mode == crate::config::PinMode::Hold {
+            let catalog = self.catalog();
+            if catalog.tool(&route.exposed).is_some_and(|e| self.is_held(&policy, e, &backend_name)) {
+                return Err(Refusal::Held { tool: route.exposed, backend: backend_name });
+            }
         }
 
         // 7. Rate limit, per client per name (or per glob), for every call that reaches a

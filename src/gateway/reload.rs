@@ -95,6 +95,9 @@ impl Gateway {
         let summary = summarize(&old, &new, &to_start, &retired, &needs_restart);
 
         // 3. The swap. Calls already past the pipeline finish on what they started with.
+        for p in &new.profiles {
+            self.metrics.profile_configured(&p.name);
+        }
         self.policy.store(Arc::new(policy));
         self.limiter.store(Arc::new(limiter));
         self.auth.store(auth);

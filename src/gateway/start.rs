@@ -99,6 +99,9 @@ impl Gateway {
                 Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown))
             })
             .collect();
+        for p in &config.profiles {
+            metrics.profile_configured(&p.name);
+        }
         let down: Vec<usize> =
             slots.iter().enumerate().filter(|(_, s)| s.backend().is_none()).map(|(i, _)| i).collect();
         let alerter = crate::alerts::Alerter::start(&config.alerts, client.clone());
@@ -120,6 +123,12 @@ impl Gateway {
                 Arc::new(crate::seal::Sealer::ephemeral())
             }
         };
+        // The pins in the store are in force before the first catalog is judged, so that a
+        // restart does not take a changed definition for a new tool.
+        let pins = Arc::new(crate::pins::Pins::default());
+        if config.audit.url != "none" {
+            crate::pins::load(&pins, &config.audit.url).await;
+        }
         let gw = Arc::new(Gateway {
             live: ArcSwap::from_pointee(Live { active: (0..slots.len()).collect(), slots, config: Arc::new(config) }),
             reloading: tokio::sync::Mutex::new(()),
@@ -144,6 +153,7 @@ impl Gateway {
             cluster,
             bridges: Arc::new(super::bridge::Bridges::new(sealer)),
             task_handles: Default::default(),
+            pins: pins.clone(),
         });
         if let Some(mut bus) = bus {
             let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());
@@ -190,6 +200,16 @@ impl Gateway {
                     for kind in ["tools", "prompts", "resources"] {
                         gw.broadcast_list_changed(kind);
                     }
+                }
+            }));
+        }
+        if gw.config().audit.url != "none" {
+            // An approval (on any gateway of this store) brings held tools back into lists.
+            let weak = Arc::downgrade(&gw);
+            let url = gw.config().audit.url.clone();
+            gw.tasks.spawn(crate::pins::watch(pins, url, gw.shutdown.clone(), move || {
+                if let Some(gw) = weak.upgrade() {
+                    gw.pins_changed();
                 }
             }));
         }

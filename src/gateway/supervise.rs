@@ -51,7 +51,7 @@ impl Gateway {
             .iter()
             .map(|(i, s, l)| catalog::Source { index: *i, name: &s.config.name, prefix: &s.config.prefix, listing: l })
             .collect();
-        let c = Catalog::build(&live.config.naming, &sources);
+        let c = Catalog::build(&live.config.naming, &live.config.tool_overrides, &sources);
         // Each problem is logged on every rebuild; the alert goes out when it is new (one
         // backend's list changing must not re-announce another's standing problem).
         let before = self.catalog.load();
@@ -71,6 +71,8 @@ impl Gateway {
             self.metrics.tool_listed(&t.exposed, &live.slots[t.backend].config.name);
         }
         drop(before);
+        // Judged before it is served: a changed tool is never listed in hold mode.
+        self.judge_pins(&c);
         self.catalog.store(c);
     }
 

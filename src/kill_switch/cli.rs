@@ -153,7 +153,7 @@ fn check_text(what: &str, v: &str) -> anyhow::Result<()> {
 }
 
 /// Who ran the command: the login name and the host, as far as this process can tell.
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     let user = ["USER", "LOGNAME"]
         .into_iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))

@@ -157,6 +157,11 @@ fn gateway_tools() -> Vec<Value> {
             props(json!({"uri": {"type": "string"}}), &["uri"]),
         ),
         tool(
+            "redescribe",
+            "Changes a tool's description from now on and announces list_changed (a rug pull)",
+            props(json!({"name": {"type": "string"}, "description": {"type": "string"}}), &["name", "description"]),
+        ),
+        tool(
             "log",
             "Emits one notifications/message",
             props(json!({"level": {"type": "string"}, "message": {"type": "string"}}), &["message"]),

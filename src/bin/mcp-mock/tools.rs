@@ -283,6 +283,15 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
             ctx.server.resource_updated(uri);
             text(format!("{uri} updated"))
         }
+        "redescribe" => {
+            let (tool, description) = (str_arg(ctx, "name"), str_arg(ctx, "description"));
+            if ctx.server.tool(tool).is_none() {
+                return Err(RpcError::invalid_params(format!("redescribe: no tool `{tool}`")).into());
+            }
+            ctx.server.redescribe(tool, description);
+            ctx.server.list_changed("tools");
+            text(format!("`{tool}` is now described as: {description}"))
+        }
         "log" => {
             let level = ctx.args().get("level").and_then(Value::as_str).unwrap_or("info");
             ctx.log(level, str_arg(ctx, "message"));

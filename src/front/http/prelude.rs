@@ -141,7 +141,7 @@ pub(super) async fn unauthenticated(
     let answered = match msg {
         Some(msg) if matches!(msg.kind(), Some(Kind::Request)) => {
             let session = Arc::new(Session::new(String::new(), "http", None));
-            let ctx = Ctx { caller, stateless: None, out: None, peer, trace_parent: None };
+            let ctx = Ctx { caller, stateless: None, out: None, peer, trace_parent: None, profile: None };
             gw.handle(&session, Incoming::envelope(msg), ctx).await
         }
         _ => None,
