@@ -25,6 +25,7 @@ mod forward;
 mod health;
 mod lists;
 mod own_methods;
+mod per_user;
 mod pipeline;
 mod relay;
 mod reload;
@@ -105,6 +106,8 @@ pub struct Gateway {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Stateless clients' calls parked while their session-based backend waits for answers.
     bridges: Arc<bridge::Bridges>,
+    /// The credential store (`[credentials]`), connected on the first call that needs it.
+    credential_db: tokio::sync::OnceCell<crate::audit::store::SqlStore>,
 }
 
 /// The config in force and the slots of the backends it names.

@@ -29,6 +29,8 @@ pub mod code {
     pub const RATE_LIMITED: i64 = -32013;
     /// The call's audit record cannot be made durable (fail-closed).
     pub const AUDIT_UNAVAILABLE: i64 = -32016;
+    /// No usable credential for this caller at this backend (SPEC §7).
+    pub const NO_CREDENTIAL: i64 = -32018;
     /// The backend is down, exited, or its circuit is open.
     pub const BACKEND_UNAVAILABLE: i64 = -32014;
     /// The backend did not answer in time.

@@ -18,13 +18,18 @@
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
 //! | `sentinel_config_restart_pending` | gauge (0 or 1) | `setting` (the keys read only at start) |
 //! | `sentinel_audit_suppressed_total` | counter | `reason` (denied_auth_throttled) |
+//! | `sentinel_credential_misses_total` | counter | `backend`, `reason` (not_set, unreadable, no_token, exchange_failed) |
+//! | `sentinel_token_exchanges_total` | counter | `backend`, `result` (ok, error) |
+//! | `sentinel_backend_instances` | gauge | `backend` (per-user instances running) |
 //!
 //! Every family is in the output from the start, with zero values, so that alert rules and
 //! dashboards (and `increase()` over a first event) work on a fresh gateway. The crate leaves
 //! out a family without series, so each is given its zero series when it is made: every value
 //! of a fixed label set (`result`, `transport`); for `backend`, each configured backend (as it
 //! is configured); for `tool`, each tool in the catalog (as it is listed, `outcome="ok"` for
-//! `sentinel_requests_total`) and the one series every unknown name shares. A unit test checks
+//! `sentinel_requests_total`) and the one series every unknown name shares; the per-user
+//! families, for each backend acting for each caller (`credentials`, `instances`), as it is
+//! configured (a gateway without one has nothing to count there). A unit test checks
 //! that every registered family appears in a fresh registry's output.
 //!
 //! Cardinality is bounded by construction: `backend` comes from the config, `outcome` is the
@@ -83,6 +88,21 @@ struct RequestLabels {
 struct BackendLabel {
     backend: String,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendReasonLabel {
+    backend: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendResultLabel {
+    backend: String,
+    result: &'static str,
+}
+
+/// The `reason`s of `sentinel_credential_misses_total`, as `Refusal::NoCredential` names them.
+pub const CREDENTIAL_MISS_REASONS: [&str; 4] = ["not_set", "unreadable", "no_token", "exchange_failed"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ToolLabel {
@@ -148,6 +168,12 @@ pub struct Metrics {
     redis_up: Gauge,
     redis_failures: Counter,
     redis_failures_seen: AtomicU64,
+    /// Calls refused because the caller had no usable credential for a per-user backend.
+    credential_misses: Family<BackendReasonLabel, Counter>,
+    /// Token exchanges made (not cache hits), by result.
+    token_exchanges: Family<BackendResultLabel, Counter>,
+    /// Per-user instances (stdio children, HTTP sessions) running, by backend.
+    backend_instances: Family<BackendLabel, Gauge>,
 }
 
 impl Metrics {
@@ -175,6 +201,9 @@ impl Metrics {
             redis_up: Gauge::default(),
             redis_failures: Counter::default(),
             redis_failures_seen: AtomicU64::new(0),
+            credential_misses: Family::default(),
+            token_exchanges: Family::default(),
+            backend_instances: Family::default(),
         };
         for reason in crate::telemetry::DROP_REASONS {
             let _ = m.spans_dropped.get_or_create(&ReasonLabel { reason });
@@ -267,6 +296,24 @@ impl Metrics {
             "Calls whose rate limit the Redis of [cluster] did not decide in time (on_redis_failure decided them)",
             redis_failures,
         );
+        let misses = self.credential_misses.clone();
+        self.add(
+            "sentinel_credential_misses",
+            "Calls refused (-32018) because the caller had no usable credential for a per-user backend, by reason",
+            misses,
+        );
+        let exchanges = self.token_exchanges.clone();
+        self.add(
+            "sentinel_token_exchanges",
+            "Token exchanges (RFC 8693) made with the identity provider, not cache hits, by result",
+            exchanges,
+        );
+        let instances = self.backend_instances.clone();
+        self.add(
+            "sentinel_backend_instances",
+            "Per-user instances of a backend running (stdio children, or HTTP sessions acting for one user)",
+            instances,
+        );
         self
     }
 
@@ -311,6 +358,39 @@ impl Metrics {
     pub fn backend_configured(&self, backend: &str) {
         let _ = self.backend_restarts.get_or_create(&backend_label(backend));
         let _ = self.request_duration.get_or_create(&backend_label(backend));
+    }
+
+    /// Creates the series of a backend acting for each caller at zero: its misses by reason,
+    /// its running instances and, with a token exchange, its exchanges.
+    pub fn per_user_backend(&self, backend: &str, exchanges: bool) {
+        for reason in CREDENTIAL_MISS_REASONS {
+            let _ = self.credential_misses.get_or_create(&BackendReasonLabel { backend: backend.to_owned(), reason });
+        }
+        let _ = self.backend_instances.get_or_create(&backend_label(backend));
+        if exchanges {
+            for result in ["ok", "error"] {
+                let _ = self.token_exchanges.get_or_create(&BackendResultLabel { backend: backend.to_owned(), result });
+            }
+        }
+    }
+
+    /// Counts a call refused for want of a credential. `reason` is one of
+    /// [`CREDENTIAL_MISS_REASONS`].
+    pub fn credential_miss(&self, backend: &str, reason: &'static str) {
+        self.credential_misses.get_or_create(&BackendReasonLabel { backend: backend.to_owned(), reason }).inc();
+    }
+
+    /// The counters of `backend`'s exchanges, for the exchanger to count with directly (it
+    /// runs refreshes in the background, where the gateway is not at hand).
+    pub fn token_exchange_counters(&self, backend: &str) -> [Counter; 2] {
+        ["ok", "error"].map(|result| {
+            self.token_exchanges.get_or_create(&BackendResultLabel { backend: backend.to_owned(), result }).clone()
+        })
+    }
+
+    /// Sets how many per-user instances of `backend` run.
+    pub fn backend_instances(&self, backend: &str, n: usize) {
+        self.backend_instances.get_or_create(&backend_label(backend)).set(n as i64);
     }
 
     /// Creates a listed tool's series at zero: its calls answered (`outcome="ok"`) and its
@@ -460,6 +540,8 @@ mod tests {
         m.backend_configured("github");
         m.backend_up("github", true);
         m.circuit_state("github", CircuitGauge::Closed);
+        // The per-user families have series once a backend acting for each caller is configured.
+        m.per_user_backend("github", true);
         let text = m.render();
         assert!(m.family_names().len() >= FAMILIES.len());
         for name in m.family_names() {

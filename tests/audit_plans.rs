@@ -50,6 +50,7 @@ fn record(i: usize) -> AuditRecord {
         response_bytes: 100,
         trace_id: None,
         replica: Some("gw-1".into()),
+        credential_mode: None,
     }
 }
 

@@ -130,6 +130,11 @@ pub struct AuditRecord {
     /// older spools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// The credential mode that served the call (`shared`, `per_user`, `token_exchange`;
+    /// SPEC §7), once it was routed to a backend: which identity the backend saw, never the
+    /// credential. Absent from older spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_mode: Option<String>,
 }
 
 /// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
@@ -226,6 +231,7 @@ impl AuditRecord {
             response_bytes: 0,
             trace_id: None,
             replica: Some(crate::replica::id().to_string()),
+            credential_mode: None,
         }
     }
 
@@ -313,6 +319,8 @@ impl LogSink {
             response_bytes = r.response_bytes,
             // Only when tracing is on: the line is as it was without it.
             trace_id = r.trace_id.as_deref(),
+            // Only for a routed call: which identity the backend saw (never the credential).
+            credential = r.credential_mode.as_deref(),
             "call"
         );
     }

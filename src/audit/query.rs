@@ -230,6 +230,7 @@ struct JsonRecord<'a> {
     response_bytes: u64,
     trace_id: Option<&'a str>,
     replica: Option<&'a str>,
+    credential_mode: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -264,6 +265,7 @@ impl<'a> JsonRecord<'a> {
             response_bytes: r.response_bytes,
             trace_id: r.trace_id.as_deref(),
             replica: r.replica.as_deref(),
+            credential_mode: r.credential_mode.as_deref(),
         }
     }
 }
@@ -291,6 +293,8 @@ pub fn parse_json_line(line: &str) -> Result<AuditRecord, BadLine> {
         trace_id: Option<String>,
         #[serde(default)]
         replica: Option<String>,
+        #[serde(default)]
+        credential_mode: Option<String>,
     }
     let l: Line = serde_json::from_str(line).map_err(BadLine::Json)?;
     let ts = humantime::parse_rfc3339(&l.ts)
@@ -315,6 +319,7 @@ pub fn parse_json_line(line: &str) -> Result<AuditRecord, BadLine> {
         response_bytes: l.response_bytes,
         trace_id: l.trace_id,
         replica: l.replica,
+        credential_mode: l.credential_mode,
     })
 }
 

@@ -271,17 +271,35 @@ fn has(caps: &serde_json::Value, key: &str) -> bool {
 }
 
 impl Backend {
-    /// Starts the transport, probes the generation and completes the handshake.
+    /// Starts the transport, probes the generation and completes the handshake. A backend
+    /// with a credential per caller is started here without one: its `{credential}` headers
+    /// and variables are left out (this is the connection the gateway lists it with).
     pub async fn start(
         index: usize,
         config: BackendConfig,
         client: http_client::BackendClient,
         notices: Notices,
     ) -> Result<Backend, StartError> {
+        Backend::start_as(index, config, client, notices, None).await
+    }
+
+    /// [`start`](Self::start) acting for one caller: `credential` fills the `{credential}`
+    /// templates of its headers (HTTP) or environment (stdio).
+    pub async fn start_as(
+        index: usize,
+        config: BackendConfig,
+        client: http_client::BackendClient,
+        notices: Notices,
+        credential: Option<crate::credentials::Secret>,
+    ) -> Result<Backend, StartError> {
         let tasks = Tasks::new();
         let conn = match &config.transport {
-            TransportConfig::Stdio { .. } => Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices, &tasks)?),
-            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks)?),
+            TransportConfig::Stdio { .. } => {
+                Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices, &tasks, credential.as_ref())?)
+            }
+            TransportConfig::Http { .. } => {
+                Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks, credential)?)
+            }
         };
         let hs = match handshake::handshake(&conn, &config).await {
             Ok(hs) => hs,
@@ -341,6 +359,23 @@ impl Backend {
     /// `grace`), then its connection's tasks (waiting up to `grace` for them).
     pub async fn terminate(&self, grace: Duration) {
         self.conn.stop(&self.tasks, &self.config.name, grace).await;
+    }
+
+    /// The caller's credential its requests carry from now on (an HTTP backend acting for one
+    /// caller, whose exchanged token was refreshed or whose stored credential changed). A
+    /// stdio child keeps the environment it was started with.
+    pub fn set_credential(&self, credential: crate::credentials::Secret) {
+        if let Conn::Http(c) = &self.conn {
+            c.set_credential(credential);
+        }
+    }
+
+    /// The process id of a stdio backend's child.
+    pub fn pid(&self) -> Option<i32> {
+        match &self.conn {
+            Conn::Stdio(c) => c.pid(),
+            Conn::Http(_) => None,
+        }
     }
 
     /// Sends a notification (e.g. `notifications/cancelled`) to the backend.

@@ -3,12 +3,14 @@
 
 mod alerts;
 mod telemetry;
+pub use per_user::{CREDENTIAL_PLACEHOLDER, CredentialMode, InstanceMode, TokenExchangeConfig};
 pub use telemetry::TelemetryConfig;
 mod cluster;
 pub use cluster::{ClusterConfig, OnRedisFailure};
 mod checks;
 mod credentials;
 mod governance;
+mod per_user;
 mod raw;
 mod source;
 mod state;
@@ -166,6 +168,10 @@ pub struct BackendConfig {
     pub circuit: crate::backend::breaker::BreakerSettings,
     /// Largest single message accepted from the backend.
     pub max_message_bytes: usize,
+    /// Whose credential its `{credential}` templates take (`credentials`).
+    pub credentials: CredentialMode,
+    /// One process (or HTTP session) for every caller, or one per caller (`instances`).
+    pub instances: InstanceMode,
 }
 
 /// How a backend is reached.
@@ -315,9 +321,12 @@ impl Config {
         };
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let raw_credentials = raw.credentials.take();
+        let has_store_key = raw_credentials.is_some();
         let mut config = validate(&src, raw, path, &base, &mut problems);
         config.credentials =
             credentials::credentials(&src, raw_credentials, needs, &base, &config.audit, &mut problems);
+        per_user::read_secrets(&src, &mut config.backends, needs, &base, &mut problems);
+        per_user::needs_store(&src, &config, has_store_key, &mut problems);
         if let Some(c) = config.cluster.as_mut() {
             cluster::secret(&src, c, needs, &base, &mut problems);
         }
@@ -692,6 +701,13 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
             return None;
         }
     };
+    let identity = per_user::RawIdentity {
+        credentials: b.credentials,
+        instances: b.instances,
+        idle_timeout: b.idle_timeout,
+        max_instances: b.max_instances,
+    };
+    let (credentials, instances) = per_user::identity(src, i, identity, &transport, problems);
     let prefix = b.prefix.unwrap_or_else(|| b.name.clone());
     let max_message_bytes = match b.max_message_bytes {
         None => 64 * 1024 * 1024,
@@ -716,6 +732,8 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         required: b.required.unwrap_or(false),
         circuit,
         max_message_bytes,
+        credentials,
+        instances,
     })
 }
 

@@ -65,6 +65,10 @@ pub struct RawBackend {
     pub required: Option<bool>,
     pub max_message_bytes: Option<u64>,
     pub circuit: Option<RawCircuit>,
+    pub credentials: Option<super::per_user::RawCredentialMode>,
+    pub instances: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_instances: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,29 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::hmac;
 use base64::Engine;
 
+/// A user's credential for one backend, opened: handed to the backend connection that uses
+/// it and to nothing else. Its `Debug` shows none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    /// The credential from its text.
+    pub fn new(text: impl Into<std::sync::Arc<str>>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The credential's text, for the one place it goes (a header or an environment variable).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// The longest credential accepted: far above any API token, small enough that a mistaken
 /// file (a whole log) is refused rather than stored.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;

@@ -96,7 +96,8 @@ impl Gateway {
                 metrics.backend_configured(&cfg.name);
                 metrics.backend_up(&cfg.name, backend.is_some());
                 metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
-                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown))
+                let per_user = super::per_user::PerUser::of(cfg, &client, &metrics);
+                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown, per_user))
             })
             .collect();
         let down: Vec<usize> =
@@ -143,6 +144,7 @@ impl Gateway {
             tasks,
             cluster,
             bridges: Arc::new(super::bridge::Bridges::new(sealer)),
+            credential_db: tokio::sync::OnceCell::new(),
         });
         if let Some(mut bus) = bus {
             let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());
@@ -158,6 +160,9 @@ impl Gateway {
             });
         }
         gw.rebuild_catalog();
+        for slot in &gw.live.load().slots {
+            gw.watch_instances(slot.clone());
+        }
         gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));
         // A backend that did not start keeps being retried, with backoff.
         for i in down {
@@ -220,7 +225,12 @@ impl Gateway {
     /// is down" error, no restart): `sentinel stdio` gets here when its client closes stdin.
     pub async fn stop_backends(&self, grace: std::time::Duration) {
         self.shutdown.cancel();
-        let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
+        let mut running: Vec<Arc<Backend>> =
+            self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
+        // Every user's instance too (their reapers end with the shutdown, and may not get to them).
+        for s in &self.live.load().slots {
+            running.extend(s.per_user.iter().flat_map(super::per_user::PerUser::take_all).map(|i| i.backend.clone()));
+        }
         futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
     }
 

@@ -15,7 +15,7 @@ use crate::audit::AuditRecord;
 use crate::audit::store::{COLUMNS, stored_bytes};
 
 const COPY: &str = "COPY audit_records (id, ts, client, roles, session, transport, method, tool, backend, \
-     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica) FROM STDIN (FORMAT binary)";
+     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, credential_mode) FROM STDIN (FORMAT binary)";
 
 /// The format's signature, then its flags and header extension length (both none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -96,6 +96,7 @@ fn row(buf: &mut Vec<u8>, r: &AuditRecord) {
     field(buf, &stored_bytes(r.response_bytes).to_be_bytes());
     text(buf, r.trace_id.as_deref());
     text(buf, r.replica.as_deref());
+    text(buf, r.credential_mode.as_deref());
 }
 
 /// A value: its length, then its bytes. PostgreSQL refuses any value over 1 GB; one over
@@ -155,7 +156,7 @@ mod tests {
         r.ts_ms = PG_EPOCH_MS + 1;
         let mut buf = Vec::new();
         row(&mut buf, &r);
-        assert_eq!(&buf[..2], &17i16.to_be_bytes());
+        assert_eq!(&buf[..2], &18i16.to_be_bytes());
         assert_eq!(&buf[2..6], &16i32.to_be_bytes());
         assert_eq!(&buf[6..22], r.id.as_bytes());
         // ts: 1 ms after 2000-01-01, in microseconds.
@@ -177,18 +178,30 @@ mod tests {
         .concat();
         assert_eq!(&buf[38..42], &(roles.len() as i32).to_be_bytes());
         assert_eq!(&buf[42..42 + roles.len()], roles);
-        // The last two fields: trace_id and replica, each NULL without one, else its text.
+        // The last three fields: trace_id, replica and credential_mode, each NULL without one,
+        // else its text.
         let replica = crate::replica::id();
-        assert!(buf.ends_with(
-            &[&(-1i32).to_be_bytes()[..], &(replica.len() as i32).to_be_bytes(), replica.as_bytes()].concat()
-        ));
+        let null = (-1i32).to_be_bytes();
+        assert!(
+            buf.ends_with(&[&null[..], &(replica.len() as i32).to_be_bytes(), replica.as_bytes(), &null[..]].concat())
+        );
         r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
         r.replica = None;
+        r.credential_mode = Some("per_user".into());
         let mut buf = Vec::new();
         row(&mut buf, &r);
-        assert!(buf.ends_with(
-            &[&32i32.to_be_bytes()[..], b"4bf92f3577b34da6a3ce929d0e0e4736", &(-1i32).to_be_bytes()].concat()
-        ));
+        assert!(
+            buf.ends_with(
+                &[
+                    &32i32.to_be_bytes()[..],
+                    b"4bf92f3577b34da6a3ce929d0e0e4736",
+                    &null[..],
+                    &8i32.to_be_bytes(),
+                    b"per_user"
+                ]
+                .concat()
+            )
+        );
     }
 
     #[test]
