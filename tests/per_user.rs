@@ -268,7 +268,78 @@ fn the_config_says_what_a_per_user_backend_lacks() {
     let stdio = "[[backend]]\nname = \"j\"\nstdio = { command = \"x\", env = { T = \"{credential}\" } }\ncredentials = \"per_user\"\n";
     let out = check(&format!("{with_key}{stdio}"));
     assert!(out.contains("instances = \\\"per_user\\\"") || out.contains("instances = \"per_user\""), "{out}");
+    // The admin endpoint admits a token role: not without authentication.
+    let no_auth =
+        format!("[auth]\ndisabled = true\n[credentials]\nkey_file = {}\nadmin_role = \"ops\"\n", lit(&key_path));
+    let out = check(&no_auth);
+    assert!(out.contains("admin_role") && out.contains("turn authentication on"), "{out}");
     // The working config passes.
     let out = check(&format!("{with_key}{}", http("credentials = \"per_user\"", "Bearer {credential}")));
     assert!(!out.contains("error"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_sets_and_removes_credentials_through_the_admin_endpoint() {
+    let (_keys, key_path) = key_file();
+    let mock = MockHttp::start(&[]);
+    let backend = format!(
+        "[[backend]]\nname = \"gh\"\nhttp = {{ url = {}, headers = {{ Authorization = \"Bearer {{credential}}\" }} }}\n\
+         credentials = \"per_user\"\n",
+        lit(&mock.url)
+    );
+    let body = config(&key_path, &backend).replace("[credentials]\n", "[credentials]\nadmin_role = \"cred-admin\"\n");
+    let gw = Gateway::start_with_env(&body, &secret_env());
+    let endpoint = format!("{}/admin/credentials", gw.base());
+    let http = reqwest::Client::new();
+    let robot = token("deploy-bot", &["cred-admin"]);
+    let put = |who: &str, sub: &str, secret: &str| {
+        http.put(format!("{endpoint}?sub={sub}&backend=gh")).bearer_auth(who).body(secret.to_string()).send()
+    };
+
+    // Only a token with the role.
+    let r = http.get(&endpoint).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = put(&token("alice", &["admin"]), "alice", "mine").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("cred-admin"));
+
+    // Set: the answer says what was done, never the secret; the caller's calls carry it at once.
+    let r = put(&robot, "alice%40example.com", ALICE_SECRET).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(ALICE_SECRET), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((v["subject"].as_str(), v["replaced"].as_bool()), (Some("alice@example.com"), Some(false)));
+    let alice = client(&gw, "alice@example.com").await;
+    assert_eq!(whoami(&alice, "gh__whoami").await["headers"]["authorization"], format!("Bearer {ALICE_SECRET}"));
+    // Replaced: the next call already carries the new one (no wait for the store's re-read).
+    let r = put(&robot, "alice%40example.com", BOB_SECRET).await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["replaced"], true);
+    assert_eq!(whoami(&alice, "gh__whoami").await["headers"]["authorization"], format!("Bearer {BOB_SECRET}"));
+
+    // List: who has one, never the secret.
+    let r = http.get(format!("{endpoint}?backend=gh")).bearer_auth(&robot).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("alice@example.com") && !text.contains(BOB_SECRET), "{text}");
+
+    // Bad input is refused with what is wrong.
+    let r = put(&robot, "bob", &"x".repeat(20_000)).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = put(&robot, "bob", "two\nlines").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.put(format!("{endpoint}?sub=bob&backend=nope")).bearer_auth(&robot).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no backend `nope`"));
+
+    // Removed: the caller's next call is refused.
+    let r = http.delete(format!("{endpoint}?sub=alice%40example.com&backend=gh")).bearer_auth(&robot).send();
+    assert_eq!(r.await.unwrap().status(), 200);
+    let r = alice.call("gh__whoami", json!({})).await.json();
+    assert_eq!(r["error"]["code"], -32018, "{r}");
+    let r = http.delete(format!("{endpoint}?sub=alice%40example.com&backend=gh")).bearer_auth(&robot).send();
+    assert_eq!(r.await.unwrap().status(), 404);
+
+    let log = gw.log();
+    assert!(log.contains("credential set through /admin/credentials") && log.contains("deploy-bot"), "{log}");
+    assert!(!log.contains(ALICE_SECRET) && !log.contains(BOB_SECRET));
 }

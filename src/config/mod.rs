@@ -83,6 +83,9 @@ pub struct Config {
     /// The keys sealing per-user credentials (`[credentials]`); `None` without the section or
     /// when the command does not use the credential store.
     pub credentials: Option<std::sync::Arc<crate::credentials::Keys>>,
+    /// The token role that may set, remove and list credentials at `/admin/credentials`
+    /// (`[credentials] admin_role`); `None`: the endpoint is off.
+    pub credentials_admin_role: Option<String>,
     /// Where traces are exported; `None` (no `[telemetry]`): no tracing at all.
     pub telemetry: Option<TelemetryConfig>,
     /// State shared by replicas through Redis; `None` (no `[cluster]`): one process, no Redis.
@@ -322,11 +325,13 @@ impl Config {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let raw_credentials = raw.credentials.take();
         let has_store_key = raw_credentials.is_some();
+        let admin_role = raw_credentials.as_ref().and_then(|c| c.admin_role.clone());
         let mut config = validate(&src, raw, path, &base, &mut problems);
         config.credentials =
             credentials::credentials(&src, raw_credentials, needs, &base, &config.audit, &mut problems);
         per_user::read_secrets(&src, &mut config.backends, needs, &base, &mut problems);
         per_user::needs_store(&src, &config, has_store_key, &mut problems);
+        config.credentials_admin_role = per_user::admin_role(&src, &config, admin_role, &mut problems);
         if let Some(c) = config.cluster.as_mut() {
             cluster::secret(&src, c, needs, &base, &mut problems);
         }
@@ -532,6 +537,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         audit,
         alerts,
         credentials: None,
+        credentials_admin_role: None,
         telemetry,
         cluster,
         warnings: std::mem::take(warnings),

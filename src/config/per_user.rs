@@ -310,3 +310,28 @@ pub fn needs_store(src: &Source, config: &super::Config, has_store_key: bool, pr
         }
     }
 }
+
+/// `[credentials] admin_role`: the endpoint authenticates by the caller's token, so it needs
+/// `[auth]` on, and a role name a token can carry.
+pub fn admin_role(
+    src: &Source,
+    config: &super::Config,
+    role: Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let role = role?;
+    let at = key(&["credentials", "admin_role"]);
+    if role.trim().is_empty() {
+        problems.push(src.problem(&at, "must name a role"));
+        return None;
+    }
+    if matches!(config.auth, super::AuthConfig::Disabled) {
+        problems.push(src.problem(
+            &at,
+            "/admin/credentials admits a token with this role, and with `[auth] disabled = true` there are no \
+             tokens: turn authentication on, or use `sentinel credentials` on the host",
+        ));
+        return None;
+    }
+    Some(role)
+}

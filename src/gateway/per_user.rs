@@ -265,11 +265,7 @@ impl Gateway {
     async fn stored_credential(&self, subject: &str, backend: &str) -> Result<Option<Secret>, String> {
         let config = self.config();
         let Some(keys) = &config.credentials else { return Err("the config has no [credentials] key".into()) };
-        let store = self
-            .credential_db
-            .get_or_try_init(|| crate::audit::store::SqlStore::connect(&config.audit.url))
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = self.credential_store().await.map_err(|e| e.to_string())?;
         let Some(plain) =
             crate::credentials::store::secret(store, keys, subject, backend).await.map_err(|e| e.to_string())?
         else {
