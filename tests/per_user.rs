@@ -221,6 +221,14 @@ async fn each_user_gets_a_child_of_their_own_and_one_crash_stays_theirs() {
     for secret in ["jira-alice", "jira-bob", "jira-carol"] {
         assert!(!log.contains(secret), "a secret in the log:\n{log}");
     }
+
+    // A graceful stop leaves no user's child behind.
+    let mut gw = gw;
+    let new_pid = again["pid"].as_u64().unwrap();
+    assert!(Command::new("kill").args(["-TERM", &gw.child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    eventually("no user's child left", || async move { !alive(b_pid) && !alive(new_pid) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
