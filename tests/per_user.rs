@@ -29,10 +29,15 @@ fn config(key_path: &str, backend: &str) -> String {
 
 /// `sentinel credentials set` on the gateway's own config (so its own store).
 fn set_credential(gw: &Gateway, sub: &str, backend: &str, secret: &str) {
+    set_credential_in(gw.dir.path(), sub, backend, secret);
+}
+
+/// `sentinel credentials set` on the `sentinel.toml` in `dir`.
+fn set_credential_in(dir: &std::path::Path, sub: &str, backend: &str, secret: &str) {
     let mut child = Command::new(sentinel_bin())
         .args(["credentials", "set", "--sub", sub, "--backend", backend, "-c"])
-        .arg(gw.config_path())
-        .current_dir(gw.dir.path())
+        .arg(dir.join("sentinel.toml"))
+        .current_dir(dir)
         .envs(secret_env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -350,4 +355,31 @@ async fn automation_sets_and_removes_credentials_through_the_admin_endpoint() {
     let log = gw.log();
     assert!(log.contains("credential set through /admin/credentials") && log.contains("deploy-bot"), "{log}");
     assert!(!log.contains(ALICE_SECRET) && !log.contains(BOB_SECRET));
+}
+
+/// A server that answers nobody without a credential (as GitHub's does) is listed with the
+/// stored credential of `list_as`; callers' calls still carry their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lists_only_for_a_user_is_listed_as_list_as() {
+    let (_keys, key_path) = key_file();
+    let mock = MockHttp::start(&["--require-authorization"]);
+    let backend = format!(
+        "[[backend]]\nname = \"gh\"\nhttp = {{ url = {}, headers = {{ Authorization = \"Bearer {{credential}}\" }} }}\n\
+         credentials = \"per_user\"\nlist_as = \"sentinel-lister\"\n",
+        lit(&mock.url)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{}", config(&key_path, &backend));
+    std::fs::write(dir.path().join("sentinel.toml"), text).unwrap();
+    set_credential_in(dir.path(), "sentinel-lister", "gh", "lister-token");
+    set_credential_in(dir.path(), "alice", "gh", ALICE_SECRET);
+    let gw = Gateway::start_at(std::sync::Arc::new(dir), &secret_env());
+    let alice = client(&gw, "alice").await;
+    assert!(alice.tool_names().await.contains(&"gh__whoami".to_string()), "listed with list_as's credential");
+    let a = whoami(&alice, "gh__whoami").await;
+    assert_eq!(a["headers"]["authorization"], format!("Bearer {ALICE_SECRET}"), "{a}");
+    // The lister's credential serves no caller's call.
+    let r = client(&gw, "carol").await.call("gh__whoami", json!({})).await.json();
+    assert_eq!(r["error"]["code"], -32018, "{r}");
+    assert!(!gw.log().contains("lister-token"));
 }

@@ -175,6 +175,9 @@ pub struct BackendConfig {
     pub credentials: CredentialMode,
     /// One process (or HTTP session) for every caller, or one per caller (`instances`).
     pub instances: InstanceMode,
+    /// The subject whose stored credential the connection that lists a per-user backend's
+    /// tools acts with (`list_as`); `None`: it has none.
+    pub list_as: Option<String>,
 }
 
 /// How a backend is reached.
@@ -712,8 +715,9 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         instances: b.instances,
         idle_timeout: b.idle_timeout,
         max_instances: b.max_instances,
+        list_as: b.list_as,
     };
-    let (credentials, instances) = per_user::identity(src, i, identity, &transport, problems);
+    let (credentials, instances, list_as) = per_user::identity(src, i, identity, &transport, problems);
     let prefix = b.prefix.unwrap_or_else(|| b.name.clone());
     let max_message_bytes = match b.max_message_bytes {
         None => 64 * 1024 * 1024,
@@ -740,6 +744,7 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         max_message_bytes,
         credentials,
         instances,
+        list_as,
     })
 }
 

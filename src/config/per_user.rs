@@ -124,6 +124,7 @@ pub struct RawIdentity {
     pub instances: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_instances: Option<u64>,
+    pub list_as: Option<String>,
 }
 
 /// Checks `credentials`, `instances` and the `{credential}` placeholders of backend `i`.
@@ -133,7 +134,7 @@ pub fn identity(
     raw: RawIdentity,
     transport: &TransportConfig,
     problems: &mut Vec<Problem>,
-) -> (CredentialMode, InstanceMode) {
+) -> (CredentialMode, InstanceMode, Option<String>) {
     let at = |k: &str| key(&["backend", &i.to_string(), k]);
     let credentials = match raw.credentials {
         None => CredentialMode::Shared,
@@ -256,7 +257,21 @@ pub fn identity(
             ));
         }
     }
-    (credentials, instances)
+    let list_as = match raw.list_as {
+        Some(sub) if credentials != CredentialMode::PerUser => {
+            problems.push(src.problem(
+                &at("list_as"),
+                format!("lists the backend with `{sub}`'s stored credential, and applies only with `credentials = \"per_user\"`"),
+            ));
+            None
+        }
+        Some(sub) if sub.is_empty() => {
+            problems.push(src.problem(&at("list_as"), "must name a subject (a token's `sub`)"));
+            None
+        }
+        other => other,
+    };
+    (credentials, instances, list_as)
 }
 
 /// Reads the client secret of every token exchange (a command that does not start backends

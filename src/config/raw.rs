@@ -69,6 +69,7 @@ pub struct RawBackend {
     pub instances: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_instances: Option<u64>,
+    pub list_as: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,7 +80,7 @@ impl Gateway {
                 }
             }
         }
-        let started = start_backends(first, &to_start, &self.backend_client, &self.notices).await;
+        let started = start_backends(first, &to_start, &new, &self.backend_client, &self.notices).await;
         if self.shutdown.is_cancelled() {
             for b in started.into_iter().filter_map(|(b, _)| b) {
                 b.terminate(Duration::from_secs(1)).await;

@@ -87,7 +87,7 @@ impl Gateway {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let backend_client =
             BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION"))).map_err(StartError::BackendClient)?;
-        let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
+        let started = start_backends(0, &config.backends, &config, &backend_client, &notices_tx).await;
         let slots: Vec<Arc<Slot>> = config
             .backends
             .iter()
@@ -271,11 +271,13 @@ impl Gateway {
 pub(super) async fn start_backends(
     first: usize,
     configs: &[crate::config::BackendConfig],
+    config: &Config,
     client: &BackendClient,
     notices: &Notices,
 ) -> Vec<(Option<Arc<Backend>>, Listing)> {
     let starts = configs.iter().enumerate().map(|(k, cfg)| async move {
-        match Backend::start(first + k, cfg.clone(), client.clone(), notices.clone()).await {
+        let listing_as = crate::credentials::listing_credential(config, cfg).await;
+        match Backend::start_as(first + k, cfg.clone(), client.clone(), notices.clone(), listing_as).await {
             Ok(b) => {
                 let b = Arc::new(b);
                 crate::backend::spawn_listener(&b);

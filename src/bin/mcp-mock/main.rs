@@ -52,6 +52,9 @@ struct Cli {
     /// server-everything's "Bad Request: No valid session ID provided".
     #[arg(long, value_name = "STATUS", default_value = "404", value_parser = clap::value_parser!(u16).range(400..=404))]
     unknown_session_status: u16,
+    /// Answer 401 to an HTTP POST without an `Authorization` header.
+    #[arg(long)]
+    require_authorization: bool,
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut server = Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools);
     server.unknown_session_status = cli.unknown_session_status;
+    server.require_authorization = cli.require_authorization;
     let server = Arc::new(server);
     match cli.http {
         Some(addr) => http::run(server, addr).await,

@@ -49,6 +49,9 @@ pub struct Server {
     /// HTTP status for a request naming a session this process does not know: the spec's
     /// 404, or 400 as server-everything answers ("No valid session ID provided").
     pub unknown_session_status: u16,
+    /// Answer 401 to an HTTP request without an `Authorization` header (as servers that act as
+    /// their caller do, e.g. GitHub's).
+    pub require_authorization: bool,
 }
 
 /// A modern subscription: where to deliver and what the client opted in to.
@@ -134,6 +137,7 @@ impl Server {
             listeners: Mutex::new(Vec::new()),
             next_listener: AtomicU64::new(0),
             unknown_session_status: 404,
+            require_authorization: false,
         }
     }
 
