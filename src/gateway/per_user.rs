@@ -62,8 +62,8 @@ pub struct Instance {
 /// What serves one call: the backend's shared connection, or the caller's own instance.
 pub(super) enum Serving {
     Shared(Arc<Backend>),
-    /// The instance, and the call counted in on it until the call ends.
-    Own(Arc<Instance>, #[allow(dead_code)] InstanceUse),
+    /// The instance, and the call counted in on it until the call (or its streamed result) ends.
+    Own(Arc<Instance>, InstanceUse),
 }
 
 impl Serving {

@@ -193,7 +193,11 @@ impl Gateway {
                 }
             }
         }
-        outcome?.into_answer(&backend)
+        match (outcome?.into_answer(&backend)?, serving) {
+            // The caller's instance stays counted in use until its result has streamed.
+            (Answer::Stream(body), per_user::Serving::Own(_, used)) => Ok(Answer::Stream(body.holding(used))),
+            (answer, _) => Ok(answer),
+        }
 
         // 12. Audit: `govern` writes the record, whatever the outcome.
     }
