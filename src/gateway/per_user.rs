@@ -126,6 +126,11 @@ impl PerUser {
         Some(PerUser { table: Mutex::default(), idle_timeout, max_instances, exchange })
     }
 
+    /// Whether `instance` is `subject`'s in the table (not reaped or replaced meanwhile).
+    fn holds(&self, subject: &str, instance: &Arc<Instance>) -> bool {
+        self.table.lock().expect("instances lock").live.get(subject).is_some_and(|i| Arc::ptr_eq(i, instance))
+    }
+
     /// How many instances run.
     pub fn len(&self) -> usize {
         self.table.lock().expect("instances lock").live.len()
@@ -256,9 +261,17 @@ impl Gateway {
                 }
             }
         };
-        let instance = self.instance(i, slot, per_user, &subject, known, (credential, read_at)).await?;
-        let used = instance.enter();
-        Ok(Serving::Own(instance, used))
+        let mut known = known;
+        loop {
+            let instance = self.instance(i, slot, per_user, &subject, known, (credential.clone(), read_at)).await?;
+            // Counted in before it is checked to still be in the table: the reaper takes only
+            // an instance nobody has entered, so one still there now is not reaped under it.
+            let used = instance.enter();
+            if per_user.holds(&subject, &instance) {
+                return Ok(Serving::Own(instance, used));
+            }
+            known = None;
+        }
     }
 
     /// The caller's credential for `backend` from the store, opened.
