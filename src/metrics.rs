@@ -408,6 +408,7 @@ impl Metrics {
     pub fn backend_removed(&self, backend: &str) {
         self.backend_up.remove(&backend_label(backend));
         self.circuit_state.remove(&backend_label(backend));
+        self.backend_instances.remove(&backend_label(backend));
     }
 
     /// Counts one restart of `backend`'s process.
