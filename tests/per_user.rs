@@ -383,3 +383,35 @@ async fn a_server_that_lists_only_for_a_user_is_listed_as_list_as() {
     assert_eq!(r["error"]["code"], -32018, "{r}");
     assert!(!gw.log().contains("lister-token"));
 }
+
+/// A user's child that will not start is not spawned again on every call: its starts back off
+/// (as a shared child's restarts do), and other users are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_will_not_start_backs_off() {
+    let (_keys, key_path) = key_file();
+    // Exits at once when given the credential `bad`, as a server refusing a revoked token might.
+    let script = format!("if [ \"$MOCK_TOKEN\" = bad ]; then exit 1; fi; exec {}", mock_bin().display());
+    let backend = format!(
+        "[[backend]]\nname = \"jira\"\nstdio = {{ command = \"sh\", args = [\"-c\", {}], env = {{ MOCK_TOKEN = \"{{credential}}\" }} }}\n\
+         credentials = \"per_user\"\ninstances = \"per_user\"\n",
+        lit(script)
+    );
+    let gw = Gateway::start_with_env(&config(&key_path, &backend), &secret_env());
+    set_credential(&gw, "mallory", "jira", "bad");
+    set_credential(&gw, "alice", "jira", "good");
+    let mallory = client(&gw, "mallory").await;
+    let mut messages = Vec::new();
+    for _ in 0..5 {
+        let r = mallory.call("jira__whoami", json!({})).await.json();
+        assert_eq!(r["error"]["code"], -32014, "{r}");
+        messages.push(r["error"]["message"].as_str().unwrap().to_string());
+    }
+    assert!(messages[0].contains("did not start"), "{messages:?}");
+    // The starts back off (500 ms, then twice as long each time): the calls right after a
+    // failed start are refused without a start.
+    assert!(messages.iter().any(|m| m.contains("next attempt in")), "{messages:?}");
+    let starts = gw.log().matches("per-user instance did not start").count();
+    assert!(starts < 5, "{starts} starts for 5 calls");
+    let a = whoami(&client(&gw, "alice").await, "jira__whoami").await;
+    assert_eq!(a["env"]["MOCK_TOKEN"], "good");
+}

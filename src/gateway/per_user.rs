@@ -18,6 +18,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{Caller, Gateway, Slot};
 use crate::backend::Backend;
+use crate::backend::backoff::RestartPolicy;
 use crate::backend::breaker::CircuitBreaker;
 use crate::config::{BackendConfig, CredentialMode, InstanceMode};
 use crate::credentials::Secret;
@@ -28,6 +29,9 @@ use crate::error::Refusal;
 /// set or removed with `sentinel credentials` (another process) takes effect within this; one
 /// set or removed through the admin endpoint takes effect at once.
 const RECHECK_AFTER: Duration = Duration::from_secs(30);
+/// How long after its next attempt was due a subject's failed start is remembered (its backoff
+/// grows while it keeps failing within this).
+const FORGET_FAILED_AFTER: Duration = Duration::from_secs(600);
 /// Longest pause between two looks for idle instances.
 const MAX_REAP_TICK: Duration = Duration::from_secs(30);
 
@@ -45,6 +49,10 @@ struct Table {
     live: HashMap<String, Arc<Instance>>,
     /// Subjects whose instance is being started, with the lock their other calls wait on.
     starting: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Subjects whose instance failed to start: not before when it is tried again, and the
+    /// schedule that backs off (as a shared child's restarts do), so that a caller's retries
+    /// cannot make the gateway spawn a failing command in a loop.
+    failed: HashMap<String, (Instant, RestartPolicy)>,
 }
 
 /// One caller's instance of a backend.
@@ -145,6 +153,8 @@ impl PerUser {
     fn take_idle(&self) -> (Vec<Arc<Instance>>, usize) {
         let now = Instant::now();
         let mut table = self.table.lock().expect("instances lock");
+        // A failed start is forgotten a while after its next attempt was due.
+        table.failed.retain(|_, (at, _)| now.saturating_duration_since(*at) < FORGET_FAILED_AFTER);
         let mut gone = 0;
         let idle: Vec<String> = table
             .live
@@ -334,8 +344,21 @@ impl Gateway {
                             tracing::warn!(backend = %name, subject = %subject, pid = ?dead.backend.pid(), "a per-user instance has exited; starting it again");
                             self.metrics.backend_restarted(name);
                         }
+                        let wait =
+                            table.failed.get(subject).map(|(at, _)| at.saturating_duration_since(Instant::now()));
                         match table.starting.get(subject) {
                             Some(lock) => Step::Wait(lock.clone()),
+                            None if wait.is_some_and(|w| !w.is_zero()) => {
+                                let wait = wait.unwrap_or_default();
+                                return Err(Refusal::BackendUnavailable {
+                                    backend: name.to_string(),
+                                    reason: format!(
+                                        "its instance for this caller failed to start; next attempt in {} (see the gateway log)",
+                                        humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                                    ),
+                                    retry_after_ms: wait.as_millis() as u64 + 1,
+                                });
+                            }
                             None if table.live.len() + table.starting.len() >= per_user.max_instances => {
                                 return Err(Refusal::BackendUnavailable {
                                     backend: name.to_string(),
@@ -381,11 +404,21 @@ impl Gateway {
                     )
                     .await
                     .map_err(|e| {
-                        tracing::error!(backend = %name, subject = %subject, "per-user instance did not start: {e:#}");
+                        let delay = {
+                            let mut table = per_user.table.lock().expect("instances lock");
+                            let (at, policy) = table
+                                .failed
+                                .entry(subject.to_string())
+                                .or_insert_with(|| (Instant::now(), RestartPolicy::new(Default::default())));
+                            let delay = policy.on_exit(Duration::ZERO).delay;
+                            *at = Instant::now() + delay;
+                            delay
+                        };
+                        tracing::error!(backend = %name, subject = %subject, "per-user instance did not start: {e:#}; next attempt in {delay:?}");
                         Refusal::BackendUnavailable {
                             backend: name.to_string(),
                             reason: "its instance for this caller did not start; see the gateway log".into(),
-                            retry_after_ms: 1000,
+                            retry_after_ms: delay.as_millis() as u64,
                         }
                     })?;
                     let instance = Arc::new(Instance {
@@ -406,6 +439,7 @@ impl Gateway {
                     let n = {
                         let mut table = per_user.table.lock().expect("instances lock");
                         table.live.insert(subject.to_string(), instance.clone());
+                        table.failed.remove(subject);
                         table.live.len()
                     };
                     drop(guard);
