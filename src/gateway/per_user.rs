@@ -23,6 +23,8 @@ use crate::backend::breaker::CircuitBreaker;
 use crate::config::{BackendConfig, CredentialMode, InstanceMode};
 use crate::credentials::Secret;
 use crate::credentials::exchange::{ExchangeSettings, TokenExchange};
+
+mod credential;
 use crate::error::Refusal;
 
 /// How long a credential read from the store is used before it is read again: a credential
@@ -216,61 +218,8 @@ impl Gateway {
             });
         };
         let subject = caller.client().unwrap_or(super::ANONYMOUS).to_string();
-        let miss = |reason: &'static str, message: String| {
-            self.metrics.credential_miss(name, reason);
-            Refusal::NoCredential { backend: name.to_string(), reason, message }
-        };
         let known = per_user.table.lock().expect("instances lock").live.get(&subject).cloned();
-        // When the credential was read from the store, if it was just now.
-        let mut read_at = None;
-        let credential = match &slot.config.credentials {
-            CredentialMode::Shared => None,
-            CredentialMode::PerUser => {
-                let cached = known.as_ref().and_then(|i| {
-                    let c = i.credential.lock().expect("credential lock");
-                    (c.1.elapsed() < RECHECK_AFTER).then(|| c.0.clone()).flatten()
-                });
-                match cached {
-                    Some(c) => Some(c),
-                    None => match self.stored_credential(&subject, name).await {
-                        Ok(Some(c)) => {
-                            read_at = Some(Instant::now());
-                            Some(c)
-                        }
-                        Ok(None) => {
-                            return Err(miss(
-                                "not_set",
-                                format!(
-                                    "`{name}` acts as each caller, and none is stored for `{subject}`. An operator sets it with \
-                                     `sentinel credentials set --sub {subject} --backend {name}` (the secret on stdin)"
-                                ),
-                            ));
-                        }
-                        Err(why) => {
-                            tracing::error!(backend = %name, subject = %subject, "credential not usable: {why}");
-                            return Err(miss("unreadable", format!("the stored credential cannot be read now: {why}")));
-                        }
-                    },
-                }
-            }
-            CredentialMode::TokenExchange(_) => {
-                let token = match caller {
-                    Caller::User(i) => i.token.as_ref(),
-                    _ => None,
-                };
-                let Some(token) = token else {
-                    return Err(miss(
-                        "no_token",
-                        format!("`{name}` exchanges the caller's token, and this caller presented none"),
-                    ));
-                };
-                let exchange = per_user.exchange.as_ref().expect("a token-exchange backend has its exchanger");
-                match exchange.token_for(&subject, token.expose()).await {
-                    Ok(t) => Some(Secret::new(t)),
-                    Err(e) => return Err(miss("exchange_failed", e.to_string())),
-                }
-            }
-        };
+        let (credential, read_at) = self.caller_credential(slot, per_user, caller, &subject, known.as_ref()).await?;
         let mut known = known;
         loop {
             let instance = self.instance(i, slot, per_user, &subject, known, (credential.clone(), read_at)).await?;
@@ -282,19 +231,6 @@ impl Gateway {
             }
             known = None;
         }
-    }
-
-    /// The caller's credential for `backend` from the store, opened.
-    async fn stored_credential(&self, subject: &str, backend: &str) -> Result<Option<Secret>, String> {
-        let config = self.config();
-        let Some(keys) = &config.credentials else { return Err("the config has no [credentials] key".into()) };
-        let store = self.credential_store().await.map_err(|e| e.to_string())?;
-        let Some(plain) =
-            crate::credentials::store::secret(store, keys, subject, backend).await.map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        String::from_utf8(plain).map(|s| Some(Secret::new(s))).map_err(|_| "it is not UTF-8 text".to_string())
     }
 
     /// The caller's instance, started if there is none (or it exited, or its credential
