@@ -12,7 +12,9 @@
 //!   resource subscriptions and notifications fanned out to clients;
 //! - `supervise.rs`: backends' notices, restarts, list refreshes and the catalog; `slot.rs`:
 //!   one configured backend; `reload.rs`: a new config swapped in;
-//! - `health.rs`: `/ready`, `/metrics` and the audit-trouble watch.
+//! - `health.rs`: `/ready`, `/metrics` and the audit-trouble watch;
+//! - `per_user.rs`: backends acting for each caller (their instances and the caller's
+//!   credential); `credential_admin.rs`: the credential store for `/admin/credentials`.
 //!
 //! Calls go down this list's dependencies, never back up to the module that called.
 
