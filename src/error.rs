@@ -115,6 +115,18 @@ pub enum Refusal {
         "The audit trail cannot be written, and calls are refused until it can (on_audit_failure = \"fail_closed\")"
     )]
     AuditUnavailable,
+    /// The backend acts for each caller, and this caller has no usable credential for it:
+    /// none stored, none to exchange, or the exchange failed. Nothing was sent to the backend.
+    #[error("No credential for backend `{backend}`: {message}")]
+    NoCredential {
+        /// The backend's name.
+        backend: String,
+        /// A stable word a program can act on: `not_set`, `unreadable`, `no_token`,
+        /// `exchange_failed`.
+        reason: &'static str,
+        /// What happened and what to do, for a human (never a secret).
+        message: String,
+    },
     /// A stateless request without the `_meta` the 2026-07-28 revision requires.
     #[error("Invalid params: {0}")]
     MalformedStateless(String),
@@ -173,6 +185,9 @@ impl Refusal {
             ),
             Refusal::NotBridged(_) => (code::INTERNAL_ERROR, StatusCode::OK, None),
             Refusal::AuditUnavailable => (code::AUDIT_UNAVAILABLE, StatusCode::OK, None),
+            Refusal::NoCredential { backend, reason, .. } => {
+                (code::NO_CREDENTIAL, StatusCode::OK, Some(json!({ "backend": backend, "reason": reason })))
+            }
             Refusal::MalformedStateless(_) => (code::INVALID_PARAMS, StatusCode::BAD_REQUEST, None),
         }
     }
@@ -189,6 +204,9 @@ impl Refusal {
             Refusal::BackendTimeout { .. } => Outcome::Timeout,
             Refusal::NotBridged(_) => Outcome::BackendError,
             Refusal::AuditUnavailable => Outcome::Unavailable,
+            // SPEC §5's outcomes are fixed: the backend is unusable for this caller. The code
+            // (-32018) and the record's credential mode tell it from a backend that is down.
+            Refusal::NoCredential { .. } => Outcome::Unavailable,
             Refusal::InvalidArguments { .. }
             | Refusal::UnknownTool(_)
             | Refusal::UnknownPrompt(_)

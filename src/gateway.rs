@@ -14,7 +14,9 @@
 //!   streams, resource subscriptions and notifications fanned out to clients;
 //! - `supervise.rs`: backends' notices, restarts, list refreshes and the catalog; `slot.rs`:
 //!   one configured backend; `reload.rs`: a new config swapped in;
-//! - `health.rs`: `/ready`, `/metrics` and the audit-trouble watch.
+//! - `health.rs`: `/ready`, `/metrics` and the audit-trouble watch;
+//! - `per_user.rs`: backends acting for each caller (their instances and the caller's
+//!   credential); `credential_admin.rs`: the credential store for `/admin/credentials`.
 //!
 //! Calls go down this list's dependencies, never back up to the module that called.
 
@@ -22,12 +24,14 @@ mod answer;
 mod audited;
 mod bridge;
 mod caller;
+mod credential_admin;
 mod dispatch;
 mod forward;
 mod health;
 mod lists;
 mod meta;
 mod own_methods;
+mod per_user;
 mod pinning;
 mod pipeline;
 mod relay;
@@ -45,6 +49,7 @@ mod task_handles;
 pub use answer::{Answer, Framed, Listening};
 pub(crate) use caller::RequestCtx;
 pub use caller::{ANONYMOUS, Caller, Ctx};
+pub use credential_admin::AdminError;
 pub use pipeline::Admission;
 pub use reload::ReloadError;
 pub use route::Route;
@@ -116,6 +121,8 @@ pub struct Gateway {
     task_handles: task_handles::TaskHandles,
     /// Tool definitions pinned (`[pinning]`), shared with the store's watch.
     pins: Arc<crate::pins::Pins>,
+    /// The credential store (`[credentials]`), connected on the first call that needs it.
+    credential_db: tokio::sync::OnceCell<crate::audit::store::SqlStore>,
 }
 
 /// The config in force and the slots of the backends it names.

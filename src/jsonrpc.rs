@@ -31,6 +31,8 @@ pub mod code {
     pub const AUDIT_UNAVAILABLE: i64 = -32016;
     /// A tool whose definition changed, held until approved (`sentinel pins approve`).
     pub const HELD: i64 = -32017;
+    /// No usable credential for this caller at this backend (SPEC §7).
+    pub const NO_CREDENTIAL: i64 = -32018;
     /// The backend is down, exited, or its circuit is open.
     pub const BACKEND_UNAVAILABLE: i64 = -32014;
     /// The backend did not answer in time.

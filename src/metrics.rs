@@ -18,13 +18,18 @@
 //! | `sentinel_sessions` | gauge | `transport` (http, stdio) |
 //! | `sentinel_config_restart_pending` | gauge (0 or 1) | `setting` (the keys read only at start) |
 //! | `sentinel_audit_suppressed_total` | counter | `reason` (denied_auth_throttled) |
+//! | `sentinel_credential_misses_total` | counter | `backend`, `reason` (not_set, unreadable, no_token, exchange_failed) |
+//! | `sentinel_token_exchanges_total` | counter | `backend`, `result` (ok, error) |
+//! | `sentinel_backend_instances` | gauge | `backend` (per-user instances running) |
 //!
 //! Every family is in the output from the start, with zero values, so that alert rules and
 //! dashboards (and `increase()` over a first event) work on a fresh gateway. The crate leaves
 //! out a family without series, so each is given its zero series when it is made: every value
 //! of a fixed label set (`result`, `transport`); for `backend`, each configured backend (as it
 //! is configured); for `tool`, each tool in the catalog (as it is listed, `outcome="ok"` for
-//! `sentinel_requests_total`) and the one series every unknown name shares. A unit test checks
+//! `sentinel_requests_total`) and the one series every unknown name shares; the per-user
+//! families, for each backend acting for each caller (`credentials`, `instances`), as it is
+//! configured (a gateway without one has nothing to count there). A unit test checks
 //! that every registered family appears in a fresh registry's output.
 //!
 //! Cardinality is bounded by construction: `backend` comes from the config, `outcome` is the
@@ -89,6 +94,21 @@ struct ProfileLabels {
     profile: String,
     outcome: &'static str,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendReasonLabel {
+    backend: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackendResultLabel {
+    backend: String,
+    result: &'static str,
+}
+
+/// The `reason`s of `sentinel_credential_misses_total`, as `Refusal::NoCredential` names them.
+pub const CREDENTIAL_MISS_REASONS: [&str; 4] = ["not_set", "unreadable", "no_token", "exchange_failed"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ToolLabel {
@@ -161,6 +181,12 @@ pub struct Metrics {
     definition_changes: Family<BackendLabel, Counter>,
     /// Tools held out of lists and calls until approved (`[pinning] mode = "hold"`).
     tools_held: Gauge,
+    /// Calls refused because the caller had no usable credential for a per-user backend.
+    credential_misses: Family<BackendReasonLabel, Counter>,
+    /// Token exchanges made (not cache hits), by result.
+    token_exchanges: Family<BackendResultLabel, Counter>,
+    /// Per-user instances (stdio children, HTTP sessions) running, by backend.
+    backend_instances: Family<BackendLabel, Gauge>,
 }
 
 impl Metrics {
@@ -191,6 +217,9 @@ impl Metrics {
             profile_requests: Family::default(),
             definition_changes: Family::default(),
             tools_held: Gauge::default(),
+            credential_misses: Family::default(),
+            token_exchanges: Family::default(),
+            backend_instances: Family::default(),
         };
         for reason in crate::telemetry::DROP_REASONS {
             let _ = m.spans_dropped.get_or_create(&ReasonLabel { reason });
@@ -297,6 +326,24 @@ impl Metrics {
             "Calls whose rate limit the Redis of [cluster] did not decide in time (on_redis_failure decided them)",
             redis_failures,
         );
+        let misses = self.credential_misses.clone();
+        self.add(
+            "sentinel_credential_misses",
+            "Calls refused (-32018) because the caller had no usable credential for a per-user backend, by reason",
+            misses,
+        );
+        let exchanges = self.token_exchanges.clone();
+        self.add(
+            "sentinel_token_exchanges",
+            "Token exchanges (RFC 8693) made with the identity provider, not cache hits, by result",
+            exchanges,
+        );
+        let instances = self.backend_instances.clone();
+        self.add(
+            "sentinel_backend_instances",
+            "Per-user instances of a backend running (stdio children, or HTTP sessions acting for one user)",
+            instances,
+        );
         self
     }
 
@@ -366,6 +413,39 @@ impl Metrics {
         let _ = self.profile_requests.get_or_create(&ProfileLabels { profile: profile.to_owned(), outcome: "ok" });
     }
 
+    /// Creates the series of a backend acting for each caller at zero: its misses by reason,
+    /// its running instances and, with a token exchange, its exchanges.
+    pub fn per_user_backend(&self, backend: &str, exchanges: bool) {
+        for reason in CREDENTIAL_MISS_REASONS {
+            let _ = self.credential_misses.get_or_create(&BackendReasonLabel { backend: backend.to_owned(), reason });
+        }
+        let _ = self.backend_instances.get_or_create(&backend_label(backend));
+        if exchanges {
+            for result in ["ok", "error"] {
+                let _ = self.token_exchanges.get_or_create(&BackendResultLabel { backend: backend.to_owned(), result });
+            }
+        }
+    }
+
+    /// Counts a call refused for want of a credential. `reason` is one of
+    /// [`CREDENTIAL_MISS_REASONS`].
+    pub fn credential_miss(&self, backend: &str, reason: &'static str) {
+        self.credential_misses.get_or_create(&BackendReasonLabel { backend: backend.to_owned(), reason }).inc();
+    }
+
+    /// The counters of `backend`'s exchanges, for the exchanger to count with directly (it
+    /// runs refreshes in the background, where the gateway is not at hand).
+    pub fn token_exchange_counters(&self, backend: &str) -> [Counter; 2] {
+        ["ok", "error"].map(|result| {
+            self.token_exchanges.get_or_create(&BackendResultLabel { backend: backend.to_owned(), result }).clone()
+        })
+    }
+
+    /// Sets how many per-user instances of `backend` run.
+    pub fn backend_instances(&self, backend: &str, n: usize) {
+        self.backend_instances.get_or_create(&backend_label(backend)).set(n as i64);
+    }
+
     /// Creates a listed tool's series at zero: its calls answered (`outcome="ok"`) and its
     /// rate-limit refusals. Other outcomes appear with their first event: a zero series per
     /// tool and outcome would multiply the series by ten for little.
@@ -381,6 +461,7 @@ impl Metrics {
     pub fn backend_removed(&self, backend: &str) {
         self.backend_up.remove(&backend_label(backend));
         self.circuit_state.remove(&backend_label(backend));
+        self.backend_instances.remove(&backend_label(backend));
     }
 
     /// Counts one restart of `backend`'s process.
@@ -514,6 +595,8 @@ mod tests {
         m.backend_up("github", true);
         m.circuit_state("github", CircuitGauge::Closed);
         m.profile_configured("research");
+        // The per-user families have series once a backend acting for each caller is configured.
+        m.per_user_backend("github", true);
         let text = m.render();
         assert!(m.family_names().len() >= FAMILIES.len());
         for name in m.family_names() {

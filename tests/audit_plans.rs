@@ -51,6 +51,7 @@ fn record(i: usize) -> AuditRecord {
         trace_id: None,
         replica: Some("gw-1".into()),
         profile: None,
+        credential_mode: None,
     }
 }
 

@@ -76,6 +76,7 @@ fn record(i: usize) -> AuditRecord {
         trace_id: (i % 3 != 2).then(|| format!("{:032x}", 0x4bf9_2f35_77b3_4da6_u128 + i as u128)),
         replica: (i % 5 != 4).then(|| format!("host-{}.example-{}", i % 3, 1000 + i)),
         profile: None,
+        credential_mode: (i % 4 == 1).then(|| "per_user".to_string()),
     }
 }
 

@@ -138,6 +138,11 @@ pub struct AuditRecord {
     /// --profile`); `None` at `/mcp`. Absent from older spools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The credential mode that served the call (`shared`, `per_user`, `token_exchange`;
+    /// SPEC §7), once it was routed to a backend: which identity the backend saw, never the
+    /// credential. Absent from older spools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_mode: Option<String>,
 }
 
 /// The longest client-chosen text a record (and its log line) keeps of each field: anyone who
@@ -235,6 +240,7 @@ impl AuditRecord {
             trace_id: None,
             replica: Some(crate::replica::id().to_string()),
             profile: None,
+            credential_mode: None,
         }
     }
 
@@ -324,6 +330,8 @@ impl LogSink {
             trace_id = r.trace_id.as_deref(),
             // Only for requests that came in by a profile.
             profile = r.profile.as_deref(),
+            // Only for a routed call: which identity the backend saw (never the credential).
+            credential = r.credential_mode.as_deref(),
             "call"
         );
     }

@@ -231,6 +231,7 @@ struct JsonRecord<'a> {
     trace_id: Option<&'a str>,
     replica: Option<&'a str>,
     profile: Option<&'a str>,
+    credential_mode: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -266,6 +267,7 @@ impl<'a> JsonRecord<'a> {
             trace_id: r.trace_id.as_deref(),
             replica: r.replica.as_deref(),
             profile: r.profile.as_deref(),
+            credential_mode: r.credential_mode.as_deref(),
         }
     }
 }
@@ -295,6 +297,7 @@ pub fn parse_json_line(line: &str) -> Result<AuditRecord, BadLine> {
         replica: Option<String>,
         #[serde(default)]
         profile: Option<String>,
+        credential_mode: Option<String>,
     }
     let l: Line = serde_json::from_str(line).map_err(BadLine::Json)?;
     let ts = humantime::parse_rfc3339(&l.ts)
@@ -320,6 +323,7 @@ pub fn parse_json_line(line: &str) -> Result<AuditRecord, BadLine> {
         trace_id: l.trace_id,
         replica: l.replica,
         profile: l.profile,
+        credential_mode: l.credential_mode,
     })
 }
 

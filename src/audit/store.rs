@@ -29,7 +29,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Columns bound per record by `insert`.
-const COLUMNS: usize = 18;
+const COLUMNS: usize = 19;
 
 /// Runs the same code on whichever pool a `SqlStore` has (the two pools are different types),
 /// for the small tables beside the audit records that take one SQL text in both dialects.
@@ -440,6 +440,7 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
     (5, "trace id", include_str!("../../migrations/sqlite/0005_trace_id.sql")),
     (6, "replica", include_str!("../../migrations/sqlite/0006_replica.sql")),
     (7, "catalog", include_str!("../../migrations/sqlite/0007_catalog.sql")),
+    (8, "credential mode", include_str!("../../migrations/sqlite/0008_credential_mode.sql")),
 ]);
 
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
@@ -450,6 +451,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (5, "trace id", include_str!("../../migrations/postgres/0005_trace_id.sql")),
     (6, "replica", include_str!("../../migrations/postgres/0006_replica.sql")),
     (7, "catalog", include_str!("../../migrations/postgres/0007_catalog.sql")),
+    (8, "credential mode", include_str!("../../migrations/postgres/0008_credential_mode.sql")),
 ]);
 
 impl MigrationSource<'static> for Embedded {

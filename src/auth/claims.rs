@@ -53,6 +53,7 @@ impl ClaimRules {
             expires_at: Some(exp),
             not_before: nbf,
             leeway: self.leeway,
+            token: None,
         };
         times.check_time(now)?;
         if let Some(issuer) = &self.issuer

@@ -56,6 +56,26 @@ pub struct Identity {
     pub not_before: Option<u64>,
     /// The clock skew tolerated on both (`[auth] leeway`), in seconds.
     pub leeway: u64,
+    /// The token itself, as verified: what a token exchange trades for a backend's token
+    /// (src/credentials/exchange.rs). It is never forwarded to a backend as it is.
+    pub token: Option<VerifiedToken>,
+}
+
+/// A caller's verified token. Its `Debug` shows no part of it, so an identity can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedToken(Arc<str>);
+
+impl VerifiedToken {
+    /// The token's text (without `Bearer `).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VerifiedToken(..)")
+    }
 }
 
 impl Identity {
@@ -247,7 +267,8 @@ impl Authenticator {
             }
             Err(_) => return Err(AuthError::BadSignature),
         }
-        let identity = self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())?;
+        let mut identity = self.rules.check(&decode_part(payload_b64, "payload")?, unix_now())?;
+        identity.token = Some(VerifiedToken(token.into()));
         #[cfg(test)]
         if let Some(hook) = self.between_verify_and_insert.lock().expect("hook lock").take() {
             hook(self);

@@ -37,6 +37,13 @@ struct Inner {
     /// Parsed once, not on every request (the profile showed URL parsing on the hot path).
     uri: Uri,
     headers: HeaderMap,
+    /// Headers whose value takes the caller's credential (`{credential}`), filled in on every
+    /// request from `credential`; left out while there is none (the shared connection of a
+    /// backend with per-caller credentials).
+    templates: Vec<(HeaderName, String)>,
+    /// The caller's credential, for a connection acting for one caller: swapped when an
+    /// exchanged token is refreshed.
+    credential: arc_swap::ArcSwapOption<crate::credentials::Secret>,
     client: BackendClient,
     max_bytes: usize,
     /// The answer to a `roots/list` no client call can take (`roots` in the config).
@@ -93,13 +100,19 @@ impl HttpConn {
         client: BackendClient,
         notices: Notices,
         tasks: &Tasks,
+        credential: Option<crate::credentials::Secret>,
     ) -> Result<HttpConn, super::StartError> {
         let bad = |e: &dyn std::fmt::Display| super::StartError::HttpConfig(e.to_string());
         let TransportConfig::Http { url, headers } = &config.transport else {
             unreachable!("http backend without http transport")
         };
         let mut map = HeaderMap::new();
+        let mut templates = Vec::new();
         for (k, v) in headers {
+            if v.contains(crate::config::CREDENTIAL_PLACEHOLDER) {
+                templates.push((HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(&e))?, v.clone()));
+                continue;
+            }
             let mut value = HeaderValue::from_str(v).map_err(|e| bad(&e))?;
             value.set_sensitive(true);
             map.insert(HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(&e))?, value);
@@ -111,6 +124,8 @@ impl HttpConn {
                 url: reqwest::Url::parse(url).map_err(|e| bad(&e))?,
                 uri: url.parse().map_err(|e: http::uri::InvalidUri| bad(&e))?,
                 headers: map,
+                templates,
+                credential: arc_swap::ArcSwapOption::new(credential.map(Arc::new)),
                 client,
                 max_bytes: config.max_message_bytes,
                 roots: config.roots.clone(),
@@ -123,6 +138,11 @@ impl HttpConn {
                 tasks: tasks.clone(),
             }),
         })
+    }
+
+    /// The caller's credential requests carry from now on.
+    pub fn set_credential(&self, credential: crate::credentials::Secret) {
+        self.inner.credential.store(Some(Arc::new(credential)));
     }
 
     pub fn set_generation(&self, g: Generation) {
@@ -328,6 +348,19 @@ impl Inner {
 
     fn request_headers(&self, method: &str, name: Option<&str>, params: &[(String, String)]) -> HeaderMap {
         let mut h = self.headers.clone();
+        if !self.templates.is_empty()
+            && let Some(c) = &*self.credential.load()
+        {
+            for (name, template) in &self.templates {
+                // A credential that cannot be a header value (a newline in it) is left out: the
+                // backend refuses the call as unauthenticated rather than get a broken request.
+                let text = template.replace(crate::config::CREDENTIAL_PLACEHOLDER, c.expose());
+                if let Ok(mut v) = HeaderValue::from_str(&text) {
+                    v.set_sensitive(true);
+                    h.insert(name.clone(), v);
+                }
+            }
+        }
         h.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let st = self.state.lock().expect("state lock");

@@ -300,21 +300,40 @@ fn has(caps: &serde_json::Value, key: &str) -> bool {
 }
 
 impl Backend {
-    /// Starts the transport, probes the generation and completes the handshake.
+    /// Starts the transport, probes the generation and completes the handshake. A backend
+    /// with a credential per caller is started here without one: its `{credential}` headers
+    /// and variables are left out (this is the connection the gateway lists it with).
     pub async fn start(
         index: usize,
         config: BackendConfig,
         client: http_client::BackendClient,
         notices: Notices,
     ) -> Result<Backend, StartError> {
+        Backend::start_as(index, config, client, notices, None).await
+    }
+
+    /// [`start`](Self::start) acting for one caller: `credential` fills the `{credential}`
+    /// templates of its headers (HTTP) or environment (stdio).
+    pub async fn start_as(
+        index: usize,
+        config: BackendConfig,
+        client: http_client::BackendClient,
+        notices: Notices,
+        credential: Option<crate::credentials::Secret>,
+    ) -> Result<Backend, StartError> {
         let tasks = Tasks::new();
         let conn = match &config.transport {
             TransportConfig::Stdio { .. } => {
-                Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices.clone(), &tasks)?)
+                Conn::Stdio(stdio::StdioConn::spawn(index, &config, notices.clone(), &tasks, credential.as_ref())?)
             }
-            TransportConfig::Http { .. } => {
-                Conn::Http(http::HttpConn::new(index, &config, client.clone(), notices.clone(), &tasks)?)
-            }
+            TransportConfig::Http { .. } => Conn::Http(http::HttpConn::new(
+                index,
+                &config,
+                client.clone(),
+                notices.clone(),
+                &tasks,
+                credential.clone(),
+            )?),
         };
         let hs = match handshake::handshake(&conn, &config).await {
             Ok(hs) => hs,
@@ -330,7 +349,7 @@ impl Backend {
         }
         let session_based = match (&conn, hs.generation) {
             (Conn::Http(_), Generation::Stateless) if config.generation == crate::config::BackendGeneration::Auto => {
-                Backend::start_session_based(index, config.clone(), client, notices).await.map(Arc::new)
+                Backend::start_session_based(index, config.clone(), client, notices, credential).await.map(Arc::new)
             }
             _ => None,
         };
@@ -358,9 +377,10 @@ impl Backend {
         config: BackendConfig,
         client: http_client::BackendClient,
         notices: Notices,
+        credential: Option<crate::credentials::Secret>,
     ) -> Option<Backend> {
         let tasks = Tasks::new();
-        let conn = Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks).ok()?);
+        let conn = Conn::Http(http::HttpConn::new(index, &config, client, notices, &tasks, credential).ok()?);
         match handshake::initialize(&conn, &config).await {
             Ok(hs) => {
                 if let Conn::Http(h) = &conn {
@@ -428,6 +448,27 @@ impl Backend {
             Box::pin(s.terminate(grace)).await;
         }
         self.conn.stop(&self.tasks, &self.config.name, grace).await;
+    }
+
+    /// The caller's credential its requests carry from now on (an HTTP backend acting for one
+    /// caller, whose exchanged token was refreshed or whose stored credential changed). A
+    /// stdio child keeps the environment it was started with.
+    pub fn set_credential(&self, credential: crate::credentials::Secret) {
+        // The session-based companion acts for the same caller.
+        if let Some(s) = &self.session_based {
+            s.set_credential(credential.clone());
+        }
+        if let Conn::Http(c) = &self.conn {
+            c.set_credential(credential);
+        }
+    }
+
+    /// The process id of a stdio backend's child.
+    pub fn pid(&self) -> Option<i32> {
+        match &self.conn {
+            Conn::Stdio(c) => c.pid(),
+            Conn::Http(_) => None,
+        }
     }
 
     /// Sends a notification (e.g. `notifications/cancelled`) to the backend.

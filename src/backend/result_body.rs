@@ -168,6 +168,17 @@ impl ResultBody {
         ResultBody { pieces: Box::pin(pieces) }
     }
 
+    /// The same body, keeping `guard` until it is read to its end or dropped (what a call
+    /// holds while its result streams, e.g. its per-user instance's use, so that the instance
+    /// is not reaped mid-result).
+    pub fn holding<G: Send + 'static>(self, guard: G) -> ResultBody {
+        let pieces = self.pieces.map(move |piece| {
+            let _held = &guard;
+            piece
+        });
+        ResultBody { pieces: Box::pin(pieces) }
+    }
+
     /// Bounds what is left of the body by `deadline` (the call's timeout).
     pub fn with_deadline(self, deadline: tokio::time::Instant) -> ResultBody {
         let pieces = self.pieces;

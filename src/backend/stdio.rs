@@ -83,6 +83,7 @@ impl StdioConn {
         config: &BackendConfig,
         notices: Notices,
         tasks: &Tasks,
+        credential: Option<&crate::credentials::Secret>,
     ) -> Result<StdioConn, super::StartError> {
         let TransportConfig::Stdio { command, args, env, inherit_env, cwd } = &config.transport else {
             unreachable!("stdio backend without stdio transport")
@@ -97,6 +98,14 @@ impl StdioConn {
                 cmd.env(name, v);
             }
         }
+        // The caller's credential fills `{credential}`; without one (the shared child the
+        // gateway lists the backend with) such a variable is left unset, never set to the text.
+        let placeholder = crate::config::CREDENTIAL_PLACEHOLDER;
+        let env = env.iter().filter_map(|(k, v)| match (v.contains(placeholder), credential) {
+            (false, _) => Some((k, v.clone())),
+            (true, Some(c)) => Some((k, v.replace(placeholder, c.expose()))),
+            (true, None) => None,
+        });
         cmd.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         // Own process group, so the whole tree can be signalled together on shutdown.
         cmd.process_group(0);
@@ -190,6 +199,11 @@ impl StdioConn {
 
     pub fn notify(&self, method: &str, params: String) {
         let _ = self.lines.send(jsonrpc::notification(method, &params));
+    }
+
+    /// The child's process id (it leads its own group).
+    pub fn pid(&self) -> Option<i32> {
+        self.pgid
     }
 
     /// Whether the process is still there to answer.

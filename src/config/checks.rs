@@ -96,7 +96,11 @@ fn contextforge_naming(src: &Source, config: &Config) -> Vec<Finding> {
 /// credentials in backend headers and environments, a database password, a chat webhook URL.
 fn literal_secrets(src: &Source, config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
-    let literal = |path: &[String]| src.raw_string(path).is_some_and(|v| !v.is_empty() && !v.contains("${"));
+    // `{credential}` is the caller's credential, filled in per call: not a secret in the file.
+    let literal = |path: &[String]| {
+        src.raw_string(path)
+            .is_some_and(|v| !v.is_empty() && !v.contains("${") && !v.contains(super::per_user::CREDENTIAL_PLACEHOLDER))
+    };
     let mut flag = |path: Vec<String>, instead: &str| {
         out.push(Finding::LiteralSecret(
             src.problem(&path, format!("a secret is written in the file; {instead} so that it stays out of it")),

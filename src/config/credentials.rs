@@ -19,6 +19,8 @@ pub struct RawCredentials {
     pub key_file: Option<String>,
     pub key: Option<String>,
     pub previous_key_file: Option<String>,
+    /// The token role that may use `/admin/credentials`; none: the endpoint is off.
+    pub admin_role: Option<String>,
 }
 
 /// The keys of `[credentials]`, read and checked; `None` without the section, or when the

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod telemetry;
+pub use per_user::{CREDENTIAL_PLACEHOLDER, CredentialMode, InstanceMode, TokenExchangeConfig};
 pub use telemetry::TelemetryConfig;
 mod cluster;
 pub use cluster::{ClusterConfig, OnRedisFailure};
@@ -11,6 +12,7 @@ pub use catalog::{Discovery, PinMode, PinningConfig, ProfileConfig, ToolOverride
 mod checks;
 mod credentials;
 mod governance;
+mod per_user;
 mod raw;
 mod source;
 mod state;
@@ -83,6 +85,9 @@ pub struct Config {
     /// The keys sealing per-user credentials (`[credentials]`); `None` without the section or
     /// when the command does not use the credential store.
     pub credentials: Option<std::sync::Arc<crate::credentials::Keys>>,
+    /// The token role that may set, remove and list credentials at `/admin/credentials`
+    /// (`[credentials] admin_role`); `None`: the endpoint is off.
+    pub credentials_admin_role: Option<String>,
     /// Where traces are exported; `None` (no `[telemetry]`): no tracing at all.
     pub telemetry: Option<TelemetryConfig>,
     /// State shared by replicas through Redis; `None` (no `[cluster]`): one process, no Redis.
@@ -180,6 +185,13 @@ pub struct BackendConfig {
     pub circuit: crate::backend::breaker::BreakerSettings,
     /// Largest single message accepted from the backend.
     pub max_message_bytes: usize,
+    /// Whose credential its `{credential}` templates take (`credentials`).
+    pub credentials: CredentialMode,
+    /// One process (or HTTP session) for every caller, or one per caller (`instances`).
+    pub instances: InstanceMode,
+    /// The subject whose stored credential the connection that lists a per-user backend's
+    /// tools acts with (`list_as`); `None`: it has none.
+    pub list_as: Option<String>,
     /// The answer to the backend's own `roots/list` when no client call can take the question
     /// (asked at start, on the GET stream, or of a client that cannot answer it): the result's
     /// JSON, `{"roots":[...]}` from `roots` (empty by default).
@@ -349,9 +361,14 @@ impl Config {
         };
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let raw_credentials = raw.credentials.take();
+        let has_store_key = raw_credentials.is_some();
+        let admin_role = raw_credentials.as_ref().and_then(|c| c.admin_role.clone());
         let mut config = validate(&src, raw, path, &base, &mut problems);
         config.credentials =
             credentials::credentials(&src, raw_credentials, needs, &base, &config.audit, &mut problems);
+        per_user::read_secrets(&src, &mut config.backends, needs, &base, &mut problems);
+        per_user::needs_store(&src, &config, has_store_key, &mut problems);
+        config.credentials_admin_role = per_user::admin_role(&src, &config, admin_role, &mut problems);
         if let Some(c) = config.cluster.as_mut() {
             cluster::secret(&src, c, needs, &base, &mut problems);
         }
@@ -582,6 +599,7 @@ fn validate(src: &Source, raw: RawConfig, path: Option<&Path>, base: &Path, prob
         audit,
         alerts,
         credentials: None,
+        credentials_admin_role: None,
         telemetry,
         cluster,
         profiles,
@@ -754,6 +772,14 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
             return None;
         }
     };
+    let identity = per_user::RawIdentity {
+        credentials: b.credentials,
+        instances: b.instances,
+        idle_timeout: b.idle_timeout,
+        max_instances: b.max_instances,
+        list_as: b.list_as,
+    };
+    let (credentials, instances, list_as) = per_user::identity(src, i, identity, &transport, problems);
     let prefix = b.prefix.unwrap_or_else(|| b.name.clone());
     let max_message_bytes = match b.max_message_bytes {
         None => 64 * 1024 * 1024,
@@ -812,6 +838,9 @@ fn validate_backend(src: &Source, i: usize, b: RawBackend, problems: &mut Vec<Pr
         required: b.required.unwrap_or(false),
         circuit,
         max_message_bytes,
+        credentials,
+        instances,
+        list_as,
     })
 }
 

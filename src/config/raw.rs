@@ -74,6 +74,11 @@ pub struct RawBackend {
     pub circuit: Option<RawCircuit>,
     pub roots: Option<Vec<RawRoot>>,
     pub generation: Option<String>,
+    pub credentials: Option<super::per_user::RawCredentialMode>,
+    pub instances: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_instances: Option<u64>,
+    pub list_as: Option<String>,
 }
 
 /// One of a backend's `roots`.

@@ -432,3 +432,37 @@ fn a_backends_generation_and_roots_are_checked() {
     let err = parse(&b("generation = \"modern\"\nroots = [{ uri = \"http://x\" }]\n")).unwrap_err().to_string();
     assert!(err.contains("is not a generation") && err.contains("not a file:// URI"), "{err}");
 }
+
+#[test]
+fn a_token_exchange_backend_is_read_with_its_secret_and_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.secret"), "client-s3cret\n").unwrap();
+    let text = format!(
+        "[auth]\nhs256_secret = \"${{JWT_SECRET}}\"\n[[backend]]\nname = \"api\"\n\
+         http = {{ url = \"http://127.0.0.1:9/mcp\", headers = {{ Authorization = \"Bearer {{credential}}\" }} }}\n\
+         credentials = {{ token_exchange = {{ token_url = \"https://idp.example/token\", client_id = \"sentinel\", \
+         client_secret_file = {:?}, audience = \"api\" }} }}\n",
+        dir.path().join("idp.secret").display().to_string()
+    );
+    let c = parse_exact(&text).unwrap();
+    let b = &c.backends[0];
+    let CredentialMode::TokenExchange(t) = &b.credentials else { panic!("{:?}", b.credentials) };
+    assert_eq!(
+        (t.client_secret.as_str(), t.audience.as_deref(), t.scope.as_deref()),
+        ("client-s3cret", Some("api"), None)
+    );
+    assert!(!format!("{t:?}").contains("client-s3cret"), "the secret stays out of debug output");
+    // An HTTP backend acting for each caller keeps a connection per caller, with the defaults.
+    assert!(matches!(b.instances, InstanceMode::PerUser { max_instances: 50, .. }), "{:?}", b.instances);
+    assert!(c.literal_secrets.is_empty(), "`{{credential}}` is no secret in the file: {:?}", c.literal_secrets);
+
+    // Not on a stdio backend, and not without authentication.
+    let err = parse(&text.replace("[auth]\nhs256_secret = \"${JWT_SECRET}\"\n", "")).unwrap_err().to_string();
+    assert!(err.contains("turn authentication on"), "{err}");
+    let stdio = "[[backend]]\nname = \"s\"\nstdio = { command = \"x\", env = { T = \"{credential}\" } }\n\
+                 credentials = { token_exchange = { token_url = \"https://idp.example/token\", client_id = \"c\", \
+                 client_secret_file = \"/nonexistent\" } }\ninstances = \"per_user\"\n";
+    let err = parse(stdio).unwrap_err().to_string();
+    assert!(err.contains("token exchange is for HTTP backends"), "{err}");
+    assert!(err.contains("cannot read `/nonexistent`"), "{err}");
+}

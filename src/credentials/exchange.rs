@@ -88,6 +88,9 @@ pub struct TokenExchange {
     settings: ExchangeSettings,
     http: reqwest::Client,
     slots: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Exchanges made, succeeded and failed (`sentinel_token_exchanges_total`): counted where
+    /// they end, background refreshes included.
+    counters: Option<Arc<[prometheus_client::metrics::counter::Counter; 2]>>,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +110,18 @@ struct ErrorAnswer {
 impl TokenExchange {
     /// An exchanger with an empty cache.
     pub fn new(settings: ExchangeSettings, http: reqwest::Client) -> TokenExchange {
-        TokenExchange { settings, http, slots: Arc::default() }
+        TokenExchange { settings, http, slots: Arc::default(), counters: None }
+    }
+
+    /// Counts each exchange made in `[ok, error]`.
+    pub fn counting(mut self, counters: [prometheus_client::metrics::counter::Counter; 2]) -> TokenExchange {
+        self.counters = Some(Arc::new(counters));
+        self
+    }
+
+    /// Forgets `subject`'s token (its next call exchanges again).
+    pub fn forget(&self, subject: &str) {
+        self.slots.lock().expect("exchange cache lock").remove(subject);
     }
 
     /// A backend token for `subject`, whose verified token is `subject_token`.
@@ -150,8 +164,12 @@ impl TokenExchange {
     fn start(&self, subject: &str, subject_token: &str) -> Pending {
         let (http, settings, slots) = (self.http.clone(), self.settings.clone(), self.slots.clone());
         let (subject, subject_token) = (subject.to_string(), subject_token.to_string());
+        let counters = self.counters.clone();
         async move {
             let result = exchange(&http, &settings, &subject_token).await;
+            if let Some(c) = &counters {
+                c[usize::from(result.is_err())].inc();
+            }
             let mut slots = slots.lock().expect("exchange cache lock");
             let slot = slots.entry(subject).or_default();
             slot.pending = None;

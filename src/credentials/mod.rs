@@ -20,6 +20,59 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::hmac;
 use base64::Engine;
 
+/// A user's credential for one backend, opened: handed to the backend connection that uses
+/// it and to nothing else. Its `Debug` shows none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    /// The credential from its text.
+    pub fn new(text: impl Into<std::sync::Arc<str>>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The credential's text, for the one place it goes (a header or an environment variable).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The credential the connection that lists a per-user backend acts with: the stored one of
+/// its `list_as` subject (a server that lists its tools only for an authenticated caller).
+/// Without one (not stored, the store down) the connection starts without, and the log says why.
+pub async fn listing_credential(
+    config: &crate::config::Config,
+    backend: &crate::config::BackendConfig,
+) -> Option<Secret> {
+    let subject = backend.list_as.as_deref()?;
+    let keys = config.credentials.as_ref()?;
+    let read = async {
+        let db = crate::audit::store::SqlStore::connect(&config.audit.url).await.map_err(|e| e.to_string())?;
+        let found = store::secret(&db, keys, subject, &backend.name).await.map_err(|e| e.to_string());
+        db.close().await;
+        found
+    };
+    let why = match tokio::time::timeout(START_CHECK_TIMEOUT, read).await {
+        Ok(Ok(Some(plain))) => match String::from_utf8(plain) {
+            Ok(s) => return Some(Secret::new(s)),
+            Err(_) => "it is not UTF-8 text".to_string(),
+        },
+        Ok(Ok(None)) => {
+            format!("none is stored; set it with `sentinel credentials set --sub {subject} --backend {}`", backend.name)
+        }
+        Ok(Err(e)) => e,
+        Err(_) => format!("the store did not answer within {START_CHECK_TIMEOUT:?}"),
+    };
+    tracing::warn!(backend = %backend.name, list_as = subject, "listing without a credential: {why}");
+    None
+}
+
 /// The longest credential accepted: far above any API token, small enough that a mistaken
 /// file (a whole log) is refused rather than stored.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;

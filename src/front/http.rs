@@ -3,6 +3,7 @@
 //! `_meta`, `Mcp-Method`/`Mcp-Name` headers checked against the body). Also `/health`, `/ready`,
 //! `/metrics` and the protected-resource metadata, behind the same Host and Origin check.
 
+mod admin;
 mod prelude;
 mod respond;
 mod side;
@@ -47,6 +48,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/admin/credentials", axum::routing::any(admin::credentials))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gw)
 }

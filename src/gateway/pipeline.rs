@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::Route;
 use super::audited::{PendingAudit, error_code, is_tool_error};
 use super::meta::Meta;
+use super::per_user;
 use super::{Answer, Caller, Gateway, RequestCtx};
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::{Discovery, SchemaErrors};
@@ -171,11 +172,11 @@ impl Gateway {
         // reload that retires the backend lets it finish.
         let slot = self.slot(route.backend);
         let _in_flight = slot.enter();
-        let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
-            backend: slot.name().to_string(),
-            reason: "it is down or restarting; see the gateway log".into(),
-            retry_after_ms: 1000,
-        })?;
+        // A backend acting for each caller is served by the caller's own instance, with the
+        // caller's credential (src/gateway/per_user.rs); without one, nothing is sent.
+        audit.credential_mode = Some(slot.config.credentials.as_str().into());
+        let serving = self.serving(route.backend, &slot, ctx.caller).await?;
+        let backend = serving.backend().clone();
         // Subscriptions are counted per backend across clients: only the first subscriber and
         // the last one leaving reach it.
         if let Some(answer) = self.subscription(req.session, &backend, method, &route.name).await {
@@ -188,7 +189,7 @@ impl Gateway {
         let call = self.prepare(req, &backend, call, route, audit)?;
 
         // 10. Circuit breaker: a backend that keeps failing is refused fast rather than waited on.
-        let permit = slot.breaker.acquire().map_err(|r| Refusal::BackendUnavailable {
+        let permit = serving.breaker(&slot).acquire().map_err(|r| Refusal::BackendUnavailable {
             backend: backend.name().to_string(),
             reason: "its circuit is open after repeated failures".into(),
             retry_after_ms: r.retry_after_ms(),
@@ -199,13 +200,21 @@ impl Gateway {
         let outcome = self.forward(&backend, call).await;
         audit.backend_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
         if let Some(t) = outcome.as_ref().ok().and_then(|o| o.judge(permit)) {
-            self.circuit_changed(backend.name(), t);
+            match &serving {
+                per_user::Serving::Shared(_) => self.circuit_changed(backend.name(), t),
+                // One caller's instance: its circuit is that caller's, not the backend's.
+                per_user::Serving::Own(..) => {
+                    tracing::warn!(backend = %backend.name(), client = ?ctx.caller.client(), "per-user instance circuit {:?}", t.to);
+                }
+            }
         }
-        match (outcome?.into_answer(&backend)?, tasked) {
-            (Answer::Result(r), Some((slot, tool, session))) => {
+        match (outcome?.into_answer(&backend)?, serving, tasked) {
+            // The caller's instance stays counted in use until its result has streamed.
+            (Answer::Stream(body), per_user::Serving::Own(_, used), _) => Ok(Answer::Stream(body.holding(used))),
+            (Answer::Result(r), _, Some((slot, tool, session))) => {
                 self.adopt_task(r, slot, &tool, session, ctx.caller.subject()).map(Answer::Result)
             }
-            (answer, _) => Ok(answer),
+            (answer, _, _) => Ok(answer),
         }
 
         // 12. Audit: `govern` writes the record, whatever the outcome.

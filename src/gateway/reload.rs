@@ -80,7 +80,7 @@ impl Gateway {
                 }
             }
         }
-        let started = start_backends(first, &to_start, &self.backend_client, &self.notices).await;
+        let started = start_backends(first, &to_start, &new, &self.backend_client, &self.notices).await;
         if self.shutdown.is_cancelled() {
             for b in started.into_iter().filter_map(|(b, _)| b) {
                 b.terminate(Duration::from_secs(1)).await;
@@ -88,7 +88,8 @@ impl Gateway {
             return Err(ReloadError::ShuttingDown);
         }
         for (cfg, (backend, listing)) in to_start.iter().zip(started) {
-            slots.push(Arc::new(Slot::new(cfg.clone(), backend, listing, &self.shutdown)));
+            let per_user = super::per_user::PerUser::of(cfg, &self.client, &self.metrics);
+            slots.push(Arc::new(Slot::new(cfg.clone(), backend, listing, &self.shutdown, per_user)));
         }
         let retired: Vec<Arc<Slot>> =
             old.active().filter(|(i, _)| !active.contains(i)).map(|(_, s)| s.clone()).collect();
@@ -120,6 +121,7 @@ impl Gateway {
         // 4. After it: new backends that are not up retry; retired ones drain and stop.
         for i in (first..first + to_start.len()).filter(|i| active.contains(i)) {
             let slot = self.slot(i);
+            self.watch_instances(slot.clone());
             self.metrics.backend_configured(slot.name());
             self.metrics.circuit_state(slot.name(), crate::metrics::CircuitGauge::Closed);
             let up = slot.is_up();

@@ -42,6 +42,9 @@ pub struct Slot {
     pub(super) retired: CancellationToken,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Its instances acting for each caller, for a backend with `credentials` or `instances`
+    /// (src/gateway/per_user.rs); `None` when every caller shares `backend`.
+    pub per_user: Option<super::per_user::PerUser>,
 }
 
 /// A backend's restart schedule and when its current process (or connection) started.
@@ -71,6 +74,7 @@ impl Slot {
         backend: Option<Arc<Backend>>,
         listing: Listing,
         shutdown: &CancellationToken,
+        per_user: Option<super::per_user::PerUser>,
     ) -> Slot {
         Slot {
             breaker: CircuitBreaker::new(config.circuit),
@@ -86,6 +90,7 @@ impl Slot {
             retired: shutdown.child_token(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            per_user,
         }
     }
 
@@ -131,6 +136,9 @@ impl Slot {
         }
         if let Some(b) = self.backend.swap(None) {
             b.terminate(Duration::from_secs(1)).await;
+        }
+        if let Some(p) = &self.per_user {
+            futures::future::join_all(p.take_all().iter().map(|i| i.backend.terminate(Duration::from_secs(1)))).await;
         }
         *self.listing.lock().expect("listing lock") = Listing::default();
     }

@@ -87,7 +87,7 @@ impl Gateway {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let backend_client =
             BackendClient::new(concat!("sentinel/", env!("CARGO_PKG_VERSION"))).map_err(StartError::BackendClient)?;
-        let started = start_backends(0, &config.backends, &backend_client, &notices_tx).await;
+        let started = start_backends(0, &config.backends, &config, &backend_client, &notices_tx).await;
         let slots: Vec<Arc<Slot>> = config
             .backends
             .iter()
@@ -96,7 +96,8 @@ impl Gateway {
                 metrics.backend_configured(&cfg.name);
                 metrics.backend_up(&cfg.name, backend.is_some());
                 metrics.circuit_state(&cfg.name, crate::metrics::CircuitGauge::Closed);
-                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown))
+                let per_user = super::per_user::PerUser::of(cfg, &client, &metrics);
+                Arc::new(Slot::new(cfg.clone(), backend, listing, &shutdown, per_user))
             })
             .collect();
         for p in &config.profiles {
@@ -154,6 +155,7 @@ impl Gateway {
             bridges: Arc::new(super::bridge::Bridges::new(sealer)),
             task_handles: Default::default(),
             pins: pins.clone(),
+            credential_db: tokio::sync::OnceCell::new(),
         });
         if let Some(mut bus) = bus {
             let (weak, stop) = (Arc::downgrade(&gw), gw.shutdown.clone());
@@ -169,6 +171,9 @@ impl Gateway {
             });
         }
         gw.rebuild_catalog();
+        for slot in &gw.live.load().slots {
+            gw.watch_instances(slot.clone());
+        }
         gw.tasks.spawn(notice_loop(Arc::downgrade(&gw), notices_rx, gw.shutdown.clone()));
         // A backend that did not start keeps being retried, with backoff.
         for i in down {
@@ -241,7 +246,12 @@ impl Gateway {
     /// is down" error, no restart): `sentinel stdio` gets here when its client closes stdin.
     pub async fn stop_backends(&self, grace: std::time::Duration) {
         self.shutdown.cancel();
-        let running: Vec<Arc<Backend>> = self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
+        let mut running: Vec<Arc<Backend>> =
+            self.live.load().slots.iter().filter_map(|s| s.backend.swap(None)).collect();
+        // Every user's instance too (their reapers end with the shutdown, and may not get to them).
+        for s in &self.live.load().slots {
+            running.extend(s.per_user.iter().flat_map(super::per_user::PerUser::take_all).map(|i| i.backend.clone()));
+        }
         futures::future::join_all(running.iter().map(|b| b.terminate(grace))).await;
     }
 
@@ -282,11 +292,13 @@ impl Gateway {
 pub(super) async fn start_backends(
     first: usize,
     configs: &[crate::config::BackendConfig],
+    config: &Config,
     client: &BackendClient,
     notices: &Notices,
 ) -> Vec<(Option<Arc<Backend>>, Listing)> {
     let starts = configs.iter().enumerate().map(|(k, cfg)| async move {
-        match Backend::start(first + k, cfg.clone(), client.clone(), notices.clone()).await {
+        let listing_as = crate::credentials::listing_credential(config, cfg).await;
+        match Backend::start_as(first + k, cfg.clone(), client.clone(), notices.clone(), listing_as).await {
             Ok(b) => {
                 let b = Arc::new(b);
                 crate::backend::spawn_listener(&b);

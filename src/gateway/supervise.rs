@@ -122,7 +122,9 @@ impl Gateway {
                 old.terminate(std::time::Duration::from_secs(1)).await;
             }
             slot.supervision.lock().expect("supervision lock").started = std::time::Instant::now();
-            match Backend::start(i, cfg.clone(), self.backend_client.clone(), self.notices.clone()).await {
+            let listing_as = crate::credentials::listing_credential(&self.config(), cfg).await;
+            match Backend::start_as(i, cfg.clone(), self.backend_client.clone(), self.notices.clone(), listing_as).await
+            {
                 Ok(b) => {
                     let b = Arc::new(b);
                     if slot.retired.is_cancelled() {

@@ -17,7 +17,7 @@ const TS_FROM_MS: &str = "(TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ";
 
 const SELECT: &str = "SELECT id, (EXTRACT(EPOCH FROM ts) * 1000)::bigint AS ts_ms, client, roles, session, \
      transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
-     response_bytes, trace_id, replica, profile FROM audit_records";
+     response_bytes, trace_id, replica, profile, credential_mode FROM audit_records";
 
 pub(super) async fn connect(url: &str) -> Result<PgPool, ConnectError> {
     let options = PgConnectOptions::from_str(url)?.application_name("sentinel");
@@ -50,15 +50,15 @@ pub(super) async fn insert(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), s
 /// costs every row more than COPY does.
 const INSERT_SKIPPING: &str = "INSERT INTO audit_records (id, ts, client, roles, session, transport, method, tool, \
      backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, \
-     replica, profile) \
+     replica, profile, credential_mode) \
      SELECT id, TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ts_ms, client, roles::text[], session, \
      transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, \
-     response_bytes, trace_id, replica, profile \
+     response_bytes, trace_id, replica, profile, credential_mode \
      FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
      $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::float8[], $14::float8[], \
-     $15::bigint[], $16::text[], $17::text[], $18::text[]) AS r(id, ts_ms, client, roles, session, transport, method, \
-     tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, \
-     profile) \
+     $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) AS r(id, ts_ms, client, roles, session, \
+     transport, method, tool, backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, \
+     trace_id, replica, profile, credential_mode) \
      ON CONFLICT (id) DO NOTHING";
 
 async fn insert_skipping_stored(pool: &PgPool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
@@ -100,6 +100,7 @@ async fn insert_part<'c>(db: impl sqlx::PgExecutor<'c>, part: &[AuditRecord]) ->
         .bind(opt(|r| &r.trace_id))
         .bind(opt(|r| &r.replica))
         .bind(opt(|r| &r.profile))
+        .bind(opt(|r| &r.credential_mode))
         .execute(db)
         .await?;
     Ok(())
@@ -204,6 +205,7 @@ fn record(row: &PgRow) -> Result<AuditRecord, RowError> {
         trace_id: row.try_get("trace_id")?,
         replica: row.try_get("replica")?,
         profile: row.try_get("profile")?,
+        credential_mode: row.try_get("credential_mode")?,
     })
 }
 

@@ -14,7 +14,7 @@ use crate::audit::{AuditRecord, Outcome};
 const MAX_PARAMS: usize = 32766;
 
 const SELECT: &str = "SELECT id, ts_ms, client, roles, session, transport, method, tool, backend, arguments, \
-     outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, profile FROM audit_records";
+     outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, profile, credential_mode FROM audit_records";
 
 pub(super) async fn connect(path: &str) -> Result<SqlitePool, ConnectError> {
     let options = if path == ":memory:" {
@@ -106,7 +106,8 @@ fn insert_piece(piece: &[AuditRecord]) -> sqlx::query::Query<'_, Sqlite, sqlx::s
             .bind(stored_bytes(r.response_bytes))
             .bind(r.trace_id.as_deref())
             .bind(r.replica.as_deref())
-            .bind(r.profile.as_deref());
+            .bind(r.profile.as_deref())
+            .bind(r.credential_mode.as_deref());
     }
     q
 }
@@ -123,7 +124,7 @@ fn insert_sql(rows: usize) -> &'static str {
                 let sql = format!(
                     "INSERT INTO audit_records (id, ts_ms, client, roles, session, transport, method, tool, \
                      backend, arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, \
-                     trace_id, replica, profile) VALUES {values} ON CONFLICT (id) DO NOTHING"
+                     trace_id, replica, profile, credential_mode) VALUES {values} ON CONFLICT (id) DO NOTHING"
                 );
                 (n, sql)
             })
@@ -200,6 +201,7 @@ fn record(row: &SqliteRow) -> Result<AuditRecord, RowError> {
         trace_id: row.try_get("trace_id")?,
         replica: row.try_get("replica")?,
         profile: row.try_get("profile")?,
+        credential_mode: row.try_get("credential_mode")?,
     })
 }
 

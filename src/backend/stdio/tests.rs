@@ -69,7 +69,7 @@ fn child(max_message_bytes: usize) -> Child {
     config.max_message_bytes = max_message_bytes;
     let (tx, notices) = mpsc::unbounded_channel();
     let tasks = Tasks::new();
-    let conn = StdioConn::spawn(7, &config, tx, &tasks).unwrap();
+    let conn = StdioConn::spawn(7, &config, tx, &tasks, None).unwrap();
     Child { conn, notices, tasks }
 }
 

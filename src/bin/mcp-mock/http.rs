@@ -67,6 +67,9 @@ async fn on_post(State(server): State<Arc<Server>>, headers: HeaderMap, body: By
     if !allowed_origin(&headers) {
         return forbidden();
     }
+    if server.require_authorization && !headers.contains_key("authorization") {
+        return (axum::http::StatusCode::UNAUTHORIZED, "no Authorization header").into_response();
+    }
     let text = String::from_utf8_lossy(&body).into_owned();
     server.record(&text);
     let incoming = match Incoming::parse(&text) {

@@ -56,6 +56,9 @@ struct Cli {
     /// Declare 2025-11-25 tasks and offer `task_work`, which may run as one.
     #[arg(long)]
     tasks: bool,
+    /// Answer 401 to an HTTP POST without an `Authorization` header.
+    #[arg(long)]
+    require_authorization: bool,
 }
 
 #[tokio::main]
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let mut server = Server::new(cli.name, cli.generation, log, cli.exit_after, cli.tools);
     server.unknown_session_status = cli.unknown_session_status;
     server.tasks = cli.tasks.then(tasks::Tasks::default);
+    server.require_authorization = cli.require_authorization;
     let server = Arc::new(server);
     match cli.http {
         Some(addr) => http::run(server, addr).await,

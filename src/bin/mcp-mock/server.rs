@@ -54,6 +54,9 @@ pub struct Server {
     pub unknown_session_status: u16,
     /// `--tasks`: 2025-11-25 tasks for `task_work` (session-based only).
     pub tasks: Option<crate::tasks::Tasks>,
+    /// Answer 401 to an HTTP request without an `Authorization` header (as servers that act as
+    /// their caller do, e.g. GitHub's).
+    pub require_authorization: bool,
 }
 
 /// A modern subscription: where to deliver and what the client opted in to.
@@ -141,6 +144,7 @@ impl Server {
             next_listener: AtomicU64::new(0),
             unknown_session_status: 404,
             tasks: None,
+            require_authorization: false,
         }
     }
 

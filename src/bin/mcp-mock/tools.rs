@@ -264,6 +264,10 @@ async fn gateway_tool(ctx: &Ctx, name: &str) -> Result<ToolOutput, Flow> {
                 "clientCapabilities": ctx.client_caps(),
                 "meta": ctx.meta(),
                 "headers": ctx.headers,
+                // Which process answered, and the variables a per-user child was given
+                // (`MOCK_*` only: the rest of the environment is no test's business).
+                "pid": std::process::id(),
+                "env": std::env::vars().filter(|(k, _)| k.starts_with("MOCK_")).collect::<std::collections::BTreeMap<_, _>>(),
             });
             Ok(ToolOutput::Value(json!({
                 "content": [{"type": "text", "text": report.to_string()}], "structuredContent": report})))

@@ -15,7 +15,7 @@ use crate::audit::AuditRecord;
 use crate::audit::store::{COLUMNS, stored_bytes};
 
 const COPY: &str = "COPY audit_records (id, ts, client, roles, session, transport, method, tool, backend, \
-     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, profile) FROM STDIN (FORMAT binary)";
+     arguments, outcome, error_code, latency_ms, backend_latency_ms, response_bytes, trace_id, replica, profile, credential_mode) FROM STDIN (FORMAT binary)";
 
 /// The format's signature, then its flags and header extension length (both none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -97,6 +97,7 @@ fn row(buf: &mut Vec<u8>, r: &AuditRecord) {
     text(buf, r.trace_id.as_deref());
     text(buf, r.replica.as_deref());
     text(buf, r.profile.as_deref());
+    text(buf, r.credential_mode.as_deref());
 }
 
 /// A value: its length, then its bytes. PostgreSQL refuses any value over 1 GB; one over
@@ -156,7 +157,7 @@ mod tests {
         r.ts_ms = PG_EPOCH_MS + 1;
         let mut buf = Vec::new();
         row(&mut buf, &r);
-        assert_eq!(&buf[..2], &18i16.to_be_bytes());
+        assert_eq!(&buf[..2], &19i16.to_be_bytes());
         assert_eq!(&buf[2..6], &16i32.to_be_bytes());
         assert_eq!(&buf[6..22], r.id.as_bytes());
         // ts: 1 ms after 2000-01-01, in microseconds.
@@ -178,13 +179,17 @@ mod tests {
         .concat();
         assert_eq!(&buf[38..42], &(roles.len() as i32).to_be_bytes());
         assert_eq!(&buf[42..42 + roles.len()], roles);
-        // The last three fields: trace_id, replica and profile, each NULL without one, else its text.
+        // The last four fields: trace_id, replica, profile and credential_mode, each NULL without
+        // one, else its text.
         let replica = crate::replica::id();
         let null = (-1i32).to_be_bytes();
-        assert!(buf.ends_with(&[&null[..], &(replica.len() as i32).to_be_bytes(), replica.as_bytes(), &null].concat()));
+        assert!(buf.ends_with(
+            &[&null[..], &(replica.len() as i32).to_be_bytes(), replica.as_bytes(), &null[..], &null[..]].concat()
+        ));
         r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
         r.replica = None;
         r.profile = Some("research".into());
+        r.credential_mode = Some("per_user".into());
         let mut buf = Vec::new();
         row(&mut buf, &r);
         assert!(
@@ -192,9 +197,11 @@ mod tests {
                 &[
                     &32i32.to_be_bytes()[..],
                     b"4bf92f3577b34da6a3ce929d0e0e4736",
-                    &null,
+                    &null[..],
                     &8i32.to_be_bytes(),
-                    b"research"
+                    b"research",
+                    &8i32.to_be_bytes(),
+                    b"per_user"
                 ]
                 .concat()
             )
