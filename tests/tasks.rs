@@ -212,3 +212,83 @@ async fn a_stateless_client_follows_its_task_through_the_extension() {
         assert_eq!(send(&alice, method, json!({"taskId": id})).await["error"]["code"], -32601, "{method}");
     }
 }
+
+/// Across generations: a stateless client that declares the extension, in front of a
+/// session-based backend with 2025-11-25 tasks, gets the extension's task (the call sent
+/// task-augmented, `tasks/get` carrying the result once done); a session-based client's
+/// task-augmented call of a stateless backend with the extension gets a 2025-11-25 task
+/// (`tasks/result` waits for the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_bridged_between_generations() {
+    let config = format!(
+        "{}{}{}",
+        hs256_auth(ADMIN_ROLE),
+        mock_stdio_backend("old", None, &["--generation", "legacy", "--tasks"]),
+        mock_stdio_backend("new", None, &["--generation", "modern", "--tasks"])
+    );
+    let gw = Gateway::start_with_env(&config, &secret_env());
+
+    // A 2026-07-28 client, a 2025-11-25 backend.
+    let modern = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
+    let caps = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let send = |method: &str, params: Value| {
+        let mut params = modern_params(params);
+        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps.clone();
+        let name = params.get("name").and_then(Value::as_str).map(str::to_string);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        let (c, method) = (modern.clone(), method.to_string());
+        async move {
+            let mut h = vec![("mcp-method", method.as_str())];
+            if let Some(n) = &name {
+                h.push(("mcp-name", n.as_str()));
+            }
+            c.post_raw(&body, &h).await.json()
+        }
+    };
+    let created = send("tools/call", json!({"name": "old__task_work", "arguments": {"ms": 200, "text": "old"}})).await;
+    assert_eq!(created["result"]["resultType"], "task", "flattened for the stateless client: {created}");
+    let id = created["result"]["taskId"].as_str().unwrap().to_string();
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = send("tasks/get", json!({"taskId": id})).await;
+            if t["result"]["status"] == "completed" {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(done["result"]["taskId"], id.as_str(), "{done}");
+    assert_eq!(done["result"]["result"]["content"][0]["text"], "worked 200 ms: old", "the result carried: {done}");
+    let update = send("tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
+    assert!(update["error"]["message"].as_str().is_some_and(|m| m.contains("2025-11-25")), "{update}");
+
+    // A 2025-11-25 client, a 2026-07-28 backend.
+    let legacy = HttpClient::new(&gw.url).with_token(&token("alice", &["admin"])).initialized(json!({})).await;
+    let r = legacy
+        .request(
+            "tools/call",
+            json!({"name": "new__task_work", "arguments": {"ms": 200, "text": "new"}, "task": {"ttl": 60000}}),
+        )
+        .await
+        .json();
+    let id = r["result"]["task"]["taskId"].as_str().unwrap_or_else(|| panic!("a 2025-11-25 task: {r}")).to_string();
+    assert!(id.starts_with("sentinel-task-") && r["result"].get("resultType").is_none_or(|t| t != "task"), "{r}");
+    let got = legacy.request("tasks/get", json!({"taskId": id})).await.json();
+    assert_eq!(got["result"]["taskId"], id.as_str(), "{got}");
+    assert!(got["result"].get("result").is_none(), "a 2025-11-25 task state: {got}");
+    let result = tokio::time::timeout(Duration::from_secs(10), legacy.request("tasks/result", json!({"taskId": id})))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(result["result"]["content"][0]["text"], "worked 200 ms: new", "{result}");
+    assert_eq!(result["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"], id.as_str());
+    let listed = legacy.request("tasks/list", json!({})).await.json();
+    assert!(listed["result"]["tasks"].as_array().unwrap().iter().any(|t| t["taskId"] == id.as_str()), "{listed}");
+    eventually("both tasks' ends are audited", || async {
+        audit_records(&gw.log()).iter().filter(|r| r.get("tool").is_some_and(|t| t.ends_with("__task_work"))).count()
+            == 4
+    })
+    .await;
+}

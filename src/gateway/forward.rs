@@ -200,6 +200,9 @@ impl Gateway {
         // A task-augmented call's answer is read whole: its task id is swapped for the gateway's.
         let tasked =
             method == Method::ToolsCall && super::task_handles::may_become_task(call.req.ctx.stateless, &params);
+        // A session-based client's task-augmented call of a stateless backend: the extension's
+        // task instead, the backend deciding (task_handles.rs).
+        let to_extension = tasked && bridges && params.0.shift_remove("task").is_some();
         let opts = |events| CallOpts {
             events: Some(events),
             progress_token: progress_token.clone(),
@@ -208,6 +211,9 @@ impl Gateway {
                 (Some(m), _) => Some(m.capabilities.clone()),
                 // The gateway answers a stateless backend's input requests for a session-based
                 // client, so the backend may ask for what that client declared.
+                (None, Generation::Stateless) if to_extension => {
+                    Some(super::task_handles::with_extension(call.req.session.capabilities()))
+                }
                 (None, Generation::Stateless) => Some(call.req.session.capabilities()),
                 (None, Generation::SessionBased(_)) => None,
             },
@@ -298,6 +304,15 @@ impl Gateway {
             });
         }
         let capabilities = call.req.ctx.stateless.map(|m| m.capabilities.clone()).unwrap_or_default();
+        // A stateless client that takes the extension's tasks, calling a tool this session-based
+        // backend may run as a task: sent task-augmented, bridged back (task_handles.rs).
+        if method == Method::ToolsCall {
+            let catalog = self.catalog();
+            let tool = catalog.tool(&route.exposed).map(|e| e.json.as_str());
+            if super::task_handles::bridge_as_task(call.req.ctx.stateless, &backend.capabilities, tool) {
+                params.0.insert("task".into(), backend::raw("{}".into()));
+            }
+        }
         let mut pending: BoxFuture<'static, Result<Reply, BackendError>> = {
             let (backend, name) = (backend.clone(), method.as_str());
             Box::pin(async move { backend.call(name, params, &opts).await })

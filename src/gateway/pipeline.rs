@@ -211,9 +211,9 @@ impl Gateway {
         match (outcome?.into_answer(&backend)?, serving, tasked) {
             // The caller's instance stays counted in use until its result has streamed.
             (Answer::Stream(body), per_user::Serving::Own(_, used), _) => Ok(Answer::Stream(body.holding(used))),
-            (Answer::Result(r), _, Some((slot, tool, session))) => {
-                self.adopt_task(r, slot, &tool, session, ctx.caller.subject()).map(Answer::Result)
-            }
+            (Answer::Result(r), _, Some((slot, tool, session))) => self
+                .adopt_task(r, slot, &tool, session, ctx.caller.subject(), ctx.stateless.is_some())
+                .map(Answer::Result),
             (answer, _, _) => Ok(answer),
         }
 

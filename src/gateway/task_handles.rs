@@ -11,8 +11,16 @@
 //! Stateless clients get the same for the 2026-07-28 tasks extension
 //! (`io.modelcontextprotocol/tasks`, SEP-2663): a client that declared it may get a task handle
 //! (`resultType: "task"`) for a `tools/call`; `tasks/get` (which carries the result once the task
-//! completed), `tasks/update` and `tasks/cancel` follow it. Each generation reaches tasks of its
-//! own kind: a task is not bridged between the two.
+//! completed), `tasks/update` and `tasks/cancel` follow it. A client reaches only tasks its own
+//! generation created.
+//!
+//! Across generations the task is bridged: a stateless client's call of a session-based
+//! backend's task-capable tool (`execution.taskSupport`) is sent task-augmented, and the
+//! backend's `{"task": Task}` is handed on flattened as `resultType: "task"`; its `tasks/get`
+//! asks the backend's `tasks/get`, and once completed its `tasks/result`, to carry the result.
+//! A session-based client's task-augmented call of a stateless backend is sent declaring the
+//! extension, the handle handed on as `{"task": Task}`; its `tasks/result` polls the backend's
+//! `tasks/get` until the task ends. `tasks/update` has no 2025-11-25 counterpart.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -43,9 +51,10 @@ pub(super) struct Handle {
     subject: Option<String>,
     session: String,
     tool: String,
-    /// Created by a stateless client (the extension's task) or a session-based one: each
-    /// generation reaches only its own kind.
+    /// Created by a stateless client or a session-based one: each reaches only its own.
     stateless: bool,
+    /// The backend's kind of task: the 2026-07-28 extension's (true) or 2025-11-25's.
+    extension: bool,
     created: Instant,
     expires: Instant,
     audited: bool,
@@ -132,9 +141,60 @@ fn swap_id(text: &str, pointer: &str, from: &str, to: &str) -> Option<String> {
     Some(v.to_string())
 }
 
+/// Whether a stateless client's call of a session-based backend goes task-augmented: the client
+/// declared the extension, the backend takes task-augmented tool calls, and the tool may run as
+/// a task.
+pub(super) fn bridge_as_task(
+    stateless: Option<&crate::protocol::StatelessMeta>,
+    backend_caps: &Value,
+    tool_json: Option<&str>,
+) -> bool {
+    let wants =
+        stateless.is_some_and(|m| m.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some());
+    let takes = backend_caps.pointer("/tasks/requests/tools/call").is_some();
+    let tool = tool_json.and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let may = tool.is_some_and(|t| {
+        matches!(t.pointer("/execution/taskSupport").and_then(Value::as_str), Some("optional" | "required"))
+    });
+    wants && takes && may
+}
+
+/// Capabilities declaring the tasks extension, for a session-based client's call bridged to a
+/// stateless backend.
+pub(super) fn with_extension(capabilities: Value) -> Value {
+    let mut c = if capabilities.is_object() { capabilities } else { serde_json::json!({}) };
+    c["extensions"]["io.modelcontextprotocol/tasks"] = serde_json::json!({});
+    c
+}
+
+/// A Task as the other generation shows it (a create result): flattened with
+/// `resultType: "task"` for a stateless client, wrapped as `{"task": …}` for a session-based one,
+/// in either case without the fields only the extension's `tasks/get` has.
+fn task_for(client_stateless: bool, task: Value) -> Value {
+    let task = plain_task(task);
+    if client_stateless {
+        let mut t = task;
+        t["resultType"] = Value::String("task".into());
+        t
+    } else {
+        serde_json::json!({ "task": task })
+    }
+}
+
+/// A Task without `result`, `error`, `inputRequests` and `resultType` (2025-11-25's shape).
+fn plain_task(mut task: Value) -> Value {
+    if let Some(o) = task.as_object_mut() {
+        for k in ["result", "error", "inputRequests", "resultType"] {
+            o.remove(k);
+        }
+    }
+    task
+}
+
 impl Gateway {
     /// A backend answered a task-augmented `tools/call` with a `CreateTaskResult`: remember the
-    /// task and hand the client the gateway's id for it. Any other answer is passed on as is.
+    /// task and hand the client the gateway's id for it, in its own generation's shape. Any
+    /// other answer is passed on as is.
     pub(super) fn adopt_task(
         &self,
         result: String,
@@ -142,6 +202,7 @@ impl Gateway {
         tool: &str,
         session: &Session,
         subject: Option<&str>,
+        client_stateless: bool,
     ) -> Result<String, Refusal> {
         let v: Value = match serde_json::from_str(&result) {
             Ok(v) => v,
@@ -164,7 +225,8 @@ impl Gateway {
             subject: subject.map(str::to_string),
             session: session.id.clone(),
             tool: tool.to_string(),
-            stateless: v["resultType"] == "task",
+            stateless: client_stateless,
+            extension: v["resultType"] == "task",
             created: now,
             expires: now + ttl,
             audited: false,
@@ -172,7 +234,14 @@ impl Gateway {
         let id = self.task_handles.register(handle).ok_or_else(|| {
             Refusal::InvalidRequest(format!("too many tasks ({MAX_PER_SUBJECT}); let some finish or expire first"))
         })?;
-        Ok(swap_id(&result, &format!("{at}/taskId"), backend_task, &id).unwrap_or(result))
+        let extension = v["resultType"] == "task";
+        if extension == client_stateless {
+            return Ok(swap_id(&result, &format!("{at}/taskId"), backend_task, &id).unwrap_or(result));
+        }
+        // Across generations: the other shape.
+        let mut task = if extension { v } else { v["task"].clone() };
+        task["taskId"] = Value::String(id);
+        Ok(task_for(client_stateless, task).to_string())
     }
 
     /// `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/list` of a session-based client.
@@ -202,8 +271,12 @@ impl Gateway {
         if policy.kill.is_killed(&h.tool, &h.backend) {
             return Err(Refusal::Killed { tool: h.tool, backend: h.backend });
         }
+        if h.extension != h.stateless {
+            return self.bridged_task_request(method, &id, &h, ctx).await;
+        }
         params.0.insert("taskId".into(), crate::backend::raw(Value::String(h.backend_task.clone()).to_string()));
-        let reply = self.to_task_backend(&h, method.as_str(), params, ctx.stateless).await?;
+        let caps = ctx.stateless.map(|m| m.capabilities.clone());
+        let reply = self.to_task_backend(&h, method.as_str(), params, caps).await?;
         match reply {
             Reply::Result(r) => {
                 let r = r.get();
@@ -232,12 +305,14 @@ impl Gateway {
         }
     }
 
+    /// A task request to the backend that holds the task, over the connection of the task's
+    /// kind (the stateless one for the extension's tasks, the session for 2025-11-25's).
     async fn to_task_backend(
         &self,
         h: &Handle,
         method: &str,
         params: crate::protocol::Params,
-        stateless: Option<&crate::protocol::StatelessMeta>,
+        capabilities: Option<Value>,
     ) -> Result<Reply, Refusal> {
         let slot = self.slot(h.slot);
         let backend = slot.backend().ok_or_else(|| Refusal::BackendUnavailable {
@@ -245,8 +320,9 @@ impl Gateway {
             reason: "it is down or restarting; see the gateway log".into(),
             retry_after_ms: 1000,
         })?;
-        let backend = if stateless.is_none() { backend.for_session_based_client() } else { &backend };
-        let opts = CallOpts { client_capabilities: stateless.map(|m| m.capabilities.clone()), ..CallOpts::default() };
+        let backend = if h.extension { &backend } else { backend.for_session_based_client() };
+        let capabilities = if h.extension { Some(with_extension(capabilities.unwrap_or_default())) } else { None };
+        let opts = CallOpts { client_capabilities: capabilities, ..CallOpts::default() };
         backend.call(method, params, &opts).await.map_err(|e| match e {
             crate::backend::BackendError::Timeout => Refusal::BackendTimeout {
                 backend: h.backend.clone(),
@@ -265,8 +341,17 @@ impl Gateway {
         slots.sort_unstable();
         slots.dedup();
         let mut tasks = Vec::new();
+        // The extension has no tasks/list: a bridged task is asked for itself.
+        for (id, h) in mine.iter().filter(|(_, h)| h.extension) {
+            let params = task_params(&h.backend_task);
+            if let Ok(Reply::Result(r)) = self.to_task_backend(h, Method::TasksGet.as_str(), params, None).await {
+                let mut t = plain_task(serde_json::from_str(r.get()).unwrap_or_default());
+                t["taskId"] = Value::String(id.clone());
+                tasks.push(t);
+            }
+        }
         for slot in slots {
-            let Some((_, any)) = mine.iter().find(|(_, h)| h.slot == slot) else { continue };
+            let Some((_, any)) = mine.iter().find(|(_, h)| h.slot == slot && !h.extension) else { continue };
             let listed =
                 self.to_task_backend(any, Method::TasksList.as_str(), crate::protocol::Params::default(), None);
             let Ok(Reply::Result(r)) = listed.await else {
@@ -315,6 +400,123 @@ fn tool_outcome(result: &str) -> Outcome {
     if super::audited::is_tool_error(result) { Outcome::ToolError } else { Outcome::Ok }
 }
 
+/// `{"taskId": id}` as params.
+fn task_params(backend_task: &str) -> crate::protocol::Params {
+    let mut p = crate::protocol::Params::default();
+    p.0.insert("taskId".into(), crate::backend::raw(Value::String(backend_task.to_string()).to_string()));
+    p
+}
+
+/// How often a session-based client's `tasks/result` of an extension task polls its `tasks/get`,
+/// at least and at most (the backend's `pollInterval` in between).
+const POLL_MIN: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(2);
+
+impl Gateway {
+    /// A task request across generations: the client's method answered with the backend's.
+    async fn bridged_task_request(
+        &self,
+        method: Method,
+        id: &str,
+        h: &Handle,
+        ctx: Ctx<'_>,
+    ) -> Result<Answer, Refusal> {
+        let call = |m: Method| self.to_task_backend(h, m.as_str(), task_params(&h.backend_task), None);
+        let as_value = |r: Reply| -> Result<Value, Answer> {
+            match r {
+                Reply::Result(r) => Ok(serde_json::from_str(r.get()).unwrap_or_default()),
+                Reply::Error(e) => Err(Answer::Error(e.get().to_string())),
+                Reply::Streamed(_) => unreachable!("asked for whole"),
+            }
+        };
+        let mine = |mut t: Value| {
+            t["taskId"] = Value::String(id.to_string());
+            t
+        };
+        match (h.stateless, method) {
+            // A stateless client of a 2025-11-25 task: tasks/get carries the result once done.
+            (true, Method::TasksGet | Method::TasksCancel) => {
+                let t = match as_value(call(method).await?) {
+                    Ok(t) => t,
+                    Err(answer) => return Ok(answer),
+                };
+                let mut out = mine(plain_task(t.clone()));
+                out["resultType"] = Value::String("complete".into());
+                match t["status"].as_str() {
+                    Some("completed") => match as_value(call(Method::TasksResult).await?) {
+                        Ok(mut r) => {
+                            if let Some(meta) = r.pointer_mut("/_meta/io.modelcontextprotocol~1related-task") {
+                                meta["taskId"] = Value::String(id.to_string());
+                            }
+                            self.audit_task_end(id, h, tool_outcome(&r.to_string()), ctx).await;
+                            out["result"] = r;
+                        }
+                        Err(Answer::Error(e)) => out["error"] = serde_json::from_str(&e).unwrap_or_default(),
+                        Err(_) => {}
+                    },
+                    Some("failed") => self.audit_task_end(id, h, Outcome::BackendError, ctx).await,
+                    Some("cancelled") => self.audit_task_end(id, h, Outcome::Cancelled, ctx).await,
+                    _ => {}
+                }
+                Ok(Answer::Result(out.to_string()))
+            }
+            (true, _) => Err(Refusal::InvalidRequest(format!(
+                "`{}` has no counterpart for this task: its backend speaks MCP 2025-11-25",
+                method.as_str()
+            ))),
+            // A session-based client of an extension task.
+            (false, Method::TasksGet | Method::TasksCancel) => {
+                let t = match as_value(call(method).await?) {
+                    Ok(t) => t,
+                    Err(answer) => return Ok(answer),
+                };
+                if let Some(outcome) = terminal(&t.to_string()) {
+                    self.audit_task_end(id, h, outcome, ctx).await;
+                }
+                Ok(Answer::Result(mine(plain_task(t)).to_string()))
+            }
+            (false, Method::TasksResult) => {
+                let deadline = tokio::time::Instant::now() + self.slot(h.slot).config.timeout;
+                loop {
+                    let t = match as_value(call(Method::TasksGet).await?) {
+                        Ok(t) => t,
+                        Err(answer) => return Ok(answer),
+                    };
+                    match t["status"].as_str() {
+                        Some("completed") => {
+                            let mut r = t["result"].clone();
+                            r["_meta"]["io.modelcontextprotocol/related-task"] = serde_json::json!({ "taskId": id });
+                            self.audit_task_end(id, h, tool_outcome(&r.to_string()), ctx).await;
+                            return Ok(Answer::Result(r.to_string()));
+                        }
+                        Some(status @ ("failed" | "cancelled")) => {
+                            let outcome = if status == "failed" { Outcome::BackendError } else { Outcome::Cancelled };
+                            self.audit_task_end(id, h, outcome, ctx).await;
+                            let e = if t["error"].is_object() {
+                                t["error"].clone()
+                            } else {
+                                serde_json::json!({ "code": crate::jsonrpc::code::INTERNAL_ERROR, "message": format!("the task was {status}") })
+                            };
+                            return Ok(Answer::Error(e.to_string()));
+                        }
+                        _ => {}
+                    }
+                    let every =
+                        t["pollInterval"].as_u64().map_or(POLL_MIN, Duration::from_millis).clamp(POLL_MIN, POLL_MAX);
+                    if tokio::time::Instant::now() + every > deadline {
+                        return Err(Refusal::BackendTimeout {
+                            backend: h.backend.clone(),
+                            timeout_ms: self.slot(h.slot).config.timeout.as_millis() as u64,
+                        });
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
+            (false, _) => Err(Refusal::MethodNotFound(method.as_str().into())),
+        }
+    }
+}
+
 /// The outcome a task's state says it ended with, if it ended.
 fn terminal(task: &str) -> Option<Outcome> {
     let v: Value = serde_json::from_str(task).ok()?;
@@ -331,6 +533,26 @@ fn terminal(task: &str) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_shown_across_generations_has_the_other_shape() {
+        let t = serde_json::json!({"taskId": "g", "status": "completed", "result": {"content": []}, "resultType": "complete"});
+        assert_eq!(task_for(false, t.clone()), serde_json::json!({"task": {"taskId": "g", "status": "completed"}}));
+        assert_eq!(task_for(true, t), serde_json::json!({"taskId": "g", "status": "completed", "resultType": "task"}));
+        let caps = with_extension(serde_json::json!({"sampling": {}}));
+        assert!(caps["sampling"].is_object() && caps["extensions"]["io.modelcontextprotocol/tasks"].is_object());
+        let stateless = crate::protocol::StatelessMeta {
+            version: "2026-07-28".into(),
+            capabilities: with_extension(serde_json::Value::Null),
+            log_level: None,
+        };
+        let backend = serde_json::json!({"tasks": {"requests": {"tools": {"call": {}}}}});
+        let tool = |support: &str| format!(r#"{{"name":"t","execution":{{"taskSupport":"{support}"}}}}"#);
+        assert!(bridge_as_task(Some(&stateless), &backend, Some(&tool("optional"))));
+        assert!(!bridge_as_task(Some(&stateless), &backend, Some(&tool("forbidden"))));
+        assert!(!bridge_as_task(Some(&stateless), &serde_json::json!({}), Some(&tool("required"))));
+        assert!(!bridge_as_task(None, &backend, Some(&tool("required"))));
+    }
 
     #[test]
     fn ids_are_swapped_only_where_they_are_the_backends() {
@@ -357,6 +579,7 @@ mod tests {
             session: String::new(),
             tool: "b__t".into(),
             stateless: false,
+            extension: false,
             created: Instant::now(),
             expires: Instant::now() + DEFAULT_TTL,
             audited: false,
