@@ -32,8 +32,8 @@ pub const KEEP_FINISHED: Duration = Duration::from_secs(60);
 pub struct Sent {
     /// `<stream>-<n>`.
     pub id: String,
-    /// The message.
-    pub data: String,
+    /// The message, shared with the stream's log (not copied per reader).
+    pub data: std::sync::Arc<str>,
 }
 
 /// A session's resumable streams.
@@ -49,7 +49,7 @@ struct Inner {
 }
 
 struct Log {
-    events: VecDeque<(u64, String)>,
+    events: VecDeque<(u64, std::sync::Arc<str>)>,
     bytes: usize,
     next_seq: u64,
     /// The connection reading the stream now, if any.
@@ -92,19 +92,25 @@ impl Streams {
         (no, rx)
     }
 
-    /// Records the stream's next event and passes it to the connection reading it, if any.
+    /// Records the stream's next event and passes it to the connection reading it, if any. An
+    /// event larger than [`MAX_BYTES`] (a large result) is passed on but not kept: holding it for
+    /// a resume would hold its size per stream for up to [`KEEP_FINISHED`].
     pub fn push(&self, stream: u64, data: String) {
         let mut inner = self.inner();
         let Some(log) = inner.logs.get_mut(&stream) else { return };
         let seq = log.next_seq;
         log.next_seq += 1;
+        let data: std::sync::Arc<str> = data.into();
         let sent = Sent { id: format!("{stream}-{seq}"), data: data.clone() };
         if log.live.as_ref().is_some_and(|l| l.send(sent).is_err()) {
             log.live = None;
         }
+        if data.len() > MAX_BYTES {
+            return;
+        }
         log.bytes += data.len();
         log.events.push_back((seq, data));
-        while log.events.len() > MAX_EVENTS || (log.bytes > MAX_BYTES && log.events.len() > 1) {
+        while log.events.len() > MAX_EVENTS || log.bytes > MAX_BYTES {
             if let Some((_, old)) = log.events.pop_front() {
                 log.bytes -= old.len();
             }
@@ -187,7 +193,7 @@ mod tests {
         drop(first); // the connection drops
         s.push(no, "c".into());
         let r = s.resume(&format!("{no}-1")).expect("known stream");
-        let replayed: Vec<&str> = r.replay.iter().map(|e| e.data.as_str()).collect();
+        let replayed: Vec<&str> = r.replay.iter().map(|e| &*e.data).collect();
         assert_eq!(replayed, ["b", "c"]);
         let mut live = r.live.expect("still running");
         s.push(no, "d".into());
@@ -208,7 +214,12 @@ mod tests {
         }
         let r = s.resume(&format!("{no}-0")).unwrap();
         assert_eq!(r.replay.len(), MAX_EVENTS);
-        assert_eq!(r.replay[0].data, "10", "the oldest went first");
+        assert_eq!(&*r.replay[0].data, "10", "the oldest went first");
+        // An event above MAX_BYTES reaches its reader but is not kept.
+        let (big, mut rx) = s.open();
+        s.push(big, "x".repeat(MAX_BYTES + 1));
+        assert_eq!(drain(&mut rx).len(), 1);
+        assert!(s.resume(&format!("{big}-0")).unwrap().replay.is_empty());
         for _ in 0..(MAX_STREAMS + 5) {
             let (n, _) = s.open();
             s.finish(n);

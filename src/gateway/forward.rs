@@ -272,7 +272,8 @@ impl Gateway {
         mut events: mpsc::UnboundedReceiver<Event>,
         call: &Call<'_>,
     ) -> Result<BackendOutcome, Refusal> {
-        let binding = Binding {
+        // What a round is bound to: made only for a retry or a park, not on every call.
+        let binding = || Binding {
             subject: call.req.ctx.caller.subject().map(str::to_string),
             method: method.as_str().to_string(),
             name: route.exposed.clone(),
@@ -285,6 +286,7 @@ impl Gateway {
                     .map_err(|e| Refusal::InvalidParams(format!("inputResponses must be an object: {e}")))?,
                 None => IndexMap::new(),
             };
+            let binding = binding();
             let resumed =
                 self.bridges.resume(&state, &binding, responses, self.cluster.as_ref(), backend.config.timeout);
             let round = tokio::select! {
@@ -303,15 +305,16 @@ impl Gateway {
                 }
             });
         }
-        let capabilities = call.req.ctx.stateless.map(|m| m.capabilities.clone()).unwrap_or_default();
+        // Borrowed from the request: cloned only if the call is parked.
+        let null = serde_json::Value::Null;
+        let capabilities = call.req.ctx.stateless.map_or(&null, |m| &m.capabilities);
         // A stateless client that takes the extension's tasks, calling a tool this session-based
         // backend may run as a task: sent task-augmented, bridged back (task_handles.rs).
-        if method == Method::ToolsCall {
-            let catalog = self.catalog();
-            let tool = catalog.tool(&route.exposed).map(|e| e.json.as_str());
-            if super::task_handles::bridge_as_task(call.req.ctx.stateless, &backend.capabilities, tool) {
-                params.0.insert("task".into(), backend::raw("{}".into()));
-            }
+        if method == Method::ToolsCall
+            && super::task_handles::bridge_as_task(call.req.ctx.stateless, &backend.capabilities)
+            && super::task_handles::may_run_as_task(self.catalog().tool(&route.exposed).map(|e| e.json.as_str()))
+        {
+            params.0.insert("task".into(), backend::raw("{}".into()));
         }
         let mut pending: BoxFuture<'static, Result<Reply, BackendError>> = {
             let (backend, name) = (backend.clone(), method.as_str());
@@ -324,13 +327,13 @@ impl Gateway {
                     Err(e) => BackendOutcome::Failed(e),
                 },
                 Some(ev) = events.recv() => match ev {
-                    Event::Request { method, params, reply } => match bridge::judge(Asked { method, params, reply }, &capabilities, &backend.config.roots) {
+                    Event::Request { method, params, reply } => match bridge::judge(Asked { method, params, reply }, capabilities, &backend.config.roots) {
                         Verdict::Ask(asked) => {
                             let parked = Parked {
                                 pending,
                                 events,
-                                capabilities,
-                                binding,
+                                capabilities: capabilities.clone(),
+                                binding: binding(),
                                 timeout: backend.config.timeout,
                                 roots: backend.config.roots.clone(),
                                 waiting,

@@ -141,22 +141,19 @@ fn swap_id(text: &str, pointer: &str, from: &str, to: &str) -> Option<String> {
     Some(v.to_string())
 }
 
-/// Whether a stateless client's call of a session-based backend goes task-augmented: the client
-/// declared the extension, the backend takes task-augmented tool calls, and the tool may run as
-/// a task.
-pub(super) fn bridge_as_task(
-    stateless: Option<&crate::protocol::StatelessMeta>,
-    backend_caps: &Value,
-    tool_json: Option<&str>,
-) -> bool {
-    let wants =
-        stateless.is_some_and(|m| m.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some());
-    let takes = backend_caps.pointer("/tasks/requests/tools/call").is_some();
-    let tool = tool_json.and_then(|t| serde_json::from_str::<Value>(t).ok());
-    let may = tool.is_some_and(|t| {
+/// Whether a stateless client's call of a session-based backend may go task-augmented: the
+/// client declared the extension and the backend takes task-augmented tool calls (then the tool
+/// must also allow it: [`may_run_as_task`]).
+pub(super) fn bridge_as_task(stateless: Option<&crate::protocol::StatelessMeta>, backend_caps: &Value) -> bool {
+    stateless.is_some_and(|m| m.capabilities.pointer("/extensions/io.modelcontextprotocol~1tasks").is_some())
+        && backend_caps.pointer("/tasks/requests/tools/call").is_some()
+}
+
+/// Whether a tool's definition lets it run as a task (`execution.taskSupport`).
+pub(super) fn may_run_as_task(tool_json: Option<&str>) -> bool {
+    tool_json.and_then(|t| serde_json::from_str::<Value>(t).ok()).is_some_and(|t| {
         matches!(t.pointer("/execution/taskSupport").and_then(Value::as_str), Some("optional" | "required"))
-    });
-    wants && takes && may
+    })
 }
 
 /// Capabilities declaring the tasks extension, for a session-based client's call bridged to a
@@ -548,10 +545,10 @@ mod tests {
         };
         let backend = serde_json::json!({"tasks": {"requests": {"tools": {"call": {}}}}});
         let tool = |support: &str| format!(r#"{{"name":"t","execution":{{"taskSupport":"{support}"}}}}"#);
-        assert!(bridge_as_task(Some(&stateless), &backend, Some(&tool("optional"))));
-        assert!(!bridge_as_task(Some(&stateless), &backend, Some(&tool("forbidden"))));
-        assert!(!bridge_as_task(Some(&stateless), &serde_json::json!({}), Some(&tool("required"))));
-        assert!(!bridge_as_task(None, &backend, Some(&tool("required"))));
+        assert!(bridge_as_task(Some(&stateless), &backend));
+        assert!(!bridge_as_task(Some(&stateless), &serde_json::json!({})) && !bridge_as_task(None, &backend));
+        assert!(may_run_as_task(Some(&tool("optional"))) && may_run_as_task(Some(&tool("required"))));
+        assert!(!may_run_as_task(Some(&tool("forbidden"))) && !may_run_as_task(Some(r#"{"name":"t"}"#)));
     }
 
     #[test]
