@@ -36,6 +36,36 @@ async fn create(c: &HttpClient, ms: u64) -> String {
     id
 }
 
+/// A stateless request declaring the tasks extension, with the headers its method needs; the
+/// response.
+async fn extension_request(c: &HttpClient, method: &str, params: Value) -> Value {
+    let mut params = modern_params(params);
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let name = params.get("name").and_then(Value::as_str).map(str::to_string);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut h = vec![("mcp-method", method)];
+    if let Some(n) = &name {
+        h.push(("mcp-name", n.as_str()));
+    }
+    c.post_raw(&body, &h).await.json()
+}
+
+/// Polls a stateless client's `tasks/get` until the task completed (10 s at most).
+async fn until_completed(c: &HttpClient, id: &str) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = extension_request(c, "tasks/get", json!({"taskId": id})).await;
+            if t["result"]["status"] == "completed" {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the task completes")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_created_polled_and_its_result_fetched_under_the_gateways_id() {
     let gw = gateway();
@@ -155,48 +185,30 @@ async fn a_stateless_client_follows_its_task_through_the_extension() {
     let gw = Gateway::start_with_env(&config, &secret_env());
     let alice = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
     let bob = HttpClient::modern(&gw.url).with_token(&token("bob", &["admin"]));
-    let send = |c: &HttpClient, method: &str, params: Value| {
-        let mut params = modern_params(params);
-        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
-            json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let name = params.get("name").and_then(Value::as_str).map(str::to_string);
-        let c = c.clone();
-        let method = method.to_string();
-        async move {
-            let mut h = vec![("mcp-method", method.as_str())];
-            if let Some(n) = &name {
-                h.push(("mcp-name", n.as_str()));
-            }
-            c.post_raw(&body, &h).await.json()
-        }
-    };
-    let discover = send(&alice, "server/discover", json!({})).await;
+    let discover = extension_request(&alice, "server/discover", json!({})).await;
     assert!(
         discover["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"].is_object(),
         "{discover}"
     );
 
-    let created =
-        send(&alice, "tools/call", json!({"name": "m__task_work", "arguments": {"ms": 200, "text": "hi"}})).await;
+    let created = extension_request(
+        &alice,
+        "tools/call",
+        json!({"name": "m__task_work", "arguments": {"ms": 200, "text": "hi"}}),
+    )
+    .await;
     assert_eq!(created["result"]["resultType"], "task", "{created}");
     let id = created["result"]["taskId"].as_str().unwrap().to_string();
     assert!(id.starts_with("sentinel-task-"), "{created}");
-    assert_eq!(send(&bob, "tasks/get", json!({"taskId": id})).await["error"]["code"], -32602, "another subject");
-    let done = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let t = send(&alice, "tasks/get", json!({"taskId": id})).await;
-            if t["result"]["status"] == "completed" {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    assert_eq!(
+        extension_request(&bob, "tasks/get", json!({"taskId": id})).await["error"]["code"],
+        -32602,
+        "another subject"
+    );
+    let done = until_completed(&alice, &id).await;
     assert_eq!(done["result"]["taskId"], id.as_str(), "{done}");
     assert_eq!(done["result"]["result"]["content"][0]["text"], "worked 200 ms: hi", "{done}");
-    let update = send(&alice, "tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
+    let update = extension_request(&alice, "tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
     assert!(update["error"].is_null(), "{update}");
     eventually("the task's end is audited", || async {
         audit_records(&gw.log()).iter().filter(|r| r.get("tool").map(String::as_str) == Some("m__task_work")).count()
@@ -204,12 +216,13 @@ async fn a_stateless_client_follows_its_task_through_the_extension() {
     })
     .await;
 
-    let slow = send(&alice, "tools/call", json!({"name": "m__task_work", "arguments": {"ms": 30000}})).await;
+    let slow =
+        extension_request(&alice, "tools/call", json!({"name": "m__task_work", "arguments": {"ms": 30000}})).await;
     let slow = slow["result"]["taskId"].as_str().unwrap().to_string();
-    let cancelled = send(&alice, "tasks/cancel", json!({"taskId": slow})).await;
+    let cancelled = extension_request(&alice, "tasks/cancel", json!({"taskId": slow})).await;
     assert_eq!(cancelled["result"]["status"], "cancelled", "{cancelled}");
     for method in ["tasks/result", "tasks/list"] {
-        assert_eq!(send(&alice, method, json!({"taskId": id})).await["error"]["code"], -32601, "{method}");
+        assert_eq!(extension_request(&alice, method, json!({"taskId": id})).await["error"]["code"], -32601, "{method}");
     }
 }
 
@@ -230,38 +243,18 @@ async fn tasks_are_bridged_between_generations() {
 
     // A 2026-07-28 client, a 2025-11-25 backend.
     let modern = HttpClient::modern(&gw.url).with_token(&token("alice", &["admin"]));
-    let caps = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
-    let send = |method: &str, params: Value| {
-        let mut params = modern_params(params);
-        params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps.clone();
-        let name = params.get("name").and_then(Value::as_str).map(str::to_string);
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-        let (c, method) = (modern.clone(), method.to_string());
-        async move {
-            let mut h = vec![("mcp-method", method.as_str())];
-            if let Some(n) = &name {
-                h.push(("mcp-name", n.as_str()));
-            }
-            c.post_raw(&body, &h).await.json()
-        }
-    };
-    let created = send("tools/call", json!({"name": "old__task_work", "arguments": {"ms": 200, "text": "old"}})).await;
+    let created = extension_request(
+        &modern,
+        "tools/call",
+        json!({"name": "old__task_work", "arguments": {"ms": 200, "text": "old"}}),
+    )
+    .await;
     assert_eq!(created["result"]["resultType"], "task", "flattened for the stateless client: {created}");
     let id = created["result"]["taskId"].as_str().unwrap().to_string();
-    let done = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let t = send("tasks/get", json!({"taskId": id})).await;
-            if t["result"]["status"] == "completed" {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let done = until_completed(&modern, &id).await;
     assert_eq!(done["result"]["taskId"], id.as_str(), "{done}");
     assert_eq!(done["result"]["result"]["content"][0]["text"], "worked 200 ms: old", "the result carried: {done}");
-    let update = send("tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
+    let update = extension_request(&modern, "tasks/update", json!({"taskId": id, "inputResponses": {}})).await;
     assert!(update["error"]["message"].as_str().is_some_and(|m| m.contains("2025-11-25")), "{update}");
 
     // A 2025-11-25 client, a 2026-07-28 backend.
