@@ -209,6 +209,29 @@ impl SqlStore {
         }
     }
 
+    /// For a loop that polls the store (the kill switch, the pins): the store, connected on
+    /// first need; a failure is warned of once (`what`: whose loop, and what stays in force
+    /// meanwhile), and tried again on the next round (`None`).
+    pub async fn connected<'a>(
+        db: &'a mut Option<SqlStore>,
+        url: &str,
+        warned: &mut bool,
+        what: (&str, &str),
+    ) -> Option<&'a SqlStore> {
+        if db.is_none() {
+            match SqlStore::connect(url).await {
+                Ok(s) => *db = Some(s),
+                Err(e) => {
+                    if !std::mem::replace(warned, true) {
+                        tracing::warn!("{}: the store is not reachable ({e:#}); {}", what.0, what.1);
+                    }
+                    return None;
+                }
+            }
+        }
+        db.as_ref()
+    }
+
     /// Brings the schema up to date with the migrations embedded in the binary. Safe to run
     /// at every start and from several processes at once: on PostgreSQL sqlx takes an advisory
     /// lock; SQLite has none, so a migration that fails is tried again (see below).

@@ -181,20 +181,11 @@ pub async fn watch(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if store.is_none() {
-            match crate::audit::store::SqlStore::connect(&url).await {
-                // The audit writer migrates; a gateway polling before it has simply sees no table yet.
-                Ok(s) => store = Some(s),
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!("kill switch: the store is not reachable ({e:#}); the last list stays in force");
-                        warned = true;
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some(s) = &store else { continue };
+        // The audit writer migrates; a gateway polling before it has simply sees no table yet.
+        let what = ("kill switch", "the last list stays in force");
+        let Some(s) = crate::audit::store::SqlStore::connected(&mut store, &url, &mut warned, what).await else {
+            continue;
+        };
         match store::list(s).await {
             Ok(entries) => {
                 if warned {

@@ -239,19 +239,10 @@ pub async fn watch(
             _ = tick.tick() => {}
             _ = pins.wake.notified() => {}
         }
-        if db.is_none() {
-            match crate::audit::store::SqlStore::connect(&url).await {
-                Ok(s) => db = Some(s),
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!("pins: the store is not reachable ({e:#}); the pins in memory stay in force");
-                        warned = true;
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some(s) = &db else { continue };
+        let what = ("pins", "the pins in memory stay in force");
+        let Some(s) = crate::audit::store::SqlStore::connected(&mut db, &url, &mut warned, what).await else {
+            continue;
+        };
         let writes = pins.take_queue();
         if !writes.is_empty() {
             if let Err(e) = write_all(s, &writes).await {
